@@ -1,0 +1,279 @@
+//! `vswitchctl`: the command line for vswitchd.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use switch::model::*;
+use vswitch_cli::client::{encode, Client, ClientError};
+use vswitch_cli::table::render;
+use vswitch_cli::{routes, DEFAULT_SOCKET, SOCKET_ENV};
+
+/// vswitchctl: control vswitchd, the userspace virtual switch for network namespaces.
+///
+/// Quick start:
+///   ip netns add a; ip netns add b
+///   vswitchctl network create front --subnet 172.20.0.0/24
+///   vswitchctl attach a front; vswitchctl attach b front
+///   ip netns exec a ping 172.20.0.3
+///   vswitchctl capture front -c 10 | tcpdump -nr -
+#[derive(Parser, Debug)]
+#[command(version, about, long_about, verbatim_doc_comment)]
+struct Cli {
+    /// vswitchd's control socket.
+    #[arg(long, global = true, env = SOCKET_ENV, default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Print JSON (the API's own types) instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create, list, inspect and remove networks.
+    #[command(subcommand)]
+    Network(NetCmd),
+    /// Attach a network namespace to a network: creates its interface (eth0, eth1, ...).
+    ///
+    /// The namespace must exist (ip netns add NETNS). The interface gets the next free address
+    /// of the network (or --ip), a MAC derived from it (or --mac), the network's MTU, and a
+    /// default route via the gateway if the namespace has none.
+    Attach {
+        /// Namespace name, as listed by `ip netns`.
+        netns: String,
+        /// Network name.
+        network: String,
+        /// Address in the network's subnet [default: next free].
+        #[arg(long)]
+        ip: Option<String>,
+        /// MAC address [default: 02:42 followed by the four bytes of the IP].
+        #[arg(long)]
+        mac: Option<String>,
+        /// Interface name in the namespace [default: first free of eth0, eth1, ...].
+        #[arg(long)]
+        ifname: Option<String>,
+    },
+    /// Remove a namespace's interface on a network.
+    Detach {
+        /// Namespace name.
+        netns: String,
+        /// Network name.
+        network: String,
+    },
+    /// List switch ports with their counters.
+    Ports,
+    /// List learned MAC addresses (the forwarding database).
+    Fdb {
+        /// Only this network.
+        network: Option<String>,
+    },
+    /// Per-port counters and named drop counters.
+    Stats,
+    /// Capture frames as pcap (both directions) from a port, an endpoint or a whole network.
+    ///
+    /// Examples:
+    ///   vswitchctl capture ns1/eth0 -w ns1.pcap --timeout 10
+    ///   vswitchctl capture front -c 20 | tcpdump -nr -
+    #[command(verbatim_doc_comment)]
+    Capture {
+        /// NETNS/IFNAME, a port name (p1), or a network name (frames entering the network).
+        target: String,
+        /// Write to FILE instead of standard output.
+        #[arg(short = 'w', long = "write", value_name = "FILE")]
+        write: Option<PathBuf>,
+        /// Stop after COUNT frames.
+        #[arg(short = 'c', long = "count")]
+        count: Option<u64>,
+        /// Stop after SECONDS.
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<f64>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum NetCmd {
+    /// Create a network: an isolated L2 segment with a gateway address on the switch.
+    Create {
+        /// Network name.
+        name: String,
+        /// IPv4 subnet, e.g. 172.20.0.0/24 (must not overlap another network).
+        #[arg(long)]
+        subnet: String,
+        /// Gateway address [default: first host address of the subnet].
+        #[arg(long)]
+        gateway: Option<String>,
+        /// MTU of the network's endpoints.
+        #[arg(long, default_value_t = 1500)]
+        mtu: u32,
+    },
+    /// List networks.
+    #[command(alias = "list")]
+    Ls,
+    /// Show a network and its endpoints (JSON).
+    Inspect {
+        /// Network name.
+        name: String,
+    },
+    /// Remove a network (refused while endpoints are attached).
+    #[command(alias = "remove")]
+    Rm {
+        /// Network name.
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let msg = e.to_string();
+            eprintln!("vswitchctl: {}", msg.lines().next().unwrap_or_default());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<(), ClientError> {
+    let s = serde_json::to_string_pretty(v).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    println!("{s}");
+    Ok(())
+}
+
+const NONE: Option<&()> = None;
+
+fn run(cli: Cli) -> Result<(), ClientError> {
+    let c = Client::new(&cli.socket);
+    let json = cli.json;
+    match cli.cmd {
+        Cmd::Network(NetCmd::Create { name, subnet, gateway, mtu }) => {
+            let req = NetworkCreate { name, subnet, gateway, mtu: Some(mtu) };
+            let n: NetworkInfo = c.call("POST", routes::NETWORKS, Some(&req))?;
+            if json {
+                print_json(&n)?;
+            } else {
+                println!("network {} created: subnet {} gateway {} ({})", n.name, n.subnet, n.gateway, n.gateway_mac);
+            }
+        }
+        Cmd::Network(NetCmd::Ls) => {
+            let v: Vec<NetworkInfo> = c.call("GET", routes::NETWORKS, NONE)?;
+            if json {
+                return print_json(&v);
+            }
+            let rows: Vec<Vec<String>> = v
+                .iter()
+                .map(|n| vec![n.name.clone(), n.subnet.clone(), n.gateway.to_string(), n.mtu.to_string(), n.endpoints.len().to_string()])
+                .collect();
+            print!("{}", render(&["NAME", "SUBNET", "GATEWAY", "MTU", "ENDPOINTS"], &rows));
+        }
+        Cmd::Network(NetCmd::Inspect { name }) => {
+            let n: NetworkInfo = c.call("GET", &format!("{}/{}", routes::NETWORKS, encode(&name)), NONE)?;
+            print_json(&n)?;
+        }
+        Cmd::Network(NetCmd::Rm { name }) => {
+            let () = c.call("DELETE", &format!("{}/{}", routes::NETWORKS, encode(&name)), NONE)?;
+            if !json {
+                println!("network {name} removed");
+            }
+        }
+        Cmd::Attach { netns, network, ip, mac, ifname } => {
+            let req = AttachRequest { netns, network, ip, mac, ifname };
+            let e: EndpointInfo = c.call("POST", routes::ENDPOINTS, Some(&req))?;
+            if json {
+                print_json(&e)?;
+            } else {
+                println!("{} {}: {} {}/{} mac {} mtu {} (port {})", e.netns, e.network, e.ifname, e.ip, e.prefix_len, e.mac, e.mtu, e.port);
+            }
+        }
+        Cmd::Detach { netns, network } => {
+            let () = c.call("DELETE", &format!("{}/{}/{}", routes::ENDPOINTS, encode(&netns), encode(&network)), NONE)?;
+            if !json {
+                println!("{netns} detached from {network}");
+            }
+        }
+        Cmd::Ports => {
+            let v: Vec<PortInfo> = c.call("GET", routes::PORTS, NONE)?;
+            if json {
+                return print_json(&v);
+            }
+            print!("{}", port_table(&v));
+        }
+        Cmd::Fdb { network } => {
+            let path = match &network {
+                Some(n) => format!("{}?network={}", routes::FDB, encode(n)),
+                None => routes::FDB.to_string(),
+            };
+            let v: Vec<FdbEntryInfo> = c.call("GET", &path, NONE)?;
+            if json {
+                return print_json(&v);
+            }
+            let rows: Vec<Vec<String>> =
+                v.iter().map(|e| vec![e.network.clone(), e.mac.clone(), e.port.clone(), format!("{}s", e.age_secs)]).collect();
+            print!("{}", render(&["NETWORK", "MAC", "PORT", "AGE"], &rows));
+        }
+        Cmd::Stats => {
+            let s: StatsInfo = c.call("GET", routes::STATS, NONE)?;
+            if json {
+                return print_json(&s);
+            }
+            print!("{}", port_table(&s.ports));
+            println!();
+            let rows: Vec<Vec<String>> = s.drops.iter().map(|(k, v)| vec![k.clone(), v.to_string()]).collect();
+            print!("{}", render(&["DROP", "FRAMES"], &rows));
+            println!();
+            let rows: Vec<Vec<String>> = s.events.iter().map(|(k, v)| vec![k.clone(), v.to_string()]).collect();
+            print!("{}", render(&["EVENT", "COUNT"], &rows));
+        }
+        Cmd::Capture { target, write, count, timeout } => {
+            let mut path = format!("{}?target={}", routes::CAPTURE, encode(&target));
+            if let Some(n) = count {
+                path.push_str(&format!("&count={n}"));
+            }
+            if let Some(t) = timeout {
+                if !(t.is_finite() && t >= 0.0) {
+                    return Err(ClientError::Api(format!("invalid --timeout {t}: give a number of seconds >= 0")));
+                }
+                path.push_str(&format!("&timeout={t}"));
+            }
+            match write {
+                Some(p) => {
+                    let mut f = File::create(&p).map_err(|e| ClientError::Api(format!("cannot create {}: {e}", p.display())))?;
+                    c.stream(&path, &mut f)?;
+                }
+                None => {
+                    let stdout = io::stdout();
+                    let mut lock = stdout.lock();
+                    c.stream(&path, &mut lock)?;
+                    let _ = lock.flush();
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn port_table(v: &[PortInfo]) -> String {
+    let rows: Vec<Vec<String>> = v
+        .iter()
+        .map(|p| {
+            vec![
+                p.name.clone(),
+                p.netns.clone(),
+                p.ifname.clone(),
+                p.network.clone(),
+                p.mac.clone(),
+                p.ip.to_string(),
+                p.counters.rx_packets.to_string(),
+                p.counters.rx_bytes.to_string(),
+                p.counters.tx_packets.to_string(),
+                p.counters.tx_bytes.to_string(),
+                p.counters.tx_dropped.to_string(),
+            ]
+        })
+        .collect();
+    render(&["PORT", "NETNS", "IFNAME", "NETWORK", "MAC", "IP", "RX_PKTS", "RX_BYTES", "TX_PKTS", "TX_BYTES", "TX_DROP"], &rows)
+}

@@ -1,0 +1,86 @@
+//! `vswitchd`: the vswitch daemon. Runs in the foreground, logs to stderr, serves the control API
+//! on a Unix socket, and on SIGINT/SIGTERM removes every device it created and exits.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use switch::{Options, Switch};
+use vswitch_cli::{server, DEFAULT_SOCKET, SOCKET_ENV};
+
+/// vswitchd: a userspace virtual switch for Linux network namespaces.
+///
+/// Creates a TAP endpoint in each attached namespace and switches frames between them in
+/// userspace (MAC learning, ARP, the gateway). Control it with vswitchctl.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about)]
+struct Args {
+    /// Control socket (HTTP/JSON, mode 0600).
+    #[arg(long, env = SOCKET_ENV, default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Directory for persisted state (networks and endpoints are recreated on restart).
+    #[arg(long, default_value = "/var/lib/vswitchd")]
+    state_dir: PathBuf,
+    /// Datapath worker threads [default: number of cores].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    workers: Option<u16>,
+    /// Seconds a learned MAC address stays in the forwarding table without traffic.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    fdb_aging: u64,
+    /// Broadcast/unknown-unicast frames per second one port may flood (excess is dropped and
+    /// counted as flood_limited).
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
+    flood_rate: u64,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).target(env_logger::Target::Stderr).init();
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vswitchd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let workers = args.workers.map(usize::from).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    std::fs::create_dir_all(&args.state_dir).map_err(|e| format!("create state directory {} failed: {e}", args.state_dir.display()))?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("start runtime failed: {e}"))?;
+    rt.block_on(async move {
+        // Bind first: a second daemon on the same socket must fail before touching any device.
+        let listener = server::listen(&args.socket).map_err(|e| e.to_string())?;
+        let opts = Options {
+            workers,
+            fdb_aging: Duration::from_secs(args.fdb_aging),
+            state_dir: Some(args.state_dir.clone()),
+            flood_rate: args.flood_rate,
+            ..Options::default()
+        };
+        let sw = tokio::task::spawn_blocking(move || Switch::start(opts))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        log::info!(
+            "vswitchd {} listening on {} ({workers} workers, state in {})",
+            env!("CARGO_PKG_VERSION"),
+            args.socket.display(),
+            args.state_dir.display()
+        );
+        let app = server::router(sw.clone());
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+        tokio::select! {
+            r = axum::serve(listener, app) => {
+                if let Err(e) = r { log::error!("control API failed: {e}"); }
+            }
+            _ = term.recv() => log::info!("SIGTERM: shutting down"),
+            _ = tokio::signal::ctrl_c() => log::info!("SIGINT: shutting down"),
+        }
+        let _ = std::fs::remove_file(&args.socket);
+        tokio::task::spawn_blocking(move || sw.shutdown()).await.map_err(|e| e.to_string())?;
+        Ok(())
+    })
+}

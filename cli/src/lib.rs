@@ -1,0 +1,32 @@
+//! vswitch's command line: the daemon's HTTP/JSON control API ([`server`]) served on a Unix
+//! socket, and the client ([`client`]) that `vswitchctl` uses. Both sides share the request and
+//! response types of [`switch::model`] and the routes below.
+
+pub mod client;
+pub mod server;
+pub mod table;
+
+/// Default control socket, unless `--socket` or `VSWITCH_SOCKET` says otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/vswitchd/vswitchd.sock";
+/// Environment variable that sets the default socket for both binaries.
+pub const SOCKET_ENV: &str = "VSWITCH_SOCKET";
+
+/// API routes (HTTP/1.1, JSON bodies; errors are `{"error": "..."}` with a 4xx/5xx status).
+pub mod routes {
+    /// `GET` list, `POST` create ([`switch::model::NetworkCreate`]).
+    pub const NETWORKS: &str = "/v1/networks";
+    /// `GET` inspect, `DELETE` remove: `/v1/networks/{name}`.
+    pub const NETWORK: &str = "/v1/networks/{name}";
+    /// `POST` attach ([`switch::model::AttachRequest`]).
+    pub const ENDPOINTS: &str = "/v1/endpoints";
+    /// `DELETE` detach: `/v1/endpoints/{netns}/{network}`.
+    pub const ENDPOINT: &str = "/v1/endpoints/{netns}/{network}";
+    /// `GET` ports.
+    pub const PORTS: &str = "/v1/ports";
+    /// `GET` learned MACs, `?network=NAME` to filter.
+    pub const FDB: &str = "/v1/fdb";
+    /// `GET` counters.
+    pub const STATS: &str = "/v1/stats";
+    /// `GET` a pcap stream: `?target=T[&count=N][&timeout=SECONDS]`.
+    pub const CAPTURE: &str = "/v1/capture";
+}

@@ -1,0 +1,184 @@
+//! Control-plane errors: one variant per way a request can be refused or fail, each rendering as
+//! one line that names what was wrong.
+
+use std::io;
+use std::net::Ipv4Addr;
+
+use crate::ipam::IpamError;
+use crate::wire::MacParseError;
+
+/// Why a control request was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A name with characters or a shape that is not allowed.
+    #[error("invalid {what} name '{name}': {why}")]
+    InvalidName {
+        /// What kind of name.
+        what: &'static str,
+        /// The name given.
+        name: String,
+        /// The rule it broke.
+        why: &'static str,
+    },
+    /// A malformed subnet or address, or an address outside its subnet.
+    #[error(transparent)]
+    Ipam(#[from] IpamError),
+    /// A malformed MAC address.
+    #[error(transparent)]
+    Mac(#[from] MacParseError),
+    /// A MAC that cannot be an endpoint's address.
+    #[error("MAC address {0} is not a unicast address")]
+    MacNotUnicast(String),
+    /// An invalid MTU.
+    #[error("MTU {0} is out of range (68..=65535)")]
+    Mtu(u32),
+    /// No such network.
+    #[error("network '{0}' not found")]
+    NetworkNotFound(String),
+    /// A network of that name exists.
+    #[error("network '{0}' already exists")]
+    NetworkExists(String),
+    /// The subnet overlaps another network's.
+    #[error("subnet {subnet} overlaps network '{other}' ({other_subnet})")]
+    SubnetOverlap {
+        /// The requested subnet.
+        subnet: String,
+        /// The network it overlaps.
+        other: String,
+        /// That network's subnet.
+        other_subnet: String,
+    },
+    /// The gateway is not a host address of the subnet.
+    #[error("gateway {gateway} is not a host address of subnet {subnet}")]
+    GatewayOutside {
+        /// The gateway given.
+        gateway: Ipv4Addr,
+        /// The subnet.
+        subnet: String,
+    },
+    /// The network still has endpoints.
+    #[error("network '{network}' has endpoints attached: {endpoints} (detach them first)")]
+    NetworkInUse {
+        /// The network.
+        network: String,
+        /// The attached namespaces.
+        endpoints: String,
+    },
+    /// No such namespace.
+    #[error("network namespace '{0}' not found (create it with: ip netns add {0})")]
+    NetnsNotFound(String),
+    /// The namespace already has an endpoint on the network.
+    #[error("namespace '{netns}' is already attached to network '{network}'")]
+    AlreadyAttached {
+        /// Namespace.
+        netns: String,
+        /// Network.
+        network: String,
+    },
+    /// The namespace has no endpoint on the network.
+    #[error("namespace '{netns}' is not attached to network '{network}'")]
+    NotAttached {
+        /// Namespace.
+        netns: String,
+        /// Network.
+        network: String,
+    },
+    /// The address is taken in the network.
+    #[error("address {ip} is already in use in network '{network}'")]
+    AddressInUse {
+        /// The address.
+        ip: Ipv4Addr,
+        /// The network.
+        network: String,
+    },
+    /// The MAC is taken in the network.
+    #[error("MAC address {mac} is already in use in network '{network}'")]
+    MacInUse {
+        /// The MAC.
+        mac: String,
+        /// The network.
+        network: String,
+    },
+    /// The interface name exists in the namespace.
+    #[error("interface '{ifname}' already exists in namespace '{netns}'")]
+    IfnameInUse {
+        /// Interface name.
+        ifname: String,
+        /// Namespace.
+        netns: String,
+    },
+    /// A capture target that names no port, endpoint or network.
+    #[error("capture target '{0}' is not a port (p1), an endpoint (NETNS/IFNAME) or a network")]
+    TargetNotFound(String),
+    /// A device or namespace operation failed.
+    #[error("{step} failed: {source}")]
+    Device {
+        /// The step that failed.
+        step: &'static str,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The daemon is shutting down.
+    #[error("vswitchd is shutting down")]
+    ShuttingDown,
+}
+
+impl Error {
+    /// The HTTP status the API answers with for this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            Error::NetworkNotFound(_) | Error::NetnsNotFound(_) | Error::NotAttached { .. } | Error::TargetNotFound(_) => 404,
+            Error::NetworkExists(_)
+            | Error::SubnetOverlap { .. }
+            | Error::NetworkInUse { .. }
+            | Error::AlreadyAttached { .. }
+            | Error::AddressInUse { .. }
+            | Error::MacInUse { .. }
+            | Error::IfnameInUse { .. } => 409,
+            Error::Device { .. } => 500,
+            Error::ShuttingDown => 503,
+            _ => 400,
+        }
+    }
+
+    /// Wrap an OS error with the step that failed.
+    pub fn device(step: &'static str) -> impl FnOnce(io::Error) -> Error {
+        move |source| Error::Device { step, source }
+    }
+}
+
+/// Check a namespace, network or interface name: `[A-Za-z0-9_.-]`, not starting with `-` or
+/// `.`, at most `max` bytes.
+pub fn check_name(what: &'static str, name: &str, max: usize) -> Result<(), Error> {
+    let bad = |why| Err(Error::InvalidName { what, name: name.to_string(), why });
+    if name.is_empty() {
+        return bad("it is empty");
+    }
+    if name.len() > max {
+        return bad(if max == 15 { "at most 15 characters" } else { "too long" });
+    }
+    if name.starts_with(['-', '.']) {
+        return bad("it must not start with '-' or '.'");
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')) {
+        return bad("use only letters, digits, '_', '-' and '.'");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(check_name("namespace", "ns1", 64).is_ok());
+        assert!(check_name("namespace", "a.b-c_d", 64).is_ok());
+        for bad in ["", "../etc", "a/b", ".", "..", "-x", "a b", "ä"] {
+            let e = check_name("namespace", bad, 64).unwrap_err().to_string();
+            assert!(e.contains("invalid namespace name"), "{e}");
+        }
+        assert!(check_name("interface", "eth0123456789012", 15).is_err());
+    }
+}

@@ -1,0 +1,216 @@
+//! The forwarding database: MAC address -> port, learned from source addresses, aged out.
+//!
+//! One [`Fdb`] per network. Lookups and refreshes of a known entry take a shard read lock and an
+//! atomic store (no write lock on the per-frame path); only a new or moved MAC takes a shard write
+//! lock. Time is passed in as milliseconds on the daemon's monotonic clock, so the logic is
+//! deterministic under test.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use dashmap::DashMap;
+use rustc_hash::FxBuildHasher;
+
+use crate::wire::MacAddr;
+
+/// Identifier of a switch port; unique for the daemon's lifetime (never reused).
+pub type PortId = u32;
+
+/// What learning a source address did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learn {
+    /// The MAC was already known on this port; its age was refreshed.
+    Refreshed,
+    /// The MAC is new.
+    New,
+    /// The MAC moved from another port.
+    Moved {
+        /// The port it was on before.
+        from: PortId,
+    },
+    /// The address is not a unicast source; nothing was learned.
+    Ignored,
+}
+
+struct Entry {
+    port: AtomicU32,
+    last_seen_ms: AtomicU64,
+    /// Static entries never age out and are not moved by learning.
+    is_static: bool,
+}
+
+/// A learned MAC as listed by [`Fdb::entries`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdbEntry {
+    /// The MAC address.
+    pub mac: MacAddr,
+    /// Port it was learned on.
+    pub port: PortId,
+    /// Milliseconds since it was last seen.
+    pub age_ms: u64,
+}
+
+/// A forwarding database with aging.
+pub struct Fdb {
+    map: DashMap<MacAddr, Entry, FxBuildHasher>,
+    aging_ms: u64,
+    /// Upper bound on entries; learning beyond it is refused (counted by the caller).
+    limit: usize,
+}
+
+impl Fdb {
+    /// An empty table whose entries expire `aging_ms` after they were last seen.
+    pub fn new(aging_ms: u64, limit: usize) -> Fdb {
+        Fdb { map: DashMap::with_hasher(FxBuildHasher), aging_ms, limit }
+    }
+
+    /// Learn (or refresh) `mac` on `port` at time `now_ms`. // HOT PATH
+    pub fn learn(&self, mac: MacAddr, port: PortId, now_ms: u64) -> Learn {
+        if !mac.is_valid_unicast() {
+            return Learn::Ignored;
+        }
+        if let Some(e) = self.map.get(&mac) {
+            let old = e.port.load(Ordering::Relaxed);
+            if old == port {
+                // Avoid dirtying the cache line on every frame: refresh at most every 100 ms.
+                if now_ms.saturating_sub(e.last_seen_ms.load(Ordering::Relaxed)) >= 100 {
+                    e.last_seen_ms.store(now_ms, Ordering::Relaxed);
+                }
+                return Learn::Refreshed;
+            }
+            if e.is_static {
+                return Learn::Ignored;
+            }
+            e.port.store(port, Ordering::Relaxed);
+            e.last_seen_ms.store(now_ms, Ordering::Relaxed);
+            return Learn::Moved { from: old };
+        }
+        if self.map.len() >= self.limit {
+            return Learn::Ignored;
+        }
+        self.map.insert(
+            mac,
+            Entry { port: AtomicU32::new(port), last_seen_ms: AtomicU64::new(now_ms), is_static: false },
+        );
+        Learn::New
+    }
+
+    /// Add a static entry that never ages.
+    pub fn add_static(&self, mac: MacAddr, port: PortId) {
+        self.map.insert(mac, Entry { port: AtomicU32::new(port), last_seen_ms: AtomicU64::new(0), is_static: true });
+    }
+
+    /// The port `mac` was learned on, unless unknown or expired at `now_ms`. // HOT PATH
+    pub fn lookup(&self, mac: MacAddr, now_ms: u64) -> Option<PortId> {
+        let e = self.map.get(&mac)?;
+        if !e.is_static && now_ms.saturating_sub(e.last_seen_ms.load(Ordering::Relaxed)) > self.aging_ms {
+            return None;
+        }
+        Some(e.port.load(Ordering::Relaxed))
+    }
+
+    /// Remove entries not seen for longer than the aging time; returns how many were removed.
+    pub fn age(&self, now_ms: u64) -> usize {
+        let before = self.map.len();
+        self.map.retain(|_, e| {
+            e.is_static || now_ms.saturating_sub(e.last_seen_ms.load(Ordering::Relaxed)) <= self.aging_ms
+        });
+        before - self.map.len()
+    }
+
+    /// Forget everything learned on `port` (the port was removed).
+    pub fn flush_port(&self, port: PortId) {
+        self.map.retain(|_, e| e.port.load(Ordering::Relaxed) != port);
+    }
+
+    /// All live entries, sorted by MAC.
+    pub fn entries(&self, now_ms: u64) -> Vec<FdbEntry> {
+        let mut v: Vec<FdbEntry> = self
+            .map
+            .iter()
+            .map(|r| FdbEntry {
+                mac: *r.key(),
+                port: r.port.load(Ordering::Relaxed),
+                age_ms: if r.is_static { 0 } else { now_ms.saturating_sub(r.last_seen_ms.load(Ordering::Relaxed)) },
+            })
+            .filter(|e| e.age_ms <= self.aging_ms)
+            .collect();
+        v.sort_by_key(|e| e.mac);
+        v
+    }
+
+    /// Number of entries, including expired ones not yet aged out.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    const A: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+    const B: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
+
+    #[test]
+    fn learns_refreshes_and_moves() {
+        let fdb = Fdb::new(300_000, 1000);
+        assert_eq!(fdb.learn(A, 1, 0), Learn::New);
+        assert_eq!(fdb.learn(A, 1, 10), Learn::Refreshed);
+        assert_eq!(fdb.lookup(A, 20), Some(1));
+        assert_eq!(fdb.learn(A, 2, 30), Learn::Moved { from: 1 });
+        assert_eq!(fdb.lookup(A, 40), Some(2));
+        assert_eq!(fdb.lookup(B, 40), None);
+    }
+
+    #[test]
+    fn ignores_group_and_zero_sources() {
+        let fdb = Fdb::new(1000, 1000);
+        assert_eq!(fdb.learn(MacAddr::BROADCAST, 1, 0), Learn::Ignored);
+        assert_eq!(fdb.learn(MacAddr([1, 0, 0x5e, 0, 0, 1]), 1, 0), Learn::Ignored);
+        assert_eq!(fdb.learn(MacAddr([0; 6]), 1, 0), Learn::Ignored);
+        assert!(fdb.is_empty());
+    }
+
+    #[test]
+    fn ages_out() {
+        let fdb = Fdb::new(1000, 1000);
+        fdb.learn(A, 1, 0);
+        fdb.learn(B, 2, 900);
+        assert_eq!(fdb.lookup(A, 1000), Some(1));
+        // Expired entries are invisible before the sweep removes them.
+        assert_eq!(fdb.lookup(A, 1001), None);
+        assert_eq!(fdb.entries(1001).len(), 1);
+        assert_eq!(fdb.age(1001), 1);
+        assert_eq!(fdb.len(), 1);
+        assert_eq!(fdb.lookup(B, 1500), Some(2));
+        // Refreshing keeps an entry alive.
+        fdb.learn(B, 2, 1800);
+        assert_eq!(fdb.age(2500), 0);
+        assert_eq!(fdb.age(2801), 1);
+    }
+
+    #[test]
+    fn static_entries_do_not_age_or_move() {
+        let fdb = Fdb::new(1000, 1000);
+        fdb.add_static(A, 7);
+        assert_eq!(fdb.learn(A, 1, 5), Learn::Ignored);
+        assert_eq!(fdb.age(1_000_000), 0);
+        assert_eq!(fdb.lookup(A, 1_000_000), Some(7));
+    }
+
+    #[test]
+    fn flush_port_and_limit() {
+        let fdb = Fdb::new(1000, 2);
+        fdb.learn(A, 1, 0);
+        fdb.learn(B, 2, 0);
+        assert_eq!(fdb.learn(MacAddr([2, 0, 0, 0, 0, 3]), 3, 0), Learn::Ignored);
+        fdb.flush_port(1);
+        assert_eq!(fdb.lookup(A, 0), None);
+        assert_eq!(fdb.lookup(B, 0), Some(2));
+    }
+}

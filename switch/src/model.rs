@@ -1,0 +1,149 @@
+//! The control-plane data model: serde types shared by the daemon's HTTP/JSON API and the
+//! `vswitchctl` client. Every field is documented because these are the wire format of the API.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+/// `POST /v1/networks`: create a network.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkCreate {
+    /// Network name: 1-32 characters of `[A-Za-z0-9_.-]`, not starting with `-` or `.`.
+    pub name: String,
+    /// IPv4 subnet in CIDR form, e.g. `172.20.0.0/24` (prefix length 8..=30).
+    pub subnet: String,
+    /// Gateway address inside the subnet; defaults to the first host address.
+    #[serde(default)]
+    pub gateway: Option<String>,
+    /// MTU given to every endpoint of this network; defaults to 1500.
+    #[serde(default)]
+    pub mtu: Option<u32>,
+}
+
+/// A network as reported by `network ls` and `network inspect`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NetworkInfo {
+    /// Network name.
+    pub name: String,
+    /// Subnet in CIDR form.
+    pub subnet: String,
+    /// Gateway address (answered by the switch itself).
+    pub gateway: Ipv4Addr,
+    /// Gateway MAC address, derived from the network name.
+    pub gateway_mac: String,
+    /// Endpoint MTU.
+    pub mtu: u32,
+    /// Endpoints attached to this network.
+    pub endpoints: Vec<EndpointInfo>,
+}
+
+/// `POST /v1/endpoints`: attach a namespace to a network.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AttachRequest {
+    /// Namespace name, as in `/run/netns/NAME` (`ip netns add NAME`).
+    pub netns: String,
+    /// Network name.
+    pub network: String,
+    /// Address inside the network's subnet; defaults to the next free one.
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// MAC address; defaults to `02:42:` followed by the four bytes of the IP.
+    #[serde(default)]
+    pub mac: Option<String>,
+    /// Interface name inside the namespace; defaults to the first free of eth0, eth1, ...
+    #[serde(default)]
+    pub ifname: Option<String>,
+}
+
+/// An endpoint: one namespace's interface on one network, backed by one switch port.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EndpointInfo {
+    /// Namespace name.
+    pub netns: String,
+    /// Network name.
+    pub network: String,
+    /// Interface name inside the namespace.
+    pub ifname: String,
+    /// Switch port name (`p1`, `p2`, ...), usable as a capture target.
+    pub port: String,
+    /// Endpoint address.
+    pub ip: Ipv4Addr,
+    /// Prefix length of the network's subnet.
+    pub prefix_len: u8,
+    /// Endpoint MAC address.
+    pub mac: String,
+    /// Endpoint MTU.
+    pub mtu: u32,
+}
+
+/// Per-port counters.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PortCounters {
+    /// Frames received from the port.
+    pub rx_packets: u64,
+    /// Bytes received from the port (Ethernet frame bytes).
+    pub rx_bytes: u64,
+    /// Frames sent to the port.
+    pub tx_packets: u64,
+    /// Bytes sent to the port.
+    pub tx_bytes: u64,
+    /// Frames that could not be written to the port (device queue full or gone).
+    pub tx_dropped: u64,
+}
+
+/// A switch port as reported by `ports`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PortInfo {
+    /// Port name (`p1`, `p2`, ...).
+    pub name: String,
+    /// Kind of port: `tap` for namespace endpoints.
+    pub kind: String,
+    /// Namespace the port's device lives in.
+    pub netns: String,
+    /// Device name inside that namespace.
+    pub ifname: String,
+    /// Network the port belongs to.
+    pub network: String,
+    /// Endpoint MAC address.
+    pub mac: String,
+    /// Endpoint address.
+    pub ip: Ipv4Addr,
+    /// Index of the worker thread serving the port's receive queue.
+    pub worker: usize,
+    /// Counters.
+    pub counters: PortCounters,
+}
+
+/// One learned MAC address, as reported by `fdb`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FdbEntryInfo {
+    /// Network the entry belongs to.
+    pub network: String,
+    /// Learned MAC address.
+    pub mac: String,
+    /// Port it was learned on.
+    pub port: String,
+    /// Seconds since a frame from this MAC was last seen.
+    pub age_secs: u64,
+}
+
+/// `GET /v1/stats`: per-port counters and the named drop counters.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StatsInfo {
+    /// Every port with its counters.
+    pub ports: Vec<PortInfo>,
+    /// Named drop counters, summed over all workers (`malformed`, `no_route`, ...).
+    pub drops: BTreeMap<String, u64>,
+    /// Named event counters that are not drops (`flooded`, `arp_suppressed`, ...).
+    pub events: BTreeMap<String, u64>,
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorBody {
+    /// One line naming what was wrong.
+    pub error: String,
+}

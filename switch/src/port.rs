@@ -1,0 +1,142 @@
+//! Switch ports: a device the switch reads frames from and writes frames to, with its counters
+//! and capture taps. Today every port is a TAP endpoint in a namespace; uplink and VXLAN ports
+//! come with their issues.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::capture::{Dir, Taps};
+use crate::counters::{add_shared, bump, Drop, WorkerCounters};
+use crate::fdb::PortId;
+use crate::model::PortCounters;
+use crate::sys::tap::Tap;
+use crate::wire::{MacAddr, VirtioNetHdr};
+
+/// Identifier of a network; unique for the daemon's lifetime.
+pub type NetId = u32;
+
+/// Per-port traffic counters. `rx_*` and the flood bucket have one writer (the worker serving
+/// the port); `tx_*` may be written by every worker.
+#[derive(Debug, Default)]
+pub struct PortStats {
+    rx_packets: AtomicU64,
+    rx_bytes: AtomicU64,
+    tx_packets: AtomicU64,
+    tx_bytes: AtomicU64,
+    tx_dropped: AtomicU64,
+}
+
+impl PortStats {
+    /// A snapshot for the API.
+    pub fn snapshot(&self) -> PortCounters {
+        PortCounters {
+            rx_packets: self.rx_packets.load(Ordering::Relaxed),
+            rx_bytes: self.rx_bytes.load(Ordering::Relaxed),
+            tx_packets: self.tx_packets.load(Ordering::Relaxed),
+            tx_bytes: self.tx_bytes.load(Ordering::Relaxed),
+            tx_dropped: self.tx_dropped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Token bucket limiting how many frames a port may flood per second (single writer).
+#[derive(Debug)]
+pub struct FloodLimiter {
+    tokens: AtomicU64,
+    last_ms: AtomicU64,
+    rate_per_s: u64,
+}
+
+impl FloodLimiter {
+    /// A bucket refilled at `rate_per_s` and holding at most that many tokens.
+    pub fn new(rate_per_s: u64) -> FloodLimiter {
+        FloodLimiter { tokens: AtomicU64::new(rate_per_s), last_ms: AtomicU64::new(0), rate_per_s }
+    }
+
+    /// Take a token at `now_ms`; false when the bucket is empty. // HOT PATH
+    pub fn allow(&self, now_ms: u64) -> bool {
+        let last = self.last_ms.load(Ordering::Relaxed);
+        let mut tokens = self.tokens.load(Ordering::Relaxed);
+        let refill = now_ms.saturating_sub(last).saturating_mul(self.rate_per_s) / 1000;
+        if refill > 0 {
+            tokens = tokens.saturating_add(refill).min(self.rate_per_s);
+            self.last_ms.store(now_ms, Ordering::Relaxed);
+        }
+        if tokens == 0 {
+            self.tokens.store(0, Ordering::Relaxed);
+            return false;
+        }
+        self.tokens.store(tokens - 1, Ordering::Relaxed);
+        true
+    }
+}
+
+/// A switch port backed by a TAP device in a namespace.
+pub struct Port {
+    /// Port identifier.
+    pub id: PortId,
+    /// Port name (`p<id>`).
+    pub name: String,
+    /// Network the port belongs to.
+    pub network: NetId,
+    /// The device.
+    pub tap: Tap,
+    /// Endpoint MAC (configured at attach).
+    pub mac: MacAddr,
+    /// Endpoint address.
+    pub ip: Ipv4Addr,
+    /// Worker serving this port's receive queue.
+    pub worker: usize,
+    /// Counters.
+    pub stats: PortStats,
+    /// Capture taps.
+    pub taps: Arc<Taps>,
+    /// Flooding rate limit for frames received on this port.
+    pub flood: FloodLimiter,
+}
+
+impl Port {
+    /// Count a received frame of `len` bytes. // HOT PATH
+    #[inline]
+    pub fn count_rx(&self, len: usize) {
+        bump(&self.stats.rx_packets);
+        self.stats.rx_bytes.store(self.stats.rx_bytes.load(Ordering::Relaxed) + len as u64, Ordering::Relaxed);
+    }
+
+    /// Write `[vnet hdr | frame]` to the device, counting and capturing it. // HOT PATH
+    #[inline]
+    pub fn transmit(&self, tap_bytes: &[u8], counters: &WorkerCounters) {
+        let frame = &tap_bytes[VirtioNetHdr::LEN..];
+        match self.tap.write(tap_bytes) {
+            Ok(_) => {
+                add_shared(&self.stats.tx_packets, 1);
+                add_shared(&self.stats.tx_bytes, frame.len() as u64);
+            }
+            Err(_) => {
+                add_shared(&self.stats.tx_dropped, 1);
+                counters.drop(Drop::TxError);
+            }
+        }
+        for _ in 0..self.taps.emit(Dir::Tx, frame) {
+            counters.drop(Drop::CaptureDropped);
+        }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn flood_limiter_refills() {
+        let l = FloodLimiter::new(10);
+        assert!((0..10).all(|_| l.allow(0)));
+        assert!(!l.allow(0));
+        assert!(!l.allow(50)); // 0.5 tokens: not yet
+        assert!(l.allow(100));
+        assert!(!l.allow(100));
+        assert!((0..10).all(|_| l.allow(10_000)));
+        assert!(!l.allow(10_000));
+    }
+}

@@ -1,0 +1,141 @@
+//! TAP devices: open `/dev/net/tun`, ask for a TAP with the virtio-net header, set the header
+//! size. The fd is a `File`: closing it deletes the (non-persistent) device, wherever it lives.
+
+use std::ffi::CStr;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+
+use super::cvt;
+
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+const TUNGETFEATURES: libc::c_ulong = 0x8004_54cf;
+const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
+
+const IFF_TAP: libc::c_short = 0x0002;
+const IFF_NO_PI: libc::c_short = 0x1000;
+const IFF_VNET_HDR: libc::c_short = 0x4000;
+
+/// `TUNSETOFFLOAD` flag: the switch accepts frames with partial checksums.
+pub const TUN_F_CSUM: u32 = 0x01;
+/// TCP segmentation offload, IPv4.
+pub const TUN_F_TSO4: u32 = 0x02;
+/// TCP segmentation offload, IPv6.
+pub const TUN_F_TSO6: u32 = 0x04;
+/// TSO with ECN.
+pub const TUN_F_TSO_ECN: u32 = 0x08;
+/// UDP segmentation offload, IPv4.
+pub const TUN_F_USO4: u32 = 0x20;
+/// UDP segmentation offload, IPv6.
+pub const TUN_F_USO6: u32 = 0x40;
+
+/// Size of the virtio-net header configured on every TAP.
+pub const VNET_HDR_LEN: usize = 12;
+
+#[repr(C)]
+struct IfReq {
+    name: [libc::c_char; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+/// An open TAP device.
+#[derive(Debug)]
+pub struct Tap {
+    file: File,
+    name: String,
+    ifindex: u32,
+}
+
+impl Tap {
+    /// Create a TAP whose name follows `name_pattern` (`%d` lets the kernel pick a free number),
+    /// non-blocking, with a 12-byte virtio-net header in front of every frame.
+    pub fn create(name_pattern: &str) -> io::Result<Tap> {
+        if name_pattern.len() >= libc::IFNAMSIZ || name_pattern.contains('\0') {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad TAP name pattern {name_pattern:?}")));
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open("/dev/net/tun")
+            .map_err(|e| io::Error::new(e.kind(), format!("open /dev/net/tun: {e}")))?;
+        let fd = file.as_raw_fd();
+        let mut features: libc::c_uint = 0;
+        // SAFETY: TUNGETFEATURES writes one unsigned int through the pointer, which is valid.
+        cvt(unsafe { libc::ioctl(fd, TUNGETFEATURES, &mut features) })?;
+        if features & (IFF_VNET_HDR as libc::c_uint) == 0 {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, "the kernel's TUN driver lacks IFF_VNET_HDR"));
+        }
+        let mut req = IfReq { name: [0; libc::IFNAMSIZ], flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, _pad: [0; 22] };
+        for (d, s) in req.name.iter_mut().zip(name_pattern.bytes()) {
+            *d = s as libc::c_char;
+        }
+        // SAFETY: TUNSETIFF reads and writes a struct ifreq; `IfReq` has its layout and size.
+        cvt(unsafe { libc::ioctl(fd, TUNSETIFF, &mut req) })?;
+        let hdr_len: libc::c_int = VNET_HDR_LEN as libc::c_int;
+        // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, which is valid.
+        cvt(unsafe { libc::ioctl(fd, TUNSETVNETHDRSZ, &hdr_len) })?;
+        // SAFETY: the kernel NUL-terminates the name within IFNAMSIZ bytes.
+        let name = unsafe { CStr::from_ptr(req.name.as_ptr()) }.to_string_lossy().into_owned();
+        let ifindex = super::if_nametoindex(&name)?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("TAP {name} vanished after creation")))?;
+        Ok(Tap { file, name, ifindex })
+    }
+
+    /// The device name in the namespace it was created in.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The device's interface index at creation.
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// Read one `[virtio-net header | frame]`; `WouldBlock` when none is queued.
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        (&self.file).read(buf)
+    }
+
+    /// Write one `[virtio-net header | frame]`.
+    pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        (&self.file).write(buf)
+    }
+
+    /// Tell the kernel which offloads the reader handles (`TUN_F_*`).
+    pub fn set_offload(&self, flags: u32) -> io::Result<()> {
+        // SAFETY: TUNSETOFFLOAD takes its argument by value.
+        cvt(unsafe { libc::ioctl(self.file.as_raw_fd(), TUNSETOFFLOAD, flags as libc::c_ulong) }).map(|_| ())
+    }
+}
+
+impl AsRawFd for Tap {
+    fn as_raw_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+}
+
+impl AsFd for Tap {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn create_tap_with_kernel_chosen_name() {
+        let t = Tap::create("vst%d").expect("create TAP (needs root and /dev/net/tun)");
+        assert!(t.name().starts_with("vst"), "{}", t.name());
+        assert!(t.ifindex() > 0);
+        let name = t.name().to_string();
+        assert_eq!(super::super::if_nametoindex(&name).unwrap(), Some(t.ifindex()));
+        drop(t);
+        assert_eq!(super::super::if_nametoindex(&name).unwrap(), None, "closing the fd deletes the device");
+    }
+}

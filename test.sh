@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Run vswitch's whole test suite: unit tests and the integration tests, which start the real
+# vswitchd and build real namespaces. Needs root (namespaces, TAP devices) and installs the tools
+# the tests drive with apt-get when any is missing.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+if [ "$(id -u)" != 0 ]; then
+  echo "test.sh: the integration tests create namespaces and TAP devices: run as root (sudo -E ./test.sh)" >&2
+  exit 1
+fi
+
+need=()
+for t in ip:iproute2 ping:iputils-ping tcpdump:tcpdump tshark:tshark socat:socat iperf3:iperf3 \
+         dig:dnsutils curl:curl python3:python3; do
+  command -v "${t%%:*}" >/dev/null 2>&1 || need+=("${t#*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "test.sh: installing ${need[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+[ -e /dev/net/tun ] || { modprobe tun 2>/dev/null || true; }
+[ -e /dev/net/tun ] || { echo "test.sh: /dev/net/tun is missing (no TUN/TAP support)" >&2; exit 1; }
+
+cargo test --workspace --locked "$@"
