@@ -47,11 +47,21 @@ struct Head {
 impl Client {
     /// A client for the daemon at `socket`.
     pub fn new(socket: &Path) -> Client {
-        Client { socket: socket.to_path_buf() }
+        Client {
+            socket: socket.to_path_buf(),
+        }
     }
 
-    fn send(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<(Head, BufReader<UnixStream>), ClientError> {
-        let mut s = UnixStream::connect(&self.socket).map_err(|source| ClientError::Connect { path: self.socket.clone(), source })?;
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<(Head, BufReader<UnixStream>), ClientError> {
+        let mut s = UnixStream::connect(&self.socket).map_err(|source| ClientError::Connect {
+            path: self.socket.clone(),
+            source,
+        })?;
         let body = body.unwrap_or_default();
         let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
         if !body.is_empty() {
@@ -66,8 +76,16 @@ impl Client {
     }
 
     /// Send a request and decode the JSON answer (or turn an error answer into `ClientError::Api`).
-    pub fn call<T: DeserializeOwned>(&self, method: &str, path: &str, body: Option<&impl Serialize>) -> Result<T, ClientError> {
-        let body = body.map(serde_json::to_vec).transpose().map_err(|e| ClientError::Protocol(e.to_string()))?;
+    pub fn call<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, ClientError> {
+        let body = body
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let (head, mut r) = self.send(method, path, body.as_deref())?;
         let mut data = Vec::new();
         copy_body(&head, &mut r, &mut data)?;
@@ -77,7 +95,8 @@ impl Client {
         if data.is_empty() {
             data.extend_from_slice(b"null");
         }
-        serde_json::from_slice(&data).map_err(|e| ClientError::Protocol(format!("{e}: {}", String::from_utf8_lossy(&data))))
+        serde_json::from_slice(&data)
+            .map_err(|e| ClientError::Protocol(format!("{e}: {}", String::from_utf8_lossy(&data))))
     }
 
     /// Send a GET and copy the (streamed) body to `out`, flushing as data arrives.
@@ -99,7 +118,10 @@ impl Client {
 fn api_error(status: u16, data: &[u8]) -> ClientError {
     match serde_json::from_slice::<ErrorBody>(data) {
         Ok(b) => ClientError::Api(b.error),
-        Err(_) => ClientError::Api(format!("HTTP {status}: {}", String::from_utf8_lossy(data).trim())),
+        Err(_) => ClientError::Api(format!(
+            "HTTP {status}: {}",
+            String::from_utf8_lossy(data).trim()
+        )),
     }
 }
 
@@ -111,17 +133,25 @@ fn read_head(r: &mut impl BufRead) -> Result<Head, ClientError> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| ClientError::Protocol(format!("bad status line {:?}", line.trim_end())))?;
-    let mut head = Head { status, chunked: false, length: None };
+    let mut head = Head {
+        status,
+        chunked: false,
+        length: None,
+    };
     loop {
         line.clear();
         if r.read_line(&mut line)? == 0 {
-            return Err(ClientError::Protocol("connection closed inside the headers".into()));
+            return Err(ClientError::Protocol(
+                "connection closed inside the headers".into(),
+            ));
         }
         let l = line.trim_end();
         if l.is_empty() {
             return Ok(head);
         }
-        let Some((k, v)) = l.split_once(':') else { continue };
+        let Some((k, v)) = l.split_once(':') else {
+            continue;
+        };
         let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
         if k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked") {
             head.chunked = true;
@@ -131,7 +161,11 @@ fn read_head(r: &mut impl BufRead) -> Result<Head, ClientError> {
     }
 }
 
-fn copy_body(head: &Head, r: &mut impl BufRead, out: &mut (impl Write + ?Sized)) -> Result<(), ClientError> {
+fn copy_body(
+    head: &Head,
+    r: &mut impl BufRead,
+    out: &mut (impl Write + ?Sized),
+) -> Result<(), ClientError> {
     if head.chunked {
         let mut line = String::new();
         loop {
@@ -140,7 +174,8 @@ fn copy_body(head: &Head, r: &mut impl BufRead, out: &mut (impl Write + ?Sized))
                 return Ok(()); // closed early: keep what arrived
             }
             let size_text = line.trim().split(';').next().unwrap_or_default();
-            let size = usize::from_str_radix(size_text, 16).map_err(|_| ClientError::Protocol(format!("bad chunk size {size_text:?}")))?;
+            let size = usize::from_str_radix(size_text, 16)
+                .map_err(|_| ClientError::Protocol(format!("bad chunk size {size_text:?}")))?;
             if size == 0 {
                 return Ok(());
             }

@@ -23,8 +23,15 @@ pub struct ApiError(pub Error);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(ErrorBody { error: self.0.to_string() })).into_response()
+        let status =
+            StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (
+            status,
+            Json(ErrorBody {
+                error: self.0.to_string(),
+            }),
+        )
+            .into_response()
     }
 }
 
@@ -38,32 +45,53 @@ type Sw = Arc<Switch>;
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
 /// Run a blocking control operation off the async runtime.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Error> + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|_| ApiError(Error::ShuttingDown))?.map_err(ApiError)
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| ApiError(Error::ShuttingDown))?
+        .map_err(ApiError)
 }
 
 async fn network_ls(State(sw): State<Sw>) -> Json<Vec<NetworkInfo>> {
     Json(sw.networks())
 }
 
-async fn network_create(State(sw): State<Sw>, Json(req): Json<NetworkCreate>) -> ApiResult<NetworkInfo> {
+async fn network_create(
+    State(sw): State<Sw>,
+    Json(req): Json<NetworkCreate>,
+) -> ApiResult<NetworkInfo> {
     blocking(move || sw.create_network(&req)).await.map(Json)
 }
 
-async fn network_inspect(State(sw): State<Sw>, UrlPath(name): UrlPath<String>) -> ApiResult<NetworkInfo> {
+async fn network_inspect(
+    State(sw): State<Sw>,
+    UrlPath(name): UrlPath<String>,
+) -> ApiResult<NetworkInfo> {
     sw.network(&name).map(Json).map_err(ApiError)
 }
 
-async fn network_rm(State(sw): State<Sw>, UrlPath(name): UrlPath<String>) -> Result<StatusCode, ApiError> {
-    blocking(move || sw.remove_network(&name)).await.map(|()| StatusCode::NO_CONTENT)
+async fn network_rm(
+    State(sw): State<Sw>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<StatusCode, ApiError> {
+    blocking(move || sw.remove_network(&name))
+        .await
+        .map(|()| StatusCode::NO_CONTENT)
 }
 
 async fn attach(State(sw): State<Sw>, Json(req): Json<AttachRequest>) -> ApiResult<EndpointInfo> {
     blocking(move || sw.attach(&req)).await.map(Json)
 }
 
-async fn detach(State(sw): State<Sw>, UrlPath((netns, network)): UrlPath<(String, String)>) -> Result<StatusCode, ApiError> {
-    blocking(move || sw.detach(&netns, &network)).await.map(|()| StatusCode::NO_CONTENT)
+async fn detach(
+    State(sw): State<Sw>,
+    UrlPath((netns, network)): UrlPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    blocking(move || sw.detach(&netns, &network))
+        .await
+        .map(|()| StatusCode::NO_CONTENT)
 }
 
 async fn ports(State(sw): State<Sw>) -> Json<Vec<PortInfo>> {
@@ -93,29 +121,43 @@ struct CaptureQuery {
 }
 
 /// Stream pcap for a capture target until `count` frames, `timeout` seconds, or the client goes.
-async fn capture(State(sw): State<Sw>, Query(q): Query<CaptureQuery>) -> Result<Response, ApiError> {
+async fn capture(
+    State(sw): State<Sw>,
+    Query(q): Query<CaptureQuery>,
+) -> Result<Response, ApiError> {
     let target = q.target.clone();
     let session = blocking(move || sw.capture(&target)).await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
-    let deadline = q.timeout.filter(|t| t.is_finite() && *t >= 0.0).map(|t| Instant::now() + Duration::from_secs_f64(t.min(1e9)));
+    let deadline = q
+        .timeout
+        .filter(|t| t.is_finite() && *t >= 0.0)
+        .map(|t| Instant::now() + Duration::from_secs_f64(t.min(1e9)));
     let count = q.count.unwrap_or(u64::MAX);
     log::info!("capture on {} started (session {})", q.target, session.id);
     std::thread::Builder::new()
         .name("vs-capture".into())
         .spawn(move || {
-            if tx.blocking_send(Ok(Bytes::copy_from_slice(&pcap_header()))).is_err() {
+            if tx
+                .blocking_send(Ok(Bytes::copy_from_slice(&pcap_header())))
+                .is_err()
+            {
                 return;
             }
             let mut sent = 0u64;
             while sent < count {
-                let wait = deadline.map_or(Duration::from_millis(200), |d| d.saturating_duration_since(Instant::now()).min(Duration::from_millis(200)));
+                let wait = deadline.map_or(Duration::from_millis(200), |d| {
+                    d.saturating_duration_since(Instant::now())
+                        .min(Duration::from_millis(200))
+                });
                 match session.frames.recv_timeout(wait) {
                     Ok(first) => {
                         let mut out = Vec::with_capacity(first.data.len() + 16);
                         pcap_record(&first, &mut out);
                         sent += 1;
                         while sent < count {
-                            let Ok(more) = session.frames.try_recv() else { break };
+                            let Ok(more) = session.frames.try_recv() else {
+                                break;
+                            };
                             pcap_record(&more, &mut out);
                             sent += 1;
                         }
@@ -138,9 +180,18 @@ async fn capture(State(sw): State<Sw>, Query(q): Query<CaptureQuery>) -> Result<
                 session.dropped.load(std::sync::atomic::Ordering::Relaxed)
             );
         })
-        .map_err(|e| ApiError(Error::Device { step: "start capture thread", source: e }))?;
+        .map_err(|e| {
+            ApiError(Error::Device {
+                step: "start capture thread",
+                source: e,
+            })
+        })?;
     let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
-    Ok(([(header::CONTENT_TYPE, "application/vnd.tcpdump.pcap")], body).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "application/vnd.tcpdump.pcap")],
+        body,
+    )
+        .into_response())
 }
 
 /// The API's routes.
@@ -179,7 +230,11 @@ pub enum ListenError {
 /// Bind the control socket at `path` with mode 0600, replacing a stale socket file.
 pub fn listen(path: &Path) -> Result<tokio::net::UnixListener, ListenError> {
     use std::os::unix::fs::PermissionsExt;
-    let io = |step, source| ListenError::Io { step, path: path.to_path_buf(), source };
+    let io = |step, source| ListenError::Io {
+        step,
+        path: path.to_path_buf(),
+        source,
+    };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| io("create directory for", e))?;
     }
@@ -194,7 +249,9 @@ pub fn listen(path: &Path) -> Result<tokio::net::UnixListener, ListenError> {
     let l = std::os::unix::net::UnixListener::bind(path);
     switch::sys::set_umask(old);
     let l = l.map_err(|e| io("bind control socket", e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| io("chmod control socket", e))?;
-    l.set_nonblocking(true).map_err(|e| io("configure control socket", e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| io("chmod control socket", e))?;
+    l.set_nonblocking(true)
+        .map_err(|e| io("configure control socket", e))?;
     tokio::net::UnixListener::from_std(l).map_err(|e| io("register control socket", e))
 }

@@ -28,7 +28,9 @@ mod test {
 
     #[test]
     fn incremental_matches_full_recompute() {
-        let mut words = [0x4500u16, 0x0073, 0x0000, 0x4000, 0x4011, 0xc0a8, 0x0001, 0xc0a8, 0x00c7];
+        let mut words = [
+            0x4500u16, 0x0073, 0x0000, 0x4000, 0x4011, 0xc0a8, 0x0001, 0xc0a8, 0x00c7,
+        ];
         let hc = full(&words);
         let old = words[6];
         words[6] = 0x1234;

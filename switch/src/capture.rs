@@ -64,10 +64,19 @@ impl Taps {
 
     #[cold]
     fn emit_slow(&self, dir: Dir, frame: &[u8]) -> u64 {
-        let Ok(sinks) = self.sinks.lock() else { return 0 };
+        let Ok(sinks) = self.sinks.lock() else {
+            return 0;
+        };
         let mut dropped = 0;
-        for s in sinks.iter().filter(|s| if dir == Dir::Rx { s.rx } else { s.tx }) {
-            let c = Captured { ts: SystemTime::now(), orig_len: frame.len(), data: frame[..frame.len().min(SNAPLEN)].to_vec() };
+        for s in sinks
+            .iter()
+            .filter(|s| if dir == Dir::Rx { s.rx } else { s.tx })
+        {
+            let c = Captured {
+                ts: SystemTime::now(),
+                orig_len: frame.len(),
+                data: frame[..frame.len().min(SNAPLEN)].to_vec(),
+            };
             match s.chan.try_send(c) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => {
@@ -81,9 +90,22 @@ impl Taps {
     }
 
     /// Start copying frames of the given directions to `chan` for session `session`.
-    pub fn add(&self, session: u64, rx: bool, tx: bool, chan: Sender<Captured>, dropped: Arc<AtomicU64>) {
+    pub fn add(
+        &self,
+        session: u64,
+        rx: bool,
+        tx: bool,
+        chan: Sender<Captured>,
+        dropped: Arc<AtomicU64>,
+    ) {
         if let Ok(mut s) = self.sinks.lock() {
-            s.push(Sink { session, rx, tx, chan, dropped });
+            s.push(Sink {
+                session,
+                rx,
+                tx,
+                chan,
+                dropped,
+            });
             self.active.store(true, Ordering::Relaxed);
         }
     }
@@ -118,7 +140,12 @@ impl Session {
             t.add(id, d_rx, d_tx, tx.clone(), dropped.clone());
             held.push(t);
         }
-        Session { id, frames: rx, dropped, taps: held }
+        Session {
+            id,
+            frames: rx,
+            dropped,
+            taps: held,
+        }
     }
 }
 
@@ -151,7 +178,11 @@ pub fn pcap_record(c: &Captured, out: &mut Vec<u8>) {
     let secs = u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
     out.extend_from_slice(&secs.to_le_bytes());
     out.extend_from_slice(&d.subsec_micros().to_le_bytes());
-    out.extend_from_slice(&u32::try_from(c.data.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(
+        &u32::try_from(c.data.len())
+            .unwrap_or(u32::MAX)
+            .to_le_bytes(),
+    );
     out.extend_from_slice(&u32::try_from(c.orig_len).unwrap_or(u32::MAX).to_le_bytes());
     out.extend_from_slice(&c.data);
 }
@@ -194,7 +225,11 @@ mod test {
         let h = pcap_header();
         assert_eq!(&h[..4], &[0xd4, 0xc3, 0xb2, 0xa1]);
         let mut out = Vec::new();
-        let c = Captured { ts: UNIX_EPOCH + std::time::Duration::from_micros(1_500_000), orig_len: 100, data: vec![7; 60] };
+        let c = Captured {
+            ts: UNIX_EPOCH + std::time::Duration::from_micros(1_500_000),
+            orig_len: 100,
+            data: vec![7; 60],
+        };
         pcap_record(&c, &mut out);
         assert_eq!(out.len(), 16 + 60);
         assert_eq!(u32::from_le_bytes(out[0..4].try_into().unwrap()), 1);

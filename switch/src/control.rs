@@ -6,8 +6,8 @@
 //! recreates its networks and endpoints.
 
 use std::collections::BTreeMap;
-use std::os::fd::AsRawFd;
 use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -48,7 +48,13 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { workers: 1, fdb_aging: Duration::from_secs(300), state_dir: None, flood_rate: 20_000, fdb_limit: 65_536 }
+        Options {
+            workers: 1,
+            fdb_aging: Duration::from_secs(300),
+            state_dir: None,
+            flood_rate: 20_000,
+            fdb_limit: 65_536,
+        }
     }
 }
 
@@ -80,7 +86,11 @@ impl Net {
             gateway: self.gateway,
             gateway_mac: self.gateway_mac.to_string(),
             mtu: self.mtu,
-            endpoints: self.endpoints.iter().map(|e| self.endpoint_info(e)).collect(),
+            endpoints: self
+                .endpoints
+                .iter()
+                .map(|e| self.endpoint_info(e))
+                .collect(),
         }
     }
 
@@ -157,7 +167,11 @@ impl Switch {
             epolls,
             counters,
             threads: Mutex::new(threads),
-            state: Mutex::new(State { next_net: 1, next_port: 1, ..Default::default() }),
+            state: Mutex::new(State {
+                next_net: 1,
+                next_port: 1,
+                ..Default::default()
+            }),
             next_session: AtomicU64::new(1),
         });
         let hk = Arc::downgrade(&sw);
@@ -196,7 +210,11 @@ impl Switch {
         Ok(info)
     }
 
-    fn create_network_locked(&self, st: &mut State, req: &NetworkCreate) -> Result<NetworkInfo, Error> {
+    fn create_network_locked(
+        &self,
+        st: &mut State,
+        req: &NetworkCreate,
+    ) -> Result<NetworkInfo, Error> {
         check_name("network", &req.name, 64)?;
         let subnet: Ipv4Cidr = req.subnet.trim().parse()?;
         let gateway = match &req.gateway {
@@ -204,7 +222,10 @@ impl Switch {
             None => subnet.first_host(),
         };
         if !subnet.is_host(gateway) {
-            return Err(Error::GatewayOutside { gateway, subnet: subnet.to_string() });
+            return Err(Error::GatewayOutside {
+                gateway,
+                subnet: subnet.to_string(),
+            });
         }
         let mtu = req.mtu.unwrap_or(1500);
         if !(68..=65_535).contains(&mtu) {
@@ -230,7 +251,10 @@ impl Switch {
             gateway_mac: MacAddr::gateway_for(&req.name),
             mtu,
             pool: Pool::new(subnet, gateway),
-            fdb: Arc::new(Fdb::new(u64::try_from(self.opts.fdb_aging.as_millis()).unwrap_or(u64::MAX), self.opts.fdb_limit)),
+            fdb: Arc::new(Fdb::new(
+                u64::try_from(self.opts.fdb_aging.as_millis()).unwrap_or(u64::MAX),
+                self.opts.fdb_limit,
+            )),
             neigh: Arc::new(NeighTable::default()),
             taps: Arc::new(Taps::default()),
             endpoints: Vec::new(),
@@ -238,7 +262,12 @@ impl Switch {
         let info = net.info();
         st.networks.insert(req.name.clone(), net);
         self.publish(st);
-        log::info!("network {} created: {} gateway {}", info.name, info.subnet, info.gateway);
+        log::info!(
+            "network {} created: {} gateway {}",
+            info.name,
+            info.subnet,
+            info.gateway
+        );
         Ok(info)
     }
 
@@ -251,16 +280,30 @@ impl Switch {
     /// `network inspect`.
     pub fn network(&self, name: &str) -> Result<NetworkInfo, Error> {
         let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        st.networks.get(name).map(Net::info).ok_or_else(|| Error::NetworkNotFound(name.to_string()))
+        st.networks
+            .get(name)
+            .map(Net::info)
+            .ok_or_else(|| Error::NetworkNotFound(name.to_string()))
     }
 
     /// `network rm`: refused while endpoints are attached.
     pub fn remove_network(&self, name: &str) -> Result<(), Error> {
         let mut st = self.lock()?;
-        let net = st.networks.get(name).ok_or_else(|| Error::NetworkNotFound(name.to_string()))?;
+        let net = st
+            .networks
+            .get(name)
+            .ok_or_else(|| Error::NetworkNotFound(name.to_string()))?;
         if !net.endpoints.is_empty() {
-            let endpoints = net.endpoints.iter().map(|e| format!("{}/{}", e.netns, e.ifname)).collect::<Vec<_>>().join(", ");
-            return Err(Error::NetworkInUse { network: name.to_string(), endpoints });
+            let endpoints = net
+                .endpoints
+                .iter()
+                .map(|e| format!("{}/{}", e.netns, e.ifname))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(Error::NetworkInUse {
+                network: name.to_string(),
+                endpoints,
+            });
         }
         st.networks.remove(name);
         self.publish(&st);
@@ -288,18 +331,30 @@ impl Switch {
         }
         let ip = req.ip.as_deref().map(parse_ipv4).transpose()?;
         let port_id = st.next_port;
-        let net = st.networks.get_mut(&req.network).ok_or_else(|| Error::NetworkNotFound(req.network.clone()))?;
+        let net = st
+            .networks
+            .get_mut(&req.network)
+            .ok_or_else(|| Error::NetworkNotFound(req.network.clone()))?;
         if net.endpoints.iter().any(|e| e.netns == req.netns) {
-            return Err(Error::AlreadyAttached { netns: req.netns.clone(), network: req.network.clone() });
+            return Err(Error::AlreadyAttached {
+                netns: req.netns.clone(),
+                network: req.network.clone(),
+            });
         }
         let ns = Netns::open(&req.netns).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::NetnsNotFound(req.netns.clone()),
-            _ => Error::Device { step: "open network namespace", source: e },
+            _ => Error::Device {
+                step: "open network namespace",
+                source: e,
+            },
         })?;
         let ip = match ip {
             Some(ip) => {
                 if !net.pool.take(ip)? {
-                    return Err(Error::AddressInUse { ip, network: req.network.clone() });
+                    return Err(Error::AddressInUse {
+                        ip,
+                        network: req.network.clone(),
+                    });
                 }
                 ip
             }
@@ -308,7 +363,10 @@ impl Switch {
         let mac = mac.unwrap_or_else(|| MacAddr::from_ipv4(ip));
         let result = (|| {
             if mac == net.gateway_mac || net.endpoints.iter().any(|e| e.port.mac == mac) {
-                return Err(Error::MacInUse { mac: mac.to_string(), network: req.network.clone() });
+                return Err(Error::MacInUse {
+                    mac: mac.to_string(),
+                    network: req.network.clone(),
+                });
             }
             let tap = make_endpoint_device(&ns, req, mac, ip, net)?;
             Ok(tap)
@@ -328,7 +386,10 @@ impl Switch {
             }
         }
         let worker = (0..load.len()).min_by_key(|&w| load[w]).unwrap_or(0);
-        let net = st.networks.get_mut(&req.network).ok_or_else(|| Error::NetworkNotFound(req.network.clone()))?;
+        let net = st
+            .networks
+            .get_mut(&req.network)
+            .ok_or_else(|| Error::NetworkNotFound(req.network.clone()))?;
         let port = Arc::new(Port {
             id: port_id,
             name: format!("p{port_id}"),
@@ -342,16 +403,31 @@ impl Switch {
             flood: FloodLimiter::new(self.opts.flood_rate),
         });
         net.neigh.insert(ip, mac);
-        net.endpoints.push(Endpoint { netns: req.netns.clone(), ifname, port: port.clone() });
+        net.endpoints.push(Endpoint {
+            netns: req.netns.clone(),
+            ifname,
+            port: port.clone(),
+        });
         let info = net.endpoint_info(net.endpoints.last().expect("just pushed"));
         st.next_port += 1;
         self.publish(st);
         if let Err(e) = self.epolls[worker].add(port.tap.as_raw_fd(), u64::from(port.id)) {
             // Undo: without a receive queue the endpoint would be silently deaf.
             let _ = self.detach_locked(st, &req.netns, &req.network);
-            return Err(Error::Device { step: "register port with worker", source: e });
+            return Err(Error::Device {
+                step: "register port with worker",
+                source: e,
+            });
         }
-        log::info!("attached {}/{} to {} as {} ({} {})", info.netns, info.ifname, info.network, info.port, info.ip, info.mac);
+        log::info!(
+            "attached {}/{} to {} as {} ({} {})",
+            info.netns,
+            info.ifname,
+            info.network,
+            info.port,
+            info.ip,
+            info.mac
+        );
         Ok(info)
     }
 
@@ -365,19 +441,30 @@ impl Switch {
 
     fn detach_locked(&self, st: &mut State, netns: &str, network: &str) -> Result<(), Error> {
         check_name("namespace", netns, 255)?;
-        let net = st.networks.get_mut(network).ok_or_else(|| Error::NetworkNotFound(network.to_string()))?;
+        let net = st
+            .networks
+            .get_mut(network)
+            .ok_or_else(|| Error::NetworkNotFound(network.to_string()))?;
         let i = net
             .endpoints
             .iter()
             .position(|e| e.netns == netns)
-            .ok_or_else(|| Error::NotAttached { netns: netns.to_string(), network: network.to_string() })?;
+            .ok_or_else(|| Error::NotAttached {
+                netns: netns.to_string(),
+                network: network.to_string(),
+            })?;
         let ep = net.endpoints.remove(i);
         let _ = self.epolls[ep.port.worker].delete(ep.port.tap.as_raw_fd());
         net.fdb.flush_port(ep.port.id);
         net.neigh.remove_if(&ep.port.ip, |_, m| *m == ep.port.mac);
         net.pool.release(ep.port.ip);
         self.publish(st);
-        log::info!("detached {}/{} from {network} ({})", netns, ep.ifname, ep.port.name);
+        log::info!(
+            "detached {}/{} from {network} ({})",
+            netns,
+            ep.ifname,
+            ep.port.name
+        );
         release_port(ep.port);
         Ok(())
     }
@@ -441,13 +528,23 @@ impl Switch {
         }
         let now = self.shared.now_ms();
         let mut out = Vec::new();
-        for n in st.networks.values().filter(|n| network.is_none_or(|f| f == n.name)) {
-            let names: BTreeMap<PortId, &str> = n.endpoints.iter().map(|e| (e.port.id, e.port.name.as_str())).collect();
+        for n in st
+            .networks
+            .values()
+            .filter(|n| network.is_none_or(|f| f == n.name))
+        {
+            let names: BTreeMap<PortId, &str> = n
+                .endpoints
+                .iter()
+                .map(|e| (e.port.id, e.port.name.as_str()))
+                .collect();
             for e in n.fdb.entries(now) {
                 out.push(FdbEntryInfo {
                     network: n.name.clone(),
                     mac: e.mac.to_string(),
-                    port: names.get(&e.port).map_or_else(|| format!("p{}", e.port), |s| s.to_string()),
+                    port: names
+                        .get(&e.port)
+                        .map_or_else(|| format!("p{}", e.port), |s| s.to_string()),
                     age_secs: e.age_ms / 1000,
                 });
             }
@@ -462,22 +559,37 @@ impl Switch {
         for c in &self.counters {
             c.sum_into(&mut drops, &mut events);
         }
-        StatsInfo { ports: self.ports(), drops, events }
+        StatsInfo {
+            ports: self.ports(),
+            drops,
+            events,
+        }
     }
 
     /// Start a capture session on `target`: a port name, `NETNS/IFNAME`, or a network name.
     pub fn capture(&self, target: &str) -> Result<Session, Error> {
         let st = self.lock()?;
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
-        let endpoint = st.networks.values().flat_map(|n| n.endpoints.iter()).find(|e| {
-            e.port.name == target || target.split_once('/').is_some_and(|(ns, ifn)| ns == e.netns && ifn == e.ifname)
-        });
+        let endpoint = st
+            .networks
+            .values()
+            .flat_map(|n| n.endpoints.iter())
+            .find(|e| {
+                e.port.name == target
+                    || target
+                        .split_once('/')
+                        .is_some_and(|(ns, ifn)| ns == e.netns && ifn == e.ifname)
+            });
         if let Some(e) = endpoint {
             return Ok(Session::start(id, vec![(e.port.taps.clone(), true, true)]));
         }
         if let Some(n) = st.networks.get(target) {
             // Every frame entering the network from a port, plus what the switch itself sends.
-            let mut taps: Vec<_> = n.endpoints.iter().map(|e| (e.port.taps.clone(), true, false)).collect();
+            let mut taps: Vec<_> = n
+                .endpoints
+                .iter()
+                .map(|e| (e.port.taps.clone(), true, false))
+                .collect();
             taps.push((n.taps.clone(), false, true));
             return Ok(Session::start(id, taps));
         }
@@ -493,7 +605,12 @@ impl Switch {
         }
         st.shutting_down = true;
         self.shared.shutdown.store(true, Ordering::Relaxed);
-        for t in self.threads.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+        for t in self
+            .threads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
             let _ = t.join();
         }
         self.shared.config.store(Arc::new(Config::default()));
@@ -512,7 +629,9 @@ impl Switch {
     }
 
     fn persist(&self, st: &State) {
-        let Some(path) = self.state_path() else { return };
+        let Some(path) = self.state_path() else {
+            return;
+        };
         let mut nets: Vec<&Net> = st.networks.values().collect();
         nets.sort_by_key(|n| n.id);
         let p = Persisted {
@@ -550,12 +669,17 @@ impl Switch {
     }
 
     fn restore(&self) {
-        let Some(path) = self.state_path() else { return };
+        let Some(path) = self.state_path() else {
+            return;
+        };
         let data = match std::fs::read(&path) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
             Err(e) => {
-                log::error!("reading state {} failed: {e}; starting empty", path.display());
+                log::error!(
+                    "reading state {} failed: {e}; starting empty",
+                    path.display()
+                );
                 return;
             }
         };
@@ -563,7 +687,11 @@ impl Switch {
             Ok(p) => p,
             Err(e) => {
                 let bad = path.with_extension("json.bad");
-                log::error!("state {} is unreadable ({e}); kept as {} and starting empty", path.display(), bad.display());
+                log::error!(
+                    "state {} is unreadable ({e}); kept as {} and starting empty",
+                    path.display(),
+                    bad.display()
+                );
                 let _ = std::fs::rename(&path, bad);
                 return;
             }
@@ -576,8 +704,17 @@ impl Switch {
         }
         for a in &p.endpoints {
             match self.attach_locked(&mut st, a) {
-                Ok(i) => log::info!("restored endpoint {}/{} on {}", i.netns, i.ifname, i.network),
-                Err(e) => log::warn!("restoring endpoint {} on {} failed: {e}; dropped", a.netns, a.network),
+                Ok(i) => log::info!(
+                    "restored endpoint {}/{} on {}",
+                    i.netns,
+                    i.ifname,
+                    i.network
+                ),
+                Err(e) => log::warn!(
+                    "restoring endpoint {} on {} failed: {e}; dropped",
+                    a.netns,
+                    a.network
+                ),
             }
         }
         self.persist(&st);
@@ -586,38 +723,78 @@ impl Switch {
 
 /// Create the TAP device for an endpoint, configure it and move it into the namespace: MAC and
 /// MTU first, then move and rename, then (inside the namespace) up, address and default route.
-fn make_endpoint_device(ns: &Netns, req: &AttachRequest, mac: MacAddr, ip: Ipv4Addr, net: &Net) -> Result<(Tap, String), Error> {
+fn make_endpoint_device(
+    ns: &Netns,
+    req: &AttachRequest,
+    mac: MacAddr,
+    ip: Ipv4Addr,
+    net: &Net,
+) -> Result<(Tap, String), Error> {
     let wanted = req.ifname.clone();
     let netns = req.netns.clone();
     let ifname = ns
         .run_in(move || -> Result<String, Error> {
-            let mut nl = Netlink::open().map_err(Error::device("open netlink socket in namespace"))?;
+            let mut nl =
+                Netlink::open().map_err(Error::device("open netlink socket in namespace"))?;
             match wanted {
-                Some(name) => match nl.link_index(&name).map_err(Error::device("look up interface"))? {
-                    Some(_) => Err(Error::IfnameInUse { ifname: name, netns }),
+                Some(name) => match nl
+                    .link_index(&name)
+                    .map_err(Error::device("look up interface"))?
+                {
+                    Some(_) => Err(Error::IfnameInUse {
+                        ifname: name,
+                        netns,
+                    }),
                     None => Ok(name),
                 },
                 None => {
                     for i in 0..1000 {
                         let name = format!("eth{i}");
-                        if nl.link_index(&name).map_err(Error::device("look up interface"))?.is_none() {
+                        if nl
+                            .link_index(&name)
+                            .map_err(Error::device("look up interface"))?
+                            .is_none()
+                        {
                             return Ok(name);
                         }
                     }
-                    Err(Error::IfnameInUse { ifname: "eth0..eth999".into(), netns })
+                    Err(Error::IfnameInUse {
+                        ifname: "eth0..eth999".into(),
+                        netns,
+                    })
                 }
             }
         })
         .map_err(Error::device("enter network namespace"))??;
     let tap = Tap::create("vs%d").map_err(Error::device("create TAP device"))?;
     let mut nl = Netlink::open().map_err(Error::device("open netlink socket"))?;
-    nl.set_link(tap.ifindex(), &LinkChange { mtu: Some(net.mtu), mac: Some(mac.0), ..Default::default() })
-        .map_err(Error::device("set TAP MAC address and MTU"))?;
-    nl.set_link(tap.ifindex(), &LinkChange { netns_fd: Some(ns.as_raw_fd()), name: Some(&ifname), ..Default::default() })
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::EEXIST) => Error::IfnameInUse { ifname: ifname.clone(), netns: req.netns.clone() },
-            _ => Error::Device { step: "move TAP device into namespace", source: e },
-        })?;
+    nl.set_link(
+        tap.ifindex(),
+        &LinkChange {
+            mtu: Some(net.mtu),
+            mac: Some(mac.0),
+            ..Default::default()
+        },
+    )
+    .map_err(Error::device("set TAP MAC address and MTU"))?;
+    nl.set_link(
+        tap.ifindex(),
+        &LinkChange {
+            netns_fd: Some(ns.as_raw_fd()),
+            name: Some(&ifname),
+            ..Default::default()
+        },
+    )
+    .map_err(|e| match e.raw_os_error() {
+        Some(libc::EEXIST) => Error::IfnameInUse {
+            ifname: ifname.clone(),
+            netns: req.netns.clone(),
+        },
+        _ => Error::Device {
+            step: "move TAP device into namespace",
+            source: e,
+        },
+    })?;
     let (gateway, prefix) = (net.gateway, net.subnet.prefix_len());
     let name = ifname.clone();
     ns.run_in(move || -> Result<(), Error> {
@@ -625,10 +802,22 @@ fn make_endpoint_device(ns: &Netns, req: &AttachRequest, mac: MacAddr, ip: Ipv4A
         let idx = nl
             .link_index(&name)
             .map_err(Error::device("look up moved interface"))?
-            .ok_or_else(|| Error::Device { step: "find moved interface", source: std::io::ErrorKind::NotFound.into() })?;
-        nl.set_link(idx, &LinkChange { up: Some(true), ..Default::default() }).map_err(Error::device("bring interface up"))?;
-        nl.add_addr_v4(idx, ip, prefix).map_err(Error::device("add address"))?;
-        nl.add_default_route_v4(gateway, idx).map_err(Error::device("add default route"))?;
+            .ok_or_else(|| Error::Device {
+                step: "find moved interface",
+                source: std::io::ErrorKind::NotFound.into(),
+            })?;
+        nl.set_link(
+            idx,
+            &LinkChange {
+                up: Some(true),
+                ..Default::default()
+            },
+        )
+        .map_err(Error::device("bring interface up"))?;
+        nl.add_addr_v4(idx, ip, prefix)
+            .map_err(Error::device("add address"))?;
+        nl.add_default_route_v4(gateway, idx)
+            .map_err(Error::device("add default route"))?;
         Ok(())
     })
     .map_err(Error::device("enter network namespace"))??;

@@ -91,10 +91,12 @@ impl WorkerCounters {
     /// Add these counters into `drops` and `events`, keyed by name.
     pub fn sum_into(&self, drops: &mut BTreeMap<String, u64>, events: &mut BTreeMap<String, u64>) {
         for d in Drop::ALL {
-            *drops.entry(d.name().to_string()).or_default() += self.drops[*d as usize].load(Ordering::Relaxed);
+            *drops.entry(d.name().to_string()).or_default() +=
+                self.drops[*d as usize].load(Ordering::Relaxed);
         }
         for e in Event::ALL {
-            *events.entry(e.name().to_string()).or_default() += self.events[*e as usize].load(Ordering::Relaxed);
+            *events.entry(e.name().to_string()).or_default() +=
+                self.events[*e as usize].load(Ordering::Relaxed);
         }
     }
 }

@@ -7,8 +7,8 @@
 //! the destination port itself. No per-frame hand-off between threads, no allocation per frame.
 
 use std::io;
-use std::os::fd::AsRawFd;
 use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -91,7 +91,12 @@ pub struct Worker {
 impl Worker {
     /// A worker waiting on `epoll` (whose tokens are port ids).
     pub fn new(shared: Arc<Shared>, epoll: Arc<Epoll>, counters: Arc<WorkerCounters>) -> Worker {
-        Worker { shared, epoll, counters, buf: FrameBuf::new() }
+        Worker {
+            shared,
+            epoll,
+            counters,
+            buf: FrameBuf::new(),
+        }
     }
 
     /// Run until [`Shared::shutdown`] is set.
@@ -107,9 +112,16 @@ impl Worker {
                 continue;
             }
             let cfg = self.shared.config.load();
-            let mut ctx = Ctx { buf: &mut self.buf, c: &self.counters, epoll: &self.epoll, now: self.shared.now_ms() };
+            let mut ctx = Ctx {
+                buf: &mut self.buf,
+                c: &self.counters,
+                epoll: &self.epoll,
+                now: self.shared.now_ms(),
+            };
             for &token in &ready {
-                let Some(port) = u32::try_from(token).ok().and_then(|id| cfg.ports.get(&id)) else { continue };
+                let Some(port) = u32::try_from(token).ok().and_then(|id| cfg.ports.get(&id)) else {
+                    continue;
+                };
                 ctx.drain(&cfg, port);
             }
         }
@@ -163,7 +175,9 @@ impl Ctx<'_> {
             c.drop(Drop::Malformed);
             return;
         }
-        let Some(net) = cfg.networks.get(&inp.network) else { return };
+        let Some(net) = cfg.networks.get(&inp.network) else {
+            return;
+        };
         match net.fdb.learn(eth.src, inp.id, now) {
             Learn::Refreshed => {}
             Learn::New => c.event(Event::Learned),
@@ -180,7 +194,7 @@ impl Ctx<'_> {
                 return;
             }
         } else if eth.dst == net.gateway_mac {
-            self.to_gateway(net, inp, &eth);
+            self.for_gateway(net, inp, &eth);
             return;
         }
 
@@ -202,7 +216,10 @@ impl Ctx<'_> {
     /// the frame was consumed.
     fn arp(&mut self, net: &NetRt, inp: &Port, eth: &EthFrame, arp: &Arp) -> bool {
         let c = self.c;
-        if arp.sender_mac == eth.src && net.subnet.is_host(arp.sender_ip) && arp.sender_ip != net.gateway_ip {
+        if arp.sender_mac == eth.src
+            && net.subnet.is_host(arp.sender_ip)
+            && arp.sender_ip != net.gateway_ip
+        {
             let known = net.neigh.get(&arp.sender_ip).map(|m| *m);
             if known != Some(arp.sender_mac) {
                 net.neigh.insert(arp.sender_ip, arp.sender_mac);
@@ -232,13 +249,14 @@ impl Ctx<'_> {
     }
 
     /// A frame addressed to the gateway MAC that is not ARP.
-    fn to_gateway(&mut self, net: &NetRt, inp: &Port, eth: &EthFrame) {
+    fn for_gateway(&mut self, net: &NetRt, inp: &Port, eth: &EthFrame) {
         let c = self.c;
         if eth.ethertype != EthernetProtocol::Ipv4 {
             c.drop(Drop::NoRoute);
             return;
         }
-        match local::icmp_echo_reply_in_place(self.buf.data_mut(), net.gateway_ip, net.gateway_mac) {
+        match local::icmp_echo_reply_in_place(self.buf.data_mut(), net.gateway_ip, net.gateway_mac)
+        {
             Ok(len) => {
                 c.event(Event::IcmpGateway);
                 self.buf.set_len(len);
@@ -254,7 +272,10 @@ impl Ctx<'_> {
         // The switch computed every checksum itself: no offload metadata applies.
         self.buf.vnet = Default::default();
         let bytes = self.buf.tap_bytes();
-        for _ in 0..net.taps.emit(Dir::Tx, &bytes[crate::wire::VirtioNetHdr::LEN..]) {
+        for _ in 0..net
+            .taps
+            .emit(Dir::Tx, &bytes[crate::wire::VirtioNetHdr::LEN..])
+        {
             self.c.drop(Drop::CaptureDropped);
         }
         inp.transmit(bytes, self.c);

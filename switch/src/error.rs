@@ -128,7 +128,10 @@ impl Error {
     /// The HTTP status the API answers with for this error.
     pub fn status(&self) -> u16 {
         match self {
-            Error::NetworkNotFound(_) | Error::NetnsNotFound(_) | Error::NotAttached { .. } | Error::TargetNotFound(_) => 404,
+            Error::NetworkNotFound(_)
+            | Error::NetnsNotFound(_)
+            | Error::NotAttached { .. }
+            | Error::TargetNotFound(_) => 404,
             Error::NetworkExists(_)
             | Error::SubnetOverlap { .. }
             | Error::NetworkInUse { .. }
@@ -151,17 +154,30 @@ impl Error {
 /// Check a namespace, network or interface name: `[A-Za-z0-9_.-]`, not starting with `-` or
 /// `.`, at most `max` bytes.
 pub fn check_name(what: &'static str, name: &str, max: usize) -> Result<(), Error> {
-    let bad = |why| Err(Error::InvalidName { what, name: name.to_string(), why });
+    let bad = |why| {
+        Err(Error::InvalidName {
+            what,
+            name: name.to_string(),
+            why,
+        })
+    };
     if name.is_empty() {
         return bad("it is empty");
     }
     if name.len() > max {
-        return bad(if max == 15 { "at most 15 characters" } else { "too long" });
+        return bad(if max == 15 {
+            "at most 15 characters"
+        } else {
+            "too long"
+        });
     }
     if name.starts_with(['-', '.']) {
         return bad("it must not start with '-' or '.'");
     }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')) {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    {
         return bad("use only letters, digits, '_', '-' and '.'");
     }
     Ok(())

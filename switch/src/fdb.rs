@@ -60,7 +60,11 @@ pub struct Fdb {
 impl Fdb {
     /// An empty table whose entries expire `aging_ms` after they were last seen.
     pub fn new(aging_ms: u64, limit: usize) -> Fdb {
-        Fdb { map: DashMap::with_hasher(FxBuildHasher), aging_ms, limit }
+        Fdb {
+            map: DashMap::with_hasher(FxBuildHasher),
+            aging_ms,
+            limit,
+        }
     }
 
     /// Learn (or refresh) `mac` on `port` at time `now_ms`. // HOT PATH
@@ -89,20 +93,33 @@ impl Fdb {
         }
         self.map.insert(
             mac,
-            Entry { port: AtomicU32::new(port), last_seen_ms: AtomicU64::new(now_ms), is_static: false },
+            Entry {
+                port: AtomicU32::new(port),
+                last_seen_ms: AtomicU64::new(now_ms),
+                is_static: false,
+            },
         );
         Learn::New
     }
 
     /// Add a static entry that never ages.
     pub fn add_static(&self, mac: MacAddr, port: PortId) {
-        self.map.insert(mac, Entry { port: AtomicU32::new(port), last_seen_ms: AtomicU64::new(0), is_static: true });
+        self.map.insert(
+            mac,
+            Entry {
+                port: AtomicU32::new(port),
+                last_seen_ms: AtomicU64::new(0),
+                is_static: true,
+            },
+        );
     }
 
     /// The port `mac` was learned on, unless unknown or expired at `now_ms`. // HOT PATH
     pub fn lookup(&self, mac: MacAddr, now_ms: u64) -> Option<PortId> {
         let e = self.map.get(&mac)?;
-        if !e.is_static && now_ms.saturating_sub(e.last_seen_ms.load(Ordering::Relaxed)) > self.aging_ms {
+        if !e.is_static
+            && now_ms.saturating_sub(e.last_seen_ms.load(Ordering::Relaxed)) > self.aging_ms
+        {
             return None;
         }
         Some(e.port.load(Ordering::Relaxed))
@@ -112,14 +129,16 @@ impl Fdb {
     pub fn age(&self, now_ms: u64) -> usize {
         let before = self.map.len();
         self.map.retain(|_, e| {
-            e.is_static || now_ms.saturating_sub(e.last_seen_ms.load(Ordering::Relaxed)) <= self.aging_ms
+            e.is_static
+                || now_ms.saturating_sub(e.last_seen_ms.load(Ordering::Relaxed)) <= self.aging_ms
         });
         before - self.map.len()
     }
 
     /// Forget everything learned on `port` (the port was removed).
     pub fn flush_port(&self, port: PortId) {
-        self.map.retain(|_, e| e.port.load(Ordering::Relaxed) != port);
+        self.map
+            .retain(|_, e| e.port.load(Ordering::Relaxed) != port);
     }
 
     /// All live entries, sorted by MAC.
@@ -130,7 +149,11 @@ impl Fdb {
             .map(|r| FdbEntry {
                 mac: *r.key(),
                 port: r.port.load(Ordering::Relaxed),
-                age_ms: if r.is_static { 0 } else { now_ms.saturating_sub(r.last_seen_ms.load(Ordering::Relaxed)) },
+                age_ms: if r.is_static {
+                    0
+                } else {
+                    now_ms.saturating_sub(r.last_seen_ms.load(Ordering::Relaxed))
+                },
             })
             .filter(|e| e.age_ms <= self.aging_ms)
             .collect();
@@ -171,7 +194,10 @@ mod test {
     fn ignores_group_and_zero_sources() {
         let fdb = Fdb::new(1000, 1000);
         assert_eq!(fdb.learn(MacAddr::BROADCAST, 1, 0), Learn::Ignored);
-        assert_eq!(fdb.learn(MacAddr([1, 0, 0x5e, 0, 0, 1]), 1, 0), Learn::Ignored);
+        assert_eq!(
+            fdb.learn(MacAddr([1, 0, 0x5e, 0, 0, 1]), 1, 0),
+            Learn::Ignored
+        );
         assert_eq!(fdb.learn(MacAddr([0; 6]), 1, 0), Learn::Ignored);
         assert!(fdb.is_empty());
     }

@@ -35,7 +35,11 @@ impl Default for FrameBuf {
 impl FrameBuf {
     /// Allocate a buffer (once per worker).
     pub fn new() -> FrameBuf {
-        FrameBuf { buf: vec![0u8; HEADROOM + MAX_FRAME].into_boxed_slice(), len: 0, vnet: VirtioNetHdr::default() }
+        FrameBuf {
+            buf: vec![0u8; HEADROOM + MAX_FRAME].into_boxed_slice(),
+            len: 0,
+            vnet: VirtioNetHdr::default(),
+        }
     }
 
     /// The area a TAP read fills: virtio-net header followed by the frame.

@@ -55,8 +55,14 @@ impl Ipv4Cidr {
         }
         let c = Ipv4Cidr { addr, prefix_len };
         if u32::from(addr) & !c.mask() != 0 {
-            let suggested = Ipv4Cidr { addr: Ipv4Addr::from(u32::from(addr) & c.mask()), prefix_len };
-            return Err(IpamError::HostBitsSet { given: text, suggested: suggested.to_string() });
+            let suggested = Ipv4Cidr {
+                addr: Ipv4Addr::from(u32::from(addr) & c.mask()),
+                prefix_len,
+            };
+            return Err(IpamError::HostBitsSet {
+                given: text,
+                suggested: suggested.to_string(),
+            });
         }
         Ok(c)
     }
@@ -129,7 +135,8 @@ impl FromStr for Ipv4Cidr {
 
 /// Parse an IPv4 address with an error that names the text.
 pub fn parse_ipv4(s: &str) -> Result<Ipv4Addr, IpamError> {
-    s.parse().map_err(|_| IpamError::MalformedAddr(s.to_string()))
+    s.parse()
+        .map_err(|_| IpamError::MalformedAddr(s.to_string()))
 }
 
 /// The addresses in use in one subnet (the gateway is reserved at creation).
@@ -155,7 +162,10 @@ impl Pool {
     /// Take a specific address; `Ok(false)` when it is already taken.
     pub fn take(&mut self, ip: Ipv4Addr) -> Result<bool, IpamError> {
         if !self.subnet.is_host(ip) {
-            return Err(IpamError::OutsideSubnet { addr: ip, subnet: self.subnet });
+            return Err(IpamError::OutsideSubnet {
+                addr: ip,
+                subnet: self.subnet,
+            });
         }
         Ok(self.used.insert(ip))
     }
@@ -192,11 +202,28 @@ mod test {
         assert_eq!(c.to_string(), "172.20.0.0/24");
         assert_eq!(c.broadcast(), Ipv4Addr::new(172, 20, 0, 255));
         assert_eq!(c.first_host(), Ipv4Addr::new(172, 20, 0, 1));
-        for bad in ["banana", "10.0.0.0", "10.0.0.0/", "10.0.0.0/33", "10.0.0/24", "10.0.0.0/-1", "10.0.0.0/2a"] {
-            assert!(matches!(bad.parse::<Ipv4Cidr>(), Err(IpamError::MalformedCidr(_))), "{bad}");
+        for bad in [
+            "banana",
+            "10.0.0.0",
+            "10.0.0.0/",
+            "10.0.0.0/33",
+            "10.0.0/24",
+            "10.0.0.0/-1",
+            "10.0.0.0/2a",
+        ] {
+            assert!(
+                matches!(bad.parse::<Ipv4Cidr>(), Err(IpamError::MalformedCidr(_))),
+                "{bad}"
+            );
         }
-        assert!(matches!("10.0.0.0/31".parse::<Ipv4Cidr>(), Err(IpamError::PrefixOutOfRange(_))));
-        assert!(matches!("10.0.0.0/4".parse::<Ipv4Cidr>(), Err(IpamError::PrefixOutOfRange(_))));
+        assert!(matches!(
+            "10.0.0.0/31".parse::<Ipv4Cidr>(),
+            Err(IpamError::PrefixOutOfRange(_))
+        ));
+        assert!(matches!(
+            "10.0.0.0/4".parse::<Ipv4Cidr>(),
+            Err(IpamError::PrefixOutOfRange(_))
+        ));
         let e = "10.0.0.5/24".parse::<Ipv4Cidr>().unwrap_err();
         assert!(e.to_string().contains("10.0.0.0/24"), "{e}");
     }
@@ -228,7 +255,13 @@ mod test {
         let c = cidr("10.9.0.0/24");
         let mut p = Pool::new(c, c.first_host());
         for ip in ["10.9.1.1", "10.9.0.0", "10.9.0.255"] {
-            assert!(matches!(p.take(ip.parse().unwrap()), Err(IpamError::OutsideSubnet { .. })), "{ip}");
+            assert!(
+                matches!(
+                    p.take(ip.parse().unwrap()),
+                    Err(IpamError::OutsideSubnet { .. })
+                ),
+                "{ip}"
+            );
         }
         assert_eq!(p.take(c.first_host()), Ok(false), "gateway is reserved");
     }

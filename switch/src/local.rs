@@ -8,8 +8,8 @@
 use std::net::Ipv4Addr;
 
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, Icmpv4Message, Icmpv4Packet, IpProtocol,
-    Ipv4Packet,
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, Icmpv4Message, Icmpv4Packet,
+    IpProtocol, Ipv4Packet,
 };
 
 use crate::wire::{EthFrame, MacAddr};
@@ -31,7 +31,13 @@ pub struct Arp {
 pub fn parse_arp(frame: &[u8]) -> Option<Arp> {
     let pkt = ArpPacket::new_checked(frame.get(EthFrame::HEADER_LEN..)?).ok()?;
     match ArpRepr::parse(&pkt).ok()? {
-        ArpRepr::EthernetIpv4 { operation, source_hardware_addr, source_protocol_addr, target_protocol_addr, .. } => {
+        ArpRepr::EthernetIpv4 {
+            operation,
+            source_hardware_addr,
+            source_protocol_addr,
+            target_protocol_addr,
+            ..
+        } => {
             let is_request = match operation {
                 ArpOperation::Request => true,
                 ArpOperation::Reply => false,
@@ -81,14 +87,26 @@ pub enum NotAnswered {
 /// If `frame` is an ICMP echo request to `gateway_ip`, rewrite it into the echo reply from the
 /// gateway (`gateway_mac`) back to the sender, and return the new frame length (trailing Ethernet
 /// padding is cut).
-pub fn icmp_echo_reply_in_place(frame: &mut [u8], gateway_ip: Ipv4Addr, gateway_mac: MacAddr) -> Result<usize, NotAnswered> {
+pub fn icmp_echo_reply_in_place(
+    frame: &mut [u8],
+    gateway_ip: Ipv4Addr,
+    gateway_mac: MacAddr,
+) -> Result<usize, NotAnswered> {
     let (l3_len, src, dst) = {
-        let ip = Ipv4Packet::new_checked(frame.get(EthFrame::HEADER_LEN..).ok_or(NotAnswered::Malformed)?)
-            .map_err(|_| NotAnswered::Malformed)?;
+        let ip = Ipv4Packet::new_checked(
+            frame
+                .get(EthFrame::HEADER_LEN..)
+                .ok_or(NotAnswered::Malformed)?,
+        )
+        .map_err(|_| NotAnswered::Malformed)?;
         if ip.version() != 4 || !ip.verify_checksum() {
             return Err(NotAnswered::Malformed);
         }
-        if ip.dst_addr() != gateway_ip || ip.next_header() != IpProtocol::Icmp || ip.more_frags() || ip.frag_offset() != 0 {
+        if ip.dst_addr() != gateway_ip
+            || ip.next_header() != IpProtocol::Icmp
+            || ip.more_frags()
+            || ip.frag_offset() != 0
+        {
             return Err(NotAnswered::NotForUs);
         }
         let icmp = Icmpv4Packet::new_checked(ip.payload()).map_err(|_| NotAnswered::Malformed)?;
@@ -141,18 +159,37 @@ mod test {
         };
         let mut buf = vec![0u8; 60]; // padded to the Ethernet minimum
         let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
-        EthernetRepr { src_addr: A_MAC.into(), dst_addr: EthernetAddress::BROADCAST, ethertype: EthernetProtocol::Arp }
-            .emit(&mut eth);
+        EthernetRepr {
+            src_addr: A_MAC.into(),
+            dst_addr: EthernetAddress::BROADCAST,
+            ethertype: EthernetProtocol::Arp,
+        }
+        .emit(&mut eth);
         repr.emit(&mut ArpPacket::new_unchecked(eth.payload_mut()));
         buf
     }
 
     fn echo_request(dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
-        let icmp = Icmpv4Repr::EchoRequest { ident: 0x1234, seq_no: 7, data: payload };
-        let ip = Ipv4Repr { src_addr: A_IP, dst_addr: dst, next_header: IpProtocol::Icmp, payload_len: icmp.buffer_len(), hop_limit: 64 };
+        let icmp = Icmpv4Repr::EchoRequest {
+            ident: 0x1234,
+            seq_no: 7,
+            data: payload,
+        };
+        let ip = Ipv4Repr {
+            src_addr: A_IP,
+            dst_addr: dst,
+            next_header: IpProtocol::Icmp,
+            payload_len: icmp.buffer_len(),
+            hop_limit: 64,
+        };
         let mut buf = vec![0u8; 14 + ip.buffer_len() + icmp.buffer_len()];
         let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
-        EthernetRepr { src_addr: A_MAC.into(), dst_addr: GW_MAC.into(), ethertype: EthernetProtocol::Ipv4 }.emit(&mut eth);
+        EthernetRepr {
+            src_addr: A_MAC.into(),
+            dst_addr: GW_MAC.into(),
+            ethertype: EthernetProtocol::Ipv4,
+        }
+        .emit(&mut eth);
         let caps = ChecksumCapabilities::default();
         let mut ipp = Ipv4Packet::new_unchecked(eth.payload_mut());
         ip.emit(&mut ipp, &caps);
@@ -164,12 +201,28 @@ mod test {
     fn arp_request_parses_and_becomes_reply() {
         let mut f = arp_request(GW_IP);
         let req = parse_arp(&f).unwrap();
-        assert_eq!(req, Arp { is_request: true, sender_mac: A_MAC, sender_ip: A_IP, target_ip: GW_IP });
+        assert_eq!(
+            req,
+            Arp {
+                is_request: true,
+                sender_mac: A_MAC,
+                sender_ip: A_IP,
+                target_ip: GW_IP
+            }
+        );
         arp_reply_in_place(&mut f, &req, GW_MAC);
         let eth = EthFrame::parse(&f).unwrap();
         assert_eq!((eth.dst, eth.src), (A_MAC, GW_MAC));
         let rep = parse_arp(&f).unwrap();
-        assert_eq!(rep, Arp { is_request: false, sender_mac: GW_MAC, sender_ip: GW_IP, target_ip: A_IP });
+        assert_eq!(
+            rep,
+            Arp {
+                is_request: false,
+                sender_mac: GW_MAC,
+                sender_ip: GW_IP,
+                target_ip: A_IP
+            }
+        );
     }
 
     #[test]
@@ -196,18 +249,34 @@ mod test {
         let icmp = Icmpv4Packet::new_checked(ip.payload()).unwrap();
         assert!(icmp.verify_checksum());
         let repr = Icmpv4Repr::parse(&icmp, &ChecksumCapabilities::default()).unwrap();
-        assert_eq!(repr, Icmpv4Repr::EchoReply { ident: 0x1234, seq_no: 7, data: b"hello vswitch" });
+        assert_eq!(
+            repr,
+            Icmpv4Repr::EchoReply {
+                ident: 0x1234,
+                seq_no: 7,
+                data: b"hello vswitch"
+            }
+        );
     }
 
     #[test]
     fn echo_to_other_host_or_broken_is_refused() {
         let mut f = echo_request(Ipv4Addr::new(10, 0, 0, 9), b"x");
-        assert_eq!(icmp_echo_reply_in_place(&mut f, GW_IP, GW_MAC), Err(NotAnswered::NotForUs));
+        assert_eq!(
+            icmp_echo_reply_in_place(&mut f, GW_IP, GW_MAC),
+            Err(NotAnswered::NotForUs)
+        );
         let mut f = echo_request(GW_IP, b"x");
         let last = f.len() - 1;
         f[last] ^= 0xff; // bad ICMP checksum
-        assert_eq!(icmp_echo_reply_in_place(&mut f, GW_IP, GW_MAC), Err(NotAnswered::Malformed));
+        assert_eq!(
+            icmp_echo_reply_in_place(&mut f, GW_IP, GW_MAC),
+            Err(NotAnswered::Malformed)
+        );
         let mut f = echo_request(GW_IP, b"x");
-        assert_eq!(icmp_echo_reply_in_place(&mut f[..30], GW_IP, GW_MAC), Err(NotAnswered::Malformed));
+        assert_eq!(
+            icmp_echo_reply_in_place(&mut f[..30], GW_IP, GW_MAC),
+            Err(NotAnswered::Malformed)
+        );
     }
 }

@@ -51,7 +51,11 @@ pub struct FloodLimiter {
 impl FloodLimiter {
     /// A bucket refilled at `rate_per_s` and holding at most that many tokens.
     pub fn new(rate_per_s: u64) -> FloodLimiter {
-        FloodLimiter { tokens: AtomicU64::new(rate_per_s), last_ms: AtomicU64::new(0), rate_per_s }
+        FloodLimiter {
+            tokens: AtomicU64::new(rate_per_s),
+            last_ms: AtomicU64::new(0),
+            rate_per_s,
+        }
     }
 
     /// Take a token at `now_ms`; false when the bucket is empty. // HOT PATH
@@ -101,7 +105,10 @@ impl Port {
     #[inline]
     pub fn count_rx(&self, len: usize) {
         bump(&self.stats.rx_packets);
-        self.stats.rx_bytes.store(self.stats.rx_bytes.load(Ordering::Relaxed) + len as u64, Ordering::Relaxed);
+        self.stats.rx_bytes.store(
+            self.stats.rx_bytes.load(Ordering::Relaxed) + len as u64,
+            Ordering::Relaxed,
+        );
     }
 
     /// Write `[vnet hdr | frame]` to the device, counting and capturing it. // HOT PATH

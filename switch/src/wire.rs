@@ -74,7 +74,11 @@ impl From<MacAddr> for EthernetAddress {
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
     }
 }
 
@@ -202,7 +206,13 @@ mod test {
         let m: MacAddr = "02:42:AC:14:00:02".parse().unwrap();
         assert_eq!(m.to_string(), "02:42:ac:14:00:02");
         assert_eq!("02-42-ac-14-00-02".parse::<MacAddr>().unwrap(), m);
-        for bad in ["", "zz:zz", "02:42:ac:14:00", "02:42:ac:14:00:02:03", "002:42:ac:14:00:02"] {
+        for bad in [
+            "",
+            "zz:zz",
+            "02:42:ac:14:00",
+            "02:42:ac:14:00:02:03",
+            "002:42:ac:14:00:02",
+        ] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
         }
     }

@@ -150,13 +150,26 @@ fn run(cli: Cli) -> Result<(), ClientError> {
     let c = Client::new(&cli.socket);
     let json = cli.json;
     match cli.cmd {
-        Cmd::Network(NetCmd::Create { name, subnet, gateway, mtu }) => {
-            let req = NetworkCreate { name, subnet, gateway, mtu: Some(mtu) };
+        Cmd::Network(NetCmd::Create {
+            name,
+            subnet,
+            gateway,
+            mtu,
+        }) => {
+            let req = NetworkCreate {
+                name,
+                subnet,
+                gateway,
+                mtu: Some(mtu),
+            };
             let n: NetworkInfo = c.call("POST", routes::NETWORKS, Some(&req))?;
             if json {
                 print_json(&n)?;
             } else {
-                println!("network {} created: subnet {} gateway {} ({})", n.name, n.subnet, n.gateway, n.gateway_mac);
+                println!(
+                    "network {} created: subnet {} gateway {} ({})",
+                    n.name, n.subnet, n.gateway, n.gateway_mac
+                );
             }
         }
         Cmd::Network(NetCmd::Ls) => {
@@ -166,31 +179,74 @@ fn run(cli: Cli) -> Result<(), ClientError> {
             }
             let rows: Vec<Vec<String>> = v
                 .iter()
-                .map(|n| vec![n.name.clone(), n.subnet.clone(), n.gateway.to_string(), n.mtu.to_string(), n.endpoints.len().to_string()])
+                .map(|n| {
+                    vec![
+                        n.name.clone(),
+                        n.subnet.clone(),
+                        n.gateway.to_string(),
+                        n.mtu.to_string(),
+                        n.endpoints.len().to_string(),
+                    ]
+                })
                 .collect();
-            print!("{}", render(&["NAME", "SUBNET", "GATEWAY", "MTU", "ENDPOINTS"], &rows));
+            print!(
+                "{}",
+                render(&["NAME", "SUBNET", "GATEWAY", "MTU", "ENDPOINTS"], &rows)
+            );
         }
         Cmd::Network(NetCmd::Inspect { name }) => {
-            let n: NetworkInfo = c.call("GET", &format!("{}/{}", routes::NETWORKS, encode(&name)), NONE)?;
+            let n: NetworkInfo = c.call(
+                "GET",
+                &format!("{}/{}", routes::NETWORKS, encode(&name)),
+                NONE,
+            )?;
             print_json(&n)?;
         }
         Cmd::Network(NetCmd::Rm { name }) => {
-            let () = c.call("DELETE", &format!("{}/{}", routes::NETWORKS, encode(&name)), NONE)?;
+            let () = c.call(
+                "DELETE",
+                &format!("{}/{}", routes::NETWORKS, encode(&name)),
+                NONE,
+            )?;
             if !json {
                 println!("network {name} removed");
             }
         }
-        Cmd::Attach { netns, network, ip, mac, ifname } => {
-            let req = AttachRequest { netns, network, ip, mac, ifname };
+        Cmd::Attach {
+            netns,
+            network,
+            ip,
+            mac,
+            ifname,
+        } => {
+            let req = AttachRequest {
+                netns,
+                network,
+                ip,
+                mac,
+                ifname,
+            };
             let e: EndpointInfo = c.call("POST", routes::ENDPOINTS, Some(&req))?;
             if json {
                 print_json(&e)?;
             } else {
-                println!("{} {}: {} {}/{} mac {} mtu {} (port {})", e.netns, e.network, e.ifname, e.ip, e.prefix_len, e.mac, e.mtu, e.port);
+                println!(
+                    "{} {}: {} {}/{} mac {} mtu {} (port {})",
+                    e.netns, e.network, e.ifname, e.ip, e.prefix_len, e.mac, e.mtu, e.port
+                );
             }
         }
         Cmd::Detach { netns, network } => {
-            let () = c.call("DELETE", &format!("{}/{}/{}", routes::ENDPOINTS, encode(&netns), encode(&network)), NONE)?;
+            let () = c.call(
+                "DELETE",
+                &format!(
+                    "{}/{}/{}",
+                    routes::ENDPOINTS,
+                    encode(&netns),
+                    encode(&network)
+                ),
+                NONE,
+            )?;
             if !json {
                 println!("{netns} detached from {network}");
             }
@@ -211,8 +267,17 @@ fn run(cli: Cli) -> Result<(), ClientError> {
             if json {
                 return print_json(&v);
             }
-            let rows: Vec<Vec<String>> =
-                v.iter().map(|e| vec![e.network.clone(), e.mac.clone(), e.port.clone(), format!("{}s", e.age_secs)]).collect();
+            let rows: Vec<Vec<String>> = v
+                .iter()
+                .map(|e| {
+                    vec![
+                        e.network.clone(),
+                        e.mac.clone(),
+                        e.port.clone(),
+                        format!("{}s", e.age_secs),
+                    ]
+                })
+                .collect();
             print!("{}", render(&["NETWORK", "MAC", "PORT", "AGE"], &rows));
         }
         Cmd::Stats => {
@@ -222,26 +287,43 @@ fn run(cli: Cli) -> Result<(), ClientError> {
             }
             print!("{}", port_table(&s.ports));
             println!();
-            let rows: Vec<Vec<String>> = s.drops.iter().map(|(k, v)| vec![k.clone(), v.to_string()]).collect();
+            let rows: Vec<Vec<String>> = s
+                .drops
+                .iter()
+                .map(|(k, v)| vec![k.clone(), v.to_string()])
+                .collect();
             print!("{}", render(&["DROP", "FRAMES"], &rows));
             println!();
-            let rows: Vec<Vec<String>> = s.events.iter().map(|(k, v)| vec![k.clone(), v.to_string()]).collect();
+            let rows: Vec<Vec<String>> = s
+                .events
+                .iter()
+                .map(|(k, v)| vec![k.clone(), v.to_string()])
+                .collect();
             print!("{}", render(&["EVENT", "COUNT"], &rows));
         }
-        Cmd::Capture { target, write, count, timeout } => {
+        Cmd::Capture {
+            target,
+            write,
+            count,
+            timeout,
+        } => {
             let mut path = format!("{}?target={}", routes::CAPTURE, encode(&target));
             if let Some(n) = count {
                 path.push_str(&format!("&count={n}"));
             }
             if let Some(t) = timeout {
                 if !(t.is_finite() && t >= 0.0) {
-                    return Err(ClientError::Api(format!("invalid --timeout {t}: give a number of seconds >= 0")));
+                    return Err(ClientError::Api(format!(
+                        "invalid --timeout {t}: give a number of seconds >= 0"
+                    )));
                 }
                 path.push_str(&format!("&timeout={t}"));
             }
             match write {
                 Some(p) => {
-                    let mut f = File::create(&p).map_err(|e| ClientError::Api(format!("cannot create {}: {e}", p.display())))?;
+                    let mut f = File::create(&p).map_err(|e| {
+                        ClientError::Api(format!("cannot create {}: {e}", p.display()))
+                    })?;
                     c.stream(&path, &mut f)?;
                 }
                 None => {
@@ -275,5 +357,11 @@ fn port_table(v: &[PortInfo]) -> String {
             ]
         })
         .collect();
-    render(&["PORT", "NETNS", "IFNAME", "NETWORK", "MAC", "IP", "RX_PKTS", "RX_BYTES", "TX_PKTS", "TX_BYTES", "TX_DROP"], &rows)
+    render(
+        &[
+            "PORT", "NETNS", "IFNAME", "NETWORK", "MAC", "IP", "RX_PKTS", "RX_BYTES", "TX_PKTS",
+            "TX_BYTES", "TX_DROP",
+        ],
+        &rows,
+    )
 }

@@ -35,7 +35,9 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).target(env_logger::Target::Stderr).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .target(env_logger::Target::Stderr)
+        .init();
     let args = Args::parse();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -47,9 +49,20 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), String> {
-    let workers = args.workers.map(usize::from).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    std::fs::create_dir_all(&args.state_dir).map_err(|e| format!("create state directory {} failed: {e}", args.state_dir.display()))?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("start runtime failed: {e}"))?;
+    let workers = args
+        .workers
+        .map(usize::from)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    std::fs::create_dir_all(&args.state_dir).map_err(|e| {
+        format!(
+            "create state directory {} failed: {e}",
+            args.state_dir.display()
+        )
+    })?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("start runtime failed: {e}"))?;
     rt.block_on(async move {
         // Bind first: a second daemon on the same socket must fail before touching any device.
         let listener = server::listen(&args.socket).map_err(|e| e.to_string())?;
@@ -71,7 +84,8 @@ fn run(args: Args) -> Result<(), String> {
             args.state_dir.display()
         );
         let app = server::router(sw.clone());
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| e.to_string())?;
         tokio::select! {
             r = axum::serve(listener, app) => {
                 if let Err(e) = r { log::error!("control API failed: {e}"); }
@@ -80,7 +94,9 @@ fn run(args: Args) -> Result<(), String> {
             _ = tokio::signal::ctrl_c() => log::info!("SIGINT: shutting down"),
         }
         let _ = std::fs::remove_file(&args.socket);
-        tokio::task::spawn_blocking(move || sw.shutdown()).await.map_err(|e| e.to_string())?;
+        tokio::task::spawn_blocking(move || sw.shutdown())
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(())
     })
 }

@@ -20,7 +20,8 @@ pub fn set_umask(mask: u32) -> u32 {
 
 /// The index of interface `name` in the calling thread's network namespace, `None` if absent.
 pub fn if_nametoindex(name: &str) -> io::Result<Option<u32>> {
-    let c = CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name contains NUL"))?;
+    let c = CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name contains NUL"))?;
     // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
     let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
     if idx == 0 {

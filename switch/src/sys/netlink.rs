@@ -80,7 +80,7 @@ impl Msg {
         self.0.extend_from_slice(&(len as u16).to_ne_bytes());
         self.0.extend_from_slice(&ty.to_ne_bytes());
         self.0.extend_from_slice(data);
-        while self.0.len() % 4 != 0 {
+        while !self.0.len().is_multiple_of(4) {
             self.0.push(0);
         }
         self
@@ -104,7 +104,13 @@ impl Netlink {
     /// Open the socket.
     pub fn open() -> io::Result<Netlink> {
         // SAFETY: plain socket(2) call; a non-negative result is a new fd we own.
-        let fd = cvt(unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) })?;
+        let fd = cvt(unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_ROUTE,
+            )
+        })?;
         // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         // SAFETY: sockaddr_nl is plain data; all-zero is valid (kernel assigns the port id).
@@ -112,7 +118,11 @@ impl Netlink {
         sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
         // SAFETY: `sa` is a valid sockaddr_nl of the size given.
         cvt(unsafe {
-            libc::bind(fd.as_raw_fd(), (&sa as *const libc::sockaddr_nl).cast(), std::mem::size_of::<libc::sockaddr_nl>() as u32)
+            libc::bind(
+                fd.as_raw_fd(),
+                (&sa as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as u32,
+            )
         })?;
         Ok(Netlink { fd, seq: 1 })
     }
@@ -132,7 +142,8 @@ impl Netlink {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
             // SAFETY: `buf` is a valid writable buffer of the given length.
-            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            let n =
+                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
             if n < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -148,11 +159,18 @@ impl Netlink {
                 let ty = u16::from_ne_bytes([h[4], h[5]]);
                 let mseq = u32::from_ne_bytes([h[8], h[9], h[10], h[11]]);
                 if len < NLMSG_HDRLEN || off + len > n {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, "truncated netlink message"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "truncated netlink message",
+                    ));
                 }
                 if ty == NLMSG_ERROR && mseq == seq && len >= NLMSG_HDRLEN + 4 {
                     let code = i32::from_ne_bytes([h[16], h[17], h[18], h[19]]);
-                    return if code == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(-code)) };
+                    return if code == 0 {
+                        Ok(())
+                    } else {
+                        Err(io::Error::from_raw_os_error(-code))
+                    };
                 }
                 off += (len + 3) & !3;
             }
@@ -207,10 +225,16 @@ impl Netlink {
     pub fn add_addr_v4(&mut self, ifindex: u32, addr: Ipv4Addr, prefix_len: u8) -> io::Result<()> {
         let seq = self.next_seq();
         let mut m = Msg::new(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, seq);
-        m.bytes(&[libc::AF_INET as u8, prefix_len, 0, 0]).bytes(&ifindex.to_ne_bytes());
-        let mask = if prefix_len == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix_len.min(32))) };
+        m.bytes(&[libc::AF_INET as u8, prefix_len, 0, 0])
+            .bytes(&ifindex.to_ne_bytes());
+        let mask = if prefix_len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(prefix_len.min(32)))
+        };
         let brd = Ipv4Addr::from(u32::from(addr) | !mask);
-        m.attr(IFA_LOCAL, &addr.octets()).attr(IFA_ADDRESS, &addr.octets());
+        m.attr(IFA_LOCAL, &addr.octets())
+            .attr(IFA_ADDRESS, &addr.octets());
         if prefix_len < 31 {
             m.attr(IFA_BROADCAST, &brd.octets());
         }
@@ -222,9 +246,19 @@ impl Netlink {
     pub fn add_default_route_v4(&mut self, gateway: Ipv4Addr, ifindex: u32) -> io::Result<bool> {
         let seq = self.next_seq();
         let mut m = Msg::new(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, seq);
-        m.bytes(&[libc::AF_INET as u8, 0, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC, RT_SCOPE_UNIVERSE, RTN_UNICAST])
-            .bytes(&0u32.to_ne_bytes());
-        m.attr(RTA_GATEWAY, &gateway.octets()).attr(RTA_OIF, &ifindex.to_ne_bytes());
+        m.bytes(&[
+            libc::AF_INET as u8,
+            0,
+            0,
+            0,
+            RT_TABLE_MAIN,
+            RTPROT_STATIC,
+            RT_SCOPE_UNIVERSE,
+            RTN_UNICAST,
+        ])
+        .bytes(&0u32.to_ne_bytes());
+        m.attr(RTA_GATEWAY, &gateway.octets())
+            .attr(RTA_OIF, &ifindex.to_ne_bytes());
         match self.request(m.finish(), seq) {
             Ok(()) => Ok(true),
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),

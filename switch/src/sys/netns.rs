@@ -19,16 +19,23 @@ impl Netns {
     /// Open `/run/netns/NAME`.
     pub fn open(name: &str) -> io::Result<Netns> {
         if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("invalid namespace name {name:?}")));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("invalid namespace name {name:?}"),
+            ));
         }
         let path = format!("/run/netns/{name}");
         let file = File::open(&path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => {
-                io::Error::new(io::ErrorKind::NotFound, format!("network namespace {name} not found ({path})"))
-            }
+            io::ErrorKind::NotFound => io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("network namespace {name} not found ({path})"),
+            ),
             _ => e,
         })?;
-        Ok(Netns { file, name: name.to_string() })
+        Ok(Netns {
+            file,
+            name: name.to_string(),
+        })
     }
 
     /// The namespace's name.

@@ -54,7 +54,10 @@ impl Tap {
     /// non-blocking, with a 12-byte virtio-net header in front of every frame.
     pub fn create(name_pattern: &str) -> io::Result<Tap> {
         if name_pattern.len() >= libc::IFNAMSIZ || name_pattern.contains('\0') {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad TAP name pattern {name_pattern:?}")));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("bad TAP name pattern {name_pattern:?}"),
+            ));
         }
         let file = OpenOptions::new()
             .read(true)
@@ -67,9 +70,16 @@ impl Tap {
         // SAFETY: TUNGETFEATURES writes one unsigned int through the pointer, which is valid.
         cvt(unsafe { libc::ioctl(fd, TUNGETFEATURES, &mut features) })?;
         if features & (IFF_VNET_HDR as libc::c_uint) == 0 {
-            return Err(io::Error::new(io::ErrorKind::Unsupported, "the kernel's TUN driver lacks IFF_VNET_HDR"));
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the kernel's TUN driver lacks IFF_VNET_HDR",
+            ));
         }
-        let mut req = IfReq { name: [0; libc::IFNAMSIZ], flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, _pad: [0; 22] };
+        let mut req = IfReq {
+            name: [0; libc::IFNAMSIZ],
+            flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR,
+            _pad: [0; 22],
+        };
         for (d, s) in req.name.iter_mut().zip(name_pattern.bytes()) {
             *d = s as libc::c_char;
         }
@@ -79,10 +89,20 @@ impl Tap {
         // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, which is valid.
         cvt(unsafe { libc::ioctl(fd, TUNSETVNETHDRSZ, &hdr_len) })?;
         // SAFETY: the kernel NUL-terminates the name within IFNAMSIZ bytes.
-        let name = unsafe { CStr::from_ptr(req.name.as_ptr()) }.to_string_lossy().into_owned();
-        let ifindex = super::if_nametoindex(&name)?
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("TAP {name} vanished after creation")))?;
-        Ok(Tap { file, name, ifindex })
+        let name = unsafe { CStr::from_ptr(req.name.as_ptr()) }
+            .to_string_lossy()
+            .into_owned();
+        let ifindex = super::if_nametoindex(&name)?.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("TAP {name} vanished after creation"),
+            )
+        })?;
+        Ok(Tap {
+            file,
+            name,
+            ifindex,
+        })
     }
 
     /// The device name in the namespace it was created in.
@@ -108,7 +128,8 @@ impl Tap {
     /// Tell the kernel which offloads the reader handles (`TUN_F_*`).
     pub fn set_offload(&self, flags: u32) -> io::Result<()> {
         // SAFETY: TUNSETOFFLOAD takes its argument by value.
-        cvt(unsafe { libc::ioctl(self.file.as_raw_fd(), TUNSETOFFLOAD, flags as libc::c_ulong) }).map(|_| ())
+        cvt(unsafe { libc::ioctl(self.file.as_raw_fd(), TUNSETOFFLOAD, flags as libc::c_ulong) })
+            .map(|_| ())
     }
 }
 
@@ -134,8 +155,15 @@ mod test {
         assert!(t.name().starts_with("vst"), "{}", t.name());
         assert!(t.ifindex() > 0);
         let name = t.name().to_string();
-        assert_eq!(super::super::if_nametoindex(&name).unwrap(), Some(t.ifindex()));
+        assert_eq!(
+            super::super::if_nametoindex(&name).unwrap(),
+            Some(t.ifindex())
+        );
         drop(t);
-        assert_eq!(super::super::if_nametoindex(&name).unwrap(), None, "closing the fd deletes the device");
+        assert_eq!(
+            super::super::if_nametoindex(&name).unwrap(),
+            None,
+            "closing the fd deletes the device"
+        );
     }
 }

@@ -1,0 +1,345 @@
+//! Shared harness for the integration tests: a real `vswitchd` per test, real namespaces, real
+//! tools. Everything a test creates is removed by `Drop` guards, also when the test fails.
+//! Missing prerequisites fail the test with a message saying what to install; nothing is skipped.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+fn unique() -> String {
+    format!(
+        "{}{}",
+        std::process::id() % 100_000,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Fail unless running as root with every tool in `tools` on PATH.
+pub fn require(tools: &[&str]) {
+    let uid = Command::new("id").arg("-u").output().expect("run id -u");
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "missing prerequisite: the integration tests need root (namespaces, TAP devices); run ./test.sh as root"
+    );
+    assert!(
+        Path::new("/dev/net/tun").exists(),
+        "missing prerequisite: /dev/net/tun (modprobe tun)"
+    );
+    for t in ["ip"].iter().chain(tools) {
+        let found = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(t).is_file()))
+            .unwrap_or(false);
+        assert!(
+            found,
+            "missing prerequisite: `{t}` is not installed (./test.sh installs it with apt-get)"
+        );
+    }
+}
+
+/// Run a command, returning its output (never panics on a non-zero exit).
+pub fn run(cmd: &[&str]) -> Output {
+    Command::new(cmd[0])
+        .args(&cmd[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Run a command and require success; returns stdout.
+pub fn run_ok(cmd: &[&str]) -> String {
+    let o = run(cmd);
+    assert!(
+        o.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A running vswitchd with its own socket and state directory.
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+}
+
+impl Daemon {
+    /// Start a daemon and wait until its API answers.
+    pub fn start() -> Daemon {
+        Self::start_with(&[])
+    }
+
+    /// Start a daemon with extra arguments.
+    pub fn start_with(extra: &[&str]) -> Daemon {
+        let dir = std::env::temp_dir().join(format!("vswitch-test-{}", unique()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create test dir");
+        let socket = dir.join("vswitchd.sock");
+        let log = std::fs::File::create(dir.join("vswitchd.log")).expect("create log");
+        let child = Command::new(env!("CARGO_BIN_EXE_vswitchd"))
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .args(["--workers", "2"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn vswitchd");
+        let mut d = Daemon {
+            child: Some(child),
+            dir,
+            socket,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if d.ctl(&["network", "ls"]).status.success() {
+                return d;
+            }
+            if let Some(st) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("vswitchd exited early ({st}): {}", d.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "vswitchd did not answer within 10 s: {}",
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The daemon's stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("vswitchd.log")).unwrap_or_default()
+    }
+
+    /// Run vswitchctl against this daemon.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_vswitchctl"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run vswitchctl")
+    }
+
+    /// Run vswitchctl and require success; returns stdout.
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let o = self.ctl(args);
+        assert!(
+            o.status.success(),
+            "vswitchctl {args:?} failed: {}\n--- vswitchd log ---\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Run `vswitchctl --json ...` and decode the answer.
+    pub fn ctl_json<T: DeserializeOwned>(&self, args: &[&str]) -> T {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        let out = self.ctl_ok(&a);
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("bad JSON from vswitchctl {args:?}: {e}: {out}"))
+    }
+
+    /// Run vswitchctl expecting failure: returns (exit code, stderr).
+    pub fn ctl_err(&self, args: &[&str]) -> (i32, String) {
+        let o = self.ctl(args);
+        assert!(
+            !o.status.success(),
+            "vswitchctl {args:?} should have failed but printed: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    }
+
+    /// Send SIGTERM and wait for the exit status (at most 10 s).
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("daemon already stopped");
+        run(&["kill", "-TERM", &child.id().to_string()]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = child.try_wait().expect("wait vswitchd") {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "vswitchd did not exit within 10 s of SIGTERM: {}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .output();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- vswitchd log ({}) ---\n{}",
+                self.dir.display(),
+                self.log()
+            );
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A network namespace made by the test, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    /// Create a namespace named after `tag` (made unique), with `lo` up.
+    pub fn new(tag: &str) -> Netns {
+        let name = format!("vt{}{}", unique(), tag);
+        run_ok(&["ip", "netns", "add", &name]);
+        let ns = Netns { name };
+        ns.exec_ok(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Run a command inside the namespace.
+    pub fn exec(&self, cmd: &[&str]) -> Output {
+        let mut a = vec!["ip", "netns", "exec", &self.name];
+        a.extend_from_slice(cmd);
+        run(&a)
+    }
+
+    /// Run a command inside the namespace and require success; returns stdout.
+    pub fn exec_ok(&self, cmd: &[&str]) -> String {
+        let o = self.exec(cmd);
+        assert!(
+            o.status.success(),
+            "in {}: {cmd:?} failed: {}{}",
+            self.name,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Start a background command inside the namespace.
+    pub fn spawn(&self, cmd: &[&str]) -> KillOnDrop {
+        let c = Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(cmd)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        KillOnDrop(Some(c))
+    }
+
+    /// `ping -c COUNT -W 2 ADDR` from this namespace; true when every reply came back.
+    pub fn ping(&self, addr: &str, count: u32) -> bool {
+        self.exec(&[
+            "ping",
+            "-n",
+            "-q",
+            "-c",
+            &count.to_string(),
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            addr,
+        ])
+        .status
+        .success()
+    }
+
+    /// Interface names in the namespace.
+    pub fn links(&self) -> Vec<String> {
+        self.exec_ok(&["ip", "-o", "link", "show"])
+            .lines()
+            .filter_map(|l| {
+                l.split(": ")
+                    .nth(1)
+                    .map(|s| s.split('@').next().unwrap_or(s).to_string())
+            })
+            .collect()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// A child process killed (and reaped) on drop.
+pub struct KillOnDrop(pub Option<Child>);
+
+impl KillOnDrop {
+    /// Wait for the process to end and return its output.
+    pub fn wait(mut self) -> Output {
+        self.0
+            .take()
+            .expect("child")
+            .wait_with_output()
+            .expect("wait child")
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Poll `f` every 50 ms for up to `secs` seconds until it returns true.
+pub fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `tcpdump -nr FILE` output (one line per frame).
+pub fn tcpdump_read(file: &Path) -> String {
+    run_ok(&["tcpdump", "-nr", file.to_str().expect("utf-8 path")])
+}
