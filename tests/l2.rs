@@ -95,20 +95,8 @@ fn networks_are_isolated() {
     // Even on-link: give a an address route into n2's subnet and try ARP directly.
     a.exec_ok(&["ip", "route", "add", "10.201.3.0/24", "dev", "eth0"]);
     let cap = d.dir.join("b.pcap");
-    let capture = std::process::Command::new(env!("CARGO_BIN_EXE_vswitchctl"))
-        .args([
-            "--socket",
-            d.socket.to_str().unwrap(),
-            "capture",
-            &format!("{}/eth0", b.name),
-            "-w",
-            cap.to_str().unwrap(),
-            "--timeout",
-            "3",
-        ])
-        .spawn()
-        .expect("start capture");
-    let capture = KillOnDrop(Some(capture));
+    let b_port = format!("{}/eth0", b.name);
+    let capture = d.capture_bg(&b_port, &["-w", cap.to_str().unwrap(), "--timeout", "3"]);
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         !a.ping("10.201.3.2", 2),
@@ -146,23 +134,8 @@ fn unicast_between_learned_endpoints_is_not_flooded_and_arp_is_suppressed() {
 
     let cap_c = d.dir.join("c.pcap");
     let cap_b = d.dir.join("b.pcap");
-    let sock = d.socket.to_str().unwrap().to_string();
     let start = |target: String, file: &std::path::Path| {
-        KillOnDrop(Some(
-            std::process::Command::new(env!("CARGO_BIN_EXE_vswitchctl"))
-                .args([
-                    "--socket",
-                    &sock,
-                    "capture",
-                    &target,
-                    "-w",
-                    file.to_str().unwrap(),
-                    "--timeout",
-                    "4",
-                ])
-                .spawn()
-                .expect("start capture"),
-        ))
+        d.capture_bg(&target, &["-w", file.to_str().unwrap(), "--timeout", "4"])
     };
     let on_c = start(format!("{}/eth0", c.name), &cap_c);
     let on_b = start(eb.port.clone(), &cap_b);
@@ -207,23 +180,10 @@ fn capture_files_and_pipes_are_read_by_tcpdump_and_tshark() {
     let sock = d.socket.to_str().unwrap().to_string();
     for target in [ea.port.clone(), "capnet".to_string()] {
         let file = d.dir.join(format!("{target}.pcap"));
-        let cap = KillOnDrop(Some(
-            std::process::Command::new(env!("CARGO_BIN_EXE_vswitchctl"))
-                .args([
-                    "--socket",
-                    &sock,
-                    "capture",
-                    &target,
-                    "-c",
-                    "4",
-                    "-w",
-                    file.to_str().unwrap(),
-                    "--timeout",
-                    "10",
-                ])
-                .spawn()
-                .expect("start capture"),
-        ));
+        let cap = d.capture_bg(
+            &target,
+            &["-c", "4", "-w", file.to_str().unwrap(), "--timeout", "10"],
+        );
         std::thread::sleep(Duration::from_millis(300));
         let pinger = a.spawn(&["ping", "-n", "-c", "8", "-i", "0.2", "10.201.5.3"]);
         let out = cap.wait();
@@ -396,23 +356,7 @@ fn restart_recreates_networks_and_endpoints() {
     attach(&d, &b, "front");
     assert!(d.terminate().success());
     // Same socket and state directory: a new daemon takes the endpoints back.
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_vswitchd"))
-        .args([
-            "--socket",
-            d.socket.to_str().unwrap(),
-            "--state-dir",
-            d.dir.join("state").to_str().unwrap(),
-            "--workers",
-            "1",
-        ])
-        .stderr(std::fs::File::create(d.dir.join("vswitchd.log")).unwrap())
-        .spawn()
-        .expect("restart vswitchd");
-    d.child = Some(child);
-    assert!(
-        wait_until(10, || d.ctl(&["network", "ls"]).status.success()),
-        "restarted daemon does not answer"
-    );
+    d.spawn(&[]);
     let net: NetworkInfo = d.ctl_json(&["network", "inspect", "front"]);
     assert_eq!(net.endpoints.len(), 2, "{net:?}");
     assert!(a.ping("10.201.11.3", 2), "no connectivity after restart");

@@ -83,12 +83,25 @@ impl Daemon {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create test dir");
         let socket = dir.join("vswitchd.sock");
-        let log = std::fs::File::create(dir.join("vswitchd.log")).expect("create log");
+        let mut d = Daemon {
+            child: None,
+            dir,
+            socket,
+        };
+        d.spawn(extra);
+        d
+    }
+
+    /// (Re)start the daemon process on this daemon's socket and state directory, and wait until
+    /// its API answers.
+    pub fn spawn(&mut self, extra: &[&str]) {
+        assert!(self.child.is_none(), "daemon already running");
+        let log = std::fs::File::create(self.dir.join("vswitchd.log")).expect("create log");
         let child = Command::new(env!("CARGO_BIN_EXE_vswitchd"))
             .arg("--socket")
-            .arg(&socket)
+            .arg(&self.socket)
             .arg("--state-dir")
-            .arg(dir.join("state"))
+            .arg(self.dir.join("state"))
             .args(["--workers", "2"])
             .args(extra)
             .env("RUST_LOG", "info")
@@ -96,26 +109,38 @@ impl Daemon {
             .stderr(log)
             .spawn()
             .expect("spawn vswitchd");
-        let mut d = Daemon {
-            child: Some(child),
-            dir,
-            socket,
-        };
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if d.ctl(&["network", "ls"]).status.success() {
-                return d;
+            if self.ctl(&["network", "ls"]).status.success() {
+                return;
             }
-            if let Some(st) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("vswitchd exited early ({st}): {}", d.log());
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("vswitchd exited early ({st}): {}", self.log());
             }
             assert!(
                 Instant::now() < deadline,
                 "vswitchd did not answer within 10 s: {}",
-                d.log()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Start `vswitchctl capture TARGET ARGS...` in the background.
+    pub fn capture_bg(&self, target: &str, args: &[&str]) -> KillOnDrop {
+        let c = Command::new(env!("CARGO_BIN_EXE_vswitchctl"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(["capture", target])
+            .args(args)
+            .spawn()
+            .expect("start vswitchctl capture");
+        KillOnDrop(Some(c))
     }
 
     /// The daemon's stderr so far.
