@@ -1,0 +1,702 @@
+//! The connection tracker: flows indexed by both directions' tuples in a sharded map (workers on
+//! different cores touch different shards), a TCP state machine, timeouts by state, source-port
+//! allocation that keeps the original port when it can, and a table limit.
+//!
+//! A [`Flow`] has an `orig` tuple (the first packet as it arrived) and a `reply` tuple (what the
+//! answer looks like on the wire, after translation). A packet matching either is rewritten to
+//! the *other* tuple reversed: that single rule covers masquerade, port publishing and hairpin.
+//! Time is passed in (milliseconds on the caller's monotonic clock).
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use rustc_hash::FxBuildHasher;
+
+use crate::packet::{tcp_flags, FiveTuple, Proto};
+
+/// Which way a packet travels relative to the flow's first packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowDir {
+    /// Same direction as the first packet.
+    Original,
+    /// The answer direction.
+    Reply,
+}
+
+/// TCP connection states (as Linux names them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum TcpState {
+    /// SYN seen from the originator.
+    SynSent = 1,
+    /// SYN+ACK seen from the responder.
+    SynRecv = 2,
+    /// Three-way handshake completed (or picked up mid-stream).
+    Established = 3,
+    /// The originator sent FIN.
+    FinWait = 4,
+    /// The responder sent FIN.
+    CloseWait = 5,
+    /// Both sides sent FIN.
+    LastAck = 6,
+    /// The last FIN was acknowledged.
+    TimeWait = 7,
+    /// Reset.
+    Close = 8,
+}
+
+impl TcpState {
+    fn from_u8(v: u8) -> TcpState {
+        match v {
+            1 => TcpState::SynSent,
+            2 => TcpState::SynRecv,
+            4 => TcpState::FinWait,
+            5 => TcpState::CloseWait,
+            6 => TcpState::LastAck,
+            7 => TcpState::TimeWait,
+            8 => TcpState::Close,
+            _ => TcpState::Established,
+        }
+    }
+
+    /// Upper-case name as `conntrack -L` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            TcpState::SynSent => "SYN_SENT",
+            TcpState::SynRecv => "SYN_RECV",
+            TcpState::Established => "ESTABLISHED",
+            TcpState::FinWait => "FIN_WAIT",
+            TcpState::CloseWait => "CLOSE_WAIT",
+            TcpState::LastAck => "LAST_ACK",
+            TcpState::TimeWait => "TIME_WAIT",
+            TcpState::Close => "CLOSE",
+        }
+    }
+}
+
+/// The next TCP state after a segment with `flags` travelling in `dir`.
+pub fn tcp_next(state: TcpState, dir: FlowDir, flags: u8) -> TcpState {
+    use FlowDir::*;
+    use TcpState::*;
+    let (syn, ack, fin, rst) = (
+        flags & tcp_flags::SYN != 0,
+        flags & tcp_flags::ACK != 0,
+        flags & tcp_flags::FIN != 0,
+        flags & tcp_flags::RST != 0,
+    );
+    if rst {
+        return Close;
+    }
+    match (state, dir) {
+        (SynSent, Reply) if syn && ack => SynRecv,
+        (SynSent, Original) if syn => SynSent,
+        (SynRecv, Original) if ack && !syn => Established,
+        (Established, Original) if fin => FinWait,
+        (Established, Reply) if fin => CloseWait,
+        (FinWait, Reply) if fin => LastAck,
+        (CloseWait, Original) if fin => LastAck,
+        (LastAck, _) if ack && !fin => TimeWait,
+        (TimeWait | Close, Original) if syn && !ack => SynSent,
+        (s, _) => s,
+    }
+}
+
+/// Timeouts in milliseconds (defaults as in Linux's nf_conntrack sysctls).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP SYN_SENT.
+    pub tcp_syn_sent: u64,
+    /// TCP SYN_RECV.
+    pub tcp_syn_recv: u64,
+    /// TCP ESTABLISHED.
+    pub tcp_established: u64,
+    /// TCP FIN_WAIT / CLOSE_WAIT / LAST_ACK.
+    pub tcp_closing: u64,
+    /// TCP TIME_WAIT.
+    pub tcp_time_wait: u64,
+    /// TCP CLOSE (after RST).
+    pub tcp_close: u64,
+    /// UDP seen in one direction only.
+    pub udp: u64,
+    /// UDP answered (a "stream").
+    pub udp_stream: u64,
+    /// ICMP echo.
+    pub icmp: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            tcp_syn_sent: 120_000,
+            tcp_syn_recv: 60_000,
+            tcp_established: 432_000_000,
+            tcp_closing: 120_000,
+            tcp_time_wait: 120_000,
+            tcp_close: 10_000,
+            udp: 30_000,
+            udp_stream: 120_000,
+            icmp: 30_000,
+        }
+    }
+}
+
+/// What translation a flow does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NatKind {
+    /// Source NAT to the uplink address (masquerade).
+    Snat,
+    /// Destination NAT of a published port.
+    Dnat,
+    /// Both: an endpoint reaching a published port through the uplink address.
+    Hairpin,
+}
+
+impl NatKind {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            NatKind::Snat => "snat",
+            NatKind::Dnat => "dnat",
+            NatKind::Hairpin => "hairpin",
+        }
+    }
+}
+
+/// A tracked connection.
+#[derive(Debug)]
+pub struct Flow {
+    /// The first packet's tuple, as it arrived.
+    pub orig: FiveTuple,
+    /// The answer's tuple, as it arrives (after translation).
+    pub reply: FiveTuple,
+    /// The translation.
+    pub kind: NatKind,
+    /// The network of the endpoint side (the caller's identifier).
+    pub zone: u32,
+    state: AtomicU8,
+    last_seen: AtomicU64,
+    replied: AtomicBool,
+}
+
+impl Flow {
+    /// What a packet travelling in `dir` must be rewritten to.
+    pub fn translate(&self, dir: FlowDir) -> FiveTuple {
+        match dir {
+            FlowDir::Original => self.reply.reversed(),
+            FlowDir::Reply => self.orig.reversed(),
+        }
+    }
+
+    /// TCP state (meaningless for UDP/ICMP).
+    pub fn tcp_state(&self) -> TcpState {
+        TcpState::from_u8(self.state.load(Ordering::Relaxed))
+    }
+
+    /// True once a packet was seen in the reply direction.
+    pub fn replied(&self) -> bool {
+        self.replied.load(Ordering::Relaxed)
+    }
+
+    /// Milliseconds (on the caller's clock) of the last packet.
+    pub fn last_seen(&self) -> u64 {
+        self.last_seen.load(Ordering::Relaxed)
+    }
+
+    /// Record a packet in `dir` with TCP `flags` at `now`. // HOT PATH
+    pub fn seen(&self, dir: FlowDir, flags: u8, now: u64) {
+        if self.last_seen.load(Ordering::Relaxed) != now {
+            self.last_seen.store(now, Ordering::Relaxed);
+        }
+        if dir == FlowDir::Reply && !self.replied.load(Ordering::Relaxed) {
+            self.replied.store(true, Ordering::Relaxed);
+        }
+        if self.orig.proto == Proto::Tcp {
+            let s = self.tcp_state();
+            let n = tcp_next(s, dir, flags);
+            if n != s {
+                self.state.store(n as u8, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The state name for listings: TCP state, or `UNREPLIED`/`ASSURED` for UDP and ICMP.
+    pub fn state_name(&self) -> &'static str {
+        match self.orig.proto {
+            Proto::Tcp => self.tcp_state().name(),
+            _ if self.replied() => "REPLIED",
+            _ => "UNREPLIED",
+        }
+    }
+
+    /// This flow's timeout under `t`.
+    pub fn timeout(&self, t: &Timeouts) -> u64 {
+        match self.orig.proto {
+            Proto::Tcp => match self.tcp_state() {
+                TcpState::SynSent => t.tcp_syn_sent,
+                TcpState::SynRecv => t.tcp_syn_recv,
+                TcpState::Established => t.tcp_established,
+                TcpState::FinWait | TcpState::CloseWait | TcpState::LastAck => t.tcp_closing,
+                TcpState::TimeWait => t.tcp_time_wait,
+                TcpState::Close => t.tcp_close,
+            },
+            Proto::Udp if self.replied() => t.udp_stream,
+            Proto::Udp => t.udp,
+            Proto::Icmp => t.icmp,
+        }
+    }
+}
+
+/// Why a flow was not created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CtError {
+    /// The table holds its maximum number of flows.
+    Full,
+    /// No translated port is free for this destination.
+    NoPort,
+}
+
+/// The connection table.
+pub struct Conntrack {
+    map: DashMap<FiveTuple, (Arc<Flow>, FlowDir), FxBuildHasher>,
+    flows: AtomicUsize,
+    max: usize,
+    /// Timeouts in force.
+    pub timeouts: Timeouts,
+}
+
+/// The port range masquerade allocates from when the original port is taken.
+pub const PORT_RANGE: std::ops::RangeInclusive<u16> = 32768..=60999;
+
+impl Conntrack {
+    /// An empty table holding at most `max` flows.
+    pub fn new(max: usize, timeouts: Timeouts) -> Conntrack {
+        Conntrack {
+            map: DashMap::with_hasher(FxBuildHasher),
+            flows: AtomicUsize::new(0),
+            max,
+            timeouts,
+        }
+    }
+
+    /// The flow a packet with tuple `t` belongs to, and its direction. // HOT PATH
+    pub fn lookup(&self, t: &FiveTuple, now: u64) -> Option<(Arc<Flow>, FlowDir)> {
+        let e = self.map.get(t)?;
+        let (f, d) = (e.0.clone(), e.1);
+        drop(e);
+        // An expired flow not yet swept does not match.
+        (now.saturating_sub(f.last_seen()) <= f.timeout(&self.timeouts)).then_some((f, d))
+    }
+
+    /// Create a flow for `orig` whose answers will look like `reply`, unless `reply` is taken.
+    /// Returns the existing flow if another thread created the same one first.
+    fn insert(
+        &self,
+        orig: FiveTuple,
+        reply: FiveTuple,
+        kind: NatKind,
+        zone: u32,
+        now: u64,
+    ) -> Result<Option<Arc<Flow>>, CtError> {
+        let flow = Arc::new(Flow {
+            orig,
+            reply,
+            kind,
+            zone,
+            state: AtomicU8::new(if orig.proto == Proto::Tcp {
+                TcpState::SynSent as u8
+            } else {
+                0
+            }),
+            last_seen: AtomicU64::new(now),
+            replied: AtomicBool::new(false),
+        });
+        match self.map.entry(reply) {
+            Entry::Occupied(_) => return Ok(None),
+            Entry::Vacant(v) => {
+                v.insert((flow.clone(), FlowDir::Reply));
+            }
+        }
+        match self.map.entry(orig) {
+            Entry::Occupied(o) => {
+                let existing = o.get().0.clone();
+                drop(o);
+                self.map.remove(&reply);
+                Ok(Some(existing))
+            }
+            Entry::Vacant(v) => {
+                v.insert((flow.clone(), FlowDir::Original));
+                self.flows.fetch_add(1, Ordering::Relaxed);
+                Ok(Some(flow))
+            }
+        }
+    }
+
+    fn check_room(&self) -> Result<(), CtError> {
+        if self.flows.load(Ordering::Relaxed) >= self.max {
+            Err(CtError::Full)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Track `orig` with its source translated to `nat_ip` (and, for hairpin, its destination to
+    /// `dnat`). The source port is kept when free; otherwise one from [`PORT_RANGE`] (not
+    /// `reserved`) is chosen so that no two flows share a reply tuple.
+    pub fn create_snat(
+        &self,
+        orig: FiveTuple,
+        nat_ip: Ipv4Addr,
+        dnat: Option<(Ipv4Addr, u16)>,
+        zone: u32,
+        reserved: impl Fn(Proto, u16) -> bool,
+        now: u64,
+    ) -> Result<Arc<Flow>, CtError> {
+        self.check_room()?;
+        let (dst, dport) = dnat.unwrap_or((orig.dst, orig.dport));
+        let kind = if dnat.is_some() {
+            NatKind::Hairpin
+        } else {
+            NatKind::Snat
+        };
+        let span = u32::from(PORT_RANGE.end() - PORT_RANGE.start()) + 1;
+        // Start the search at a hash of the tuple so concurrent flows spread over the range.
+        let seed =
+            (u32::from(orig.src) ^ u32::from(orig.sport).rotate_left(16) ^ u32::from(orig.dport))
+                .wrapping_mul(0x9e37_79b1);
+        let candidates = std::iter::once(orig.sport)
+            .chain((0..span).map(|i| PORT_RANGE.start() + ((seed.wrapping_add(i)) % span) as u16))
+            .take(1 + 4096);
+        for port in candidates {
+            if (orig.proto != Proto::Icmp && reserved(orig.proto, port))
+                || (port == 0 && orig.proto != Proto::Icmp)
+            {
+                continue;
+            }
+            let reply = FiveTuple {
+                proto: orig.proto,
+                src: dst,
+                sport: dport,
+                dst: nat_ip,
+                dport: port,
+            };
+            let reply = if orig.proto == Proto::Icmp {
+                FiveTuple {
+                    sport: port,
+                    ..reply
+                }
+            } else {
+                reply
+            };
+            if let Some(f) = self.insert(orig, reply, kind, zone, now)? {
+                return Ok(f);
+            }
+        }
+        Err(CtError::NoPort)
+    }
+
+    /// Track `orig` (arriving for a published port) with its destination translated to
+    /// `to_ip:to_port`; the client's address is kept.
+    pub fn create_dnat(
+        &self,
+        orig: FiveTuple,
+        to_ip: Ipv4Addr,
+        to_port: u16,
+        zone: u32,
+        now: u64,
+    ) -> Result<Arc<Flow>, CtError> {
+        self.check_room()?;
+        let reply = FiveTuple {
+            proto: orig.proto,
+            src: to_ip,
+            sport: to_port,
+            dst: orig.src,
+            dport: orig.sport,
+        };
+        self.insert(orig, reply, NatKind::Dnat, zone, now)?
+            .ok_or(CtError::NoPort)
+    }
+
+    /// Remove flows idle longer than their timeout; returns how many were removed.
+    pub fn expire(&self, now: u64) -> usize {
+        let dead: Vec<Arc<Flow>> = self
+            .map
+            .iter()
+            .filter(|e| {
+                e.1 == FlowDir::Original
+                    && now.saturating_sub(e.0.last_seen()) > e.0.timeout(&self.timeouts)
+            })
+            .map(|e| e.0.clone())
+            .collect();
+        for f in &dead {
+            self.remove(f);
+        }
+        dead.len()
+    }
+
+    fn remove(&self, f: &Flow) {
+        if self.map.remove(&f.orig).is_some() {
+            self.flows.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.map.remove(&f.reply);
+    }
+
+    /// Remove every flow (or those of `zone`); returns how many.
+    pub fn flush(&self, zone: Option<u32>) -> usize {
+        let all = self.flows(zone);
+        for f in &all {
+            self.remove(f);
+        }
+        all.len()
+    }
+
+    /// Remove the flows for which `pred` holds.
+    pub fn remove_where(&self, pred: impl Fn(&Flow) -> bool) -> usize {
+        let all: Vec<Arc<Flow>> = self.flows(None).into_iter().filter(|f| pred(f)).collect();
+        for f in &all {
+            self.remove(f);
+        }
+        all.len()
+    }
+
+    /// Every flow (or those of `zone`).
+    pub fn flows(&self, zone: Option<u32>) -> Vec<Arc<Flow>> {
+        self.map
+            .iter()
+            .filter(|e| e.1 == FlowDir::Original && zone.is_none_or(|z| e.0.zone == z))
+            .map(|e| e.0.clone())
+            .collect()
+    }
+
+    /// Number of flows.
+    pub fn len(&self) -> usize {
+        self.flows.load(Ordering::Relaxed)
+    }
+
+    /// True when no flow is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::packet::tcp_flags::*;
+
+    const E: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+    const E2: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
+    const R: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 9);
+    const U: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+
+    fn t(proto: Proto, src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> FiveTuple {
+        FiveTuple {
+            proto,
+            src,
+            sport,
+            dst,
+            dport,
+        }
+    }
+
+    fn none(_: Proto, _: u16) -> bool {
+        false
+    }
+
+    #[test]
+    fn tcp_state_machine_full_lifecycle() {
+        use FlowDir::*;
+        use TcpState::*;
+        let mut s = SynSent;
+        for (dir, flags, want) in [
+            (Reply, SYN | ACK, SynRecv),
+            (Original, ACK, Established),
+            (Original, ACK, Established),
+            (Reply, ACK, Established),
+            (Original, FIN | ACK, FinWait),
+            (Reply, ACK, FinWait),
+            (Reply, FIN | ACK, LastAck),
+            (Original, ACK, TimeWait),
+            (Original, SYN, SynSent),
+        ] {
+            s = tcp_next(s, dir, flags);
+            assert_eq!(s, want, "{dir:?} {flags:#x}");
+        }
+        assert_eq!(tcp_next(Established, Reply, FIN), CloseWait);
+        assert_eq!(tcp_next(CloseWait, Original, FIN | ACK), LastAck);
+        assert_eq!(tcp_next(Established, Original, RST), Close);
+        assert_eq!(tcp_next(SynSent, Reply, RST | ACK), Close);
+        assert_eq!(
+            tcp_next(SynSent, Original, SYN),
+            SynSent,
+            "retransmitted SYN"
+        );
+        assert_eq!(tcp_next(SynSent, Reply, ACK), SynSent, "no SYN+ACK yet");
+    }
+
+    #[test]
+    fn snat_keeps_port_then_allocates_and_translates_both_ways() {
+        let ct = Conntrack::new(100, Timeouts::default());
+        let o1 = t(Proto::Udp, E, 5000, R, 53);
+        let f1 = ct.create_snat(o1, U, None, 1, none, 0).unwrap();
+        assert_eq!(
+            f1.reply,
+            t(Proto::Udp, R, 53, U, 5000),
+            "original port kept"
+        );
+        assert_eq!(
+            f1.translate(FlowDir::Original),
+            t(Proto::Udp, U, 5000, R, 53)
+        );
+        assert_eq!(f1.translate(FlowDir::Reply), t(Proto::Udp, R, 53, E, 5000));
+        // Same source port from another endpoint to the same server: a new port.
+        let o2 = t(Proto::Udp, E2, 5000, R, 53);
+        let f2 = ct.create_snat(o2, U, None, 1, none, 0).unwrap();
+        assert_ne!(f2.reply.dport, 5000);
+        assert!(PORT_RANGE.contains(&f2.reply.dport));
+        let (found, dir) = ct.lookup(&f2.reply, 1).unwrap();
+        assert!(Arc::ptr_eq(&found, &f2));
+        assert_eq!(dir, FlowDir::Reply);
+        assert_eq!(ct.len(), 2);
+    }
+
+    #[test]
+    fn reserved_ports_are_skipped() {
+        let ct = Conntrack::new(100, Timeouts::default());
+        let f = ct
+            .create_snat(
+                t(Proto::Tcp, E, 8080, R, 80),
+                U,
+                None,
+                1,
+                |p, port| p == Proto::Tcp && port == 8080,
+                0,
+            )
+            .unwrap();
+        assert_ne!(f.reply.dport, 8080);
+    }
+
+    #[test]
+    fn same_flow_twice_returns_the_existing_one() {
+        let ct = Conntrack::new(100, Timeouts::default());
+        let o = t(Proto::Tcp, E, 1000, R, 80);
+        let a = ct.create_snat(o, U, None, 1, none, 0).unwrap();
+        let b = ct.create_snat(o, U, None, 1, none, 0).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(ct.len(), 1);
+    }
+
+    #[test]
+    fn dnat_keeps_client_address() {
+        let ct = Conntrack::new(100, Timeouts::default());
+        let o = t(Proto::Tcp, R, 40000, U, 8080);
+        let f = ct.create_dnat(o, E, 80, 1, 0).unwrap();
+        assert_eq!(
+            f.translate(FlowDir::Original),
+            t(Proto::Tcp, R, 40000, E, 80)
+        );
+        assert_eq!(
+            f.translate(FlowDir::Reply),
+            t(Proto::Tcp, U, 8080, R, 40000)
+        );
+        assert_eq!(
+            ct.lookup(&t(Proto::Tcp, E, 80, R, 40000), 0).unwrap().1,
+            FlowDir::Reply
+        );
+    }
+
+    #[test]
+    fn hairpin_translates_source_and_destination() {
+        let ct = Conntrack::new(100, Timeouts::default());
+        let gw = Ipv4Addr::new(10, 0, 0, 1);
+        let o = t(Proto::Tcp, E2, 3333, U, 8080);
+        let f = ct.create_snat(o, gw, Some((E, 80)), 1, none, 0).unwrap();
+        assert_eq!(f.kind, NatKind::Hairpin);
+        assert_eq!(
+            f.translate(FlowDir::Original),
+            t(Proto::Tcp, gw, 3333, E, 80)
+        );
+        assert_eq!(
+            f.translate(FlowDir::Reply),
+            t(Proto::Tcp, U, 8080, E2, 3333)
+        );
+    }
+
+    #[test]
+    fn table_limit() {
+        let ct = Conntrack::new(2, Timeouts::default());
+        ct.create_snat(t(Proto::Udp, E, 1, R, 53), U, None, 1, none, 0)
+            .unwrap();
+        ct.create_snat(t(Proto::Udp, E, 2, R, 53), U, None, 1, none, 0)
+            .unwrap();
+        assert_eq!(
+            ct.create_snat(t(Proto::Udp, E, 3, R, 53), U, None, 1, none, 0)
+                .unwrap_err(),
+            CtError::Full
+        );
+        assert_eq!(
+            ct.create_dnat(t(Proto::Tcp, R, 1, U, 80), E, 80, 1, 0)
+                .unwrap_err(),
+            CtError::Full
+        );
+    }
+
+    #[test]
+    fn timeouts_by_protocol_and_state() {
+        let to = Timeouts {
+            udp: 1000,
+            udp_stream: 5000,
+            icmp: 2000,
+            tcp_syn_sent: 3000,
+            ..Timeouts::default()
+        };
+        let ct = Conntrack::new(100, to);
+        let u = ct
+            .create_snat(t(Proto::Udp, E, 1, R, 53), U, None, 1, none, 0)
+            .unwrap();
+        let _icmp = ct
+            .create_snat(t(Proto::Icmp, E, 7, R, 7), U, None, 1, none, 0)
+            .unwrap();
+        let c = ct
+            .create_snat(t(Proto::Tcp, E, 9, R, 80), U, None, 1, none, 0)
+            .unwrap();
+        assert_eq!(c.state_name(), "SYN_SENT");
+        assert_eq!(u.state_name(), "UNREPLIED");
+        assert!(ct.lookup(&u.orig, 1000).is_some());
+        assert!(
+            ct.lookup(&u.orig, 1001).is_none(),
+            "expired flows do not match"
+        );
+        assert_eq!(ct.expire(1001), 1);
+        assert_eq!(ct.expire(2001), 1, "icmp");
+        assert_eq!(ct.expire(3001), 1, "tcp syn_sent");
+        assert!(ct.is_empty());
+        // An answered UDP flow lives longer.
+        let u = ct
+            .create_snat(t(Proto::Udp, E, 1, R, 53), U, None, 1, none, 10_000)
+            .unwrap();
+        u.seen(FlowDir::Reply, 0, 10_500);
+        assert_eq!(u.state_name(), "REPLIED");
+        assert_eq!(ct.expire(14_000), 0);
+        assert_eq!(ct.expire(15_501), 1);
+    }
+
+    #[test]
+    fn tcp_flow_follows_segments_and_flush_by_zone() {
+        let ct = Conntrack::new(100, Timeouts::default());
+        let f = ct
+            .create_snat(t(Proto::Tcp, E, 9, R, 80), U, None, 1, none, 0)
+            .unwrap();
+        f.seen(FlowDir::Reply, SYN | ACK, 1);
+        f.seen(FlowDir::Original, ACK, 2);
+        assert_eq!(f.state_name(), "ESTABLISHED");
+        ct.create_snat(t(Proto::Udp, E, 9, R, 53), U, None, 2, none, 0)
+            .unwrap();
+        assert_eq!(ct.flush(Some(2)), 1);
+        assert_eq!(ct.len(), 1);
+        assert_eq!(ct.flush(None), 1);
+        assert!(ct.lookup(&f.reply, 3).is_none());
+    }
+}

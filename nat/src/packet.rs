@@ -1,0 +1,647 @@
+//! The 5-tuple of an IPv4 packet and its in-place translation.
+//!
+//! ICMP echo uses the identifier as both ports (`sport == dport == id`), so echo requests and
+//! replies track and translate like UDP. ICMP errors (destination unreachable, time exceeded,
+//! parameter problem) carry the tuple of the packet they are about: [`parse`] returns that inner
+//! tuple *reversed* (the direction the error travels), so the error finds the flow it belongs to,
+//! and [`rewrite`] translates outer and inner headers together.
+
+use std::net::Ipv4Addr;
+
+use crate::{checksum_update16, checksum_update32};
+
+/// IP protocols the translator handles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Proto {
+    /// ICMP (echo by identifier, errors by their inner packet).
+    Icmp,
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl Proto {
+    /// The IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Proto::Icmp => 1,
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+        }
+    }
+
+    /// The protocol's name in lower case.
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Icmp => "icmp",
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+/// A connection's addresses as seen in one direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FiveTuple {
+    /// Protocol.
+    pub proto: Proto,
+    /// Source address.
+    pub src: Ipv4Addr,
+    /// Source port (ICMP: identifier).
+    pub sport: u16,
+    /// Destination address.
+    pub dst: Ipv4Addr,
+    /// Destination port (ICMP: identifier).
+    pub dport: u16,
+}
+
+impl FiveTuple {
+    /// The same connection seen from the other end.
+    pub fn reversed(&self) -> FiveTuple {
+        FiveTuple {
+            proto: self.proto,
+            src: self.dst,
+            sport: self.dport,
+            dst: self.src,
+            dport: self.sport,
+        }
+    }
+}
+
+impl std::fmt::Display for FiveTuple {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{} -> {}:{}",
+            self.src, self.sport, self.dst, self.dport
+        )
+    }
+}
+
+/// What kind of ICMP message a packet is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IcmpKind {
+    /// Not ICMP.
+    NotIcmp,
+    /// Echo request or reply.
+    Echo,
+    /// An error about the packet embedded at `inner` (offset from the start of the IP header).
+    Error {
+        /// Offset of the embedded IPv4 header.
+        inner: usize,
+    },
+}
+
+/// The result of parsing a packet for translation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct L4Info {
+    /// The tuple to look up (for ICMP errors: the embedded packet's, reversed).
+    pub tuple: FiveTuple,
+    /// TCP flags (0 for other protocols).
+    pub tcp_flags: u8,
+    /// ICMP kind.
+    pub icmp: IcmpKind,
+    /// Offset of the L4 header.
+    pub l4: usize,
+    /// Time to live.
+    pub ttl: u8,
+}
+
+/// Why a packet cannot be translated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseError {
+    /// Truncated or inconsistent headers, bad IP header checksum.
+    Malformed,
+    /// A fragment (not reassembled).
+    Fragment,
+    /// A protocol or ICMP type the translator does not handle.
+    Unsupported,
+}
+
+/// TCP flag bits.
+pub mod tcp_flags {
+    /// FIN
+    pub const FIN: u8 = 0x01;
+    /// SYN
+    pub const SYN: u8 = 0x02;
+    /// RST
+    pub const RST: u8 = 0x04;
+    /// ACK
+    pub const ACK: u8 = 0x10;
+}
+
+fn be16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
+}
+
+fn addr(b: &[u8], at: usize) -> Option<Ipv4Addr> {
+    Some(Ipv4Addr::new(
+        *b.get(at)?,
+        *b.get(at + 1)?,
+        *b.get(at + 2)?,
+        *b.get(at + 3)?,
+    ))
+}
+
+fn put16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
+}
+
+/// Full one's-complement checksum of `data`.
+pub fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        sum += u32::from(*last) << 8;
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Header length of the IPv4 header at the start of `ip`, checking version and bounds.
+fn ip_header(ip: &[u8]) -> Option<usize> {
+    let v = *ip.first()?;
+    let ihl = usize::from(v & 0x0f) * 4;
+    (v >> 4 == 4 && ihl >= 20 && ip.len() >= ihl).then_some(ihl)
+}
+
+/// Parse an IPv4 packet (starting at its IP header, `ip` bounded by the frame) for translation.
+pub fn parse(ip: &[u8]) -> Result<L4Info, ParseError> {
+    use ParseError::*;
+    let ihl = ip_header(ip).ok_or(Malformed)?;
+    let total = usize::from(be16(ip, 2).ok_or(Malformed)?);
+    if total < ihl || total > ip.len() || checksum(&ip[..ihl]) != 0 {
+        return Err(Malformed);
+    }
+    let ip = &ip[..total];
+    let frag = be16(ip, 6).ok_or(Malformed)?;
+    if frag & 0x3fff != 0 {
+        return Err(Fragment);
+    }
+    let (src, dst) = (
+        addr(ip, 12).ok_or(Malformed)?,
+        addr(ip, 16).ok_or(Malformed)?,
+    );
+    let ttl = ip[8];
+    let l4 = ihl;
+    let mut info = L4Info {
+        tuple: FiveTuple {
+            proto: Proto::Udp,
+            src,
+            sport: 0,
+            dst,
+            dport: 0,
+        },
+        tcp_flags: 0,
+        icmp: IcmpKind::NotIcmp,
+        l4,
+        ttl,
+    };
+    match ip[9] {
+        6 => {
+            let off = usize::from(*ip.get(l4 + 12).ok_or(Malformed)? >> 4) * 4;
+            if off < 20 || ip.len() < l4 + off {
+                return Err(Malformed);
+            }
+            info.tuple.proto = Proto::Tcp;
+            info.tuple.sport = be16(ip, l4).ok_or(Malformed)?;
+            info.tuple.dport = be16(ip, l4 + 2).ok_or(Malformed)?;
+            info.tcp_flags = ip[l4 + 13];
+        }
+        17 => {
+            if ip.len() < l4 + 8 || usize::from(be16(ip, l4 + 4).ok_or(Malformed)?) < 8 {
+                return Err(Malformed);
+            }
+            info.tuple.sport = be16(ip, l4).ok_or(Malformed)?;
+            info.tuple.dport = be16(ip, l4 + 2).ok_or(Malformed)?;
+        }
+        1 => {
+            if ip.len() < l4 + 8 {
+                return Err(Malformed);
+            }
+            info.tuple.proto = Proto::Icmp;
+            match ip[l4] {
+                0 | 8 => {
+                    let id = be16(ip, l4 + 4).ok_or(Malformed)?;
+                    info.tuple.sport = id;
+                    info.tuple.dport = id;
+                    info.icmp = IcmpKind::Echo;
+                }
+                3 | 11 | 12 => {
+                    let inner = l4 + 8;
+                    let inner_ip = &ip[inner..];
+                    let ihl2 = ip_header(inner_ip).ok_or(Malformed)?;
+                    if inner_ip.len() < ihl2 + 8 {
+                        return Err(Malformed);
+                    }
+                    let (isrc, idst) = (
+                        addr(inner_ip, 12).ok_or(Malformed)?,
+                        addr(inner_ip, 16).ok_or(Malformed)?,
+                    );
+                    let (proto, sport, dport) = match inner_ip[9] {
+                        6 => (
+                            Proto::Tcp,
+                            be16(inner_ip, ihl2).ok_or(Malformed)?,
+                            be16(inner_ip, ihl2 + 2).ok_or(Malformed)?,
+                        ),
+                        17 => (
+                            Proto::Udp,
+                            be16(inner_ip, ihl2).ok_or(Malformed)?,
+                            be16(inner_ip, ihl2 + 2).ok_or(Malformed)?,
+                        ),
+                        1 if matches!(inner_ip[ihl2], 0 | 8) => {
+                            let id = be16(inner_ip, ihl2 + 4).ok_or(Malformed)?;
+                            (Proto::Icmp, id, id)
+                        }
+                        _ => return Err(Unsupported),
+                    };
+                    // The error travels opposite to the packet it quotes.
+                    info.tuple = FiveTuple {
+                        proto,
+                        src: idst,
+                        sport: dport,
+                        dst: isrc,
+                        dport: sport,
+                    };
+                    info.icmp = IcmpKind::Error { inner };
+                }
+                _ => return Err(Unsupported),
+            }
+        }
+        _ => return Err(Unsupported),
+    }
+    Ok(info)
+}
+
+/// Offset of the L4 checksum within an L4 header, and whether the pseudo-header covers it.
+fn l4_csum(proto: Proto) -> (usize, bool) {
+    match proto {
+        Proto::Tcp => (16, true),
+        Proto::Udp => (6, true),
+        Proto::Icmp => (2, false),
+    }
+}
+
+/// Rewrite addresses and ports of one IPv4 header + L4 header at `ip` from `old` to `new`,
+/// updating checksums incrementally. `partial_l4` says the L4 checksum field holds only the
+/// pseudo-header sum (virtio `NEEDS_CSUM`): then ports do not enter it and it is not inverted.
+fn rewrite_headers(ip: &mut [u8], l4: usize, old: &FiveTuple, new: &FiveTuple, partial_l4: bool) {
+    let mut hc = be16(ip, 10).unwrap_or(0);
+    let (os, ns, od, nd) = (
+        u32::from(old.src),
+        u32::from(new.src),
+        u32::from(old.dst),
+        u32::from(new.dst),
+    );
+    hc = checksum_update32(hc, os, ns);
+    hc = checksum_update32(hc, od, nd);
+    put16(ip, 10, hc);
+    ip[12..16].copy_from_slice(&new.src.octets());
+    ip[16..20].copy_from_slice(&new.dst.octets());
+
+    let (co, pseudo) = l4_csum(old.proto);
+    let have_csum = ip.len() >= l4 + co + 2;
+    let mut c = if have_csum {
+        be16(ip, l4 + co).unwrap_or(0)
+    } else {
+        0
+    };
+    // A UDP checksum of zero means "none" and stays zero.
+    let skip = !have_csum || (old.proto == Proto::Udp && c == 0 && !partial_l4);
+    if partial_l4 {
+        c = !c;
+    }
+    if pseudo {
+        c = checksum_update32(c, os, ns);
+        c = checksum_update32(c, od, nd);
+    }
+    match old.proto {
+        Proto::Tcp | Proto::Udp => {
+            if !partial_l4 {
+                c = checksum_update16(c, old.sport, new.sport);
+                c = checksum_update16(c, old.dport, new.dport);
+            }
+            put16(ip, l4, new.sport);
+            put16(ip, l4 + 2, new.dport);
+        }
+        Proto::Icmp => {
+            // Echo: the identifier is both "ports"; requests carry sport, replies dport.
+            let id_old = be16(ip, l4 + 4).unwrap_or(0);
+            let id_new = if id_old == old.sport {
+                new.sport
+            } else {
+                new.dport
+            };
+            c = checksum_update16(c, id_old, id_new);
+            put16(ip, l4 + 4, id_new);
+        }
+    }
+    if partial_l4 {
+        c = !c;
+    }
+    if !skip {
+        if old.proto == Proto::Udp && c == 0 && !partial_l4 {
+            c = 0xffff; // RFC 768: a computed zero is sent as all ones
+        }
+        put16(ip, l4 + co, c);
+    }
+}
+
+/// Translate the packet `ip` (parsed as `info`) so that its tuple becomes `new`. For ICMP errors
+/// `new` is the translated *error-direction* tuple: the outer addresses and the quoted packet are
+/// rewritten together and the ICMP checksum recomputed.
+pub fn rewrite(ip: &mut [u8], info: &L4Info, new: &FiveTuple, partial_l4: bool) {
+    match info.icmp {
+        IcmpKind::Error { inner } => {
+            // Outer header: only the destination follows the flow (the error's source is
+            // whoever reported it), unless the flow's far end itself reported it.
+            let old_outer_src = addr(ip, 12).unwrap_or(Ipv4Addr::UNSPECIFIED);
+            let old_outer_dst = addr(ip, 16).unwrap_or(Ipv4Addr::UNSPECIFIED);
+            let new_outer_src = if old_outer_src == info.tuple.src {
+                new.src
+            } else {
+                old_outer_src
+            };
+            let mut hc = be16(ip, 10).unwrap_or(0);
+            hc = checksum_update32(hc, u32::from(old_outer_src), u32::from(new_outer_src));
+            hc = checksum_update32(hc, u32::from(old_outer_dst), u32::from(new.dst));
+            put16(ip, 10, hc);
+            ip[12..16].copy_from_slice(&new_outer_src.octets());
+            ip[16..20].copy_from_slice(&new.dst.octets());
+            // The quoted packet travels the other way.
+            let total = usize::from(be16(ip, 2).unwrap_or(0)).min(ip.len());
+            let inner_ip = &mut ip[inner..total];
+            let ihl = ip_header(inner_ip).unwrap_or(20);
+            rewrite_headers(
+                inner_ip,
+                ihl,
+                &info.tuple.reversed(),
+                &new.reversed(),
+                false,
+            );
+            let l4 = info.l4;
+            put16(ip, l4 + 2, 0);
+            let c = checksum(&ip[l4..total]);
+            put16(ip, l4 + 2, c);
+        }
+        _ => {
+            let l4 = info.l4;
+            rewrite_headers(ip, l4, &info.tuple, new, partial_l4);
+        }
+    }
+}
+
+/// Decrement the TTL with an incremental header checksum update.
+pub fn decrement_ttl(ip: &mut [u8]) {
+    let old = u16::from_be_bytes([ip[8], ip[9]]);
+    ip[8] = ip[8].saturating_sub(1);
+    let new = u16::from_be_bytes([ip[8], ip[9]]);
+    let hc = checksum_update16(be16(ip, 10).unwrap_or(0), old, new);
+    put16(ip, 10, hc);
+}
+
+#[cfg(test)]
+pub(crate) mod test {
+    use super::*;
+
+    /// Build an IPv4 packet with a correct header checksum and L4 checksum.
+    pub fn packet(proto: u8, src: [u8; 4], dst: [u8; 4], l4: &[u8]) -> Vec<u8> {
+        let total = 20 + l4.len();
+        let mut p = vec![
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0,
+            0,
+            0x40,
+            0,
+            64,
+            proto,
+            0,
+            0,
+        ];
+        p.extend_from_slice(&src);
+        p.extend_from_slice(&dst);
+        let c = checksum(&p);
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        p.extend_from_slice(l4);
+        fix_l4(&mut p);
+        p
+    }
+
+    /// Recompute the L4 checksum from scratch (the reference the incremental updates must match).
+    pub fn l4_checksum_ok(p: &[u8]) -> bool {
+        let mut q = p.to_vec();
+        fix_l4(&mut q);
+        q == p
+    }
+
+    fn fix_l4(p: &mut [u8]) {
+        let proto = p[9];
+        let (co, pseudo) = match proto {
+            6 => (16, true),
+            17 => (6, true),
+            _ => (2, false),
+        };
+        let l4len = p.len() - 20;
+        if proto == 17 && p[20 + 6..20 + 8] == [0, 0] && p.len() > 40 && p[40] == 0xEE {
+            return; // test marker: UDP without checksum
+        }
+        p[20 + co..20 + co + 2].copy_from_slice(&[0, 0]);
+        let mut data = Vec::new();
+        if pseudo {
+            data.extend_from_slice(&p[12..20]);
+            data.extend_from_slice(&[0, proto, (l4len >> 8) as u8, l4len as u8]);
+        }
+        data.extend_from_slice(&p[20..]);
+        let mut c = checksum(&data);
+        if proto == 17 && c == 0 {
+            c = 0xffff;
+        }
+        p[20 + co..20 + co + 2].copy_from_slice(&c.to_be_bytes());
+    }
+
+    fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+        let len = 8 + payload.len();
+        let mut u = vec![];
+        u.extend_from_slice(&sport.to_be_bytes());
+        u.extend_from_slice(&dport.to_be_bytes());
+        u.extend_from_slice(&(len as u16).to_be_bytes());
+        u.extend_from_slice(&[0, 0]);
+        u.extend_from_slice(payload);
+        u
+    }
+
+    fn tcp(sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+        let mut t = vec![0u8; 20];
+        t[0..2].copy_from_slice(&sport.to_be_bytes());
+        t[2..4].copy_from_slice(&dport.to_be_bytes());
+        t[12] = 5 << 4;
+        t[13] = flags;
+        t.extend_from_slice(b"payload!");
+        t
+    }
+
+    #[test]
+    fn udp_tuple_and_rewrite_match_full_checksums() {
+        let mut p = packet(17, [10, 0, 0, 2], [192, 0, 2, 9], &udp(40000, 53, b"query"));
+        let info = parse(&p).unwrap();
+        assert_eq!(info.tuple.to_string(), "10.0.0.2:40000 -> 192.0.2.9:53");
+        let new = FiveTuple {
+            src: Ipv4Addr::new(198, 51, 100, 1),
+            sport: 61000,
+            ..info.tuple
+        };
+        rewrite(&mut p, &info, &new, false);
+        assert_eq!(checksum(&p[..20]), 0, "IP header checksum");
+        assert!(l4_checksum_ok(&p), "UDP checksum");
+        assert_eq!(parse(&p).unwrap().tuple, new);
+    }
+
+    #[test]
+    fn tcp_rewrite_both_ends() {
+        let mut p = packet(
+            6,
+            [10, 0, 0, 2],
+            [192, 0, 2, 9],
+            &tcp(1234, 80, tcp_flags::SYN),
+        );
+        let info = parse(&p).unwrap();
+        assert_eq!(info.tcp_flags, tcp_flags::SYN);
+        assert_eq!(info.tuple.proto, Proto::Tcp);
+        let new = FiveTuple {
+            proto: Proto::Tcp,
+            src: Ipv4Addr::new(7, 7, 7, 7),
+            sport: 1,
+            dst: Ipv4Addr::new(8, 8, 8, 8),
+            dport: 65535,
+        };
+        rewrite(&mut p, &info, &new, false);
+        assert_eq!(checksum(&p[..20]), 0);
+        assert!(l4_checksum_ok(&p));
+        assert_eq!(parse(&p).unwrap().tuple, new);
+    }
+
+    #[test]
+    fn icmp_echo_uses_identifier() {
+        let mut icmp = vec![8, 0, 0, 0, 0x12, 0x34, 0, 1];
+        icmp.extend_from_slice(b"ping");
+        let mut p = packet(1, [10, 0, 0, 2], [192, 0, 2, 9], &icmp);
+        let info = parse(&p).unwrap();
+        assert_eq!((info.tuple.sport, info.tuple.dport), (0x1234, 0x1234));
+        let new = FiveTuple {
+            src: Ipv4Addr::new(198, 51, 100, 1),
+            sport: 999,
+            dport: 999,
+            ..info.tuple
+        };
+        rewrite(&mut p, &info, &new, false);
+        assert!(l4_checksum_ok(&p));
+        assert_eq!(parse(&p).unwrap().tuple, new);
+    }
+
+    #[test]
+    fn icmp_error_quotes_are_translated() {
+        // The NATed UDP packet U:61000 -> R:53 ...
+        let quoted = packet(
+            17,
+            [198, 51, 100, 1],
+            [192, 0, 2, 9],
+            &udp(61000, 53, b"query"),
+        );
+        // ... gets "port unreachable" back from R.
+        let mut icmp = vec![3, 3, 0, 0, 0, 0, 0, 0];
+        icmp.extend_from_slice(&quoted[..28]);
+        let mut p = packet(1, [192, 0, 2, 9], [198, 51, 100, 1], &icmp);
+        let info = parse(&p).unwrap();
+        assert!(matches!(info.icmp, IcmpKind::Error { inner: 28 }));
+        // The lookup tuple is the reply direction of the flow.
+        assert_eq!(info.tuple.to_string(), "192.0.2.9:53 -> 198.51.100.1:61000");
+        let new = FiveTuple {
+            dst: Ipv4Addr::new(10, 0, 0, 2),
+            dport: 40000,
+            ..info.tuple
+        };
+        rewrite(&mut p, &info, &new, false);
+        assert_eq!(checksum(&p[..20]), 0, "outer IP");
+        assert_eq!(checksum(&p[20..]), 0, "ICMP");
+        assert_eq!(&p[16..20], &[10, 0, 0, 2], "outer destination");
+        assert_eq!(checksum(&p[28..48]), 0, "inner IP header");
+        assert_eq!(&p[28 + 12..28 + 16], &[10, 0, 0, 2], "inner source");
+        assert_eq!(
+            u16::from_be_bytes([p[48], p[49]]),
+            40000,
+            "inner source port"
+        );
+        assert_eq!(parse(&p).unwrap().tuple, new);
+    }
+
+    #[test]
+    fn partial_checksum_updates_pseudo_header_only() {
+        // NEEDS_CSUM: the field holds the folded pseudo-header sum, not inverted.
+        let mut p = packet(
+            6,
+            [10, 0, 0, 2],
+            [192, 0, 2, 9],
+            &tcp(1234, 80, tcp_flags::ACK),
+        );
+        let l4len = (p.len() - 20) as u16;
+        let pseudo = |p: &[u8]| {
+            let mut d = p[12..20].to_vec();
+            d.extend_from_slice(&[0, 6]);
+            d.extend_from_slice(&l4len.to_be_bytes());
+            !checksum(&d)
+        };
+        let s = pseudo(&p);
+        p[36..38].copy_from_slice(&s.to_be_bytes());
+        let info = parse(&p).unwrap();
+        let new = FiveTuple {
+            src: Ipv4Addr::new(198, 51, 100, 1),
+            sport: 5555,
+            ..info.tuple
+        };
+        rewrite(&mut p, &info, &new, true);
+        let got = u16::from_be_bytes([p[36], p[37]]);
+        let want = pseudo(&p);
+        assert!(
+            got == want || (got ^ want) == 0xffff && (got == 0 || want == 0),
+            "{got:x} vs {want:x}"
+        );
+    }
+
+    #[test]
+    fn malformed_and_fragments() {
+        let p = packet(17, [10, 0, 0, 2], [192, 0, 2, 9], &udp(1, 2, b"x"));
+        assert_eq!(parse(&p[..25]), Err(ParseError::Malformed));
+        let mut bad = p.clone();
+        bad[10] ^= 1;
+        assert_eq!(parse(&bad), Err(ParseError::Malformed));
+        let mut frag = packet(17, [10, 0, 0, 2], [192, 0, 2, 9], &udp(1, 2, b"x"));
+        frag[6] = 0x20; // MF
+        frag[10..12].copy_from_slice(&[0, 0]);
+        let c = checksum(&frag[..20]);
+        frag[10..12].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(parse(&frag), Err(ParseError::Fragment));
+        assert_eq!(
+            parse(&packet(47, [1, 1, 1, 1], [2, 2, 2, 2], &[0; 8])),
+            Err(ParseError::Unsupported)
+        );
+        assert_eq!(parse(&[]), Err(ParseError::Malformed));
+        assert_eq!(parse(&[0x45]), Err(ParseError::Malformed));
+    }
+
+    #[test]
+    fn ttl_decrement_keeps_checksum() {
+        let mut p = packet(17, [10, 0, 0, 2], [192, 0, 2, 9], &udp(1, 2, b"x"));
+        decrement_ttl(&mut p);
+        assert_eq!(p[8], 63);
+        assert_eq!(checksum(&p[..20]), 0);
+    }
+}
