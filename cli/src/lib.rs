@@ -29,4 +29,15 @@ pub mod routes {
     pub const STATS: &str = "/v1/stats";
     /// `GET` a pcap stream: `?target=T[&count=N][&timeout=SECONDS]`.
     pub const CAPTURE: &str = "/v1/capture";
+    /// `POST` link ([`switch::model::LinkRequest`]): `/v1/networks/{name}/links`.
+    pub const LINKS: &str = "/v1/networks/{name}/links";
+    /// `DELETE` unlink: `/v1/networks/{name}/links/{peer}`.
+    pub const LINK: &str = "/v1/networks/{name}/links/{peer}";
+    /// `GET` show, `PUT` set ([`switch::model::UplinkSet`]), `DELETE` remove.
+    pub const UPLINK: &str = "/v1/uplink";
+    /// `POST` publish ([`switch::model::PublishRequest`]), `DELETE` unpublish
+    /// ([`switch::model::UnpublishRequest`] body).
+    pub const PUBLISH: &str = "/v1/publish";
+    /// `GET` tracked connections, `DELETE` flush; `?network=NAME` to filter.
+    pub const CONNTRACK: &str = "/v1/conntrack";
 }

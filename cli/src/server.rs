@@ -194,6 +194,67 @@ async fn capture(
         .into_response())
 }
 
+async fn link(
+    State(sw): State<Sw>,
+    UrlPath(name): UrlPath<String>,
+    Json(req): Json<LinkRequest>,
+) -> Result<StatusCode, ApiError> {
+    blocking(move || sw.link(&name, &req.peer, true))
+        .await
+        .map(|()| StatusCode::NO_CONTENT)
+}
+
+async fn unlink(
+    State(sw): State<Sw>,
+    UrlPath((name, peer)): UrlPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    blocking(move || sw.link(&name, &peer, false))
+        .await
+        .map(|()| StatusCode::NO_CONTENT)
+}
+
+async fn uplink_show(State(sw): State<Sw>) -> ApiResult<UplinkInfo> {
+    sw.uplink().map(Json).map_err(ApiError)
+}
+
+async fn uplink_set(State(sw): State<Sw>, Json(req): Json<UplinkSet>) -> ApiResult<UplinkInfo> {
+    blocking(move || sw.set_uplink(&req)).await.map(Json)
+}
+
+async fn uplink_rm(State(sw): State<Sw>) -> Result<StatusCode, ApiError> {
+    blocking(move || sw.remove_uplink())
+        .await
+        .map(|()| StatusCode::NO_CONTENT)
+}
+
+async fn publish(State(sw): State<Sw>, Json(req): Json<PublishRequest>) -> ApiResult<PublishInfo> {
+    blocking(move || sw.publish(&req)).await.map(Json)
+}
+
+async fn unpublish(
+    State(sw): State<Sw>,
+    Json(req): Json<UnpublishRequest>,
+) -> Result<StatusCode, ApiError> {
+    blocking(move || sw.unpublish(&req))
+        .await
+        .map(|()| StatusCode::NO_CONTENT)
+}
+
+async fn conntrack(
+    State(sw): State<Sw>,
+    Query(q): Query<FdbQuery>,
+) -> ApiResult<Vec<ConntrackEntry>> {
+    sw.conntrack(q.network.as_deref())
+        .map(Json)
+        .map_err(ApiError)
+}
+
+async fn conntrack_flush(State(sw): State<Sw>, Query(q): Query<FdbQuery>) -> ApiResult<FlushInfo> {
+    sw.conntrack_flush(q.network.as_deref())
+        .map(Json)
+        .map_err(ApiError)
+}
+
 /// The API's routes.
 pub fn router(sw: Arc<Switch>) -> Router {
     Router::new()
@@ -205,6 +266,17 @@ pub fn router(sw: Arc<Switch>) -> Router {
         .route(routes::FDB, get(fdb))
         .route(routes::STATS, get(stats))
         .route(routes::CAPTURE, get(capture))
+        .route(routes::LINKS, axum::routing::post(link))
+        .route(routes::LINK, delete(unlink))
+        .route(
+            routes::UPLINK,
+            get(uplink_show).put(uplink_set).delete(uplink_rm),
+        )
+        .route(
+            routes::PUBLISH,
+            axum::routing::post(publish).delete(unpublish),
+        )
+        .route(routes::CONNTRACK, get(conntrack).delete(conntrack_flush))
         .with_state(sw)
 }
 

@@ -5,7 +5,7 @@
 //! `STATE_DIR/state.json` (written to a temporary file and renamed) so a restarted daemon
 //! recreates its networks and endpoints.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -19,17 +19,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::capture::{Session, Taps};
 use crate::counters::WorkerCounters;
-use crate::datapath::{Config, NeighTable, NetRt, Shared, Worker};
+use crate::datapath::{Config, NeighTable, NetRt, Published, Shared, UplinkRt, Worker};
 use crate::error::{check_name, Error};
 use crate::fdb::{Fdb, PortId};
 use crate::ipam::{parse_ipv4, Ipv4Cidr, Pool};
 use crate::model::*;
-use crate::port::{FloodLimiter, NetId, Port, PortStats};
+use crate::neigh::NeighCache;
+use crate::port::{Device, FloodLimiter, NetId, Port, PortStats};
 use crate::sys::epoll::Epoll;
 use crate::sys::netlink::{LinkChange, Netlink};
 use crate::sys::netns::Netns;
+use crate::sys::packet::PacketSocket;
 use crate::sys::tap::Tap;
 use crate::wire::MacAddr;
+use nat::{Conntrack, Proto, Timeouts};
 
 /// Daemon-wide settings.
 #[derive(Debug, Clone)]
@@ -44,6 +47,10 @@ pub struct Options {
     pub flood_rate: u64,
     /// Maximum learned MACs per network.
     pub fdb_limit: usize,
+    /// Maximum tracked connections.
+    pub ct_max: usize,
+    /// Connection-tracking timeouts.
+    pub ct_timeouts: Timeouts,
 }
 
 impl Default for Options {
@@ -54,6 +61,8 @@ impl Default for Options {
             state_dir: None,
             flood_rate: 20_000,
             fdb_limit: 65_536,
+            ct_max: 262_144,
+            ct_timeouts: Timeouts::default(),
         }
     }
 }
@@ -76,22 +85,40 @@ struct Net {
     neigh: Arc<NeighTable>,
     taps: Arc<Taps>,
     endpoints: Vec<Endpoint>,
+    internal: bool,
+    icc: bool,
+    links: BTreeSet<String>,
 }
 
 impl Net {
-    fn info(&self) -> NetworkInfo {
+    fn info(&self, published: &[PublishState]) -> NetworkInfo {
         NetworkInfo {
             name: self.name.clone(),
             subnet: self.subnet.to_string(),
             gateway: self.gateway,
             gateway_mac: self.gateway_mac.to_string(),
             mtu: self.mtu,
+            internal: self.internal,
+            icc: self.icc,
+            links: self.links.iter().cloned().collect(),
             endpoints: self
                 .endpoints
                 .iter()
                 .map(|e| self.endpoint_info(e))
                 .collect(),
+            published: published
+                .iter()
+                .filter(|p| p.network == self.name)
+                .filter_map(|p| p.info(self))
+                .collect(),
         }
+    }
+
+    fn endpoint_ip(&self, netns: &str) -> Option<Ipv4Addr> {
+        self.endpoints
+            .iter()
+            .find(|e| e.netns == netns)
+            .map(|e| e.port.ip)
     }
 
     fn endpoint_info(&self, e: &Endpoint) -> EndpointInfo {
@@ -108,12 +135,61 @@ impl Net {
     }
 }
 
+/// The uplink: a host interface taken as an AF_PACKET port.
+struct UplinkState {
+    req: UplinkSet,
+    ip: Ipv4Addr,
+    subnet: Ipv4Cidr,
+    gateway: Option<Ipv4Addr>,
+    port: Arc<Port>,
+    neigh: Arc<NeighCache>,
+}
+
+/// A published port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PublishState {
+    netns: String,
+    network: String,
+    proto: Proto,
+    ip: Option<Ipv4Addr>,
+    host_port: u16,
+    ctr_port: u16,
+}
+
+impl PublishState {
+    fn info(&self, net: &Net) -> Option<PublishInfo> {
+        Some(PublishInfo {
+            netns: self.netns.clone(),
+            network: self.network.clone(),
+            proto: self.proto.name().to_string(),
+            ip: self.ip,
+            host_port: self.host_port,
+            endpoint_ip: net.endpoint_ip(&self.netns)?,
+            endpoint_port: self.ctr_port,
+        })
+    }
+
+    fn spec(&self) -> String {
+        match self.ip {
+            Some(ip) => format!(
+                "{ip}:{}:{}/{}",
+                self.host_port,
+                self.ctr_port,
+                self.proto.name()
+            ),
+            None => format!("{}:{}/{}", self.host_port, self.ctr_port, self.proto.name()),
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     networks: BTreeMap<String, Net>,
     next_net: NetId,
     next_port: PortId,
     shutting_down: bool,
+    uplink: Option<UplinkState>,
+    published: Vec<PublishState>,
 }
 
 /// What is persisted across restarts.
@@ -124,6 +200,15 @@ struct Persisted {
     networks: Vec<NetworkCreate>,
     /// Endpoints with their resolved address, MAC and interface name.
     endpoints: Vec<AttachRequest>,
+    /// Linked network pairs.
+    #[serde(default)]
+    links: Vec<(String, String)>,
+    /// The uplink.
+    #[serde(default)]
+    uplink: Option<UplinkSet>,
+    /// Published ports with their resolved host port.
+    #[serde(default)]
+    published: Vec<PublishRequest>,
 }
 
 /// The switch: datapath workers plus the control state.
@@ -145,6 +230,7 @@ impl Switch {
             config: ArcSwap::from_pointee(Config::default()),
             clock: Instant::now(),
             shutdown: AtomicBool::new(false),
+            ct: Arc::new(Conntrack::new(opts.ct_max, opts.ct_timeouts)),
         });
         let mut epolls = Vec::new();
         let mut counters = Vec::new();
@@ -161,6 +247,9 @@ impl Switch {
             counters.push(c);
             threads.push(t);
         }
+        // The housekeeping thread's own counters (queued frames that timed out, ...).
+        let hk_counters = Arc::new(WorkerCounters::default());
+        counters.push(hk_counters.clone());
         let sw = Arc::new(Switch {
             opts,
             shared: shared.clone(),
@@ -184,8 +273,15 @@ impl Switch {
                     return;
                 }
                 let now = sw.shared.now_ms();
-                for net in sw.shared.config.load().networks.values() {
+                let cfg = sw.shared.config.load();
+                for net in cfg.networks.values() {
                     net.fdb.age(now);
+                }
+                sw.shared.ct.expire(now);
+                if let Some(up) = &cfg.uplink {
+                    for _ in 0..up.neigh.expire(now) {
+                        WorkerCounters::drop(&hk_counters, crate::counters::Drop::ArpTimeout);
+                    }
                 }
             })
             .map_err(Error::device("spawn housekeeping thread"))?;
@@ -258,10 +354,13 @@ impl Switch {
             neigh: Arc::new(NeighTable::default()),
             taps: Arc::new(Taps::default()),
             endpoints: Vec::new(),
+            internal: req.internal,
+            icc: req.icc.unwrap_or(true),
+            links: BTreeSet::new(),
         };
-        let info = net.info();
+        let info = net.info(&st.published);
         st.networks.insert(req.name.clone(), net);
-        self.publish(st);
+        self.sync(st);
         log::info!(
             "network {} created: {} gateway {}",
             info.name,
@@ -274,7 +373,10 @@ impl Switch {
     /// `network ls`.
     pub fn networks(&self) -> Vec<NetworkInfo> {
         let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        st.networks.values().map(Net::info).collect()
+        st.networks
+            .values()
+            .map(|n| n.info(&st.published))
+            .collect()
     }
 
     /// `network inspect`.
@@ -282,7 +384,7 @@ impl Switch {
         let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         st.networks
             .get(name)
-            .map(Net::info)
+            .map(|n| n.info(&st.published))
             .ok_or_else(|| Error::NetworkNotFound(name.to_string()))
     }
 
@@ -306,7 +408,10 @@ impl Switch {
             });
         }
         st.networks.remove(name);
-        self.publish(&st);
+        for n in st.networks.values_mut() {
+            n.links.remove(name);
+        }
+        self.sync(&st);
         self.persist(&st);
         log::info!("network {name} removed");
         Ok(())
@@ -394,7 +499,7 @@ impl Switch {
             id: port_id,
             name: format!("p{port_id}"),
             network: net.id,
-            tap,
+            dev: Device::Tap(tap),
             mac,
             ip,
             worker,
@@ -410,8 +515,8 @@ impl Switch {
         });
         let info = net.endpoint_info(net.endpoints.last().expect("just pushed"));
         st.next_port += 1;
-        self.publish(st);
-        if let Err(e) = self.epolls[worker].add(port.tap.as_raw_fd(), u64::from(port.id)) {
+        self.sync(st);
+        if let Err(e) = self.epolls[worker].add(port.dev.as_raw_fd(), u64::from(port.id)) {
             // Undo: without a receive queue the endpoint would be silently deaf.
             let _ = self.detach_locked(st, &req.netns, &req.network);
             return Err(Error::Device {
@@ -454,11 +559,18 @@ impl Switch {
                 network: network.to_string(),
             })?;
         let ep = net.endpoints.remove(i);
-        let _ = self.epolls[ep.port.worker].delete(ep.port.tap.as_raw_fd());
+        let _ = self.epolls[ep.port.worker].delete(ep.port.dev.as_raw_fd());
         net.fdb.flush_port(ep.port.id);
         net.neigh.remove_if(&ep.port.ip, |_, m| *m == ep.port.mac);
         net.pool.release(ep.port.ip);
-        self.publish(st);
+        let (zone, ip) = (net.id, ep.port.ip);
+        // Published ports and tracked connections go with their endpoint.
+        st.published
+            .retain(|p| !(p.netns == netns && p.network == network));
+        self.shared
+            .ct
+            .remove_where(|f| f.zone == zone && (f.orig.src == ip || f.reply.src == ip));
+        self.sync(st);
         log::info!(
             "detached {}/{} from {network} ({})",
             netns,
@@ -470,7 +582,7 @@ impl Switch {
     }
 
     /// Build and swap in a new datapath snapshot from the control state.
-    fn publish(&self, st: &State) {
+    fn sync(&self, st: &State) {
         let mut cfg = Config::default();
         for n in st.networks.values() {
             let ports: Vec<Arc<Port>> = n.endpoints.iter().map(|e| e.port.clone()).collect();
@@ -488,8 +600,54 @@ impl Switch {
                     fdb: n.fdb.clone(),
                     neigh: n.neigh.clone(),
                     taps: n.taps.clone(),
+                    internal: n.internal,
+                    icc: n.icc,
+                    links: n
+                        .links
+                        .iter()
+                        .filter_map(|l| st.networks.get(l))
+                        .map(|l| l.id)
+                        .collect(),
+                    mtu: n.mtu,
                 }),
             );
+        }
+        for p in &st.published {
+            let Some(n) = st.networks.get(&p.network) else {
+                continue;
+            };
+            let Some(to_ip) = n.endpoint_ip(&p.netns) else {
+                continue;
+            };
+            cfg.published.insert(
+                (p.proto, p.host_port),
+                Published {
+                    ip: p.ip,
+                    net: n.id,
+                    to_ip,
+                    to_port: p.ctr_port,
+                },
+            );
+        }
+        if let Some(u) = &st.uplink {
+            cfg.ports.insert(u.port.id, u.port.clone());
+            let mut extra_ips: Vec<Ipv4Addr> = st
+                .published
+                .iter()
+                .filter_map(|p| p.ip)
+                .filter(|ip| *ip != u.ip)
+                .collect();
+            extra_ips.sort();
+            extra_ips.dedup();
+            cfg.uplink = Some(Arc::new(UplinkRt {
+                port: u.port.clone(),
+                ip: u.ip,
+                subnet: u.subnet,
+                gateway: u.gateway,
+                mac: u.port.mac,
+                neigh: u.neigh.clone(),
+                extra_ips,
+            }));
         }
         self.shared.config.store(Arc::new(cfg));
     }
@@ -515,6 +673,19 @@ impl Switch {
             })
             .collect();
         v.sort_by_key(|p| p.name[1..].parse::<u32>().unwrap_or(0));
+        if let Some(u) = &st.uplink {
+            v.push(PortInfo {
+                name: u.port.name.clone(),
+                kind: "uplink".into(),
+                netns: "-".into(),
+                ifname: u.req.iface.clone(),
+                network: "-".into(),
+                mac: u.port.mac.to_string(),
+                ip: u.ip,
+                worker: u.port.worker,
+                counters: u.port.stats.snapshot(),
+            });
+        }
         v
     }
 
@@ -593,6 +764,13 @@ impl Switch {
             taps.push((n.taps.clone(), false, true));
             return Ok(Session::start(id, taps));
         }
+        if let Some(u) = st
+            .uplink
+            .as_ref()
+            .filter(|u| target == "uplink" || target == u.req.iface || target == u.port.name)
+        {
+            return Ok(Session::start(id, vec![(u.port.taps.clone(), true, true)]));
+        }
         Err(Error::TargetNotFound(target.to_string()))
     }
 
@@ -604,6 +782,9 @@ impl Switch {
             return;
         }
         st.shutting_down = true;
+        if let Some(u) = st.uplink.take() {
+            let _ = self.epolls[u.port.worker].delete(u.port.dev.as_raw_fd());
+        }
         self.shared.shutdown.store(true, Ordering::Relaxed);
         for t in self
             .threads
@@ -642,6 +823,27 @@ impl Switch {
                     subnet: n.subnet.to_string(),
                     gateway: Some(n.gateway.to_string()),
                     mtu: Some(n.mtu),
+                    internal: n.internal,
+                    icc: Some(n.icc),
+                })
+                .collect(),
+            links: nets
+                .iter()
+                .flat_map(|n| {
+                    n.links
+                        .iter()
+                        .filter(|l| **l > n.name)
+                        .map(|l| (n.name.clone(), l.clone()))
+                })
+                .collect(),
+            uplink: st.uplink.as_ref().map(|u| u.req.clone()),
+            published: st
+                .published
+                .iter()
+                .map(|p| PublishRequest {
+                    netns: p.netns.clone(),
+                    spec: p.spec(),
+                    network: Some(p.network.clone()),
                 })
                 .collect(),
             endpoints: nets
@@ -715,6 +917,25 @@ impl Switch {
                     a.netns,
                     a.network
                 ),
+            }
+        }
+        for (a, b) in &p.links {
+            if let Err(e) = self.link_locked(&mut st, a, b, true) {
+                log::warn!("restoring link {a} <-> {b} failed: {e}");
+            }
+        }
+        if let Some(u) = &p.uplink {
+            if let Err(e) = self.set_uplink_locked(&mut st, u) {
+                log::warn!("restoring uplink {} failed: {e}", u.iface);
+            }
+        }
+        for r in &p.published {
+            if let Err(e) = self.publish_locked(&mut st, r) {
+                log::warn!(
+                    "restoring published port {} of {} failed: {e}",
+                    r.spec,
+                    r.netns
+                );
             }
         }
         self.persist(&st);
@@ -832,4 +1053,493 @@ fn release_port(port: Arc<Port>) {
         std::thread::sleep(Duration::from_millis(2));
     }
     drop(port);
+}
+
+/// Parse `[IP:][HOSTPORT:]CTRPORT[/tcp|/udp]` into (IP, host port, container port, protocol).
+/// An empty or missing host port means "pick a free one".
+pub fn parse_publish_spec(
+    spec: &str,
+) -> Result<(Option<Ipv4Addr>, Option<u16>, u16, Proto), Error> {
+    let bad = || Error::BadPortSpec(spec.to_string());
+    let (body, proto) = match spec.rsplit_once('/') {
+        Some((b, "tcp")) => (b, Proto::Tcp),
+        Some((b, "udp")) => (b, Proto::Udp),
+        Some(_) => return Err(bad()),
+        None => (spec, Proto::Tcp),
+    };
+    let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad);
+    let parts: Vec<&str> = body.split(':').collect();
+    let opt_port = |p: &str| {
+        if p.is_empty() {
+            Ok(None)
+        } else {
+            port(p).map(Some)
+        }
+    };
+    match parts.as_slice() {
+        [c] => Ok((None, None, port(c)?, proto)),
+        [h, c] => Ok((None, opt_port(h)?, port(c)?, proto)),
+        [ip, h, c] => Ok((
+            Some(ip.parse().map_err(|_| bad())?),
+            opt_port(h)?,
+            port(c)?,
+            proto,
+        )),
+        _ => Err(bad()),
+    }
+}
+
+/// Parse `[IP:]HOSTPORT[/tcp|/udp]` (what `unpublish` takes).
+pub fn parse_unpublish_spec(spec: &str) -> Result<(Option<Ipv4Addr>, u16, Proto), Error> {
+    let bad = || Error::BadPortSpec(spec.to_string());
+    let (body, proto) = match spec.rsplit_once('/') {
+        Some((b, "tcp")) => (b, Proto::Tcp),
+        Some((b, "udp")) => (b, Proto::Udp),
+        Some(_) => return Err(bad()),
+        None => (spec, Proto::Tcp),
+    };
+    let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad);
+    match body.rsplit_once(':') {
+        Some((ip, h)) => Ok((Some(ip.parse().map_err(|_| bad())?), port(h)?, proto)),
+        None => Ok((None, port(body)?, proto)),
+    }
+}
+
+/// Parse an uplink address `ADDR/PREFIX` (host bits set, unlike a network's subnet).
+fn parse_uplink_addr(s: &str) -> Result<(Ipv4Addr, Ipv4Cidr), Error> {
+    let bad = || Error::BadUplinkAddr(s.to_string());
+    let (a, p) = s.split_once('/').ok_or_else(bad)?;
+    let ip: Ipv4Addr = a.parse().map_err(|_| bad())?;
+    let prefix: u8 = p.parse().map_err(|_| bad())?;
+    if !(8..=30).contains(&prefix) {
+        return Err(bad());
+    }
+    let mask = u32::MAX << (32 - u32::from(prefix));
+    let subnet = Ipv4Cidr::new(Ipv4Addr::from(u32::from(ip) & mask), prefix).map_err(|_| bad())?;
+    if !subnet.is_host(ip) {
+        return Err(bad());
+    }
+    Ok((ip, subnet))
+}
+
+impl Switch {
+    fn least_loaded_worker(&self, st: &State) -> usize {
+        let mut load = vec![0usize; self.epolls.len()];
+        for e in st.networks.values().flat_map(|n| n.endpoints.iter()) {
+            load[e.port.worker] += 1;
+        }
+        if let Some(u) = &st.uplink {
+            load[u.port.worker] += 1;
+        }
+        (0..load.len()).min_by_key(|&w| load[w]).unwrap_or(0)
+    }
+
+    /// `network link A B` (or `unlink` with `link == false`).
+    pub fn link(&self, a: &str, b: &str, link: bool) -> Result<(), Error> {
+        let mut st = self.lock()?;
+        self.link_locked(&mut st, a, b, link)?;
+        self.persist(&st);
+        Ok(())
+    }
+
+    fn link_locked(&self, st: &mut State, a: &str, b: &str, link: bool) -> Result<(), Error> {
+        for n in [a, b] {
+            if !st.networks.contains_key(n) {
+                return Err(Error::NetworkNotFound(n.to_string()));
+            }
+        }
+        if a == b {
+            return Err(Error::SelfLink(a.to_string()));
+        }
+        for (x, y) in [(a, b), (b, a)] {
+            let links = &mut st
+                .networks
+                .get_mut(x)
+                .ok_or_else(|| Error::NetworkNotFound(x.to_string()))?
+                .links;
+            if link {
+                links.insert(y.to_string());
+            } else if !links.remove(y) {
+                return Err(Error::NotLinked(a.to_string(), b.to_string()));
+            }
+        }
+        self.sync(st);
+        log::info!(
+            "networks {a} and {b} {}",
+            if link { "linked" } else { "unlinked" }
+        );
+        Ok(())
+    }
+
+    /// `uplink set`.
+    pub fn set_uplink(&self, req: &UplinkSet) -> Result<UplinkInfo, Error> {
+        let mut st = self.lock()?;
+        self.set_uplink_locked(&mut st, req)?;
+        self.persist(&st);
+        self.uplink_info_locked(&st)
+    }
+
+    fn set_uplink_locked(&self, st: &mut State, req: &UplinkSet) -> Result<(), Error> {
+        check_name("interface", &req.iface, 15)?;
+        let (ip, subnet) = parse_uplink_addr(&req.ip)?;
+        let gateway = req.gateway.as_deref().map(parse_ipv4).transpose()?;
+        if let Some(g) = gateway {
+            if !subnet.is_host(g) || g == ip {
+                return Err(Error::GatewayOutside {
+                    gateway: g,
+                    subnet: subnet.to_string(),
+                });
+            }
+        }
+        if let Some(n) = st.networks.values().find(|n| n.subnet.overlaps(&subnet)) {
+            return Err(Error::UplinkOverlap {
+                uplink: subnet.to_string(),
+                network: n.name.clone(),
+                subnet: n.subnet.to_string(),
+            });
+        }
+        let ifindex = crate::sys::if_nametoindex(&req.iface)
+            .map_err(Error::device("look up uplink interface"))?
+            .ok_or_else(|| Error::Device {
+                step: "open uplink interface",
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("no interface named {}", req.iface),
+                ),
+            })?;
+        let mut nl = Netlink::open().map_err(Error::device("open netlink socket"))?;
+        nl.set_link(
+            ifindex,
+            &LinkChange {
+                up: Some(true),
+                ..Default::default()
+            },
+        )
+        .map_err(Error::device("bring uplink interface up"))?;
+        let sock =
+            PacketSocket::open(&req.iface).map_err(Error::device("open uplink interface"))?;
+        self.remove_uplink_locked(st);
+        let worker = self.least_loaded_worker(st);
+        let id = st.next_port;
+        st.next_port += 1;
+        let port = Arc::new(Port {
+            id,
+            name: "uplink".into(),
+            network: crate::port::UPLINK_NET,
+            dev: Device::Packet(sock),
+            mac: MacAddr::gateway_for(&format!("uplink/{}", req.iface)),
+            ip,
+            worker,
+            stats: PortStats::default(),
+            taps: Arc::new(Taps::default()),
+            flood: FloodLimiter::new(self.opts.flood_rate),
+        });
+        self.epolls[worker]
+            .add(port.dev.as_raw_fd(), u64::from(id))
+            .map_err(Error::device("register uplink with worker"))?;
+        st.uplink = Some(UplinkState {
+            req: req.clone(),
+            ip,
+            subnet,
+            gateway,
+            port,
+            neigh: Arc::new(NeighCache::new(300_000)),
+        });
+        self.sync(st);
+        log::info!(
+            "uplink {} set: {ip}/{} gateway {:?}",
+            req.iface,
+            subnet.prefix_len(),
+            gateway
+        );
+        Ok(())
+    }
+
+    fn remove_uplink_locked(&self, st: &mut State) -> bool {
+        let Some(u) = st.uplink.take() else {
+            return false;
+        };
+        let _ = self.epolls[u.port.worker].delete(u.port.dev.as_raw_fd());
+        self.sync(st);
+        self.shared.ct.flush(None);
+        release_port(u.port);
+        true
+    }
+
+    /// `uplink rm`.
+    pub fn remove_uplink(&self) -> Result<(), Error> {
+        let mut st = self.lock()?;
+        if !self.remove_uplink_locked(&mut st) {
+            return Err(Error::NoUplink);
+        }
+        self.persist(&st);
+        log::info!("uplink removed");
+        Ok(())
+    }
+
+    /// `uplink show`.
+    pub fn uplink(&self) -> Result<UplinkInfo, Error> {
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        self.uplink_info_locked(&st)
+    }
+
+    fn uplink_info_locked(&self, st: &State) -> Result<UplinkInfo, Error> {
+        let u = st.uplink.as_ref().ok_or(Error::NoUplink)?;
+        let now = self.shared.now_ms();
+        Ok(UplinkInfo {
+            iface: u.req.iface.clone(),
+            ip: u.ip,
+            prefix_len: u.subnet.prefix_len(),
+            gateway: u.gateway,
+            mac: u.port.mac.to_string(),
+            port: u.port.name.clone(),
+            neighbours: u
+                .neigh
+                .entries(now)
+                .into_iter()
+                .map(|e| NeighInfo {
+                    ip: e.ip,
+                    mac: e.mac.to_string(),
+                    age_secs: e.age_ms / 1000,
+                })
+                .collect(),
+        })
+    }
+
+    /// `publish`.
+    pub fn publish(&self, req: &PublishRequest) -> Result<PublishInfo, Error> {
+        let mut st = self.lock()?;
+        let info = self.publish_locked(&mut st, req)?;
+        self.persist(&st);
+        Ok(info)
+    }
+
+    fn publish_locked(&self, st: &mut State, req: &PublishRequest) -> Result<PublishInfo, Error> {
+        check_name("namespace", &req.netns, 255)?;
+        let (ip, host, ctr, proto) = parse_publish_spec(req.spec.trim())?;
+        let net = match &req.network {
+            Some(n) => st
+                .networks
+                .get(n)
+                .ok_or_else(|| Error::NetworkNotFound(n.clone()))?,
+            None => {
+                let mut nets: Vec<&Net> = st
+                    .networks
+                    .values()
+                    .filter(|n| n.endpoint_ip(&req.netns).is_some())
+                    .collect();
+                nets.sort_by_key(|n| n.id);
+                nets.first()
+                    .copied()
+                    .ok_or_else(|| Error::NoEndpoint(req.netns.clone()))?
+            }
+        };
+        if net.endpoint_ip(&req.netns).is_none() {
+            return Err(Error::NotAttached {
+                netns: req.netns.clone(),
+                network: net.name.clone(),
+            });
+        }
+        let taken = |port: u16| {
+            st.published
+                .iter()
+                .find(|p| p.proto == proto && p.host_port == port)
+        };
+        let host_port = match host {
+            Some(h) => {
+                if let Some(o) = taken(h) {
+                    return Err(Error::PortInUse {
+                        proto: proto.name(),
+                        port: h,
+                        owner: format!("{} (network {})", o.netns, o.network),
+                    });
+                }
+                h
+            }
+            None => {
+                let (lo, hi) = (
+                    *nat::conntrack::PORT_RANGE.start(),
+                    *nat::conntrack::PORT_RANGE.end(),
+                );
+                (lo..=hi)
+                    .find(|p| taken(*p).is_none())
+                    .ok_or(Error::NoFreePort)?
+            }
+        };
+        let ps = PublishState {
+            netns: req.netns.clone(),
+            network: net.name.clone(),
+            proto,
+            ip,
+            host_port,
+            ctr_port: ctr,
+        };
+        let info = ps
+            .info(net)
+            .ok_or_else(|| Error::NoEndpoint(req.netns.clone()))?;
+        st.published.push(ps);
+        self.sync(st);
+        log::info!(
+            "published {}:{}/{} -> {} {}:{}",
+            ip.map_or("*".into(), |i| i.to_string()),
+            host_port,
+            proto.name(),
+            req.netns,
+            info.endpoint_ip,
+            ctr
+        );
+        Ok(info)
+    }
+
+    /// `unpublish`.
+    pub fn unpublish(&self, req: &UnpublishRequest) -> Result<(), Error> {
+        let mut st = self.lock()?;
+        let (ip, host_port, proto) = parse_unpublish_spec(req.spec.trim())?;
+        let i = st
+            .published
+            .iter()
+            .position(|p| {
+                p.netns == req.netns
+                    && p.proto == proto
+                    && p.host_port == host_port
+                    && ip.is_none_or(|ip| p.ip == Some(ip))
+            })
+            .ok_or_else(|| Error::NotPublished {
+                spec: req.spec.clone(),
+                netns: req.netns.clone(),
+            })?;
+        st.published.remove(i);
+        self.shared.ct.remove_where(|f| {
+            f.kind != nat::conntrack::NatKind::Snat
+                && f.orig.proto == proto
+                && f.orig.dport == host_port
+        });
+        self.sync(&st);
+        self.persist(&st);
+        Ok(())
+    }
+
+    /// `conntrack ls`.
+    pub fn conntrack(&self, network: Option<&str>) -> Result<Vec<ConntrackEntry>, Error> {
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let zone = network
+            .map(|n| {
+                st.networks
+                    .get(n)
+                    .map(|n| n.id)
+                    .ok_or_else(|| Error::NetworkNotFound(n.to_string()))
+            })
+            .transpose()?;
+        let names: BTreeMap<NetId, &str> = st
+            .networks
+            .values()
+            .map(|n| (n.id, n.name.as_str()))
+            .collect();
+        let now = self.shared.now_ms();
+        let ct = &self.shared.ct;
+        let mut v: Vec<ConntrackEntry> = ct
+            .flows(zone)
+            .iter()
+            .map(|f| ConntrackEntry {
+                proto: f.orig.proto.name().into(),
+                kind: f.kind.name().into(),
+                network: names
+                    .get(&f.zone)
+                    .map_or_else(|| "-".into(), |s| s.to_string()),
+                orig: f.orig.to_string(),
+                reply: f.reply.to_string(),
+                state: f.state_name().into(),
+                expires_secs: (f.last_seen() + f.timeout(&ct.timeouts)).saturating_sub(now) / 1000,
+            })
+            .collect();
+        v.sort_by(|a, b| (&a.proto, &a.orig).cmp(&(&b.proto, &b.orig)));
+        Ok(v)
+    }
+
+    /// `conntrack flush`.
+    pub fn conntrack_flush(&self, network: Option<&str>) -> Result<FlushInfo, Error> {
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let zone = network
+            .map(|n| {
+                st.networks
+                    .get(n)
+                    .map(|n| n.id)
+                    .ok_or_else(|| Error::NetworkNotFound(n.to_string()))
+            })
+            .transpose()?;
+        Ok(FlushInfo {
+            flushed: self.shared.ct.flush(zone),
+        })
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn publish_specs() {
+        assert_eq!(
+            parse_publish_spec("80").unwrap(),
+            (None, None, 80, Proto::Tcp)
+        );
+        assert_eq!(
+            parse_publish_spec("8080:80").unwrap(),
+            (None, Some(8080), 80, Proto::Tcp)
+        );
+        assert_eq!(
+            parse_publish_spec("5353:53/udp").unwrap(),
+            (None, Some(5353), 53, Proto::Udp)
+        );
+        assert_eq!(
+            parse_publish_spec("10.0.0.1:8080:80/tcp").unwrap(),
+            (Some(Ipv4Addr::new(10, 0, 0, 1)), Some(8080), 80, Proto::Tcp)
+        );
+        assert_eq!(
+            parse_publish_spec("10.0.0.1::80").unwrap(),
+            (Some(Ipv4Addr::new(10, 0, 0, 1)), None, 80, Proto::Tcp)
+        );
+        for bad in [
+            "",
+            "0",
+            "x",
+            "80/sctp",
+            "70000",
+            "1:2:3:4",
+            "banana:80:80",
+            "8080:0",
+        ] {
+            assert!(
+                matches!(parse_publish_spec(bad), Err(Error::BadPortSpec(_))),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            parse_unpublish_spec("8080").unwrap(),
+            (None, 8080, Proto::Tcp)
+        );
+        assert_eq!(
+            parse_unpublish_spec("10.0.0.1:53/udp").unwrap(),
+            (Some(Ipv4Addr::new(10, 0, 0, 1)), 53, Proto::Udp)
+        );
+        assert!(parse_unpublish_spec("x/udp").is_err());
+    }
+
+    #[test]
+    fn uplink_addresses() {
+        let (ip, sn) = parse_uplink_addr("192.168.50.2/24").unwrap();
+        assert_eq!(
+            (ip.to_string(), sn.to_string()),
+            ("192.168.50.2".into(), "192.168.50.0/24".into())
+        );
+        for bad in [
+            "192.168.50.2",
+            "192.168.50.0/24",
+            "192.168.50.255/24",
+            "x/24",
+            "1.2.3.4/33",
+        ] {
+            assert!(parse_uplink_addr(bad).is_err(), "{bad}");
+        }
+    }
 }

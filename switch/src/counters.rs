@@ -38,6 +38,17 @@ named_enum!(
         Fragment => "fragment",
         /// The forwarding table is full; the source was not learned (frame still forwarded).
         FdbFull => "fdb_full",
+        /// Refused by network policy: between isolated networks, `--internal` egress,
+        /// `--icc=false` endpoint-to-endpoint traffic.
+        Policy => "policy",
+        /// TTL expired while routing.
+        Ttl => "ttl",
+        /// The connection table is full (or no translated port was free).
+        ConntrackFull => "conntrack_full",
+        /// No MAC for the next hop: ARP unanswered within a second, or the queue was full.
+        ArpTimeout => "arp_timeout",
+        /// A routed protocol the translator does not handle (not TCP, UDP or ICMP).
+        Unsupported => "unsupported",
     }
 );
 
@@ -56,6 +67,16 @@ named_enum!(
         Learned => "fdb_learned",
         /// MAC addresses that moved to another port.
         Moved => "fdb_moved",
+        /// IPv4 packets routed by the gateway.
+        Routed => "routed",
+        /// Masquerade flows created.
+        SnatFlows => "snat_flows",
+        /// Published-port flows created.
+        DnatFlows => "dnat_flows",
+        /// Frames seen on the uplink that were not for the switch (ignored).
+        UplinkOther => "uplink_other",
+        /// ARP requests the switch sent on the uplink.
+        ArpRequests => "arp_requests",
     }
 );
 

@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
+use nat::{Conntrack, FiveTuple, Proto};
 use rustc_hash::{FxBuildHasher, FxHashMap};
 use smoltcp::wire::EthernetProtocol;
 
@@ -24,7 +25,8 @@ use crate::fdb::{Fdb, Learn, PortId};
 use crate::frame::FrameBuf;
 use crate::ipam::Ipv4Cidr;
 use crate::local::{self, Arp, NotAnswered};
-use crate::port::{NetId, Port};
+use crate::neigh::NeighCache;
+use crate::port::{NetId, Port, UPLINK_NET};
 use crate::sys::epoll::Epoll;
 use crate::wire::{EthFrame, MacAddr};
 
@@ -52,6 +54,45 @@ pub struct NetRt {
     pub neigh: Arc<NeighTable>,
     /// Capture taps for frames the switch itself originates in this network.
     pub taps: Arc<Taps>,
+    /// No egress through the uplink.
+    pub internal: bool,
+    /// Endpoints may talk to each other (Docker's inter-container communication).
+    pub icc: bool,
+    /// Networks this one routes to without NAT (`network link`).
+    pub links: Vec<NetId>,
+    /// Endpoint MTU.
+    pub mtu: u32,
+}
+
+/// The uplink as the datapath sees it.
+pub struct UplinkRt {
+    /// The AF_PACKET port.
+    pub port: Arc<Port>,
+    /// The address the switch owns on the uplink.
+    pub ip: Ipv4Addr,
+    /// The uplink's on-link subnet.
+    pub subnet: Ipv4Cidr,
+    /// Next hop for destinations outside `subnet`.
+    pub gateway: Option<Ipv4Addr>,
+    /// The switch's MAC on the uplink.
+    pub mac: MacAddr,
+    /// Next-hop resolution.
+    pub neigh: Arc<NeighCache>,
+    /// Further addresses the switch answers ARP for (published on a specific IP).
+    pub extra_ips: Vec<Ipv4Addr>,
+}
+
+/// A published port: traffic for `(proto, port)` on the uplink goes to `to_ip:to_port`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// Only this uplink-side address (default: the uplink address).
+    pub ip: Option<Ipv4Addr>,
+    /// Network of the endpoint.
+    pub net: NetId,
+    /// Endpoint address.
+    pub to_ip: Ipv4Addr,
+    /// Endpoint port.
+    pub to_port: u16,
 }
 
 /// The configuration snapshot workers read; replaced whole by the control plane.
@@ -61,6 +102,28 @@ pub struct Config {
     pub networks: FxHashMap<NetId, Arc<NetRt>>,
     /// Ports by id.
     pub ports: FxHashMap<PortId, Arc<Port>>,
+    /// The uplink, if one is set.
+    pub uplink: Option<Arc<UplinkRt>>,
+    /// Published ports by protocol and uplink port.
+    pub published: FxHashMap<(Proto, u16), Published>,
+}
+
+impl Config {
+    /// The network whose subnet holds `ip`. // HOT PATH (a handful of networks)
+    pub fn network_of(&self, ip: Ipv4Addr) -> Option<&Arc<NetRt>> {
+        self.networks.values().find(|n| n.subnet.contains(ip))
+    }
+
+    /// The published port a packet with tuple `t` arriving for the uplink side hits.
+    pub fn published_for(&self, t: &FiveTuple) -> Option<&Published> {
+        if t.proto == Proto::Icmp {
+            return None;
+        }
+        let up_ip = self.uplink.as_ref().map(|u| u.ip);
+        self.published
+            .get(&(t.proto, t.dport))
+            .filter(|p| Some(t.dst) == p.ip.or(up_ip))
+    }
 }
 
 /// State shared by the control plane and all workers.
@@ -71,6 +134,8 @@ pub struct Shared {
     pub clock: Instant,
     /// Set to stop the workers.
     pub shutdown: AtomicBool,
+    /// Connection tracking for NAT.
+    pub ct: Arc<Conntrack>,
 }
 
 impl Shared {
@@ -116,6 +181,7 @@ impl Worker {
                 buf: &mut self.buf,
                 c: &self.counters,
                 epoll: &self.epoll,
+                ct: &self.shared.ct,
                 now: self.shared.now_ms(),
             };
             for &token in &ready {
@@ -129,26 +195,29 @@ impl Worker {
 }
 
 /// What processing one wake-up's frames needs: the worker's buffer, its counters, the time.
-struct Ctx<'a> {
-    buf: &'a mut FrameBuf,
-    c: &'a WorkerCounters,
-    epoll: &'a Epoll,
-    now: u64,
+pub(crate) struct Ctx<'a> {
+    pub(crate) buf: &'a mut FrameBuf,
+    pub(crate) c: &'a WorkerCounters,
+    pub(crate) epoll: &'a Epoll,
+    pub(crate) ct: &'a Conntrack,
+    pub(crate) now: u64,
 }
 
 impl Ctx<'_> {
     fn drain(&mut self, cfg: &Config, port: &Port) {
         let now = self.now;
         for _ in 0..BATCH {
-            match port.tap.read(self.buf.rx_area()) {
+            match port.dev.read(self.buf.rx_area(port.dev.hdr_len())) {
                 Ok(n) => self.process(cfg, port, n, now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // A packet socket reports a link going down once; it is not fatal.
+                Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) => return,
                 Err(e) => {
                     // The device is gone (its namespace was deleted, say): stop polling it so a
                     // dead fd cannot spin the worker. The endpoint stays until it is detached.
                     log::warn!("port {}: read failed: {e}; port stopped", port.name);
-                    let _ = self.epoll.delete(port.tap.as_raw_fd());
+                    let _ = self.epoll.delete(port.dev.as_raw_fd());
                     return;
                 }
             }
@@ -158,7 +227,7 @@ impl Ctx<'_> {
     /// Decide what to do with the frame just read into `self.buf` from `inp`. // HOT PATH
     fn process(&mut self, cfg: &Config, inp: &Port, n: usize, now: u64) {
         let c = self.c;
-        if !self.buf.received(n) {
+        if !self.buf.received(n, inp.dev.hdr_len()) {
             c.drop(Drop::Malformed);
             return;
         }
@@ -173,6 +242,10 @@ impl Ctx<'_> {
         };
         if !eth.src.is_valid_unicast() {
             c.drop(Drop::Malformed);
+            return;
+        }
+        if inp.network == UPLINK_NET {
+            self.uplink_in(cfg, inp, &eth, now);
             return;
         }
         let Some(net) = cfg.networks.get(&inp.network) else {
@@ -194,7 +267,12 @@ impl Ctx<'_> {
                 return;
             }
         } else if eth.dst == net.gateway_mac {
-            self.for_gateway(net, inp, &eth);
+            self.for_gateway(cfg, net, inp, &eth, now);
+            return;
+        }
+        if !net.icc {
+            // Endpoints of an icc=false network reach only the gateway.
+            c.drop(Drop::Policy);
             return;
         }
 
@@ -234,6 +312,9 @@ impl Ctx<'_> {
             net.gateway_mac
         } else if arp.sender_ip == arp.target_ip {
             return false; // gratuitous ARP: let everybody see it
+        } else if !net.icc {
+            self.c.drop(Drop::Policy);
+            return true;
         } else {
             match net.neigh.get(&arp.target_ip).map(|m| *m) {
                 Some(mac) if mac != arp.sender_mac => {
@@ -248,8 +329,8 @@ impl Ctx<'_> {
         true
     }
 
-    /// A frame addressed to the gateway MAC that is not ARP.
-    fn for_gateway(&mut self, net: &NetRt, inp: &Port, eth: &EthFrame) {
+    /// A frame addressed to the gateway MAC that is not ARP: answered (ping) or routed.
+    fn for_gateway(&mut self, cfg: &Config, net: &NetRt, inp: &Port, eth: &EthFrame, now: u64) {
         let c = self.c;
         if eth.ethertype != EthernetProtocol::Ipv4 {
             c.drop(Drop::NoRoute);
@@ -263,7 +344,7 @@ impl Ctx<'_> {
                 self.reply(net, inp);
             }
             Err(NotAnswered::Malformed) => c.drop(Drop::Malformed),
-            Err(NotAnswered::NotForUs) => c.drop(Drop::NoRoute),
+            Err(NotAnswered::NotForUs) => self.route(cfg, Some(net), now),
         }
     }
 

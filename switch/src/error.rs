@@ -119,6 +119,57 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// No uplink is set.
+    #[error("no uplink is set (vswitchctl uplink set IFACE --ip ADDR/PREFIX)")]
+    NoUplink,
+    /// The uplink subnet overlaps a network.
+    #[error("uplink subnet {uplink} overlaps network '{network}' ({subnet})")]
+    UplinkOverlap {
+        /// Uplink subnet.
+        uplink: String,
+        /// The network.
+        network: String,
+        /// Its subnet.
+        subnet: String,
+    },
+    /// A malformed uplink address.
+    #[error("malformed uplink address '{0}' (expected ADDR/PREFIX like 192.168.50.2/24)")]
+    BadUplinkAddr(String),
+    /// A malformed publish/unpublish spec.
+    #[error(
+        "malformed port spec '{0}' (expected [IP:][HOSTPORT:]CTRPORT[/tcp|/udp], e.g. 8080:80/tcp)"
+    )]
+    BadPortSpec(String),
+    /// The host port is taken.
+    #[error("{proto} port {port} is already published by {owner}")]
+    PortInUse {
+        /// tcp or udp.
+        proto: &'static str,
+        /// Host port.
+        port: u16,
+        /// Who has it.
+        owner: String,
+    },
+    /// Nothing published matches.
+    #[error("{spec} is not published by '{netns}'")]
+    NotPublished {
+        /// The spec given.
+        spec: String,
+        /// Namespace.
+        netns: String,
+    },
+    /// The namespace has no endpoint (on the network given).
+    #[error("namespace '{0}' has no endpoint to publish from (attach it first)")]
+    NoEndpoint(String),
+    /// Linking a network to itself.
+    #[error("a network cannot be linked to itself ('{0}')")]
+    SelfLink(String),
+    /// Unlinking networks that are not linked.
+    #[error("networks '{0}' and '{1}' are not linked")]
+    NotLinked(String, String),
+    /// Every port of the random range is published.
+    #[error("no free host port left in 32768-60999")]
+    NoFreePort,
     /// The daemon is shutting down.
     #[error("vswitchd is shutting down")]
     ShuttingDown,
@@ -131,14 +182,21 @@ impl Error {
             Error::NetworkNotFound(_)
             | Error::NetnsNotFound(_)
             | Error::NotAttached { .. }
-            | Error::TargetNotFound(_) => 404,
+            | Error::TargetNotFound(_)
+            | Error::NoUplink
+            | Error::NotPublished { .. }
+            | Error::NoEndpoint(_)
+            | Error::NotLinked(..) => 404,
             Error::NetworkExists(_)
             | Error::SubnetOverlap { .. }
             | Error::NetworkInUse { .. }
             | Error::AlreadyAttached { .. }
             | Error::AddressInUse { .. }
             | Error::MacInUse { .. }
-            | Error::IfnameInUse { .. } => 409,
+            | Error::IfnameInUse { .. }
+            | Error::UplinkOverlap { .. }
+            | Error::PortInUse { .. }
+            | Error::NoFreePort => 409,
             Error::Device { .. } => 500,
             Error::ShuttingDown => 503,
             _ => 400,

@@ -42,21 +42,24 @@ impl FrameBuf {
         }
     }
 
-    /// The area a TAP read fills: virtio-net header followed by the frame.
-    pub fn rx_area(&mut self) -> &mut [u8] {
-        &mut self.buf[HEADROOM - VirtioNetHdr::LEN..]
+    /// The area a device read fills: a virtio-net header of `hdr_len` bytes (12 on TAPs, 10
+    /// on packet sockets) followed by the frame.
+    pub fn rx_area(&mut self, hdr_len: usize) -> &mut [u8] {
+        &mut self.buf[HEADROOM - hdr_len..]
     }
 
-    /// Record that a TAP read put `n` bytes into [`Self::rx_area`]. Returns false when the read
-    /// was shorter than the virtio-net header (a malformed read).
-    pub fn received(&mut self, n: usize) -> bool {
-        let hdr = VirtioNetHdr::read(&self.buf[HEADROOM - VirtioNetHdr::LEN..]);
-        let Some(hdr) = hdr.filter(|_| n >= VirtioNetHdr::LEN) else {
+    /// Record that a device read put `n` bytes into [`Self::rx_area`]. Returns false when the
+    /// read was shorter than the virtio-net header (a malformed read).
+    pub fn received(&mut self, n: usize, hdr_len: usize) -> bool {
+        if n < hdr_len || hdr_len > VirtioNetHdr::LEN {
             self.len = 0;
             return false;
-        };
-        self.vnet = hdr;
-        self.len = (n - VirtioNetHdr::LEN).min(MAX_FRAME);
+        }
+        // The 10-byte legacy header is the 12-byte one without `num_buffers`.
+        let mut raw = [0u8; VirtioNetHdr::LEN];
+        raw[..hdr_len].copy_from_slice(&self.buf[HEADROOM - hdr_len..HEADROOM]);
+        self.vnet = VirtioNetHdr::read(&raw).unwrap_or_default();
+        self.len = (n - hdr_len).min(MAX_FRAME);
         true
     }
 
@@ -93,14 +96,20 @@ impl FrameBuf {
         &mut self.buf[HEADROOM..HEADROOM + self.len]
     }
 
-    /// Write the virtio-net header in front of the frame and return `[vnet hdr | frame]`, ready
-    /// for one TAP write.
-    pub fn tap_bytes(&mut self) -> &[u8] {
-        let start = HEADROOM - VirtioNetHdr::LEN;
+    /// Write a virtio-net header of `hdr_len` bytes in front of the frame and return
+    /// `[vnet hdr | frame]`, ready for one device write.
+    pub fn wire_bytes(&mut self, hdr_len: usize) -> &[u8] {
+        let hdr_len = hdr_len.min(VirtioNetHdr::LEN);
+        let start = HEADROOM - hdr_len;
         let mut hdr = [0u8; VirtioNetHdr::LEN];
         self.vnet.write(&mut hdr);
-        self.buf[start..HEADROOM].copy_from_slice(&hdr);
+        self.buf[start..HEADROOM].copy_from_slice(&hdr[..hdr_len]);
         &self.buf[start..HEADROOM + self.len]
+    }
+
+    /// [`Self::wire_bytes`] with the TAP header size.
+    pub fn tap_bytes(&mut self) -> &[u8] {
+        self.wire_bytes(VirtioNetHdr::LEN)
     }
 }
 
@@ -111,22 +120,23 @@ mod test {
     #[test]
     fn rx_then_tap_bytes_roundtrip() {
         let mut f = FrameBuf::new();
-        let area = f.rx_area();
+        let area = f.rx_area(12);
         area[0] = VirtioNetHdr::F_NEEDS_CSUM;
         area[12..18].copy_from_slice(&[0xff; 6]);
-        assert!(f.received(12 + 60));
+        assert!(f.received(12 + 60, 12));
         assert_eq!(f.len(), 60);
         assert_eq!(f.vnet.flags, VirtioNetHdr::F_NEEDS_CSUM);
         assert_eq!(&f.data()[..6], &[0xff; 6]);
         let out = f.tap_bytes();
         assert_eq!(out.len(), 72);
         assert_eq!(out[0], VirtioNetHdr::F_NEEDS_CSUM);
+        assert_eq!(f.wire_bytes(10).len(), 70);
     }
 
     #[test]
     fn short_read_is_rejected() {
         let mut f = FrameBuf::new();
-        assert!(!f.received(5));
+        assert!(!f.received(5, 12));
         assert!(f.is_empty());
     }
 }

@@ -20,7 +20,9 @@ pub mod frame;
 pub mod ipam;
 pub mod local;
 pub mod model;
+pub mod neigh;
 pub mod port;
+mod router;
 pub mod sys;
 pub mod wire;
 

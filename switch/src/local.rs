@@ -74,6 +74,33 @@ pub fn arp_reply_in_place(frame: &mut [u8], req: &Arp, answer: MacAddr) {
     reply.emit(&mut pkt);
 }
 
+/// Length of an Ethernet ARP frame without padding.
+pub const ARP_FRAME_LEN: usize = 42;
+
+/// Build the broadcast ARP request "who has `target`? tell `sender_ip` (`sender_mac`)" into
+/// `frame`.
+pub fn arp_request(
+    frame: &mut [u8; ARP_FRAME_LEN],
+    sender_mac: MacAddr,
+    sender_ip: Ipv4Addr,
+    target: Ipv4Addr,
+) {
+    let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
+    eth.set_dst_addr(EthernetAddress::BROADCAST);
+    eth.set_src_addr(sender_mac.into());
+    eth.set_ethertype(smoltcp::wire::EthernetProtocol::Arp);
+    let req = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr: sender_mac.into(),
+        source_protocol_addr: sender_ip,
+        target_hardware_addr: EthernetAddress([0; 6]),
+        target_protocol_addr: target,
+    };
+    req.emit(&mut ArpPacket::new_unchecked(
+        &mut frame[EthFrame::HEADER_LEN..],
+    ));
+}
+
 /// Why an IPv4 frame to the gateway was not answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NotAnswered {
@@ -149,7 +176,7 @@ mod test {
     const A_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
     const GW_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 
-    fn arp_request(target: Ipv4Addr) -> Vec<u8> {
+    fn request_frame(target: Ipv4Addr) -> Vec<u8> {
         let repr = ArpRepr::EthernetIpv4 {
             operation: ArpOperation::Request,
             source_hardware_addr: A_MAC.into(),
@@ -199,7 +226,7 @@ mod test {
 
     #[test]
     fn arp_request_parses_and_becomes_reply() {
-        let mut f = arp_request(GW_IP);
+        let mut f = request_frame(GW_IP);
         let req = parse_arp(&f).unwrap();
         assert_eq!(
             req,
@@ -226,8 +253,25 @@ mod test {
     }
 
     #[test]
+    fn arp_request_builds_and_parses_back() {
+        let mut f = [0u8; ARP_FRAME_LEN];
+        super::arp_request(&mut f, GW_MAC, GW_IP, A_IP);
+        let a = parse_arp(&f).unwrap();
+        assert_eq!(
+            a,
+            Arp {
+                is_request: true,
+                sender_mac: GW_MAC,
+                sender_ip: GW_IP,
+                target_ip: A_IP
+            }
+        );
+        assert!(EthFrame::parse(&f).unwrap().dst.is_broadcast());
+    }
+
+    #[test]
     fn arp_truncated_or_foreign_is_none() {
-        let f = arp_request(GW_IP);
+        let f = request_frame(GW_IP);
         assert!(parse_arp(&f[..14 + 27]).is_none());
         assert!(parse_arp(&f[..10]).is_none());
         let mut g = f.clone();

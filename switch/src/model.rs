@@ -20,6 +20,12 @@ pub struct NetworkCreate {
     /// MTU given to every endpoint of this network; defaults to 1500.
     #[serde(default)]
     pub mtu: Option<u32>,
+    /// No egress through the uplink (Docker's `--internal`).
+    #[serde(default)]
+    pub internal: bool,
+    /// Whether endpoints may reach each other (Docker's `icc`); defaults to true.
+    #[serde(default)]
+    pub icc: Option<bool>,
 }
 
 /// A network as reported by `network ls` and `network inspect`.
@@ -35,8 +41,135 @@ pub struct NetworkInfo {
     pub gateway_mac: String,
     /// Endpoint MTU.
     pub mtu: u32,
+    /// No egress through the uplink.
+    pub internal: bool,
+    /// Endpoints may reach each other.
+    pub icc: bool,
+    /// Networks routed to without NAT (`network link`).
+    pub links: Vec<String>,
     /// Endpoints attached to this network.
     pub endpoints: Vec<EndpointInfo>,
+    /// Ports published from endpoints of this network.
+    pub published: Vec<PublishInfo>,
+}
+
+/// `POST /v1/networks/{name}/links`: route between two networks without NAT.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LinkRequest {
+    /// The other network.
+    pub peer: String,
+}
+
+/// `PUT /v1/uplink`: take a host interface as the uplink.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkSet {
+    /// Host interface (for example one end of a veth pair).
+    pub iface: String,
+    /// The address the switch owns on it, with prefix length: `192.168.50.2/24`.
+    pub ip: String,
+    /// Next hop for destinations outside that subnet.
+    #[serde(default)]
+    pub gateway: Option<String>,
+}
+
+/// A resolved next hop on the uplink.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NeighInfo {
+    /// Address.
+    pub ip: Ipv4Addr,
+    /// MAC address.
+    pub mac: String,
+    /// Seconds since it was last confirmed by ARP.
+    pub age_secs: u64,
+}
+
+/// `GET /v1/uplink`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UplinkInfo {
+    /// Host interface.
+    pub iface: String,
+    /// The switch's address on it.
+    pub ip: Ipv4Addr,
+    /// Prefix length of the uplink subnet.
+    pub prefix_len: u8,
+    /// Next hop for other destinations.
+    pub gateway: Option<Ipv4Addr>,
+    /// The switch's MAC on the uplink (not the interface's own).
+    pub mac: String,
+    /// Switch port name.
+    pub port: String,
+    /// The neighbour cache.
+    pub neighbours: Vec<NeighInfo>,
+}
+
+/// `POST /v1/publish`: publish an endpoint's port on the uplink address.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    /// Namespace of the endpoint.
+    pub netns: String,
+    /// `[IP:][HOSTPORT:]CTRPORT[/tcp|/udp]` as Docker's `-p` takes it.
+    pub spec: String,
+    /// Which of the namespace's networks (default: the first it was attached to).
+    #[serde(default)]
+    pub network: Option<String>,
+}
+
+/// `DELETE /v1/publish`: remove a published port.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UnpublishRequest {
+    /// Namespace of the endpoint.
+    pub netns: String,
+    /// `[IP:]HOSTPORT[/tcp|/udp]`.
+    pub spec: String,
+}
+
+/// A published port.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PublishInfo {
+    /// Namespace of the endpoint.
+    pub netns: String,
+    /// Network of the endpoint.
+    pub network: String,
+    /// `tcp` or `udp`.
+    pub proto: String,
+    /// The uplink-side address, when not the uplink address itself.
+    pub ip: Option<Ipv4Addr>,
+    /// The uplink-side port.
+    pub host_port: u16,
+    /// The endpoint's address.
+    pub endpoint_ip: Ipv4Addr,
+    /// The endpoint's port.
+    pub endpoint_port: u16,
+}
+
+/// One tracked connection, as `conntrack ls` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ConntrackEntry {
+    /// `tcp`, `udp` or `icmp`.
+    pub proto: String,
+    /// `snat`, `dnat` or `hairpin`.
+    pub kind: String,
+    /// The endpoint side's network.
+    pub network: String,
+    /// The first packet's addresses, as it arrived.
+    pub orig: String,
+    /// The answers' addresses, as they arrive.
+    pub reply: String,
+    /// TCP state, or REPLIED/UNREPLIED.
+    pub state: String,
+    /// Seconds until the entry expires without traffic.
+    pub expires_secs: u64,
+}
+
+/// The answer of `DELETE /v1/conntrack`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FlushInfo {
+    /// Entries removed.
+    pub flushed: usize,
 }
 
 /// `POST /v1/endpoints`: attach a namespace to a network.

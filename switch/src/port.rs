@@ -10,8 +10,56 @@ use crate::capture::{Dir, Taps};
 use crate::counters::{add_shared, bump, Drop, WorkerCounters};
 use crate::fdb::PortId;
 use crate::model::PortCounters;
+use crate::sys::packet::PacketSocket;
 use crate::sys::tap::Tap;
 use crate::wire::{MacAddr, VirtioNetHdr};
+
+/// The device behind a port.
+#[derive(Debug)]
+pub enum Device {
+    /// A TAP endpoint in a namespace.
+    Tap(Tap),
+    /// A host interface taken as the uplink (AF_PACKET).
+    Packet(PacketSocket),
+}
+
+impl Device {
+    /// Bytes of virtio-net header in front of each frame on this device.
+    pub fn hdr_len(&self) -> usize {
+        match self {
+            Device::Tap(_) => VirtioNetHdr::LEN,
+            Device::Packet(_) => crate::sys::packet::VNET_HDR_LEN,
+        }
+    }
+
+    /// Read one `[vnet hdr | frame]`.
+    pub fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Device::Tap(t) => t.read(buf),
+            Device::Packet(p) => p.read(buf),
+        }
+    }
+
+    /// Write one `[vnet hdr | frame]`.
+    pub fn write(&self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Device::Tap(t) => t.write(buf),
+            Device::Packet(p) => p.write(buf),
+        }
+    }
+}
+
+impl std::os::fd::AsRawFd for Device {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            Device::Tap(t) => t.as_raw_fd(),
+            Device::Packet(p) => p.as_raw_fd(),
+        }
+    }
+}
+
+/// The network id of the uplink port (no network).
+pub const UPLINK_NET: NetId = 0;
 
 /// Identifier of a network; unique for the daemon's lifetime.
 pub type NetId = u32;
@@ -76,7 +124,7 @@ impl FloodLimiter {
     }
 }
 
-/// A switch port backed by a TAP device in a namespace.
+/// A switch port: a TAP endpoint in a namespace, or the uplink.
 pub struct Port {
     /// Port identifier.
     pub id: PortId,
@@ -85,7 +133,7 @@ pub struct Port {
     /// Network the port belongs to.
     pub network: NetId,
     /// The device.
-    pub tap: Tap,
+    pub dev: Device,
     /// Endpoint MAC (configured at attach).
     pub mac: MacAddr,
     /// Endpoint address.
@@ -111,11 +159,12 @@ impl Port {
         );
     }
 
-    /// Write `[vnet hdr | frame]` to the device, counting and capturing it. // HOT PATH
+    /// Write `[vnet hdr | frame]` (the header as long as [`Device::hdr_len`]) to the device,
+    /// counting and capturing it. // HOT PATH
     #[inline]
-    pub fn transmit(&self, tap_bytes: &[u8], counters: &WorkerCounters) {
-        let frame = &tap_bytes[VirtioNetHdr::LEN..];
-        match self.tap.write(tap_bytes) {
+    pub fn transmit(&self, wire: &[u8], counters: &WorkerCounters) {
+        let frame = &wire[self.dev.hdr_len()..];
+        match self.dev.write(wire) {
             Ok(_) => {
                 add_shared(&self.stats.tx_packets, 1);
                 add_shared(&self.stats.tx_bytes, frame.len() as u64);

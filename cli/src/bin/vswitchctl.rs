@@ -73,6 +73,42 @@ enum Cmd {
     },
     /// Per-port counters and named drop counters.
     Stats,
+    /// The uplink: a host interface through which networks reach the outside (with NAT).
+    #[command(subcommand)]
+    Uplink(UplinkCmd),
+    /// Publish an endpoint's port on the uplink address (like `docker run -p`).
+    ///
+    /// SPEC is [IP:][HOSTPORT:]CTRPORT[/tcp|/udp]. Without HOSTPORT a free port >= 32768 is
+    /// chosen and printed. Examples:
+    ///   vswitchctl publish web 8080:80
+    ///   vswitchctl publish dns 5353:53/udp
+    ///   vswitchctl publish web 80            # random host port
+    #[command(verbatim_doc_comment)]
+    Publish {
+        /// Namespace of the endpoint.
+        netns: String,
+        /// [IP:][HOSTPORT:]CTRPORT[/tcp|/udp]
+        spec: String,
+        /// Which of the namespace's networks [default: the first it joined].
+        #[arg(long)]
+        network: Option<String>,
+    },
+    /// Remove a published port: SPEC is [IP:]HOSTPORT[/tcp|/udp].
+    Unpublish {
+        /// Namespace of the endpoint.
+        netns: String,
+        /// [IP:]HOSTPORT[/tcp|/udp]
+        spec: String,
+    },
+    /// Tracked connections (NAT): `conntrack [ls]`, `conntrack flush`.
+    Conntrack {
+        /// `ls` (default) or `flush`.
+        #[arg(value_parser = ["ls", "flush"], default_value = "ls")]
+        action: String,
+        /// Only connections of this network.
+        #[arg(long)]
+        network: Option<String>,
+    },
     /// Capture frames as pcap (both directions) from a port, an endpoint or a whole network.
     ///
     /// Examples:
@@ -95,6 +131,26 @@ enum Cmd {
 }
 
 #[derive(Subcommand, Debug)]
+enum UplinkCmd {
+    /// Take IFACE (for example one end of a veth pair) as the uplink. The switch owns ADDR on
+    /// it: it answers ARP for it with its own MAC and resolves next hops itself.
+    Set {
+        /// Host interface.
+        iface: String,
+        /// ADDR/PREFIX the switch owns on the uplink, e.g. 192.168.50.2/24.
+        #[arg(long)]
+        ip: String,
+        /// Next hop for destinations outside that subnet.
+        #[arg(long)]
+        gateway: Option<String>,
+    },
+    /// Show the uplink and its neighbour cache.
+    Show,
+    /// Stop using the uplink.
+    Rm,
+}
+
+#[derive(Subcommand, Debug)]
 enum NetCmd {
     /// Create a network: an isolated L2 segment with a gateway address on the switch.
     Create {
@@ -109,6 +165,27 @@ enum NetCmd {
         /// MTU of the network's endpoints.
         #[arg(long, default_value_t = 1500)]
         mtu: u32,
+        /// No egress through the uplink (like `docker network create --internal`).
+        #[arg(long)]
+        internal: bool,
+        /// Whether endpoints may reach each other (`--icc=false`: only the gateway and the
+        /// uplink).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+        icc: bool,
+    },
+    /// Route between two networks through their gateways, without NAT.
+    Link {
+        /// One network.
+        a: String,
+        /// The other.
+        b: String,
+    },
+    /// Undo `network link`.
+    Unlink {
+        /// One network.
+        a: String,
+        /// The other.
+        b: String,
     },
     /// List networks.
     #[command(alias = "list")]
@@ -155,12 +232,16 @@ fn run(cli: Cli) -> Result<(), ClientError> {
             subnet,
             gateway,
             mtu,
+            internal,
+            icc,
         }) => {
             let req = NetworkCreate {
                 name,
                 subnet,
                 gateway,
                 mtu: Some(mtu),
+                internal,
+                icc: Some(icc),
             };
             let n: NetworkInfo = c.call("POST", routes::NETWORKS, Some(&req))?;
             if json {
@@ -250,6 +331,146 @@ fn run(cli: Cli) -> Result<(), ClientError> {
             if !json {
                 println!("{netns} detached from {network}");
             }
+        }
+        Cmd::Network(NetCmd::Link { a, b }) => {
+            let req = LinkRequest { peer: b.clone() };
+            let () = c.call(
+                "POST",
+                &format!("{}/{}/links", routes::NETWORKS, encode(&a)),
+                Some(&req),
+            )?;
+            if !json {
+                println!("networks {a} and {b} linked");
+            }
+        }
+        Cmd::Network(NetCmd::Unlink { a, b }) => {
+            let () = c.call(
+                "DELETE",
+                &format!("{}/{}/links/{}", routes::NETWORKS, encode(&a), encode(&b)),
+                NONE,
+            )?;
+            if !json {
+                println!("networks {a} and {b} unlinked");
+            }
+        }
+        Cmd::Uplink(UplinkCmd::Set { iface, ip, gateway }) => {
+            let u: UplinkInfo = c.call(
+                "PUT",
+                routes::UPLINK,
+                Some(&UplinkSet { iface, ip, gateway }),
+            )?;
+            if json {
+                return print_json(&u);
+            }
+            println!(
+                "uplink {}: {}/{} mac {}{}",
+                u.iface,
+                u.ip,
+                u.prefix_len,
+                u.mac,
+                u.gateway.map_or(String::new(), |g| format!(" gateway {g}"))
+            );
+        }
+        Cmd::Uplink(UplinkCmd::Show) => {
+            let u: UplinkInfo = c.call("GET", routes::UPLINK, NONE)?;
+            if json {
+                return print_json(&u);
+            }
+            println!(
+                "uplink {}: {}/{} mac {}{}",
+                u.iface,
+                u.ip,
+                u.prefix_len,
+                u.mac,
+                u.gateway.map_or(String::new(), |g| format!(" gateway {g}"))
+            );
+            let rows: Vec<Vec<String>> = u
+                .neighbours
+                .iter()
+                .map(|n| vec![n.ip.to_string(), n.mac.clone(), format!("{}s", n.age_secs)])
+                .collect();
+            print!("{}", render(&["NEIGHBOUR", "MAC", "AGE"], &rows));
+        }
+        Cmd::Uplink(UplinkCmd::Rm) => {
+            let () = c.call("DELETE", routes::UPLINK, NONE)?;
+            if !json {
+                println!("uplink removed");
+            }
+        }
+        Cmd::Publish {
+            netns,
+            spec,
+            network,
+        } => {
+            let p: PublishInfo = c.call(
+                "POST",
+                routes::PUBLISH,
+                Some(&PublishRequest {
+                    netns,
+                    spec,
+                    network,
+                }),
+            )?;
+            if json {
+                return print_json(&p);
+            }
+            let ip = p.ip.map_or_else(|| "uplink".to_string(), |i| i.to_string());
+            println!(
+                "{ip}:{}/{} -> {} {}:{} ({})",
+                p.host_port, p.proto, p.netns, p.endpoint_ip, p.endpoint_port, p.network
+            );
+        }
+        Cmd::Unpublish { netns, spec } => {
+            let () = c.call(
+                "DELETE",
+                routes::PUBLISH,
+                Some(&UnpublishRequest {
+                    netns: netns.clone(),
+                    spec: spec.clone(),
+                }),
+            )?;
+            if !json {
+                println!("{spec} of {netns} unpublished");
+            }
+        }
+        Cmd::Conntrack { action, network } => {
+            let path = match &network {
+                Some(n) => format!("{}?network={}", routes::CONNTRACK, encode(n)),
+                None => routes::CONNTRACK.to_string(),
+            };
+            if action == "flush" {
+                let f: FlushInfo = c.call("DELETE", &path, NONE)?;
+                if json {
+                    return print_json(&f);
+                }
+                println!("{} connection(s) flushed", f.flushed);
+                return Ok(());
+            }
+            let v: Vec<ConntrackEntry> = c.call("GET", &path, NONE)?;
+            if json {
+                return print_json(&v);
+            }
+            let rows: Vec<Vec<String>> = v
+                .iter()
+                .map(|e| {
+                    vec![
+                        e.proto.clone(),
+                        e.kind.clone(),
+                        e.network.clone(),
+                        e.orig.clone(),
+                        e.reply.clone(),
+                        e.state.clone(),
+                        format!("{}s", e.expires_secs),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                render(
+                    &["PROTO", "NAT", "NETWORK", "ORIGINAL", "REPLY", "STATE", "EXPIRES"],
+                    &rows
+                )
+            );
         }
         Cmd::Ports => {
             let v: Vec<PortInfo> = c.call("GET", routes::PORTS, NONE)?;

@@ -32,6 +32,22 @@ struct Args {
     /// counted as flood_limited).
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
     flood_rate: u64,
+    /// Maximum tracked connections (NAT); new flows beyond it are dropped and counted
+    /// (conntrack_full).
+    #[arg(long, default_value_t = 262_144, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    ct_max: u64,
+    /// Seconds an established TCP connection lives without traffic.
+    #[arg(long, default_value_t = 432_000, value_parser = clap::value_parser!(u64).range(1..))]
+    ct_tcp_timeout: u64,
+    /// Seconds a UDP flow lives without traffic before it was answered.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    ct_udp_timeout: u64,
+    /// Seconds an answered UDP flow lives without traffic.
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    ct_udp_stream_timeout: u64,
+    /// Seconds an ICMP echo flow lives without traffic.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    ct_icmp_timeout: u64,
 }
 
 fn main() -> ExitCode {
@@ -71,6 +87,14 @@ fn run(args: Args) -> Result<(), String> {
             fdb_aging: Duration::from_secs(args.fdb_aging),
             state_dir: Some(args.state_dir.clone()),
             flood_rate: args.flood_rate,
+            ct_max: usize::try_from(args.ct_max).unwrap_or(usize::MAX),
+            ct_timeouts: nat::Timeouts {
+                tcp_established: args.ct_tcp_timeout * 1000,
+                udp: args.ct_udp_timeout * 1000,
+                udp_stream: args.ct_udp_stream_timeout * 1000,
+                icmp: args.ct_icmp_timeout * 1000,
+                ..nat::Timeouts::default()
+            },
             ..Options::default()
         };
         let sw = tokio::task::spawn_blocking(move || Switch::start(opts))

@@ -7,6 +7,7 @@
 pub mod epoll;
 pub mod netlink;
 pub mod netns;
+pub mod packet;
 pub mod tap;
 
 use std::ffi::CString;

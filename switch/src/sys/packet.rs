@@ -1,0 +1,160 @@
+//! AF_PACKET sockets: the uplink port. Bound to one interface, promiscuous (the switch answers
+//! for its own MAC address, which the kernel does not own, so the host's IP stack ignores that
+//! traffic), with `PACKET_VNET_HDR` so GSO super-frames and partial checksums arrive with their
+//! virtio-net metadata instead of half-finished, and `PACKET_IGNORE_OUTGOING` so the switch does
+//! not read back what it sends.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use super::cvt;
+
+const ETH_P_ALL: u16 = 0x0003;
+const PACKET_ADD_MEMBERSHIP: libc::c_int = 1;
+const PACKET_MR_PROMISC: libc::c_ushort = 1;
+const PACKET_VNET_HDR: libc::c_int = 15;
+const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+
+/// Size of the virtio-net header on packet sockets (`struct virtio_net_hdr`, no num_buffers).
+pub const VNET_HDR_LEN: usize = 10;
+
+/// A raw packet socket bound to one interface.
+#[derive(Debug)]
+pub struct PacketSocket {
+    fd: OwnedFd,
+    ifname: String,
+    ifindex: u32,
+    mac: [u8; 6],
+}
+
+fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, val: &T) -> io::Result<()> {
+    // SAFETY: `val` points to a live T of the size passed.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (val as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    })
+    .map(|_| ())
+}
+
+impl PacketSocket {
+    /// Open a socket on interface `ifname` of the calling thread's namespace.
+    pub fn open(ifname: &str) -> io::Result<PacketSocket> {
+        let ifindex = super::if_nametoindex(ifname)?.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("interface {ifname} not found"),
+            )
+        })?;
+        let proto = ETH_P_ALL.to_be();
+        // SAFETY: plain socket(2) call; a non-negative result is a new fd we own.
+        let fd = cvt(unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                libc::c_int::from(proto),
+            )
+        })?;
+        // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let raw = fd.as_raw_fd();
+        let one: libc::c_int = 1;
+        setsockopt(raw, libc::SOL_PACKET, PACKET_VNET_HDR, &one)?;
+        // Best effort: older kernels lack it, and then our own frames are filtered by MAC.
+        let _ = setsockopt(raw, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, &one);
+        // SAFETY: sockaddr_ll is plain data; all-zero is a valid starting value.
+        let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sa.sll_family = libc::AF_PACKET as libc::c_ushort;
+        sa.sll_protocol = proto;
+        sa.sll_ifindex = ifindex as libc::c_int;
+        // SAFETY: `sa` is a valid sockaddr_ll of the size given.
+        cvt(unsafe {
+            libc::bind(
+                raw,
+                (&sa as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        })?;
+        // SAFETY: packet_mreq is plain data; all-zero is valid.
+        let mut mr: libc::packet_mreq = unsafe { std::mem::zeroed() };
+        mr.mr_ifindex = ifindex as libc::c_int;
+        mr.mr_type = PACKET_MR_PROMISC;
+        setsockopt(raw, libc::SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mr)?;
+        let mac = hw_addr(raw, ifname)?;
+        Ok(PacketSocket {
+            fd,
+            ifname: ifname.to_string(),
+            ifindex,
+            mac,
+        })
+    }
+
+    /// The interface name.
+    pub fn ifname(&self) -> &str {
+        &self.ifname
+    }
+
+    /// The interface index.
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// The interface's own MAC address.
+    pub fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    /// Read one `[virtio_net_hdr (10 bytes) | frame]`; `WouldBlock` when none is queued.
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is a valid writable buffer of the given length.
+        let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    /// Send one `[virtio_net_hdr (10 bytes) | frame]`.
+    pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is a valid buffer of the given length.
+        let n = unsafe { libc::send(self.fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+}
+
+fn hw_addr(fd: RawFd, ifname: &str) -> io::Result<[u8; 6]> {
+    let name = CString::new(ifname)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name contains NUL"))?;
+    // SAFETY: ifreq is plain data; all-zero is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req
+        .ifr_name
+        .iter_mut()
+        .zip(name.as_bytes().iter().take(libc::IFNAMSIZ - 1))
+    {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFHWADDR reads the name from and writes the address into `req`, a valid ifreq.
+    cvt(unsafe { libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut req) })?;
+    // SAFETY: after SIOCGIFHWADDR the union holds ifru_hwaddr.
+    let sa = unsafe { req.ifr_ifru.ifru_hwaddr };
+    let mut mac = [0u8; 6];
+    for (d, s) in mac.iter_mut().zip(sa.sa_data.iter()) {
+        *d = *s as u8;
+    }
+    Ok(mac)
+}
+
+impl AsRawFd for PacketSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
