@@ -69,6 +69,8 @@ pub struct Daemon {
     pub child: Option<Child>,
     pub dir: PathBuf,
     pub socket: PathBuf,
+    /// Namespace the daemon runs in (`None`: the test's own).
+    pub netns: Option<String>,
 }
 
 impl Daemon {
@@ -87,6 +89,23 @@ impl Daemon {
             child: None,
             dir,
             socket,
+            netns: None,
+        };
+        d.spawn(extra);
+        d
+    }
+
+    /// Start a daemon inside namespace `ns` (its "host"), with extra arguments.
+    pub fn start_in(ns: &Netns, extra: &[&str]) -> Daemon {
+        let dir = std::env::temp_dir().join(format!("vswitch-test-{}", unique()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create test dir");
+        let socket = dir.join("vswitchd.sock");
+        let mut d = Daemon {
+            child: None,
+            dir,
+            socket,
+            netns: Some(ns.name.clone()),
         };
         d.spawn(extra);
         d
@@ -97,7 +116,16 @@ impl Daemon {
     pub fn spawn(&mut self, extra: &[&str]) {
         assert!(self.child.is_none(), "daemon already running");
         let log = std::fs::File::create(self.dir.join("vswitchd.log")).expect("create log");
-        let child = Command::new(env!("CARGO_BIN_EXE_vswitchd"))
+        let mut cmd = match &self.netns {
+            // `ip netns exec` execs the daemon in place: the child's pid is the daemon's.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_vswitchd")]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_vswitchd")),
+        };
+        let child = cmd
             .arg("--socket")
             .arg(&self.socket)
             .arg("--state-dir")
@@ -367,4 +395,70 @@ pub fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
 /// `tcpdump -nr FILE` output (one line per frame).
 pub fn tcpdump_read(file: &Path) -> String {
     run_ok(&["tcpdump", "-nr", file.to_str().expect("utf-8 path")])
+}
+
+/// A NAT lab: a "host" namespace running vswitchd whose uplink `up0` is a veth to an "outside"
+/// namespace at 10.210.0.2/24. The outside has no route to the endpoint networks, so only NAT
+/// can make traffic work. The switch owns 10.210.0.1 on the uplink.
+pub struct Lab {
+    pub d: Daemon,
+    pub host: Netns,
+    pub out: Netns,
+}
+
+/// The outside server's address in a [`Lab`].
+pub const OUTSIDE: &str = "10.210.0.2";
+/// The switch's uplink address in a [`Lab`].
+pub const UPLINK: &str = "10.210.0.1";
+
+impl Lab {
+    /// Build the lab; `extra` goes to vswitchd.
+    pub fn new(extra: &[&str]) -> Lab {
+        let host = Netns::new("h");
+        let out = Netns::new("o");
+        run_ok(&[
+            "ip", "link", "add", "up0", "netns", &host.name, "type", "veth", "peer", "name",
+            "eth0", "netns", &out.name,
+        ]);
+        out.exec_ok(&["ip", "addr", "add", "10.210.0.2/24", "dev", "eth0"]);
+        out.exec_ok(&["ip", "link", "set", "eth0", "up"]);
+        let d = Daemon::start_in(&host, extra);
+        d.ctl_ok(&["uplink", "set", "up0", "--ip", "10.210.0.1/24"]);
+        Lab { d, host, out }
+    }
+}
+
+/// Start a TCP (or UDP) server in `ns` on `port` that answers every connection (datagram) with
+/// `peer=<client address>`.
+pub fn peer_server(ns: &Netns, proto: &str, bind: &str, port: u16) -> KillOnDrop {
+    let listen = match proto {
+        "udp" => format!("UDP4-RECVFROM:{port},bind={bind},fork"),
+        _ => format!("TCP4-LISTEN:{port},bind={bind},fork,reuseaddr"),
+    };
+    let k = ns.spawn(&["socat", &listen, "SYSTEM:echo peer=$SOCAT_PEERADDR"]);
+    let probe = if proto == "udp" { "-lnu" } else { "-lnt" };
+    let ok = wait_until(5, || {
+        ns.exec_ok(&["ss", "-H", probe])
+            .contains(&format!(":{port}"))
+    });
+    assert!(
+        ok,
+        "{proto} server on {bind}:{port} in {} did not start",
+        ns.name
+    );
+    k
+}
+
+/// Ask a [`peer_server`] at `addr:port` from `ns`; returns the answer (empty if none came).
+pub fn ask(ns: &Netns, proto: &str, addr: &str, port: u16) -> String {
+    let target = match proto {
+        "udp" => format!("UDP4:{addr}:{port}"),
+        _ => format!("TCP4:{addr}:{port},connect-timeout=3"),
+    };
+    let o = ns.exec(&[
+        "sh",
+        "-c",
+        &format!("echo x | timeout 5 socat -T 3 - {target}"),
+    ]);
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
