@@ -152,6 +152,8 @@ pub enum NatKind {
     Dnat,
     /// Both: an endpoint reaching a published port through the uplink address.
     Hairpin,
+    /// A DNS query to the gateway forwarded to an upstream resolver.
+    Dns,
 }
 
 impl NatKind {
@@ -161,6 +163,7 @@ impl NatKind {
             NatKind::Snat => "snat",
             NatKind::Dnat => "dnat",
             NatKind::Hairpin => "hairpin",
+            NatKind::Dns => "dns",
         }
     }
 }
@@ -354,13 +357,28 @@ impl Conntrack {
         reserved: impl Fn(Proto, u16) -> bool,
         now: u64,
     ) -> Result<Arc<Flow>, CtError> {
-        self.check_room()?;
-        let (dst, dport) = dnat.unwrap_or((orig.dst, orig.dport));
         let kind = if dnat.is_some() {
             NatKind::Hairpin
         } else {
             NatKind::Snat
         };
+        self.create_snat_as(kind, orig, nat_ip, dnat, zone, reserved, now)
+    }
+
+    /// [`Self::create_snat`] recording the flow as `kind`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_snat_as(
+        &self,
+        kind: NatKind,
+        orig: FiveTuple,
+        nat_ip: Ipv4Addr,
+        dnat: Option<(Ipv4Addr, u16)>,
+        zone: u32,
+        reserved: impl Fn(Proto, u16) -> bool,
+        now: u64,
+    ) -> Result<Arc<Flow>, CtError> {
+        self.check_room()?;
+        let (dst, dport) = dnat.unwrap_or((orig.dst, orig.dport));
         let span = u32::from(PORT_RANGE.end() - PORT_RANGE.start()) + 1;
         // Start the search at a hash of the tuple so concurrent flows spread over the range.
         let seed =

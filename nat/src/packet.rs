@@ -164,6 +164,29 @@ pub fn checksum(data: &[u8]) -> u16 {
     !(sum as u16)
 }
 
+/// Checksum of `data` under the IPv4 pseudo-header for `proto` (TCP/UDP checksums).
+pub fn checksum_pseudo(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for w in [&src.octets()[..], &dst.octets()[..]]
+        .iter()
+        .flat_map(|o| o.chunks_exact(2))
+    {
+        sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
+    }
+    sum += u32::from(proto) + data.len() as u32;
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        sum += u32::from(*last) << 8;
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
 /// Header length of the IPv4 header at the start of `ip`, checking version and bounds.
 fn ip_header(ip: &[u8]) -> Option<usize> {
     let v = *ip.first()?;

@@ -70,6 +70,7 @@ impl Default for Options {
 struct Endpoint {
     netns: String,
     ifname: String,
+    aliases: Vec<String>,
     port: Arc<Port>,
 }
 
@@ -131,7 +132,17 @@ impl Net {
             prefix_len: self.subnet.prefix_len(),
             mac: e.port.mac.to_string(),
             mtu: self.mtu,
+            aliases: e.aliases.clone(),
         }
+    }
+
+    /// DNS names of this network's endpoints (namespace names and aliases, lower case).
+    fn names(&self) -> impl Iterator<Item = (String, Ipv4Addr)> + '_ {
+        self.endpoints.iter().flat_map(|e| {
+            std::iter::once(&e.netns)
+                .chain(e.aliases.iter())
+                .map(|n| (n.to_ascii_lowercase(), e.port.ip))
+        })
     }
 }
 
@@ -143,6 +154,7 @@ struct UplinkState {
     gateway: Option<Ipv4Addr>,
     port: Arc<Port>,
     neigh: Arc<NeighCache>,
+    resolver: Option<Ipv4Addr>,
 }
 
 /// A published port.
@@ -427,6 +439,9 @@ impl Switch {
 
     fn attach_locked(&self, st: &mut State, req: &AttachRequest) -> Result<EndpointInfo, Error> {
         check_name("namespace", &req.netns, 255)?;
+        for a in &req.aliases {
+            check_name("alias", a, 63)?;
+        }
         if let Some(ifname) = &req.ifname {
             check_name("interface", ifname, 15)?;
         }
@@ -511,6 +526,7 @@ impl Switch {
         net.endpoints.push(Endpoint {
             netns: req.netns.clone(),
             ifname,
+            aliases: req.aliases.clone(),
             port: port.clone(),
         });
         let info = net.endpoint_info(net.endpoints.last().expect("just pushed"));
@@ -524,6 +540,7 @@ impl Switch {
                 source: e,
             });
         }
+        write_resolv_conf(st, &req.netns);
         log::info!(
             "attached {}/{} to {} as {} ({} {})",
             info.netns,
@@ -571,6 +588,7 @@ impl Switch {
             .ct
             .remove_where(|f| f.zone == zone && (f.orig.src == ip || f.reply.src == ip));
         self.sync(st);
+        write_resolv_conf(st, netns);
         log::info!(
             "detached {}/{} from {network} ({})",
             netns,
@@ -609,6 +627,15 @@ impl Switch {
                         .map(|l| l.id)
                         .collect(),
                     mtu: n.mtu,
+                    dns: n
+                        .names()
+                        .chain(
+                            n.links
+                                .iter()
+                                .filter_map(|l| st.networks.get(l))
+                                .flat_map(|l| l.names()),
+                        )
+                        .collect(),
                 }),
             );
         }
@@ -647,6 +674,7 @@ impl Switch {
                 mac: u.port.mac,
                 neigh: u.neigh.clone(),
                 extra_ips,
+                resolver: u.resolver,
             }));
         }
         self.shared.config.store(Arc::new(cfg));
@@ -796,11 +824,21 @@ impl Switch {
         }
         self.shared.config.store(Arc::new(Config::default()));
         let mut n = 0;
+        let namespaces: BTreeSet<String> = st
+            .networks
+            .values()
+            .flat_map(|n| n.endpoints.iter().map(|e| e.netns.clone()))
+            .collect();
         for net in st.networks.values_mut() {
             for ep in net.endpoints.drain(..) {
                 release_port(ep.port);
                 n += 1;
             }
+        }
+        // The gateways stop answering DNS with the daemon: give the namespaces their resolver
+        // configuration back (a restart writes it again when it restores the endpoints).
+        for ns in &namespaces {
+            write_resolv_conf(&st, ns);
         }
         log::info!("shut down: removed {n} endpoint device(s)");
     }
@@ -855,6 +893,7 @@ impl Switch {
                         ip: Some(e.port.ip.to_string()),
                         mac: Some(e.port.mac.to_string()),
                         ifname: Some(e.ifname.clone()),
+                        aliases: e.aliases.clone(),
                     })
                 })
                 .collect(),
@@ -1244,6 +1283,7 @@ impl Switch {
             gateway,
             port,
             neigh: Arc::new(NeighCache::new(300_000)),
+            resolver: host_resolver(),
         });
         self.sync(st);
         log::info!(
@@ -1542,4 +1582,58 @@ mod test {
             assert!(parse_uplink_addr(bad).is_err(), "{bad}");
         }
     }
+}
+
+/// The first usable IPv4 nameserver of the daemon's /etc/resolv.conf (loopback stubs such as
+/// systemd-resolved's 127.0.0.53 are not reachable through the uplink and are skipped).
+fn host_resolver() -> Option<Ipv4Addr> {
+    let text = std::fs::read_to_string("/etc/resolv.conf").ok()?;
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|v| v.trim().parse::<Ipv4Addr>().ok())
+        .find(|ip| !ip.is_loopback() && !ip.is_unspecified())
+}
+
+/// Point `/etc/netns/NETNS/resolv.conf` at the gateways of the networks `netns` is attached to
+/// (so `ip netns exec NETNS` programs resolve endpoint names), keeping the original aside; with
+/// no attachment left, put the original back. Failures are logged, never fatal.
+fn write_resolv_conf(st: &State, netns: &str) {
+    let dir = PathBuf::from("/etc/netns").join(netns);
+    let file = dir.join("resolv.conf");
+    let saved = dir.join("resolv.conf.vswitchd-orig");
+    let mut nets: Vec<&Net> = st
+        .networks
+        .values()
+        .filter(|n| n.endpoint_ip(netns).is_some())
+        .collect();
+    nets.sort_by_key(|n| n.id);
+    let result = (|| -> std::io::Result<()> {
+        if nets.is_empty() {
+            if saved.exists() {
+                std::fs::rename(&saved, &file)?;
+            } else if is_ours(&file) {
+                std::fs::remove_file(&file)?;
+                let _ = std::fs::remove_dir(&dir); // only if empty
+            }
+            return Ok(());
+        }
+        std::fs::create_dir_all(&dir)?;
+        if file.exists() && !is_ours(&file) && !saved.exists() {
+            std::fs::rename(&file, &saved)?;
+        }
+        let mut text = String::from("# written by vswitchd: the network gateways answer DNS\n");
+        for n in nets {
+            text.push_str(&format!("nameserver {}\n", n.gateway));
+        }
+        let tmp = dir.join("resolv.conf.vswitchd-tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, &file)
+    })();
+    if let Err(e) = result {
+        log::warn!("updating {} failed: {e}", file.display());
+    }
+}
+
+fn is_ours(file: &std::path::Path) -> bool {
+    std::fs::read_to_string(file).is_ok_and(|t| t.starts_with("# written by vswitchd"))
 }

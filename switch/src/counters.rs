@@ -77,6 +77,10 @@ named_enum!(
         UplinkOther => "uplink_other",
         /// ARP requests the switch sent on the uplink.
         ArpRequests => "arp_requests",
+        /// DNS queries the gateway answered itself.
+        DnsAnswered => "dns_answered",
+        /// DNS queries forwarded to the upstream resolver.
+        DnsForwarded => "dns_forwarded",
     }
 );
 

@@ -62,6 +62,8 @@ pub struct NetRt {
     pub links: Vec<NetId>,
     /// Endpoint MTU.
     pub mtu: u32,
+    /// Names the gateway's DNS answers (endpoints and aliases of this and linked networks).
+    pub dns: FxHashMap<String, Ipv4Addr>,
 }
 
 /// The uplink as the datapath sees it.
@@ -80,6 +82,9 @@ pub struct UplinkRt {
     pub neigh: Arc<NeighCache>,
     /// Further addresses the switch answers ARP for (published on a specific IP).
     pub extra_ips: Vec<Ipv4Addr>,
+    /// Upstream DNS resolver for names the gateway does not know (from the host's
+    /// /etc/resolv.conf when the uplink was set).
+    pub resolver: Option<Ipv4Addr>,
 }
 
 /// A published port: traffic for `(proto, port)` on the uplink goes to `to_ip:to_port`.

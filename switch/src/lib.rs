@@ -14,6 +14,7 @@ pub mod capture;
 pub mod control;
 pub mod counters;
 pub mod datapath;
+pub mod dns;
 pub mod error;
 pub mod fdb;
 pub mod frame;

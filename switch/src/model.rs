@@ -189,6 +189,9 @@ pub struct AttachRequest {
     /// Interface name inside the namespace; defaults to the first free of eth0, eth1, ...
     #[serde(default)]
     pub ifname: Option<String>,
+    /// Further names the gateway's DNS answers with this endpoint's address.
+    #[serde(default)]
+    pub aliases: Vec<String>,
 }
 
 /// An endpoint: one namespace's interface on one network, backed by one switch port.
@@ -210,6 +213,8 @@ pub struct EndpointInfo {
     pub mac: String,
     /// Endpoint MTU.
     pub mtu: u32,
+    /// DNS aliases (the namespace name always resolves).
+    pub aliases: Vec<String>,
 }
 
 /// Per-port counters.

@@ -7,13 +7,15 @@
 
 use std::net::Ipv4Addr;
 
-use nat::conntrack::CtError;
+use nat::conntrack::{CtError, NatKind};
 use nat::packet::{self, IcmpKind, L4Info, ParseError};
+use nat::Proto;
 use nat::{FiveTuple, FlowDir};
 use smoltcp::wire::{EthernetFrame, EthernetProtocol};
 
 use crate::counters::{Drop, Event};
 use crate::datapath::{Config, Ctx, NetRt, UplinkRt};
+use crate::dns;
 use crate::local::{self, ARP_FRAME_LEN};
 use crate::neigh::Pending;
 use crate::port::Port;
@@ -89,6 +91,13 @@ impl Ctx<'_> {
                 flow.seen(dir, info.tcp_flags, now);
                 Some(flow.translate(dir))
             }
+            // Not a tracked flow, addressed to the gateway itself: local (DNS).
+            None if from.is_some_and(|n| info.tuple.dst == n.gateway_ip) => {
+                if let Some(net) = from {
+                    self.gateway_l4(cfg, net, &info, partial, now);
+                }
+                return;
+            }
             None => match new_flow(ct, cfg, from, &info, now) {
                 Ok(Some((t, ev))) => {
                     c.event(ev);
@@ -108,7 +117,7 @@ impl Ctx<'_> {
     }
 
     /// Send the (translated) IPv4 packet in the buffer towards `dst`.
-    fn forward_ip(&mut self, cfg: &Config, dst: Ipv4Addr, now: u64) {
+    pub(crate) fn forward_ip(&mut self, cfg: &Config, dst: Ipv4Addr, now: u64) {
         let c = self.c;
         if let Some(m) = cfg.network_of(dst) {
             let Some(mac) = m.neigh.get(&dst).map(|m| *m) else {
@@ -165,6 +174,168 @@ impl Ctx<'_> {
                 }
             }
         }
+    }
+}
+
+/// Largest DNS message the gateway handles in one datagram or segment.
+const DNS_MAX: usize = 1232;
+
+impl Ctx<'_> {
+    /// TCP/UDP/ICMP-error addressed to a network's gateway address (ping was answered before):
+    /// DNS on port 53, nothing else.
+    fn gateway_l4(&mut self, cfg: &Config, net: &NetRt, info: &L4Info, partial: bool, now: u64) {
+        let c = self.c;
+        let t = info.tuple;
+        if t.dport != 53 || matches!(info.icmp, IcmpKind::Error { .. }) {
+            return c.drop(Drop::NoRoute);
+        }
+        let l4 = EthFrame::HEADER_LEN + info.l4;
+        let frame = self.buf.data();
+        let total = EthFrame::HEADER_LEN + usize::from(u16::from_be_bytes([frame[16], frame[17]]));
+        let lookup = |n: &str| net.dns.get(n).copied();
+        let mut out = [0u8; DNS_MAX + 2];
+        match t.proto {
+            Proto::Udp => {
+                let query = &frame[(l4 + 8).min(total)..total];
+                let upstream = cfg
+                    .uplink
+                    .as_deref()
+                    .filter(|_| !net.internal)
+                    .and_then(|u| u.resolver.map(|r| (u, r)));
+                match dns::answer(query, lookup, upstream.is_some(), &mut out) {
+                    dns::Verdict::Malformed => c.drop(Drop::Malformed),
+                    dns::Verdict::Answered(n) => {
+                        c.event(Event::DnsAnswered);
+                        let mut udp = [0u8; DNS_MAX + 8];
+                        udp[0..2].copy_from_slice(&53u16.to_be_bytes());
+                        udp[2..4].copy_from_slice(&t.sport.to_be_bytes());
+                        udp[4..6].copy_from_slice(&((n + 8) as u16).to_be_bytes());
+                        udp[8..8 + n].copy_from_slice(&out[..n]);
+                        self.emit_l4(net.gateway_ip, t.src, 17, &mut udp[..n + 8], 6);
+                        self.forward_ip(cfg, t.src, now);
+                    }
+                    dns::Verdict::Forward => {
+                        let Some((up, resolver)) = upstream else {
+                            return;
+                        };
+                        let published = |proto, port| cfg.published.contains_key(&(proto, port));
+                        let flow = match self.ct.create_snat_as(
+                            NatKind::Dns,
+                            t,
+                            up.ip,
+                            Some((resolver, 53)),
+                            net.id,
+                            published,
+                            now,
+                        ) {
+                            Ok(f) => f,
+                            Err(_) => return c.drop(Drop::ConntrackFull),
+                        };
+                        c.event(Event::DnsForwarded);
+                        let ip = &mut self.buf.data_mut()[EthFrame::HEADER_LEN..];
+                        packet::rewrite(ip, info, &flow.translate(FlowDir::Original), partial);
+                        packet::decrement_ttl(ip);
+                        self.forward_ip(cfg, resolver, now);
+                    }
+                }
+            }
+            Proto::Tcp => self.dns_tcp(cfg, net, l4, total, now),
+            Proto::Icmp => c.drop(Drop::NoRoute),
+        }
+    }
+
+    /// DNS over TCP, answered statelessly: SYN gets SYN+ACK with a sequence number derived from
+    /// the connection, a query segment gets the answer with FIN, a FIN gets its ACK. Our sequence
+    /// number is always the client's acknowledgement, so no per-connection state is kept. Names
+    /// the gateway does not know get SERVFAIL over TCP (forwarding is UDP only).
+    fn dns_tcp(&mut self, cfg: &Config, net: &NetRt, l4: usize, total: usize, now: u64) {
+        const FIN: u8 = 0x01;
+        const SYN: u8 = 0x02;
+        const RST: u8 = 0x04;
+        const PSH: u8 = 0x08;
+        const ACK: u8 = 0x10;
+        let frame = self.buf.data();
+        let tcp = &frame[l4..total];
+        let be32 = |b: &[u8], i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let (src, dst) = (
+            Ipv4Addr::new(frame[26], frame[27], frame[28], frame[29]),
+            Ipv4Addr::new(frame[30], frame[31], frame[32], frame[33]),
+        );
+        let (sport, seq, ack, flags) = (
+            u16::from_be_bytes([tcp[0], tcp[1]]),
+            be32(tcp, 4),
+            be32(tcp, 8),
+            tcp[13],
+        );
+        let payload = &tcp[usize::from(tcp[12] >> 4) * 4..];
+        let mut seg = [0u8; DNS_MAX + 2 + 20];
+        let fin_in = u32::from(flags & FIN != 0);
+        let (rflags, rseq, rack, data) = if flags & RST != 0 {
+            return;
+        } else if flags & SYN != 0 && flags & ACK == 0 {
+            let isn = u32::from(src).wrapping_mul(0x9e37_79b1)
+                ^ (u32::from(sport) << 7)
+                ^ seq.rotate_left(13);
+            (SYN | ACK, isn, seq.wrapping_add(1), 0)
+        } else if payload.len() >= 2 {
+            let qlen = usize::from(u16::from_be_bytes([payload[0], payload[1]]));
+            let Some(query) = payload.get(2..2 + qlen) else {
+                return self.c.drop(Drop::Malformed); // a query split over segments: unsupported
+            };
+            let lookup = |n: &str| net.dns.get(n).copied();
+            match dns::answer(query, lookup, false, &mut seg[22..]) {
+                dns::Verdict::Answered(n) => {
+                    seg[20..22].copy_from_slice(&(n as u16).to_be_bytes());
+                    self.c.event(Event::DnsAnswered);
+                    (
+                        PSH | ACK | FIN,
+                        ack,
+                        seq.wrapping_add(payload.len() as u32 + fin_in),
+                        n + 2,
+                    )
+                }
+                _ => return self.c.drop(Drop::Malformed),
+            }
+        } else if fin_in == 1 {
+            (ACK, ack, seq.wrapping_add(1), 0)
+        } else {
+            return; // a bare ACK
+        };
+        seg[0..2].copy_from_slice(&53u16.to_be_bytes());
+        seg[2..4].copy_from_slice(&sport.to_be_bytes());
+        seg[4..8].copy_from_slice(&rseq.to_be_bytes());
+        seg[8..12].copy_from_slice(&rack.to_be_bytes());
+        seg[12] = 5 << 4;
+        seg[13] = rflags;
+        seg[14..16].copy_from_slice(&0xffffu16.to_be_bytes());
+        self.emit_l4(dst, src, 6, &mut seg[..20 + data], 16);
+        self.forward_ip(cfg, src, now);
+    }
+
+    /// Replace the buffer's frame with a fresh IPv4 packet `src -> dst` carrying `l4` (whose
+    /// checksum, at `csum_at`, is filled in here). Ethernet addresses are set by `forward_ip`.
+    fn emit_l4(&mut self, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4: &mut [u8], csum_at: usize) {
+        l4[csum_at..csum_at + 2].copy_from_slice(&[0, 0]);
+        let mut c = packet::checksum_pseudo(src, dst, proto, l4);
+        if proto == 17 && c == 0 {
+            c = 0xffff;
+        }
+        l4[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
+        let total = 20 + l4.len();
+        self.buf.set_len(EthFrame::HEADER_LEN + total);
+        self.buf.vnet = VirtioNetHdr::default();
+        let f = self.buf.data_mut();
+        f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        let ip = &mut f[EthFrame::HEADER_LEN..];
+        ip[..20].copy_from_slice(&[
+            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, proto, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ]);
+        ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        ip[12..16].copy_from_slice(&src.octets());
+        ip[16..20].copy_from_slice(&dst.octets());
+        let hc = packet::checksum(&ip[..20]);
+        ip[10..12].copy_from_slice(&hc.to_be_bytes());
+        ip[20..total].copy_from_slice(l4);
     }
 }
 

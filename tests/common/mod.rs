@@ -352,6 +352,8 @@ impl Drop for Netns {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .output();
+        // Per-namespace /etc files (resolv.conf) of namespaces this test made.
+        let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&self.name));
     }
 }
 
@@ -422,6 +424,11 @@ impl Lab {
         ]);
         out.exec_ok(&["ip", "addr", "add", "10.210.0.2/24", "dev", "eth0"]);
         out.exec_ok(&["ip", "link", "set", "eth0", "up"]);
+        // The daemon's resolver (for DNS forwarding) is the outside namespace, never the host's.
+        let etc = Path::new("/etc/netns").join(&host.name);
+        std::fs::create_dir_all(&etc).expect("create /etc/netns dir");
+        std::fs::write(etc.join("resolv.conf"), "nameserver 10.210.0.2\n")
+            .expect("write resolv.conf");
         let d = Daemon::start_in(&host, extra);
         d.ctl_ok(&["uplink", "set", "up0", "--ip", "10.210.0.1/24"]);
         Lab { d, host, out }

@@ -56,6 +56,10 @@ enum Cmd {
         /// Interface name in the namespace [default: first free of eth0, eth1, ...].
         #[arg(long)]
         ifname: Option<String>,
+        /// A further DNS name for this endpoint (repeatable); the namespace name always
+        /// resolves at the gateway.
+        #[arg(long = "alias", value_name = "NAME")]
+        aliases: Vec<String>,
     },
     /// Remove a namespace's interface on a network.
     Detach {
@@ -299,6 +303,7 @@ fn run(cli: Cli) -> Result<(), ClientError> {
             ip,
             mac,
             ifname,
+            aliases,
         } => {
             let req = AttachRequest {
                 netns,
@@ -306,6 +311,7 @@ fn run(cli: Cli) -> Result<(), ClientError> {
                 ip,
                 mac,
                 ifname,
+                aliases,
             };
             let e: EndpointInfo = c.call("POST", routes::ENDPOINTS, Some(&req))?;
             if json {
