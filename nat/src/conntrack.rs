@@ -388,9 +388,7 @@ impl Conntrack {
             .chain((0..span).map(|i| PORT_RANGE.start() + ((seed.wrapping_add(i)) % span) as u16))
             .take(1 + 4096);
         for port in candidates {
-            if (orig.proto != Proto::Icmp && reserved(orig.proto, port))
-                || (port == 0 && orig.proto != Proto::Icmp)
-            {
+            if orig.proto != Proto::Icmp && (port == 0 || reserved(orig.proto, port)) {
                 continue;
             }
             let reply = FiveTuple {

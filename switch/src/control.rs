@@ -682,7 +682,8 @@ impl Switch {
 
     /// `ports`.
     pub fn ports(&self) -> Vec<PortInfo> {
-        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let st: &State = &guard;
         let mut v: Vec<PortInfo> = st
             .networks
             .values()
@@ -696,6 +697,17 @@ impl Switch {
                     mac: e.port.mac.to_string(),
                     ip: e.port.ip,
                     worker: e.port.worker,
+                    published: st
+                        .published
+                        .iter()
+                        .filter(|p| p.netns == e.netns && p.network == n.name)
+                        .map(|p| match p.ip {
+                            Some(ip) => {
+                                format!("{ip}:{}->{}/{}", p.host_port, p.ctr_port, p.proto.name())
+                            }
+                            None => format!("{}->{}/{}", p.host_port, p.ctr_port, p.proto.name()),
+                        })
+                        .collect(),
                     counters: e.port.stats.snapshot(),
                 })
             })
@@ -711,6 +723,7 @@ impl Switch {
                 mac: u.port.mac.to_string(),
                 ip: u.ip,
                 worker: u.port.worker,
+                published: Vec::new(),
                 counters: u.port.stats.snapshot(),
             });
         }
@@ -1513,6 +1526,60 @@ impl Switch {
     }
 }
 
+/// The first usable IPv4 nameserver of the daemon's /etc/resolv.conf (loopback stubs such as
+/// systemd-resolved's 127.0.0.53 are not reachable through the uplink and are skipped).
+fn host_resolver() -> Option<Ipv4Addr> {
+    let text = std::fs::read_to_string("/etc/resolv.conf").ok()?;
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|v| v.trim().parse::<Ipv4Addr>().ok())
+        .find(|ip| !ip.is_loopback() && !ip.is_unspecified())
+}
+
+/// Point `/etc/netns/NETNS/resolv.conf` at the gateways of the networks `netns` is attached to
+/// (so `ip netns exec NETNS` programs resolve endpoint names), keeping the original aside; with
+/// no attachment left, put the original back. Failures are logged, never fatal.
+fn write_resolv_conf(st: &State, netns: &str) {
+    let dir = PathBuf::from("/etc/netns").join(netns);
+    let file = dir.join("resolv.conf");
+    let saved = dir.join("resolv.conf.vswitchd-orig");
+    let mut nets: Vec<&Net> = st
+        .networks
+        .values()
+        .filter(|n| n.endpoint_ip(netns).is_some())
+        .collect();
+    nets.sort_by_key(|n| n.id);
+    let result = (|| -> std::io::Result<()> {
+        if nets.is_empty() {
+            if saved.exists() {
+                std::fs::rename(&saved, &file)?;
+            } else if is_ours(&file) {
+                std::fs::remove_file(&file)?;
+                let _ = std::fs::remove_dir(&dir); // only if empty
+            }
+            return Ok(());
+        }
+        std::fs::create_dir_all(&dir)?;
+        if file.exists() && !is_ours(&file) && !saved.exists() {
+            std::fs::rename(&file, &saved)?;
+        }
+        let mut text = String::from("# written by vswitchd: the network gateways answer DNS\n");
+        for n in nets {
+            text.push_str(&format!("nameserver {}\n", n.gateway));
+        }
+        let tmp = dir.join("resolv.conf.vswitchd-tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, &file)
+    })();
+    if let Err(e) = result {
+        log::warn!("updating {} failed: {e}", file.display());
+    }
+}
+
+fn is_ours(file: &std::path::Path) -> bool {
+    std::fs::read_to_string(file).is_ok_and(|t| t.starts_with("# written by vswitchd"))
+}
+
 #[cfg(test)]
 mod test {
     use super::*;
@@ -1582,58 +1649,4 @@ mod test {
             assert!(parse_uplink_addr(bad).is_err(), "{bad}");
         }
     }
-}
-
-/// The first usable IPv4 nameserver of the daemon's /etc/resolv.conf (loopback stubs such as
-/// systemd-resolved's 127.0.0.53 are not reachable through the uplink and are skipped).
-fn host_resolver() -> Option<Ipv4Addr> {
-    let text = std::fs::read_to_string("/etc/resolv.conf").ok()?;
-    text.lines()
-        .filter_map(|l| l.trim().strip_prefix("nameserver"))
-        .filter_map(|v| v.trim().parse::<Ipv4Addr>().ok())
-        .find(|ip| !ip.is_loopback() && !ip.is_unspecified())
-}
-
-/// Point `/etc/netns/NETNS/resolv.conf` at the gateways of the networks `netns` is attached to
-/// (so `ip netns exec NETNS` programs resolve endpoint names), keeping the original aside; with
-/// no attachment left, put the original back. Failures are logged, never fatal.
-fn write_resolv_conf(st: &State, netns: &str) {
-    let dir = PathBuf::from("/etc/netns").join(netns);
-    let file = dir.join("resolv.conf");
-    let saved = dir.join("resolv.conf.vswitchd-orig");
-    let mut nets: Vec<&Net> = st
-        .networks
-        .values()
-        .filter(|n| n.endpoint_ip(netns).is_some())
-        .collect();
-    nets.sort_by_key(|n| n.id);
-    let result = (|| -> std::io::Result<()> {
-        if nets.is_empty() {
-            if saved.exists() {
-                std::fs::rename(&saved, &file)?;
-            } else if is_ours(&file) {
-                std::fs::remove_file(&file)?;
-                let _ = std::fs::remove_dir(&dir); // only if empty
-            }
-            return Ok(());
-        }
-        std::fs::create_dir_all(&dir)?;
-        if file.exists() && !is_ours(&file) && !saved.exists() {
-            std::fs::rename(&file, &saved)?;
-        }
-        let mut text = String::from("# written by vswitchd: the network gateways answer DNS\n");
-        for n in nets {
-            text.push_str(&format!("nameserver {}\n", n.gateway));
-        }
-        let tmp = dir.join("resolv.conf.vswitchd-tmp");
-        std::fs::write(&tmp, text)?;
-        std::fs::rename(&tmp, &file)
-    })();
-    if let Err(e) = result {
-        log::warn!("updating {} failed: {e}", file.display());
-    }
-}
-
-fn is_ours(file: &std::path::Path) -> bool {
-    std::fs::read_to_string(file).is_ok_and(|t| t.starts_with("# written by vswitchd"))
 }

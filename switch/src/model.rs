@@ -251,6 +251,8 @@ pub struct PortInfo {
     pub ip: Ipv4Addr,
     /// Index of the worker thread serving the port's receive queue.
     pub worker: usize,
+    /// Ports published from this endpoint, as `[IP:]HOSTPORT->CTRPORT/PROTO`.
+    pub published: Vec<String>,
     /// Counters.
     pub counters: PortCounters,
 }

@@ -581,13 +581,28 @@ fn port_table(v: &[PortInfo]) -> String {
                 p.counters.tx_packets.to_string(),
                 p.counters.tx_bytes.to_string(),
                 p.counters.tx_dropped.to_string(),
+                if p.published.is_empty() {
+                    "-".to_string()
+                } else {
+                    p.published.join(",")
+                },
             ]
         })
         .collect();
     render(
         &[
-            "PORT", "NETNS", "IFNAME", "NETWORK", "MAC", "IP", "RX_PKTS", "RX_BYTES", "TX_PKTS",
-            "TX_BYTES", "TX_DROP",
+            "PORT",
+            "NETNS",
+            "IFNAME",
+            "NETWORK",
+            "MAC",
+            "IP",
+            "RX_PKTS",
+            "RX_BYTES",
+            "TX_PKTS",
+            "TX_BYTES",
+            "TX_DROP",
+            "PUBLISHED",
         ],
         &rows,
     )
