@@ -302,6 +302,14 @@ impl Switch {
         Ok(sw)
     }
 
+    /// Run a state change under the control lock and persist the state when it succeeds.
+    fn mutate<T>(&self, f: impl FnOnce(&mut State) -> Result<T, Error>) -> Result<T, Error> {
+        let mut st = self.lock()?;
+        let r = f(&mut st)?;
+        self.persist(&st);
+        Ok(r)
+    }
+
     fn lock(&self) -> Result<MutexGuard<'_, State>, Error> {
         let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if st.shutting_down {
@@ -312,10 +320,7 @@ impl Switch {
 
     /// `network create`.
     pub fn create_network(&self, req: &NetworkCreate) -> Result<NetworkInfo, Error> {
-        let mut st = self.lock()?;
-        let info = self.create_network_locked(&mut st, req)?;
-        self.persist(&st);
-        Ok(info)
+        self.mutate(|st| self.create_network_locked(st, req))
     }
 
     fn create_network_locked(
@@ -431,10 +436,7 @@ impl Switch {
 
     /// `attach`: create a TAP endpoint for `req.netns` on `req.network`.
     pub fn attach(&self, req: &AttachRequest) -> Result<EndpointInfo, Error> {
-        let mut st = self.lock()?;
-        let info = self.attach_locked(&mut st, req)?;
-        self.persist(&st);
-        Ok(info)
+        self.mutate(|st| self.attach_locked(st, req))
     }
 
     fn attach_locked(&self, st: &mut State, req: &AttachRequest) -> Result<EndpointInfo, Error> {
@@ -555,10 +557,7 @@ impl Switch {
 
     /// `detach`: remove `netns`'s endpoint on `network`.
     pub fn detach(&self, netns: &str, network: &str) -> Result<(), Error> {
-        let mut st = self.lock()?;
-        self.detach_locked(&mut st, netns, network)?;
-        self.persist(&st);
-        Ok(())
+        self.mutate(|st| self.detach_locked(st, netns, network))
     }
 
     fn detach_locked(&self, st: &mut State, netns: &str, network: &str) -> Result<(), Error> {
@@ -1107,6 +1106,16 @@ fn release_port(port: Arc<Port>) {
     drop(port);
 }
 
+/// Split a port spec's `/tcp` or `/udp` suffix off (default tcp).
+fn split_proto(spec: &str) -> Result<(&str, Proto), Error> {
+    match spec.rsplit_once('/') {
+        Some((b, "tcp")) => Ok((b, Proto::Tcp)),
+        Some((b, "udp")) => Ok((b, Proto::Udp)),
+        Some(_) => Err(Error::BadPortSpec(spec.to_string())),
+        None => Ok((spec, Proto::Tcp)),
+    }
+}
+
 /// Parse `[IP:][HOSTPORT:]CTRPORT[/tcp|/udp]` into (IP, host port, container port, protocol).
 /// An empty or missing host port means "pick a free one".
 pub fn parse_publish_spec(
@@ -1144,12 +1153,7 @@ pub fn parse_publish_spec(
 /// Parse `[IP:]HOSTPORT[/tcp|/udp]` (what `unpublish` takes).
 pub fn parse_unpublish_spec(spec: &str) -> Result<(Option<Ipv4Addr>, u16, Proto), Error> {
     let bad = || Error::BadPortSpec(spec.to_string());
-    let (body, proto) = match spec.rsplit_once('/') {
-        Some((b, "tcp")) => (b, Proto::Tcp),
-        Some((b, "udp")) => (b, Proto::Udp),
-        Some(_) => return Err(bad()),
-        None => (spec, Proto::Tcp),
-    };
+    let (body, proto) = split_proto(spec)?;
     let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad);
     match body.rsplit_once(':') {
         Some((ip, h)) => Ok((Some(ip.parse().map_err(|_| bad())?), port(h)?, proto)),
@@ -1188,10 +1192,7 @@ impl Switch {
 
     /// `network link A B` (or `unlink` with `link == false`).
     pub fn link(&self, a: &str, b: &str, link: bool) -> Result<(), Error> {
-        let mut st = self.lock()?;
-        self.link_locked(&mut st, a, b, link)?;
-        self.persist(&st);
-        Ok(())
+        self.mutate(|st| self.link_locked(st, a, b, link))
     }
 
     fn link_locked(&self, st: &mut State, a: &str, b: &str, link: bool) -> Result<(), Error> {
@@ -1225,10 +1226,10 @@ impl Switch {
 
     /// `uplink set`.
     pub fn set_uplink(&self, req: &UplinkSet) -> Result<UplinkInfo, Error> {
-        let mut st = self.lock()?;
-        self.set_uplink_locked(&mut st, req)?;
-        self.persist(&st);
-        self.uplink_info_locked(&st)
+        self.mutate(|st| {
+            self.set_uplink_locked(st, req)?;
+            self.uplink_info_locked(st)
+        })
     }
 
     fn set_uplink_locked(&self, st: &mut State, req: &UplinkSet) -> Result<(), Error> {
@@ -1321,11 +1322,13 @@ impl Switch {
 
     /// `uplink rm`.
     pub fn remove_uplink(&self) -> Result<(), Error> {
-        let mut st = self.lock()?;
-        if !self.remove_uplink_locked(&mut st) {
-            return Err(Error::NoUplink);
-        }
-        self.persist(&st);
+        self.mutate(|st| {
+            if self.remove_uplink_locked(st) {
+                Ok(())
+            } else {
+                Err(Error::NoUplink)
+            }
+        })?;
         log::info!("uplink removed");
         Ok(())
     }
@@ -1361,10 +1364,7 @@ impl Switch {
 
     /// `publish`.
     pub fn publish(&self, req: &PublishRequest) -> Result<PublishInfo, Error> {
-        let mut st = self.lock()?;
-        let info = self.publish_locked(&mut st, req)?;
-        self.persist(&st);
-        Ok(info)
+        self.mutate(|st| self.publish_locked(st, req))
     }
 
     fn publish_locked(&self, st: &mut State, req: &PublishRequest) -> Result<PublishInfo, Error> {

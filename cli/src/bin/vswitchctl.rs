@@ -440,10 +440,7 @@ fn run(cli: Cli) -> Result<(), ClientError> {
             }
         }
         Cmd::Conntrack { action, network } => {
-            let path = match &network {
-                Some(n) => format!("{}?network={}", routes::CONNTRACK, encode(n)),
-                None => routes::CONNTRACK.to_string(),
-            };
+            let path = filtered(routes::CONNTRACK, network.as_deref());
             if action == "flush" {
                 let f: FlushInfo = c.call("DELETE", &path, NONE)?;
                 if json {
@@ -486,10 +483,7 @@ fn run(cli: Cli) -> Result<(), ClientError> {
             print!("{}", port_table(&v));
         }
         Cmd::Fdb { network } => {
-            let path = match &network {
-                Some(n) => format!("{}?network={}", routes::FDB, encode(n)),
-                None => routes::FDB.to_string(),
-            };
+            let path = filtered(routes::FDB, network.as_deref());
             let v: Vec<FdbEntryInfo> = c.call("GET", &path, NONE)?;
             if json {
                 return print_json(&v);
@@ -563,6 +557,14 @@ fn run(cli: Cli) -> Result<(), ClientError> {
         }
     }
     Ok(())
+}
+
+/// `ROUTE` or `ROUTE?network=NAME`.
+fn filtered(route: &str, network: Option<&str>) -> String {
+    match network {
+        Some(n) => format!("{route}?network={}", encode(n)),
+        None => route.to_string(),
+    }
 }
 
 fn port_table(v: &[PortInfo]) -> String {
