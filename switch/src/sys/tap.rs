@@ -88,6 +88,16 @@ impl Tap {
         let hdr_len: libc::c_int = VNET_HDR_LEN as libc::c_int;
         // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, which is valid.
         cvt(unsafe { libc::ioctl(fd, TUNSETVNETHDRSZ, &hdr_len) })?;
+        // The switch carries the virtio-net header end to end, so the kernel may hand over
+        // partial checksums and TCP super-frames (up to 64 KiB) instead of segmenting first.
+        // SAFETY: TUNSETOFFLOAD takes its argument by value.
+        cvt(unsafe {
+            libc::ioctl(
+                fd,
+                TUNSETOFFLOAD,
+                (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN) as libc::c_ulong,
+            )
+        })?;
         // SAFETY: the kernel NUL-terminates the name within IFNAMSIZ bytes.
         let name = unsafe { CStr::from_ptr(req.name.as_ptr()) }
             .to_string_lossy()
