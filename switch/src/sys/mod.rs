@@ -9,6 +9,7 @@ pub mod netlink;
 pub mod netns;
 pub mod packet;
 pub mod tap;
+pub mod udp;
 
 use std::ffi::CString;
 use std::io;
