@@ -23,7 +23,8 @@ pub mod routes {
     pub const ENDPOINT: &str = "/v1/endpoints/{netns}/{network}";
     /// `GET` ports.
     pub const PORTS: &str = "/v1/ports";
-    /// `GET` learned MACs, `?network=NAME` to filter.
+    /// `GET` learned MACs, `?network=NAME` to filter; `POST` a static remote entry
+    /// ([`switch::model::FdbAdd`]).
     pub const FDB: &str = "/v1/fdb";
     /// `GET` counters.
     pub const STATS: &str = "/v1/stats";
@@ -38,6 +39,10 @@ pub mod routes {
     /// `POST` publish ([`switch::model::PublishRequest`]), `DELETE` unpublish
     /// ([`switch::model::UnpublishRequest`] body).
     pub const PUBLISH: &str = "/v1/publish";
+    /// `POST` add a peer ([`switch::model::PeerRequest`]): `/v1/networks/{name}/peers`.
+    pub const PEERS: &str = "/v1/networks/{name}/peers";
+    /// `DELETE` remove a peer: `/v1/networks/{name}/peers/{ip}`.
+    pub const PEER: &str = "/v1/networks/{name}/peers/{ip}";
     /// `GET` tracked connections, `DELETE` flush; `?network=NAME` to filter.
     pub const CONNTRACK: &str = "/v1/conntrack";
 }

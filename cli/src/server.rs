@@ -255,6 +255,29 @@ async fn conntrack_flush(State(sw): State<Sw>, Query(q): Query<FdbQuery>) -> Api
         .map_err(ApiError)
 }
 
+async fn peer_add(
+    State(sw): State<Sw>,
+    UrlPath(name): UrlPath<String>,
+    Json(req): Json<PeerRequest>,
+) -> ApiResult<NetworkInfo> {
+    blocking(move || sw.peer(&name, &req.ip, true))
+        .await
+        .map(Json)
+}
+
+async fn peer_rm(
+    State(sw): State<Sw>,
+    UrlPath((name, ip)): UrlPath<(String, String)>,
+) -> ApiResult<NetworkInfo> {
+    blocking(move || sw.peer(&name, &ip, false)).await.map(Json)
+}
+
+async fn fdb_add(State(sw): State<Sw>, Json(req): Json<FdbAdd>) -> Result<StatusCode, ApiError> {
+    blocking(move || sw.fdb_add(&req))
+        .await
+        .map(|()| StatusCode::NO_CONTENT)
+}
+
 /// The API's routes.
 pub fn router(sw: Arc<Switch>) -> Router {
     Router::new()
@@ -263,7 +286,9 @@ pub fn router(sw: Arc<Switch>) -> Router {
         .route(routes::ENDPOINTS, axum::routing::post(attach))
         .route(routes::ENDPOINT, delete(detach))
         .route(routes::PORTS, get(ports))
-        .route(routes::FDB, get(fdb))
+        .route(routes::FDB, get(fdb).post(fdb_add))
+        .route(routes::PEERS, axum::routing::post(peer_add))
+        .route(routes::PEER, delete(peer_rm))
         .route(routes::STATS, get(stats))
         .route(routes::CAPTURE, get(capture))
         .route(routes::LINKS, axum::routing::post(link))

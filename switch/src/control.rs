@@ -33,6 +33,7 @@ use crate::sys::packet::PacketSocket;
 use crate::sys::tap::Tap;
 use crate::wire::MacAddr;
 use nat::{Conntrack, Proto, Timeouts};
+use overlay::RemoteFdb;
 
 /// Daemon-wide settings.
 #[derive(Debug, Clone)]
@@ -51,6 +52,8 @@ pub struct Options {
     pub ct_max: usize,
     /// Connection-tracking timeouts.
     pub ct_timeouts: Timeouts,
+    /// Local VTEP address (the source of VXLAN packets); `None` lets the kernel pick per route.
+    pub underlay_ip: Option<Ipv4Addr>,
 }
 
 impl Default for Options {
@@ -63,6 +66,7 @@ impl Default for Options {
             fdb_limit: 65_536,
             ct_max: 262_144,
             ct_timeouts: Timeouts::default(),
+            underlay_ip: None,
         }
     }
 }
@@ -89,6 +93,11 @@ struct Net {
     internal: bool,
     icc: bool,
     links: BTreeSet<String>,
+    /// Overlay: VNI, peer VTEPs, VXLAN port, remote MACs.
+    vni: Option<u32>,
+    peers: BTreeSet<Ipv4Addr>,
+    vxlan_port: u16,
+    remote: Arc<RemoteFdb>,
 }
 
 impl Net {
@@ -102,6 +111,9 @@ impl Net {
             internal: self.internal,
             icc: self.icc,
             links: self.links.iter().cloned().collect(),
+            vni: self.vni,
+            peers: self.peers.iter().copied().collect(),
+            vxlan_port: self.vni.map(|_| self.vxlan_port),
             endpoints: self
                 .endpoints
                 .iter()
@@ -202,6 +214,8 @@ struct State {
     shutting_down: bool,
     uplink: Option<UplinkState>,
     published: Vec<PublishState>,
+    /// VTEP ports by UDP port (one socket pair serves every VNI on that port).
+    vteps: BTreeMap<u16, Arc<Port>>,
 }
 
 /// What is persisted across restarts.
@@ -288,6 +302,9 @@ impl Switch {
                 let cfg = sw.shared.config.load();
                 for net in cfg.networks.values() {
                     net.fdb.age(now);
+                    if let Some(r) = &net.remote {
+                        r.age(now);
+                    }
                 }
                 sw.shared.ct.expire(now);
                 if let Some(up) = &cfg.uplink {
@@ -340,7 +357,40 @@ impl Switch {
                 subnet: subnet.to_string(),
             });
         }
-        let mtu = req.mtu.unwrap_or(1500);
+        let vxlan_port = req.vxlan_port.unwrap_or(overlay::VXLAN_PORT);
+        let peers: BTreeSet<Ipv4Addr> = req
+            .peers
+            .iter()
+            .map(|p| parse_ipv4(p))
+            .collect::<Result<_, _>>()?;
+        if let Some(vni) = req.vni {
+            if vni == 0 || vni > overlay::VNI_MAX {
+                return Err(Error::BadVni(vni));
+            }
+            if let Some(o) = st
+                .networks
+                .values()
+                .find(|n| n.vni == Some(vni) && n.vxlan_port == vxlan_port)
+            {
+                return Err(Error::VniInUse {
+                    vni,
+                    network: o.name.clone(),
+                });
+            }
+        } else if !peers.is_empty() || req.vxlan_port.is_some() {
+            return Err(Error::NotOverlay(req.name.clone()));
+        }
+        // Overlay endpoints get the underlay MTU minus VXLAN's 50 bytes, so nothing fragments.
+        let underlay_mtu = peers
+            .iter()
+            .next()
+            .and_then(|p| crate::sys::udp::route_to(*p).ok())
+            .map_or(1500, |r| r.1);
+        let mtu = req.mtu.unwrap_or(if req.vni.is_some() {
+            underlay_mtu.saturating_sub(overlay::VXLAN_OVERHEAD_V4)
+        } else {
+            1500
+        });
         if !(68..=65_535).contains(&mtu) {
             return Err(Error::Mtu(mtu));
         }
@@ -374,7 +424,17 @@ impl Switch {
             internal: req.internal,
             icc: req.icc.unwrap_or(true),
             links: BTreeSet::new(),
+            vni: req.vni,
+            peers,
+            vxlan_port,
+            remote: Arc::new(RemoteFdb::new(
+                u64::try_from(self.opts.fdb_aging.as_millis()).unwrap_or(u64::MAX),
+                self.opts.fdb_limit,
+            )),
         };
+        if req.vni.is_some() {
+            self.ensure_vtep(st, vxlan_port)?;
+        }
         let info = net.info(&st.published);
         st.networks.insert(req.name.clone(), net);
         self.sync(st);
@@ -428,6 +488,7 @@ impl Switch {
         for n in st.networks.values_mut() {
             n.links.remove(name);
         }
+        self.drop_unused_vteps(&mut st);
         self.sync(&st);
         self.persist(&st);
         log::info!("network {name} removed");
@@ -635,8 +696,18 @@ impl Switch {
                                 .flat_map(|l| l.names()),
                         )
                         .collect(),
+                    vni: n.vni,
+                    peers: n.peers.iter().copied().collect(),
+                    remote: n.vni.map(|_| n.remote.clone()),
+                    vtep: n.vni.and_then(|_| st.vteps.get(&n.vxlan_port).cloned()),
                 }),
             );
+            if let Some(vni) = n.vni {
+                cfg.vnis.insert((n.vxlan_port, vni), n.id);
+            }
+        }
+        for v in st.vteps.values() {
+            cfg.ports.insert(v.id, v.clone());
         }
         for p in &st.published {
             let Some(n) = st.networks.get(&p.network) else {
@@ -757,6 +828,16 @@ impl Switch {
                         .get(&e.port)
                         .map_or_else(|| format!("p{}", e.port), |s| s.to_string()),
                     age_secs: e.age_ms / 1000,
+                    vtep: None,
+                });
+            }
+            for e in n.remote.entries(now) {
+                out.push(FdbEntryInfo {
+                    network: n.name.clone(),
+                    mac: MacAddr(e.mac).to_string(),
+                    port: format!("vxlan{}", n.vxlan_port),
+                    age_secs: e.age_ms / 1000,
+                    vtep: Some(e.vtep),
                 });
             }
         }
@@ -875,6 +956,9 @@ impl Switch {
                     mtu: Some(n.mtu),
                     internal: n.internal,
                     icc: Some(n.icc),
+                    vni: n.vni,
+                    peers: n.peers.iter().map(|p| p.to_string()).collect(),
+                    vxlan_port: n.vni.map(|_| n.vxlan_port),
                 })
                 .collect(),
             links: nets
@@ -1038,7 +1122,7 @@ fn make_endpoint_device(
             }
         })
         .map_err(Error::device("enter network namespace"))??;
-    let tap = Tap::create("vs%d").map_err(Error::device("create TAP device"))?;
+    let tap = Tap::create("vs%d", net.vni.is_none()).map_err(Error::device("create TAP device"))?;
     let mut nl = Netlink::open().map_err(Error::device("open netlink socket"))?;
     nl.set_link(
         tap.ifindex(),
@@ -1578,6 +1662,121 @@ fn write_resolv_conf(st: &State, netns: &str) {
 
 fn is_ours(file: &std::path::Path) -> bool {
     std::fs::read_to_string(file).is_ok_and(|t| t.starts_with("# written by vswitchd"))
+}
+
+impl Switch {
+    /// Open the VTEP sockets for UDP `port` unless they exist.
+    fn ensure_vtep(&self, st: &mut State, port: u16) -> Result<(), Error> {
+        if st.vteps.contains_key(&port) {
+            return Ok(());
+        }
+        let src = self.opts.underlay_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let udp = std::net::UdpSocket::bind(std::net::SocketAddrV4::new(src, port))
+            .map_err(Error::device("bind VXLAN socket"))?;
+        udp.set_nonblocking(true)
+            .map_err(Error::device("configure VXLAN socket"))?;
+        let raw = crate::sys::udp::RawIpSender::open()
+            .map_err(Error::device("open raw socket for VXLAN"))?;
+        let worker = self.least_loaded_worker(st);
+        let id = st.next_port;
+        st.next_port += 1;
+        let p = Arc::new(Port {
+            id,
+            name: format!("vxlan{port}"),
+            network: crate::port::VXLAN_NET,
+            dev: Device::Vxlan(crate::port::VxlanDev {
+                udp,
+                raw,
+                port,
+                src,
+            }),
+            mac: MacAddr::default(),
+            ip: src,
+            worker,
+            stats: PortStats::default(),
+            taps: Arc::new(Taps::default()),
+            flood: FloodLimiter::new(self.opts.flood_rate),
+        });
+        self.epolls[worker]
+            .add(p.dev.as_raw_fd(), u64::from(id))
+            .map_err(Error::device("register VXLAN port with worker"))?;
+        log::info!("VTEP listening on {src}:{port}");
+        st.vteps.insert(port, p);
+        Ok(())
+    }
+
+    fn drop_unused_vteps(&self, st: &mut State) {
+        let used: BTreeSet<u16> = st
+            .networks
+            .values()
+            .filter(|n| n.vni.is_some())
+            .map(|n| n.vxlan_port)
+            .collect();
+        let gone: Vec<u16> = st
+            .vteps
+            .keys()
+            .filter(|p| !used.contains(p))
+            .copied()
+            .collect();
+        for p in gone {
+            if let Some(v) = st.vteps.remove(&p) {
+                let _ = self.epolls[v.worker].delete(v.dev.as_raw_fd());
+                self.sync(st);
+                release_port(v);
+            }
+        }
+    }
+
+    /// `peer add` (`add == true`) and `peer rm`.
+    pub fn peer(&self, network: &str, ip: &str, add: bool) -> Result<NetworkInfo, Error> {
+        let ip = parse_ipv4(ip)?;
+        self.mutate(|st| {
+            let net = st
+                .networks
+                .get_mut(network)
+                .ok_or_else(|| Error::NetworkNotFound(network.to_string()))?;
+            if net.vni.is_none() {
+                return Err(Error::NotOverlay(network.to_string()));
+            }
+            if add {
+                net.peers.insert(ip);
+            } else if net.peers.remove(&ip) {
+                // Traffic to the peer stops now: forget what was learned behind it.
+                net.remote.forget_vtep(ip);
+            } else {
+                return Err(Error::NotAPeer {
+                    ip,
+                    network: network.to_string(),
+                });
+            }
+            let info = net.info(&st.published);
+            self.sync(st);
+            log::info!(
+                "network {network}: peer {ip} {}",
+                if add { "added" } else { "removed" }
+            );
+            Ok(info)
+        })
+    }
+
+    /// `fdb add NETWORK MAC --vtep IP`: a static remote entry (not persisted across restarts).
+    pub fn fdb_add(&self, req: &FdbAdd) -> Result<(), Error> {
+        let mac: MacAddr = req.mac.parse()?;
+        if !mac.is_valid_unicast() {
+            return Err(Error::MacNotUnicast(mac.to_string()));
+        }
+        let vtep = parse_ipv4(&req.vtep)?;
+        let st = self.lock()?;
+        let net = st
+            .networks
+            .get(&req.network)
+            .ok_or_else(|| Error::NetworkNotFound(req.network.clone()))?;
+        if net.vni.is_none() {
+            return Err(Error::NotOverlay(req.network.clone()));
+        }
+        net.remote.add_static(mac.0, vtep);
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -49,6 +49,12 @@ named_enum!(
         ArpTimeout => "arp_timeout",
         /// A routed protocol the translator does not handle (not TCP, UDP or ICMP).
         Unsupported => "unsupported",
+        /// Larger than the overlay network's MTU (or a super-frame) at encapsulation.
+        Oversize => "oversize",
+        /// VXLAN packet for a VNI no network here has.
+        VxlanUnknownVni => "vxlan_unknown_vni",
+        /// VXLAN packet from an address that is not a peer of the network.
+        VxlanUnknownPeer => "vxlan_unknown_peer",
     }
 );
 

@@ -26,7 +26,7 @@ use crate::frame::FrameBuf;
 use crate::ipam::Ipv4Cidr;
 use crate::local::{self, Arp, NotAnswered};
 use crate::neigh::NeighCache;
-use crate::port::{NetId, Port, UPLINK_NET};
+use crate::port::{Device, NetId, Port, UPLINK_NET};
 use crate::sys::epoll::Epoll;
 use crate::wire::{EthFrame, MacAddr};
 
@@ -64,6 +64,14 @@ pub struct NetRt {
     pub mtu: u32,
     /// Names the gateway's DNS answers (endpoints and aliases of this and linked networks).
     pub dns: FxHashMap<String, Ipv4Addr>,
+    /// Overlay networks: the VNI.
+    pub vni: Option<u32>,
+    /// Overlay networks: peer VTEPs (head-end replication list).
+    pub peers: Vec<Ipv4Addr>,
+    /// Overlay networks: MACs behind remote VTEPs.
+    pub remote: Option<Arc<overlay::RemoteFdb>>,
+    /// Overlay networks: the VTEP port that sends and receives this network's VXLAN.
+    pub vtep: Option<Arc<Port>>,
 }
 
 /// The uplink as the datapath sees it.
@@ -111,6 +119,8 @@ pub struct Config {
     pub uplink: Option<Arc<UplinkRt>>,
     /// Published ports by protocol and uplink port.
     pub published: FxHashMap<(Proto, u16), Published>,
+    /// Overlay networks by (VXLAN UDP port, VNI).
+    pub vnis: FxHashMap<(u16, u32), NetId>,
 }
 
 impl Config {
@@ -208,16 +218,46 @@ pub(crate) struct Ctx<'a> {
     pub(crate) now: u64,
 }
 
+/// Where a frame entered its network: a local port, or a remote VTEP (decapsulated VXLAN).
+#[derive(Clone, Copy)]
+pub(crate) enum Ingress<'a> {
+    /// A local port.
+    Local(&'a Port),
+    /// A peer VTEP.
+    Remote(Ipv4Addr),
+}
+
 impl Ctx<'_> {
     fn drain(&mut self, cfg: &Config, port: &Port) {
         let now = self.now;
         for _ in 0..BATCH {
-            match port.dev.read(self.buf.rx_area(port.dev.hdr_len())) {
-                Ok(n) => self.process(cfg, port, n, now),
+            let r = match &port.dev {
+                Device::Vxlan(v) => v
+                    .udp
+                    .recv_from(self.buf.rx_area(overlay::HEADER_LEN))
+                    .map(|(n, a)| (n, Some(a))),
+                dev => dev.read(self.buf.rx_area(dev.hdr_len())).map(|n| (n, None)),
+            };
+            match r {
+                Ok((n, None)) => self.process(cfg, port, n, now),
+                Ok((n, Some(from))) => self.vxlan_in(cfg, port, n, from, now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // A packet socket reports a link going down once; it is not fatal.
-                Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) => return,
+                // A packet socket reports a link going down once; it is not fatal. Nor is an
+                // ICMP error reported on the VXLAN socket.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(
+                            libc::ENETDOWN
+                                | libc::ECONNREFUSED
+                                | libc::EHOSTUNREACH
+                                | libc::ENETUNREACH
+                        )
+                    ) =>
+                {
+                    return
+                }
                 Err(e) => {
                     // The device is gone (its namespace was deleted, say): stop polling it so a
                     // dead fd cannot spin the worker. The endpoint stays until it is detached.
@@ -258,21 +298,95 @@ impl Ctx<'_> {
         };
         match net.fdb.learn(eth.src, inp.id, now) {
             Learn::Refreshed => {}
-            Learn::New => c.event(Event::Learned),
-            Learn::Moved { .. } => c.event(Event::Moved),
+            Learn::New | Learn::Moved { .. } => {
+                c.event(Event::Learned);
+                if let Some(r) = &net.remote {
+                    r.forget(&eth.src.0); // it lives here now
+                }
+            }
             Learn::Ignored => c.drop(Drop::FdbFull),
         }
+        self.switch_frame(cfg, net, Ingress::Local(inp), &eth, now);
+    }
 
+    /// A VXLAN packet from `from`: check it, learn the inner source behind the VTEP, switch the
+    /// inner frame within its network (never back to the overlay: split horizon).
+    fn vxlan_in(
+        &mut self,
+        cfg: &Config,
+        inp: &Port,
+        n: usize,
+        from: std::net::SocketAddr,
+        now: u64,
+    ) {
+        let c = self.c;
+        let std::net::SocketAddr::V4(from) = from else {
+            return;
+        };
+        let vtep = *from.ip();
+        if !self.buf.received_raw(n, overlay::HEADER_LEN) {
+            return c.drop(Drop::Malformed);
+        }
+        inp.count_rx(n);
+        let vni = match overlay::decap(self.buf.with_headroom(overlay::HEADER_LEN)) {
+            Ok(v) => v,
+            Err(_) => return c.drop(Drop::Malformed),
+        };
+        let port = match &inp.dev {
+            Device::Vxlan(v) => v.port,
+            _ => return,
+        };
+        let Some(net) = cfg
+            .vnis
+            .get(&(port, vni))
+            .and_then(|id| cfg.networks.get(id))
+        else {
+            return c.drop(Drop::VxlanUnknownVni);
+        };
+        if !net.peers.contains(&vtep) {
+            return c.drop(Drop::VxlanUnknownPeer);
+        }
+        let Some(eth) = EthFrame::parse(self.buf.data()) else {
+            return c.drop(Drop::Malformed);
+        };
+        if !eth.src.is_valid_unicast() {
+            return c.drop(Drop::Malformed);
+        }
+        if let Some(r) = &net.remote {
+            if net.fdb.lookup(eth.src, now).is_some() {
+                net.fdb.forget(eth.src); // it moved behind the VTEP
+            }
+            if !r.learn(eth.src.0, vtep, now) {
+                c.drop(Drop::FdbFull);
+            }
+        }
+        complete_partial_l4(self.buf.data_mut());
+        for _ in 0..net.taps.emit(Dir::Rx, self.buf.data()) {
+            c.drop(Drop::CaptureDropped);
+        }
+        self.switch_frame(cfg, net, Ingress::Remote(vtep), &eth, now);
+    }
+
+    /// L2 decision for a frame of network `net`: local delivery, unicast, or flood.
+    fn switch_frame(
+        &mut self,
+        cfg: &Config,
+        net: &NetRt,
+        ing: Ingress<'_>,
+        eth: &EthFrame,
+        now: u64,
+    ) {
+        let c = self.c;
         if eth.ethertype == EthernetProtocol::Arp {
-            let Some(arp) = local::parse_arp(frame) else {
+            let Some(arp) = local::parse_arp(self.buf.data()) else {
                 c.drop(Drop::Malformed);
                 return;
             };
-            if self.arp(net, inp, &eth, &arp) {
+            if self.arp(net, ing, eth, &arp) {
                 return;
             }
         } else if eth.dst == net.gateway_mac {
-            self.for_gateway(cfg, net, inp, &eth, now);
+            self.for_gateway(cfg, net, ing, eth, now);
             return;
         }
         if !net.icc {
@@ -280,24 +394,29 @@ impl Ctx<'_> {
             c.drop(Drop::Policy);
             return;
         }
-
         if eth.dst.is_multicast() {
-            self.flood(net, inp, now);
+            self.flood(net, ing, now);
             return;
         }
         match net.fdb.lookup(eth.dst, now) {
-            Some(id) if id == inp.id => c.drop(Drop::SamePort),
-            Some(id) => match cfg.ports.get(&id).filter(|p| p.network == inp.network) {
+            Some(id) if matches!(ing, Ingress::Local(p) if p.id == id) => c.drop(Drop::SamePort),
+            Some(id) => match cfg.ports.get(&id).filter(|p| p.network == net.id) {
                 Some(out) => out.transmit(self.buf.tap_bytes(), c),
-                None => self.flood(net, inp, now),
+                None => self.flood(net, ing, now),
             },
-            None => self.flood(net, inp, now),
+            None => match (
+                ing,
+                net.remote.as_ref().and_then(|r| r.lookup(&eth.dst.0, now)),
+            ) {
+                (Ingress::Local(_), Some(vtep)) => self.encap(net, &[vtep]),
+                _ => self.flood(net, ing, now),
+            },
         }
     }
 
     /// ARP: snoop the sender, answer for the gateway and for known endpoints. Returns true when
     /// the frame was consumed.
-    fn arp(&mut self, net: &NetRt, inp: &Port, eth: &EthFrame, arp: &Arp) -> bool {
+    fn arp(&mut self, net: &NetRt, ing: Ingress<'_>, eth: &EthFrame, arp: &Arp) -> bool {
         let c = self.c;
         if arp.sender_mac == eth.src
             && net.subnet.is_host(arp.sender_ip)
@@ -330,12 +449,19 @@ impl Ctx<'_> {
             }
         };
         local::arp_reply_in_place(self.buf.data_mut(), arp, answer);
-        self.reply(net, inp);
+        self.reply(net, ing);
         true
     }
 
     /// A frame addressed to the gateway MAC that is not ARP: answered (ping) or routed.
-    fn for_gateway(&mut self, cfg: &Config, net: &NetRt, inp: &Port, eth: &EthFrame, now: u64) {
+    fn for_gateway(
+        &mut self,
+        cfg: &Config,
+        net: &NetRt,
+        ing: Ingress<'_>,
+        eth: &EthFrame,
+        now: u64,
+    ) {
         let c = self.c;
         if eth.ethertype != EthernetProtocol::Ipv4 {
             c.drop(Drop::NoRoute);
@@ -346,15 +472,15 @@ impl Ctx<'_> {
             Ok(len) => {
                 c.event(Event::IcmpGateway);
                 self.buf.set_len(len);
-                self.reply(net, inp);
+                self.reply(net, ing);
             }
             Err(NotAnswered::Malformed) => c.drop(Drop::Malformed),
             Err(NotAnswered::NotForUs) => self.route(cfg, Some(net), now),
         }
     }
 
-    /// Send the frame the switch just made in `self.buf` back out of `inp`.
-    fn reply(&mut self, net: &NetRt, inp: &Port) {
+    /// Send the frame the switch just made in `self.buf` back where the request came from.
+    fn reply(&mut self, net: &NetRt, ing: Ingress<'_>) {
         // The switch computed every checksum itself: no offload metadata applies.
         self.buf.vnet = Default::default();
         let bytes = self.buf.tap_bytes();
@@ -364,20 +490,133 @@ impl Ctx<'_> {
         {
             self.c.drop(Drop::CaptureDropped);
         }
-        inp.transmit(bytes, self.c);
+        match ing {
+            Ingress::Local(inp) => inp.transmit(bytes, self.c),
+            Ingress::Remote(vtep) => self.encap(net, &[vtep]),
+        }
     }
 
-    /// Send the frame to every port of the network but the one it came from.
-    fn flood(&mut self, net: &NetRt, inp: &Port, now: u64) {
+    /// Send the frame to every local port of the network but the one it came from and, for
+    /// frames from local ports of an overlay network, to every peer VTEP (head-end replication).
+    pub(crate) fn flood(&mut self, net: &NetRt, ing: Ingress<'_>, now: u64) {
         let c = self.c;
-        if !inp.flood.allow(now) {
-            c.drop(Drop::FloodLimited);
-            return;
+        if let Ingress::Local(inp) = ing {
+            if !inp.flood.allow(now) {
+                c.drop(Drop::FloodLimited);
+                return;
+            }
         }
         c.event(Event::Flooded);
+        let from = match ing {
+            Ingress::Local(p) => p.id,
+            Ingress::Remote(_) => PortId::MAX,
+        };
         let bytes = self.buf.tap_bytes();
-        for p in net.ports.iter().filter(|p| p.id != inp.id) {
+        for p in net.ports.iter().filter(|p| p.id != from) {
             p.transmit(bytes, c);
         }
+        if matches!(ing, Ingress::Local(_)) && !net.peers.is_empty() {
+            self.encap(net, &net.peers);
+        }
     }
+
+    /// Encapsulate the frame in VXLAN for `net` and send one copy to each VTEP in `vteps`.
+    pub(crate) fn encap(&mut self, net: &NetRt, vteps: &[Ipv4Addr]) {
+        let c = self.c;
+        let (Some(vni), Some(vtep)) = (net.vni, net.vtep.as_deref()) else {
+            return;
+        };
+        let Device::Vxlan(dev) = &vtep.dev else {
+            return;
+        };
+        let vnet = self.buf.vnet;
+        if vnet.gso_type != 0 || self.buf.len() > net.mtu as usize + EthFrame::HEADER_LEN {
+            // A super-frame routed in from a network with offloads, or a frame larger than the
+            // overlay MTU: never fragment the underlay.
+            return c.drop(Drop::Oversize);
+        }
+        if vnet.flags & crate::wire::VirtioNetHdr::F_NEEDS_CSUM != 0 {
+            finish_checksum(
+                self.buf.data_mut(),
+                usize::from(vnet.csum_start),
+                usize::from(vnet.csum_offset),
+            );
+            self.buf.vnet = Default::default();
+        }
+        let sport = overlay::source_port(self.buf.data());
+        let inner_len = self.buf.len();
+        for (i, dst) in vteps.iter().enumerate() {
+            let hdr: &mut [u8; overlay::OUTER_LEN] = self
+                .buf
+                .headroom_mut(overlay::OUTER_LEN)
+                .try_into()
+                .expect("headroom holds outer headers");
+            if i == 0 {
+                overlay::write_outer(hdr, dev.src, *dst, sport, dev.port, vni, inner_len);
+            } else {
+                overlay::set_outer_dst(hdr, *dst);
+            }
+            let pkt = self.buf.with_headroom(overlay::OUTER_LEN);
+            match dev.raw.send_to(pkt, *dst) {
+                Ok(_) => vtep.count_tx(pkt.len()),
+                Err(_) => {
+                    vtep.count_tx_drop();
+                    c.drop(Drop::TxError);
+                }
+            }
+        }
+    }
+}
+
+/// A VTEP on a veth underlay (the Linux kernel's, say) leaves the inner TCP/UDP checksum
+/// partial: the field holds only the pseudo-header sum, which a UDP socket hands over as it is.
+/// If the field is exactly that sum, complete the checksum; otherwise (a finished checksum, right
+/// or wrong) leave it for the endpoint to verify. The test costs no pass over the data.
+fn complete_partial_l4(frame: &mut [u8]) {
+    let Some(ip) = frame.get(EthFrame::HEADER_LEN..) else {
+        return;
+    };
+    if frame.get(12..14) != Some(&[0x08, 0x00][..]) || ip.len() < 20 || ip[0] >> 4 != 4 {
+        return;
+    }
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    let (proto, frag) = (ip[9], u16::from_be_bytes([ip[6], ip[7]]));
+    let co = match proto {
+        6 => 16,
+        17 => 6,
+        _ => return,
+    };
+    if frag & 0x3fff != 0 || total > ip.len() || total < ihl + co + 2 {
+        return;
+    }
+    let l4_len = total - ihl;
+    let mut sum: u32 = [12usize, 14, 16, 18]
+        .iter()
+        .map(|&i| u32::from(u16::from_be_bytes([ip[i], ip[i + 1]])))
+        .sum();
+    sum += u32::from(proto) + l4_len as u32;
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let at = EthFrame::HEADER_LEN + ihl + co;
+    if u16::from_be_bytes([frame[at], frame[at + 1]]) != sum as u16 {
+        return;
+    }
+    let (start, end) = (EthFrame::HEADER_LEN + ihl, EthFrame::HEADER_LEN + total);
+    frame[at..at + 2].copy_from_slice(&(sum as u16).to_be_bytes());
+    finish_checksum(&mut frame[..end], start, co);
+    if proto == 17 && frame[at..at + 2] == [0, 0] {
+        frame[at..at + 2].copy_from_slice(&[0xff, 0xff]);
+    }
+}
+
+/// Complete a partial checksum (virtio `NEEDS_CSUM`): the one's-complement sum from `start` to
+/// the end, stored at `start + offset` (the field holds the pseudo-header sum already).
+fn finish_checksum(frame: &mut [u8], start: usize, offset: usize) {
+    if start >= frame.len() || start + offset + 2 > frame.len() {
+        return;
+    }
+    let c = nat::packet::checksum(&frame[start..]);
+    frame[start + offset..start + offset + 2].copy_from_slice(&c.to_be_bytes());
 }

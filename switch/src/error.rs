@@ -170,6 +170,28 @@ pub enum Error {
     /// Every port of the random range is published.
     #[error("no free host port left in 32768-60999")]
     NoFreePort,
+    /// A VNI outside 1..=16777215.
+    #[error("VNI {0} is out of range (1..=16777215)")]
+    BadVni(u32),
+    /// Another network has the VNI.
+    #[error("VNI {vni} is already used by network '{network}'")]
+    VniInUse {
+        /// The VNI.
+        vni: u32,
+        /// Its network.
+        network: String,
+    },
+    /// An overlay-only operation on a network without a VNI.
+    #[error("network '{0}' is not an overlay network (create it with --vni)")]
+    NotOverlay(String),
+    /// Removing a peer that is not one.
+    #[error("{ip} is not a peer of network '{network}'")]
+    NotAPeer {
+        /// The address.
+        ip: Ipv4Addr,
+        /// The network.
+        network: String,
+    },
     /// The daemon is shutting down.
     #[error("vswitchd is shutting down")]
     ShuttingDown,
@@ -186,7 +208,8 @@ impl Error {
             | Error::NoUplink
             | Error::NotPublished { .. }
             | Error::NoEndpoint(_)
-            | Error::NotLinked(..) => 404,
+            | Error::NotLinked(..)
+            | Error::NotAPeer { .. } => 404,
             Error::NetworkExists(_)
             | Error::SubnetOverlap { .. }
             | Error::NetworkInUse { .. }
@@ -196,7 +219,8 @@ impl Error {
             | Error::IfnameInUse { .. }
             | Error::UplinkOverlap { .. }
             | Error::PortInUse { .. }
-            | Error::NoFreePort => 409,
+            | Error::NoFreePort
+            | Error::VniInUse { .. } => 409,
             Error::Device { .. } => 500,
             Error::ShuttingDown => 503,
             _ => 400,

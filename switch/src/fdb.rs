@@ -135,6 +135,11 @@ impl Fdb {
         before - self.map.len()
     }
 
+    /// Forget `mac` (it moved behind a remote VTEP).
+    pub fn forget(&self, mac: MacAddr) {
+        self.map.remove_if(&mac, |_, e| !e.is_static);
+    }
+
     /// Forget everything learned on `port` (the port was removed).
     pub fn flush_port(&self, port: PortId) {
         self.map

@@ -71,6 +71,29 @@ impl FrameBuf {
         self.vnet = VirtioNetHdr::default();
     }
 
+    /// Record a read of `n` bytes into [`Self::rx_area`] whose first `hdr_len` bytes are a
+    /// protocol header (VXLAN), not a virtio-net header: the frame has no offload metadata.
+    pub fn received_raw(&mut self, n: usize, hdr_len: usize) -> bool {
+        self.vnet = VirtioNetHdr::default();
+        if n < hdr_len {
+            self.len = 0;
+            return false;
+        }
+        self.len = (n - hdr_len).min(MAX_FRAME);
+        true
+    }
+
+    /// The `n` bytes of headroom right in front of the frame (a received protocol header, or
+    /// room to write outer headers).
+    pub fn headroom_mut(&mut self, n: usize) -> &mut [u8] {
+        &mut self.buf[HEADROOM - n.min(HEADROOM)..HEADROOM]
+    }
+
+    /// The frame with the `n` bytes in front of it.
+    pub fn with_headroom(&self, n: usize) -> &[u8] {
+        &self.buf[HEADROOM - n.min(HEADROOM)..HEADROOM + self.len]
+    }
+
     /// Resize the frame (after an in-place rewrite that changed its length).
     pub fn set_len(&mut self, len: usize) {
         self.len = len.min(MAX_FRAME);

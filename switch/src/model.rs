@@ -26,6 +26,15 @@ pub struct NetworkCreate {
     /// Whether endpoints may reach each other (Docker's `icc`); defaults to true.
     #[serde(default)]
     pub icc: Option<bool>,
+    /// VXLAN network identifier: makes this an overlay network spanning hosts.
+    #[serde(default)]
+    pub vni: Option<u32>,
+    /// Peer VTEP addresses (overlay networks).
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// VXLAN UDP port (default 4789).
+    #[serde(default)]
+    pub vxlan_port: Option<u16>,
 }
 
 /// A network as reported by `network ls` and `network inspect`.
@@ -47,6 +56,12 @@ pub struct NetworkInfo {
     pub icc: bool,
     /// Networks routed to without NAT (`network link`).
     pub links: Vec<String>,
+    /// VXLAN network identifier (overlay networks).
+    pub vni: Option<u32>,
+    /// Peer VTEPs (overlay networks).
+    pub peers: Vec<Ipv4Addr>,
+    /// VXLAN UDP port (overlay networks).
+    pub vxlan_port: Option<u16>,
     /// Endpoints attached to this network.
     pub endpoints: Vec<EndpointInfo>,
     /// Ports published from endpoints of this network.
@@ -268,6 +283,28 @@ pub struct FdbEntryInfo {
     pub port: String,
     /// Seconds since a frame from this MAC was last seen.
     pub age_secs: u64,
+    /// For remote entries of overlay networks: the VTEP the MAC lives behind.
+    pub vtep: Option<Ipv4Addr>,
+}
+
+/// `POST /v1/networks/{name}/peers`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PeerRequest {
+    /// Peer VTEP address.
+    pub ip: String,
+}
+
+/// `POST /v1/fdb`: a static remote entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FdbAdd {
+    /// Overlay network.
+    pub network: String,
+    /// MAC address.
+    pub mac: String,
+    /// The VTEP it lives behind.
+    pub vtep: String,
 }
 
 /// `GET /v1/stats`: per-port counters and the named drop counters.

@@ -21,6 +21,21 @@ pub enum Device {
     Tap(Tap),
     /// A host interface taken as the uplink (AF_PACKET).
     Packet(PacketSocket),
+    /// A VTEP: VXLAN in (UDP socket) and out (raw IPv4).
+    Vxlan(VxlanDev),
+}
+
+/// The sockets of one VTEP (one UDP port, every VNI).
+#[derive(Debug)]
+pub struct VxlanDev {
+    /// Receives VXLAN packets.
+    pub udp: std::net::UdpSocket,
+    /// Sends encapsulated packets with our own outer headers.
+    pub raw: crate::sys::udp::RawIpSender,
+    /// The UDP port.
+    pub port: u16,
+    /// Outer source address (`0.0.0.0`: the kernel picks per route).
+    pub src: std::net::Ipv4Addr,
 }
 
 impl Device {
@@ -29,6 +44,7 @@ impl Device {
         match self {
             Device::Tap(_) => VirtioNetHdr::LEN,
             Device::Packet(_) => crate::sys::packet::VNET_HDR_LEN,
+            Device::Vxlan(_) => overlay::HEADER_LEN,
         }
     }
 
@@ -37,6 +53,7 @@ impl Device {
         match self {
             Device::Tap(t) => t.read(buf),
             Device::Packet(p) => p.read(buf),
+            Device::Vxlan(v) => v.udp.recv(buf),
         }
     }
 
@@ -45,6 +62,9 @@ impl Device {
         match self {
             Device::Tap(t) => t.write(buf),
             Device::Packet(p) => p.write(buf),
+            Device::Vxlan(_) => Err(std::io::Error::other(
+                "VXLAN ports send through encapsulation",
+            )),
         }
     }
 }
@@ -54,12 +74,15 @@ impl std::os::fd::AsRawFd for Device {
         match self {
             Device::Tap(t) => t.as_raw_fd(),
             Device::Packet(p) => p.as_raw_fd(),
+            Device::Vxlan(v) => std::os::fd::AsRawFd::as_raw_fd(&v.udp),
         }
     }
 }
 
 /// The network id of the uplink port (no network).
 pub const UPLINK_NET: NetId = 0;
+/// The network id of VTEP ports (every overlay network).
+pub const VXLAN_NET: NetId = NetId::MAX;
 
 /// Identifier of a network; unique for the daemon's lifetime.
 pub type NetId = u32;
@@ -157,6 +180,17 @@ impl Port {
             self.stats.rx_bytes.load(Ordering::Relaxed) + len as u64,
             Ordering::Relaxed,
         );
+    }
+
+    /// Count a frame sent by other means (VXLAN encapsulation).
+    pub fn count_tx(&self, len: usize) {
+        add_shared(&self.stats.tx_packets, 1);
+        add_shared(&self.stats.tx_bytes, len as u64);
+    }
+
+    /// Count a frame that could not be sent by other means.
+    pub fn count_tx_drop(&self) {
+        add_shared(&self.stats.tx_dropped, 1);
     }
 
     /// Write `[vnet hdr | frame]` (the header as long as [`Device::hdr_len`]) to the device,

@@ -138,7 +138,16 @@ impl Ctx<'_> {
                 .filter(|p| p.network == m.id)
             {
                 Some(p) => p.transmit(bytes, c),
-                None => m.ports.iter().for_each(|p| p.transmit(bytes, c)),
+                None => match m.remote.as_ref().and_then(|r| r.lookup(&mac.0, now)) {
+                    // The endpoint lives on another host of this overlay network.
+                    Some(vtep) => self.encap(m, &[vtep]),
+                    None => {
+                        m.ports.iter().for_each(|p| p.transmit(bytes, c));
+                        if !m.peers.is_empty() {
+                            self.encap(m, &m.peers);
+                        }
+                    }
+                },
             }
             return;
         }

@@ -71,10 +71,16 @@ enum Cmd {
     /// List switch ports with their counters.
     Ports,
     /// List learned MAC addresses (the forwarding database).
+    #[command(args_conflicts_with_subcommands = true)]
     Fdb {
         /// Only this network.
         network: Option<String>,
+        #[command(subcommand)]
+        cmd: Option<FdbCmd>,
     },
+    /// Peer VTEPs of an overlay network: `peer add|rm|ls NETWORK [IP]`.
+    #[command(subcommand)]
+    Peer(PeerCmd),
     /// Per-port counters and named drop counters.
     Stats,
     /// The uplink: a host interface through which networks reach the outside (with NAT).
@@ -135,6 +141,43 @@ enum Cmd {
 }
 
 #[derive(Subcommand, Debug)]
+enum FdbCmd {
+    /// Add a static remote entry to an overlay network: MAC lives behind VTEP.
+    Add {
+        /// Overlay network.
+        network: String,
+        /// MAC address.
+        mac: String,
+        /// The VTEP's address.
+        #[arg(long)]
+        vtep: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PeerCmd {
+    /// Add a peer VTEP: broadcasts and unknown unicast are replicated to it.
+    Add {
+        /// Overlay network.
+        network: String,
+        /// Peer VTEP address.
+        ip: String,
+    },
+    /// Remove a peer VTEP: traffic to and from it stops.
+    Rm {
+        /// Overlay network.
+        network: String,
+        /// Peer VTEP address.
+        ip: String,
+    },
+    /// List the peers of an overlay network.
+    Ls {
+        /// Overlay network.
+        network: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum UplinkCmd {
     /// Take IFACE (for example one end of a veth pair) as the uplink. The switch owns ADDR on
     /// it: it answers ARP for it with its own MAC and resolves next hops itself.
@@ -167,8 +210,9 @@ enum NetCmd {
         #[arg(long)]
         gateway: Option<String>,
         /// MTU of the network's endpoints.
-        #[arg(long, default_value_t = 1500)]
-        mtu: u32,
+        /// Endpoint MTU [default: 1500; overlay networks: the underlay route's MTU minus 50].
+        #[arg(long)]
+        mtu: Option<u32>,
         /// No egress through the uplink (like `docker network create --internal`).
         #[arg(long)]
         internal: bool,
@@ -176,6 +220,15 @@ enum NetCmd {
         /// uplink).
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
         icc: bool,
+        /// VXLAN network identifier: an overlay network spanning hosts (1..=16777215).
+        #[arg(long)]
+        vni: Option<u32>,
+        /// A peer VTEP's underlay address (repeatable; overlay networks).
+        #[arg(long = "peer", value_name = "IP")]
+        peers: Vec<String>,
+        /// VXLAN UDP port (overlay networks) [default: 4789].
+        #[arg(long = "port", value_name = "PORT")]
+        vxlan_port: Option<u16>,
     },
     /// Route between two networks through their gateways, without NAT.
     Link {
@@ -238,14 +291,20 @@ fn run(cli: Cli) -> Result<(), ClientError> {
             mtu,
             internal,
             icc,
+            vni,
+            peers,
+            vxlan_port,
         }) => {
             let req = NetworkCreate {
                 name,
                 subnet,
                 gateway,
-                mtu: Some(mtu),
+                mtu,
                 internal,
                 icc: Some(icc),
+                vni,
+                peers,
+                vxlan_port,
             };
             let n: NetworkInfo = c.call("POST", routes::NETWORKS, Some(&req))?;
             if json {
@@ -482,7 +541,53 @@ fn run(cli: Cli) -> Result<(), ClientError> {
             }
             print!("{}", port_table(&v));
         }
-        Cmd::Fdb { network } => {
+        Cmd::Fdb {
+            cmd: Some(FdbCmd::Add { network, mac, vtep }),
+            ..
+        } => {
+            let () = c.call(
+                "POST",
+                routes::FDB,
+                Some(&FdbAdd {
+                    network: network.clone(),
+                    mac: mac.clone(),
+                    vtep: vtep.clone(),
+                }),
+            )?;
+            if !json {
+                println!("{mac} -> VTEP {vtep} added to {network}");
+            }
+        }
+        Cmd::Peer(cmd) => {
+            let n: NetworkInfo = match &cmd {
+                PeerCmd::Add { network, ip } => c.call(
+                    "POST",
+                    &format!("{}/{}/peers", routes::NETWORKS, encode(network)),
+                    Some(&PeerRequest { ip: ip.clone() }),
+                )?,
+                PeerCmd::Rm { network, ip } => c.call(
+                    "DELETE",
+                    &format!(
+                        "{}/{}/peers/{}",
+                        routes::NETWORKS,
+                        encode(network),
+                        encode(ip)
+                    ),
+                    NONE,
+                )?,
+                PeerCmd::Ls { network } => c.call(
+                    "GET",
+                    &format!("{}/{}", routes::NETWORKS, encode(network)),
+                    NONE,
+                )?,
+            };
+            if json {
+                return print_json(&n.peers);
+            }
+            let rows: Vec<Vec<String>> = n.peers.iter().map(|p| vec![p.to_string()]).collect();
+            print!("{}", render(&["PEER"], &rows));
+        }
+        Cmd::Fdb { network, cmd: None } => {
             let path = filtered(routes::FDB, network.as_deref());
             let v: Vec<FdbEntryInfo> = c.call("GET", &path, NONE)?;
             if json {
@@ -495,11 +600,15 @@ fn run(cli: Cli) -> Result<(), ClientError> {
                         e.network.clone(),
                         e.mac.clone(),
                         e.port.clone(),
+                        e.vtep.map_or_else(|| "-".to_string(), |v| v.to_string()),
                         format!("{}s", e.age_secs),
                     ]
                 })
                 .collect();
-            print!("{}", render(&["NETWORK", "MAC", "PORT", "AGE"], &rows));
+            print!(
+                "{}",
+                render(&["NETWORK", "MAC", "PORT", "VTEP", "AGE"], &rows)
+            );
         }
         Cmd::Stats => {
             let s: StatsInfo = c.call("GET", routes::STATS, NONE)?;

@@ -48,6 +48,10 @@ struct Args {
     /// Seconds an ICMP echo flow lives without traffic.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     ct_icmp_timeout: u64,
+    /// Local VTEP address: source of VXLAN packets and the address the VXLAN socket binds
+    /// [default: the kernel picks the source of the route to each peer].
+    #[arg(long, value_name = "IP")]
+    underlay_ip: Option<std::net::Ipv4Addr>,
 }
 
 fn main() -> ExitCode {
@@ -95,6 +99,7 @@ fn run(args: Args) -> Result<(), String> {
                 icmp: args.ct_icmp_timeout * 1000,
                 ..nat::Timeouts::default()
             },
+            underlay_ip: args.underlay_ip,
             ..Options::default()
         };
         let sw = tokio::task::spawn_blocking(move || Switch::start(opts))

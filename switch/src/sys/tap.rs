@@ -52,7 +52,7 @@ pub struct Tap {
 impl Tap {
     /// Create a TAP whose name follows `name_pattern` (`%d` lets the kernel pick a free number),
     /// non-blocking, with a 12-byte virtio-net header in front of every frame.
-    pub fn create(name_pattern: &str) -> io::Result<Tap> {
+    pub fn create(name_pattern: &str, offloads: bool) -> io::Result<Tap> {
         if name_pattern.len() >= libc::IFNAMSIZ || name_pattern.contains('\0') {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -90,14 +90,14 @@ impl Tap {
         cvt(unsafe { libc::ioctl(fd, TUNSETVNETHDRSZ, &hdr_len) })?;
         // The switch carries the virtio-net header end to end, so the kernel may hand over
         // partial checksums and TCP super-frames (up to 64 KiB) instead of segmenting first.
+        // Overlay endpoints get none: their frames are encapsulated as they are.
+        let flags = if offloads {
+            TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN
+        } else {
+            0
+        };
         // SAFETY: TUNSETOFFLOAD takes its argument by value.
-        cvt(unsafe {
-            libc::ioctl(
-                fd,
-                TUNSETOFFLOAD,
-                (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN) as libc::c_ulong,
-            )
-        })?;
+        cvt(unsafe { libc::ioctl(fd, TUNSETOFFLOAD, flags as libc::c_ulong) })?;
         // SAFETY: the kernel NUL-terminates the name within IFNAMSIZ bytes.
         let name = unsafe { CStr::from_ptr(req.name.as_ptr()) }
             .to_string_lossy()
@@ -161,7 +161,7 @@ mod test {
 
     #[test]
     fn create_tap_with_kernel_chosen_name() {
-        let t = Tap::create("vst%d").expect("create TAP (needs root and /dev/net/tun)");
+        let t = Tap::create("vst%d", true).expect("create TAP (needs root and /dev/net/tun)");
         assert!(t.name().starts_with("vst"), "{}", t.name());
         assert!(t.ifindex() > 0);
         let name = t.name().to_string();
