@@ -469,3 +469,56 @@ pub fn ask(ns: &Netns, proto: &str, addr: &str, port: u16) -> String {
     ]);
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
+
+/// An underlay for overlay tests: a bridge in its own namespace and `n` "hosts", each a namespace
+/// with `ul0` at 10.240.0.<i>/24 (i = 1..=n) plugged into the bridge.
+pub struct Underlay {
+    pub hosts: Vec<Netns>,
+    pub bridge: Netns,
+}
+
+impl Underlay {
+    /// Build the bridge and `n` hosts.
+    pub fn new(n: usize) -> Underlay {
+        let bridge = Netns::new("u");
+        bridge.exec_ok(&["ip", "link", "add", "br0", "type", "bridge"]);
+        bridge.exec_ok(&["ip", "link", "set", "br0", "up"]);
+        let mut hosts = Vec::new();
+        for i in 1..=n {
+            let h = Netns::new(&format!("h{i}"));
+            let port = format!("p{i}");
+            run_ok(&[
+                "ip",
+                "link",
+                "add",
+                "ul0",
+                "netns",
+                &h.name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &port,
+                "netns",
+                &bridge.name,
+            ]);
+            bridge.exec_ok(&["ip", "link", "set", &port, "master", "br0", "up"]);
+            h.exec_ok(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("10.240.0.{i}/24"),
+                "dev",
+                "ul0",
+            ]);
+            h.exec_ok(&["ip", "link", "set", "ul0", "up"]);
+            hosts.push(h);
+        }
+        Underlay { hosts, bridge }
+    }
+
+    /// The underlay address of host `i` (1-based).
+    pub fn ip(i: usize) -> String {
+        format!("10.240.0.{i}")
+    }
+}

@@ -1,0 +1,356 @@
+//! Overlay networks over VXLAN: several "hosts" (namespaces on a test-made underlay bridge),
+//! each running its own vswitchd, plus a plain Linux host with a kernel vxlan device.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use switch::model::*;
+
+/// Create overlay network `ov` (VNI 42, 10.250.0.0/24) on a daemon with the given peers.
+fn overlay(d: &Daemon, peers: &[usize]) {
+    let mut args = vec![
+        "network",
+        "create",
+        "ov",
+        "--subnet",
+        "10.250.0.0/24",
+        "--vni",
+        "42",
+    ];
+    let ips: Vec<String> = peers.iter().map(|i| Underlay::ip(*i)).collect();
+    for ip in &ips {
+        args.push("--peer");
+        args.push(ip);
+    }
+    d.ctl_ok(&args);
+}
+
+/// The MAC a namespace has in its neighbour table for `ip`.
+fn neigh_mac(ns: &Netns, ip: &str) -> String {
+    let out = ns.exec_ok(&["ip", "neigh", "show", ip]);
+    out.split_whitespace()
+        .skip_while(|w| *w != "lladdr")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn two_hosts_share_a_segment_with_anycast_gateway_and_vxlan_on_the_wire() {
+    require(&["ping", "socat", "ss", "iperf3", "tcpdump", "tshark"]);
+    let u = Underlay::new(2);
+    let d1 = Daemon::start_in(&u.hosts[0], &[]);
+    let d2 = Daemon::start_in(&u.hosts[1], &[]);
+    overlay(&d1, &[2]);
+    overlay(&d2, &[1]);
+    let (a, b) = (Netns::new("a"), Netns::new("b"));
+    let ea: EndpointInfo = d1.ctl_json(&["attach", &a.name, "ov", "--ip", "10.250.0.11"]);
+    let eb: EndpointInfo = d2.ctl_json(&["attach", &b.name, "ov", "--ip", "10.250.0.12"]);
+    assert_eq!(
+        (ea.mtu, eb.mtu),
+        (1450, 1450),
+        "overlay MTU = underlay 1500 - 50"
+    );
+
+    // VXLAN on the underlay, decoded by tshark with the right VNI.
+    let pcap = d1.dir.join("underlay.pcap");
+    let dump = u.bridge.spawn(&[
+        "tcpdump",
+        "-i",
+        "br0",
+        "-w",
+        pcap.to_str().unwrap(),
+        "-U",
+        "udp port 4789",
+    ]);
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(a.ping("10.250.0.12", 3), "a cannot reach b across hosts");
+    assert!(b.ping("10.250.0.11", 2), "b cannot reach a across hosts");
+    assert!(
+        a.exec(&[
+            "ping",
+            "-c",
+            "2",
+            "-W",
+            "2",
+            "-s",
+            "1422",
+            "-M",
+            "do",
+            "10.250.0.12"
+        ])
+        .status
+        .success(),
+        "full-size frames"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    drop(dump);
+    let vnis = run_ok(&[
+        "tshark",
+        "-r",
+        pcap.to_str().unwrap(),
+        "-Y",
+        "vxlan",
+        "-T",
+        "fields",
+        "-e",
+        "vxlan.vni",
+    ]);
+    assert!(!vnis.trim().is_empty(), "tshark saw no VXLAN");
+    assert!(
+        vnis.lines().all(|l| l.trim() == "42"),
+        "VNIs on the wire: {vnis}"
+    );
+
+    // TCP and UDP across hosts.
+    let _tcp = peer_server(&b, "tcp", "10.250.0.12", 7000);
+    let _udp = peer_server(&b, "udp", "10.250.0.12", 7001);
+    assert_eq!(ask(&a, "tcp", "10.250.0.12", 7000), "peer=10.250.0.11");
+    assert_eq!(ask(&a, "udp", "10.250.0.12", 7001), "peer=10.250.0.11");
+    let server = b.spawn(&["iperf3", "-s", "-1", "-B", "10.250.0.12"]);
+    assert!(wait_until(5, || b
+        .exec_ok(&["ss", "-H", "-lnt"])
+        .contains(":5201")));
+    let out = a.exec_ok(&["iperf3", "-c", "10.250.0.12", "-t", "2", "-J"]);
+    drop(server);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("iperf3 JSON");
+    assert!(
+        v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0) > 1_000_000,
+        "iperf3 across hosts"
+    );
+
+    // Remote entries carry their VTEP.
+    let fdb: Vec<FdbEntryInfo> = d1.ctl_json(&["fdb", "ov"]);
+    let remote = fdb
+        .iter()
+        .find(|e| e.mac == eb.mac)
+        .unwrap_or_else(|| panic!("b not learned: {fdb:?}"));
+    assert_eq!(remote.vtep.map(|v| v.to_string()), Some(Underlay::ip(2)));
+
+    // The anycast gateway: the same address and MAC answer on both hosts.
+    assert!(
+        a.ping("10.250.0.1", 1) && b.ping("10.250.0.1", 1),
+        "gateway not pingable on every host"
+    );
+    let (ga, gb) = (neigh_mac(&a, "10.250.0.1"), neigh_mac(&b, "10.250.0.1"));
+    assert!(
+        !ga.is_empty() && ga == gb,
+        "gateway MACs differ: {ga} vs {gb}"
+    );
+}
+
+#[test]
+fn a_kernel_vxlan_host_joins_the_segment_both_ways_with_full_size_frames() {
+    require(&["ping", "socat", "ss", "bridge"]);
+    let u = Underlay::new(2);
+    let d1 = Daemon::start_in(&u.hosts[0], &[]);
+    overlay(&d1, &[2]);
+    let a = Netns::new("a");
+    d1.ctl_ok(&["attach", &a.name, "ov", "--ip", "10.250.0.11"]);
+    // Host 2 is plain Linux: a kernel vxlan device with head-end replication to host 1.
+    let k = &u.hosts[1];
+    k.exec_ok(&[
+        "ip",
+        "link",
+        "add",
+        "vx0",
+        "type",
+        "vxlan",
+        "id",
+        "42",
+        "dstport",
+        "4789",
+        "local",
+        "10.240.0.2",
+        "dev",
+        "ul0",
+    ]);
+    k.exec_ok(&[
+        "bridge",
+        "fdb",
+        "append",
+        "00:00:00:00:00:00",
+        "dev",
+        "vx0",
+        "dst",
+        "10.240.0.1",
+    ]);
+    k.exec_ok(&["ip", "addr", "add", "10.250.0.50/24", "dev", "vx0"]);
+    k.exec_ok(&["ip", "link", "set", "vx0", "up"]);
+    let full = ["-c", "2", "-W", "2", "-s", "1422", "-M", "do"];
+    let ping = |ns: &Netns, ip: &str| {
+        let mut args = vec!["ping"];
+        args.extend_from_slice(&full);
+        args.push(ip);
+        ns.exec(&args).status.success()
+    };
+    assert!(
+        ping(&a, "10.250.0.50") || ping(&a, "10.250.0.50"),
+        "vswitch endpoint -> kernel host, 1450-byte packets"
+    );
+    assert!(
+        ping(k, "10.250.0.11"),
+        "kernel host -> vswitch endpoint, 1450-byte packets"
+    );
+    let _srv = peer_server(k, "tcp", "10.250.0.50", 7000);
+    assert_eq!(
+        ask(&a, "tcp", "10.250.0.50", 7000),
+        "peer=10.250.0.11",
+        "TCP to the kernel host"
+    );
+    let _srv2 = peer_server(&a, "tcp", "10.250.0.11", 7002);
+    assert_eq!(
+        ask(k, "tcp", "10.250.0.11", 7002),
+        "peer=10.250.0.50",
+        "TCP from the kernel host"
+    );
+}
+
+#[test]
+fn peer_removal_stops_traffic_and_bad_vxlan_is_counted() {
+    require(&["ping", "python3"]);
+    let u = Underlay::new(3);
+    let d1 = Daemon::start_in(&u.hosts[0], &[]);
+    let d2 = Daemon::start_in(&u.hosts[1], &[]);
+    overlay(&d1, &[2]);
+    overlay(&d2, &[1]);
+    let (a, b) = (Netns::new("a"), Netns::new("b"));
+    d1.ctl_ok(&["attach", &a.name, "ov", "--ip", "10.250.0.11"]);
+    d2.ctl_ok(&["attach", &b.name, "ov", "--ip", "10.250.0.12"]);
+    assert!(a.ping("10.250.0.12", 1));
+    let before: StatsInfo = d1.ctl_json(&["stats"]);
+    // From host 3 (not a peer) and host 2 (a peer): garbage, a short header, no I flag, an
+    // unknown VNI, and a valid packet from a non-peer.
+    let script = |vni_ok: bool| {
+        format!(
+            r#"
+import socket, os
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+dst = ("10.240.0.1", 4789)
+frame = bytes.fromhex("ffffffffffff02000000000108060001080006040001020000000001")
+if {vni_ok}:
+    s.sendto(os.urandom(200), dst)
+    s.sendto(b"\x08\x00\x00", dst)
+    s.sendto(b"\x00\x00\x00\x00\x00\x00\x2a\x00" + frame, dst)
+    s.sendto(b"\x08\x00\x00\x00\x00\x00\x63\x00" + frame, dst)
+else:
+    s.sendto(b"\x08\x00\x00\x00\x00\x00\x2a\x00" + frame, dst)
+"#,
+            vni_ok = if vni_ok { "True" } else { "False" }
+        )
+    };
+    u.hosts[1].exec_ok(&["python3", "-c", &script(true)]);
+    u.hosts[2].exec_ok(&["python3", "-c", &script(false)]);
+    let ok = wait_until(3, || {
+        let s: StatsInfo = d1.ctl_json(&["stats"]);
+        s.drops["malformed"] >= before.drops["malformed"] + 2
+            && s.drops["vxlan_unknown_vni"] > before.drops["vxlan_unknown_vni"]
+            && s.drops["vxlan_unknown_peer"] > before.drops["vxlan_unknown_peer"]
+    });
+    let after: StatsInfo = d1.ctl_json(&["stats"]);
+    assert!(
+        ok,
+        "bad VXLAN not counted: {:?} -> {:?}",
+        before.drops, after.drops
+    );
+    assert!(
+        a.ping("10.250.0.12", 2),
+        "forwarding stopped after bad VXLAN"
+    );
+    // Removing the peer stops traffic to it.
+    let peers: Vec<String> = d1.ctl_json(&["peer", "ls", "ov"]);
+    assert_eq!(peers, vec![Underlay::ip(2)]);
+    d1.ctl_ok(&["peer", "rm", "ov", &Underlay::ip(2)]);
+    assert!(
+        !a.ping("10.250.0.12", 2),
+        "traffic still flows to a removed peer"
+    );
+    d1.ctl_ok(&["peer", "add", "ov", &Underlay::ip(2)]);
+    assert!(
+        a.ping("10.250.0.12", 2),
+        "re-adding the peer restores traffic"
+    );
+}
+
+#[test]
+fn overlay_input_errors() {
+    require(&[]);
+    let u = Underlay::new(1);
+    let d = Daemon::start_in(&u.hosts[0], &[]);
+    d.ctl_ok(&[
+        "network",
+        "create",
+        "ov",
+        "--subnet",
+        "10.250.0.0/24",
+        "--vni",
+        "42",
+    ]);
+    d.ctl_ok(&["network", "create", "flat", "--subnet", "10.251.0.0/24"]);
+    let (_, e) = d.ctl_err(&[
+        "network",
+        "create",
+        "x",
+        "--subnet",
+        "10.252.0.0/24",
+        "--vni",
+        "0",
+    ]);
+    assert!(e.contains("VNI 0"), "{e}");
+    let (_, e) = d.ctl_err(&[
+        "network",
+        "create",
+        "x",
+        "--subnet",
+        "10.252.0.0/24",
+        "--vni",
+        "16777216",
+    ]);
+    assert!(e.contains("16777216"), "{e}");
+    let (_, e) = d.ctl_err(&[
+        "network",
+        "create",
+        "x",
+        "--subnet",
+        "10.252.0.0/24",
+        "--vni",
+        "42",
+    ]);
+    assert!(e.contains("VNI 42") && e.contains("ov"), "{e}");
+    let (_, e) = d.ctl_err(&[
+        "network",
+        "create",
+        "x",
+        "--subnet",
+        "10.252.0.0/24",
+        "--peer",
+        "10.240.0.2",
+    ]);
+    assert!(e.contains("not an overlay"), "{e}");
+    let (_, e) = d.ctl_err(&["peer", "add", "flat", "10.240.0.2"]);
+    assert!(e.contains("flat"), "{e}");
+    let (_, e) = d.ctl_err(&["peer", "rm", "ov", "10.240.0.9"]);
+    assert!(e.contains("10.240.0.9"), "{e}");
+    let (_, e) = d.ctl_err(&["peer", "add", "ov", "banana"]);
+    assert!(e.contains("banana"), "{e}");
+    let (_, e) = d.ctl_err(&["fdb", "add", "ov", "zz", "--vtep", "10.240.0.2"]);
+    assert!(e.contains("zz"), "{e}");
+    d.ctl_ok(&[
+        "fdb",
+        "add",
+        "ov",
+        "02:00:00:00:00:99",
+        "--vtep",
+        "10.240.0.2",
+    ]);
+    let fdb: Vec<FdbEntryInfo> = d.ctl_json(&["fdb", "ov"]);
+    assert!(
+        fdb.iter().any(|e| e.mac == "02:00:00:00:00:99"
+            && e.vtep.map(|v| v.to_string()) == Some("10.240.0.2".into())),
+        "{fdb:?}"
+    );
+    let net: NetworkInfo = d.ctl_json(&["network", "inspect", "ov"]);
+    assert_eq!((net.vni, net.vxlan_port), (Some(42), Some(4789)));
+}
