@@ -129,6 +129,26 @@ fn two_hosts_share_a_segment_with_anycast_gateway_and_vxlan_on_the_wire() {
         .unwrap_or_else(|| panic!("b not learned: {fdb:?}"));
     assert_eq!(remote.vtep.map(|v| v.to_string()), Some(Underlay::ip(2)));
 
+    // ARP suppression across hosts: b's address was learned from its ARP traffic over VXLAN,
+    // so host 1 answers a's request itself.
+    let before: StatsInfo = d1.ctl_json(&["stats"]);
+    a.exec_ok(&["ip", "neigh", "flush", "all"]);
+    assert!(a.ping("10.250.0.12", 1));
+    let after: StatsInfo = d1.ctl_json(&["stats"]);
+    assert!(
+        after.events["arp_suppressed"] > before.events["arp_suppressed"],
+        "remote endpoint's ARP not suppressed"
+    );
+    let ports: Vec<PortInfo> = d1.ctl_json(&["ports"]);
+    let vtep = ports
+        .iter()
+        .find(|p| p.kind == "vxlan")
+        .unwrap_or_else(|| panic!("no VTEP port: {ports:?}"));
+    assert!(
+        vtep.counters.rx_packets > 0 && vtep.counters.tx_packets > 0,
+        "{vtep:?}"
+    );
+
     // The anycast gateway: the same address and MAC answer on both hosts.
     assert!(
         a.ping("10.250.0.1", 1) && b.ping("10.250.0.1", 1),

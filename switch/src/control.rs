@@ -783,6 +783,20 @@ impl Switch {
             })
             .collect();
         v.sort_by_key(|p| p.name[1..].parse::<u32>().unwrap_or(0));
+        for vt in st.vteps.values() {
+            v.push(PortInfo {
+                name: vt.name.clone(),
+                kind: "vxlan".into(),
+                netns: "-".into(),
+                ifname: "-".into(),
+                network: "-".into(),
+                mac: "-".into(),
+                ip: vt.ip,
+                worker: vt.worker,
+                published: Vec::new(),
+                counters: vt.stats.snapshot(),
+            });
+        }
         if let Some(u) = &st.uplink {
             v.push(PortInfo {
                 name: u.port.name.clone(),
