@@ -374,3 +374,52 @@ fn overlay_input_errors() {
     let net: NetworkInfo = d.ctl_json(&["network", "inspect", "ov"]);
     assert_eq!((net.vni, net.vxlan_port), (Some(42), Some(4789)));
 }
+
+#[test]
+fn linked_overlay_networks_route_across_hosts_through_the_anycast_gateway() {
+    require(&["ping"]);
+    let u = Underlay::new(2);
+    let d1 = Daemon::start_in(&u.hosts[0], &[]);
+    let d2 = Daemon::start_in(&u.hosts[1], &[]);
+    for (d, peer) in [(&d1, "10.240.0.2"), (&d2, "10.240.0.1")] {
+        d.ctl_ok(&[
+            "network",
+            "create",
+            "red",
+            "--subnet",
+            "10.250.0.0/24",
+            "--vni",
+            "100",
+            "--peer",
+            peer,
+        ]);
+        d.ctl_ok(&[
+            "network",
+            "create",
+            "blue",
+            "--subnet",
+            "10.251.0.0/24",
+            "--vni",
+            "200",
+            "--peer",
+            peer,
+        ]);
+        d.ctl_ok(&["network", "link", "red", "blue"]);
+    }
+    let (a, b) = (Netns::new("a"), Netns::new("b"));
+    d1.ctl_ok(&["attach", &a.name, "red", "--ip", "10.250.0.11"]);
+    d2.ctl_ok(&["attach", &b.name, "blue", "--ip", "10.251.0.12"]);
+    // a (red, host 1) -> b (blue, host 2): routed on host 1 into blue, bridged over VNI 200. The
+    // first packets resolve b through the gateway's ARP probe.
+    assert!(
+        wait_until(10, || a.ping("10.251.0.12", 1)),
+        "a never reached b across hosts and networks"
+    );
+    assert!(
+        a.ping("10.251.0.12", 3),
+        "routing across hosts is not steady"
+    );
+    assert!(b.ping("10.250.0.11", 2), "b cannot reach a");
+    let s: StatsInfo = d1.ctl_json(&["stats"]);
+    assert!(s.events["routed"] > 0, "{:?}", s.events);
+}

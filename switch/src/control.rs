@@ -98,6 +98,7 @@ struct Net {
     peers: BTreeSet<Ipv4Addr>,
     vxlan_port: u16,
     remote: Arc<RemoteFdb>,
+    probes: Arc<NeighCache>,
 }
 
 impl Net {
@@ -427,6 +428,7 @@ impl Switch {
             vni: req.vni,
             peers,
             vxlan_port,
+            probes: Arc::new(NeighCache::new(0)),
             remote: Arc::new(RemoteFdb::new(
                 u64::try_from(self.opts.fdb_aging.as_millis()).unwrap_or(u64::MAX),
                 self.opts.fdb_limit,
@@ -700,6 +702,7 @@ impl Switch {
                     peers: n.peers.iter().copied().collect(),
                     remote: n.vni.map(|_| n.remote.clone()),
                     vtep: n.vni.and_then(|_| st.vteps.get(&n.vxlan_port).cloned()),
+                    probes: n.probes.clone(),
                 }),
             );
             if let Some(vni) = n.vni {

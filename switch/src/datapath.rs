@@ -72,6 +72,8 @@ pub struct NetRt {
     pub remote: Option<Arc<overlay::RemoteFdb>>,
     /// Overlay networks: the VTEP port that sends and receives this network's VXLAN.
     pub vtep: Option<Arc<Port>>,
+    /// Rate limit of the gateway's ARP probes for addresses it has to route to.
+    pub probes: Arc<NeighCache>,
 }
 
 /// The uplink as the datapath sees it.
@@ -428,8 +430,16 @@ impl Ctx<'_> {
             }
         }
         if !arp.is_request {
-            // Replies to the gateway are consumed; other replies are forwarded as usual.
-            return eth.dst == net.gateway_mac;
+            // Replies to the gateway are consumed; other replies are forwarded as usual. The
+            // gateway is the same MAC on every host of an overlay network, so a reply to a
+            // probe another host sent ends here: replicate it to the peers so they learn too.
+            if eth.dst != net.gateway_mac {
+                return false;
+            }
+            if matches!(ing, Ingress::Local(_)) && !net.peers.is_empty() {
+                self.encap(net, &net.peers);
+            }
+            return true;
         }
         let answer = if arp.target_ip == net.gateway_ip {
             c.event(Event::ArpGateway);

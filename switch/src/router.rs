@@ -121,7 +121,20 @@ impl Ctx<'_> {
         let c = self.c;
         if let Some(m) = cfg.network_of(dst) {
             let Some(mac) = m.neigh.get(&dst).map(|m| *m) else {
-                return c.drop(Drop::NoRoute);
+                // Unknown (an endpoint on another host that never spoke here): ask, from the
+                // gateway, and drop this packet; the sender's retransmission gets through.
+                if m.probes.should_request(dst, now) {
+                    let mut req = [0u8; ARP_FRAME_LEN];
+                    local::arp_request(&mut req, m.gateway_mac, m.gateway_ip, dst);
+                    self.buf.set(&req);
+                    c.event(Event::ArpRequests);
+                    let bytes = self.buf.tap_bytes();
+                    m.ports.iter().for_each(|p| p.transmit(bytes, c));
+                    if !m.peers.is_empty() {
+                        self.encap(m, &m.peers);
+                    }
+                }
+                return c.drop(Drop::ArpTimeout);
             };
             set_macs(self.buf.data_mut(), m.gateway_mac, mac);
             let bytes = self.buf.tap_bytes();
