@@ -423,3 +423,104 @@ fn linked_overlay_networks_route_across_hosts_through_the_anycast_gateway() {
     let s: StatsInfo = d1.ctl_json(&["stats"]);
     assert!(s.events["routed"] > 0, "{:?}", s.events);
 }
+
+#[test]
+fn overlapping_subnets_on_different_vnis_stay_isolated() {
+    require(&["socat", "ss"]);
+    let u = Underlay::new(2);
+    let d1 = Daemon::start_in(&u.hosts[0], &[]);
+    let d2 = Daemon::start_in(&u.hosts[1], &[]);
+    for (d, peer) in [(&d1, "10.240.0.2"), (&d2, "10.240.0.1")] {
+        d.ctl_ok(&[
+            "network",
+            "create",
+            "red",
+            "--subnet",
+            "10.60.0.0/24",
+            "--vni",
+            "100",
+            "--peer",
+            peer,
+        ]);
+        d.ctl_ok(&[
+            "network",
+            "create",
+            "green",
+            "--subnet",
+            "10.60.0.0/24",
+            "--vni",
+            "300",
+            "--peer",
+            peer,
+        ]);
+        // Overlapping networks cannot be linked, and a non-overlay network may not overlap.
+        let (_, e) = d.ctl_err(&["network", "link", "red", "green"]);
+        assert!(e.contains("overlaps"), "{e}");
+        let (_, e) = d.ctl_err(&["network", "create", "flat", "--subnet", "10.60.0.0/24"]);
+        assert!(e.contains("overlaps"), "{e}");
+    }
+    // The same addresses on both VNIs.
+    let (r1, r2, g1, g2) = (
+        Netns::new("r1"),
+        Netns::new("r2"),
+        Netns::new("g1"),
+        Netns::new("g2"),
+    );
+    d1.ctl_ok(&["attach", &r1.name, "red", "--ip", "10.60.0.11"]);
+    d2.ctl_ok(&["attach", &r2.name, "red", "--ip", "10.60.0.12"]);
+    d1.ctl_ok(&["attach", &g1.name, "green", "--ip", "10.60.0.11"]);
+    d2.ctl_ok(&["attach", &g2.name, "green", "--ip", "10.60.0.12"]);
+    let answer = |ns: &Netns, word: &str| {
+        ns.spawn(&[
+            "socat",
+            "TCP4-LISTEN:7000,fork,reuseaddr",
+            &format!("SYSTEM:echo {word}"),
+        ])
+    };
+    let _r = answer(&r2, "red");
+    let _g = answer(&g2, "green");
+    assert!(wait_until(5, || r2
+        .exec_ok(&["ss", "-H", "-lnt"])
+        .contains(":7000")
+        && g2.exec_ok(&["ss", "-H", "-lnt"]).contains(":7000")));
+    assert_eq!(
+        ask(&r1, "tcp", "10.60.0.12", 7000),
+        "red",
+        "red reached the wrong segment"
+    );
+    assert_eq!(
+        ask(&g1, "tcp", "10.60.0.12", 7000),
+        "green",
+        "green reached the wrong segment"
+    );
+}
+
+#[test]
+fn overlay_networks_egress_through_the_local_uplink_with_nat() {
+    require(&["socat", "ss", "ping"]);
+    let l = Lab::new(&[]);
+    let a = Netns::new("a");
+    // An overlay network whose peer does not exist: egress must not depend on it.
+    l.d.ctl_ok(&[
+        "network",
+        "create",
+        "ov",
+        "--subnet",
+        "10.250.0.0/24",
+        "--vni",
+        "42",
+        "--peer",
+        "10.241.0.9",
+    ]);
+    l.d.ctl_ok(&["attach", &a.name, "ov", "--ip", "10.250.0.11"]);
+    assert!(
+        a.ping(OUTSIDE, 2),
+        "overlay endpoint cannot reach the outside"
+    );
+    let _tcp = peer_server(&l.out, "tcp", OUTSIDE, 7000);
+    assert_eq!(
+        ask(&a, "tcp", OUTSIDE, 7000),
+        format!("peer={UPLINK}"),
+        "overlay egress is not masqueraded"
+    );
+}

@@ -398,7 +398,12 @@ impl Switch {
         if st.networks.contains_key(&req.name) {
             return Err(Error::NetworkExists(req.name.clone()));
         }
-        if let Some(o) = st.networks.values().find(|n| n.subnet.overlaps(&subnet)) {
+        // Overlay networks (distinct VNIs) may share a subnet: they are separate segments.
+        if let Some(o) = st
+            .networks
+            .values()
+            .find(|n| n.subnet.overlaps(&subnet) && !(req.vni.is_some() && n.vni.is_some()))
+        {
             return Err(Error::SubnetOverlap {
                 subnet: subnet.to_string(),
                 other: o.name.clone(),
@@ -1304,6 +1309,15 @@ impl Switch {
         }
         if a == b {
             return Err(Error::SelfLink(a.to_string()));
+        }
+        if let (Some(x), Some(y)) = (st.networks.get(a), st.networks.get(b)) {
+            if link && x.subnet.overlaps(&y.subnet) {
+                return Err(Error::SubnetOverlap {
+                    subnet: x.subnet.to_string(),
+                    other: b.to_string(),
+                    other_subnet: y.subnet.to_string(),
+                });
+            }
         }
         for (x, y) in [(a, b), (b, a)] {
             let links = &mut st

@@ -18,6 +18,7 @@ use crate::datapath::{Config, Ctx, NetRt, UplinkRt};
 use crate::dns;
 use crate::local::{self, ARP_FRAME_LEN};
 use crate::neigh::Pending;
+use crate::port::NetId;
 use crate::port::Port;
 use crate::sys::packet::VNET_HDR_LEN as PACKET_HDR_LEN;
 use crate::wire::{EthFrame, MacAddr, VirtioNetHdr};
@@ -86,10 +87,12 @@ impl Ctx<'_> {
         if info.ttl <= 1 {
             return c.drop(Drop::Ttl);
         }
-        let new = match ct.lookup(&info.tuple, now) {
+        // `zone`: the network the destination should be in, when known (overlay networks may
+        // share a subnet, so the address alone does not always say).
+        let (new, zone) = match ct.lookup(&info.tuple, now) {
             Some((flow, dir)) => {
                 flow.seen(dir, info.tcp_flags, now);
-                Some(flow.translate(dir))
+                (Some(flow.translate(dir)), Some(flow.zone))
             }
             // Not a tracked flow, addressed to the gateway itself: local (DNS).
             None if from.is_some_and(|n| info.tuple.dst == n.gateway_ip) => {
@@ -99,11 +102,15 @@ impl Ctx<'_> {
                 return;
             }
             None => match new_flow(ct, cfg, from, &info, now) {
-                Ok(Some((t, ev))) => {
+                Ok(Some((t, ev, zone))) => {
                     c.event(ev);
-                    Some(t)
+                    (Some(t), zone)
                 }
-                Ok(None) => None,
+                Ok(None) => (
+                    None,
+                    from.and_then(|n| reachable(cfg, n, info.tuple.dst))
+                        .map(|m| m.id),
+                ),
                 Err(reason) => return c.drop(reason),
             },
         };
@@ -113,13 +120,23 @@ impl Ctx<'_> {
         packet::decrement_ttl(ip);
         let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
         c.event(Event::Routed);
-        self.forward_ip(cfg, dst, now);
+        self.forward_ip(cfg, dst, zone, now);
     }
 
     /// Send the (translated) IPv4 packet in the buffer towards `dst`.
-    pub(crate) fn forward_ip(&mut self, cfg: &Config, dst: Ipv4Addr, now: u64) {
+    pub(crate) fn forward_ip(
+        &mut self,
+        cfg: &Config,
+        dst: Ipv4Addr,
+        zone: Option<NetId>,
+        now: u64,
+    ) {
         let c = self.c;
-        if let Some(m) = cfg.network_of(dst) {
+        let m = zone
+            .and_then(|z| cfg.networks.get(&z))
+            .filter(|n| n.subnet.contains(dst))
+            .or_else(|| cfg.network_of(dst));
+        if let Some(m) = m {
             let Some(mac) = m.neigh.get(&dst).map(|m| *m) else {
                 // Unknown (an endpoint on another host that never spoke here): ask, from the
                 // gateway, and drop this packet; the sender's retransmission gets through.
@@ -234,7 +251,7 @@ impl Ctx<'_> {
                         udp[4..6].copy_from_slice(&((n + 8) as u16).to_be_bytes());
                         udp[8..8 + n].copy_from_slice(&out[..n]);
                         self.emit_l4(net.gateway_ip, t.src, 17, &mut udp[..n + 8], 6);
-                        self.forward_ip(cfg, t.src, now);
+                        self.forward_ip(cfg, t.src, Some(net.id), now);
                     }
                     dns::Verdict::Forward => {
                         let Some((up, resolver)) = upstream else {
@@ -257,7 +274,7 @@ impl Ctx<'_> {
                         let ip = &mut self.buf.data_mut()[EthFrame::HEADER_LEN..];
                         packet::rewrite(ip, info, &flow.translate(FlowDir::Original), partial);
                         packet::decrement_ttl(ip);
-                        self.forward_ip(cfg, resolver, now);
+                        self.forward_ip(cfg, resolver, None, now);
                     }
                 }
             }
@@ -331,7 +348,7 @@ impl Ctx<'_> {
         seg[13] = rflags;
         seg[14..16].copy_from_slice(&0xffffu16.to_be_bytes());
         self.emit_l4(dst, src, 6, &mut seg[..20 + data], 16);
-        self.forward_ip(cfg, src, now);
+        self.forward_ip(cfg, src, Some(net.id), now);
     }
 
     /// Replace the buffer's frame with a fresh IPv4 packet `src -> dst` carrying `l4` (whose
@@ -377,15 +394,28 @@ fn send_arp_request(up: &UplinkRt, hop: Ipv4Addr, c: &crate::counters::WorkerCou
     up.port.transmit(&wire, c);
 }
 
+/// The network `dst` is in as seen from network `from`: `from` itself or a linked network.
+fn reachable<'a>(cfg: &'a Config, from: &'a NetRt, dst: Ipv4Addr) -> Option<&'a NetRt> {
+    if from.subnet.contains(dst) {
+        return Some(from);
+    }
+    from.links
+        .iter()
+        .filter_map(|l| cfg.networks.get(l))
+        .find(|n| n.subnet.contains(dst))
+        .map(|n| &**n)
+}
+
 /// Decide what a packet without a flow becomes: `Ok(None)` routes it untranslated,
-/// `Ok(Some(tuple))` creates a flow and translates it, `Err` drops it with a reason.
+/// `Ok(Some((tuple, event, zone)))` creates a flow and translates it (into network `zone` when
+/// the destination is an endpoint), `Err` drops it with a reason.
 fn new_flow(
     ct: &nat::Conntrack,
     cfg: &Config,
     from: Option<&NetRt>,
     info: &L4Info,
     now: u64,
-) -> Result<Option<(FiveTuple, Event)>, Drop> {
+) -> Result<Option<(FiveTuple, Event, Option<NetId>)>, Drop> {
     let t = info.tuple;
     let is_error = matches!(info.icmp, IcmpKind::Error { .. });
     let full = |e: CtError| match e {
@@ -400,7 +430,11 @@ fn new_flow(
         let f = ct
             .create_dnat(t, p.to_ip, p.to_port, p.net, now)
             .map_err(full)?;
-        return Ok(Some((f.translate(FlowDir::Original), Event::DnatFlows)));
+        return Ok(Some((
+            f.translate(FlowDir::Original),
+            Event::DnatFlows,
+            Some(p.net),
+        )));
     };
     if let Some(p) = cfg.published_for(&t).filter(|_| !is_error) {
         // Hairpin: an endpoint reaching a published port through the uplink address. The source
@@ -420,14 +454,17 @@ fn new_flow(
                 now,
             )
             .map_err(full)?;
-        return Ok(Some((f.translate(FlowDir::Original), Event::DnatFlows)));
+        return Ok(Some((
+            f.translate(FlowDir::Original),
+            Event::DnatFlows,
+            Some(p.net),
+        )));
     }
-    if let Some(m) = cfg.network_of(t.dst) {
-        return if m.id == net.id || net.links.contains(&m.id) {
-            Ok(None)
-        } else {
-            Err(Drop::Policy)
-        };
+    if reachable(cfg, net, t.dst).is_some() {
+        return Ok(None);
+    }
+    if cfg.network_of(t.dst).is_some() {
+        return Err(Drop::Policy);
     }
     if is_error {
         return Err(Drop::NoRoute);
@@ -449,5 +486,9 @@ fn new_flow(
             now,
         )
         .map_err(full)?;
-    Ok(Some((f.translate(FlowDir::Original), Event::SnatFlows)))
+    Ok(Some((
+        f.translate(FlowDir::Original),
+        Event::SnatFlows,
+        None,
+    )))
 }
