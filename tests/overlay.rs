@@ -473,6 +473,8 @@ fn overlapping_subnets_on_different_vnis_stay_isolated() {
     let answer = |ns: &Netns, word: &str| {
         ns.spawn(&[
             "socat",
+            "-t",
+            "5",
             "TCP4-LISTEN:7000,fork,reuseaddr",
             &format!("SYSTEM:echo {word}"),
         ])
@@ -518,9 +520,50 @@ fn overlay_networks_egress_through_the_local_uplink_with_nat() {
         "overlay endpoint cannot reach the outside"
     );
     let _tcp = peer_server(&l.out, "tcp", OUTSIDE, 7000);
+    let got = ask(&a, "tcp", OUTSIDE, 7000);
     assert_eq!(
-        ask(&a, "tcp", OUTSIDE, 7000),
+        got,
         format!("peer={UPLINK}"),
         "overlay egress is not masqueraded"
+    );
+}
+
+#[test]
+fn three_hosts_replicate_to_every_peer() {
+    require(&["ping"]);
+    let u = Underlay::new(3);
+    let ds: Vec<Daemon> = (0..3).map(|i| Daemon::start_in(&u.hosts[i], &[])).collect();
+    for (i, d) in ds.iter().enumerate() {
+        let peers: Vec<usize> = (1..=3).filter(|p| *p != i + 1).collect();
+        overlay(d, &peers);
+    }
+    let ns: Vec<Netns> = ["a", "b", "c"].iter().map(|t| Netns::new(t)).collect();
+    for (i, n) in ns.iter().enumerate() {
+        ds[i].ctl_ok(&[
+            "attach",
+            &n.name,
+            "ov",
+            "--ip",
+            &format!("10.250.0.{}", 11 + i),
+        ]);
+    }
+    // Every pair, both ways: the first packet of each needs ARP flooded to both peers.
+    for (i, n) in ns.iter().enumerate() {
+        for j in 0..3 {
+            if i != j {
+                let ip = format!("10.250.0.{}", 11 + j);
+                assert!(n.ping(&ip, 1), "host {} cannot reach {ip}", i + 1);
+            }
+        }
+    }
+    let fdb: Vec<FdbEntryInfo> = ds[0].ctl_json(&["fdb", "ov"]);
+    let vteps: std::collections::BTreeSet<String> = fdb
+        .iter()
+        .filter_map(|e| e.vtep.map(|v| v.to_string()))
+        .collect();
+    assert_eq!(
+        vteps.into_iter().collect::<Vec<_>>(),
+        vec![Underlay::ip(2), Underlay::ip(3)],
+        "{fdb:?}"
     );
 }

@@ -451,6 +451,14 @@ impl Ctx<'_> {
             return true;
         } else {
             match net.neigh.get(&arp.target_ip).map(|m| *m) {
+                // For a requester on another host, answer only for endpoints that live here:
+                // the reply's source MAC teaches that host where the endpoint is.
+                Some(mac)
+                    if matches!(ing, Ingress::Remote(_))
+                        && net.fdb.lookup(mac, self.now).is_none() =>
+                {
+                    return false
+                }
                 Some(mac) if mac != arp.sender_mac => {
                     c.event(Event::ArpSuppressed);
                     mac

@@ -442,7 +442,15 @@ pub fn peer_server(ns: &Netns, proto: &str, bind: &str, port: u16) -> KillOnDrop
         "udp" => format!("UDP4-RECVFROM:{port},bind={bind},fork"),
         _ => format!("TCP4-LISTEN:{port},bind={bind},fork,reuseaddr"),
     };
-    let k = ns.spawn(&["socat", &listen, "SYSTEM:echo peer=$SOCAT_PEERADDR"]);
+    // -t 5: after the client's half-close, wait for the forked `echo` (slow on a loaded machine)
+    // instead of socat's default half second.
+    let k = ns.spawn(&[
+        "socat",
+        "-t",
+        "5",
+        &listen,
+        "SYSTEM:echo peer=$SOCAT_PEERADDR",
+    ]);
     let probe = if proto == "udp" { "-lnu" } else { "-lnt" };
     let ok = wait_until(5, || {
         ns.exec_ok(&["ss", "-H", probe])
@@ -457,17 +465,26 @@ pub fn peer_server(ns: &Netns, proto: &str, bind: &str, port: u16) -> KillOnDrop
 }
 
 /// Ask a [`peer_server`] at `addr:port` from `ns`; returns the answer (empty if none came).
+/// (Generous timeouts: CI runs the tests in parallel on two cores next to iperf3 runs.)
 pub fn ask(ns: &Netns, proto: &str, addr: &str, port: u16) -> String {
     let target = match proto {
         "udp" => format!("UDP4:{addr}:{port}"),
-        _ => format!("TCP4:{addr}:{port},connect-timeout=3"),
+        _ => format!("TCP4:{addr}:{port},connect-timeout=5"),
     };
     let o = ns.exec(&[
         "sh",
         "-c",
-        &format!("echo x | timeout 5 socat -T 3 - {target}"),
+        &format!("echo x | timeout 8 socat -T 5 - {target}"),
     ]);
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
+    let out = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    if out.is_empty() {
+        eprintln!(
+            "ask {target} from {}: no answer; socat said: {}",
+            ns.name,
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+    }
+    out
 }
 
 /// An underlay for overlay tests: a bridge in its own namespace and `n` "hosts", each a namespace
