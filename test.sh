@@ -24,4 +24,5 @@ fi
 [ -e /dev/net/tun ] || { modprobe tun 2>/dev/null || true; }
 [ -e /dev/net/tun ] || { echo "test.sh: /dev/net/tun is missing (no TUN/TAP support)" >&2; exit 1; }
 
-cargo test --workspace --locked "$@"
+# At most three tests at once: each starts a daemon and real tools on a 2-core machine.
+cargo test --workspace --locked "$@" -- --test-threads=3

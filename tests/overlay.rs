@@ -520,7 +520,22 @@ fn overlay_networks_egress_through_the_local_uplink_with_nat() {
         "overlay endpoint cannot reach the outside"
     );
     let _tcp = peer_server(&l.out, "tcp", OUTSIDE, 7000);
+    // On failure, show what crossed the endpoint's port.
+    let cap = l.d.dir.join("a.pcap");
+    let capture = l.d.capture_bg(
+        &format!("{}/eth0", a.name),
+        &["-w", cap.to_str().unwrap(), "--timeout", "12"],
+    );
+    std::thread::sleep(Duration::from_millis(300));
     let got = ask(&a, "tcp", OUTSIDE, 7000);
+    drop(capture);
+    if got.is_empty() {
+        eprintln!(
+            "capture at a: {}",
+            run_ok(&["tcpdump", "-nvvr", cap.to_str().unwrap()])
+        );
+        eprintln!("outside: {}", l.out.exec_ok(&["ss", "-tanp"]));
+    }
     assert_eq!(
         got,
         format!("peer={UPLINK}"),

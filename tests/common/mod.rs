@@ -281,6 +281,13 @@ impl Netns {
         run_ok(&["ip", "netns", "add", &name]);
         let ns = Netns { name };
         ns.exec_ok(&["ip", "link", "set", "lo", "up"]);
+        // The tests are IPv4: keep IPv6 neighbour discovery and MLD chatter of fresh interfaces
+        // out of captures and counters.
+        ns.exec_ok(&[
+            "sh",
+            "-c",
+            "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6; echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6",
+        ]);
         ns
     }
 
@@ -474,7 +481,12 @@ pub fn ask(ns: &Netns, proto: &str, addr: &str, port: u16) -> String {
     let o = ns.exec(&[
         "sh",
         "-c",
-        &format!("echo x | timeout 8 socat -T 5 - {target}"),
+        // -t: how long to wait for the answer after our half-close (UDP has no close, so the
+        // wait is always spent: keep it shorter there).
+        &format!(
+            "echo x | timeout 10 socat -t {} -T 8 - {target}",
+            if proto == "udp" { 2 } else { 5 }
+        ),
     ]);
     let out = String::from_utf8_lossy(&o.stdout).trim().to_string();
     if out.is_empty() {
