@@ -309,46 +309,18 @@ fn overlay_input_errors() {
         "42",
     ]);
     d.ctl_ok(&["network", "create", "flat", "--subnet", "10.251.0.0/24"]);
-    let (_, e) = d.ctl_err(&[
-        "network",
-        "create",
-        "x",
-        "--subnet",
-        "10.252.0.0/24",
-        "--vni",
-        "0",
-    ]);
-    assert!(e.contains("VNI 0"), "{e}");
-    let (_, e) = d.ctl_err(&[
-        "network",
-        "create",
-        "x",
-        "--subnet",
-        "10.252.0.0/24",
-        "--vni",
-        "16777216",
-    ]);
-    assert!(e.contains("16777216"), "{e}");
-    let (_, e) = d.ctl_err(&[
-        "network",
-        "create",
-        "x",
-        "--subnet",
-        "10.252.0.0/24",
-        "--vni",
-        "42",
-    ]);
-    assert!(e.contains("VNI 42") && e.contains("ov"), "{e}");
-    let (_, e) = d.ctl_err(&[
-        "network",
-        "create",
-        "x",
-        "--subnet",
-        "10.252.0.0/24",
-        "--peer",
-        "10.240.0.2",
-    ]);
-    assert!(e.contains("not an overlay"), "{e}");
+    // Each refused `network create x --subnet 10.252.0.0/24 ...` names what was wrong.
+    for (extra, says) in [
+        (&["--vni", "0"][..], &["VNI 0"][..]),
+        (&["--vni", "16777216"], &["16777216"]),
+        (&["--vni", "42"], &["VNI 42", "ov"]),
+        (&["--peer", "10.240.0.2"], &["not an overlay"]),
+    ] {
+        let mut args = vec!["network", "create", "x", "--subnet", "10.252.0.0/24"];
+        args.extend_from_slice(extra);
+        let (_, e) = d.ctl_err(&args);
+        assert!(says.iter().all(|w| e.contains(w)), "{extra:?}: {e}");
+    }
     let (_, e) = d.ctl_err(&["peer", "add", "flat", "10.240.0.2"]);
     assert!(e.contains("flat"), "{e}");
     let (_, e) = d.ctl_err(&["peer", "rm", "ov", "10.240.0.9"]);

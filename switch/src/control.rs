@@ -1222,6 +1222,17 @@ fn split_proto(spec: &str) -> Result<(&str, Proto), Error> {
     }
 }
 
+/// The id of network `name`, when a name is given.
+fn zone_of(st: &State, name: Option<&str>) -> Result<Option<NetId>, Error> {
+    name.map(|n| {
+        st.networks
+            .get(n)
+            .map(|n| n.id)
+            .ok_or_else(|| Error::NetworkNotFound(n.to_string()))
+    })
+    .transpose()
+}
+
 /// Parse `[IP:][HOSTPORT:]CTRPORT[/tcp|/udp]` into (IP, host port, container port, protocol).
 /// An empty or missing host port means "pick a free one".
 pub fn parse_publish_spec(
@@ -1590,14 +1601,7 @@ impl Switch {
     /// `conntrack ls`.
     pub fn conntrack(&self, network: Option<&str>) -> Result<Vec<ConntrackEntry>, Error> {
         let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let zone = network
-            .map(|n| {
-                st.networks
-                    .get(n)
-                    .map(|n| n.id)
-                    .ok_or_else(|| Error::NetworkNotFound(n.to_string()))
-            })
-            .transpose()?;
+        let zone = zone_of(&st, network)?;
         let names: BTreeMap<NetId, &str> = st
             .networks
             .values()
@@ -1627,14 +1631,7 @@ impl Switch {
     /// `conntrack flush`.
     pub fn conntrack_flush(&self, network: Option<&str>) -> Result<FlushInfo, Error> {
         let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let zone = network
-            .map(|n| {
-                st.networks
-                    .get(n)
-                    .map(|n| n.id)
-                    .ok_or_else(|| Error::NetworkNotFound(n.to_string()))
-            })
-            .transpose()?;
+        let zone = zone_of(&st, network)?;
         Ok(FlushInfo {
             flushed: self.shared.ct.flush(zone),
         })

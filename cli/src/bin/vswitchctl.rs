@@ -427,28 +427,14 @@ fn run(cli: Cli) -> Result<(), ClientError> {
             if json {
                 return print_json(&u);
             }
-            println!(
-                "uplink {}: {}/{} mac {}{}",
-                u.iface,
-                u.ip,
-                u.prefix_len,
-                u.mac,
-                u.gateway.map_or(String::new(), |g| format!(" gateway {g}"))
-            );
+            println!("{}", uplink_line(&u));
         }
         Cmd::Uplink(UplinkCmd::Show) => {
             let u: UplinkInfo = c.call("GET", routes::UPLINK, NONE)?;
             if json {
                 return print_json(&u);
             }
-            println!(
-                "uplink {}: {}/{} mac {}{}",
-                u.iface,
-                u.ip,
-                u.prefix_len,
-                u.mac,
-                u.gateway.map_or(String::new(), |g| format!(" gateway {g}"))
-            );
+            println!("{}", uplink_line(&u));
             let rows: Vec<Vec<String>> = u
                 .neighbours
                 .iter()
@@ -666,6 +652,15 @@ fn run(cli: Cli) -> Result<(), ClientError> {
         }
     }
     Ok(())
+}
+
+/// One line describing the uplink.
+fn uplink_line(u: &UplinkInfo) -> String {
+    let gw = u.gateway.map_or(String::new(), |g| format!(" gateway {g}"));
+    format!(
+        "uplink {}: {}/{} mac {}{gw}",
+        u.iface, u.ip, u.prefix_len, u.mac
+    )
 }
 
 /// `ROUTE` or `ROUTE?network=NAME`.
