@@ -25,4 +25,13 @@ fi
 [ -e /dev/net/tun ] || { echo "test.sh: /dev/net/tun is missing (no TUN/TAP support)" >&2; exit 1; }
 
 # At most three tests at once: each starts a daemon and real tools on a 2-core machine.
-cargo test --workspace --locked "$@" -- --test-threads=3
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --locked "$@" -- --test-threads=3 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole run (cargo's last line is a doc-test summary of one crate).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i == "passed;") p += $(i-1); if ($i == "failed;") f += $(i-1) } }
+     END { printf "%d passed, %d failed\n", p, f }' "$log"
+exit "$rc"
