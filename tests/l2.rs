@@ -404,3 +404,59 @@ fn network_rm_inspect_and_ipam() {
     let human = d.ctl_ok(&["network", "ls"]);
     assert!(human.starts_with("NAME"), "{human}");
 }
+
+#[test]
+fn endpoints_cannot_spoof_other_addresses_unless_allowed() {
+    require(&["ping", "python3"]);
+    let d = Daemon::start();
+    let (a, b, r) = (Netns::new("a"), Netns::new("b"), Netns::new("r"));
+    d.ctl_ok(&["network", "create", "front", "--subnet", "10.201.13.0/24"]);
+    let ea = attach(&d, &a, "front");
+    let eb = attach(&d, &b, "front");
+    let er: EndpointInfo = d.ctl_json(&["attach", &r.name, "front", "--allow-spoof"]);
+    assert!(er.allow_spoof && !ea.allow_spoof);
+    assert!(a.ping(&eb.ip.to_string(), 1));
+    let send = |ns: &Netns, mac: &str| {
+        let mine = mac.replace(':', "");
+        let b_mac = eb.mac.replace(':', "");
+        let script = format!(
+            r#"
+import socket
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("eth0", 0))
+mine, b = bytes.fromhex("{mine}"), bytes.fromhex("{b_mac}")
+ip = bytes([0x45, 0, 0, 28, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 201, 13, 99, 10, 201, 13, 3]) + bytes(8)
+s.send(b + bytes.fromhex("020000009999") + b"\x08\x00" + ip)   # a foreign source MAC
+s.send(b + mine + b"\x08\x00" + ip)                             # a foreign source IP
+arp = bytes.fromhex("000108000604") + b"\x00\x02" + mine + bytes([10, 201, 13, 3]) + b + bytes([10, 201, 13, 3])
+s.send(b + mine + b"\x08\x06" + arp)                             # ARP claiming b's address
+"#
+        );
+        ns.exec_ok(&["python3", "-c", &script]);
+    };
+    let before: StatsInfo = d.ctl_json(&["stats"]);
+    send(&a, &ea.mac);
+    assert!(
+        wait_until(3, || d.ctl_json::<StatsInfo>(&["stats"]).drops["spoofed"]
+            >= before.drops["spoofed"] + 3),
+        "spoofed frames not counted"
+    );
+    let fdb: Vec<FdbEntryInfo> = d.ctl_json(&["fdb"]);
+    assert!(
+        fdb.iter().all(|e| e.mac != "02:00:00:00:99:99"),
+        "a spoofed MAC was learned: {fdb:?}"
+    );
+    assert!(
+        a.ping(&eb.ip.to_string(), 1) && b.ping(&ea.ip.to_string(), 1),
+        "traffic disturbed"
+    );
+    // The endpoint that may spoof is not filtered.
+    let mid: StatsInfo = d.ctl_json(&["stats"]);
+    send(&r, &er.mac);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let after: StatsInfo = d.ctl_json(&["stats"]);
+    assert_eq!(
+        after.drops["spoofed"], mid.drops["spoofed"],
+        "--allow-spoof endpoint was filtered"
+    );
+}

@@ -146,6 +146,7 @@ impl Net {
             mac: e.port.mac.to_string(),
             mtu: self.mtu,
             aliases: e.aliases.clone(),
+            allow_spoof: !e.port.spoof_check,
         }
     }
 
@@ -591,6 +592,7 @@ impl Switch {
             stats: PortStats::default(),
             taps: Arc::new(Taps::default()),
             flood: FloodLimiter::new(self.opts.flood_rate),
+            spoof_check: !req.allow_spoof,
         });
         net.neigh.insert(ip, mac);
         net.endpoints.push(Endpoint {
@@ -1012,6 +1014,7 @@ impl Switch {
                         mac: Some(e.port.mac.to_string()),
                         ifname: Some(e.ifname.clone()),
                         aliases: e.aliases.clone(),
+                        allow_spoof: !e.port.spoof_check,
                     })
                 })
                 .collect(),
@@ -1412,6 +1415,7 @@ impl Switch {
             stats: PortStats::default(),
             taps: Arc::new(Taps::default()),
             flood: FloodLimiter::new(self.opts.flood_rate),
+            spoof_check: false,
         });
         self.epolls[worker]
             .add(port.dev.as_raw_fd(), u64::from(id))
@@ -1724,6 +1728,7 @@ impl Switch {
             stats: PortStats::default(),
             taps: Arc::new(Taps::default()),
             flood: FloodLimiter::new(self.opts.flood_rate),
+            spoof_check: false,
         });
         self.epolls[worker]
             .add(p.dev.as_raw_fd(), u64::from(id))

@@ -55,6 +55,8 @@ named_enum!(
         VxlanUnknownVni => "vxlan_unknown_vni",
         /// VXLAN packet from an address that is not a peer of the network.
         VxlanUnknownPeer => "vxlan_unknown_peer",
+        /// An endpoint sent from a MAC or IPv4 address that is not its own, or ARP claiming one.
+        Spoofed => "spoofed",
     }
 );
 

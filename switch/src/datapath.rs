@@ -295,6 +295,10 @@ impl Ctx<'_> {
             self.uplink_in(cfg, inp, &eth, now);
             return;
         }
+        if inp.spoof_check && spoofed(inp, &eth, self.buf.data()) {
+            c.drop(Drop::Spoofed);
+            return;
+        }
         let Some(net) = cfg.networks.get(&inp.network) else {
             return;
         };
@@ -583,6 +587,25 @@ impl Ctx<'_> {
                 }
             }
         }
+    }
+}
+
+/// Port security: the frame's source MAC, its IPv4 source and an ARP sender must be the
+/// endpoint's own (`0.0.0.0` is allowed: address probes). Truncated frames are left for the
+/// parsers to count as malformed.
+fn spoofed(port: &Port, eth: &EthFrame, frame: &[u8]) -> bool {
+    if eth.src != port.mac {
+        return true;
+    }
+    let ip_ok = |ip: Ipv4Addr| ip == port.ip || ip.is_unspecified();
+    match eth.ethertype {
+        EthernetProtocol::Ipv4 => frame
+            .get(26..30)
+            .is_some_and(|b| !ip_ok(Ipv4Addr::new(b[0], b[1], b[2], b[3]))),
+        EthernetProtocol::Arp => {
+            local::parse_arp(frame).is_some_and(|a| a.sender_mac != port.mac || !ip_ok(a.sender_ip))
+        }
+        _ => false,
     }
 }
 

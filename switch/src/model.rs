@@ -207,6 +207,10 @@ pub struct AttachRequest {
     /// Further names the gateway's DNS answers with this endpoint's address.
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// Let the endpoint send from other MAC/IP addresses (a router in a namespace); by default
+    /// frames from any source but the endpoint's own are dropped and counted (`spoofed`).
+    #[serde(default)]
+    pub allow_spoof: bool,
 }
 
 /// An endpoint: one namespace's interface on one network, backed by one switch port.
@@ -230,6 +234,8 @@ pub struct EndpointInfo {
     pub mtu: u32,
     /// DNS aliases (the namespace name always resolves).
     pub aliases: Vec<String>,
+    /// Anti-spoofing is off for this endpoint.
+    pub allow_spoof: bool,
 }
 
 /// Per-port counters.

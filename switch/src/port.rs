@@ -169,6 +169,8 @@ pub struct Port {
     pub taps: Arc<Taps>,
     /// Flooding rate limit for frames received on this port.
     pub flood: FloodLimiter,
+    /// Anti-spoofing: only `mac` and `ip` may appear as sources of frames from this port.
+    pub spoof_check: bool,
 }
 
 impl Port {

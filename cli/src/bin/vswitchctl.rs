@@ -60,6 +60,10 @@ enum Cmd {
         /// resolves at the gateway.
         #[arg(long = "alias", value_name = "NAME")]
         aliases: Vec<String>,
+        /// Let the endpoint send from other MAC/IP addresses (a router in the namespace). By
+        /// default frames from any address but its own are dropped and counted (spoofed).
+        #[arg(long)]
+        allow_spoof: bool,
     },
     /// Remove a namespace's interface on a network.
     Detach {
@@ -363,8 +367,10 @@ fn run(cli: Cli) -> Result<(), ClientError> {
             mac,
             ifname,
             aliases,
+            allow_spoof,
         } => {
             let req = AttachRequest {
+                allow_spoof,
                 netns,
                 network,
                 ip,

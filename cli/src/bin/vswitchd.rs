@@ -32,9 +32,13 @@ struct Args {
     /// counted as flood_limited).
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
     flood_rate: u64,
+    /// Maximum learned MAC addresses per network (local and remote tables each); beyond it
+    /// sources are not learned and the drop is counted (fdb_full).
+    #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    fdb_max: u64,
     /// Maximum tracked connections (NAT); new flows beyond it are dropped and counted
     /// (conntrack_full).
-    #[arg(long, default_value_t = 262_144, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    #[arg(long, alias = "conntrack-max", default_value_t = 262_144, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     ct_max: u64,
     /// Seconds an established TCP connection lives without traffic.
     #[arg(long, default_value_t = 432_000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -100,7 +104,7 @@ fn run(args: Args) -> Result<(), String> {
                 ..nat::Timeouts::default()
             },
             underlay_ip: args.underlay_ip,
-            ..Options::default()
+            fdb_limit: usize::try_from(args.fdb_max).unwrap_or(usize::MAX),
         };
         let sw = tokio::task::spawn_blocking(move || Switch::start(opts))
             .await
