@@ -213,3 +213,37 @@ fn second_daemon_on_the_same_socket_is_refused() {
         "first daemon disturbed"
     );
 }
+
+#[test]
+fn non_root_clients_are_refused_even_if_the_socket_mode_is_loosened() {
+    require(&["setpriv"]);
+    let d = Daemon::start();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&d.socket, std::fs::Permissions::from_mode(0o666))
+        .expect("chmod socket");
+    // Run a copy of the client from the test's own directory, which `nobody` can reach wherever
+    // the checkout lives.
+    std::fs::set_permissions(&d.dir, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
+    let ctl = d.dir.join("vswitchctl");
+    std::fs::copy(env!("CARGO_BIN_EXE_vswitchctl"), &ctl).expect("copy vswitchctl");
+    std::fs::set_permissions(&ctl, std::fs::Permissions::from_mode(0o755))
+        .expect("chmod vswitchctl");
+    let o = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&ctl)
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["network", "ls"])
+        .output()
+        .expect("run setpriv");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("permission denied") && err.contains("uid 65534"),
+        "{err}"
+    );
+    assert!(
+        d.ctl(&["network", "ls"]).status.success(),
+        "root must still be served"
+    );
+}

@@ -278,6 +278,43 @@ async fn fdb_add(State(sw): State<Sw>, Json(req): Json<FdbAdd>) -> Result<Status
         .map(|()| StatusCode::NO_CONTENT)
 }
 
+/// The credentials of the process at the other end of a control connection (SO_PEERCRED).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    /// The client's user id, when the kernel told it.
+    pub uid: Option<u32>,
+}
+
+impl
+    axum::extract::connect_info::Connected<
+        axum::serve::IncomingStream<'_, tokio::net::UnixListener>,
+    > for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::UnixListener>) -> Self {
+        Peer {
+            uid: stream.io().peer_cred().ok().map(|c| c.uid()),
+        }
+    }
+}
+
+/// Only root may use the API, whatever the socket's mode has been changed to.
+async fn require_root(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let uid = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<Peer>>()
+        .and_then(|c| c.0.uid);
+    if uid == Some(0) {
+        return next.run(req).await;
+    }
+    let who = uid.map_or_else(|| "an unknown user".to_string(), |u| format!("uid {u}"));
+    let body = ErrorBody {
+        error: format!(
+            "permission denied: vswitchd accepts requests from root only (this client is {who})"
+        ),
+    };
+    (StatusCode::FORBIDDEN, Json(body)).into_response()
+}
+
 /// The API's routes.
 pub fn router(sw: Arc<Switch>) -> Router {
     Router::new()
@@ -302,6 +339,7 @@ pub fn router(sw: Arc<Switch>) -> Router {
             axum::routing::post(publish).delete(unpublish),
         )
         .route(routes::CONNTRACK, get(conntrack).delete(conntrack_flush))
+        .layer(axum::middleware::from_fn(require_root))
         .with_state(sw)
 }
 

@@ -120,7 +120,7 @@ fn run(args: Args) -> Result<(), String> {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| e.to_string())?;
         tokio::select! {
-            r = axum::serve(listener, app) => {
+            r = axum::serve(listener, app.into_make_service_with_connect_info::<server::Peer>()) => {
                 if let Err(e) = r { log::error!("control API failed: {e}"); }
             }
             _ = term.recv() => log::info!("SIGTERM: shutting down"),
