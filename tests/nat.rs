@@ -180,7 +180,7 @@ fn published_ports_keep_the_client_address_and_hairpin_works() {
 #[test]
 fn conntrack_entries_are_listed_expire_and_flush() {
     require(&["socat", "ss"]);
-    let l = Lab::new(&["--ct-udp-timeout", "5", "--ct-udp-stream-timeout", "5"]);
+    let l = Lab::new(&["--ct-udp-timeout", "8", "--ct-udp-stream-timeout", "8"]);
     let a = Netns::new("a");
     l.d.ctl_ok(&["network", "create", "front", "--subnet", "10.220.0.0/24"]);
     attach(&l, &a, "front");
@@ -207,9 +207,9 @@ fn conntrack_entries_are_listed_expire_and_flush() {
         "{tcp:?}"
     );
     assert!(l.d.ctl_ok(&["conntrack"]).contains("ORIGINAL"));
-    // The UDP flow expires after 5 s idle (the housekeeping sweep runs every second).
+    // The UDP flow expires after 8 s idle (the housekeeping sweep runs every second).
     assert!(
-        wait_until(12, || l
+        wait_until(16, || l
             .d
             .ctl_json::<Vec<ConntrackEntry>>(&["conntrack"])
             .iter()

@@ -485,7 +485,7 @@ pub fn ask(ns: &Netns, proto: &str, addr: &str, port: u16) -> String {
         // wait is always spent: keep it shorter there).
         &format!(
             "echo x | timeout 10 socat -t {} -T 8 - {target}",
-            if proto == "udp" { 2 } else { 5 }
+            if proto == "udp" { 4 } else { 5 }
         ),
     ]);
     let out = String::from_utf8_lossy(&o.stdout).trim().to_string();
