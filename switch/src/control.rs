@@ -1401,25 +1401,15 @@ impl Switch {
         let sock =
             PacketSocket::open(&req.iface).map_err(Error::device("open uplink interface"))?;
         self.remove_uplink_locked(st);
-        let worker = self.least_loaded_worker(st);
-        let id = st.next_port;
-        st.next_port += 1;
-        let port = Arc::new(Port {
-            id,
-            name: "uplink".into(),
-            network: crate::port::UPLINK_NET,
-            dev: Device::Packet(sock),
-            mac: MacAddr::gateway_for(&format!("uplink/{}", req.iface)),
+        let mac = MacAddr::gateway_for(&format!("uplink/{}", req.iface));
+        let port = self.infra_port(
+            st,
+            "uplink".into(),
+            crate::port::UPLINK_NET,
+            Device::Packet(sock),
+            mac,
             ip,
-            worker,
-            stats: PortStats::default(),
-            taps: Arc::new(Taps::default()),
-            flood: FloodLimiter::new(self.opts.flood_rate),
-            spoof_check: false,
-        });
-        self.epolls[worker]
-            .add(port.dev.as_raw_fd(), u64::from(id))
-            .map_err(Error::device("register uplink with worker"))?;
+        )?;
         st.uplink = Some(UplinkState {
             req: req.clone(),
             ip,
@@ -1709,21 +1699,46 @@ impl Switch {
             .map_err(Error::device("configure VXLAN socket"))?;
         let raw = crate::sys::udp::RawIpSender::open()
             .map_err(Error::device("open raw socket for VXLAN"))?;
+        let dev = Device::Vxlan(crate::port::VxlanDev {
+            udp,
+            raw,
+            port,
+            src,
+        });
+        let p = self.infra_port(
+            st,
+            format!("vxlan{port}"),
+            crate::port::VXLAN_NET,
+            dev,
+            MacAddr::default(),
+            src,
+        )?;
+        log::info!("VTEP listening on {src}:{port}");
+        st.vteps.insert(port, p);
+        Ok(())
+    }
+
+    /// A port that is not an endpoint (the uplink, a VTEP): numbered, given to the least loaded
+    /// worker and registered with it.
+    fn infra_port(
+        &self,
+        st: &mut State,
+        name: String,
+        network: NetId,
+        dev: Device,
+        mac: MacAddr,
+        ip: Ipv4Addr,
+    ) -> Result<Arc<Port>, Error> {
         let worker = self.least_loaded_worker(st);
         let id = st.next_port;
         st.next_port += 1;
-        let p = Arc::new(Port {
+        let port = Arc::new(Port {
             id,
-            name: format!("vxlan{port}"),
-            network: crate::port::VXLAN_NET,
-            dev: Device::Vxlan(crate::port::VxlanDev {
-                udp,
-                raw,
-                port,
-                src,
-            }),
-            mac: MacAddr::default(),
-            ip: src,
+            name,
+            network,
+            dev,
+            mac,
+            ip,
             worker,
             stats: PortStats::default(),
             taps: Arc::new(Taps::default()),
@@ -1731,11 +1746,9 @@ impl Switch {
             spoof_check: false,
         });
         self.epolls[worker]
-            .add(p.dev.as_raw_fd(), u64::from(id))
-            .map_err(Error::device("register VXLAN port with worker"))?;
-        log::info!("VTEP listening on {src}:{port}");
-        st.vteps.insert(port, p);
-        Ok(())
+            .add(port.dev.as_raw_fd(), u64::from(id))
+            .map_err(Error::device("register port with worker"))?;
+        Ok(port)
     }
 
     fn drop_unused_vteps(&self, st: &mut State) {
