@@ -1,0 +1,239 @@
+#!/usr/bin/env bash
+# vswitch benchmark: every path through vswitchd beside the kernel's way of doing the same thing,
+# measured in one run on this machine, printed as one Markdown table.
+#
+#   sudo perf/bench.sh            # T=5 seconds per measurement; about 5 minutes in all
+#   sudo T=10 perf/bench.sh       # longer runs
+#   sudo perf/bench.sh --no-ovs   # skip Open vSwitch even when it is installed
+#
+# Rows: L2 between two namespaces (vswitchd vs a Linux bridge), NAT egress and a published port
+# (vswitchd vs a Linux bridge + iptables MASQUERADE/DNAT), VXLAN overlay between two host
+# namespaces (vswitchd vs kernel vxlan + bridge), and Open vSwitch's userspace datapath on TAP
+# ports with and without userspace TSO (when installed). Columns: iperf3 TCP with 1 and 4
+# streams, iperf3 UDP with 64-byte payloads (received packets/s), sockperf UDP round trip, and the
+# ratio of the vswitchd row to the kernel row of the same path.
+#
+# It builds the release binaries, installs missing tools with apt-get, creates only namespaces
+# named vb<pid>* (and an OVS instance under a temporary directory), and removes them on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+T=${T:-5}
+OVS=1
+for a in "$@"; do
+  case "$a" in
+    --no-ovs) OVS=0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    *) echo "bench.sh: unknown argument '$a' (try --help)" >&2; exit 2 ;;
+  esac
+done
+[ "$(id -u)" = 0 ] || { echo "bench.sh: run as root (it creates namespaces and TAP devices)" >&2; exit 1; }
+
+need=()
+for t in ip:iproute2 iperf3:iperf3 sockperf:sockperf iptables:iptables python3:python3 bridge:iproute2; do
+  command -v "${t%%:*}" >/dev/null 2>&1 || need+=("${t#*:}")
+done
+if [ "$OVS" = 1 ] && ! command -v ovs-vswitchd >/dev/null 2>&1; then need+=(openvswitch-switch); fi
+if [ ${#need[@]} -gt 0 ]; then
+  echo "bench.sh: installing ${need[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null \
+    || { echo "bench.sh: could not install ${need[*]}" >&2; exit 1; }
+fi
+cargo build --release --quiet --bin vswitchd --bin vswitchctl
+BIN=$PWD/target/release
+
+tag=vb$$
+dir=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  ovs_stop
+  for n in $(ip netns ls | awk '{print $1}' | grep "^$tag" || true); do ip netns del "$n"; done
+  rm -rf "$dir"
+}
+ovs_stop() {
+  for f in "$dir"/ovs/*.pid; do [ -e "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
+  sleep 0.2
+  rm -rf "$dir/ovs"
+}
+trap cleanup EXIT
+log() { echo "bench.sh: $*" >&2; }
+ns() { ip netns add "$tag$1"; ip -n "$tag$1" link set lo up; }
+nx() { local n=$1; shift; ip netns exec "$tag$n" "$@"; }
+
+# --- measurements: client namespace, server namespace, address the client dials, server bind ---
+rows=()
+measure() { # name kernel-row-name cns sns dial bind
+  local name=$1 ref=$2 c=$3 s=$4 dial=$5 bind=$6 out
+  log "measuring: $name"
+  nx "$s" iperf3 -s -D -B "$bind" -p 5201 --pidfile "$dir/iperf.pid"
+  nx "$s" sockperf sr -i "$bind" -p 11111 >/dev/null 2>&1 & local sp=$!
+  sleep 0.5
+  local t1 t4 u l
+  t1=$(nx "$c" iperf3 -c "$dial" -p 5201 -t "$T" -J | gbps) || t1=fail
+  t4=$(nx "$c" iperf3 -c "$dial" -p 5201 -t "$T" -P 4 -J | gbps) || t4=fail
+  u=$(nx "$c" iperf3 -c "$dial" -p 5201 -t "$T" -u -b 0 -l 64 -J | pps) || u=fail
+  l=$(nx "$c" sockperf pp -i "$dial" -p 11111 -t "$T" 2>&1 | rtt) || l=fail
+  kill "$(cat "$dir/iperf.pid")" "$sp" 2>/dev/null || true
+  wait "$sp" 2>/dev/null || true
+  sleep 0.3
+  rows+=("$name|$ref|$t1|$t4|$u|$l")
+}
+gbps() { python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'; }
+pps() { python3 -c 'import json,sys; s=json.load(sys.stdin)["end"]["sum"]; print("%.0f" % ((s["packets"]-s["lost_packets"])/s["seconds"]))'; }
+# sockperf prints the average one-way latency (half the round trip) in microseconds.
+rtt() { python3 -c '
+import re,sys
+m=re.search(r"avg-latency=([0-9.]+)", sys.stdin.read())
+print("%.1f" % (2*float(m.group(1))))'; }
+
+daemon() { # host-namespace-or-empty name
+  local h=$1 name=$2
+  local cmd=("$BIN/vswitchd" --socket "$dir/$name.sock" --state-dir "$dir/$name.state")
+  if [ -n "$h" ]; then
+    ip netns exec "$tag$h" "${cmd[@]}" 2>"$dir/$name.log" &
+  else
+    "${cmd[@]}" 2>"$dir/$name.log" &
+  fi
+  pids+=($!)
+  for _ in $(seq 100); do "$BIN/vswitchctl" --socket "$dir/$name.sock" network ls >/dev/null 2>&1 && return; sleep 0.1; done
+  log "vswitchd $name did not start: $(tail -3 "$dir/$name.log")"; exit 1
+}
+ctl() { local name=$1; shift; "$BIN/vswitchctl" --socket "$dir/$name.sock" "$@" >/dev/null; }
+stop_daemons() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  pids=()
+}
+veth() { # ns1 if1 ns2 if2
+  ip link add "$2" netns "$tag$1" type veth peer name "$4" netns "$tag$3"
+  ip -n "$tag$1" link set "$2" up; ip -n "$tag$3" link set "$4" up
+}
+
+# --- L2 ---
+ns a; ns b
+daemon "" l2
+ctl l2 network create bench --subnet 10.90.0.0/24
+ctl l2 attach "${tag}a" bench --ip 10.90.0.2
+ctl l2 attach "${tag}b" bench --ip 10.90.0.3
+measure "vswitchd L2 (TAP)" "Linux bridge (veth)" a b 10.90.0.3 10.90.0.3
+stop_daemons
+
+ns kh; ns ka; ns kb
+ip -n "${tag}kh" link add br0 type bridge; ip -n "${tag}kh" link set br0 up
+for x in a b; do veth kh v$x k$x eth0; ip -n "${tag}kh" link set v$x master br0; done
+ip -n "${tag}ka" addr add 10.90.0.2/24 dev eth0; ip -n "${tag}kb" addr add 10.90.0.3/24 dev eth0
+measure "Linux bridge (veth)" "" ka kb 10.90.0.3 10.90.0.3
+
+# --- NAT: a host namespace whose uplink is a veth to an "outside" namespace with no route back ---
+ns h; ns o; ns c
+veth h up0 o eth0
+ip -n "${tag}o" addr add 10.91.0.2/24 dev eth0
+daemon h nat
+ctl nat uplink set up0 --ip 10.91.0.1/24
+ctl nat network create natnet --subnet 10.92.0.0/24
+ctl nat attach "${tag}c" natnet --ip 10.92.0.2
+ctl nat publish "${tag}c" 5201:5201/tcp
+ctl nat publish "${tag}c" 5201:5201/udp
+ctl nat publish "${tag}c" 11111:11111/udp
+measure "vswitchd NAT egress" "bridge + MASQUERADE" c o 10.91.0.2 10.91.0.2
+measure "vswitchd published port" "bridge + DNAT" o c 10.91.0.1 10.92.0.2
+stop_daemons
+
+ns kh2; ns ko; ns kc
+veth kh2 up0 ko eth0
+veth kh2 vc kc eth0
+ip -n "${tag}ko" addr add 10.91.0.2/24 dev eth0
+ip -n "${tag}kh2" addr add 10.91.0.1/24 dev up0
+ip -n "${tag}kh2" link add br0 type bridge; ip -n "${tag}kh2" link set br0 up
+ip -n "${tag}kh2" link set vc master br0
+ip -n "${tag}kh2" addr add 10.92.0.1/24 dev br0
+ip -n "${tag}kc" addr add 10.92.0.2/24 dev eth0; ip -n "${tag}kc" route add default via 10.92.0.1
+nx kh2 sysctl -qw net.ipv4.ip_forward=1
+nx kh2 iptables -t nat -A POSTROUTING -s 10.92.0.0/24 -o up0 -j MASQUERADE
+for p in tcp:5201 udp:5201 udp:11111; do
+  nx kh2 iptables -t nat -A PREROUTING -i up0 -p "${p%%:*}" --dport "${p#*:}" -j DNAT --to-destination "10.92.0.2:${p#*:}"
+done
+measure "bridge + MASQUERADE" "" kc ko 10.91.0.2 10.91.0.2
+measure "bridge + DNAT" "" ko kc 10.91.0.1 10.92.0.2
+
+# --- VXLAN overlay between two host namespaces over a veth underlay ---
+ns u1; ns u2; ns x1; ns x2
+veth u1 ul0 u2 ul0
+ip -n "${tag}u1" addr add 10.93.0.1/24 dev ul0; ip -n "${tag}u2" addr add 10.93.0.2/24 dev ul0
+daemon u1 ov1; daemon u2 ov2
+ctl ov1 network create ov --subnet 10.94.0.0/24 --vni 42 --peer 10.93.0.2
+ctl ov2 network create ov --subnet 10.94.0.0/24 --vni 42 --peer 10.93.0.1
+ctl ov1 attach "${tag}x1" ov --ip 10.94.0.2
+ctl ov2 attach "${tag}x2" ov --ip 10.94.0.3
+measure "vswitchd VXLAN overlay" "kernel VXLAN + bridge" x1 x2 10.94.0.3 10.94.0.3
+stop_daemons
+
+ns k1; ns k2; ns ky1; ns ky2
+veth k1 ul0 k2 ul0
+for i in 1 2; do
+  o=$((3 - i))
+  ip -n "${tag}k$i" addr add 10.93.0.$i/24 dev ul0
+  ip -n "${tag}k$i" link add vx0 type vxlan id 42 local 10.93.0.$i remote 10.93.0.$o dstport 4789
+  ip -n "${tag}k$i" link add br0 type bridge
+  veth k$i ve ky$i eth0
+  ip -n "${tag}k$i" link set vx0 master br0 up; ip -n "${tag}k$i" link set ve master br0
+  ip -n "${tag}k$i" link set br0 up
+  ip -n "${tag}ky$i" link set eth0 mtu 1450
+  ip -n "${tag}ky$i" addr add 10.94.0.$((i + 1))/24 dev eth0
+done
+measure "kernel VXLAN + bridge" "" ky1 ky2 10.94.0.3 10.94.0.3
+
+# --- Open vSwitch, userspace (netdev) datapath on TAP ports ---
+ovs_row() { # name tso(true|false)
+  local name=$1 tso=$2 V
+  mkdir -p "$dir/ovs"
+  export OVS_RUNDIR=$dir/ovs OVS_DBDIR=$dir/ovs OVS_LOGDIR=$dir/ovs
+  V=(ovs-vsctl --db="unix:$dir/ovs/db.sock" --timeout=10)
+  ovsdb-tool create "$dir/ovs/conf.db" /usr/share/openvswitch/vswitch.ovsschema
+  ovsdb-server "$dir/ovs/conf.db" --remote="punix:$dir/ovs/db.sock" --pidfile="$dir/ovs/db.pid" \
+    --detach -vconsole:off --log-file="$dir/ovs/db.log"
+  "${V[@]}" --no-wait init
+  "${V[@]}" --no-wait set Open_vSwitch . "other_config:userspace-tso-enable=$tso"
+  ovs-vswitchd "unix:$dir/ovs/db.sock" --pidfile="$dir/ovs/vs.pid" --detach -vconsole:off --log-file="$dir/ovs/vs.log"
+  "${V[@]}" add-br obr -- set bridge obr datapath_type=netdev
+  local s=$3
+  ns "oa$s"; ns "ob$s"
+  for x in a b; do
+    "${V[@]}" add-port obr "o$x$s" -- set interface "o$x$s" type=tap
+    ip link set "o$x$s" netns "${tag}o$x$s"
+    ip -n "${tag}o$x$s" link set "o$x$s" up
+  done
+  ip -n "${tag}oa$s" addr add 10.95.0.2/24 dev "oa$s"; ip -n "${tag}ob$s" addr add 10.95.0.3/24 dev "ob$s"
+  measure "$name" "Linux bridge (veth)" "oa$s" "ob$s" 10.95.0.3 10.95.0.3
+  ovs_stop
+}
+if [ "$OVS" = 1 ]; then
+  ovs_row "OVS userspace (TAP)" false 1
+  ovs_row "OVS userspace + TSO (TAP)" true 2
+fi
+
+# --- the table ---
+echo
+echo "vswitch benchmark, $(date -u +%Y-%m-%d), $(nproc) cores, kernel $(uname -r), ${T} s per measurement"
+echo
+python3 - "${rows[@]}" <<'EOF'
+import sys
+rows = [r.split("|") for r in sys.argv[1:]]
+by = {r[0]: r for r in rows}
+def num(x):
+    try: return float(x)
+    except ValueError: return None
+print("| path | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | UDP 64 B pkt/s | UDP RTT µs | ratio to kernel (TCP1 / TCP4 / pps / RTT) |")
+print("|---|---:|---:|---:|---:|---|")
+for name, ref, t1, t4, u, l in rows:
+    ratio = "(kernel)"
+    if ref and ref in by:
+        k = by[ref]
+        parts = []
+        for i, (mine, theirs) in enumerate(zip((t1, t4, u, l), k[2:6])):
+            a, b = num(mine), num(theirs)
+            parts.append("%.2f" % (a / b) if a and b else "-")
+        ratio = " / ".join(parts) + " vs " + ref
+    print(f"| {name} | {t1} | {t4} | {u} | {l} | {ratio} |")
+EOF
