@@ -5,6 +5,7 @@
 #   sudo perf/bench.sh            # T=5 seconds per measurement; about 5 minutes in all
 #   sudo T=10 perf/bench.sh       # longer runs
 #   sudo perf/bench.sh --no-ovs   # skip Open vSwitch even when it is installed
+#   sudo perf/bench.sh --only overlay    # one group: l2, nat, overlay or ovs (comma-separated)
 #
 # Rows: L2 between two namespaces (vswitchd vs a Linux bridge), NAT egress and a published port
 # (vswitchd vs a Linux bridge + iptables MASQUERADE/DNAT), VXLAN overlay between two host
@@ -19,10 +20,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 T=${T:-5}
 OVS=1
-for a in "$@"; do
+ONLY=l2,nat,overlay,ovs
+while [ $# -gt 0 ]; do
+  a=$1; shift
   case "$a" in
     --no-ovs) OVS=0 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    --only) ONLY=${1:?--only needs a group list}; shift ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument '$a' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -110,7 +114,13 @@ veth() { # ns1 if1 ns2 if2
   ip -n "$tag$1" link set "$2" up; ip -n "$tag$3" link set "$4" up
 }
 
+want() { case ",$ONLY," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+[[ "$ONLY" =~ ^(l2|nat|overlay|ovs)(,(l2|nat|overlay|ovs))*$ ]] \
+  || { echo "bench.sh: --only takes l2, nat, overlay, ovs (comma-separated), not '$ONLY'" >&2; exit 2; }
+want ovs || OVS=0
+
 # --- L2 ---
+if want l2; then
 ns a; ns b
 daemon "" l2
 ctl l2 network create bench --subnet 10.90.0.0/24
@@ -124,8 +134,10 @@ ip -n "${tag}kh" link add br0 type bridge; ip -n "${tag}kh" link set br0 up
 for x in a b; do veth kh v$x k$x eth0; ip -n "${tag}kh" link set v$x master br0; done
 ip -n "${tag}ka" addr add 10.90.0.2/24 dev eth0; ip -n "${tag}kb" addr add 10.90.0.3/24 dev eth0
 measure "Linux bridge (veth)" "" ka kb 10.90.0.3 10.90.0.3
+fi
 
 # --- NAT: a host namespace whose uplink is a veth to an "outside" namespace with no route back ---
+if want nat; then
 ns h; ns o; ns c
 veth h up0 o eth0
 ip -n "${tag}o" addr add 10.91.0.2/24 dev eth0
@@ -156,8 +168,10 @@ for p in tcp:5201 udp:5201 udp:11111; do
 done
 measure "bridge + MASQUERADE" "" kc ko 10.91.0.2 10.91.0.2
 measure "bridge + DNAT" "" ko kc 10.91.0.1 10.92.0.2
+fi
 
 # --- VXLAN overlay between two host namespaces over a veth underlay ---
+if want overlay; then
 ns u1; ns u2; ns x1; ns x2
 veth u1 ul0 u2 ul0
 ip -n "${tag}u1" addr add 10.93.0.1/24 dev ul0; ip -n "${tag}u2" addr add 10.93.0.2/24 dev ul0
@@ -183,6 +197,7 @@ for i in 1 2; do
   ip -n "${tag}ky$i" addr add 10.94.0.$((i + 1))/24 dev eth0
 done
 measure "kernel VXLAN + bridge" "" ky1 ky2 10.94.0.3 10.94.0.3
+fi
 
 # --- Open vSwitch, userspace (netdev) datapath on TAP ports ---
 ovs_row() { # name tso(true|false)

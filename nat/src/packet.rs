@@ -148,43 +148,57 @@ fn put16(b: &mut [u8], at: usize, v: u16) {
     b[at..at + 2].copy_from_slice(&v.to_be_bytes());
 }
 
+/// One's-complement sum of `data` as big-endian 16-bit words (an odd last byte is padded with
+/// zero), folded to 16 bits and not inverted. Adds 32-bit words into a 64-bit accumulator, eight
+/// bytes per step, which the compiler vectorises: this runs over every segment the overlay cuts.
+pub fn sum16(data: &[u8]) -> u16 {
+    let mut acc: u64 = 0;
+    let mut chunks = data.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        acc += (w >> 32) + (w & 0xffff_ffff);
+    }
+    let rest = chunks.remainder();
+    let mut words = rest.chunks_exact(2);
+    for c in &mut words {
+        acc += u64::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [last] = words.remainder() {
+        acc += u64::from(*last) << 8;
+    }
+    fold(acc)
+}
+
+/// Fold a 64-bit one's-complement accumulator to 16 bits.
+pub fn fold(mut acc: u64) -> u16 {
+    while acc >> 16 != 0 {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
 /// Full one's-complement checksum of `data`.
 pub fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u32::from(*last) << 8;
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    !sum16(data)
+}
+
+/// The IPv4 pseudo-header sum for a TCP/UDP segment of `len` bytes (folded, not inverted): what
+/// the checksum field holds while the checksum is partial (virtio `NEEDS_CSUM`).
+pub fn pseudo_sum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> u16 {
+    let (s, d) = (u32::from(src), u32::from(dst));
+    fold(
+        u64::from(s >> 16)
+            + u64::from(s & 0xffff)
+            + u64::from(d >> 16)
+            + u64::from(d & 0xffff)
+            + u64::from(proto)
+            + len as u64,
+    )
 }
 
 /// Checksum of `data` under the IPv4 pseudo-header for `proto` (TCP/UDP checksums).
 pub fn checksum_pseudo(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for w in [&src.octets()[..], &dst.octets()[..]]
-        .iter()
-        .flat_map(|o| o.chunks_exact(2))
-    {
-        sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    sum += u32::from(proto) + data.len() as u32;
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u32::from(*last) << 8;
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    !fold(u64::from(pseudo_sum(src, dst, proto, data.len())) + u64::from(sum16(data)))
 }
 
 /// Header length of the IPv4 header at the start of `ip`, checking version and bounds.
@@ -427,6 +441,37 @@ pub fn decrement_ttl(ip: &mut [u8]) {
     let new = u16::from_be_bytes([ip[8], ip[9]]);
     let hc = checksum_update16(be16(ip, 10).unwrap_or(0), old, new);
     put16(ip, 10, hc);
+}
+
+#[cfg(test)]
+mod sum_test {
+    use super::*;
+
+    /// The straightforward 16-bit loop the fast sum must agree with.
+    fn slow(data: &[u8]) -> u16 {
+        let mut sum: u32 = 0;
+        for c in data.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+        while sum >> 16 != 0 {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
+
+    #[test]
+    fn fast_sum_matches_the_simple_loop_for_every_length_and_alignment() {
+        let data: Vec<u8> = (0..2000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        for start in 0..9 {
+            for len in (0..300).chain([1499, 1500, 1991]) {
+                let d = &data[start..(start + len).min(data.len())];
+                assert_eq!(checksum(d), slow(d), "start {start} len {len}");
+            }
+        }
+        assert_eq!(checksum(&[0xff; 65_536]), slow(&[0xff; 65_536]));
+    }
 }
 
 #[cfg(test)]

@@ -1147,7 +1147,15 @@ fn make_endpoint_device(
             }
         })
         .map_err(Error::device("enter network namespace"))??;
-    let tap = Tap::create("vs%d", net.vni.is_none()).map_err(Error::device("create TAP device"))?;
+    let tap = Tap::create(
+        "vs%d",
+        if net.vni.is_none() {
+            crate::sys::tap::OFFLOADS_ALL
+        } else {
+            crate::sys::tap::OFFLOADS_OVERLAY
+        },
+    )
+    .map_err(Error::device("create TAP device"))?;
     let mut nl = Netlink::open().map_err(Error::device("open netlink socket"))?;
     nl.set_link(
         tap.ifindex(),
@@ -1697,6 +1705,9 @@ impl Switch {
             .map_err(Error::device("bind VXLAN socket"))?;
         udp.set_nonblocking(true)
             .map_err(Error::device("configure VXLAN socket"))?;
+        if let Err(e) = crate::sys::udp::enable_gro(&udp) {
+            log::warn!("UDP GRO unavailable on the VXLAN socket ({e}): one datagram per read");
+        }
         let raw = crate::sys::udp::RawIpSender::open()
             .map_err(Error::device("open raw socket for VXLAN"))?;
         let dev = Device::Vxlan(crate::port::VxlanDev {

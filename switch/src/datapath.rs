@@ -23,10 +23,11 @@ use crate::capture::{Dir, Taps};
 use crate::counters::{Drop, Event, WorkerCounters};
 use crate::fdb::{Fdb, Learn, PortId};
 use crate::frame::FrameBuf;
+use crate::gso::{self, Coalesce};
 use crate::ipam::Ipv4Cidr;
 use crate::local::{self, Arp, NotAnswered};
 use crate::neigh::NeighCache;
-use crate::port::{Device, NetId, Port, UPLINK_NET};
+use crate::port::{Device, NetId, Port, VxlanDev, UPLINK_NET};
 use crate::sys::epoll::Epoll;
 use crate::wire::{EthFrame, MacAddr};
 
@@ -168,6 +169,32 @@ pub struct Worker {
     epoll: Arc<Epoll>,
     counters: Arc<WorkerCounters>,
     buf: FrameBuf,
+    gso: GsoBufs,
+}
+
+/// Per-worker buffers of the overlay's software offloads, allocated once.
+struct GsoBufs {
+    /// A UDP GRO read: many VXLAN datagrams back to back.
+    rx: Box<[u8]>,
+    /// Segments of one super-frame, each behind its VXLAN header, for one UDP GSO send.
+    tx: Box<[u8]>,
+    /// The super-frame being coalesced in the frame buffer, and where it came from.
+    co: Coalesce,
+    co_net: NetId,
+    co_vtep: Ipv4Addr,
+}
+
+impl GsoBufs {
+    fn new() -> GsoBufs {
+        GsoBufs {
+            rx: vec![0u8; 65_536].into_boxed_slice(),
+            // 64 KiB of payload plus a VXLAN + Ethernet + IP + TCP header per segment.
+            tx: vec![0u8; 192 * 1024].into_boxed_slice(),
+            co: Coalesce::default(),
+            co_net: 0,
+            co_vtep: Ipv4Addr::UNSPECIFIED,
+        }
+    }
 }
 
 impl Worker {
@@ -178,6 +205,7 @@ impl Worker {
             epoll,
             counters,
             buf: FrameBuf::new(),
+            gso: GsoBufs::new(),
         }
     }
 
@@ -196,6 +224,7 @@ impl Worker {
             let cfg = self.shared.config.load();
             let mut ctx = Ctx {
                 buf: &mut self.buf,
+                gso: &mut self.gso,
                 c: &self.counters,
                 epoll: &self.epoll,
                 ct: &self.shared.ct,
@@ -214,6 +243,7 @@ impl Worker {
 /// What processing one wake-up's frames needs: the worker's buffer, its counters, the time.
 pub(crate) struct Ctx<'a> {
     pub(crate) buf: &'a mut FrameBuf,
+    gso: &'a mut GsoBufs,
     pub(crate) c: &'a WorkerCounters,
     pub(crate) epoll: &'a Epoll,
     pub(crate) ct: &'a Conntrack,
@@ -231,18 +261,22 @@ pub(crate) enum Ingress<'a> {
 
 impl Ctx<'_> {
     fn drain(&mut self, cfg: &Config, port: &Port) {
+        self.drain_port(cfg, port);
+        // A super-frame coalesced from this batch's VXLAN datagrams goes out now.
+        self.flush_coalesced(cfg);
+    }
+
+    fn drain_port(&mut self, cfg: &Config, port: &Port) {
         let now = self.now;
         for _ in 0..BATCH {
             let r = match &port.dev {
-                Device::Vxlan(v) => v
-                    .udp
-                    .recv_from(self.buf.rx_area(overlay::HEADER_LEN))
-                    .map(|(n, a)| (n, Some(a))),
+                Device::Vxlan(v) => crate::sys::udp::recv_gro(&v.udp, &mut self.gso.rx)
+                    .map(|(n, a, g)| (n, Some((a, g)))),
                 dev => dev.read(self.buf.rx_area(dev.hdr_len())).map(|n| (n, None)),
             };
             match r {
                 Ok((n, None)) => self.process(cfg, port, n, now),
-                Ok((n, Some(from))) => self.vxlan_in(cfg, port, n, from, now),
+                Ok((n, Some((from, gso)))) => self.vxlan_in(cfg, port, n, from, gso, now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // A packet socket reports a link going down once; it is not fatal. Nor is an
@@ -315,26 +349,53 @@ impl Ctx<'_> {
         self.switch_frame(cfg, net, Ingress::Local(inp), &eth, now);
     }
 
-    /// A VXLAN packet from `from`: check it, learn the inner source behind the VTEP, switch the
-    /// inner frame within its network (never back to the overlay: split horizon).
+    /// One UDP read from the VTEP socket: `n` bytes from `from`, several datagrams of `gso`
+    /// bytes each when the kernel coalesced them (UDP GRO).
     fn vxlan_in(
         &mut self,
         cfg: &Config,
         inp: &Port,
         n: usize,
-        from: std::net::SocketAddr,
+        from: std::net::SocketAddrV4,
+        gso: Option<u16>,
+        now: u64,
+    ) {
+        let size = gso.map_or(n, usize::from).max(1);
+        let mut off = 0;
+        while off < n {
+            let end = (off + size).min(n);
+            self.vxlan_datagram(cfg, inp, off..end, *from.ip(), now);
+            off = end;
+        }
+        if n == 0 {
+            self.c.drop(Drop::Malformed);
+        }
+    }
+
+    /// A VXLAN datagram (`self.gso.rx[at]`) from `vtep`: check it, then either append its inner
+    /// TCP segment to the super-frame being coalesced or handle the inner frame on its own.
+    fn vxlan_datagram(
+        &mut self,
+        cfg: &Config,
+        inp: &Port,
+        at: std::ops::Range<usize>,
+        vtep: Ipv4Addr,
         now: u64,
     ) {
         let c = self.c;
-        let std::net::SocketAddr::V4(from) = from else {
-            return;
-        };
-        let vtep = *from.ip();
-        if !self.buf.received_raw(n, overlay::HEADER_LEN) {
+        let GsoBufs {
+            rx,
+            co,
+            co_net,
+            co_vtep,
+            ..
+        } = &mut *self.gso;
+        let pkt = &rx[at.clone()];
+        inp.count_rx(pkt.len());
+        if pkt.len() < overlay::HEADER_LEN {
             return c.drop(Drop::Malformed);
         }
-        inp.count_rx(n);
-        let vni = match overlay::decap(self.buf.with_headroom(overlay::HEADER_LEN)) {
+        let vni = match overlay::decap(pkt) {
             Ok(v) => v,
             Err(_) => return c.drop(Drop::Malformed),
         };
@@ -352,6 +413,54 @@ impl Ctx<'_> {
         if !net.peers.contains(&vtep) {
             return c.drop(Drop::VxlanUnknownPeer);
         }
+        let inner = &pkt[overlay::HEADER_LEN..];
+        if co.segs > 0 {
+            if *co_net == net.id
+                && *co_vtep == vtep
+                && co.accepts(self.buf.data(), self.buf.len(), inner)
+            {
+                let flags = co.flags_of(inner);
+                let payload = &inner[co.hdr_len..];
+                if self.buf.append(payload) {
+                    co.appended(payload.len(), flags);
+                    return;
+                }
+            }
+            // Not a continuation: deliver what was pending (which leaves the receive buffer
+            // alone), then start over with this one.
+            self.flush_coalesced(cfg);
+            self.buf
+                .set(&self.gso.rx[at.start + overlay::HEADER_LEN..at.end]);
+        } else {
+            self.buf.set(inner);
+        }
+        let g = &mut *self.gso;
+        if g.co.start(self.buf.data()) {
+            (g.co_net, g.co_vtep) = (net.id, vtep);
+            return;
+        }
+        self.vxlan_deliver(cfg, net, vtep, now);
+    }
+
+    /// Deliver the super-frame coalesced so far (if any) as one frame with GSO metadata.
+    fn flush_coalesced(&mut self, cfg: &Config) {
+        let g = &mut *self.gso;
+        if g.co.segs == 0 {
+            return;
+        }
+        let (net, vtep) = (g.co_net, g.co_vtep);
+        if let Some(v) = g.co.finish(self.buf.data_mut()) {
+            self.buf.vnet = v;
+        }
+        if let Some(net) = cfg.networks.get(&net) {
+            self.vxlan_deliver(cfg, net, vtep, self.now);
+        }
+    }
+
+    /// The inner frame in `self.buf` came from `vtep` in `net`: learn its source behind the
+    /// VTEP and switch it within its network (never back to the overlay: split horizon).
+    fn vxlan_deliver(&mut self, cfg: &Config, net: &NetRt, vtep: Ipv4Addr, now: u64) {
+        let c = self.c;
         let Some(eth) = EthFrame::parse(self.buf.data()) else {
             return c.drop(Drop::Malformed);
         };
@@ -366,7 +475,9 @@ impl Ctx<'_> {
                 c.drop(Drop::FdbFull);
             }
         }
-        complete_partial_l4(self.buf.data_mut());
+        if self.buf.vnet.flags & crate::wire::VirtioNetHdr::F_NEEDS_CSUM == 0 {
+            complete_partial_l4(self.buf.data_mut());
+        }
         for _ in 0..net.taps.emit(Dir::Rx, self.buf.data()) {
             c.drop(Drop::CaptureDropped);
         }
@@ -552,9 +663,11 @@ impl Ctx<'_> {
             return;
         };
         let vnet = self.buf.vnet;
-        if vnet.gso_type != 0 || self.buf.len() > net.mtu as usize + EthFrame::HEADER_LEN {
-            // A super-frame routed in from a network with offloads, or a frame larger than the
-            // overlay MTU: never fragment the underlay.
+        if vnet.gso_type != 0 {
+            return self.encap_gso(net, vni, vtep, dev, vteps);
+        }
+        if self.buf.len() > net.mtu as usize + EthFrame::HEADER_LEN {
+            // Larger than the overlay MTU: never fragment the underlay.
             return c.drop(Drop::Oversize);
         }
         if vnet.flags & crate::wire::VirtioNetHdr::F_NEEDS_CSUM != 0 {
@@ -589,6 +702,53 @@ impl Ctx<'_> {
         }
     }
 }
+
+impl Ctx<'_> {
+    /// Encapsulate a TCP super-frame: cut it into segments that fit the overlay MTU (each with
+    /// its VXLAN header, in one buffer) and send them with as few UDP GSO sends as the kernel's
+    /// limits allow (64 segments, 64 KiB), to each VTEP.
+    fn encap_gso(
+        &mut self,
+        net: &NetRt,
+        vni: u32,
+        vtep: &Port,
+        dev: &VxlanDev,
+        vteps: &[Ipv4Addr],
+    ) {
+        let c = self.c;
+        let vnet = self.buf.vnet;
+        let Some(t) = gso::tcp4(self.buf.data()).filter(|_| vnet.gso_type & 0x7f == gso::GSO_TCPV4)
+        else {
+            // Only TCPv4 super-frames are segmented (overlay TAPs offer TSO4 alone).
+            return c.drop(Drop::Oversize);
+        };
+        // Segments must fit the overlay MTU, whatever MSS the sender's network had.
+        let room = (net.mtu as usize + EthFrame::HEADER_LEN).saturating_sub(t.hdr_len);
+        let mss = usize::from(vnet.gso_size).min(room);
+        let Some(s) = gso::segment_tcp4(self.buf.data(), mss, vni, &mut self.gso.tx) else {
+            return c.drop(Drop::Oversize);
+        };
+        let per_send = (MAX_GSO_SEGS).min(MAX_GSO_BYTES / s.size).max(1);
+        let chunk = per_send * s.size;
+        for dst in vteps {
+            let to = std::net::SocketAddrV4::new(*dst, dev.port);
+            for part in self.gso.tx[..s.len].chunks(chunk) {
+                match crate::sys::udp::send_segments(&dev.udp, part, to, s.size as u16) {
+                    Ok(n) => vtep.count_tx_many(part.len().div_ceil(s.size), n),
+                    Err(_) => {
+                        vtep.count_tx_drop();
+                        c.drop(Drop::TxError);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Most datagrams in one UDP GSO send (`UDP_MAX_SEGMENTS` of older kernels).
+const MAX_GSO_SEGS: usize = 64;
+/// Most bytes in one UDP GSO send (one IPv4 datagram's worth, less the headers).
+const MAX_GSO_BYTES: usize = 65_000;
 
 /// Port security: the frame's source MAC, its IPv4 source and an ARP sender must be the
 /// endpoint's own (`0.0.0.0` is allowed: address probes). Truncated frames are left for the

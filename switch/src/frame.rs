@@ -63,6 +63,17 @@ impl FrameBuf {
         true
     }
 
+    /// Append `bytes` to the frame (coalescing); false when they do not fit.
+    pub fn append(&mut self, bytes: &[u8]) -> bool {
+        let end = self.len + bytes.len();
+        if end > MAX_FRAME {
+            return false;
+        }
+        self.buf[HEADROOM + self.len..HEADROOM + end].copy_from_slice(bytes);
+        self.len = end;
+        true
+    }
+
     /// Replace the contents with `frame` and clear the offload metadata (frames the switch makes).
     pub fn set(&mut self, frame: &[u8]) {
         let n = frame.len().min(MAX_FRAME);

@@ -190,6 +190,12 @@ impl Port {
         add_shared(&self.stats.tx_bytes, len as u64);
     }
 
+    /// Count `packets` datagrams of `bytes` in all sent at once (UDP GSO).
+    pub fn count_tx_many(&self, packets: usize, bytes: usize) {
+        add_shared(&self.stats.tx_packets, packets as u64);
+        add_shared(&self.stats.tx_bytes, bytes as u64);
+    }
+
     /// Count a frame that could not be sent by other means.
     pub fn count_tx_drop(&self) {
         add_shared(&self.stats.tx_dropped, 1);

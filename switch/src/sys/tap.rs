@@ -26,6 +26,10 @@ pub const TUN_F_TSO4: u32 = 0x02;
 pub const TUN_F_TSO6: u32 = 0x04;
 /// TSO with ECN.
 pub const TUN_F_TSO_ECN: u32 = 0x08;
+/// Every offload the switch handles on endpoints of flat networks.
+pub const OFFLOADS_ALL: u32 = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN;
+/// Offloads of overlay endpoints: checksums and IPv4 TSO, which the switch segments itself.
+pub const OFFLOADS_OVERLAY: u32 = TUN_F_CSUM | TUN_F_TSO4;
 /// UDP segmentation offload, IPv4.
 pub const TUN_F_USO4: u32 = 0x20;
 /// UDP segmentation offload, IPv6.
@@ -52,7 +56,7 @@ pub struct Tap {
 impl Tap {
     /// Create a TAP whose name follows `name_pattern` (`%d` lets the kernel pick a free number),
     /// non-blocking, with a 12-byte virtio-net header in front of every frame.
-    pub fn create(name_pattern: &str, offloads: bool) -> io::Result<Tap> {
+    pub fn create(name_pattern: &str, offloads: u32) -> io::Result<Tap> {
         if name_pattern.len() >= libc::IFNAMSIZ || name_pattern.contains('\0') {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -90,12 +94,9 @@ impl Tap {
         cvt(unsafe { libc::ioctl(fd, TUNSETVNETHDRSZ, &hdr_len) })?;
         // The switch carries the virtio-net header end to end, so the kernel may hand over
         // partial checksums and TCP super-frames (up to 64 KiB) instead of segmenting first.
-        // Overlay endpoints get none: their frames are encapsulated as they are.
-        let flags = if offloads {
-            TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN
-        } else {
-            0
-        };
+        // `offloads` says which (`TUN_F_*`): overlay endpoints get TSO4 only, since the switch
+        // segments their super-frames itself.
+        let flags = offloads;
         // SAFETY: TUNSETOFFLOAD takes its argument by value.
         cvt(unsafe { libc::ioctl(fd, TUNSETOFFLOAD, flags as libc::c_ulong) })?;
         // SAFETY: the kernel NUL-terminates the name within IFNAMSIZ bytes.
@@ -161,7 +162,8 @@ mod test {
 
     #[test]
     fn create_tap_with_kernel_chosen_name() {
-        let t = Tap::create("vst%d", true).expect("create TAP (needs root and /dev/net/tun)");
+        let t =
+            Tap::create("vst%d", OFFLOADS_ALL).expect("create TAP (needs root and /dev/net/tun)");
         assert!(t.name().starts_with("vst"), "{}", t.name());
         assert!(t.ifindex() > 0);
         let name = t.name().to_string();

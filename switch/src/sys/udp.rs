@@ -84,3 +84,116 @@ pub fn route_to(peer: Ipv4Addr) -> io::Result<(Ipv4Addr, u32)> {
     })?;
     Ok((src, u32::try_from(mtu).unwrap_or(1500)))
 }
+
+/// `UDP_SEGMENT` (linux/udp.h): the segment size of a UDP GSO send, as a cmsg or socket option.
+const UDP_SEGMENT: libc::c_int = 103;
+/// `UDP_GRO` (linux/udp.h): accept coalesced datagrams; the segment size comes as a cmsg.
+const UDP_GRO: libc::c_int = 104;
+/// Room for one cmsg carrying an int (the largest control message exchanged here).
+const CMSG_SPACE: usize = 32;
+
+/// Let the kernel hand `sock` coalesced datagrams (UDP GRO): one read returns several equally
+/// sized datagrams back to back, and [`recv_gro`] reports their size.
+pub fn enable_gro(sock: &UdpSocket) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt reads one int through the pointer, valid for the length given.
+    cvt(unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_UDP,
+            UDP_GRO,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// Receive into `buf`: the byte count, the sender, and the size of each datagram when the
+/// kernel coalesced several (`None`: one datagram).
+pub fn recv_gro(
+    sock: &UdpSocket,
+    buf: &mut [u8],
+) -> io::Result<(usize, SocketAddrV4, Option<u16>)> {
+    // SAFETY: all-zero is a valid value for these plain C structs.
+    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    let mut ctl = [0u64; CMSG_SPACE / 8];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: as above.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut sa as *mut libc::sockaddr_in).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctl.as_mut_ptr().cast();
+    msg.msg_controllen = CMSG_SPACE;
+    // SAFETY: every pointer in `msg` refers to a live buffer of the length recorded with it.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut gso = None;
+    // SAFETY: the CMSG_* macros walk the control buffer the kernel just filled, within
+    // `msg_controllen`; the data of a SOL_UDP/UDP_GRO message is one int.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == UDP_GRO {
+                let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                gso = u16::try_from(v).ok().filter(|&s| s > 0);
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    let from = SocketAddrV4::new(
+        Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr)),
+        u16::from_be(sa.sin_port),
+    );
+    Ok((n as usize, from, gso))
+}
+
+/// Send `buf` to `dst` as datagrams of `seg` bytes each (the last may be shorter) with one
+/// `sendmsg` (UDP GSO: the kernel, or the NIC, cuts it and writes each outer header).
+pub fn send_segments(
+    sock: &UdpSocket,
+    buf: &[u8],
+    dst: SocketAddrV4,
+    seg: u16,
+) -> io::Result<usize> {
+    // SAFETY: all-zero is a valid value for these plain C structs.
+    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    sa.sin_family = libc::AF_INET as libc::sa_family_t;
+    sa.sin_addr.s_addr = u32::from(*dst.ip()).to_be();
+    sa.sin_port = dst.port().to_be();
+    let mut ctl = [0u64; CMSG_SPACE / 8];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: as above.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut sa as *mut libc::sockaddr_in).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctl.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE/CMSG_LEN are arithmetic; the first header lies within `ctl`, which is
+    // large enough for one u16 payload, and the kernel only reads `buf` (iov_base is *mut only
+    // by the C signature).
+    let n = unsafe {
+        msg.msg_controllen = libc::CMSG_SPACE(2) as usize;
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_UDP;
+        (*c).cmsg_type = UDP_SEGMENT;
+        (*c).cmsg_len = libc::CMSG_LEN(2) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), seg);
+        libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_DONTWAIT)
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}

@@ -1,0 +1,415 @@
+//! Tunnel offloads in software, so TCP super-frames cross the overlay whole.
+//!
+//! Send: [`segment_tcp4`] cuts a TAP super-frame (IPv4/TCP, up to 64 KiB, with its virtio-net
+//! GSO metadata) into MSS-sized inner segments written back to back into one buffer, each behind
+//! its VXLAN header, with IP lengths, IDs, sequence numbers, flags and checksums fixed. The
+//! buffer goes out with one UDP GSO `sendmsg` (`UDP_SEGMENT`): the kernel writes the outer
+//! IPv4/UDP headers of every datagram.
+//!
+//! Receive: the VTEP socket has `UDP_GRO`, so one read returns many datagrams. [`Coalesce`]
+//! merges consecutive in-order TCP segments of one flow (identical headers but the sequence
+//! number, as Linux GRO requires) back into one super-frame, which goes to the TAP with GSO
+//! metadata and a partial checksum. Pure code: no sockets, unit-tested below.
+
+use std::net::Ipv4Addr;
+
+use crate::wire::VirtioNetHdr;
+
+const ETH: usize = 14;
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_PSH: u8 = 0x08;
+const TCP_URG: u8 = 0x20;
+const TCP_ECE: u8 = 0x40;
+const TCP_CWR: u8 = 0x80;
+/// `VIRTIO_NET_HDR_GSO_TCPV4`.
+pub const GSO_TCPV4: u8 = 1;
+/// Largest IPv4 total length: a coalesced frame never grows past it.
+const IP_MAX: usize = 65_535;
+
+/// Layout of an Ethernet/IPv4/TCP frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tcp4 {
+    /// Bytes of IPv4 header.
+    pub ihl: usize,
+    /// Bytes of Ethernet + IPv4 + TCP headers (where the payload starts).
+    pub hdr_len: usize,
+    /// Payload bytes (from the frame length, not the IP total length).
+    pub payload: usize,
+}
+
+/// The layout of `frame` if it is an unfragmented IPv4/TCP frame whose headers fit.
+pub fn tcp4(frame: &[u8]) -> Option<Tcp4> {
+    if frame.len() < ETH + 40 || frame[12..14] != [0x08, 0x00] || frame[ETH] >> 4 != 4 {
+        return None;
+    }
+    let ihl = usize::from(frame[ETH] & 0x0f) * 4;
+    let frag = u16::from_be_bytes([frame[ETH + 6], frame[ETH + 7]]);
+    if ihl < 20 || frame[ETH + 9] != 6 || frag & 0x3fff != 0 {
+        return None;
+    }
+    let thl = usize::from(*frame.get(ETH + ihl + 12)? >> 4) * 4;
+    let hdr_len = ETH + ihl + thl;
+    if thl < 20 || hdr_len > frame.len() {
+        return None;
+    }
+    Some(Tcp4 {
+        ihl,
+        hdr_len,
+        payload: frame.len() - hdr_len,
+    })
+}
+
+/// What [`segment_tcp4`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segments {
+    /// Bytes per datagram (VXLAN header + inner frame); the last may be shorter.
+    pub size: usize,
+    /// Number of datagrams.
+    pub count: usize,
+    /// Bytes written.
+    pub len: usize,
+}
+
+/// Cut the TCP super-frame `frame` into segments of at most `mss` payload bytes, each written
+/// to `out` as `[VXLAN header for vni | Ethernet | IPv4 | TCP | payload]`, back to back, with
+/// complete IPv4 and TCP checksums. `None` when `frame` is not IPv4/TCP, `mss` is 0, or `out` is
+/// too small.
+pub fn segment_tcp4(frame: &[u8], mss: usize, vni: u32, out: &mut [u8]) -> Option<Segments> {
+    let t = tcp4(frame)?;
+    if mss == 0 {
+        return None;
+    }
+    let count = t.payload.div_ceil(mss).max(1);
+    let size = overlay::HEADER_LEN + t.hdr_len + mss.min(t.payload);
+    let len = count * (overlay::HEADER_LEN + t.hdr_len) + t.payload;
+    if out.len() < len {
+        return None;
+    }
+    let (hdr, payload) = frame.split_at(t.hdr_len);
+    let ip = ETH;
+    let tcp = ETH + t.ihl;
+    let id0 = u16::from_be_bytes([hdr[ip + 4], hdr[ip + 5]]);
+    let seq0 = u32::from_be_bytes([hdr[tcp + 4], hdr[tcp + 5], hdr[tcp + 6], hdr[tcp + 7]]);
+    let flags0 = hdr[tcp + 13];
+    let src = Ipv4Addr::new(hdr[ip + 12], hdr[ip + 13], hdr[ip + 14], hdr[ip + 15]);
+    let dst = Ipv4Addr::new(hdr[ip + 16], hdr[ip + 17], hdr[ip + 18], hdr[ip + 19]);
+    let mut at = 0;
+    for i in 0..count {
+        let chunk = &payload[(i * mss).min(t.payload)..((i + 1) * mss).min(t.payload)];
+        let seg_len = overlay::HEADER_LEN + t.hdr_len + chunk.len();
+        let seg = &mut out[at..at + seg_len];
+        let (vx, inner) = seg.split_at_mut(overlay::HEADER_LEN);
+        overlay::write_header(vx.try_into().expect("8-byte VXLAN header"), vni);
+        inner[..t.hdr_len].copy_from_slice(hdr);
+        inner[t.hdr_len..].copy_from_slice(chunk);
+        let ip_len = (t.hdr_len - ETH + chunk.len()) as u16;
+        inner[ip + 2..ip + 4].copy_from_slice(&ip_len.to_be_bytes());
+        inner[ip + 4..ip + 6].copy_from_slice(&id0.wrapping_add(i as u16).to_be_bytes());
+        inner[ip + 10..ip + 12].fill(0);
+        let ipc = nat::packet::checksum(&inner[ip..ip + t.ihl]);
+        inner[ip + 10..ip + 12].copy_from_slice(&ipc.to_be_bytes());
+        let seq = seq0.wrapping_add((i * mss) as u32);
+        inner[tcp + 4..tcp + 8].copy_from_slice(&seq.to_be_bytes());
+        let mut flags = flags0;
+        if i + 1 < count {
+            flags &= !(TCP_FIN | TCP_PSH);
+        }
+        if i > 0 {
+            flags &= !TCP_CWR;
+        }
+        inner[tcp + 13] = flags;
+        inner[tcp + 16..tcp + 18].fill(0);
+        let c = nat::packet::checksum_pseudo(src, dst, 6, &inner[tcp..]);
+        inner[tcp + 16..tcp + 18].copy_from_slice(&c.to_be_bytes());
+        at += seg_len;
+    }
+    Some(Segments { size, count, len })
+}
+
+/// A super-frame being built from consecutive TCP segments of one flow (the frame itself lives
+/// in the worker's frame buffer; this is its bookkeeping).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Coalesce {
+    /// Segments merged so far (0: nothing pending).
+    pub segs: usize,
+    /// Headers of the pending frame.
+    pub hdr_len: usize,
+    /// Bytes of IPv4 header.
+    ihl: usize,
+    /// Payload bytes of each merged segment (the first's).
+    pub mss: usize,
+    /// Sequence number the next segment must carry.
+    next_seq: u32,
+    /// The last segment was short or carried PSH: nothing more may follow.
+    closed: bool,
+    /// A merged segment carried PSH.
+    psh: bool,
+}
+
+/// Whether a segment with these TCP flags may be merged: plain ACK, optionally PSH.
+fn mergeable_flags(flags: u8) -> bool {
+    flags & (TCP_FIN | TCP_SYN | TCP_RST | TCP_URG | TCP_ECE | TCP_CWR) == 0 && flags & 0x10 != 0
+}
+
+impl Coalesce {
+    /// Start a pending frame with `frame` if it is a TCP segment that more may follow; returns
+    /// false (and stays empty) otherwise.
+    pub fn start(&mut self, frame: &[u8]) -> bool {
+        *self = Coalesce::default();
+        let Some(t) = tcp4(frame) else {
+            return false;
+        };
+        let ip_total = usize::from(u16::from_be_bytes([frame[ETH + 2], frame[ETH + 3]]));
+        let flags = frame[ETH + t.ihl + 13];
+        // Padding after the IP packet (tiny frames) or an empty payload: deliver as it is.
+        if t.payload == 0 || ip_total != frame.len() - ETH || !mergeable_flags(flags) {
+            return false;
+        }
+        let tcp = ETH + t.ihl;
+        let seq = u32::from_be_bytes([
+            frame[tcp + 4],
+            frame[tcp + 5],
+            frame[tcp + 6],
+            frame[tcp + 7],
+        ]);
+        *self = Coalesce {
+            segs: 1,
+            hdr_len: t.hdr_len,
+            ihl: t.ihl,
+            mss: t.payload,
+            next_seq: seq.wrapping_add(t.payload as u32),
+            closed: flags & TCP_PSH != 0,
+            psh: flags & TCP_PSH != 0,
+        };
+        true
+    }
+
+    /// Whether `seg` continues the pending frame `head` (its first `hdr_len` bytes at least)
+    /// whose length is now `len`: same headers but for length, ID, checksums and sequence; the
+    /// expected sequence number; no more payload than the first segment; room left.
+    pub fn accepts(&self, head: &[u8], len: usize, seg: &[u8]) -> bool {
+        if self.segs == 0 || self.closed || seg.len() <= self.hdr_len {
+            return false;
+        }
+        let (h, ip, tcp) = (self.hdr_len, ETH, ETH + self.ihl);
+        let payload = seg.len() - h;
+        if payload > self.mss || len + payload - ETH > IP_MAX {
+            return false;
+        }
+        let ip_total = usize::from(u16::from_be_bytes([seg[ip + 2], seg[ip + 3]]));
+        let seq = u32::from_be_bytes([seg[tcp + 4], seg[tcp + 5], seg[tcp + 6], seg[tcp + 7]]);
+        let flags = seg[tcp + 13];
+        // The data offset byte (tcp + 12) is compared below, so the header lengths agree.
+        ip_total == seg.len() - ETH
+            && seq == self.next_seq
+            && mergeable_flags(flags)
+            && head[..ip + 2] == seg[..ip + 2] // Ethernet, IP version/IHL, TOS
+            && head[ip + 6..ip + 10] == seg[ip + 6..ip + 10] // flags/fragment, TTL, protocol
+            && head[ip + 12..tcp + 4] == seg[ip + 12..tcp + 4] // addresses, options, ports
+            && head[tcp + 8..tcp + 13] == seg[tcp + 8..tcp + 13] // ack, data offset
+            && head[tcp + 14..tcp + 16] == seg[tcp + 14..tcp + 16] // window
+            && head[tcp + 18..h] == seg[tcp + 18..h] // urgent pointer, options (timestamps)
+    }
+
+    /// Record that a segment of `payload` bytes with TCP `flags` was appended.
+    pub fn appended(&mut self, payload: usize, flags: u8) {
+        self.segs += 1;
+        self.next_seq = self.next_seq.wrapping_add(payload as u32);
+        if payload < self.mss || flags & TCP_PSH != 0 {
+            self.closed = true;
+        }
+        self.psh |= flags & TCP_PSH != 0;
+    }
+
+    /// TCP flags of a segment (for [`Self::appended`]).
+    pub fn flags_of(&self, seg: &[u8]) -> u8 {
+        seg[ETH + self.ihl + 13]
+    }
+
+    /// Fix the headers of the finished frame (`frame`, all merged segments) and return the
+    /// virtio-net header it goes to a TAP with: GSO TCPv4 with the first segment's size and a
+    /// partial checksum. A single segment is left as it arrived (`None`).
+    pub fn finish(&mut self, frame: &mut [u8]) -> Option<VirtioNetHdr> {
+        let done = std::mem::take(self);
+        if done.segs < 2 {
+            return None;
+        }
+        let (ip, tcp) = (ETH, ETH + done.ihl);
+        let total = (frame.len() - ETH) as u16;
+        frame[ip + 2..ip + 4].copy_from_slice(&total.to_be_bytes());
+        frame[ip + 10..ip + 12].fill(0);
+        let c = nat::packet::checksum(&frame[ip..ip + done.ihl]);
+        frame[ip + 10..ip + 12].copy_from_slice(&c.to_be_bytes());
+        if done.psh {
+            frame[tcp + 13] |= TCP_PSH;
+        }
+        let src = Ipv4Addr::new(
+            frame[ip + 12],
+            frame[ip + 13],
+            frame[ip + 14],
+            frame[ip + 15],
+        );
+        let dst = Ipv4Addr::new(
+            frame[ip + 16],
+            frame[ip + 17],
+            frame[ip + 18],
+            frame[ip + 19],
+        );
+        let partial = nat::packet::pseudo_sum(src, dst, 6, frame.len() - tcp);
+        frame[tcp + 16..tcp + 18].copy_from_slice(&partial.to_be_bytes());
+        Some(VirtioNetHdr {
+            flags: VirtioNetHdr::F_NEEDS_CSUM,
+            gso_type: GSO_TCPV4,
+            hdr_len: done.hdr_len as u16,
+            gso_size: done.mss as u16,
+            csum_start: tcp as u16,
+            csum_offset: 16,
+            num_buffers: 0,
+        })
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    /// An Ethernet/IPv4/TCP frame with `payload` bytes (a counting pattern), timestamps option,
+    /// complete checksums.
+    fn frame(seq: u32, payload: usize, flags: u8) -> Vec<u8> {
+        let mut f = vec![0u8; ETH + 20 + 32 + payload];
+        f[..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        f[12..14].copy_from_slice(&[8, 0]);
+        let ip = ETH;
+        f[ip] = 0x45;
+        f[ip + 2..ip + 4].copy_from_slice(&((20 + 32 + payload) as u16).to_be_bytes());
+        f[ip + 4..ip + 6].copy_from_slice(&7u16.to_be_bytes());
+        f[ip + 6] = 0x40;
+        f[ip + 8] = 64;
+        f[ip + 9] = 6;
+        f[ip + 12..ip + 16].copy_from_slice(&[10, 0, 0, 1]);
+        f[ip + 16..ip + 20].copy_from_slice(&[10, 0, 0, 2]);
+        let c = nat::packet::checksum(&f[ip..ip + 20]);
+        f[ip + 10..ip + 12].copy_from_slice(&c.to_be_bytes());
+        let tcp = ip + 20;
+        f[tcp..tcp + 4].copy_from_slice(&[0x9c, 0x40, 0x14, 0x51]);
+        f[tcp + 4..tcp + 8].copy_from_slice(&seq.to_be_bytes());
+        f[tcp + 8..tcp + 12].copy_from_slice(&99u32.to_be_bytes());
+        f[tcp + 12] = 8 << 4;
+        f[tcp + 13] = flags;
+        f[tcp + 14..tcp + 16].copy_from_slice(&512u16.to_be_bytes());
+        f[tcp + 20..tcp + 32].copy_from_slice(&[1, 1, 8, 10, 0, 0, 0, 5, 0, 0, 0, 6]);
+        for (i, b) in f[tcp + 32..].iter_mut().enumerate() {
+            *b = (seq as usize + i) as u8;
+        }
+        let c = nat::packet::checksum_pseudo(
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::new(10, 0, 0, 2),
+            6,
+            &f[tcp..],
+        );
+        f[tcp + 16..tcp + 18].copy_from_slice(&c.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn segmenting_a_super_frame_gives_valid_mss_sized_segments() {
+        let sup = frame(1000, 10_000, 0x18 | TCP_CWR); // ACK|PSH|CWR
+        let mut out = vec![0u8; 20_000];
+        let s = segment_tcp4(&sup, 1398, 42, &mut out).expect("segments");
+        assert_eq!(s.count, 8); // 7 full + 216 bytes
+        assert_eq!(s.size, 8 + 66 + 1398);
+        assert_eq!(s.len, 8 * (8 + 66) + 10_000);
+        let mut payload = Vec::new();
+        for i in 0..s.count {
+            let seg = &out[i * s.size..((i + 1) * s.size).min(s.len)];
+            assert_eq!(overlay::decap(seg), Ok(42));
+            let inner = &seg[8..];
+            let want = frame(1000 + (i * 1398) as u32, inner.len() - 66, 0);
+            // Headers: checksums verify, lengths/seq/flags fixed.
+            assert_eq!(
+                nat::packet::checksum(&inner[ETH..ETH + 20]),
+                0,
+                "ip csum {i}"
+            );
+            let c = nat::packet::checksum_pseudo(
+                Ipv4Addr::new(10, 0, 0, 1),
+                Ipv4Addr::new(10, 0, 0, 2),
+                6,
+                &inner[ETH + 20..],
+            );
+            assert_eq!(c, 0, "tcp csum {i}");
+            assert_eq!(inner[ETH + 4..ETH + 6], (7 + i as u16).to_be_bytes());
+            assert_eq!(
+                inner[ETH + 20 + 4..ETH + 20 + 8],
+                want[ETH + 20 + 4..ETH + 20 + 8]
+            );
+            let flags = inner[ETH + 20 + 13];
+            assert_eq!(
+                flags & TCP_PSH != 0,
+                i == s.count - 1,
+                "PSH only on the last"
+            );
+            assert_eq!(flags & TCP_CWR != 0, i == 0, "CWR only on the first");
+            payload.extend_from_slice(&inner[66..]);
+        }
+        assert_eq!(payload, sup[66..]);
+    }
+
+    #[test]
+    fn segments_coalesce_back_into_the_super_frame() {
+        let sup = frame(5000, 4000, 0x18);
+        let mut out = vec![0u8; 8000];
+        let s = segment_tcp4(&sup, 1000, 1, &mut out).expect("segments");
+        let mut c = Coalesce::default();
+        let mut buf: Vec<u8> = out[8..s.size].to_vec();
+        assert!(c.start(&buf));
+        for i in 1..s.count {
+            let seg = &out[i * s.size + 8..((i + 1) * s.size).min(s.len)];
+            assert!(c.accepts(&buf, buf.len(), seg), "segment {i}");
+            let f = c.flags_of(seg);
+            buf.extend_from_slice(&seg[66..]);
+            c.appended(seg.len() - 66, f);
+        }
+        let v = c.finish(&mut buf).expect("merged");
+        assert_eq!((v.gso_type, v.gso_size, v.hdr_len), (GSO_TCPV4, 1000, 66));
+        assert_eq!(buf[66..], sup[66..]);
+        assert_eq!(buf[..ETH + 4], sup[..ETH + 4], "total length restored");
+        assert_eq!(nat::packet::checksum(&buf[ETH..ETH + 20]), 0);
+        assert_eq!(buf[ETH + 20 + 13] & TCP_PSH, TCP_PSH);
+        // Partial checksum: completing it over the segment gives a valid checksum.
+        let mut full = buf.clone();
+        let sum = nat::packet::checksum(&full[ETH + 20..]);
+        full[ETH + 36..ETH + 38].copy_from_slice(&sum.to_be_bytes());
+        assert_eq!(full[ETH + 36..ETH + 38], sup[ETH + 36..ETH + 38]);
+    }
+
+    #[test]
+    fn coalescing_refuses_gaps_other_flows_and_control_segments() {
+        let a = frame(0, 100, 0x10);
+        let mut c = Coalesce::default();
+        assert!(c.start(&a));
+        assert!(!c.accepts(&a, a.len(), &frame(200, 100, 0x10)), "gap");
+        assert!(
+            !c.accepts(&a, a.len(), &frame(100, 101, 0x10)),
+            "longer than mss"
+        );
+        assert!(!c.accepts(&a, a.len(), &frame(100, 100, 0x11)), "FIN");
+        let mut other = frame(100, 100, 0x10);
+        other[ETH + 20 + 1] ^= 1; // another port
+        assert!(!c.accepts(&a, a.len(), &other), "other flow");
+        let mut ts = frame(100, 100, 0x10);
+        ts[ETH + 20 + 27] ^= 1; // another timestamp
+        assert!(!c.accepts(&a, a.len(), &ts), "timestamps differ");
+        assert!(c.accepts(&a, a.len(), &frame(100, 100, 0x10)));
+        assert!(!Coalesce::default().start(&frame(0, 0, 0x10)), "pure ACK");
+        assert!(!Coalesce::default().start(&frame(0, 10, 0x02)), "SYN");
+        assert!(!Coalesce::default().start(&a[..40]), "truncated");
+        // A short segment closes the frame.
+        c.appended(50, 0x10);
+        assert!(!c.accepts(&a, a.len() + 50, &frame(150, 100, 0x10)));
+        assert_eq!(c.finish(&mut a.clone()).map(|v| v.gso_size), Some(100));
+    }
+}
