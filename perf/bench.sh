@@ -6,6 +6,7 @@
 #   sudo T=10 perf/bench.sh       # longer runs
 #   sudo perf/bench.sh --no-ovs   # skip Open vSwitch even when it is installed
 #   sudo perf/bench.sh --only overlay    # one group: l2, nat, overlay or ovs (comma-separated)
+#   sudo PROFILE=/tmp/prof perf/bench.sh # also `perf record` vswitchd during each 1-stream test
 #
 # Rows: L2 between two namespaces (vswitchd vs a Linux bridge), NAT egress and a published port
 # (vswitchd vs a Linux bridge + iptables MASQUERADE/DNAT), VXLAN overlay between two host
@@ -26,7 +27,7 @@ while [ $# -gt 0 ]; do
   case "$a" in
     --no-ovs) OVS=0 ;;
     --only) ONLY=${1:?--only needs a group list}; shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument '$a' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -74,8 +75,14 @@ measure() { # name kernel-row-name cns sns dial bind
   nx "$s" iperf3 -s -D -B "$bind" -p 5201 --pidfile "$dir/iperf.pid"
   nx "$s" sockperf sr -i "$bind" -p 11111 >/dev/null 2>&1 & local sp=$!
   sleep 0.5
-  local t1 t4 u l
+  local t1 t4 u l rec=""
+  if [ -n "${PROFILE:-}" ] && [ ${#pids[@]} -gt 0 ]; then
+    mkdir -p "$PROFILE"
+    perf record -q -g -F 499 -p "$(IFS=,; echo "${pids[*]}")" -o "$PROFILE/${name//[^a-zA-Z0-9]/_}.data" \
+      -- sleep "$T" >/dev/null 2>&1 & rec=$!
+  fi
   t1=$(nx "$c" iperf3 -c "$dial" -p 5201 -t "$T" -J | gbps) || t1=fail
+  [ -n "$rec" ] && wait "$rec" 2>/dev/null
   t4=$(nx "$c" iperf3 -c "$dial" -p 5201 -t "$T" -P 4 -J | gbps) || t4=fail
   u=$(nx "$c" iperf3 -c "$dial" -p 5201 -t "$T" -u -b 0 -l 64 -J | pps) || u=fail
   l=$(nx "$c" sockperf pp -i "$dial" -p 11111 -t "$T" 2>&1 | rtt) || l=fail

@@ -263,7 +263,9 @@ pub enum CtError {
 
 /// The connection table.
 pub struct Conntrack {
-    map: DashMap<FiveTuple, (Arc<Flow>, FlowDir), FxBuildHasher>,
+    /// Both tuples of every flow map to it; the direction is whether the key is `orig`. (No
+    /// direction stored beside the pointer: 8 bytes less per slot, two slots per flow.)
+    map: DashMap<FiveTuple, Arc<Flow>, FxBuildHasher>,
     flows: AtomicUsize,
     max: usize,
     /// Timeouts in force.
@@ -286,9 +288,12 @@ impl Conntrack {
 
     /// The flow a packet with tuple `t` belongs to, and its direction. // HOT PATH
     pub fn lookup(&self, t: &FiveTuple, now: u64) -> Option<(Arc<Flow>, FlowDir)> {
-        let e = self.map.get(t)?;
-        let (f, d) = (e.0.clone(), e.1);
-        drop(e);
+        let f = self.map.get(t)?.clone();
+        let d = if f.orig == *t {
+            FlowDir::Original
+        } else {
+            FlowDir::Reply
+        };
         // An expired flow not yet swept does not match.
         (now.saturating_sub(f.last_seen()) <= f.timeout(&self.timeouts)).then_some((f, d))
     }
@@ -319,18 +324,18 @@ impl Conntrack {
         match self.map.entry(reply) {
             Entry::Occupied(_) => return Ok(None),
             Entry::Vacant(v) => {
-                v.insert((flow.clone(), FlowDir::Reply));
+                v.insert(flow.clone());
             }
         }
         match self.map.entry(orig) {
             Entry::Occupied(o) => {
-                let existing = o.get().0.clone();
+                let existing = o.get().clone();
                 drop(o);
                 self.map.remove(&reply);
                 Ok(Some(existing))
             }
             Entry::Vacant(v) => {
-                v.insert((flow.clone(), FlowDir::Original));
+                v.insert(flow.clone());
                 self.flows.fetch_add(1, Ordering::Relaxed);
                 Ok(Some(flow))
             }
@@ -441,10 +446,10 @@ impl Conntrack {
             .map
             .iter()
             .filter(|e| {
-                e.1 == FlowDir::Original
-                    && now.saturating_sub(e.0.last_seen()) > e.0.timeout(&self.timeouts)
+                e.value().orig == *e.key()
+                    && now.saturating_sub(e.last_seen()) > e.timeout(&self.timeouts)
             })
-            .map(|e| e.0.clone())
+            .map(|e| e.value().clone())
             .collect();
         for f in &dead {
             self.remove(f);
@@ -481,8 +486,8 @@ impl Conntrack {
     pub fn flows(&self, zone: Option<u32>) -> Vec<Arc<Flow>> {
         self.map
             .iter()
-            .filter(|e| e.1 == FlowDir::Original && zone.is_none_or(|z| e.0.zone == z))
-            .map(|e| e.0.clone())
+            .filter(|e| e.value().orig == *e.key() && zone.is_none_or(|z| e.zone == z))
+            .map(|e| e.value().clone())
             .collect()
     }
 

@@ -1,0 +1,164 @@
+//! Per-frame cost of the datapath's decisions, each with 1, 10 000 and 1 000 000 table entries
+//! (the cost should stay flat). Run: `cargo bench -p vswitch-perf`.
+//!
+//! - `l2`: parse the Ethernet header, learn (refresh) the source, look up the destination.
+//! - `nat`: parse the 5-tuple of an established flow's packet, look it up in conntrack, update
+//!   its state and rewrite the packet in place (addresses, ports, incremental checksums). The
+//!   64-byte packet is first copied from a template (a few ns, included).
+//! - `vxlan_encap`: remote FDB lookup of the destination MAC, the UDP source-port hash, outer
+//!   IPv4/UDP/VXLAN headers written into the headroom.
+//! - `vxlan_decap`: check the VXLAN header, parse the inner Ethernet header, learn (refresh) the
+//!   inner source behind the outer source.
+//! - `gso_segment`: cut a 64 KiB TCP super-frame into 1398-byte VXLAN segments with checksums
+//!   (per super-frame, not per entry count).
+
+use std::hint::black_box;
+use std::net::Ipv4Addr;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use switch::wire::EthFrame;
+use vswitch_perf::*;
+
+const SIZES: [u32; 3] = [1, 10_000, 1_000_000];
+const PICKS: usize = 4096;
+
+fn l2(c: &mut Criterion) {
+    let mut g = c.benchmark_group("l2");
+    g.throughput(Throughput::Elements(1));
+    for n in SIZES {
+        let fdb = fdb_with(n);
+        // Each source arrives on the port it was learned on (the common case: a refresh).
+        let frames: Vec<(Vec<u8>, u32)> = spread(n, PICKS)
+            .chunks(2)
+            .map(|p| (udp_frame(&flow(0), mac(p[0]), mac(p[1])), p[0] % 64))
+            .collect();
+        let mut i = 0;
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| {
+                i = (i + 1) % frames.len();
+                let (frame, port) = &frames[i];
+                let eth = EthFrame::parse(black_box(frame)).expect("frame");
+                fdb.learn(eth.src, *port, 1);
+                black_box(fdb.lookup(eth.dst, 1))
+            })
+        });
+    }
+    g.finish();
+}
+
+fn nat(c: &mut Criterion) {
+    let mut g = c.benchmark_group("nat");
+    g.throughput(Throughput::Elements(1));
+    for n in SIZES {
+        let ct = conntrack_with(n);
+        let frames: Vec<Vec<u8>> = spread(n, PICKS)
+            .into_iter()
+            .map(|p| udp_frame(&flow(p), mac(1), mac(2)))
+            .collect();
+        let mut work = vec![0u8; 64];
+        let mut i = 0;
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| {
+                i = (i + 1) % frames.len();
+                work.copy_from_slice(&frames[i]);
+                let ip = &mut work[14..];
+                let info = nat::packet::parse(ip).expect("udp");
+                let (f, dir) = ct.lookup(&info.tuple, 1).expect("established");
+                f.seen(dir, info.tcp_flags, 1);
+                nat::packet::rewrite(ip, &info, &f.translate(dir), false);
+                black_box(&work);
+            })
+        });
+    }
+    g.finish();
+}
+
+fn vxlan(c: &mut Criterion) {
+    let mut g = c.benchmark_group("vxlan_encap");
+    g.throughput(Throughput::Elements(1));
+    for n in SIZES {
+        let r = remote_with(n);
+        let picks = spread(n, PICKS);
+        let mut pkt = vec![0u8; overlay::OUTER_LEN + 64];
+        let inner = udp_frame(&flow(0), mac(1), mac(2));
+        pkt[overlay::OUTER_LEN..].copy_from_slice(&inner);
+        let mut i = 0;
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| {
+                i = (i + 1) % picks.len();
+                let dst = mac(picks[i]);
+                pkt[overlay::OUTER_LEN..overlay::OUTER_LEN + 6].copy_from_slice(&dst.0);
+                let vtep = r.lookup(&dst.0, 1).expect("known");
+                let (hdr, frame) = pkt.split_at_mut(overlay::OUTER_LEN);
+                let sport = overlay::source_port(frame);
+                let hdr: &mut [u8; overlay::OUTER_LEN] = hdr.try_into().expect("outer");
+                overlay::write_outer(
+                    hdr,
+                    Ipv4Addr::new(192, 168, 1, 1),
+                    vtep,
+                    sport,
+                    4789,
+                    42,
+                    64,
+                );
+                black_box(&pkt);
+            })
+        });
+    }
+    g.finish();
+    let mut g = c.benchmark_group("vxlan_decap");
+    g.throughput(Throughput::Elements(1));
+    for n in SIZES {
+        let r = remote_with(n);
+        let pkts: Vec<Vec<u8>> = spread(n, PICKS)
+            .into_iter()
+            .map(|p| {
+                let mut v = vec![0u8; overlay::HEADER_LEN];
+                overlay::write_header((&mut v[..]).try_into().expect("8"), 42);
+                v.extend(udp_frame(&flow(0), mac(p), mac(2)));
+                v
+            })
+            .collect();
+        let mut i = 0;
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| {
+                i = (i + 1) % pkts.len();
+                let p = black_box(&pkts[i]);
+                let vni = overlay::decap(p).expect("vxlan");
+                let eth = EthFrame::parse(&p[overlay::HEADER_LEN..]).expect("inner");
+                black_box(r.learn(eth.src.0, Ipv4Addr::new(192, 168, 0, 7), 1));
+                black_box(vni)
+            })
+        });
+    }
+    g.finish();
+}
+
+fn gso(c: &mut Criterion) {
+    let mut g = c.benchmark_group("gso_segment");
+    let payload = 65_000;
+    g.throughput(Throughput::Bytes(payload as u64));
+    let mut sup = udp_frame(&flow(0), mac(1), mac(2));
+    sup.truncate(14 + 20);
+    sup[14 + 9] = 6;
+    sup.extend_from_slice(&[
+        0x04, 0x00, 0x00, 0x50, 0, 0, 0, 1, 0, 0, 0, 1, 0x50, 0x10, 0x01, 0,
+    ]);
+    sup.extend_from_slice(&[0; 4]);
+    sup.extend((0..payload).map(|i| i as u8));
+    let mut out = vec![0u8; 192 * 1024];
+    g.bench_function("64KiB_mss1398", |b| {
+        b.iter(|| {
+            black_box(switch::gso::segment_tcp4(
+                black_box(&sup),
+                1398,
+                42,
+                &mut out,
+            ))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, l2, nat, vxlan, gso);
+criterion_main!(benches);
