@@ -54,7 +54,10 @@ cleanup() {
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   ovs_stop
-  for n in $(ip netns ls | awk '{print $1}' | grep "^$tag" || true); do ip netns del "$n"; done
+  for n in $(ip netns ls | awk '{print $1}' | grep "^$tag" || true); do
+    ip netns pids "$n" | xargs -r kill 2>/dev/null || true
+    ip netns del "$n"
+  done
   rm -rf "$dir"
 }
 ovs_stop() {
@@ -73,7 +76,7 @@ measure() { # name kernel-row-name cns sns dial bind
   local name=$1 ref=$2 c=$3 s=$4 dial=$5 bind=$6 out
   log "measuring: $name"
   nx "$s" iperf3 -s -D -B "$bind" -p 5201 --pidfile "$dir/iperf.pid"
-  nx "$s" sockperf sr -i "$bind" -p 11111 >/dev/null 2>&1 & local sp=$!
+  ip netns exec "$tag$s" sockperf sr -i "$bind" -p 11111 >/dev/null 2>&1 & local sp=$!
   sleep 0.5
   local t1 t4 u l rec=""
   if [ -n "${PROFILE:-}" ] && [ ${#pids[@]} -gt 0 ]; then
