@@ -92,6 +92,23 @@ const UDP_GRO: libc::c_int = 104;
 /// Room for one cmsg carrying an int (the largest control message exchanged here).
 const CMSG_SPACE: usize = 32;
 
+/// A `msghdr` for one buffer, an IPv4 address and a control buffer (length left to the caller).
+/// The pointers it holds are only valid while the three arguments live.
+fn msghdr(
+    sa: &mut libc::sockaddr_in,
+    iov: &mut libc::iovec,
+    ctl: &mut [u64; CMSG_SPACE / 8],
+) -> libc::msghdr {
+    // SAFETY: all-zero is a valid value for this plain C struct.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (sa as *mut libc::sockaddr_in).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctl.as_mut_ptr().cast();
+    msg
+}
+
 /// Let the kernel hand `sock` coalesced datagrams (UDP GRO): one read returns several equally
 /// sized datagrams back to back, and [`recv_gro`] reports their size.
 pub fn enable_gro(sock: &UdpSocket) -> io::Result<()> {
@@ -122,13 +139,7 @@ pub fn recv_gro(
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
-    // SAFETY: as above.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = (&mut sa as *mut libc::sockaddr_in).cast();
-    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = ctl.as_mut_ptr().cast();
+    let mut msg = msghdr(&mut sa, &mut iov, &mut ctl);
     msg.msg_controllen = CMSG_SPACE;
     // SAFETY: every pointer in `msg` refers to a live buffer of the length recorded with it.
     let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
@@ -173,13 +184,7 @@ pub fn send_segments(
         iov_base: buf.as_ptr() as *mut libc::c_void,
         iov_len: buf.len(),
     };
-    // SAFETY: as above.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = (&mut sa as *mut libc::sockaddr_in).cast();
-    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = ctl.as_mut_ptr().cast();
+    let mut msg = msghdr(&mut sa, &mut iov, &mut ctl);
     // SAFETY: CMSG_SPACE/CMSG_LEN are arithmetic; the first header lies within `ctl`, which is
     // large enough for one u16 payload, and the kernel only reads `buf` (iov_base is *mut only
     // by the C signature).
