@@ -61,10 +61,15 @@ cleanup() {
   rm -rf "$dir"
 }
 ovs_stop() {
+  [ -S "$dir/ovs/db.sock" ] && ovs-vsctl --db="unix:$dir/ovs/db.sock" --timeout=5 --if-exists del-br obr 2>/dev/null || true
   for f in "$dir"/ovs/*.pid; do [ -e "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
   sleep 0.2
+  # The netdev datapath's own TAP outlives the daemon; remove it unless it was there before us.
+  if [ "${had_ovs_netdev:-1}" = 0 ]; then ip link del ovs-netdev 2>/dev/null || true; fi
   rm -rf "$dir/ovs"
+  return 0
 }
+had_ovs_netdev=0; ip link show ovs-netdev >/dev/null 2>&1 && had_ovs_netdev=1
 trap cleanup EXIT
 log() { echo "bench.sh: $*" >&2; }
 ns() { ip netns add "$tag$1"; ip -n "$tag$1" link set lo up; }
