@@ -791,21 +791,18 @@ fn complete_partial_l4(frame: &mut [u8]) {
     if frag & 0x3fff != 0 || total > ip.len() || total < ihl + co + 2 {
         return;
     }
-    let l4_len = total - ihl;
-    let mut sum: u32 = [12usize, 14, 16, 18]
-        .iter()
-        .map(|&i| u32::from(u16::from_be_bytes([ip[i], ip[i + 1]])))
-        .sum();
-    sum += u32::from(proto) + l4_len as u32;
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
+    let sum = nat::packet::pseudo_sum(
+        Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]),
+        Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]),
+        proto,
+        total - ihl,
+    );
     let at = EthFrame::HEADER_LEN + ihl + co;
-    if u16::from_be_bytes([frame[at], frame[at + 1]]) != sum as u16 {
+    if u16::from_be_bytes([frame[at], frame[at + 1]]) != sum {
         return;
     }
     let (start, end) = (EthFrame::HEADER_LEN + ihl, EthFrame::HEADER_LEN + total);
-    frame[at..at + 2].copy_from_slice(&(sum as u16).to_be_bytes());
+    frame[at..at + 2].copy_from_slice(&sum.to_be_bytes());
     finish_checksum(&mut frame[..end], start, co);
     if proto == 17 && frame[at..at + 2] == [0, 0] {
         frame[at..at + 2].copy_from_slice(&[0xff, 0xff]);
