@@ -166,6 +166,31 @@ impl NatKind {
             NatKind::Dns => "dns",
         }
     }
+
+    /// The kind [`NatKind::name`] names.
+    pub fn from_name(s: &str) -> Option<NatKind> {
+        [NatKind::Snat, NatKind::Dnat, NatKind::Hairpin, NatKind::Dns]
+            .into_iter()
+            .find(|k| k.name() == s)
+    }
+}
+
+/// A flow's lasting facts, as saved across a daemon restart (times are not kept: a restored flow
+/// counts as just seen).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SavedFlow {
+    /// The first packet's tuple.
+    pub orig: FiveTuple,
+    /// The answer's tuple.
+    pub reply: FiveTuple,
+    /// The translation.
+    pub kind: NatKind,
+    /// The caller's network identifier.
+    pub zone: u32,
+    /// TCP state ([`TcpState`] as `u8`; 0 for UDP and ICMP).
+    pub state: u8,
+    /// Whether an answer was seen.
+    pub replied: bool,
 }
 
 /// A tracked connection.
@@ -231,6 +256,18 @@ impl Flow {
             Proto::Tcp => self.tcp_state().name(),
             _ if self.replied() => "REPLIED",
             _ => "UNREPLIED",
+        }
+    }
+
+    /// What [`Conntrack::import`] needs to recreate this flow.
+    pub fn saved(&self) -> SavedFlow {
+        SavedFlow {
+            orig: self.orig,
+            reply: self.reply,
+            kind: self.kind,
+            zone: self.zone,
+            state: self.state.load(Ordering::Relaxed),
+            replied: self.replied(),
         }
     }
 
@@ -440,6 +477,25 @@ impl Conntrack {
             .ok_or(CtError::NoPort)
     }
 
+    /// Recreate a saved flow as seen at `now`. `Ok(false)` when either tuple is already tracked
+    /// (the saved flow is stale) or the tuples do not belong together.
+    pub fn import(&self, f: &SavedFlow, now: u64) -> Result<bool, CtError> {
+        self.check_room()?;
+        if f.orig.proto != f.reply.proto || f.orig == f.reply {
+            return Ok(false);
+        }
+        match self.insert(f.orig, f.reply, f.kind, f.zone, now)? {
+            Some(flow) if flow.orig == f.orig && flow.reply == f.reply => {
+                if f.orig.proto == Proto::Tcp && (1..=8).contains(&f.state) {
+                    flow.state.store(f.state, Ordering::Relaxed);
+                }
+                flow.replied.store(f.replied, Ordering::Relaxed);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     /// Remove flows idle longer than their timeout; returns how many were removed.
     pub fn expire(&self, now: u64) -> usize {
         let dead: Vec<Arc<Flow>> = self
@@ -524,6 +580,38 @@ mod test {
 
     fn none(_: Proto, _: u16) -> bool {
         false
+    }
+
+    #[test]
+    fn saved_flows_come_back_with_state_and_translation() {
+        let a = Conntrack::new(10, Timeouts::default());
+        let f = a
+            .create_dnat(t(Proto::Tcp, R, 40000, U, 8080), E, 80, 7, 1_000)
+            .unwrap();
+        f.seen(FlowDir::Reply, SYN | ACK, 1_001);
+        f.seen(FlowDir::Original, ACK, 1_002);
+        let saved: Vec<SavedFlow> = a.flows(None).iter().map(|f| f.saved()).collect();
+        assert_eq!(saved.len(), 1);
+
+        let b = Conntrack::new(10, Timeouts::default());
+        assert_eq!(b.import(&saved[0], 50), Ok(true));
+        assert_eq!(b.import(&saved[0], 50), Ok(false), "already tracked");
+        let (g, d) = b.lookup(&t(Proto::Tcp, E, 80, R, 40000), 60).unwrap();
+        assert_eq!(d, FlowDir::Reply);
+        assert_eq!(g.tcp_state(), TcpState::Established);
+        assert!(g.replied());
+        assert_eq!(g.zone, 7);
+        assert_eq!(g.translate(d), t(Proto::Tcp, U, 8080, R, 40000));
+        assert_eq!(b.len(), 1);
+        let full = Conntrack::new(0, Timeouts::default());
+        assert_eq!(full.import(&saved[0], 50), Err(CtError::Full));
+        let bad = SavedFlow {
+            reply: saved[0].orig,
+            ..saved[0]
+        };
+        assert_eq!(b.import(&bad, 50), Ok(false));
+        assert_eq!(NatKind::from_name("hairpin"), Some(NatKind::Hairpin));
+        assert_eq!(NatKind::from_name("x"), None);
     }
 
     #[test]

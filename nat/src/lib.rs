@@ -11,7 +11,7 @@
 pub mod conntrack;
 pub mod packet;
 
-pub use conntrack::{Conntrack, Flow, FlowDir, Timeouts};
+pub use conntrack::{Conntrack, Flow, FlowDir, NatKind, SavedFlow, Timeouts};
 pub use packet::{FiveTuple, L4Info, Proto};
 
 /// RFC 1624 incremental update of a 16-bit one's-complement checksum: `HC' = ~(~HC + ~m + m')`

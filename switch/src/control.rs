@@ -54,6 +54,9 @@ pub struct Options {
     pub ct_timeouts: Timeouts,
     /// Local VTEP address (the source of VXLAN packets); `None` lets the kernel pick per route.
     pub underlay_ip: Option<Ipv4Addr>,
+    /// Keep endpoint devices when the daemon stops or dies (persistent TAPs), and take them back
+    /// by name on the next start.
+    pub live_restore: bool,
 }
 
 impl Default for Options {
@@ -67,6 +70,7 @@ impl Default for Options {
             ct_max: 262_144,
             ct_timeouts: Timeouts::default(),
             underlay_ip: None,
+            live_restore: false,
         }
     }
 }
@@ -237,6 +241,48 @@ struct Persisted {
     /// Published ports with their resolved host port.
     #[serde(default)]
     published: Vec<PublishRequest>,
+}
+
+/// One tracked connection as saved on a graceful stop (`conntrack.json`), so established NAT
+/// flows survive a restart.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SavedConn {
+    network: String,
+    kind: String,
+    proto: String,
+    /// The first packet's `[src, sport, dst, dport]`.
+    orig: (Ipv4Addr, u16, Ipv4Addr, u16),
+    /// The answer's `[src, sport, dst, dport]`.
+    reply: (Ipv4Addr, u16, Ipv4Addr, u16),
+    state: u8,
+    replied: bool,
+}
+
+impl SavedConn {
+    fn tuple(proto: Proto, t: (Ipv4Addr, u16, Ipv4Addr, u16)) -> nat::FiveTuple {
+        nat::FiveTuple {
+            proto,
+            src: t.0,
+            sport: t.1,
+            dst: t.2,
+            dport: t.3,
+        }
+    }
+
+    fn to_flow(&self, zone: NetId) -> Option<nat::SavedFlow> {
+        let proto = [Proto::Tcp, Proto::Udp, Proto::Icmp]
+            .into_iter()
+            .find(|p| p.name() == self.proto)?;
+        Some(nat::SavedFlow {
+            orig: Self::tuple(proto, self.orig),
+            reply: Self::tuple(proto, self.reply),
+            kind: nat::NatKind::from_name(&self.kind)?,
+            zone,
+            state: self.state,
+            replied: self.replied,
+        })
+    }
 }
 
 /// The switch: datapath workers plus the control state.
@@ -505,10 +551,17 @@ impl Switch {
 
     /// `attach`: create a TAP endpoint for `req.netns` on `req.network`.
     pub fn attach(&self, req: &AttachRequest) -> Result<EndpointInfo, Error> {
-        self.mutate(|st| self.attach_locked(st, req))
+        self.mutate(|st| self.attach_locked(st, req, false))
     }
 
-    fn attach_locked(&self, st: &mut State, req: &AttachRequest) -> Result<EndpointInfo, Error> {
+    /// Attach; with `adopt`, an existing TAP named `req.ifname` in the namespace (left by a
+    /// previous daemon) is taken over instead of creating a new one.
+    fn attach_locked(
+        &self,
+        st: &mut State,
+        req: &AttachRequest,
+        adopt: bool,
+    ) -> Result<EndpointInfo, Error> {
         check_name("namespace", &req.netns, 255)?;
         for a in &req.aliases {
             check_name("alias", a, 63)?;
@@ -559,8 +612,12 @@ impl Switch {
                     network: req.network.clone(),
                 });
             }
-            let tap = make_endpoint_device(&ns, req, mac, ip, net)?;
-            Ok(tap)
+            let (tap, ifname) = make_endpoint_device(&ns, req, mac, ip, net, adopt)?;
+            // Persistent only under --live-restore; an adopted device of a daemon that had the
+            // flag goes with this one when it does not.
+            tap.set_persist(self.opts.live_restore)
+                .map_err(Error::device("set TAP persistence"))?;
+            Ok((tap, ifname))
         })();
         let (tap, ifname) = match result {
             Ok(t) => t,
@@ -664,6 +721,10 @@ impl Switch {
             ep.ifname,
             ep.port.name
         );
+        if let Device::Tap(t) = &ep.port.dev {
+            // Detached for good, even under --live-restore.
+            let _ = t.set_persist(false);
+        }
         release_port(ep.port);
         Ok(())
     }
@@ -940,6 +1001,7 @@ impl Switch {
             let _ = t.join();
         }
         self.shared.config.store(Arc::new(Config::default()));
+        self.save_conntrack(&st);
         let mut n = 0;
         let namespaces: BTreeSet<String> = st
             .networks
@@ -952,12 +1014,98 @@ impl Switch {
                 n += 1;
             }
         }
+        if self.opts.live_restore {
+            // The devices stay (persistent TAPs) and so does the namespaces' resolver
+            // configuration: the next daemon takes both over.
+            log::info!("shut down: kept {n} endpoint device(s) for --live-restore");
+            return;
+        }
         // The gateways stop answering DNS with the daemon: give the namespaces their resolver
         // configuration back (a restart writes it again when it restores the endpoints).
         for ns in &namespaces {
             write_resolv_conf(&st, ns);
         }
         log::info!("shut down: removed {n} endpoint device(s)");
+    }
+
+    /// Write the tracked connections (except DNS forwards, which are short-lived) for the next
+    /// start to take back.
+    fn save_conntrack(&self, st: &State) {
+        let Some(dir) = &self.opts.state_dir else {
+            return;
+        };
+        let names: BTreeMap<NetId, &str> = st
+            .networks
+            .values()
+            .map(|n| (n.id, n.name.as_str()))
+            .collect();
+        let t = |t: nat::FiveTuple| (t.src, t.sport, t.dst, t.dport);
+        let conns: Vec<SavedConn> = self
+            .shared
+            .ct
+            .flows(None)
+            .iter()
+            .map(|f| f.saved())
+            .filter(|f| f.kind != nat::NatKind::Dns)
+            .filter_map(|f| {
+                Some(SavedConn {
+                    network: names.get(&f.zone)?.to_string(),
+                    kind: f.kind.name().into(),
+                    proto: f.orig.proto.name().into(),
+                    orig: t(f.orig),
+                    reply: t(f.reply),
+                    state: f.state,
+                    replied: f.replied,
+                })
+            })
+            .collect();
+        let path = dir.join("conntrack.json");
+        let tmp = path.with_extension("json.tmp");
+        let r = serde_json::to_vec(&conns)
+            .map_err(std::io::Error::other)
+            .and_then(|d| std::fs::write(&tmp, d))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        match r {
+            Ok(()) => log::info!("saved {} tracked connection(s)", conns.len()),
+            Err(e) => log::error!("saving connections to {} failed: {e}", path.display()),
+        }
+    }
+
+    /// Take back the connections a graceful stop saved; the file is used once.
+    fn restore_conntrack(&self, st: &State) {
+        let Some(dir) = &self.opts.state_dir else {
+            return;
+        };
+        let path = dir.join("conntrack.json");
+        let data = match std::fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                log::error!("reading {} failed: {e}", path.display());
+                return;
+            }
+        };
+        let _ = std::fs::remove_file(&path);
+        let conns: Vec<SavedConn> = match serde_json::from_slice(&data) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!(
+                    "{} is unreadable ({e}); connections not restored",
+                    path.display()
+                );
+                return;
+            }
+        };
+        let now = self.shared.now_ms();
+        let (mut ok, mut skipped) = (0, 0);
+        for c in &conns {
+            let flow = st.networks.get(&c.network).and_then(|n| c.to_flow(n.id));
+            match flow.map(|f| self.shared.ct.import(&f, now)) {
+                Some(Ok(true)) => ok += 1,
+                _ => skipped += 1,
+            }
+        }
+        log::info!("restored {ok} tracked connection(s), skipped {skipped}");
     }
 
     fn state_path(&self) -> Option<PathBuf> {
@@ -1065,7 +1213,7 @@ impl Switch {
             }
         }
         for a in &p.endpoints {
-            match self.attach_locked(&mut st, a) {
+            match self.attach_locked(&mut st, a, true) {
                 Ok(i) => log::info!(
                     "restored endpoint {}/{} on {}",
                     i.netns,
@@ -1098,6 +1246,7 @@ impl Switch {
                 );
             }
         }
+        self.restore_conntrack(&st);
         self.persist(&st);
     }
 }
@@ -1110,7 +1259,18 @@ fn make_endpoint_device(
     mac: MacAddr,
     ip: Ipv4Addr,
     net: &Net,
+    adopt: bool,
 ) -> Result<(Tap, String), Error> {
+    let offloads = if net.vni.is_none() {
+        crate::sys::tap::OFFLOADS_ALL
+    } else {
+        crate::sys::tap::OFFLOADS_OVERLAY
+    };
+    if let (true, Some(name)) = (adopt, req.ifname.clone()) {
+        if let Some(tap) = adopt_endpoint_device(ns, &name, offloads, mac, ip, net)? {
+            return Ok((tap, name));
+        }
+    }
     let wanted = req.ifname.clone();
     let netns = req.netns.clone();
     let ifname = ns
@@ -1147,15 +1307,7 @@ fn make_endpoint_device(
             }
         })
         .map_err(Error::device("enter network namespace"))??;
-    let tap = Tap::create(
-        "vs%d",
-        if net.vni.is_none() {
-            crate::sys::tap::OFFLOADS_ALL
-        } else {
-            crate::sys::tap::OFFLOADS_OVERLAY
-        },
-    )
-    .map_err(Error::device("create TAP device"))?;
+    let tap = Tap::create("vs%d", offloads).map_err(Error::device("create TAP device"))?;
     let mut nl = Netlink::open().map_err(Error::device("open netlink socket"))?;
     nl.set_link(
         tap.ifindex(),
@@ -1211,6 +1363,59 @@ fn make_endpoint_device(
     })
     .map_err(Error::device("enter network namespace"))??;
     Ok((tap, ifname))
+}
+
+/// Take over the TAP `name` a previous daemon left in namespace `ns` (`--live-restore`), and make
+/// sure it still has the endpoint's MAC, MTU, address and default route. `None` when the
+/// namespace has no such interface (the caller creates one).
+fn adopt_endpoint_device(
+    ns: &Netns,
+    name: &str,
+    offloads: u32,
+    mac: MacAddr,
+    ip: Ipv4Addr,
+    net: &Net,
+) -> Result<Option<Tap>, Error> {
+    let (gateway, prefix, mtu) = (net.gateway, net.subnet.prefix_len(), net.mtu);
+    ns.run_in(move || -> Result<Option<Tap>, Error> {
+        let tap = match Tap::open_existing(name, offloads) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(Error::Device {
+                    step: "reopen the endpoint's TAP device (is the interface someone else's?)",
+                    source: e,
+                })
+            }
+        };
+        let mut nl = Netlink::open().map_err(Error::device("open netlink socket in namespace"))?;
+        nl.set_link(
+            tap.ifindex(),
+            &LinkChange {
+                mtu: Some(mtu),
+                mac: Some(mac.0),
+                up: Some(true),
+                ..Default::default()
+            },
+        )
+        .map_err(Error::device("set TAP MAC address, MTU and up"))?;
+        let exists = |r: std::io::Result<_>, step| match r {
+            Err(e) if e.raw_os_error() != Some(libc::EEXIST) => {
+                Err(Error::Device { step, source: e })
+            }
+            _ => Ok(()),
+        };
+        exists(
+            nl.add_addr_v4(tap.ifindex(), ip, prefix).map(|_| ()),
+            "add address",
+        )?;
+        exists(
+            nl.add_default_route_v4(gateway, tap.ifindex()).map(|_| ()),
+            "add default route",
+        )?;
+        Ok(Some(tap))
+    })
+    .map_err(Error::device("enter network namespace"))?
 }
 
 /// Drop the last reference to a removed port so its TAP closes (which deletes the device).

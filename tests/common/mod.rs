@@ -221,6 +221,18 @@ impl Daemon {
         )
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
+    /// `kill -9` the daemon (a crash: no cleanup of any kind) and reap it.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("daemon already stopped");
+        child.kill().expect("SIGKILL vswitchd");
+        child.wait().expect("wait vswitchd");
+    }
+
     /// Send SIGTERM and wait for the exit status (at most 10 s).
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("daemon already stopped");

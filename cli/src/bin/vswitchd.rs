@@ -1,5 +1,6 @@
 //! `vswitchd`: the vswitch daemon. Runs in the foreground, logs to stderr, serves the control API
-//! on a Unix socket, and on SIGINT/SIGTERM removes every device it created and exits.
+//! on a Unix socket, and on SIGINT/SIGTERM removes every device it created and exits (with
+//! `--live-restore` it keeps them, and the next start takes them back).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,6 +57,12 @@ struct Args {
     /// [default: the kernel picks the source of the route to each peer].
     #[arg(long, value_name = "IP")]
     underlay_ip: Option<std::net::Ipv4Addr>,
+    /// Keep the endpoints' devices when vswitchd stops or crashes (persistent TAPs stay in
+    /// their namespaces with their addresses), and take them back by name on the next start:
+    /// traffic resumes as soon as the new daemon runs. Without it, stopping removes every
+    /// device and the next start recreates them.
+    #[arg(long)]
+    live_restore: bool,
 }
 
 fn main() -> ExitCode {
@@ -105,6 +112,7 @@ fn run(args: Args) -> Result<(), String> {
             },
             underlay_ip: args.underlay_ip,
             fdb_limit: usize::try_from(args.fdb_max).unwrap_or(usize::MAX),
+            live_restore: args.live_restore,
         };
         let sw = tokio::task::spawn_blocking(move || Switch::start(opts))
             .await

@@ -13,6 +13,7 @@ const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
 const TUNGETFEATURES: libc::c_ulong = 0x8004_54cf;
 const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
+const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
 
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
@@ -57,6 +58,43 @@ impl Tap {
     /// Create a TAP whose name follows `name_pattern` (`%d` lets the kernel pick a free number),
     /// non-blocking, with a 12-byte virtio-net header in front of every frame.
     pub fn create(name_pattern: &str, offloads: u32) -> io::Result<Tap> {
+        Self::open(name_pattern, offloads)
+    }
+
+    /// Open the existing TAP `name` of the calling thread's namespace (a persistent device left
+    /// by a previous daemon, `--live-restore`) with the same header and offloads as
+    /// [`Tap::create`]. Fails with `NotFound` when there is no such device, and with the
+    /// kernel's error (`EBUSY`, `EINVAL`) when it is not a free TAP of the same kind.
+    pub fn open_existing(name: &str, offloads: u32) -> io::Result<Tap> {
+        if name.contains('%') {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("bad TAP name {name:?}"),
+            ));
+        }
+        if super::if_nametoindex(name)?.is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no interface {name}"),
+            ));
+        }
+        Self::open(name, offloads)
+    }
+
+    /// Keep the device after the fd closes (`true`), or let closing the fd delete it.
+    pub fn set_persist(&self, on: bool) -> io::Result<()> {
+        // SAFETY: TUNSETPERSIST takes its argument by value.
+        cvt(unsafe {
+            libc::ioctl(
+                self.file.as_raw_fd(),
+                TUNSETPERSIST,
+                libc::c_ulong::from(on),
+            )
+        })
+        .map(|_| ())
+    }
+
+    fn open(name_pattern: &str, offloads: u32) -> io::Result<Tap> {
         if name_pattern.len() >= libc::IFNAMSIZ || name_pattern.contains('\0') {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -177,5 +215,23 @@ mod test {
             None,
             "closing the fd deletes the device"
         );
+    }
+
+    #[test]
+    fn a_persistent_tap_outlives_its_fd_and_is_reopened_by_name() {
+        let t = Tap::create("vsp%d", OFFLOADS_ALL).expect("create TAP (needs root)");
+        let (name, idx) = (t.name().to_string(), t.ifindex());
+        t.set_persist(true).unwrap();
+        drop(t);
+        assert_eq!(super::super::if_nametoindex(&name).unwrap(), Some(idx));
+        let t = Tap::open_existing(&name, OFFLOADS_ALL).expect("reopen persistent TAP");
+        assert_eq!(t.ifindex(), idx, "the same device");
+        // A second opener is refused while the first holds it.
+        assert!(Tap::open_existing(&name, OFFLOADS_ALL).is_err());
+        t.set_persist(false).unwrap();
+        drop(t);
+        assert_eq!(super::super::if_nametoindex(&name).unwrap(), None);
+        let e = Tap::open_existing(&name, OFFLOADS_ALL).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
     }
 }
