@@ -169,3 +169,230 @@ fn without_live_restore_a_crash_takes_the_devices_and_a_restart_recreates_them()
     assert!(ms_until_ping(&a, &eb.ip.to_string()).is_some());
     assert!(a.links().contains(&"eth0".to_string()));
 }
+
+const HOSTILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/tools/hostile.py");
+
+/// Run `tests/tools/hostile.py ARGS` in `ns`; returns its JSON report.
+fn hostile(ns: &Netns, args: &[&str]) -> serde_json::Value {
+    let mut cmd = vec!["python3", HOSTILE];
+    cmd.extend_from_slice(args);
+    let out = ns.exec_ok(&cmd);
+    let v: serde_json::Value = serde_json::from_str(out.trim())
+        .unwrap_or_else(|e| panic!("hostile.py {args:?} printed {out:?}: {e}"));
+    eprintln!("hostile.py {}: {v}", args[0]);
+    v
+}
+
+/// Peak and current resident memory of process `pid`, in KiB.
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    let field = |name: &str| {
+        s.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// Ping, TCP and UDP between `x` and the peer servers of `y` at `yip`.
+fn still_talking(x: &Netns, yip: &str) {
+    assert!(x.ping(yip, 2), "ping to {yip} failed after the attack");
+    assert!(
+        ask(x, "tcp", yip, 7000).starts_with("peer="),
+        "TCP to {yip} failed after the attack"
+    );
+    assert!(
+        ask(x, "udp", yip, 7001).starts_with("peer="),
+        "UDP to {yip} failed after the attack"
+    );
+}
+
+#[test]
+fn hostile_frames_floods_and_a_syn_flood_leave_everyone_else_forwarding() {
+    require(&["ping", "socat", "ss", "python3"]);
+    let l = Lab::new(&["--fdb-max", "1000", "--conntrack-max", "2000"]);
+    let (m, f, b, c) = (
+        Netns::new("m"),
+        Netns::new("f"),
+        Netns::new("b"),
+        Netns::new("c"),
+    );
+    let net: NetworkInfo =
+        l.d.ctl_json(&["network", "create", "front", "--subnet", "10.232.0.0/24"]);
+    let em: EndpointInfo = l.d.ctl_json(&["attach", &m.name, "front"]);
+    l.d.ctl_ok(&["attach", &f.name, "front", "--allow-spoof"]);
+    let eb: EndpointInfo = l.d.ctl_json(&["attach", &b.name, "front"]);
+    let ec: EndpointInfo = l.d.ctl_json(&["attach", &c.name, "front"]);
+    let (bip, cip) = (eb.ip.to_string(), ec.ip.to_string());
+    let _servers = [
+        peer_server(&b, "tcp", "0.0.0.0", 7000),
+        peer_server(&b, "udp", "0.0.0.0", 7001),
+        peer_server(&c, "tcp", "0.0.0.0", 7000),
+        peer_server(&c, "udp", "0.0.0.0", 7001),
+        peer_server(&b, "tcp", "0.0.0.0", 80),
+    ];
+    l.d.ctl_ok(&["publish", &b.name, "8080:80"]);
+    still_talking(&c, &bip);
+    let pid = l.d.pid();
+    let (peak0, _) = memory_kib(pid);
+
+    // 1. Malformed frames from an ordinary endpoint, to the gateway (routed and NATed to the
+    //    outside), to another endpoint, and to broadcast; then the same with oversized frames
+    //    (the attacker raises its own MTU), then lying virtio-net headers.
+    let targets = format!(
+        "{}={},{}={bip},{}={OUTSIDE},ff:ff:ff:ff:ff:ff={cip}",
+        net.gateway_mac, net.gateway, eb.mac, net.gateway_mac
+    );
+    let (mac, ip) = (em.mac.to_string(), em.ip.to_string());
+    let r1 = hostile(&m, &["frames", "eth0", "30000", "1", &mac, &ip, &targets]);
+    m.exec_ok(&["ip", "link", "set", "eth0", "mtu", "9000"]);
+    let r2 = hostile(&m, &["frames", "eth0", "10000", "2", &mac, &ip, &targets]);
+    let r3 = hostile(&m, &["vnet", "eth0", "10000", "3", &mac, &ip, &targets]);
+    let bad = [&r1, &r2, &r3]
+        .iter()
+        .map(|r| r["sent"].as_u64().unwrap_or(0))
+        .sum::<u64>();
+    assert!(
+        bad >= 40_000,
+        "only {bad} hostile frames left the namespace"
+    );
+    assert!(
+        r2["kinds"]["oversized"].as_u64().unwrap_or(0) > 0,
+        "no oversized frames: {r2}"
+    );
+    still_talking(&c, &bip);
+
+    // 2. A MAC flood of 200 000 random sources from the --allow-spoof endpoint, and a broadcast
+    //    storm of 100 000 ARP requests from the ordinary one.
+    hostile(&f, &["macflood", "eth0", "200000"]);
+    hostile(&m, &["storm", "eth0", "100000", &ip]);
+    let fdb: Vec<FdbEntryInfo> = l.d.ctl_json(&["fdb", "front"]);
+    assert!(fdb.len() <= 1000, "FDB grew past --fdb-max: {}", fdb.len());
+    still_talking(&c, &bip);
+
+    // 3. A SYN flood at the published port from 20 000 random sources. The table stays within
+    //    --conntrack-max, half-open flows make room for real connections, and a client still
+    //    gets through.
+    hostile(&l.out, &["synflood", UPLINK, "8080", "20000"]);
+    let s: StatsInfo = l.d.ctl_json(&["stats"]);
+    let ct: Vec<ConntrackEntry> = l.d.ctl_json(&["conntrack"]);
+    assert!(
+        ct.len() <= 2000,
+        "conntrack grew past its limit: {}",
+        ct.len()
+    );
+    assert!(
+        s.events["conntrack_early_drop"] > 0,
+        "the flood never filled the table: {:?}",
+        s.events
+    );
+    assert_eq!(
+        ask(&l.out, "tcp", UPLINK, 8080),
+        format!("peer={OUTSIDE}"),
+        "the published port is locked out after the SYN flood"
+    );
+
+    // Afterwards: alive, bounded, nothing lost, everyone else still talking, drops counted.
+    let s: StatsInfo = l.d.ctl_json(&["stats"]);
+    for d in ["malformed", "flood_limited", "fdb_full", "spoofed"] {
+        assert!(s.drops[d] > 0, "no {d} drops counted: {:?}", s.drops);
+    }
+    let inspect: NetworkInfo = l.d.ctl_json(&["network", "inspect", "front"]);
+    assert_eq!(inspect.endpoints.len(), 4, "endpoints lost: {inspect:?}");
+    still_talking(&c, &bip);
+    still_talking(&b, &cip);
+    let (peak, rss) = memory_kib(pid);
+    eprintln!(
+        "vswitchd memory: peak {peak0} KiB before, {peak} KiB after ({rss} KiB resident); drops {:?}",
+        s.drops
+    );
+    assert!(
+        peak < 256 * 1024,
+        "vswitchd peaked at {peak} KiB under hostile traffic"
+    );
+}
+
+#[test]
+fn vxlan_garbage_and_lying_offload_headers_leave_the_overlay_forwarding() {
+    require(&["ping", "socat", "ss", "python3"]);
+    let u = Underlay::new(3);
+    let d1 = Daemon::start_in(&u.hosts[0], &[]);
+    let d2 = Daemon::start_in(&u.hosts[1], &[]);
+    for (d, peer) in [(&d1, 2), (&d2, 1)] {
+        d.ctl_ok(&[
+            "network",
+            "create",
+            "ov",
+            "--subnet",
+            "10.251.0.0/24",
+            "--vni",
+            "42",
+            "--peer",
+            &Underlay::ip(peer),
+        ]);
+    }
+    let (a, m, b) = (Netns::new("a"), Netns::new("m"), Netns::new("b"));
+    d1.ctl_ok(&["attach", &a.name, "ov", "--ip", "10.251.0.11"]);
+    let em: EndpointInfo = d1.ctl_json(&["attach", &m.name, "ov", "--ip", "10.251.0.13"]);
+    let eb: EndpointInfo = d2.ctl_json(&["attach", &b.name, "ov", "--ip", "10.251.0.12"]);
+    let _servers = [
+        peer_server(&b, "tcp", "0.0.0.0", 7000),
+        peer_server(&b, "udp", "0.0.0.0", 7001),
+    ];
+    still_talking(&a, "10.251.0.12");
+    let before: StatsInfo = d1.ctl_json(&["stats"]);
+    // Garbage at the VXLAN port from a peer (host 2) and from a stranger (host 3).
+    let v1 = hostile(
+        &u.hosts[1],
+        &["vxlan", &Underlay::ip(1), "4789", "20000", "42"],
+    );
+    let v2 = hostile(
+        &u.hosts[2],
+        &["vxlan", &Underlay::ip(1), "4789", "10000", "42"],
+    );
+    assert!(v1["sent"].as_u64().unwrap_or(0) + v2["sent"].as_u64().unwrap_or(0) >= 29_000);
+    // Lying offload metadata from an overlay endpoint, to a remote endpoint (the switch
+    // segments super-frames for the tunnel itself) and to the gateway.
+    let net: NetworkInfo = d1.ctl_json(&["network", "inspect", "ov"]);
+    let targets = format!("{}=10.251.0.12,{}=10.251.0.1", eb.mac, net.gateway_mac);
+    hostile(
+        &m,
+        &[
+            "vnet",
+            "eth0",
+            "10000",
+            "4",
+            &em.mac.to_string(),
+            "10.251.0.13",
+            &targets,
+        ],
+    );
+    hostile(
+        &m,
+        &[
+            "frames",
+            "eth0",
+            "10000",
+            "5",
+            &em.mac.to_string(),
+            "10.251.0.13",
+            &targets,
+        ],
+    );
+    let s: StatsInfo = d1.ctl_json(&["stats"]);
+    for d in ["malformed", "vxlan_unknown_vni", "vxlan_unknown_peer"] {
+        assert!(
+            s.drops[d] > before.drops[d],
+            "no {d} drops counted: {:?}",
+            s.drops
+        );
+    }
+    still_talking(&a, "10.251.0.12");
+    let (peak, _) = memory_kib(d1.pid());
+    eprintln!(
+        "vswitchd (VTEP 1) peak memory {peak} KiB; drops {:?}",
+        s.drops
+    );
+}

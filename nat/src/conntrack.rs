@@ -7,9 +7,10 @@
 //! the *other* tuple reversed: that single rule covers masquerade, port publishing and hairpin.
 //! Time is passed in (milliseconds on the caller's monotonic clock).
 
+use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
@@ -250,6 +251,18 @@ impl Flow {
         }
     }
 
+    /// True for a connection worth keeping when the table is full: a TCP connection past its
+    /// handshake (and not yet closed), or a UDP/ICMP flow that was answered.
+    pub fn assured(&self) -> bool {
+        match self.orig.proto {
+            Proto::Tcp => matches!(
+                self.tcp_state(),
+                TcpState::Established | TcpState::FinWait | TcpState::CloseWait | TcpState::LastAck
+            ),
+            _ => self.replied(),
+        }
+    }
+
     /// The state name for listings: TCP state, or `UNREPLIED`/`ASSURED` for UDP and ICMP.
     pub fn state_name(&self) -> &'static str {
         match self.orig.proto {
@@ -305,9 +318,17 @@ pub struct Conntrack {
     map: DashMap<FiveTuple, Arc<Flow>, FxBuildHasher>,
     flows: AtomicUsize,
     max: usize,
+    /// Flows in creation order, for early drop: when the table is full, the oldest flow that is
+    /// not yet assured (see [`Flow::assured`]) makes room for the new one, so a SYN flood cannot
+    /// lock out real connections. Touched once per new flow, never per packet.
+    young: Mutex<VecDeque<Weak<Flow>>>,
+    early_drops: AtomicU64,
     /// Timeouts in force.
     pub timeouts: Timeouts,
 }
+
+/// At most this many flows are remembered for early drop.
+const YOUNG_MAX: usize = 65_536;
 
 /// The port range masquerade allocates from when the original port is taken.
 pub const PORT_RANGE: std::ops::RangeInclusive<u16> = 32768..=60999;
@@ -319,8 +340,15 @@ impl Conntrack {
             map: DashMap::with_hasher(FxBuildHasher),
             flows: AtomicUsize::new(0),
             max,
+            young: Mutex::new(VecDeque::new()),
+            early_drops: AtomicU64::new(0),
             timeouts,
         }
+    }
+
+    /// Flows removed to make room for new ones while the table was full.
+    pub fn early_drops(&self) -> u64 {
+        self.early_drops.load(Ordering::Relaxed)
     }
 
     /// The flow a packet with tuple `t` belongs to, and its direction. // HOT PATH
@@ -374,16 +402,41 @@ impl Conntrack {
             Entry::Vacant(v) => {
                 v.insert(flow.clone());
                 self.flows.fetch_add(1, Ordering::Relaxed);
+                let mut young = self.young.lock().unwrap_or_else(|p| p.into_inner());
+                if young.len() >= YOUNG_MAX.min(self.max) {
+                    young.pop_front();
+                }
+                young.push_back(Arc::downgrade(&flow));
                 Ok(Some(flow))
             }
         }
     }
 
+    /// Room for one more flow: when the table is full, remove the oldest flow that is not
+    /// assured; `Full` when every flow is.
     fn check_room(&self) -> Result<(), CtError> {
-        if self.flows.load(Ordering::Relaxed) >= self.max {
-            Err(CtError::Full)
-        } else {
-            Ok(())
+        if self.flows.load(Ordering::Relaxed) < self.max {
+            return Ok(());
+        }
+        loop {
+            let next = self
+                .young
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop_front();
+            let Some(weak) = next else {
+                return Err(CtError::Full);
+            };
+            let Some(f) = weak.upgrade() else { continue };
+            let tracked = self
+                .map
+                .get(&f.orig)
+                .is_some_and(|e| Arc::ptr_eq(e.value(), &f));
+            if tracked && !f.assured() {
+                self.remove(&f);
+                self.early_drops.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
         }
     }
 
@@ -736,10 +789,11 @@ mod test {
     #[test]
     fn table_limit() {
         let ct = Conntrack::new(2, Timeouts::default());
-        ct.create_snat(t(Proto::Udp, E, 1, R, 53), U, None, 1, none, 0)
-            .unwrap();
-        ct.create_snat(t(Proto::Udp, E, 2, R, 53), U, None, 1, none, 0)
-            .unwrap();
+        for p in [1, 2] {
+            ct.create_snat(t(Proto::Udp, E, p, R, 53), U, None, 1, none, 0)
+                .unwrap()
+                .seen(FlowDir::Reply, 0, 1);
+        }
         assert_eq!(
             ct.create_snat(t(Proto::Udp, E, 3, R, 53), U, None, 1, none, 0)
                 .unwrap_err(),
@@ -750,6 +804,46 @@ mod test {
                 .unwrap_err(),
             CtError::Full
         );
+    }
+
+    #[test]
+    fn a_full_table_drops_the_oldest_unassured_flow_first() {
+        use FlowDir::*;
+        let ct = Conntrack::new(3, Timeouts::default());
+        let est = ct
+            .create_dnat(t(Proto::Tcp, R, 1, U, 80), E, 80, 1, 0)
+            .unwrap();
+        est.seen(Reply, SYN | ACK, 1);
+        est.seen(Original, ACK, 2);
+        assert!(est.assured());
+        // Two half-open connections (a SYN flood answered by the endpoint) fill the table.
+        for p in [2, 3] {
+            let f = ct
+                .create_dnat(t(Proto::Tcp, R, p, U, 80), E, 80, 1, 3)
+                .unwrap();
+            f.seen(Reply, SYN | ACK, 4);
+            assert!(!f.assured());
+        }
+        assert_eq!(ct.len(), 3);
+        // A new connection evicts the oldest half-open one, never the established one.
+        ct.create_dnat(t(Proto::Tcp, R, 4, U, 80), E, 80, 1, 5)
+            .unwrap();
+        assert_eq!((ct.len(), ct.early_drops()), (3, 1));
+        assert!(ct.lookup(&t(Proto::Tcp, R, 2, U, 80), 6).is_none());
+        assert!(ct.lookup(&t(Proto::Tcp, R, 1, U, 80), 6).is_some());
+        assert!(ct.lookup(&t(Proto::Tcp, R, 3, U, 80), 6).is_some());
+        // Once every flow is assured, the table refuses.
+        for p in [3, 4] {
+            let (f, _) = ct.lookup(&t(Proto::Tcp, R, p, U, 80), 6).unwrap();
+            f.seen(Reply, SYN | ACK, 7);
+            f.seen(Original, ACK, 7);
+        }
+        assert_eq!(
+            ct.create_dnat(t(Proto::Tcp, R, 5, U, 80), E, 80, 1, 8)
+                .unwrap_err(),
+            CtError::Full
+        );
+        assert_eq!(ct.len(), 3);
     }
 
     #[test]

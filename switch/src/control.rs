@@ -936,6 +936,10 @@ impl Switch {
         for c in &self.counters {
             c.sum_into(&mut drops, &mut events);
         }
+        events.insert(
+            "conntrack_early_drop".to_string(),
+            self.shared.ct.early_drops(),
+        );
         StatsInfo {
             ports: self.ports(),
             drops,

@@ -43,7 +43,8 @@ named_enum!(
         Policy => "policy",
         /// TTL expired while routing.
         Ttl => "ttl",
-        /// The connection table is full (or no translated port was free).
+        /// The connection table is full of assured connections (half-open and unanswered ones
+        /// make room for new flows), or no translated port was free.
         ConntrackFull => "conntrack_full",
         /// No MAC for the next hop: ARP unanswered within a second, or the queue was full.
         ArpTimeout => "arp_timeout",
