@@ -434,11 +434,22 @@ fn soak_attach_and_detach_100_namespaces_under_traffic() {
     let yip = ey.ip.to_string();
     let churn: Vec<Netns> = (0..100).map(|i| Netns::new(&format!("s{i}"))).collect();
     let _server = y.spawn(&["iperf3", "-s", "-p", "5201"]);
-    assert!(wait_until(5, || y.exec_ok(&["ss", "-Hlnt"]).contains(":5201")));
+    assert!(wait_until(5, || y
+        .exec_ok(&["ss", "-Hlnt"])
+        .contains(":5201")));
     let pings = (secs * 20).to_string();
     let ping = x.spawn(&["ping", "-n", "-q", "-i", "0.05", "-c", &pings, &yip]);
     let tcp = x.spawn(&[
-        "iperf3", "-c", &yip, "-p", "5201", "-b", "50M", "-t", &secs.to_string(), "-J",
+        "iperf3",
+        "-c",
+        &yip,
+        "-p",
+        "5201",
+        "-b",
+        "50M",
+        "-t",
+        &secs.to_string(),
+        "-J",
     ]);
     let pid = d.pid();
     let host_links = host.links();
@@ -457,9 +468,18 @@ fn soak_attach_and_detach_100_namespaces_under_traffic() {
         }
         rounds += 1;
         for ns in &churn {
-            assert_eq!(ns.links(), vec!["lo".to_string()], "{} kept a device", ns.name);
+            assert_eq!(
+                ns.links(),
+                vec!["lo".to_string()],
+                "{} kept a device",
+                ns.name
+            );
         }
-        assert_eq!(host.links(), host_links, "devices left in the daemon's namespace");
+        assert_eq!(
+            host.links(),
+            host_links,
+            "devices left in the daemon's namespace"
+        );
         let now = footprint(pid);
         eprintln!(
             "soak round {rounds} at {:.0} s: {} fds, {} threads, {} KiB resident",
@@ -471,7 +491,13 @@ fn soak_attach_and_detach_100_namespaces_under_traffic() {
         // Round 1 sets the baseline (allocator pools and tables reach their working size).
         let (fds, threads, rss) = *baseline.get_or_insert(now);
         assert_eq!(now.0, fds, "file descriptors leak");
-        assert_eq!(now.1, threads, "threads leak");
+        // The control API's blocking pool keeps a few idle threads for 10 s: allow for them,
+        // not for one per attach.
+        assert!(
+            now.1 <= threads + 4,
+            "threads leak: {threads} after round 1, {} now",
+            now.1
+        );
         assert!(
             now.2 <= rss + 4096,
             "memory grows: {} KiB after round 1, {} KiB now",

@@ -773,7 +773,7 @@ fn spoofed(port: &Port, eth: &EthFrame, frame: &[u8]) -> bool {
 /// partial: the field holds only the pseudo-header sum, which a UDP socket hands over as it is.
 /// If the field is exactly that sum, complete the checksum; otherwise (a finished checksum, right
 /// or wrong) leave it for the endpoint to verify. The test costs no pass over the data.
-fn complete_partial_l4(frame: &mut [u8]) {
+pub fn complete_partial_l4(frame: &mut [u8]) {
     let Some(ip) = frame.get(EthFrame::HEADER_LEN..) else {
         return;
     };
@@ -811,7 +811,7 @@ fn complete_partial_l4(frame: &mut [u8]) {
 
 /// Complete a partial checksum (virtio `NEEDS_CSUM`): the one's-complement sum from `start` to
 /// the end, stored at `start + offset` (the field holds the pseudo-header sum already).
-fn finish_checksum(frame: &mut [u8], start: usize, offset: usize) {
+pub fn finish_checksum(frame: &mut [u8], start: usize, offset: usize) {
     if start >= frame.len() || start + offset + 2 > frame.len() {
         return;
     }

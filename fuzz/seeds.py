@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Write the seed corpora in fuzz/corpus/TARGET/: well-formed examples of what each target parses
+(the fuzzer mutates from there; without valid checksums it would rarely get past the IP header).
+Run again after changing it: python3 fuzz/seeds.py"""
+import json
+import os
+import socket
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def csum(b):
+    if len(b) % 2:
+        b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return (~s) & 0xFFFF
+
+
+def ip4(src, dst, proto, payload, ttl=64):
+    h = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 1, 0x4000, ttl, proto, 0,
+                    socket.inet_aton(src), socket.inet_aton(dst))
+    return h[:10] + struct.pack("!H", csum(h)) + h[12:] + payload
+
+
+def l4(src, dst, proto, seg):
+    ph = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, proto, len(seg))
+    off = 16 if proto == 6 else 6
+    return seg[:off] + struct.pack("!H", csum(ph + seg)) + seg[off + 2:]
+
+
+def tcp(src, dst, sport, dport, flags, data=b"", opts=b""):
+    doff = (20 + len(opts)) // 4
+    seg = struct.pack("!HHIIBBHHH", sport, dport, 1000, 2000, doff << 4, flags, 65535, 0, 0) + opts + data
+    return l4(src, dst, 6, seg)
+
+
+def udp(src, dst, sport, dport, data):
+    return l4(src, dst, 17, struct.pack("!HHHH", sport, dport, 8 + len(data), 0) + data)
+
+
+def icmp(t, code, rest):
+    m = struct.pack("!BBH", t, code, 0) + rest
+    return m[:2] + struct.pack("!H", csum(m)) + m[4:]
+
+
+A, B, GW, OUT = "10.0.0.2", "10.0.0.3", "10.0.0.1", "198.51.100.7"
+MA, MB, MGW = bytes.fromhex("02420a000002"), bytes.fromhex("02420a000003"), bytes.fromhex("024200000001")
+TS = bytes.fromhex("0101080a0000000100000002")  # NOP NOP timestamps
+
+
+def eth(dst, src, et, payload):
+    return dst + src + struct.pack("!H", et) + payload
+
+
+def arp(op, smac, sip, tip):
+    return struct.pack("!HHBBH", 1, 0x0800, 6, 4, op) + smac + socket.inet_aton(sip) + bytes(6) + socket.inet_aton(tip)
+
+
+def dnsq(name, qtype=1, qid=0x1234):
+    q = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+    return struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + q + struct.pack("!HH", qtype, 1)
+
+
+def vnet(flags=0, gso=0, hdr_len=0, gso_size=0, cstart=0, coff=0):
+    return struct.pack("<BBHHHHH", flags, gso, hdr_len, gso_size, cstart, coff, 0)
+
+
+frames = {
+    "arp_request": eth(b"\xff" * 6, MA, 0x0806, arp(1, MA, A, GW) + bytes(18)),
+    "arp_reply": eth(MB, MA, 0x0806, arp(2, MA, A, B)),
+    "syn": eth(MGW, MA, 0x0800, ip4(A, OUT, 6, tcp(A, OUT, 40000, 80, 0x02, opts=TS))),
+    "udp_dns": eth(MGW, MA, 0x0800, ip4(A, GW, 17, udp(A, GW, 5353, 53, dnsq("web")))),
+    "echo": eth(MGW, MA, 0x0800, ip4(A, GW, 1, icmp(8, 0, struct.pack("!HH", 7, 1) + b"ping" * 8))),
+    "echo_out": eth(MGW, MA, 0x0800, ip4(A, OUT, 1, icmp(8, 0, struct.pack("!HH", 7, 1) + b"x" * 16))),
+    "l2_tcp": eth(MB, MA, 0x0800, ip4(A, B, 6, tcp(A, B, 40000, 7000, 0x18, b"hello", TS))),
+}
+inner_udp = ip4(OUT, A, 17, udp(OUT, A, 53, 40000, b"abcdefgh"))
+frames["icmp_error"] = eth(MGW, MA, 0x0800, ip4(OUT, A, 1, icmp(3, 3, bytes(4) + inner_udp[:28])))
+big = ip4(A, B, 6, tcp(A, B, 40000, 7000, 0x10, bytes(range(256)) * 16, TS))  # 4096 bytes of data
+
+corpora = {"frame": {}, "arp": {}, "nat": {}, "vxlan": {}, "dns": {}, "control": {}}
+for k, f in frames.items():
+    corpora["frame"][k] = vnet() + f
+    corpora["arp"][k] = f
+    corpora["vxlan"][k] = struct.pack("!II", 0x08000000, 42 << 8) + f
+    if f[12:14] == b"\x08\x00":
+        corpora["nat"][k] = socket.inet_aton("198.51.100.1") + struct.pack("!H", 32768) + socket.inet_aton(OUT) + struct.pack("!H", 80) + f[14:]
+# A TCP super-frame (GSO TCPv4, partial checksum) as a TAP hands it over.
+sf = eth(MB, MA, 0x0800, big)
+corpora["frame"]["superframe"] = vnet(1, 1, 14 + 20 + 32, 1448, 34, 16) + sf
+for name, q in {"a_web": dnsq("web"), "aaaa": dnsq("db.front", 28), "any": dnsq("x.y.z", 255), "long": dnsq("a" * 63 + ".b")}.items():
+    corpora["dns"][name] = q
+bodies = [
+    (0, {"name": "front", "subnet": "172.20.0.0/24", "gateway": "172.20.0.1", "mtu": 1500, "icc": False}),
+    (0, {"name": "ov", "subnet": "10.250.0.0/24", "vni": 42, "peers": ["10.240.0.2"], "vxlan_port": 4789}),
+    (1, {"netns": "app", "network": "front", "ip": "172.20.0.5", "mac": "02:42:ac:14:00:05", "ifname": "eth1", "aliases": ["web"], "allow_spoof": True}),
+    (2, {"netns": "app", "spec": "127.0.0.1:8080:80/udp", "network": "front"}),
+    (3, {"netns": "app", "spec": "8080/tcp"}),
+    (4, {"iface": "up0", "ip": "192.168.50.2/24", "gateway": "192.168.50.1"}),
+    (5, {"network": "ov", "mac": "02:42:0a:fa:00:0c", "vtep": "10.240.0.2"}),
+    (6, {"ip": "10.240.0.3"}),
+]
+for i, (sel, b) in enumerate(bodies):
+    corpora["control"]["req%d" % i] = bytes([sel]) + json.dumps(b).encode()
+corpora["control"]["mac"] = b"\x07" + b"02-42-ac-14-00-02"
+corpora["control"]["cidr"] = b"\x07" + b"10.0.0.0/8"
+
+for target, files in corpora.items():
+    d = os.path.join(HERE, "corpus", target)
+    os.makedirs(d, exist_ok=True)
+    for name, data in files.items():
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(data)
+print("seeds written:", {t: len(f) for t, f in corpora.items()})
