@@ -152,6 +152,40 @@ s.sendall(b"two\n"); print(s.recv(100).decode().strip(), flush=True)
 }
 
 #[test]
+fn live_restore_brings_an_overlay_endpoint_back_with_its_peers() {
+    require(&["ping"]);
+    let u = Underlay::new(2);
+    let mut d1 = Daemon::start_in(&u.hosts[0], &["--live-restore"]);
+    let d2 = Daemon::start_in(&u.hosts[1], &[]);
+    for (d, peer) in [(&d1, 2), (&d2, 1)] {
+        d.ctl_ok(&[
+            "network",
+            "create",
+            "ov",
+            "--subnet",
+            "10.234.0.0/24",
+            "--vni",
+            "77",
+            "--peer",
+            &Underlay::ip(peer),
+        ]);
+    }
+    let (a, b) = (Netns::new("a"), Netns::new("b"));
+    d1.ctl_ok(&["attach", &a.name, "ov", "--ip", "10.234.0.11"]);
+    d2.ctl_ok(&["attach", &b.name, "ov", "--ip", "10.234.0.12"]);
+    assert!(a.ping("10.234.0.12", 1));
+    let before = eth0(&a);
+    d1.kill9();
+    d1.spawn(&["--live-restore"]);
+    let ms = ms_until_ping(&a, "10.234.0.12").expect("no overlay traffic after the restart");
+    eprintln!("overlay traffic back {ms} ms after the restarted daemon answered");
+    assert!(ms <= 1000, "overlay traffic took {ms} ms to come back");
+    assert_eq!(eth0(&a), before);
+    let peers: Vec<String> = d1.ctl_json(&["peer", "ls", "ov"]);
+    assert_eq!(peers, vec![Underlay::ip(2)]);
+}
+
+#[test]
 fn without_live_restore_a_crash_takes_the_devices_and_a_restart_recreates_them() {
     require(&["ping"]);
     let mut d = Daemon::start();
