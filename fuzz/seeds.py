@@ -108,6 +108,46 @@ for i, (sel, b) in enumerate(bodies):
 corpora["control"]["mac"] = b"\x07" + b"02-42-ac-14-00-02"
 corpora["control"]["cidr"] = b"\x07" + b"10.0.0.0/8"
 
+
+# The datapath harness (fuzz_targets/datapath.rs): selector 0 = a (10.9.0.2), 1 = b (10.9.0.3,
+# no port security), 2 = c (10.9.1.2 on the linked network), 3 = the uplink (198.51.100.1).
+def gw_mac(name):
+    h = 0x811C9DC5
+    for ch in name.encode():
+        h = ((h ^ ch) * 0x01000193) & 0xFFFFFFFF
+    return bytes([0x02, 0x76, 0x73]) + h.to_bytes(4, "big")[1:]
+
+
+def ep_mac(ip):
+    return bytes([0x02, 0x42]) + socket.inet_aton(ip)
+
+
+FA, FB, FC, UP, REMOTE = "10.9.0.2", "10.9.0.3", "10.9.1.2", "198.51.100.1", "203.0.113.9"
+GF, GB, GU = gw_mac("front"), gw_mac("back"), gw_mac("uplink/up0")
+MFA, MFB, MFC, MR = ep_mac(FA), ep_mac(FB), ep_mac(FC), bytes.fromhex("0200000000fe")
+dp = {
+    "a_arp_gw": (0, eth(b"\xff" * 6, MFA, 0x0806, arp(1, MFA, FA, "10.9.0.1"))),
+    "a_arp_b": (0, eth(b"\xff" * 6, MFA, 0x0806, arp(1, MFA, FA, FB))),
+    "a_to_b_tcp": (0, eth(MFB, MFA, 0x0800, ip4(FA, FB, 6, tcp(FA, FB, 40000, 80, 0x18, b"data", TS)))),
+    "a_to_c_routed": (0, eth(GF, MFA, 0x0800, ip4(FA, FC, 17, udp(FA, FC, 5000, 53, b"hello")))),
+    "a_out_syn": (0, eth(GF, MFA, 0x0800, ip4(FA, REMOTE, 6, tcp(FA, REMOTE, 40000, 443, 0x02, opts=TS)))),
+    "a_dns": (0, eth(GF, MFA, 0x0800, ip4(FA, "10.9.0.1", 17, udp(FA, "10.9.0.1", 5353, 53, dnsq("web"))))),
+    "a_dns_out": (0, eth(GF, MFA, 0x0800, ip4(FA, "10.9.0.1", 17, udp(FA, "10.9.0.1", 5353, 53, dnsq("example.org"))))),
+    "a_ping_gw": (0, eth(GF, MFA, 0x0800, ip4(FA, "10.9.0.1", 1, icmp(8, 0, struct.pack("!HH", 9, 1) + b"p" * 16)))),
+    "b_spoof": (1, eth(b"\xff" * 6, bytes.fromhex("020000001234"), 0x0800, ip4("10.9.0.77", FA, 17, udp("10.9.0.77", FA, 1, 2, b"")))),
+    "c_super": (2, eth(GB, MFC, 0x0800, ip4(FC, FA, 6, tcp(FC, FA, 40001, 80, 0x10, bytes(range(256)) * 12, TS)))),
+    "up_syn_published": (3, eth(GU, MR, 0x0800, ip4(REMOTE, UP, 6, tcp(REMOTE, UP, 50000, 8080, 0x02)))),
+    "up_arp": (3, eth(b"\xff" * 6, MR, 0x0806, arp(1, MR, "198.51.100.254", UP))),
+    "up_arp_reply": (3, eth(GU, MR, 0x0806, arp(2, MR, "198.51.100.254", UP))),
+    "up_icmp_err": (3, eth(GU, MR, 0x0800, ip4(REMOTE, UP, 1, icmp(3, 1, bytes(4) + ip4(UP, REMOTE, 6, tcp(UP, REMOTE, 40000, 443, 0x02))[:28])))),
+}
+corpora["datapath"] = {}
+for name, (sel, f) in dp.items():
+    hdr = vnet()[:10] if sel == 3 else vnet()
+    if name == "c_super":
+        hdr = vnet(1, 1, 14 + 20 + 32, 1448, 34, 16)
+    corpora["datapath"][name] = bytes([sel]) + hdr + f
+
 for target, files in corpora.items():
     d = os.path.join(HERE, "corpus", target)
     os.makedirs(d, exist_ok=True)

@@ -31,7 +31,7 @@ use crate::sys::netlink::{LinkChange, Netlink};
 use crate::sys::netns::Netns;
 use crate::sys::packet::PacketSocket;
 use crate::sys::tap::Tap;
-use crate::wire::MacAddr;
+use crate::wire::{MacAddr, VirtioNetHdr};
 use nat::{Conntrack, Proto, Timeouts};
 use overlay::RemoteFdb;
 
@@ -285,6 +285,14 @@ impl SavedConn {
     }
 }
 
+/// How [`Switch::attach_locked`] gets the endpoint's device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AttachMode {
+    Create,
+    Adopt,
+    Sink,
+}
+
 /// The switch: datapath workers plus the control state.
 pub struct Switch {
     opts: Options,
@@ -294,6 +302,8 @@ pub struct Switch {
     threads: Mutex<Vec<JoinHandle<()>>>,
     state: Mutex<State>,
     next_session: AtomicU64,
+    /// Buffers for [`Switch::inject`].
+    scratch: Mutex<Option<crate::datapath::Scratch>>,
 }
 
 impl Switch {
@@ -336,6 +346,7 @@ impl Switch {
                 ..Default::default()
             }),
             next_session: AtomicU64::new(1),
+            scratch: Mutex::new(None),
         });
         let hk = Arc::downgrade(&sw);
         let t = std::thread::Builder::new()
@@ -519,6 +530,32 @@ impl Switch {
             .ok_or_else(|| Error::NetworkNotFound(name.to_string()))
     }
 
+    /// Run `wire` (`[virtio-net header | frame]`, the header as long as the port's device uses:
+    /// 12 bytes on endpoints, 10 on the uplink) through the datapath on the calling thread, as if
+    /// port `port` had received it. False when there is no such port. With
+    /// [`Switch::attach_sink`] and [`Switch::set_uplink_sink`], this runs the whole datapath
+    /// without devices: the fuzzing harness.
+    pub fn inject(&self, port: PortId, wire: &[u8]) -> bool {
+        let cfg = self.shared.config.load();
+        let Some(p) = cfg.ports.get(&port) else {
+            return false;
+        };
+        if matches!(p.dev, Device::Vxlan(_)) {
+            return false;
+        }
+        let mut s = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        let s = s.get_or_insert_with(Default::default);
+        let counters = self.counters.last().expect("housekeeping counters");
+        crate::datapath::run_frame(&self.shared, &self.epolls[0], counters, s, &cfg, p, wire);
+        true
+    }
+
+    /// The id of the port named `name` (`p3`, `uplink`).
+    pub fn port_id(&self, name: &str) -> Option<PortId> {
+        let cfg = self.shared.config.load();
+        cfg.ports.values().find(|p| p.name == name).map(|p| p.id)
+    }
+
     /// `network rm`: refused while endpoints are attached.
     pub fn remove_network(&self, name: &str) -> Result<(), Error> {
         let mut st = self.lock()?;
@@ -551,16 +588,23 @@ impl Switch {
 
     /// `attach`: create a TAP endpoint for `req.netns` on `req.network`.
     pub fn attach(&self, req: &AttachRequest) -> Result<EndpointInfo, Error> {
-        self.mutate(|st| self.attach_locked(st, req, false))
+        self.mutate(|st| self.attach_locked(st, req, AttachMode::Create))
     }
 
-    /// Attach; with `adopt`, an existing TAP named `req.ifname` in the namespace (left by a
-    /// previous daemon) is taken over instead of creating a new one.
+    /// Attach an endpoint with no device ([`Device::Sink`]): frames reach it only through
+    /// [`Switch::inject`], and what the switch sends it is discarded (counted as sent). No
+    /// namespace is touched (`req.netns` is only a name). For fuzzing and tests.
+    pub fn attach_sink(&self, req: &AttachRequest) -> Result<EndpointInfo, Error> {
+        self.mutate(|st| self.attach_locked(st, req, AttachMode::Sink))
+    }
+
+    /// Attach: create the device, take over one a previous daemon left (`Adopt`, an existing
+    /// TAP named `req.ifname` in the namespace), or use none (`Sink`).
     fn attach_locked(
         &self,
         st: &mut State,
         req: &AttachRequest,
-        adopt: bool,
+        mode: AttachMode,
     ) -> Result<EndpointInfo, Error> {
         check_name("namespace", &req.netns, 255)?;
         for a in &req.aliases {
@@ -585,13 +629,16 @@ impl Switch {
                 network: req.network.clone(),
             });
         }
-        let ns = Netns::open(&req.netns).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::NetnsNotFound(req.netns.clone()),
-            _ => Error::Device {
-                step: "open network namespace",
-                source: e,
-            },
-        })?;
+        let ns = match mode {
+            AttachMode::Sink => None,
+            _ => Some(Netns::open(&req.netns).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Error::NetnsNotFound(req.netns.clone()),
+                _ => Error::Device {
+                    step: "open network namespace",
+                    source: e,
+                },
+            })?),
+        };
         let ip = match ip {
             Some(ip) => {
                 if !net.pool.take(ip)? {
@@ -612,14 +659,19 @@ impl Switch {
                     network: req.network.clone(),
                 });
             }
-            let (tap, ifname) = make_endpoint_device(&ns, req, mac, ip, net, adopt)?;
+            let Some(ns) = &ns else {
+                let ifname = req.ifname.clone().unwrap_or_else(|| "sink0".into());
+                return Ok((Device::Sink(VirtioNetHdr::LEN), ifname));
+            };
+            let adopt = mode == AttachMode::Adopt;
+            let (tap, ifname) = make_endpoint_device(ns, req, mac, ip, net, adopt)?;
             // Persistent only under --live-restore; an adopted device of a daemon that had the
             // flag goes with this one when it does not.
             tap.set_persist(self.opts.live_restore)
                 .map_err(Error::device("set TAP persistence"))?;
-            Ok((tap, ifname))
+            Ok((Device::Tap(tap), ifname))
         })();
-        let (tap, ifname) = match result {
+        let (dev, ifname) = match result {
             Ok(t) => t,
             Err(e) => {
                 net.pool.release(ip);
@@ -642,7 +694,7 @@ impl Switch {
             id: port_id,
             name: format!("p{port_id}"),
             network: net.id,
-            dev: Device::Tap(tap),
+            dev,
             mac,
             ip,
             worker,
@@ -661,6 +713,9 @@ impl Switch {
         let info = net.endpoint_info(net.endpoints.last().expect("just pushed"));
         st.next_port += 1;
         self.sync(st);
+        if mode == AttachMode::Sink {
+            return Ok(info);
+        }
         if let Err(e) = self.epolls[worker].add(port.dev.as_raw_fd(), u64::from(port.id)) {
             // Undo: without a receive queue the endpoint would be silently deaf.
             let _ = self.detach_locked(st, &req.netns, &req.network);
@@ -714,7 +769,9 @@ impl Switch {
             .ct
             .remove_where(|f| f.zone == zone && (f.orig.src == ip || f.reply.src == ip));
         self.sync(st);
-        write_resolv_conf(st, netns);
+        if !matches!(ep.port.dev, Device::Sink(_)) {
+            write_resolv_conf(st, netns);
+        }
         log::info!(
             "detached {}/{} from {network} ({})",
             netns,
@@ -1010,7 +1067,9 @@ impl Switch {
         let namespaces: BTreeSet<String> = st
             .networks
             .values()
-            .flat_map(|n| n.endpoints.iter().map(|e| e.netns.clone()))
+            .flat_map(|n| n.endpoints.iter())
+            .filter(|e| !matches!(e.port.dev, Device::Sink(_)))
+            .map(|e| e.netns.clone())
             .collect();
         for net in st.networks.values_mut() {
             for ep in net.endpoints.drain(..) {
@@ -1217,7 +1276,7 @@ impl Switch {
             }
         }
         for a in &p.endpoints {
-            match self.attach_locked(&mut st, a, true) {
+            match self.attach_locked(&mut st, a, AttachMode::Adopt) {
                 Ok(i) => log::info!(
                     "restored endpoint {}/{} on {}",
                     i.netns,
@@ -1422,6 +1481,29 @@ fn adopt_endpoint_device(
     .map_err(Error::device("enter network namespace"))?
 }
 
+/// Open host interface `iface` as the uplink: bring it up and bind a packet socket to it.
+fn open_uplink(iface: &str) -> Result<PacketSocket, Error> {
+    let ifindex = crate::sys::if_nametoindex(iface)
+        .map_err(Error::device("look up uplink interface"))?
+        .ok_or_else(|| Error::Device {
+            step: "open uplink interface",
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no interface named {iface}"),
+            ),
+        })?;
+    let mut nl = Netlink::open().map_err(Error::device("open netlink socket"))?;
+    nl.set_link(
+        ifindex,
+        &LinkChange {
+            up: Some(true),
+            ..Default::default()
+        },
+    )
+    .map_err(Error::device("bring uplink interface up"))?;
+    PacketSocket::open(iface).map_err(Error::device("open uplink interface"))
+}
+
 /// Drop the last reference to a removed port so its TAP closes (which deletes the device).
 /// Workers may hold the previous snapshot for the rest of one wake-up; wait briefly for them.
 fn release_port(port: Arc<Port>) {
@@ -1571,6 +1653,15 @@ impl Switch {
     }
 
     /// `uplink set`.
+    /// An uplink with no device ([`Device::Sink`]; `req.iface` is only a name): what the switch
+    /// sends out is discarded, frames arrive through [`Switch::inject`]. For fuzzing and tests.
+    pub fn set_uplink_sink(&self, req: &UplinkSet) -> Result<UplinkInfo, Error> {
+        self.mutate(|st| {
+            self.set_uplink_locked_with(st, req, true)?;
+            self.uplink_info_locked(st)
+        })
+    }
+
     pub fn set_uplink(&self, req: &UplinkSet) -> Result<UplinkInfo, Error> {
         self.mutate(|st| {
             self.set_uplink_locked(st, req)?;
@@ -1579,6 +1670,15 @@ impl Switch {
     }
 
     fn set_uplink_locked(&self, st: &mut State, req: &UplinkSet) -> Result<(), Error> {
+        self.set_uplink_locked_with(st, req, false)
+    }
+
+    fn set_uplink_locked_with(
+        &self,
+        st: &mut State,
+        req: &UplinkSet,
+        sink: bool,
+    ) -> Result<(), Error> {
         check_name("interface", &req.iface, 15)?;
         let (ip, subnet) = parse_uplink_addr(&req.ip)?;
         let gateway = req.gateway.as_deref().map(parse_ipv4).transpose()?;
@@ -1597,36 +1697,14 @@ impl Switch {
                 subnet: n.subnet.to_string(),
             });
         }
-        let ifindex = crate::sys::if_nametoindex(&req.iface)
-            .map_err(Error::device("look up uplink interface"))?
-            .ok_or_else(|| Error::Device {
-                step: "open uplink interface",
-                source: std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    format!("no interface named {}", req.iface),
-                ),
-            })?;
-        let mut nl = Netlink::open().map_err(Error::device("open netlink socket"))?;
-        nl.set_link(
-            ifindex,
-            &LinkChange {
-                up: Some(true),
-                ..Default::default()
-            },
-        )
-        .map_err(Error::device("bring uplink interface up"))?;
-        let sock =
-            PacketSocket::open(&req.iface).map_err(Error::device("open uplink interface"))?;
+        let dev = if sink {
+            Device::Sink(crate::sys::packet::VNET_HDR_LEN)
+        } else {
+            Device::Packet(open_uplink(&req.iface)?)
+        };
         self.remove_uplink_locked(st);
         let mac = MacAddr::gateway_for(&format!("uplink/{}", req.iface));
-        let port = self.infra_port(
-            st,
-            "uplink".into(),
-            crate::port::UPLINK_NET,
-            Device::Packet(sock),
-            mac,
-            ip,
-        )?;
+        let port = self.infra_port(st, "uplink".into(), crate::port::UPLINK_NET, dev, mac, ip)?;
         st.uplink = Some(UplinkState {
             req: req.clone(),
             ip,
@@ -1634,7 +1712,7 @@ impl Switch {
             gateway,
             port,
             neigh: Arc::new(NeighCache::new(300_000)),
-            resolver: host_resolver(),
+            resolver: if sink { None } else { host_resolver() },
         });
         self.sync(st);
         log::info!(
@@ -1965,9 +2043,11 @@ impl Switch {
             flood: FloodLimiter::new(self.opts.flood_rate),
             spoof_check: false,
         });
-        self.epolls[worker]
-            .add(port.dev.as_raw_fd(), u64::from(id))
-            .map_err(Error::device("register port with worker"))?;
+        if !matches!(port.dev, Device::Sink(_)) {
+            self.epolls[worker]
+                .add(port.dev.as_raw_fd(), u64::from(id))
+                .map_err(Error::device("register port with worker"))?;
+        }
         Ok(port)
     }
 

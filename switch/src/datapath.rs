@@ -240,6 +240,50 @@ impl Worker {
     }
 }
 
+/// A worker's buffers, for running frames through the datapath on another thread
+/// ([`run_frame`]).
+pub struct Scratch {
+    buf: FrameBuf,
+    gso: GsoBufs,
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Scratch {
+            buf: FrameBuf::new(),
+            gso: GsoBufs::new(),
+        }
+    }
+}
+
+/// Run `wire` (`[virtio-net header | frame]`, the header as long as `port`'s device uses) through
+/// the datapath as a worker does after reading it from `port`: every check, table update,
+/// answer, translation and transmission. (The fuzzing harness's entry, with sink ports.)
+pub fn run_frame(
+    shared: &Shared,
+    epoll: &Epoll,
+    counters: &WorkerCounters,
+    s: &mut Scratch,
+    cfg: &Config,
+    port: &Port,
+    wire: &[u8],
+) {
+    let mut ctx = Ctx {
+        buf: &mut s.buf,
+        gso: &mut s.gso,
+        c: counters,
+        epoll,
+        ct: &shared.ct,
+        now: shared.now_ms(),
+    };
+    let area = ctx.buf.rx_area(port.dev.hdr_len());
+    let n = wire.len().min(area.len());
+    area[..n].copy_from_slice(&wire[..n]);
+    let now = ctx.now;
+    ctx.process(cfg, port, n, now);
+    ctx.flush_coalesced(cfg);
+}
+
 /// What processing one wake-up's frames needs: the worker's buffer, its counters, the time.
 pub(crate) struct Ctx<'a> {
     pub(crate) buf: &'a mut FrameBuf,

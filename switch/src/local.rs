@@ -126,7 +126,9 @@ pub fn icmp_echo_reply_in_place(
                 .ok_or(NotAnswered::Malformed)?,
         )
         .map_err(|_| NotAnswered::Malformed)?;
-        if ip.version() != 4 || !ip.verify_checksum() {
+        // smoltcp's check accepts a header length below 20 bytes (IHL < 5): refuse it here, or
+        // the "reply" would be built from the addresses as if they were ICMP (found by fuzzing).
+        if ip.version() != 4 || ip.header_len() < 20 || !ip.verify_checksum() {
             return Err(NotAnswered::Malformed);
         }
         if ip.dst_addr() != gateway_ip
@@ -320,6 +322,17 @@ mod test {
         let mut f = echo_request(GW_IP, b"x");
         assert_eq!(
             icmp_echo_reply_in_place(&mut f[..30], GW_IP, GW_MAC),
+            Err(NotAnswered::Malformed)
+        );
+        // The fuzzer's find: a 12-byte IP header (IHL 3) with a matching header checksum.
+        let crash: &[u8] = &[
+            0x02, 0x41, 0xff, 0xff, 0xf9, 0x01, 0x02, 0x42, 0x0a, 0x00, 0x00, 0x02, 0x08, 0x00,
+            0x43, 0x00, 0x00, 0x21, 0x00, 0x01, 0x40, 0x00, 0x40, 0x01, 0x26, 0xbe, 0x08, 0x00,
+            0x00, 0x02, 0x0a, 0x00, 0x00, 0x01, 0x08, 0x00, 0x02, 0x08, 0x00, 0x45, 0x00, 0x00,
+            0x34, 0x6e, 0x06, 0x6e, 0x67,
+        ];
+        assert_eq!(
+            icmp_echo_reply_in_place(&mut crash.to_vec(), GW_IP, GW_MAC),
             Err(NotAnswered::Malformed)
         );
     }

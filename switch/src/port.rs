@@ -23,6 +23,10 @@ pub enum Device {
     Packet(PacketSocket),
     /// A VTEP: VXLAN in (UDP socket) and out (raw IPv4).
     Vxlan(VxlanDev),
+    /// No device: frames written are discarded, nothing is ever read. Frames enter through
+    /// [`crate::Switch::inject`] (the fuzzing harness). Its field is the header length
+    /// (12 as on a TAP, 10 as on the uplink's packet socket).
+    Sink(usize),
 }
 
 /// The sockets of one VTEP (one UDP port, every VNI).
@@ -45,6 +49,7 @@ impl Device {
             Device::Tap(_) => VirtioNetHdr::LEN,
             Device::Packet(_) => crate::sys::packet::VNET_HDR_LEN,
             Device::Vxlan(_) => overlay::HEADER_LEN,
+            Device::Sink(n) => *n,
         }
     }
 
@@ -54,6 +59,7 @@ impl Device {
             Device::Tap(t) => t.read(buf),
             Device::Packet(p) => p.read(buf),
             Device::Vxlan(v) => v.udp.recv(buf),
+            Device::Sink(_) => Err(std::io::ErrorKind::WouldBlock.into()),
         }
     }
 
@@ -65,6 +71,7 @@ impl Device {
             Device::Vxlan(_) => Err(std::io::Error::other(
                 "VXLAN ports send through encapsulation",
             )),
+            Device::Sink(_) => Ok(buf.len()),
         }
     }
 }
@@ -75,6 +82,7 @@ impl std::os::fd::AsRawFd for Device {
             Device::Tap(t) => t.as_raw_fd(),
             Device::Packet(p) => p.as_raw_fd(),
             Device::Vxlan(v) => std::os::fd::AsRawFd::as_raw_fd(&v.udp),
+            Device::Sink(_) => -1,
         }
     }
 }
