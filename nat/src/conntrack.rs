@@ -373,6 +373,11 @@ impl Conntrack {
         zone: u32,
         now: u64,
     ) -> Result<Option<Arc<Flow>>, CtError> {
+        // A flow whose answer looks like itself (source = destination = the NAT address) would
+        // index one slot twice and vanish on insertion (found by fuzzing): not a usable tuple.
+        if orig == reply {
+            return Ok(None);
+        }
         let flow = Arc::new(Flow {
             orig,
             reply,
@@ -784,6 +789,18 @@ mod test {
             f.translate(FlowDir::Reply),
             t(Proto::Tcp, U, 8080, E2, 3333)
         );
+    }
+
+    #[test]
+    fn a_flow_that_would_answer_itself_gets_another_port() {
+        // ICMP from the NAT address to itself, id 0: the first candidate reply tuple equals
+        // the original one.
+        let ct = Conntrack::new(10, Timeouts::default());
+        let o = t(Proto::Icmp, U, 0, U, 0);
+        let f = ct.create_snat(o, U, None, 1, none, 0).unwrap();
+        assert_ne!(f.reply, f.orig);
+        assert!(ct.lookup(&o, 1).is_some(), "the flow is tracked");
+        assert_eq!(ct.len(), 1);
     }
 
     #[test]
