@@ -321,7 +321,7 @@ impl Switch {
         let mut threads = Vec::new();
         for i in 0..workers {
             let ep = Arc::new(Epoll::new().map_err(Error::device("create epoll instance"))?);
-            let c = Arc::new(WorkerCounters::default());
+            let c = Arc::new(WorkerCounters::for_worker(i));
             let w = Worker::new(shared.clone(), ep.clone(), c.clone());
             let t = std::thread::Builder::new()
                 .name(format!("vs-worker-{i}"))
@@ -550,6 +550,33 @@ impl Switch {
         true
     }
 
+    /// The (worker, fd) pairs that receive a port's frames: each worker serves its own queue of
+    /// a multi-queue TAP; any other device is served by `port.worker`.
+    fn queue_fds(&self, port: &Port) -> Vec<(usize, std::os::fd::RawFd)> {
+        match &port.dev {
+            Device::Tap(t) if t.queues() > 1 => {
+                (0..self.epolls.len()).map(|w| (w, t.queue_fd(w))).collect()
+            }
+            Device::Sink(_) => Vec::new(),
+            dev => vec![(port.worker, dev.as_raw_fd())],
+        }
+    }
+
+    /// Add a port's receive queues to the workers' epoll sets.
+    fn register(&self, port: &Port) -> std::io::Result<()> {
+        for (w, fd) in self.queue_fds(port) {
+            self.epolls[w].add(fd, u64::from(port.id))?;
+        }
+        Ok(())
+    }
+
+    /// Remove a port's receive queues from the workers' epoll sets.
+    fn unregister(&self, port: &Port) {
+        for (w, fd) in self.queue_fds(port) {
+            let _ = self.epolls[w].delete(fd);
+        }
+    }
+
     /// The id of the port named `name` (`p3`, `uplink`).
     pub fn port_id(&self, name: &str) -> Option<PortId> {
         let cfg = self.shared.config.load();
@@ -664,7 +691,8 @@ impl Switch {
                 return Ok((Device::Sink(VirtioNetHdr::LEN), ifname));
             };
             let adopt = mode == AttachMode::Adopt;
-            let (tap, ifname) = make_endpoint_device(ns, req, mac, ip, net, adopt)?;
+            let queues = self.epolls.len();
+            let (tap, ifname) = make_endpoint_device(ns, req, mac, ip, net, (queues, adopt))?;
             // Persistent only under --live-restore; an adopted device of a daemon that had the
             // flag goes with this one when it does not.
             tap.set_persist(self.opts.live_restore)
@@ -716,7 +744,7 @@ impl Switch {
         if mode == AttachMode::Sink {
             return Ok(info);
         }
-        if let Err(e) = self.epolls[worker].add(port.dev.as_raw_fd(), u64::from(port.id)) {
+        if let Err(e) = self.register(&port) {
             // Undo: without a receive queue the endpoint would be silently deaf.
             let _ = self.detach_locked(st, &req.netns, &req.network);
             return Err(Error::Device {
@@ -757,7 +785,7 @@ impl Switch {
                 network: network.to_string(),
             })?;
         let ep = net.endpoints.remove(i);
-        let _ = self.epolls[ep.port.worker].delete(ep.port.dev.as_raw_fd());
+        self.unregister(&ep.port);
         net.fdb.flush_port(ep.port.id);
         net.neigh.remove_if(&ep.port.ip, |_, m| *m == ep.port.mac);
         net.pool.release(ep.port.ip);
@@ -1314,15 +1342,17 @@ impl Switch {
     }
 }
 
-/// Create the TAP device for an endpoint, configure it and move it into the namespace: MAC and
-/// MTU first, then move and rename, then (inside the namespace) up, address and default route.
+/// Create the TAP device for an endpoint with `queues` queues, configure it and move it into the
+/// namespace: MAC and MTU first, then move and rename, then (inside the namespace) up, address
+/// and default route. With `adopt`, a TAP named `req.ifname` already in the namespace is taken
+/// over instead (`--live-restore`).
 fn make_endpoint_device(
     ns: &Netns,
     req: &AttachRequest,
     mac: MacAddr,
     ip: Ipv4Addr,
     net: &Net,
-    adopt: bool,
+    (queues, adopt): (usize, bool),
 ) -> Result<(Tap, String), Error> {
     let offloads = if net.vni.is_none() {
         crate::sys::tap::OFFLOADS_ALL
@@ -1330,7 +1360,7 @@ fn make_endpoint_device(
         crate::sys::tap::OFFLOADS_OVERLAY
     };
     if let (true, Some(name)) = (adopt, req.ifname.clone()) {
-        if let Some(tap) = adopt_endpoint_device(ns, &name, offloads, mac, ip, net)? {
+        if let Some(tap) = adopt_endpoint_device(ns, &name, (offloads, queues), mac, ip, net)? {
             return Ok((tap, name));
         }
     }
@@ -1370,7 +1400,7 @@ fn make_endpoint_device(
             }
         })
         .map_err(Error::device("enter network namespace"))??;
-    let tap = Tap::create("vs%d", offloads).map_err(Error::device("create TAP device"))?;
+    let tap = Tap::create("vs%d", offloads, queues).map_err(Error::device("create TAP device"))?;
     let mut nl = Netlink::open().map_err(Error::device("open netlink socket"))?;
     nl.set_link(
         tap.ifindex(),
@@ -1434,14 +1464,14 @@ fn make_endpoint_device(
 fn adopt_endpoint_device(
     ns: &Netns,
     name: &str,
-    offloads: u32,
+    (offloads, queues): (u32, usize),
     mac: MacAddr,
     ip: Ipv4Addr,
     net: &Net,
 ) -> Result<Option<Tap>, Error> {
     let (gateway, prefix, mtu) = (net.gateway, net.subnet.prefix_len(), net.mtu);
     ns.run_in(move || -> Result<Option<Tap>, Error> {
-        let tap = match Tap::open_existing(name, offloads) {
+        let tap = match Tap::open_existing(name, offloads, queues) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => {

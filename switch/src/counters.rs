@@ -98,18 +98,26 @@ named_enum!(
 pub struct WorkerCounters {
     drops: Vec<AtomicU64>,
     events: Vec<AtomicU64>,
+    /// The worker's index: the TAP queue it reads and writes.
+    pub queue: usize,
 }
 
 impl Default for WorkerCounters {
     fn default() -> Self {
-        WorkerCounters {
-            drops: Drop::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
-            events: Event::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
-        }
+        WorkerCounters::for_worker(0)
     }
 }
 
 impl WorkerCounters {
+    /// Counters of worker `i` (which uses queue `i` of multi-queue TAPs).
+    pub fn for_worker(i: usize) -> WorkerCounters {
+        WorkerCounters {
+            drops: Drop::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+            events: Event::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+            queue: i,
+        }
+    }
+
     /// Count one drop. // HOT PATH (single writer: a plain load+store, no locked RMW)
     #[inline]
     pub fn drop(&self, reason: Drop) {

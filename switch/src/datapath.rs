@@ -8,7 +8,6 @@
 
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -316,7 +315,9 @@ impl Ctx<'_> {
             let r = match &port.dev {
                 Device::Vxlan(v) => crate::sys::udp::recv_gro(&v.udp, &mut self.gso.rx)
                     .map(|(n, a, g)| (n, Some((a, g)))),
-                dev => dev.read(self.buf.rx_area(dev.hdr_len())).map(|n| (n, None)),
+                dev => dev
+                    .read(self.c.queue, self.buf.rx_area(dev.hdr_len()))
+                    .map(|n| (n, None)),
             };
             match r {
                 Ok((n, None)) => self.process(cfg, port, n, now),
@@ -342,7 +343,7 @@ impl Ctx<'_> {
                     // The device is gone (its namespace was deleted, say): stop polling it so a
                     // dead fd cannot spin the worker. The endpoint stays until it is detached.
                     log::warn!("port {}: read failed: {e}; port stopped", port.name);
-                    let _ = self.epoll.delete(port.dev.as_raw_fd());
+                    let _ = self.epoll.delete(port.dev.queue_fd(self.c.queue));
                     return;
                 }
             }

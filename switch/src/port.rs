@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::capture::{Dir, Taps};
-use crate::counters::{add_shared, bump, Drop, WorkerCounters};
+use crate::counters::{add_shared, Drop, WorkerCounters};
 use crate::fdb::PortId;
 use crate::model::PortCounters;
 use crate::sys::packet::PacketSocket;
@@ -53,20 +53,28 @@ impl Device {
         }
     }
 
-    /// Read one `[vnet hdr | frame]`.
-    pub fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+    /// The fd of TAP queue `q` (the only fd of other devices).
+    pub fn queue_fd(&self, q: usize) -> std::os::fd::RawFd {
         match self {
-            Device::Tap(t) => t.read(buf),
+            Device::Tap(t) => t.queue_fd(q),
+            dev => std::os::fd::AsRawFd::as_raw_fd(dev),
+        }
+    }
+
+    /// Read one `[vnet hdr | frame]` (from TAP queue `q`).
+    pub fn read(&self, q: usize, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Device::Tap(t) => t.read(q, buf),
             Device::Packet(p) => p.read(buf),
             Device::Vxlan(v) => v.udp.recv(buf),
             Device::Sink(_) => Err(std::io::ErrorKind::WouldBlock.into()),
         }
     }
 
-    /// Write one `[vnet hdr | frame]`.
-    pub fn write(&self, buf: &[u8]) -> std::io::Result<usize> {
+    /// Write one `[vnet hdr | frame]` (through TAP queue `q`).
+    pub fn write(&self, q: usize, buf: &[u8]) -> std::io::Result<usize> {
         match self {
-            Device::Tap(t) => t.write(buf),
+            Device::Tap(t) => t.write(q, buf),
             Device::Packet(p) => p.write(buf),
             Device::Vxlan(_) => Err(std::io::Error::other(
                 "VXLAN ports send through encapsulation",
@@ -182,14 +190,12 @@ pub struct Port {
 }
 
 impl Port {
-    /// Count a received frame of `len` bytes. // HOT PATH
+    /// Count a received frame of `len` bytes (several workers may read one multi-queue TAP).
+    /// // HOT PATH
     #[inline]
     pub fn count_rx(&self, len: usize) {
-        bump(&self.stats.rx_packets);
-        self.stats.rx_bytes.store(
-            self.stats.rx_bytes.load(Ordering::Relaxed) + len as u64,
-            Ordering::Relaxed,
-        );
+        add_shared(&self.stats.rx_packets, 1);
+        add_shared(&self.stats.rx_bytes, len as u64);
     }
 
     /// Count a frame sent by other means (VXLAN encapsulation).
@@ -210,11 +216,12 @@ impl Port {
     }
 
     /// Write `[vnet hdr | frame]` (the header as long as [`Device::hdr_len`]) to the device,
-    /// counting and capturing it. // HOT PATH
+    /// counting and capturing it. A TAP is written through the calling worker's queue.
+    /// // HOT PATH
     #[inline]
     pub fn transmit(&self, wire: &[u8], counters: &WorkerCounters) {
         let frame = &wire[self.dev.hdr_len()..];
-        match self.dev.write(wire) {
+        match self.dev.write(counters.queue, wire) {
             Ok(_) => {
                 add_shared(&self.stats.tx_packets, 1);
                 add_shared(&self.stats.tx_bytes, frame.len() as u64);

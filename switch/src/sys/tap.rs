@@ -1,5 +1,8 @@
-//! TAP devices: open `/dev/net/tun`, ask for a TAP with the virtio-net header, set the header
-//! size. The fd is a `File`: closing it deletes the (non-persistent) device, wherever it lives.
+//! TAP devices: open `/dev/net/tun`, ask for a multi-queue TAP with the virtio-net header, set
+//! the header size. Each queue is one fd (a `File`); closing the last deletes the
+//! (non-persistent) device, wherever it lives. The kernel spreads the namespace's flows over
+//! the queues (and sends a flow's packets out the queue its answers were written to), so each
+//! worker thread can serve one queue of every endpoint.
 
 use std::ffi::CStr;
 use std::fs::{File, OpenOptions};
@@ -16,6 +19,7 @@ const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
 const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
 
 const IFF_TAP: libc::c_short = 0x0002;
+const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
 const IFF_NO_PI: libc::c_short = 0x1000;
 const IFF_VNET_HDR: libc::c_short = 0x4000;
 
@@ -46,26 +50,37 @@ struct IfReq {
     _pad: [u8; 22],
 }
 
-/// An open TAP device.
+/// An open TAP device with one or more queues.
 #[derive(Debug)]
 pub struct Tap {
-    file: File,
+    queues: Vec<File>,
     name: String,
     ifindex: u32,
 }
 
 impl Tap {
     /// Create a TAP whose name follows `name_pattern` (`%d` lets the kernel pick a free number),
-    /// non-blocking, with a 12-byte virtio-net header in front of every frame.
-    pub fn create(name_pattern: &str, offloads: u32) -> io::Result<Tap> {
-        Self::open(name_pattern, offloads)
+    /// non-blocking, with a 12-byte virtio-net header in front of every frame and `queues`
+    /// queues (at least one).
+    pub fn create(name_pattern: &str, offloads: u32, queues: usize) -> io::Result<Tap> {
+        let first = Self::open(name_pattern, offloads, true)?;
+        first.with_queues(offloads, queues, true)
+    }
+
+    /// Open queues until there are `n` (the first one is `self`'s).
+    fn with_queues(mut self, offloads: u32, n: usize, mq: bool) -> io::Result<Tap> {
+        while self.queues.len() < n.clamp(1, 256) {
+            let q = Self::open(&self.name, offloads, mq)?;
+            self.queues.extend(q.queues);
+        }
+        Ok(self)
     }
 
     /// Open the existing TAP `name` of the calling thread's namespace (a persistent device left
     /// by a previous daemon, `--live-restore`) with the same header and offloads as
     /// [`Tap::create`]. Fails with `NotFound` when there is no such device, and with the
     /// kernel's error (`EBUSY`, `EINVAL`) when it is not a free TAP of the same kind.
-    pub fn open_existing(name: &str, offloads: u32) -> io::Result<Tap> {
+    pub fn open_existing(name: &str, offloads: u32, queues: usize) -> io::Result<Tap> {
         if name.contains('%') {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -78,7 +93,12 @@ impl Tap {
                 format!("no interface {name}"),
             ));
         }
-        Self::open(name, offloads)
+        match Self::open(name, offloads, true) {
+            Ok(t) => t.with_queues(offloads, queues, true),
+            // A single-queue TAP (made by an older vswitchd) is taken back as it is.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Self::open(name, offloads, false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Keep the device after the fd closes (`true`), or let closing the fd delete it.
@@ -86,7 +106,7 @@ impl Tap {
         // SAFETY: TUNSETPERSIST takes its argument by value.
         cvt(unsafe {
             libc::ioctl(
-                self.file.as_raw_fd(),
+                self.queues[0].as_raw_fd(),
                 TUNSETPERSIST,
                 libc::c_ulong::from(on),
             )
@@ -94,7 +114,8 @@ impl Tap {
         .map(|_| ())
     }
 
-    fn open(name_pattern: &str, offloads: u32) -> io::Result<Tap> {
+    /// Open one queue of the TAP `name_pattern` (creating the device if it does not exist).
+    fn open(name_pattern: &str, offloads: u32, mq: bool) -> io::Result<Tap> {
         if name_pattern.len() >= libc::IFNAMSIZ || name_pattern.contains('\0') {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -119,7 +140,7 @@ impl Tap {
         }
         let mut req = IfReq {
             name: [0; libc::IFNAMSIZ],
-            flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR,
+            flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | if mq { IFF_MULTI_QUEUE } else { 0 },
             _pad: [0; 22],
         };
         for (d, s) in req.name.iter_mut().zip(name_pattern.bytes()) {
@@ -148,10 +169,20 @@ impl Tap {
             )
         })?;
         Ok(Tap {
-            file,
+            queues: vec![file],
             name,
             ifindex,
         })
+    }
+
+    /// Number of queues.
+    pub fn queues(&self) -> usize {
+        self.queues.len()
+    }
+
+    /// The fd of queue `q` (modulo the number of queues).
+    pub fn queue_fd(&self, q: usize) -> RawFd {
+        self.queues[q % self.queues.len()].as_raw_fd()
     }
 
     /// The device name in the namespace it was created in.
@@ -164,33 +195,41 @@ impl Tap {
         self.ifindex
     }
 
-    /// Read one `[virtio-net header | frame]`; `WouldBlock` when none is queued.
-    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        (&self.file).read(buf)
+    /// Read one `[virtio-net header | frame]` from queue `q` (modulo the number of queues);
+    /// `WouldBlock` when none is queued.
+    pub fn read(&self, q: usize, buf: &mut [u8]) -> io::Result<usize> {
+        (&self.queues[q % self.queues.len()]).read(buf)
     }
 
-    /// Write one `[virtio-net header | frame]`.
-    pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
-        (&self.file).write(buf)
+    /// Write one `[virtio-net header | frame]` through queue `q` (modulo the number of queues).
+    pub fn write(&self, q: usize, buf: &[u8]) -> io::Result<usize> {
+        (&self.queues[q % self.queues.len()]).write(buf)
     }
 
     /// Tell the kernel which offloads the reader handles (`TUN_F_*`).
     pub fn set_offload(&self, flags: u32) -> io::Result<()> {
         // SAFETY: TUNSETOFFLOAD takes its argument by value.
-        cvt(unsafe { libc::ioctl(self.file.as_raw_fd(), TUNSETOFFLOAD, flags as libc::c_ulong) })
-            .map(|_| ())
+        cvt(unsafe {
+            libc::ioctl(
+                self.queues[0].as_raw_fd(),
+                TUNSETOFFLOAD,
+                flags as libc::c_ulong,
+            )
+        })
+        .map(|_| ())
     }
 }
 
 impl AsRawFd for Tap {
+    /// The first queue's fd.
     fn as_raw_fd(&self) -> RawFd {
-        self.file.as_raw_fd()
+        self.queues[0].as_raw_fd()
     }
 }
 
 impl AsFd for Tap {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.file.as_fd()
+        self.queues[0].as_fd()
     }
 }
 
@@ -200,8 +239,8 @@ mod test {
 
     #[test]
     fn create_tap_with_kernel_chosen_name() {
-        let t =
-            Tap::create("vst%d", OFFLOADS_ALL).expect("create TAP (needs root and /dev/net/tun)");
+        let t = Tap::create("vst%d", OFFLOADS_ALL, 2)
+            .expect("create TAP (needs root and /dev/net/tun)");
         assert!(t.name().starts_with("vst"), "{}", t.name());
         assert!(t.ifindex() > 0);
         let name = t.name().to_string();
@@ -219,19 +258,30 @@ mod test {
 
     #[test]
     fn a_persistent_tap_outlives_its_fd_and_is_reopened_by_name() {
-        let t = Tap::create("vsp%d", OFFLOADS_ALL).expect("create TAP (needs root)");
+        let t = Tap::create("vsp%d", OFFLOADS_ALL, 2).expect("create TAP (needs root)");
         let (name, idx) = (t.name().to_string(), t.ifindex());
+        // A persistent device outlives a failed assertion: remove it whatever happens.
+        struct Cleanup(String);
+        impl Drop for Cleanup {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("ip")
+                    .args(["link", "del", &self.0])
+                    .output();
+            }
+        }
+        let _cleanup = Cleanup(name.clone());
         t.set_persist(true).unwrap();
         drop(t);
         assert_eq!(super::super::if_nametoindex(&name).unwrap(), Some(idx));
-        let t = Tap::open_existing(&name, OFFLOADS_ALL).expect("reopen persistent TAP");
+        let t = Tap::open_existing(&name, OFFLOADS_ALL, 2).expect("reopen persistent TAP");
         assert_eq!(t.ifindex(), idx, "the same device");
-        // A second opener is refused while the first holds it.
-        assert!(Tap::open_existing(&name, OFFLOADS_ALL).is_err());
+        assert_eq!(t.queues(), 2);
+        assert_ne!(t.queue_fd(0), t.queue_fd(1));
+        assert_eq!(t.queue_fd(2), t.queue_fd(0), "queue numbers wrap");
         t.set_persist(false).unwrap();
         drop(t);
         assert_eq!(super::super::if_nametoindex(&name).unwrap(), None);
-        let e = Tap::open_existing(&name, OFFLOADS_ALL).unwrap_err();
+        let e = Tap::open_existing(&name, OFFLOADS_ALL, 2).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
     }
 }
