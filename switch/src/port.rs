@@ -103,8 +103,8 @@ pub const VXLAN_NET: NetId = NetId::MAX;
 /// Identifier of a network; unique for the daemon's lifetime.
 pub type NetId = u32;
 
-/// Per-port traffic counters. `rx_*` and the flood bucket have one writer (the worker serving
-/// the port); `tx_*` may be written by every worker.
+/// Per-port traffic counters; every worker may write them (each serves its own queue of a
+/// multi-queue TAP), so they are added to with atomic read-modify-writes.
 #[derive(Debug, Default)]
 pub struct PortStats {
     rx_packets: AtomicU64,
@@ -127,7 +127,9 @@ impl PortStats {
     }
 }
 
-/// Token bucket limiting how many frames a port may flood per second (single writer).
+/// Token bucket limiting how many frames a port may flood per second. Updated with plain loads
+/// and stores: when two workers serve queues of one port at once, a token may be spent twice,
+/// which makes the limit approximate (never unbounded) at no per-frame locking cost.
 #[derive(Debug)]
 pub struct FloodLimiter {
     tokens: AtomicU64,
@@ -177,7 +179,8 @@ pub struct Port {
     pub mac: MacAddr,
     /// Endpoint address.
     pub ip: Ipv4Addr,
-    /// Worker serving this port's receive queue.
+    /// Worker serving this port's receive queue (a multi-queue TAP's queues are served by
+    /// every worker, one each).
     pub worker: usize,
     /// Counters.
     pub stats: PortStats,
