@@ -214,16 +214,6 @@ fn a_kernel_vxlan_host_joins_the_segment_both_ways_with_full_size_frames() {
         ping(k, "10.250.0.11"),
         "kernel host -> vswitch endpoint, 1450-byte packets"
     );
-    // One retry: under parallel load this exchange with the kernel peer loses its answer about
-    // one time in six (also before the offload work; not yet understood, see issue notes).
-    let ask = |ns: &Netns, proto: &str, ip: &str, port: u16| {
-        let first = ask(ns, proto, ip, port);
-        if first.is_empty() {
-            eprintln!("no answer from {ip}:{port}; asking once more");
-            return ask(ns, proto, ip, port);
-        }
-        first
-    };
     let _srv = peer_server(k, "tcp", "10.250.0.50", 7000);
     assert_eq!(
         ask(&a, "tcp", "10.250.0.50", 7000),
@@ -474,7 +464,7 @@ fn overlapping_subnets_on_different_vnis_stay_isolated() {
             "-t",
             "5",
             "TCP4-LISTEN:7000,fork,reuseaddr",
-            &format!("SYSTEM:echo {word}"),
+            &format!("SYSTEM:echo {word}; cat >/dev/null"),
         ])
     };
     let _r = answer(&r2, "red");
