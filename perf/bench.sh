@@ -7,6 +7,7 @@
 #   sudo perf/bench.sh --no-ovs   # skip Open vSwitch even when it is installed
 #   sudo perf/bench.sh --only overlay    # one group: l2, nat, overlay or ovs (comma-separated)
 #   sudo PROFILE=/tmp/prof perf/bench.sh # also `perf record` vswitchd during each 1-stream test
+#   sudo VSWITCHD_ARGS="--tap-queues 1" perf/bench.sh   # extra vswitchd options (A/B runs)
 #
 # Rows: L2 between two namespaces (vswitchd vs a Linux bridge), NAT egress and a published port
 # (vswitchd vs a Linux bridge + iptables MASQUERADE/DNAT), VXLAN overlay between two host
@@ -109,7 +110,8 @@ print("%.1f" % (2*float(m.group(1))))'; }
 
 daemon() { # host-namespace-or-empty name
   local h=$1 name=$2
-  local cmd=("$BIN/vswitchd" --socket "$dir/$name.sock" --state-dir "$dir/$name.state")
+  # shellcheck disable=SC2206 # VSWITCHD_ARGS: extra daemon options, split on spaces
+  local cmd=("$BIN/vswitchd" --socket "$dir/$name.sock" --state-dir "$dir/$name.state" ${VSWITCHD_ARGS:-})
   if [ -n "$h" ]; then
     ip netns exec "$tag$h" "${cmd[@]}" 2>"$dir/$name.log" &
   else

@@ -505,3 +505,45 @@ for i in range(20000):
         "other endpoints stopped talking after the flood"
     );
 }
+
+#[test]
+fn endpoints_get_one_queue_per_worker_unless_told_otherwise() {
+    require(&["iperf3", "ss"]);
+    for (extra, queues) in [(&[][..], 2), (&["--tap-queues", "1"][..], 1)] {
+        let d = Daemon::start_with(extra);
+        let (a, b) = (Netns::new("a"), Netns::new("b"));
+        d.ctl_ok(&["network", "create", "front", "--subnet", "10.201.15.0/24"]);
+        attach(&d, &a, "front");
+        let eb = attach(&d, &b, "front");
+        let rx = a.exec_ok(&["ls", "/sys/class/net/eth0/queues"]);
+        assert_eq!(
+            rx.split_whitespace()
+                .filter(|q| q.starts_with("rx-"))
+                .count(),
+            queues,
+            "{extra:?}: {rx}"
+        );
+        // Four TCP flows (spread over the queues when there are several) all get through.
+        let _srv = b.spawn(&["iperf3", "-s", "-p", "5202"]);
+        assert!(wait_until(5, || b
+            .exec_ok(&["ss", "-Hlnt"])
+            .contains(":5202")));
+        let o = a.exec(&[
+            "iperf3",
+            "-c",
+            &eb.ip.to_string(),
+            "-p",
+            "5202",
+            "-P",
+            "4",
+            "-t",
+            "2",
+            "-J",
+        ]);
+        assert!(
+            o.status.success(),
+            "{extra:?}: iperf3 -P 4 failed: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+    }
+}

@@ -57,6 +57,8 @@ pub struct Options {
     /// Keep endpoint devices when the daemon stops or dies (persistent TAPs), and take them back
     /// by name on the next start.
     pub live_restore: bool,
+    /// Queues per endpoint TAP (at most one per worker; 0: one per worker).
+    pub tap_queues: usize,
 }
 
 impl Default for Options {
@@ -71,6 +73,7 @@ impl Default for Options {
             ct_timeouts: Timeouts::default(),
             underlay_ip: None,
             live_restore: false,
+            tap_queues: 0,
         }
     }
 }
@@ -691,7 +694,10 @@ impl Switch {
                 return Ok((Device::Sink(VirtioNetHdr::LEN), ifname));
             };
             let adopt = mode == AttachMode::Adopt;
-            let queues = self.epolls.len();
+            let queues = match self.opts.tap_queues {
+                0 => self.epolls.len(),
+                n => n.min(self.epolls.len()),
+            };
             let (tap, ifname) = make_endpoint_device(ns, req, mac, ip, net, (queues, adopt))?;
             // Persistent only under --live-restore; an adopted device of a daemon that had the
             // flag goes with this one when it does not.

@@ -63,6 +63,10 @@ struct Args {
     /// device and the next start recreates them.
     #[arg(long)]
     live_restore: bool,
+    /// Queues per endpoint TAP, each served by its own worker [default: one per worker].
+    /// With 1, each endpoint is served by one worker (the least loaded when it attached).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    tap_queues: Option<u16>,
 }
 
 fn main() -> ExitCode {
@@ -113,6 +117,7 @@ fn run(args: Args) -> Result<(), String> {
             underlay_ip: args.underlay_ip,
             fdb_limit: usize::try_from(args.fdb_max).unwrap_or(usize::MAX),
             live_restore: args.live_restore,
+            tap_queues: args.tap_queues.map_or(0, usize::from),
         };
         let sw = tokio::task::spawn_blocking(move || Switch::start(opts))
             .await
