@@ -20,7 +20,7 @@ use smoltcp::wire::EthernetProtocol;
 
 use crate::capture::{Dir, Taps};
 use crate::counters::{Drop, Event, WorkerCounters};
-use crate::fdb::{Fdb, Learn, PortId};
+use crate::fdb::{Fdb, FdbCache, Learn, PortId};
 use crate::frame::FrameBuf;
 use crate::gso::{self, Coalesce};
 use crate::ipam::Ipv4Cidr;
@@ -169,6 +169,7 @@ pub struct Worker {
     counters: Arc<WorkerCounters>,
     buf: FrameBuf,
     gso: GsoBufs,
+    fdbc: FdbCache,
 }
 
 /// Per-worker buffers of the overlay's software offloads, allocated once.
@@ -205,6 +206,7 @@ impl Worker {
             counters,
             buf: FrameBuf::new(),
             gso: GsoBufs::new(),
+            fdbc: FdbCache::default(),
         }
     }
 
@@ -224,6 +226,7 @@ impl Worker {
             let mut ctx = Ctx {
                 buf: &mut self.buf,
                 gso: &mut self.gso,
+                fdbc: &mut self.fdbc,
                 c: &self.counters,
                 epoll: &self.epoll,
                 ct: &self.shared.ct,
@@ -244,6 +247,7 @@ impl Worker {
 pub struct Scratch {
     buf: FrameBuf,
     gso: GsoBufs,
+    fdbc: FdbCache,
 }
 
 impl Default for Scratch {
@@ -251,6 +255,7 @@ impl Default for Scratch {
         Scratch {
             buf: FrameBuf::new(),
             gso: GsoBufs::new(),
+            fdbc: FdbCache::default(),
         }
     }
 }
@@ -270,6 +275,7 @@ pub fn run_frame(
     let mut ctx = Ctx {
         buf: &mut s.buf,
         gso: &mut s.gso,
+        fdbc: &mut s.fdbc,
         c: counters,
         epoll,
         ct: &shared.ct,
@@ -287,6 +293,7 @@ pub fn run_frame(
 pub(crate) struct Ctx<'a> {
     pub(crate) buf: &'a mut FrameBuf,
     gso: &'a mut GsoBufs,
+    fdbc: &'a mut FdbCache,
     pub(crate) c: &'a WorkerCounters,
     pub(crate) epoll: &'a Epoll,
     pub(crate) ct: &'a Conntrack,
@@ -381,7 +388,7 @@ impl Ctx<'_> {
         let Some(net) = cfg.networks.get(&inp.network) else {
             return;
         };
-        match net.fdb.learn(eth.src, inp.id, now) {
+        match self.fdbc.learn(&net.fdb, net.id, eth.src, inp.id, now) {
             Learn::Refreshed => {}
             Learn::New | Learn::Moved { .. } => {
                 c.event(Event::Learned);
@@ -560,7 +567,7 @@ impl Ctx<'_> {
             self.flood(net, ing, now);
             return;
         }
-        match net.fdb.lookup(eth.dst, now) {
+        match self.fdbc.lookup(&net.fdb, net.id, eth.dst, now) {
             Some(id) if matches!(ing, Ingress::Local(p) if p.id == id) => c.drop(Drop::SamePort),
             Some(id) => match cfg.ports.get(&id).filter(|p| p.network == net.id) {
                 Some(out) => out.transmit(self.buf.tap_bytes(), c),

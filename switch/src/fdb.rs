@@ -4,6 +4,11 @@
 //! atomic store (no write lock on the per-frame path); only a new or moved MAC takes a shard write
 //! lock. Time is passed in as milliseconds on the daemon's monotonic clock, so the logic is
 //! deterministic under test.
+//!
+//! In front of it each worker keeps an [`FdbCache`]: a small direct-mapped table of answers it
+//! got, valid while the FDB's generation (bumped by every move and removal) is unchanged. A frame
+//! of a known conversation is then switched without touching the shared map at all: no shard
+//! lock, one shared read of the generation.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -52,6 +57,9 @@ pub struct FdbEntry {
 /// A forwarding database with aging.
 pub struct Fdb {
     map: DashMap<MacAddr, Entry, FxBuildHasher>,
+    /// Bumped by every change that can make a cached answer wrong: a move, a removal, a static
+    /// entry. (A new MAC is not: caches hold only answers found.)
+    gen: AtomicU64,
     aging_ms: u64,
     /// Upper bound on entries; learning beyond it is refused (counted by the caller).
     limit: usize,
@@ -62,9 +70,20 @@ impl Fdb {
     pub fn new(aging_ms: u64, limit: usize) -> Fdb {
         Fdb {
             map: DashMap::with_hasher(FxBuildHasher),
+            gen: AtomicU64::new(1),
             aging_ms,
             limit,
         }
+    }
+
+    /// The current generation (see [`FdbCache`]).
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.gen.load(Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.gen.fetch_add(1, Ordering::Release);
     }
 
     /// Learn (or refresh) `mac` on `port` at time `now_ms`. // HOT PATH
@@ -86,6 +105,8 @@ impl Fdb {
             }
             e.port.store(port, Ordering::Relaxed);
             e.last_seen_ms.store(now_ms, Ordering::Relaxed);
+            drop(e);
+            self.changed();
             return Learn::Moved { from: old };
         }
         if self.map.len() >= self.limit {
@@ -112,6 +133,7 @@ impl Fdb {
                 is_static: true,
             },
         );
+        self.changed();
     }
 
     /// The port `mac` was learned on, unless unknown or expired at `now_ms`. // HOT PATH
@@ -132,18 +154,25 @@ impl Fdb {
             e.is_static
                 || now_ms.saturating_sub(e.last_seen_ms.load(Ordering::Relaxed)) <= self.aging_ms
         });
-        before - self.map.len()
+        let removed = before - self.map.len();
+        if removed > 0 {
+            self.changed();
+        }
+        removed
     }
 
     /// Forget `mac` (it moved behind a remote VTEP).
     pub fn forget(&self, mac: MacAddr) {
-        self.map.remove_if(&mac, |_, e| !e.is_static);
+        if self.map.remove_if(&mac, |_, e| !e.is_static).is_some() {
+            self.changed();
+        }
     }
 
     /// Forget everything learned on `port` (the port was removed).
     pub fn flush_port(&self, port: PortId) {
         self.map
             .retain(|_, e| e.port.load(Ordering::Relaxed) != port);
+        self.changed();
     }
 
     /// All live entries, sorted by MAC.
@@ -177,9 +206,138 @@ impl Fdb {
     }
 }
 
+/// One worker's cache of FDB answers (see the module notes). Direct-mapped by MAC and network:
+/// a collision just replaces the slot.
+pub struct FdbCache {
+    slots: Box<[Slot]>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    net: u32,
+    mac: [u8; 6],
+    port: PortId,
+    /// The FDB generation read *before* the answer was taken from the map: a change racing with
+    /// it leaves the slot already stale.
+    gen: u64,
+    /// When this worker last refreshed the entry in the map (0: the slot came from a lookup).
+    learned_ms: u64,
+}
+
+const CACHE_SLOTS: usize = 1024;
+/// How often a cached source is refreshed in the shared map (far below any aging time).
+const REFRESH_MS: u64 = 1000;
+
+impl Default for FdbCache {
+    fn default() -> Self {
+        FdbCache {
+            slots: vec![Slot::default(); CACHE_SLOTS].into_boxed_slice(),
+        }
+    }
+}
+
+impl FdbCache {
+    #[inline]
+    fn slot(&mut self, net: u32, mac: &MacAddr) -> &mut Slot {
+        let m = &mac.0;
+        let h = u32::from_le_bytes([m[2], m[3], m[4], m[5]]) ^ u32::from(m[1]) << 8 ^ net;
+        let i = (h.wrapping_mul(0x9e37_79b1) >> 22) as usize % CACHE_SLOTS;
+        &mut self.slots[i]
+    }
+
+    /// [`Fdb::learn`] through the cache: a source already learned on this port in the current
+    /// generation and refreshed within the last second costs no map access. // HOT PATH
+    #[inline]
+    pub fn learn(&mut self, fdb: &Fdb, net: u32, mac: MacAddr, port: PortId, now_ms: u64) -> Learn {
+        let gen = fdb.generation();
+        let s = self.slot(net, &mac);
+        if s.gen == gen
+            && s.net == net
+            && s.mac == mac.0
+            && s.port == port
+            && s.learned_ms != 0
+            && now_ms.saturating_sub(s.learned_ms) < REFRESH_MS
+        {
+            return Learn::Refreshed;
+        }
+        let r = fdb.learn(mac, port, now_ms);
+        if r != Learn::Ignored {
+            *s = Slot {
+                net,
+                mac: mac.0,
+                port,
+                gen,
+                learned_ms: now_ms.max(1),
+            };
+        }
+        r
+    }
+
+    /// [`Fdb::lookup`] through the cache. // HOT PATH
+    #[inline]
+    pub fn lookup(&mut self, fdb: &Fdb, net: u32, mac: MacAddr, now_ms: u64) -> Option<PortId> {
+        let gen = fdb.generation();
+        let s = self.slot(net, &mac);
+        if s.gen == gen && s.net == net && s.mac == mac.0 {
+            return Some(s.port);
+        }
+        let port = fdb.lookup(mac, now_ms)?;
+        let keep = s.learned_ms != 0 && s.gen == gen && s.net == net && s.mac == mac.0;
+        *s = Slot {
+            net,
+            mac: mac.0,
+            port,
+            gen,
+            learned_ms: if keep { s.learned_ms } else { 0 },
+        };
+        Some(port)
+    }
+}
+
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn the_cache_answers_like_the_table_through_moves_and_removals() {
+        let fdb = Fdb::new(300_000, 100);
+        let mut c = FdbCache::default();
+        let mut other = FdbCache::default(); // another worker
+        assert_eq!(c.learn(&fdb, 1, A, 1, 10), Learn::New);
+        assert_eq!(c.learn(&fdb, 1, A, 1, 20), Learn::Refreshed);
+        assert_eq!(c.lookup(&fdb, 1, A, 20), Some(1));
+        assert_eq!(
+            c.lookup(&fdb, 2, A, 20),
+            Some(1),
+            "the FDB is per network; so are slots"
+        );
+        // Another worker sees A move to port 2: our cached answers are stale at once.
+        assert_eq!(other.learn(&fdb, 1, A, 2, 30), Learn::Moved { from: 1 });
+        assert_eq!(c.lookup(&fdb, 1, A, 31), Some(2));
+        // A comes back to port 1 through our worker: a move, not a cached refresh.
+        assert_eq!(c.learn(&fdb, 1, A, 1, 40), Learn::Moved { from: 2 });
+        assert_eq!(other.lookup(&fdb, 1, A, 41), Some(1));
+        // Refreshes reach the map at least once a second.
+        assert_eq!(c.learn(&fdb, 1, A, 1, 50), Learn::Refreshed);
+        fdb.age(299_000);
+        assert_eq!(c.learn(&fdb, 1, A, 1, 1_100), Learn::Refreshed);
+        assert_eq!(fdb.age(300_500), 0, "refreshed at 1.1 s, alive at 300.5 s");
+        // Removals invalidate: port flush, forget, aging.
+        fdb.flush_port(1);
+        assert_eq!(c.lookup(&fdb, 1, A, 1_200), None);
+        fdb.learn(B, 3, 1_300);
+        assert_eq!(c.lookup(&fdb, 1, B, 1_300), Some(3));
+        fdb.forget(B);
+        assert_eq!(c.lookup(&fdb, 1, B, 1_400), None);
+        fdb.add_static(B, 4);
+        assert_eq!(c.lookup(&fdb, 1, B, 1_500), Some(4));
+        assert_eq!(
+            c.learn(&fdb, 1, B, 5, 1_600),
+            Learn::Ignored,
+            "static entries stay"
+        );
+        assert_eq!(c.lookup(&fdb, 1, B, 1_700), Some(4));
+    }
 
     const A: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
     const B: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
