@@ -423,7 +423,18 @@ pub fn rewrite(ip: &mut [u8], info: &L4Info, new: &FiveTuple, partial_l4: bool) 
             let c = checksum(&ip[l4..total]);
             put16(ip, l4 + 2, c);
         }
-        _ => {
+        IcmpKind::Echo => {
+            let l4 = info.l4;
+            rewrite_headers(ip, l4, &info.tuple, new, false);
+            // Recomputed, not updated: an incremental update cannot tell the two zeros of
+            // one's complement apart, and an echo whose new identifier leaves the message all
+            // zeros needs 0xffff, not 0x0000 (found by fuzzing). Echoes are small.
+            let total = usize::from(be16(ip, 2).unwrap_or(0)).min(ip.len());
+            put16(ip, l4 + 2, 0);
+            let c = checksum(&ip[l4..total]);
+            put16(ip, l4 + 2, c);
+        }
+        IcmpKind::NotIcmp => {
             let l4 = info.l4;
             rewrite_headers(ip, l4, &info.tuple, new, partial_l4);
         }
@@ -609,6 +620,25 @@ pub(crate) mod test {
         rewrite(&mut p, &info, &new, false);
         assert!(l4_checksum_ok(&p));
         assert_eq!(parse(&p).unwrap().tuple, new);
+    }
+
+    #[test]
+    fn an_echo_translated_to_all_zeros_gets_the_right_zero() {
+        // Echo reply, identifier 0xffff, sequence 0, 28 zero bytes: checksum 0x0000. Mapped to
+        // identifier 0 the message is all zeros, whose checksum is 0xffff.
+        let mut icmp = vec![0, 0, 0, 0, 0xff, 0xff, 0, 0];
+        icmp.extend_from_slice(&[0; 28]);
+        let mut p = packet(1, [198, 51, 100, 7], [10, 0, 0, 2], &icmp);
+        assert_eq!(p[22..24], [0, 0]);
+        let info = parse(&p).unwrap();
+        let new = FiveTuple {
+            sport: 0,
+            dport: 0,
+            ..info.tuple
+        };
+        rewrite(&mut p, &info, &new, false);
+        assert_eq!(p[22..24], [0xff, 0xff]);
+        assert_eq!(checksum(&p[20..]), 0);
     }
 
     #[test]

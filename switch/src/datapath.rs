@@ -172,7 +172,21 @@ pub struct Worker {
     fdbc: FdbCache,
 }
 
-/// Per-worker buffers of the overlay's software offloads, allocated once.
+/// What one receive on a port brought.
+enum Got {
+    /// One frame, in the worker's buffer.
+    One(usize),
+    /// A UDP GRO read from the VTEP socket: bytes, sender, segment size.
+    Vxlan(usize, std::net::SocketAddrV4, Option<u16>),
+    /// This many frames in the batch buffers (the uplink).
+    Batch(usize),
+}
+
+/// Frames read from the uplink with one `recvmmsg`.
+pub const UPLINK_BATCH: usize = 16;
+
+/// Per-worker buffers of the overlay's software offloads and the uplink's batched receive,
+/// allocated once.
 struct GsoBufs {
     /// A UDP GRO read: many VXLAN datagrams back to back.
     rx: Box<[u8]>,
@@ -182,6 +196,9 @@ struct GsoBufs {
     co: Coalesce,
     co_net: NetId,
     co_vtep: Ipv4Addr,
+    /// Frame buffers a `recvmmsg` on the uplink fills, and the lengths it reported.
+    batch: Vec<FrameBuf>,
+    batch_lens: [usize; UPLINK_BATCH],
 }
 
 impl GsoBufs {
@@ -193,6 +210,8 @@ impl GsoBufs {
             co: Coalesce::default(),
             co_net: 0,
             co_vtep: Ipv4Addr::UNSPECIFIED,
+            batch: (0..UPLINK_BATCH).map(|_| FrameBuf::new()).collect(),
+            batch_lens: [0; UPLINK_BATCH],
         }
     }
 }
@@ -318,17 +337,38 @@ impl Ctx<'_> {
 
     fn drain_port(&mut self, cfg: &Config, port: &Port) {
         let now = self.now;
-        for _ in 0..BATCH {
+        let mut budget = BATCH;
+        while budget > 0 {
             let r = match &port.dev {
                 Device::Vxlan(v) => crate::sys::udp::recv_gro(&v.udp, &mut self.gso.rx)
-                    .map(|(n, a, g)| (n, Some((a, g)))),
+                    .map(|(n, a, g)| Got::Vxlan(n, a, g)),
+                Device::Packet(p) => self.recv_uplink(p).map(Got::Batch),
                 dev => dev
                     .read(self.c.queue, self.buf.rx_area(dev.hdr_len()))
-                    .map(|n| (n, None)),
+                    .map(Got::One),
             };
             match r {
-                Ok((n, None)) => self.process(cfg, port, n, now),
-                Ok((n, Some((from, gso)))) => self.vxlan_in(cfg, port, n, from, gso, now),
+                Ok(Got::One(n)) => {
+                    budget -= 1;
+                    self.process(cfg, port, n, now);
+                }
+                Ok(Got::Vxlan(n, from, gso)) => {
+                    budget -= 1;
+                    self.vxlan_in(cfg, port, n, from, gso, now);
+                }
+                Ok(Got::Batch(k)) => {
+                    // Each frame of the batch is processed in the worker's buffer: swap it in
+                    // and out (pointer swaps, no copy).
+                    for i in 0..k {
+                        std::mem::swap(self.buf, &mut self.gso.batch[i]);
+                        self.process(cfg, port, self.gso.batch_lens[i], now);
+                        std::mem::swap(self.buf, &mut self.gso.batch[i]);
+                    }
+                    budget = budget.saturating_sub(k.max(1));
+                    if k < UPLINK_BATCH {
+                        return;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // A packet socket reports a link going down once; it is not fatal. Nor is an
@@ -355,6 +395,16 @@ impl Ctx<'_> {
                 }
             }
         }
+    }
+
+    /// Read up to [`UPLINK_BATCH`] frames from the uplink's packet socket with one syscall into
+    /// the worker's batch buffers.
+    fn recv_uplink(&mut self, p: &crate::sys::packet::PacketSocket) -> io::Result<usize> {
+        let hdr = crate::sys::packet::VNET_HDR_LEN;
+        let mut bufs = self.gso.batch.iter_mut();
+        let mut areas: [&mut [u8]; UPLINK_BATCH] =
+            std::array::from_fn(|_| bufs.next().map(|b| b.rx_area(hdr)).unwrap_or_default());
+        p.recv_batch(&mut areas, &mut self.gso.batch_lens)
     }
 
     /// Decide what to do with the frame just read into `self.buf` from `inp`. // HOT PATH

@@ -120,6 +120,45 @@ impl PacketSocket {
     }
 
     /// Send one `[virtio_net_hdr (10 bytes) | frame]`.
+    /// Receive up to `bufs.len()` frames (at most 32) with one `recvmmsg`, without blocking;
+    /// frame `i` lands in `bufs[i]` and its length in `lens[i]`. Returns how many arrived
+    /// (`WouldBlock` when none was queued).
+    pub fn recv_batch(&self, bufs: &mut [&mut [u8]], lens: &mut [usize]) -> io::Result<usize> {
+        const MAX: usize = 32;
+        let n = bufs.len().min(lens.len()).min(MAX);
+        // SAFETY: all-zero iovec and mmsghdr values are valid (null pointers, zero lengths).
+        let mut iov: [libc::iovec; MAX] = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut msgs: [libc::mmsghdr; MAX] = unsafe { std::mem::zeroed() };
+        for i in 0..n {
+            iov[i] = libc::iovec {
+                iov_base: bufs[i].as_mut_ptr().cast(),
+                iov_len: bufs[i].len(),
+            };
+            msgs[i].msg_hdr.msg_iov = &mut iov[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: `msgs[..n]` point at `iov[..n]`, which point at the caller's buffers with
+        // their lengths; all outlive the call. The kernel writes only within them.
+        let r = unsafe {
+            libc::recvmmsg(
+                self.fd.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                n as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let r = r as usize;
+        for (l, m) in lens.iter_mut().zip(&msgs[..r]) {
+            *l = m.msg_len as usize;
+        }
+        Ok(r)
+    }
+
     pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
         // SAFETY: `buf` is a valid buffer of the given length.
         let n = unsafe { libc::send(self.fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), 0) };
