@@ -30,6 +30,24 @@ fn eth0(ns: &Netns) -> (String, String, String) {
     (idx, mac, ip)
 }
 
+/// Overlay network `ov` on `subnet` with `vni` on two daemons of an [`Underlay`] (hosts 1 and 2),
+/// each the other's peer.
+fn overlay_pair(d1: &Daemon, d2: &Daemon, subnet: &str, vni: &str) {
+    for (d, peer) in [(d1, 2), (d2, 1)] {
+        d.ctl_ok(&[
+            "network",
+            "create",
+            "ov",
+            "--subnet",
+            subnet,
+            "--vni",
+            vni,
+            "--peer",
+            &Underlay::ip(peer),
+        ]);
+    }
+}
+
 /// Milliseconds until one ping from `ns` to `addr` is answered (polling with 200 ms pings), or
 /// `None` after 10 s.
 fn ms_until_ping(ns: &Netns, addr: &str) -> Option<u128> {
@@ -157,19 +175,7 @@ fn live_restore_brings_an_overlay_endpoint_back_with_its_peers() {
     let u = Underlay::new(2);
     let mut d1 = Daemon::start_in(&u.hosts[0], &["--live-restore"]);
     let d2 = Daemon::start_in(&u.hosts[1], &[]);
-    for (d, peer) in [(&d1, 2), (&d2, 1)] {
-        d.ctl_ok(&[
-            "network",
-            "create",
-            "ov",
-            "--subnet",
-            "10.234.0.0/24",
-            "--vni",
-            "77",
-            "--peer",
-            &Underlay::ip(peer),
-        ]);
-    }
+    overlay_pair(&d1, &d2, "10.234.0.0/24", "77");
     let (a, b) = (Netns::new("a"), Netns::new("b"));
     d1.ctl_ok(&["attach", &a.name, "ov", "--ip", "10.234.0.11"]);
     d2.ctl_ok(&["attach", &b.name, "ov", "--ip", "10.234.0.12"]);
@@ -354,19 +360,7 @@ fn vxlan_garbage_and_lying_offload_headers_leave_the_overlay_forwarding() {
     let u = Underlay::new(3);
     let d1 = Daemon::start_in(&u.hosts[0], &[]);
     let d2 = Daemon::start_in(&u.hosts[1], &[]);
-    for (d, peer) in [(&d1, 2), (&d2, 1)] {
-        d.ctl_ok(&[
-            "network",
-            "create",
-            "ov",
-            "--subnet",
-            "10.251.0.0/24",
-            "--vni",
-            "42",
-            "--peer",
-            &Underlay::ip(peer),
-        ]);
-    }
+    overlay_pair(&d1, &d2, "10.251.0.0/24", "42");
     let (a, m, b) = (Netns::new("a"), Netns::new("m"), Netns::new("b"));
     d1.ctl_ok(&["attach", &a.name, "ov", "--ip", "10.251.0.11"]);
     let em: EndpointInfo = d1.ctl_json(&["attach", &m.name, "ov", "--ip", "10.251.0.13"]);

@@ -29,18 +29,8 @@ fn lab() -> &'static Lab {
         })
         .expect("start switch");
         for (name, subnet) in [("front", "10.9.0.0/24"), ("back", "10.9.1.0/24")] {
-            sw.create_network(&NetworkCreate {
-                name: name.into(),
-                subnet: subnet.into(),
-                gateway: None,
-                mtu: None,
-                internal: false,
-                icc: None,
-                vni: None,
-                peers: vec![],
-                vxlan_port: None,
-            })
-            .expect("network");
+            sw.create_network(&NetworkCreate::flat(name, subnet))
+                .expect("network");
         }
         sw.link("front", "back", true).expect("link");
         let mut ports = Vec::new();
@@ -51,13 +41,9 @@ fn lab() -> &'static Lab {
         ] {
             let e = sw
                 .attach_sink(&AttachRequest {
-                    netns: ns.into(),
-                    network: net.into(),
-                    ip: None,
-                    mac: None,
-                    ifname: None,
                     aliases: vec!["web".into()],
                     allow_spoof: spoof,
+                    ..AttachRequest::new(ns, net)
                 })
                 .expect("attach");
             ports.push((sw.port_id(&e.port).expect("port"), 12));

@@ -37,6 +37,23 @@ pub struct NetworkCreate {
     pub vxlan_port: Option<u16>,
 }
 
+impl NetworkCreate {
+    /// A plain network: `name` on `subnet`, every other setting at its default.
+    pub fn flat(name: &str, subnet: &str) -> NetworkCreate {
+        NetworkCreate {
+            name: name.into(),
+            subnet: subnet.into(),
+            gateway: None,
+            mtu: None,
+            internal: false,
+            icc: None,
+            vni: None,
+            peers: vec![],
+            vxlan_port: None,
+        }
+    }
+}
+
 /// A network as reported by `network ls` and `network inspect`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct NetworkInfo {
@@ -211,6 +228,21 @@ pub struct AttachRequest {
     /// frames from any source but the endpoint's own are dropped and counted (`spoofed`).
     #[serde(default)]
     pub allow_spoof: bool,
+}
+
+impl AttachRequest {
+    /// Attach `netns` to `network` with every option at its default.
+    pub fn new(netns: &str, network: &str) -> AttachRequest {
+        AttachRequest {
+            netns: netns.into(),
+            network: network.into(),
+            ip: None,
+            mac: None,
+            ifname: None,
+            aliases: vec![],
+            allow_spoof: false,
+        }
+    }
 }
 
 /// An endpoint: one namespace's interface on one network, backed by one switch port.

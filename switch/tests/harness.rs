@@ -53,29 +53,11 @@ fn mac(s: &str) -> [u8; 6] {
 fn injected_frames_run_the_whole_datapath() {
     let sw = Switch::start(Options::default()).expect("start switch");
     let net = sw
-        .create_network(&NetworkCreate {
-            name: "front".into(),
-            subnet: "10.9.0.0/24".into(),
-            gateway: None,
-            mtu: None,
-            internal: false,
-            icc: None,
-            vni: None,
-            peers: vec![],
-            vxlan_port: None,
-        })
+        .create_network(&NetworkCreate::flat("front", "10.9.0.0/24"))
         .expect("network");
     let attach = |ns: &str| {
-        sw.attach_sink(&AttachRequest {
-            netns: ns.into(),
-            network: "front".into(),
-            ip: None,
-            mac: None,
-            ifname: None,
-            aliases: vec![],
-            allow_spoof: false,
-        })
-        .expect("attach sink")
+        sw.attach_sink(&AttachRequest::new(ns, "front"))
+            .expect("attach sink")
     };
     let (a, b) = (attach("a"), attach("b"));
     sw.set_uplink_sink(&UplinkSet {

@@ -45,27 +45,12 @@ fn main() {
         ..Options::default()
     })
     .expect("start switch");
-    sw.create_network(&NetworkCreate {
-        name: "front".into(),
-        subnet: "10.8.0.0/16".into(),
-        gateway: None,
-        mtu: None,
-        internal: false,
-        icc: None,
-        vni: None,
-        peers: vec![],
-        vxlan_port: None,
-    })
-    .expect("network");
+    sw.create_network(&NetworkCreate::flat("front", "10.8.0.0/16"))
+        .expect("network");
     let attach = |ns: &str, spoof: bool| {
         sw.attach_sink(&AttachRequest {
-            netns: ns.into(),
-            network: "front".into(),
-            ip: None,
-            mac: None,
-            ifname: None,
-            aliases: vec![],
             allow_spoof: spoof,
+            ..AttachRequest::new(ns, "front")
         })
         .expect("attach")
     };
