@@ -225,15 +225,23 @@ fn hostile(ns: &Netns, args: &[&str]) -> serde_json::Value {
 
 /// Peak and current resident memory of process `pid`, in KiB.
 fn memory_kib(pid: u32) -> (u64, u64) {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
-    let field = |name: &str| {
-        s.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmHWM:"), field("VmRSS:"))
+    let s = proc_status(pid);
+    (status_field(&s, "VmHWM:"), status_field(&s, "VmRSS:"))
+}
+
+/// `/proc/PID/status` of process `pid`.
+fn proc_status(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status")
+}
+
+/// The number after `name` in a `/proc/PID/status` text (0 when absent).
+fn status_field(status: &str, name: &str) -> u64 {
+    status
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Ping, TCP and UDP between `x` and the peer servers of `y` at `yip`.
@@ -430,15 +438,12 @@ fn footprint(pid: u32) -> (usize, u64, u64) {
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .expect("list fds")
         .count();
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
-    let field = |name: &str| -> u64 {
-        s.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (fds, field("Threads:"), field("VmRSS:"))
+    let s = proc_status(pid);
+    (
+        fds,
+        status_field(&s, "Threads:"),
+        status_field(&s, "VmRSS:"),
+    )
 }
 
 /// The soak: 100 namespaces attached and detached in a loop while two other endpoints exchange

@@ -45,6 +45,14 @@ fn syn(
     f
 }
 
+/// Frames port `name` has sent.
+fn tx(ports: &[PortInfo], name: &str) -> Option<u64> {
+    ports
+        .iter()
+        .find(|p| p.name == name)
+        .map(|p| p.counters.tx_packets)
+}
+
 fn mac(s: &str) -> [u8; 6] {
     s.parse::<switch::wire::MacAddr>().expect("mac").0
 }
@@ -96,15 +104,9 @@ fn injected_frames_run_the_whole_datapath() {
     let ct = sw.conntrack(None).expect("conntrack");
     assert_eq!(ct.len(), 1, "{ct:?}");
     let ports = sw.ports();
-    let tx = |name: &str| {
-        ports
-            .iter()
-            .find(|p| p.name == name)
-            .map(|p| p.counters.tx_packets)
-    };
-    assert_eq!(tx(&b.port), Some(1), "{ports:?}");
+    assert_eq!(tx(&ports, &b.port), Some(1), "{ports:?}");
     assert!(
-        tx("uplink") >= Some(1),
+        tx(&ports, "uplink") >= Some(1),
         "the ARP request for the next hop: {ports:?}"
     );
     // The answer from the outside comes back to a through the flow.
@@ -124,13 +126,11 @@ fn injected_frames_run_the_whole_datapath() {
         ),
     );
     let ports = sw.ports();
-    let tx = |name: &str| {
-        ports
-            .iter()
-            .find(|p| p.name == name)
-            .map(|p| p.counters.tx_packets)
-    };
-    assert_eq!(tx(&a.port), Some(1), "the SYN+ACK reached a: {ports:?}");
+    assert_eq!(
+        tx(&ports, &a.port),
+        Some(1),
+        "the SYN+ACK reached a: {ports:?}"
+    );
     // Garbage of every length does not stop it.
     for n in 0..200 {
         let junk: Vec<u8> = (0..n).map(|i| (i * 37 + n) as u8).collect();
