@@ -6,7 +6,9 @@
 #   sudo T=10 perf/bench.sh       # longer runs
 #   sudo perf/bench.sh --no-ovs   # skip Open vSwitch even when it is installed
 #   sudo perf/bench.sh --only overlay    # one group: l2, nat, overlay or ovs (comma-separated)
-#   sudo PROFILE=/tmp/prof perf/bench.sh # also `perf record` vswitchd during each 1-stream test
+#   sudo PROFILE=/tmp/prof perf/bench.sh # also `perf record -a` (the whole machine) during the
+#                                          # 1-stream TCP and the UDP test of every row, kernel rows
+#                                          # too, with a text summary beside each profile
 #   sudo VSWITCHD_ARGS="--tap-queues 1" perf/bench.sh   # extra vswitchd options (A/B runs)
 #
 # Rows: L2 between two namespaces (vswitchd vs a Linux bridge), NAT egress and a published port
@@ -84,21 +86,38 @@ measure() { # name kernel-row-name cns sns dial bind
   nx "$s" iperf3 -s -D -B "$bind" -p 5201 --pidfile "$dir/iperf.pid"
   ip netns exec "$tag$s" sockperf sr -i "$bind" -p 11111 >/dev/null 2>&1 & local sp=$!
   sleep 0.5
-  local t1 t4 u l rec=""
-  if [ -n "${PROFILE:-}" ] && [ ${#pids[@]} -gt 0 ]; then
-    mkdir -p "$PROFILE"
-    perf record -q -g -F 499 -p "$(IFS=,; echo "${pids[*]}")" -o "$PROFILE/${name//[^a-zA-Z0-9]/_}.data" \
-      -- sleep "$T" >/dev/null 2>&1 & rec=$!
-  fi
+  local t1 t4 u l
+  profile_start "$name" tcp1
   t1=$(nx "$c" iperf3 -c "$dial" -p 5201 -t "$T" -J | gbps) || t1=fail
-  [ -n "$rec" ] && wait "$rec" 2>/dev/null
+  profile_end
   t4=$(nx "$c" iperf3 -c "$dial" -p 5201 -t "$T" -P 4 -J | gbps) || t4=fail
+  profile_start "$name" udp64
   u=$(nx "$c" iperf3 -c "$dial" -p 5201 -t "$T" -u -b 0 -l 64 -J | pps) || u=fail
+  profile_end
   l=$(nx "$c" sockperf pp -i "$dial" -p 11111 -t "$T" 2>&1 | rtt) || l=fail
   kill "$(cat "$dir/iperf.pid")" "$sp" 2>/dev/null || true
   wait "$sp" 2>/dev/null || true
   sleep 0.3
   rows+=("$name|$ref|$t1|$t4|$u|$l")
+}
+# PROFILE=dir: sample the whole machine (both iperf3 ends, vswitchd or the kernel's softirqs)
+# for the length of one test, then summarise: CPU share per task and the hottest symbols.
+prec=""; pout=""
+profile_start() { # row test
+  [ -n "${PROFILE:-}" ] || return 0
+  command -v perf >/dev/null || { log "PROFILE needs perf (apt-get install linux-perf)"; exit 1; }
+  mkdir -p "$PROFILE"
+  pout="$PROFILE/$(echo "$1" | tr -c 'a-zA-Z0-9\n' _)_$2"
+  perf record -q -a -g -F 499 -o "$pout.data" -- sleep "$T" >/dev/null 2>&1 & prec=$!
+}
+profile_end() {
+  [ -n "$prec" ] || return 0
+  wait "$prec" 2>/dev/null || true; prec=""
+  { echo "## CPU share per task (all samples, both cores)"
+    perf report -i "$pout.data" --stdio --no-children --sort comm 2>/dev/null | grep -E '^ +[0-9]' | head -12
+    echo; echo "## hottest symbols (self time, all tasks)"
+    perf report -i "$pout.data" --stdio --no-children --sort comm,sym -g none 2>/dev/null | grep -E '^ +[0-9]' | head -30
+  } >"$pout.txt"
 }
 gbps() { python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'; }
 pps() { python3 -c 'import json,sys; s=json.load(sys.stdin)["end"]["sum"]; print("%.0f" % ((s["packets"]-s["lost_packets"])/s["seconds"]))'; }

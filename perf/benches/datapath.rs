@@ -11,6 +11,10 @@
 //!   inner source behind the outer source.
 //! - `gso_segment`: cut a 64 KiB TCP super-frame into 1398-byte VXLAN segments with checksums
 //!   (per super-frame, not per entry count).
+//! - `floor`: one lookup of a random key in a plain `FxHashMap<u64, [u64; 4]>` of the same size,
+//!   nothing else: what one random access into a table that large costs on this machine (cache
+//!   and TLB misses). `l2` does two such lookups per frame (learn and forward), so at 1 000 000
+//!   entries it cannot be cheaper than twice this.
 
 use std::hint::black_box;
 use std::net::Ipv4Addr;
@@ -165,5 +169,27 @@ fn gso(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, l2, nat, vxlan, gso);
+fn floor(c: &mut Criterion) {
+    let mut g = c.benchmark_group("floor");
+    g.throughput(Throughput::Elements(1));
+    for n in SIZES {
+        let map: rustc_hash::FxHashMap<u64, [u64; 4]> = (0..u64::from(n))
+            .map(|k| (k.wrapping_mul(0x9e37_79b9_7f4a_7c15), [k; 4]))
+            .collect();
+        let keys: Vec<u64> = spread(n, PICKS)
+            .into_iter()
+            .map(|k| u64::from(k).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .collect();
+        let mut i = 0;
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| {
+                i = (i + 1) % keys.len();
+                black_box(map.get(black_box(&keys[i])).map(|v| v[0]))
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, l2, nat, vxlan, gso, floor);
 criterion_main!(benches);

@@ -28,6 +28,7 @@ use crate::local::{self, Arp, NotAnswered};
 use crate::neigh::NeighCache;
 use crate::port::{Device, NetId, Port, VxlanDev, UPLINK_NET};
 use crate::sys::epoll::Epoll;
+use crate::txbatch::TxBatch;
 use crate::wire::{EthFrame, MacAddr};
 
 /// Frames read from one port before the worker moves on to the next ready port.
@@ -199,6 +200,8 @@ struct GsoBufs {
     /// Frame buffers a `recvmmsg` on the uplink fills, and the lengths it reported.
     batch: Vec<FrameBuf>,
     batch_lens: [usize; UPLINK_BATCH],
+    /// Small frames for the uplink or a VTEP, held for one `sendmmsg`.
+    txb: TxBatch,
 }
 
 impl GsoBufs {
@@ -212,6 +215,7 @@ impl GsoBufs {
             co_vtep: Ipv4Addr::UNSPECIFIED,
             batch: (0..UPLINK_BATCH).map(|_| FrameBuf::new()).collect(),
             batch_lens: [0; UPLINK_BATCH],
+            txb: TxBatch::default(),
         }
     }
 }
@@ -306,6 +310,7 @@ pub fn run_frame(
     let now = ctx.now;
     ctx.process(cfg, port, n, now);
     ctx.flush_coalesced(cfg);
+    ctx.flush_tx();
 }
 
 /// What processing one wake-up's frames needs: the worker's buffer, its counters, the time.
@@ -331,8 +336,35 @@ pub(crate) enum Ingress<'a> {
 impl Ctx<'_> {
     fn drain(&mut self, cfg: &Config, port: &Port) {
         self.drain_port(cfg, port);
-        // A super-frame coalesced from this batch's VXLAN datagrams goes out now.
+        // A super-frame coalesced from this batch's VXLAN datagrams goes out now, and then
+        // what the batch sent to the uplink or a VTEP.
         self.flush_coalesced(cfg);
+        self.flush_tx();
+    }
+
+    /// Send the frames held for the uplink or a VTEP.
+    pub(crate) fn flush_tx(&mut self) {
+        self.gso.txb.flush(self.c);
+    }
+
+    /// Send the frame in `self.buf` out of the uplink (`port`), held for a batched send.
+    /// // HOT PATH
+    pub(crate) fn send_uplink(&mut self, port: &Arc<Port>) {
+        let c = self.c;
+        let wire = self.buf.wire_bytes(crate::sys::packet::VNET_HDR_LEN);
+        for _ in 0..port
+            .taps
+            .emit(Dir::Tx, &wire[crate::sys::packet::VNET_HDR_LEN..])
+        {
+            c.drop(Drop::CaptureDropped);
+        }
+        self.gso.txb.send(port, wire, Ipv4Addr::UNSPECIFIED, c);
+    }
+
+    /// Send `wire` (`[vnet hdr | frame]`) out of the uplink (`port`), after the frames held.
+    pub(crate) fn send_uplink_bytes(&mut self, port: &Arc<Port>, wire: &[u8]) {
+        self.flush_tx();
+        port.transmit(wire, self.c);
     }
 
     fn drain_port(&mut self, cfg: &Config, port: &Port) {
@@ -758,7 +790,7 @@ impl Ctx<'_> {
     /// Encapsulate the frame in VXLAN for `net` and send one copy to each VTEP in `vteps`.
     pub(crate) fn encap(&mut self, net: &NetRt, vteps: &[Ipv4Addr]) {
         let c = self.c;
-        let (Some(vni), Some(vtep)) = (net.vni, net.vtep.as_deref()) else {
+        let (Some(vni), Some(vtep)) = (net.vni, net.vtep.as_ref()) else {
             return;
         };
         let Device::Vxlan(dev) = &vtep.dev else {
@@ -782,6 +814,21 @@ impl Ctx<'_> {
         }
         let sport = overlay::source_port(self.buf.data());
         let inner_len = self.buf.len();
+        if let [dst] = vteps {
+            // Unicast: held for a batched send.
+            let hdr: &mut [u8; overlay::OUTER_LEN] = self
+                .buf
+                .headroom_mut(overlay::OUTER_LEN)
+                .try_into()
+                .expect("headroom holds outer headers");
+            overlay::write_outer(hdr, dev.src, *dst, sport, dev.port, vni, inner_len);
+            let pkt = self.buf.with_headroom(overlay::OUTER_LEN);
+            self.gso.txb.send(vtep, pkt, *dst, c);
+            return;
+        }
+        // Head-end replication rewrites the outer destination in place: one send per copy,
+        // after what is held.
+        self.flush_tx();
         for (i, dst) in vteps.iter().enumerate() {
             let hdr: &mut [u8; overlay::OUTER_LEN] = self
                 .buf
@@ -830,6 +877,8 @@ impl Ctx<'_> {
         let Some(s) = gso::segment_tcp4(self.buf.data(), mss, vni, &mut self.gso.tx) else {
             return c.drop(Drop::Oversize);
         };
+        // Frames of this flow held for the VTEP go first.
+        self.flush_tx();
         let per_send = (MAX_GSO_SEGS).min(MAX_GSO_BYTES / s.size).max(1);
         let chunk = per_send * s.size;
         for dst in vteps {

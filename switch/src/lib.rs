@@ -26,6 +26,7 @@ pub mod neigh;
 pub mod port;
 mod router;
 pub mod sys;
+mod txbatch;
 pub mod wire;
 
 pub use control::{Options, Switch};

@@ -43,7 +43,7 @@ impl Ctx<'_> {
                     for p in up.neigh.learn(arp.sender_ip, arp.sender_mac, now) {
                         let mut wire = p.wire;
                         wire[p.dst_mac_at..p.dst_mac_at + 6].copy_from_slice(&arp.sender_mac.0);
-                        up.port.transmit(&wire, c);
+                        self.send_uplink_bytes(&up.port, &wire);
                     }
                 }
                 if arp.is_request
@@ -195,7 +195,7 @@ impl Ctx<'_> {
         match up.neigh.lookup(hop, now) {
             Some(mac) => {
                 set_macs(self.buf.data_mut(), up.mac, mac);
-                up.port.transmit(self.buf.wire_bytes(PACKET_HDR_LEN), c);
+                self.send_uplink(&up.port);
             }
             None => {
                 set_macs(self.buf.data_mut(), up.mac, MacAddr::default());

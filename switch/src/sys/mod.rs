@@ -36,6 +36,56 @@ pub fn if_nametoindex(name: &str) -> io::Result<Option<u32>> {
     Ok(Some(idx))
 }
 
+/// Most messages one [`send_batch`] call sends.
+pub const SEND_BATCH_MAX: usize = 32;
+
+/// Send each of `pkts` as one message with one `sendmmsg`, without blocking. Message `i` goes to
+/// `dsts[i]` when `dsts` is given (an IPv4 raw socket), else where the socket is bound (a packet
+/// socket). Returns how many were sent; the kernel stops at the first that fails, and reports
+/// that failure only when it was the first message.
+pub(crate) fn send_batch(
+    fd: std::os::fd::RawFd,
+    pkts: &[&[u8]],
+    dsts: Option<&[std::net::Ipv4Addr]>,
+) -> io::Result<usize> {
+    let n = pkts
+        .len()
+        .min(SEND_BATCH_MAX)
+        .min(dsts.map_or(usize::MAX, <[_]>::len));
+    if n == 0 {
+        return Ok(0);
+    }
+    // SAFETY: all-zero iovec, sockaddr_in and mmsghdr values are valid (null pointers, zero
+    // lengths, family 0).
+    let mut iov: [libc::iovec; SEND_BATCH_MAX] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut sa: [libc::sockaddr_in; SEND_BATCH_MAX] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut msgs: [libc::mmsghdr; SEND_BATCH_MAX] = unsafe { std::mem::zeroed() };
+    for i in 0..n {
+        iov[i] = libc::iovec {
+            // The kernel only reads through it (sendmmsg).
+            iov_base: pkts[i].as_ptr() as *mut libc::c_void,
+            iov_len: pkts[i].len(),
+        };
+        msgs[i].msg_hdr.msg_iov = &mut iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+        if let Some(d) = dsts {
+            sa[i].sin_family = libc::AF_INET as libc::sa_family_t;
+            sa[i].sin_addr.s_addr = u32::from(d[i]).to_be();
+            msgs[i].msg_hdr.msg_name = (&mut sa[i] as *mut libc::sockaddr_in).cast();
+            msgs[i].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+        }
+    }
+    // SAFETY: `msgs[..n]` point at `iov[..n]` and `sa[..n]`, which point at the caller's packets
+    // with their lengths; all outlive the call, and the kernel only reads the packets.
+    let r = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r as usize)
+}
+
 /// Convert a `-1`-on-error libc return into an `io::Result`.
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     if r < 0 {

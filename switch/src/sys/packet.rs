@@ -119,7 +119,6 @@ impl PacketSocket {
         Ok(n as usize)
     }
 
-    /// Send one `[virtio_net_hdr (10 bytes) | frame]`.
     /// Receive up to `bufs.len()` frames (at most 32) with one `recvmmsg`, without blocking;
     /// frame `i` lands in `bufs[i]` and its length in `lens[i]`. Returns how many arrived
     /// (`WouldBlock` when none was queued).
@@ -159,6 +158,13 @@ impl PacketSocket {
         Ok(r)
     }
 
+    /// Send each of `frames` (`[virtio_net_hdr (10 bytes) | frame]`) with one `sendmmsg`; how
+    /// many went (see [`super::send_batch`]).
+    pub fn send_batch(&self, frames: &[&[u8]]) -> io::Result<usize> {
+        super::send_batch(self.fd.as_raw_fd(), frames, None)
+    }
+
+    /// Send one `[virtio_net_hdr (10 bytes) | frame]`.
     pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
         // SAFETY: `buf` is a valid buffer of the given length.
         let n = unsafe { libc::send(self.fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), 0) };

@@ -30,6 +30,12 @@ impl RawIpSender {
         Ok(RawIpSender { fd })
     }
 
+    /// Send `pkts[i]` (IPv4 packets, header included) to `dsts[i]` with one `sendmmsg`; how many
+    /// went (see [`super::send_batch`]).
+    pub fn send_batch(&self, pkts: &[&[u8]], dsts: &[Ipv4Addr]) -> io::Result<usize> {
+        super::send_batch(self.fd.as_raw_fd(), pkts, Some(dsts))
+    }
+
     /// Send one IPv4 packet (header included) to `dst`.
     pub fn send_to(&self, pkt: &[u8], dst: Ipv4Addr) -> io::Result<usize> {
         // SAFETY: sockaddr_in is plain data; all-zero is valid.
