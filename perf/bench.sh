@@ -114,9 +114,9 @@ profile_end() {
   [ -n "$prec" ] || return 0
   wait "$prec" 2>/dev/null || true; prec=""
   { echo "## CPU share per task (all samples, both cores)"
-    perf report -i "$pout.data" --stdio --no-children --sort comm 2>/dev/null | grep -E '^ +[0-9]' | head -12
+    perf report -i "$pout.data" --stdio --no-children --sort comm -g none 2>/dev/null | awk '/^ +[0-9]/ && n++ < 12'
     echo; echo "## hottest symbols (self time, all tasks)"
-    perf report -i "$pout.data" --stdio --no-children --sort comm,sym -g none 2>/dev/null | grep -E '^ +[0-9]' | head -30
+    perf report -i "$pout.data" --stdio --no-children --sort comm,sym -g none 2>/dev/null | awk '/^ +[0-9]/ && n++ < 30'
   } >"$pout.txt"
 }
 gbps() { python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'; }
