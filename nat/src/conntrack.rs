@@ -333,6 +333,21 @@ const YOUNG_MAX: usize = 65_536;
 /// The port range masquerade allocates from when the original port is taken.
 pub const PORT_RANGE: std::ops::RangeInclusive<u16> = 32768..=60999;
 
+/// A place claimed in the table ([`Conntrack::claim_room`]): counted from the claim, given back
+/// when dropped unless a new flow took it.
+struct Room<'a> {
+    flows: &'a AtomicUsize,
+    taken: bool,
+}
+
+impl Drop for Room<'_> {
+    fn drop(&mut self) {
+        if !self.taken {
+            self.flows.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 impl Conntrack {
     /// An empty table holding at most `max` flows.
     pub fn new(max: usize, timeouts: Timeouts) -> Conntrack {
@@ -365,8 +380,10 @@ impl Conntrack {
 
     /// Create a flow for `orig` whose answers will look like `reply`, unless `reply` is taken.
     /// Returns the existing flow if another thread created the same one first.
+    /// A new flow takes the place claimed in `room`.
     fn insert(
         &self,
+        room: &mut Room<'_>,
         orig: FiveTuple,
         reply: FiveTuple,
         kind: NatKind,
@@ -406,7 +423,7 @@ impl Conntrack {
             }
             Entry::Vacant(v) => {
                 v.insert(flow.clone());
-                self.flows.fetch_add(1, Ordering::Relaxed);
+                room.taken = true;
                 let mut young = self.young.lock().unwrap_or_else(|p| p.into_inner());
                 if young.len() >= YOUNG_MAX.min(self.max) {
                     young.pop_front();
@@ -417,12 +434,31 @@ impl Conntrack {
         }
     }
 
-    /// Room for one more flow: when the table is full, remove the oldest flow that is not
-    /// assured; `Full` when every flow is.
-    fn check_room(&self) -> Result<(), CtError> {
-        if self.flows.load(Ordering::Relaxed) < self.max {
-            return Ok(());
+    /// Claim room for one more flow: when the table is full, remove the oldest flow that is not
+    /// assured first; `Full` when every flow is. The claim counts at once, so workers creating
+    /// flows at the same moment cannot all take the last place.
+    fn claim_room(&self) -> Result<Room<'_>, CtError> {
+        loop {
+            let n = self.flows.load(Ordering::Relaxed);
+            if n >= self.max {
+                self.evict_young()?;
+                continue;
+            }
+            if self
+                .flows
+                .compare_exchange_weak(n, n + 1, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
+                return Ok(Room {
+                    flows: &self.flows,
+                    taken: false,
+                });
+            }
         }
+    }
+
+    /// Remove the oldest flow that is not assured; `Full` when there is none.
+    fn evict_young(&self) -> Result<(), CtError> {
         loop {
             let next = self
                 .young
@@ -477,7 +513,7 @@ impl Conntrack {
         reserved: impl Fn(Proto, u16) -> bool,
         now: u64,
     ) -> Result<Arc<Flow>, CtError> {
-        self.check_room()?;
+        let mut room = self.claim_room()?;
         let (dst, dport) = dnat.unwrap_or((orig.dst, orig.dport));
         let span = u32::from(PORT_RANGE.end() - PORT_RANGE.start()) + 1;
         // Start the search at a hash of the tuple so concurrent flows spread over the range.
@@ -506,7 +542,7 @@ impl Conntrack {
             } else {
                 reply
             };
-            if let Some(f) = self.insert(orig, reply, kind, zone, now)? {
+            if let Some(f) = self.insert(&mut room, orig, reply, kind, zone, now)? {
                 return Ok(f);
             }
         }
@@ -523,7 +559,7 @@ impl Conntrack {
         zone: u32,
         now: u64,
     ) -> Result<Arc<Flow>, CtError> {
-        self.check_room()?;
+        let mut room = self.claim_room()?;
         let reply = FiveTuple {
             proto: orig.proto,
             src: to_ip,
@@ -531,18 +567,18 @@ impl Conntrack {
             dst: orig.src,
             dport: orig.sport,
         };
-        self.insert(orig, reply, NatKind::Dnat, zone, now)?
+        self.insert(&mut room, orig, reply, NatKind::Dnat, zone, now)?
             .ok_or(CtError::NoPort)
     }
 
     /// Recreate a saved flow as seen at `now`. `Ok(false)` when either tuple is already tracked
     /// (the saved flow is stale) or the tuples do not belong together.
     pub fn import(&self, f: &SavedFlow, now: u64) -> Result<bool, CtError> {
-        self.check_room()?;
+        let mut room = self.claim_room()?;
         if f.orig.proto != f.reply.proto || f.orig == f.reply {
             return Ok(false);
         }
-        match self.insert(f.orig, f.reply, f.kind, f.zone, now)? {
+        match self.insert(&mut room, f.orig, f.reply, f.kind, f.zone, now)? {
             Some(flow) if flow.orig == f.orig && flow.reply == f.reply => {
                 if f.orig.proto == Proto::Tcp && (1..=8).contains(&f.state) {
                     flow.state.store(f.state, Ordering::Relaxed);
@@ -571,6 +607,7 @@ impl Conntrack {
         dead.len()
     }
 
+    /// Remove `f`, giving back its place.
     fn remove(&self, f: &Flow) {
         if self.map.remove(&f.orig).is_some() {
             self.flows.fetch_sub(1, Ordering::Relaxed);
@@ -638,6 +675,29 @@ mod test {
 
     fn none(_: Proto, _: u16) -> bool {
         false
+    }
+
+    #[test]
+    fn workers_creating_flows_at_once_never_pass_the_limit() {
+        // Four threads open half-open flows from distinct clients into a table of 50: each
+        // claim is counted before the flow goes in, so the table never holds more than 50,
+        // and the count matches what is tracked.
+        let ct = Conntrack::new(50, Timeouts::default());
+        std::thread::scope(|s| {
+            for th in 0..4u16 {
+                let ct = &ct;
+                s.spawn(move || {
+                    for i in 0..2_000u16 {
+                        let src = Ipv4Addr::from(0x0a00_0000 | u32::from(th) << 16 | u32::from(i));
+                        let _ = ct.create_dnat(t(Proto::Tcp, src, 40000, U, 8080), E, 80, 0, 1);
+                        assert!(ct.len() <= 50, "{} flows", ct.len());
+                    }
+                });
+            }
+        });
+        assert_eq!(ct.len(), 50);
+        assert_eq!(ct.flows(None).len(), 50);
+        assert!(ct.early_drops() >= 8_000 - 50);
     }
 
     #[test]
