@@ -178,6 +178,37 @@ fn published_ports_keep_the_client_address_and_hairpin_works() {
 }
 
 #[test]
+fn the_uplink_has_a_socket_per_worker_and_published_flows_spread_over_them_get_through() {
+    require(&["iperf3", "ss"]);
+    let l = Lab::new(&[]);
+    // The test daemon runs two workers: two packet sockets on the uplink, in one fanout group
+    // (a group without its ignore-outgoing flag would read back every frame sent).
+    let socks = l.host.exec_ok(&["ss", "-0", "-H", "-p"]);
+    let ours = socks
+        .lines()
+        .filter(|s| s.contains(&format!("pid={},", l.d.pid())))
+        .count();
+    assert_eq!(ours, 2, "packet sockets of vswitchd: {socks}");
+    let a = Netns::new("a");
+    l.d.ctl_ok(&["network", "create", "front", "--subnet", "10.220.3.0/24"]);
+    attach(&l, &a, "front");
+    l.d.ctl_ok(&["publish", &a.name, "5203:5203"]);
+    let _srv = a.spawn(&["iperf3", "-s", "-p", "5203"]);
+    assert!(wait_until(5, || a
+        .exec_ok(&["ss", "-Hlnt"])
+        .contains(":5203")));
+    // Eight flows in from the outside (the kernel hashes them over the two sockets).
+    let o = l.out.exec(&[
+        "iperf3", "-c", UPLINK, "-p", "5203", "-P", "8", "-t", "2", "-J",
+    ]);
+    assert!(
+        o.status.success(),
+        "iperf3 -P 8 through the published port failed: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}
+
+#[test]
 fn conntrack_entries_are_listed_expire_and_flush() {
     require(&["socat", "ss"]);
     let l = Lab::new(&["--ct-udp-timeout", "8", "--ct-udp-stream-timeout", "8"]);

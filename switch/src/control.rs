@@ -29,7 +29,7 @@ use crate::port::{Device, FloodLimiter, NetId, Port, PortStats};
 use crate::sys::epoll::Epoll;
 use crate::sys::netlink::{LinkChange, Netlink};
 use crate::sys::netns::Netns;
-use crate::sys::packet::PacketSocket;
+use crate::sys::packet::PacketQueues;
 use crate::sys::tap::Tap;
 use crate::wire::{MacAddr, VirtioNetHdr};
 use nat::{Conntrack, Proto, Timeouts};
@@ -554,12 +554,16 @@ impl Switch {
     }
 
     /// The (worker, fd) pairs that receive a port's frames: each worker serves its own queue of
-    /// a multi-queue TAP; any other device is served by `port.worker`.
+    /// a multi-queue TAP or of the uplink's fanout group; any other device is served by
+    /// `port.worker`.
     fn queue_fds(&self, port: &Port) -> Vec<(usize, std::os::fd::RawFd)> {
         match &port.dev {
             Device::Tap(t) if t.queues() > 1 => {
                 (0..self.epolls.len()).map(|w| (w, t.queue_fd(w))).collect()
             }
+            Device::Packet(p) if p.queues() > 1 => (0..self.epolls.len())
+                .map(|w| (w, port.dev.queue_fd(w)))
+                .collect(),
             Device::Sink(_) => Vec::new(),
             dev => vec![(port.worker, dev.as_raw_fd())],
         }
@@ -1084,7 +1088,7 @@ impl Switch {
         }
         st.shutting_down = true;
         if let Some(u) = st.uplink.take() {
-            let _ = self.epolls[u.port.worker].delete(u.port.dev.as_raw_fd());
+            self.unregister(&u.port);
         }
         self.shared.shutdown.store(true, Ordering::Relaxed);
         for t in self
@@ -1517,8 +1521,9 @@ fn adopt_endpoint_device(
     .map_err(Error::device("enter network namespace"))?
 }
 
-/// Open host interface `iface` as the uplink: bring it up and bind a packet socket to it.
-fn open_uplink(iface: &str) -> Result<PacketSocket, Error> {
+/// Open host interface `iface` as the uplink: bring it up and bind `queues` packet sockets to
+/// it (one per worker, in one fanout group).
+fn open_uplink(iface: &str, queues: usize) -> Result<PacketQueues, Error> {
     let ifindex = crate::sys::if_nametoindex(iface)
         .map_err(Error::device("look up uplink interface"))?
         .ok_or_else(|| Error::Device {
@@ -1537,7 +1542,13 @@ fn open_uplink(iface: &str) -> Result<PacketSocket, Error> {
         },
     )
     .map_err(Error::device("bring uplink interface up"))?;
-    PacketSocket::open(iface).map_err(Error::device("open uplink interface"))
+    let q = PacketQueues::open(iface, queues).map_err(Error::device("open uplink interface"))?;
+    if q.queues() < queues {
+        log::warn!(
+            "uplink {iface}: this kernel refused a packet fanout group; one worker reads it"
+        );
+    }
+    Ok(q)
 }
 
 /// Drop the last reference to a removed port so its TAP closes (which deletes the device).
@@ -1736,7 +1747,7 @@ impl Switch {
         let dev = if sink {
             Device::Sink(crate::sys::packet::VNET_HDR_LEN)
         } else {
-            Device::Packet(open_uplink(&req.iface)?)
+            Device::Packet(open_uplink(&req.iface, self.epolls.len())?)
         };
         self.remove_uplink_locked(st);
         let mac = MacAddr::gateway_for(&format!("uplink/{}", req.iface));
@@ -1764,7 +1775,7 @@ impl Switch {
         let Some(u) = st.uplink.take() else {
             return false;
         };
-        let _ = self.epolls[u.port.worker].delete(u.port.dev.as_raw_fd());
+        self.unregister(&u.port);
         self.sync(st);
         self.shared.ct.flush(None);
         release_port(u.port);
@@ -2079,11 +2090,8 @@ impl Switch {
             flood: FloodLimiter::new(self.opts.flood_rate),
             spoof_check: false,
         });
-        if !matches!(port.dev, Device::Sink(_)) {
-            self.epolls[worker]
-                .add(port.dev.as_raw_fd(), u64::from(id))
-                .map_err(Error::device("register port with worker"))?;
-        }
+        self.register(&port)
+            .map_err(Error::device("register port with worker"))?;
         Ok(port)
     }
 
@@ -2102,7 +2110,7 @@ impl Switch {
             .collect();
         for p in gone {
             if let Some(v) = st.vteps.remove(&p) {
-                let _ = self.epolls[v.worker].delete(v.dev.as_raw_fd());
+                self.unregister(&v);
                 self.sync(st);
                 release_port(v);
             }

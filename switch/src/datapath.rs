@@ -374,7 +374,7 @@ impl Ctx<'_> {
             let r = match &port.dev {
                 Device::Vxlan(v) => crate::sys::udp::recv_gro(&v.udp, &mut self.gso.rx)
                     .map(|(n, a, g)| Got::Vxlan(n, a, g)),
-                Device::Packet(p) => self.recv_uplink(p).map(Got::Batch),
+                Device::Packet(p) => self.recv_uplink(p.queue(self.c.queue)).map(Got::Batch),
                 dev => dev
                     .read(self.c.queue, self.buf.rx_area(dev.hdr_len()))
                     .map(Got::One),

@@ -10,7 +10,7 @@ use crate::capture::{Dir, Taps};
 use crate::counters::{add_shared, Drop, WorkerCounters};
 use crate::fdb::PortId;
 use crate::model::PortCounters;
-use crate::sys::packet::PacketSocket;
+use crate::sys::packet::PacketQueues;
 use crate::sys::tap::Tap;
 use crate::wire::{MacAddr, VirtioNetHdr};
 
@@ -19,8 +19,8 @@ use crate::wire::{MacAddr, VirtioNetHdr};
 pub enum Device {
     /// A TAP endpoint in a namespace.
     Tap(Tap),
-    /// A host interface taken as the uplink (AF_PACKET).
-    Packet(PacketSocket),
+    /// A host interface taken as the uplink (AF_PACKET sockets, one per worker).
+    Packet(PacketQueues),
     /// A VTEP: VXLAN in (UDP socket) and out (raw IPv4).
     Vxlan(VxlanDev),
     /// No device: frames written are discarded, nothing is ever read. Frames enter through
@@ -53,10 +53,11 @@ impl Device {
         }
     }
 
-    /// The fd of TAP queue `q` (the only fd of other devices).
+    /// The fd of TAP or uplink queue `q` (the only fd of other devices).
     pub fn queue_fd(&self, q: usize) -> std::os::fd::RawFd {
         match self {
             Device::Tap(t) => t.queue_fd(q),
+            Device::Packet(p) => std::os::fd::AsRawFd::as_raw_fd(p.queue(q)),
             dev => std::os::fd::AsRawFd::as_raw_fd(dev),
         }
     }
@@ -65,7 +66,7 @@ impl Device {
     pub fn read(&self, q: usize, buf: &mut [u8]) -> std::io::Result<usize> {
         match self {
             Device::Tap(t) => t.read(q, buf),
-            Device::Packet(p) => p.read(buf),
+            Device::Packet(p) => p.queue(q).read(buf),
             Device::Vxlan(v) => v.udp.recv(buf),
             Device::Sink(_) => Err(std::io::ErrorKind::WouldBlock.into()),
         }
@@ -75,7 +76,7 @@ impl Device {
     pub fn write(&self, q: usize, buf: &[u8]) -> std::io::Result<usize> {
         match self {
             Device::Tap(t) => t.write(q, buf),
-            Device::Packet(p) => p.write(buf),
+            Device::Packet(p) => p.queue(q).write(buf),
             Device::Vxlan(_) => Err(std::io::Error::other(
                 "VXLAN ports send through encapsulation",
             )),
@@ -88,7 +89,7 @@ impl std::os::fd::AsRawFd for Device {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         match self {
             Device::Tap(t) => t.as_raw_fd(),
-            Device::Packet(p) => p.as_raw_fd(),
+            Device::Packet(p) => p.queue(0).as_raw_fd(),
             Device::Vxlan(v) => std::os::fd::AsRawFd::as_raw_fd(&v.udp),
             Device::Sink(_) => -1,
         }

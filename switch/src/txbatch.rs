@@ -92,7 +92,7 @@ impl TxBatch {
         while at < n {
             let r = match &port.dev {
                 Device::Vxlan(v) => v.raw.send_batch(&pkts[at..n], &self.dsts[at..n]),
-                Device::Packet(p) => p.send_batch(&pkts[at..n]),
+                Device::Packet(p) => p.queue(c.queue).send_batch(&pkts[at..n]),
                 // Other devices are written one frame at a time.
                 dev => dev.write(c.queue, pkts[at]).map(|_| 1),
             };

@@ -15,6 +15,10 @@ const PACKET_ADD_MEMBERSHIP: libc::c_int = 1;
 const PACKET_MR_PROMISC: libc::c_ushort = 1;
 const PACKET_VNET_HDR: libc::c_int = 15;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+const PACKET_FANOUT: libc::c_int = 18;
+const PACKET_FANOUT_HASH: u32 = 0;
+const PACKET_FANOUT_FLAG_UNIQUEID: u32 = 0x2000;
+const PACKET_FANOUT_FLAG_IGNORE_OUTGOING: u32 = 0x4000;
 
 /// Size of the virtio-net header on packet sockets (`struct virtio_net_hdr`, no num_buffers).
 pub const VNET_HDR_LEN: usize = 10;
@@ -172,6 +176,88 @@ impl PacketSocket {
             return Err(io::Error::last_os_error());
         }
         Ok(n as usize)
+    }
+}
+
+/// The uplink's packet sockets, one per worker, all bound to one interface and joined in one
+/// `PACKET_FANOUT_HASH` group: the kernel delivers each frame to exactly one of them, chosen by
+/// its flow hash, so the uplink's flows are spread over the workers and each flow stays on one
+/// (in order). With one queue there is no group.
+#[derive(Debug)]
+pub struct PacketQueues {
+    socks: Vec<PacketSocket>,
+}
+
+impl PacketQueues {
+    /// Open `n` (at least one) sockets on `ifname` and join them in a new fanout group. A
+    /// kernel without fanout flags (before 4.20) gets one socket: check [`Self::queues`].
+    pub fn open(ifname: &str, n: usize) -> io::Result<PacketQueues> {
+        let first = PacketSocket::open(ifname)?;
+        if n > 1 {
+            match Self::fanout(first, ifname, n) {
+                Ok(q) => return Ok(q),
+                Err((first, e)) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    return Ok(PacketQueues { socks: vec![first] })
+                }
+                Err((_, e)) => return Err(e),
+            }
+        }
+        Ok(PacketQueues { socks: vec![first] })
+    }
+
+    /// Join `first` and `n - 1` more sockets in a new fanout group; `first` back on failure.
+    fn fanout(
+        first: PacketSocket,
+        ifname: &str,
+        n: usize,
+    ) -> Result<PacketQueues, (PacketSocket, io::Error)> {
+        // The first socket asks the kernel for an unused group id; the others join it. The
+        // group hears the interface in place of its sockets, so it needs its own
+        // ignore-outgoing flag (the sockets' `PACKET_IGNORE_OUTGOING` no longer applies).
+        let raw = first.fd.as_raw_fd();
+        let kind = PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_IGNORE_OUTGOING;
+        let val = (kind | PACKET_FANOUT_FLAG_UNIQUEID) << 16;
+        let mut got: u32 = 0;
+        let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
+        let r = setsockopt(raw, libc::SOL_PACKET, PACKET_FANOUT, &val).and_then(|()| {
+            // SAFETY: `got` is a live u32 and `len` its size; the kernel writes at most `len`
+            // bytes.
+            cvt(unsafe {
+                libc::getsockopt(
+                    raw,
+                    libc::SOL_PACKET,
+                    PACKET_FANOUT,
+                    (&mut got as *mut u32).cast(),
+                    &mut len,
+                )
+            })
+        });
+        if let Err(e) = r {
+            return Err((first, e));
+        }
+        let join = (got & 0xffff) | (kind << 16);
+        let mut socks = Vec::with_capacity(n);
+        socks.push(first);
+        for _ in 1..n {
+            let s = PacketSocket::open(ifname).and_then(|s| {
+                setsockopt(s.fd.as_raw_fd(), libc::SOL_PACKET, PACKET_FANOUT, &join).map(|()| s)
+            });
+            match s {
+                Ok(s) => socks.push(s),
+                Err(e) => return Err((socks.swap_remove(0), e)),
+            }
+        }
+        Ok(PacketQueues { socks })
+    }
+
+    /// How many sockets (queues).
+    pub fn queues(&self) -> usize {
+        self.socks.len()
+    }
+
+    /// The socket of queue `q` (modulo the number of queues).
+    pub fn queue(&self, q: usize) -> &PacketSocket {
+        &self.socks[q % self.socks.len()]
     }
 }
 
