@@ -61,6 +61,9 @@ cleanup() {
     ip netns pids "$n" | xargs -r kill 2>/dev/null || true
     ip netns del "$n"
   done
+  # vswitchd writes /etc/netns/NS/resolv.conf for attached namespaces; a daemon that died
+  # before its own cleanup leaves them.
+  for n in /etc/netns/"$tag"*; do [ -d "$n" ] && rm -rf "$n"; done
   rm -rf "$dir"
 }
 ovs_stop() {
