@@ -59,6 +59,8 @@ pub struct Options {
     pub live_restore: bool,
     /// Queues per endpoint TAP (at most one per worker; 0: one per worker).
     pub tap_queues: usize,
+    /// How long a worker keeps polling its ports after the last frame before it sleeps.
+    pub poll: Duration,
 }
 
 impl Default for Options {
@@ -74,6 +76,7 @@ impl Default for Options {
             underlay_ip: None,
             live_restore: false,
             tap_queues: 0,
+            poll: Duration::from_micros(50),
         }
     }
 }
@@ -325,7 +328,7 @@ impl Switch {
         for i in 0..workers {
             let ep = Arc::new(Epoll::new().map_err(Error::device("create epoll instance"))?);
             let c = Arc::new(WorkerCounters::for_worker(i));
-            let w = Worker::new(shared.clone(), ep.clone(), c.clone());
+            let w = Worker::new(shared.clone(), ep.clone(), c.clone(), opts.poll);
             let t = std::thread::Builder::new()
                 .name(format!("vs-worker-{i}"))
                 .spawn(move || w.run())

@@ -171,6 +171,8 @@ pub struct Worker {
     buf: FrameBuf,
     gso: GsoBufs,
     fdbc: FdbCache,
+    /// How long to keep polling (without sleeping) after the last frame.
+    poll: std::time::Duration,
 }
 
 /// What one receive on a port brought.
@@ -221,8 +223,14 @@ impl GsoBufs {
 }
 
 impl Worker {
-    /// A worker waiting on `epoll` (whose tokens are port ids).
-    pub fn new(shared: Arc<Shared>, epoll: Arc<Epoll>, counters: Arc<WorkerCounters>) -> Worker {
+    /// A worker waiting on `epoll` (whose tokens are port ids) that keeps polling for `poll`
+    /// after its last frame before it sleeps.
+    pub fn new(
+        shared: Arc<Shared>,
+        epoll: Arc<Epoll>,
+        counters: Arc<WorkerCounters>,
+        poll: std::time::Duration,
+    ) -> Worker {
         Worker {
             shared,
             epoll,
@@ -230,21 +238,31 @@ impl Worker {
             buf: FrameBuf::new(),
             gso: GsoBufs::new(),
             fdbc: FdbCache::default(),
+            poll,
         }
     }
 
     /// Run until [`Shared::shutdown`] is set.
     pub fn run(mut self) {
         let mut ready: Vec<u64> = Vec::with_capacity(64);
+        // Polling a little after the last frame (instead of sleeping in epoll at once) saves
+        // the sender the wake-up of this thread for the next one, and the round trip a
+        // reschedule per hop; a runnable task on this core still gets it (yield).
+        let mut last_work = std::time::Instant::now();
         while !self.shared.shutdown.load(Ordering::Relaxed) {
-            if let Err(e) = self.epoll.wait(&mut ready, 100) {
+            let spin = !self.poll.is_zero() && last_work.elapsed() < self.poll;
+            if let Err(e) = self.epoll.wait(&mut ready, if spin { 0 } else { 100 }) {
                 log::error!("epoll wait failed: {e}");
                 std::thread::sleep(std::time::Duration::from_millis(100));
                 continue;
             }
             if ready.is_empty() {
+                if spin {
+                    std::thread::yield_now();
+                }
                 continue;
             }
+            last_work = std::time::Instant::now();
             let cfg = self.shared.config.load();
             let mut ctx = Ctx {
                 buf: &mut self.buf,
