@@ -561,13 +561,10 @@ impl Switch {
     /// `port.worker`.
     fn queue_fds(&self, port: &Port) -> Vec<(usize, std::os::fd::RawFd)> {
         match &port.dev {
-            Device::Tap(t) if t.queues() > 1 => {
-                (0..self.epolls.len()).map(|w| (w, t.queue_fd(w))).collect()
-            }
-            Device::Packet(p) if p.queues() > 1 => (0..self.epolls.len())
-                .map(|w| (w, port.dev.queue_fd(w)))
-                .collect(),
             Device::Sink(_) => Vec::new(),
+            dev if dev.queues() > 1 => (0..self.epolls.len())
+                .map(|w| (w, dev.queue_fd(w)))
+                .collect(),
             dev => vec![(port.worker, dev.as_raw_fd())],
         }
     }

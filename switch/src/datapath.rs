@@ -368,15 +368,9 @@ impl Ctx<'_> {
     /// Send the frame in `self.buf` out of the uplink (`port`), held for a batched send.
     /// // HOT PATH
     pub(crate) fn send_uplink(&mut self, port: &Arc<Port>) {
-        let c = self.c;
         let wire = self.buf.wire_bytes(crate::sys::packet::VNET_HDR_LEN);
-        for _ in 0..port
-            .taps
-            .emit(Dir::Tx, &wire[crate::sys::packet::VNET_HDR_LEN..])
-        {
-            c.drop(Drop::CaptureDropped);
-        }
-        self.gso.txb.send(port, wire, Ipv4Addr::UNSPECIFIED, c);
+        port.capture_tx(&wire[crate::sys::packet::VNET_HDR_LEN..], self.c);
+        self.gso.txb.send(port, wire, Ipv4Addr::UNSPECIFIED, self.c);
     }
 
     /// Send `wire` (`[vnet hdr | frame]`) out of the uplink (`port`), after the frames held.
@@ -832,21 +826,12 @@ impl Ctx<'_> {
         }
         let sport = overlay::source_port(self.buf.data());
         let inner_len = self.buf.len();
-        if let [dst] = vteps {
-            // Unicast: held for a batched send.
-            let hdr: &mut [u8; overlay::OUTER_LEN] = self
-                .buf
-                .headroom_mut(overlay::OUTER_LEN)
-                .try_into()
-                .expect("headroom holds outer headers");
-            overlay::write_outer(hdr, dev.src, *dst, sport, dev.port, vni, inner_len);
-            let pkt = self.buf.with_headroom(overlay::OUTER_LEN);
-            self.gso.txb.send(vtep, pkt, *dst, c);
-            return;
+        // Unicast is held for a batched send. Head-end replication rewrites the outer
+        // destination in place, so each copy goes at once, after what is held.
+        let unicast = vteps.len() == 1;
+        if !unicast {
+            self.flush_tx();
         }
-        // Head-end replication rewrites the outer destination in place: one send per copy,
-        // after what is held.
-        self.flush_tx();
         for (i, dst) in vteps.iter().enumerate() {
             let hdr: &mut [u8; overlay::OUTER_LEN] = self
                 .buf
@@ -859,6 +844,10 @@ impl Ctx<'_> {
                 overlay::set_outer_dst(hdr, *dst);
             }
             let pkt = self.buf.with_headroom(overlay::OUTER_LEN);
+            if unicast {
+                self.gso.txb.send(vtep, pkt, *dst, c);
+                continue;
+            }
             match dev.raw.send_to(pkt, *dst) {
                 Ok(_) => vtep.count_tx(pkt.len()),
                 Err(_) => {

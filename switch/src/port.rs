@@ -53,6 +53,15 @@ impl Device {
         }
     }
 
+    /// Receive queues: one per worker on a multi-queue TAP or the uplink's fanout group, else 1.
+    pub fn queues(&self) -> usize {
+        match self {
+            Device::Tap(t) => t.queues(),
+            Device::Packet(p) => p.queues(),
+            _ => 1,
+        }
+    }
+
     /// The fd of TAP or uplink queue `q` (the only fd of other devices).
     pub fn queue_fd(&self, q: usize) -> std::os::fd::RawFd {
         match self {
@@ -235,6 +244,12 @@ impl Port {
                 counters.drop(Drop::TxError);
             }
         }
+        self.capture_tx(frame, counters);
+    }
+
+    /// Hand a frame sent on this port to its captures (a full capture queue counts a drop).
+    #[inline]
+    pub fn capture_tx(&self, frame: &[u8], counters: &WorkerCounters) {
         for _ in 0..self.taps.emit(Dir::Tx, frame) {
             counters.drop(Drop::CaptureDropped);
         }
