@@ -25,13 +25,24 @@ fi
 [ -e /dev/net/tun ] || { echo "test.sh: /dev/net/tun is missing (no TUN/TAP support)" >&2; exit 1; }
 
 # At most three tests at once: each starts a daemon and real tools on a 2-core machine.
+# --no-fail-fast: one failing test binary must not hide the others; every failure is listed at
+# the end.
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --workspace --locked "$@" -- --test-threads=3 2>&1 | tee "$log"
+cargo test --workspace --locked --no-fail-fast "$@" -- --test-threads=3 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
-# One closing line for the whole run (cargo's last line is a doc-test summary of one crate).
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i == "passed;") p += $(i-1); if ($i == "failed;") f += $(i-1) } }
-     END { printf "%d passed, %d failed\n", p, f }' "$log"
+# One closing summary for the whole run (cargo's last line is a doc-test summary of one crate):
+# the totals, then each failed test with the binary it is in.
+awk '/^ +Running / { bin = $2 }
+     /^ +Doc-tests / { bin = "doc-tests " $2 }
+     /^test .* \.\.\. FAILED$/ { failed[++n] = bin ": " $2 }
+     /^test result:/ { for (i = 1; i <= NF; i++) { if ($i == "passed;") p += $(i-1); if ($i == "failed;") f += $(i-1) } }
+     /^error: could not compile/ { broken[++b] = $0 }
+     END {
+       printf "\n%d passed, %d failed\n", p, f
+       for (i = 1; i <= n; i++) printf "FAILED %s\n", failed[i]
+       for (i = 1; i <= b; i++) printf "%s\n", broken[i]
+     }' "$log"
 exit "$rc"

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use switch::model::*;
 
@@ -41,7 +39,7 @@ fn two_namespaces_ping_each_other_and_the_gateway_with_tcp_and_udp() {
 
     // TCP: a full iperf3 run through the switch.
     let server = b.spawn(&["iperf3", "-s", "-1", "-B", "10.201.1.3"]);
-    std::thread::sleep(Duration::from_millis(500));
+    wait_listening(&b, "tcp", 5201);
     let out = a.exec_ok(&["iperf3", "-c", "10.201.1.3", "-t", "2", "-J"]);
     let v: serde_json::Value = serde_json::from_str(&out).expect("iperf3 JSON");
     let bytes = v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
@@ -54,7 +52,7 @@ fn two_namespaces_ping_each_other_and_the_gateway_with_tcp_and_udp() {
         "UDP4-RECVFROM:5353,bind=10.201.1.3,fork",
         "EXEC:cat",
     ]);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_listening(&b, "udp", 5353);
     let reply = a.exec_ok(&[
         "sh",
         "-c",
@@ -91,20 +89,25 @@ fn networks_are_isolated() {
     // A control: within n1 traffic flows.
     assert!(a.ping("10.201.2.3", 1));
     // a has a default route via n1's gateway; b on n2 must still be unreachable.
-    assert!(!a.ping("10.201.3.2", 2), "a reached b across networks");
+    assert!(a.no_reply("10.201.3.2", 2), "a reached b across networks");
     // Even on-link: give a an address route into n2's subnet and try ARP directly.
     a.exec_ok(&["ip", "route", "add", "10.201.3.0/24", "dev", "eth0"]);
     let cap = d.dir.join("b.pcap");
     let b_port = format!("{}/eth0", b.name);
-    let capture = d.capture_bg(&b_port, &["-w", cap.to_str().unwrap(), "--timeout", "3"]);
-    std::thread::sleep(Duration::from_millis(300));
+    let capture = d.capture_bg(&b_port, &["-w", cap.to_str().unwrap(), "--timeout", "6"]);
     assert!(
-        !a.ping("10.201.3.2", 2),
+        a.no_reply("10.201.3.2", 2),
         "a reached b across networks on-link"
     );
+    // Positive control: the same capture sees b's own traffic to its gateway.
+    assert!(b.ping("10.201.3.1", 1), "b cannot ping its gateway");
     let out = capture.wait();
     assert!(out.status.success());
     let seen = tcpdump_read(&cap);
+    assert!(
+        seen.contains("10.201.3.2 > 10.201.3.1: ICMP echo request"),
+        "the capture on b missed b's own ping (it could not have seen a's frames either): {seen}"
+    );
     assert!(!seen.contains("10.201.2.2"), "b saw a's frames: {seen}");
 }
 
@@ -139,14 +142,19 @@ fn unicast_between_learned_endpoints_is_not_flooded_and_arp_is_suppressed() {
     };
     let on_c = start(format!("{}/eth0", c.name), &cap_c);
     let on_b = start(eb.port.clone(), &cap_b);
-    std::thread::sleep(Duration::from_millis(500));
     let before: StatsInfo = d.ctl_json(&["stats"]);
     a.exec_ok(&["ip", "neigh", "flush", "all"]);
     assert!(a.ping("10.201.4.3", 3));
+    // Positive control: a broadcast (ARP for an address nobody has) does reach c's capture.
+    assert!(a.no_reply("10.201.4.99", 1), "10.201.4.99 answered");
     assert!(on_c.wait().status.success() && on_b.wait().status.success());
     let after: StatsInfo = d.ctl_json(&["stats"]);
 
     let seen_c = tcpdump_read(&cap_c);
+    assert!(
+        seen_c.contains("who-has 10.201.4.99"),
+        "c's capture missed a flooded ARP request (it could not have seen a flood either): {seen_c}"
+    );
     assert!(
         !seen_c.contains("ICMP echo"),
         "c saw unicast between a and b: {seen_c}"
@@ -184,7 +192,6 @@ fn capture_files_and_pipes_are_read_by_tcpdump_and_tshark() {
             &target,
             &["-c", "4", "-w", file.to_str().unwrap(), "--timeout", "10"],
         );
-        std::thread::sleep(Duration::from_millis(300));
         let pinger = a.spawn(&["ping", "-n", "-c", "8", "-i", "0.2", "10.201.5.3"]);
         let out = cap.wait();
         drop(pinger);
@@ -262,7 +269,7 @@ fn detach_and_reattach() {
         a.links()
     );
     assert!(
-        !b.ping(&first.ip.to_string(), 1),
+        b.no_reply(&first.ip.to_string(), 1),
         "detached endpoint still answers"
     );
     let ports: Vec<PortInfo> = d.ctl_json(&["ports"]);
@@ -434,8 +441,21 @@ s.send(b + mine + b"\x08\x06" + arp)                             # ARP claiming 
         );
         ns.exec_ok(&["python3", "-c", &script]);
     };
+    // What b's port receives while `ns` sends its spoofed frames (tcpdump -e lines).
+    let seen_by_b = |ns: &Netns, mac: &str, tag: &str| {
+        let file = d.dir.join(format!("{tag}.pcap"));
+        let f = file.to_str().unwrap();
+        let cap = d.capture_bg(&eb.port, &["-w", f, "--timeout", "3"]);
+        send(ns, mac);
+        assert!(cap.wait().status.success(), "capture on b failed");
+        run_ok(&["tcpdump", "-enr", f])
+    };
     let before: StatsInfo = d.ctl_json(&["stats"]);
-    send(&a, &ea.mac);
+    let from_a = seen_by_b(&a, &ea.mac, "a");
+    assert!(
+        !from_a.contains("02:00:00:00:99:99") && !from_a.contains("10.201.13.99"),
+        "a's spoofed frames reached b: {from_a}"
+    );
     assert!(
         wait_until(3, || d.ctl_json::<StatsInfo>(&["stats"]).drops["spoofed"]
             >= before.drops["spoofed"] + 3),
@@ -450,10 +470,13 @@ s.send(b + mine + b"\x08\x06" + arp)                             # ARP claiming 
         a.ping(&eb.ip.to_string(), 1) && b.ping(&ea.ip.to_string(), 1),
         "traffic disturbed"
     );
-    // The endpoint that may spoof is not filtered.
+    // The endpoint that may spoof is not filtered: the same frames arrive at b, uncounted.
     let mid: StatsInfo = d.ctl_json(&["stats"]);
-    send(&r, &er.mac);
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    let from_r = seen_by_b(&r, &er.mac, "r");
+    assert!(
+        from_r.contains("02:00:00:00:99:99") && from_r.contains("10.201.13.99"),
+        "the --allow-spoof endpoint's frames did not reach b: {from_r}"
+    );
     let after: StatsInfo = d.ctl_json(&["stats"]);
     assert_eq!(
         after.drops["spoofed"], mid.drops["spoofed"],
@@ -525,9 +548,7 @@ fn endpoints_get_one_queue_per_worker_unless_told_otherwise() {
         );
         // Four TCP flows (spread over the queues when there are several) all get through.
         let _srv = b.spawn(&["iperf3", "-s", "-p", "5202"]);
-        assert!(wait_until(5, || b
-            .exec_ok(&["ss", "-Hlnt"])
-            .contains(":5202")));
+        wait_listening(&b, "tcp", 5202);
         let o = a.exec(&[
             "iperf3",
             "-c",

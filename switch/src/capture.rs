@@ -193,8 +193,27 @@ mod test {
 
     #[test]
     fn idle_taps_copy_nothing() {
-        let t = Taps::default();
-        assert_eq!(t.emit(Dir::Rx, &[1, 2, 3]), 0);
+        let t = Arc::new(Taps::default());
+        assert!(!t.active.load(Ordering::Relaxed), "fresh taps must be idle");
+        let s = Session::start(1, vec![(t.clone(), true, true)]);
+        assert!(
+            t.active.load(Ordering::Relaxed),
+            "a session makes them active"
+        );
+        t.emit(Dir::Rx, &[1]);
+        let frames = s.frames.clone();
+        drop(s);
+        // Idle again: a frame emitted now reaches no one, and nothing is dropped either.
+        assert!(
+            !t.active.load(Ordering::Relaxed),
+            "an ended session left them active"
+        );
+        assert_eq!(t.emit(Dir::Rx, &[2]), 0);
+        assert_eq!(frames.try_recv().map(|c| c.data).ok(), Some(vec![1]));
+        assert!(
+            frames.try_recv().is_err(),
+            "a frame was copied after the session ended"
+        );
     }
 
     #[test]

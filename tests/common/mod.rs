@@ -168,7 +168,12 @@ impl Daemon {
             .args(args)
             .spawn()
             .expect("start vswitchctl capture");
-        KillOnDrop(Some(c))
+        let k = KillOnDrop(Some(c));
+        // With `-w FILE`, return once the session is registered (the pcap header is written).
+        if let Some(i) = args.iter().position(|a| *a == "-w") {
+            wait_pcap_ready(Path::new(args[i + 1]));
+        }
+        k
     }
 
     /// The daemon's stderr so far.
@@ -335,22 +340,53 @@ impl Netns {
         KillOnDrop(Some(c))
     }
 
-    /// `ping -c COUNT -W 2 ADDR` from this namespace; true when every reply came back.
+    /// `ping -c COUNT ADDR` from this namespace with a deadline long enough for every reply;
+    /// returns how many replies came back. A ping whose summary cannot be read fails the test.
+    pub fn pings(&self, addr: &str, count: u32) -> u32 {
+        self.pings_with(addr, count, &[])
+    }
+
+    /// [`Netns::pings`] with more ping options (`-s SIZE`, `-M do`, ...).
+    pub fn pings_with(&self, addr: &str, count: u32, extra: &[&str]) -> u32 {
+        // -w: ping waits for all COUNT replies (or the deadline), instead of leaving after the
+        // last request with whatever arrived; -W only bounds the wait for one reply.
+        let deadline = (count as f64 * 0.2 + 3.0).ceil().to_string();
+        let n = count.to_string();
+        let mut cmd = vec![
+            "ping", "-n", "-q", "-c", &n, "-i", "0.2", "-W", "2", "-w", &deadline,
+        ];
+        cmd.extend_from_slice(extra);
+        cmd.push(addr);
+        let o = self.exec(&cmd);
+        let out = String::from_utf8_lossy(&o.stdout);
+        let (sent, received) = ping_summary(&out).unwrap_or_else(|| {
+            panic!(
+                "in {}: ping {addr} printed no summary: {out}{}",
+                self.name,
+                String::from_utf8_lossy(&o.stderr)
+            )
+        });
+        assert!(
+            sent >= count.min(1),
+            "in {}: ping {addr} sent nothing: {out}",
+            self.name
+        );
+        received
+    }
+
+    /// True when every one of `count` pings to `addr` was answered (no loss tolerated).
     pub fn ping(&self, addr: &str, count: u32) -> bool {
-        self.exec(&[
-            "ping",
-            "-n",
-            "-q",
-            "-c",
-            &count.to_string(),
-            "-i",
-            "0.2",
-            "-W",
-            "2",
-            addr,
-        ])
-        .status
-        .success()
+        let got = self.pings(addr, count);
+        if got != count {
+            eprintln!("ping {addr} from {}: {got} of {count} replies", self.name);
+        }
+        got == count
+    }
+
+    /// True when none of `count` pings to `addr` was answered: the negative of [`Netns::ping`]
+    /// (`!ping` would only mean "at least one was lost").
+    pub fn no_reply(&self, addr: &str, count: u32) -> bool {
+        self.pings(addr, count) == 0
     }
 
     /// Interface names in the namespace.
@@ -410,6 +446,71 @@ pub fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
             return false;
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `(transmitted, received)` from ping's summary line ("3 packets transmitted, 3 received, ...").
+pub fn ping_summary(out: &str) -> Option<(u32, u32)> {
+    let line = out.lines().find(|l| l.contains("packets transmitted"))?;
+    let mut parts = line.split(", ");
+    let sent = parts.next()?.split_whitespace().next()?.parse().ok()?;
+    let received = parts.next()?.split_whitespace().next()?.parse().ok()?;
+    Some((sent, received))
+}
+
+/// Wait until the pcap file `file` has its 24-byte header: the capture session is registered
+/// with the daemon (the header is sent only after that), so frames from now on are seen.
+pub fn wait_pcap_ready(file: &Path) {
+    let ready = wait_until(10, || {
+        std::fs::metadata(file)
+            .map(|m| m.len() >= 24)
+            .unwrap_or(false)
+    });
+    assert!(
+        ready,
+        "capture {} did not start within 10 s",
+        file.display()
+    );
+}
+
+/// Start `tcpdump ARGS` in `ns` (or the test's namespace) and return once it says it is
+/// listening, so no frame sent afterwards is missed.
+pub fn tcpdump_bg(ns: Option<&Netns>, args: &[&str]) -> KillOnDrop {
+    use std::io::{BufRead, BufReader};
+    let mut cmd = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &ns.name, "tcpdump"]);
+            c
+        }
+        None => Command::new("tcpdump"),
+    };
+    let mut child = cmd
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn tcpdump {args:?}: {e}"));
+    let stderr = child.stderr.take().expect("tcpdump stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut said = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("listening on") {
+                let _ = tx.send(Ok(()));
+            }
+            said.push_str(&line);
+            said.push('\n');
+        }
+        let _ = tx.send(Err(said));
+    });
+    match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(Ok(())) => KillOnDrop(Some(child)),
+        Ok(Err(said)) => panic!("tcpdump {args:?} exited before listening: {said}"),
+        Err(_) => {
+            let _ = child.kill();
+            panic!("tcpdump {args:?} did not start listening within 10 s")
+        }
     }
 }
 
@@ -474,17 +575,24 @@ pub fn peer_server(ns: &Netns, proto: &str, bind: &str, port: u16) -> KillOnDrop
         &listen,
         "SYSTEM:echo peer=$SOCAT_PEERADDR; cat >/dev/null",
     ]);
+    wait_listening(ns, proto, port);
+    k
+}
+
+/// Wait until something in `ns` listens on `proto` ("tcp" or "udp") `port` (`ss -l`).
+pub fn wait_listening(ns: &Netns, proto: &str, port: u16) {
     let probe = if proto == "udp" { "-lnu" } else { "-lnt" };
-    let ok = wait_until(5, || {
-        ns.exec_ok(&["ss", "-H", probe])
-            .contains(&format!(":{port}"))
+    let ok = wait_until(10, || {
+        ns.exec_ok(&["ss", "-H", probe]).lines().any(|l| {
+            l.split_whitespace()
+                .any(|w| w.ends_with(&format!(":{port}")))
+        })
     });
     assert!(
         ok,
-        "{proto} server on {bind}:{port} in {} did not start",
+        "nothing listens on {proto} port {port} in {} after 10 s",
         ns.name
     );
-    k
 }
 
 /// Ask a [`peer_server`] at `addr:port` from `ns`; returns the answer (empty if none came).
