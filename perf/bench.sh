@@ -291,3 +291,10 @@ for name, ref, t1, t4, u, l in rows:
         ratio = " / ".join(parts) + " vs " + ref
     print(f"| {name} | {t1} | {t4} | {u} | {l} | {ratio} |")
 EOF
+# A failed measurement is a failed run: the table above shows which cells ("fail"), and the
+# script exits non-zero so no one mistakes a partial table for a result.
+failed=0
+for r in "${rows[@]}"; do
+  case "|$r|" in *"|fail|"*) failed=1; log "measurement failed: ${r%%|*}" ;; esac
+done
+[ "$failed" = 0 ] || { log "some measurements failed (cells marked 'fail' above)"; exit 1; }

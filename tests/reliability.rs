@@ -48,6 +48,12 @@ fn overlay_pair(d1: &Daemon, d2: &Daemon, subnet: &str, vni: &str) {
     }
 }
 
+/// How soon traffic must be back after a restarted daemon answers its API. The README states
+/// 3 ms (flat) and 7 ms (overlay): the first ping after the restart is answered. 100 ms leaves
+/// room for a loaded 2-core machine (running `ip netns exec ping` alone costs a few ms) and is
+/// still below the 200 ms that a single lost ping costs, so it fails when the first ping is lost.
+const RESTART_MS: u128 = 100;
+
 /// Milliseconds until one ping from `ns` to `addr` is answered (polling with 200 ms pings), or
 /// `None` after 10 s.
 fn ms_until_ping(ns: &Netns, addr: &str) -> Option<u128> {
@@ -92,7 +98,10 @@ fn live_restore_keeps_endpoints_through_kill_9_and_nat_flows_through_sigterm() {
     l.d.spawn(&["--live-restore"]);
     let ms = ms_until_ping(&a, &bip).expect("no traffic within 10 s of the restart");
     eprintln!("traffic back {ms} ms after the restarted daemon answered");
-    assert!(ms <= 1000, "traffic took {ms} ms to come back (limit 1 s)");
+    assert!(
+        ms <= RESTART_MS,
+        "traffic took {ms} ms to come back (limit {RESTART_MS} ms)"
+    );
     assert_eq!(
         (eth0(&a), eth0(&b)),
         before,
@@ -185,7 +194,10 @@ fn live_restore_brings_an_overlay_endpoint_back_with_its_peers() {
     d1.spawn(&["--live-restore"]);
     let ms = ms_until_ping(&a, "10.234.0.12").expect("no overlay traffic after the restart");
     eprintln!("overlay traffic back {ms} ms after the restarted daemon answered");
-    assert!(ms <= 1000, "overlay traffic took {ms} ms to come back");
+    assert!(
+        ms <= RESTART_MS,
+        "overlay traffic took {ms} ms to come back (limit {RESTART_MS} ms)"
+    );
     assert_eq!(eth0(&a), before);
     let peers: Vec<String> = d1.ctl_json(&["peer", "ls", "ov"]);
     assert_eq!(peers, vec![Underlay::ip(2)]);
@@ -234,14 +246,23 @@ fn proc_status(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status")
 }
 
-/// The number after `name` in a `/proc/PID/status` text (0 when absent).
+/// The number after `name` in a `/proc/PID/status` text; a missing or unreadable field fails
+/// the test (a 0 would pass every "at most" check).
 fn status_field(status: &str, name: &str) -> u64 {
     status
         .lines()
         .find(|l| l.starts_with(name))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+        .filter(|v| *v > 0)
+        .unwrap_or_else(|| panic!("no {name} in /proc/PID/status: {status}"))
+}
+
+/// The `sent` count of a hostile.py report (a report without one fails the test).
+fn sent(r: &serde_json::Value) -> u64 {
+    r["sent"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("hostile.py report without `sent`: {r}"))
 }
 
 /// Ping, TCP and UDP between `x` and the peer servers of `y` at `yip`.
@@ -298,13 +319,13 @@ fn hostile_frames_floods_and_a_syn_flood_leave_everyone_else_forwarding() {
     m.exec_ok(&["ip", "link", "set", "eth0", "mtu", "9000"]);
     let r2 = hostile(&m, &["frames", "eth0", "10000", "2", &mac, &ip, &targets]);
     let r3 = hostile(&m, &["vnet", "eth0", "10000", "3", &mac, &ip, &targets]);
-    let bad = [&r1, &r2, &r3]
-        .iter()
-        .map(|r| r["sent"].as_u64().unwrap_or(0))
-        .sum::<u64>();
+    // Each phase must have sent its frames: the kernel takes every plain frame, and only the
+    // virtio-net headers it can parse (about one in six of the lying ones).
+    assert!(sent(&r1) >= 29_000, "phase 1 sent too little: {r1}");
+    assert!(sent(&r2) >= 9_500, "phase 2 sent too little: {r2}");
     assert!(
-        bad >= 40_000,
-        "only {bad} hostile frames left the namespace"
+        sent(&r3) >= 500,
+        "the virtio-net phase sent too little: {r3}"
     );
     assert!(
         r2["kinds"]["oversized"].as_u64().unwrap_or(0) > 0,
@@ -314,16 +335,50 @@ fn hostile_frames_floods_and_a_syn_flood_leave_everyone_else_forwarding() {
 
     // 2. A MAC flood of 200 000 random sources from the --allow-spoof endpoint, and a broadcast
     //    storm of 100 000 ARP requests from the ordinary one.
-    hostile(&f, &["macflood", "eth0", "200000"]);
-    hostile(&m, &["storm", "eth0", "100000", &ip]);
+    let mf = hostile(&f, &["macflood", "eth0", "200000"]);
+    assert!(sent(&mf) >= 199_000, "MAC flood sent too little: {mf}");
+    let st = hostile(&m, &["storm", "eth0", "100000", &ip]);
+    assert!(sent(&st) >= 99_000, "broadcast storm sent too little: {st}");
     let fdb: Vec<FdbEntryInfo> = l.d.ctl_json(&["fdb", "front"]);
     assert!(fdb.len() <= 1000, "FDB grew past --fdb-max: {}", fdb.len());
     still_talking(&c, &bip);
 
-    // 3. A SYN flood at the published port from 20 000 random sources. The table stays within
-    //    --conntrack-max, half-open flows make room for real connections, and a client still
-    //    gets through.
-    hostile(&l.out, &["synflood", UPLINK, "8080", "20000"]);
+    // 3. A SYN flood at the published port from random sources. The table stays within
+    //    --conntrack-max, half-open flows make room for real connections, and a client gets
+    //    through while the flood is still going (checked: the flooder has not finished).
+    let mut flood = l
+        .out
+        .spawn(&["python3", HOSTILE, "synflood", UPLINK, "8080", "60000"]);
+    let flooding = wait_until(10, || {
+        l.d.ctl_json::<StatsInfo>(&["stats"]).events["conntrack_early_drop"] > 0
+    });
+    assert!(flooding, "the SYN flood never filled the table");
+    let during = ask(&l.out, "tcp", UPLINK, 8080);
+    let still_flooding = flood
+        .0
+        .as_mut()
+        .expect("flooder")
+        .try_wait()
+        .expect("poll flooder")
+        .is_none();
+    assert_eq!(
+        during,
+        format!("peer={OUTSIDE}"),
+        "the published port is locked out during the SYN flood"
+    );
+    assert!(
+        still_flooding,
+        "the flood ended before the client's answer came: nothing was shown (raise its count)"
+    );
+    let out = flood.wait();
+    let sf: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "synflood report: {e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(sent(&sf) >= 59_000, "SYN flood sent too little: {sf}");
     let s: StatsInfo = l.d.ctl_json(&["stats"]);
     let ct: Vec<ConntrackEntry> = l.d.ctl_json(&["conntrack"]);
     assert!(
@@ -342,9 +397,18 @@ fn hostile_frames_floods_and_a_syn_flood_leave_everyone_else_forwarding() {
         "the published port is locked out after the SYN flood"
     );
 
-    // Afterwards: alive, bounded, nothing lost, everyone else still talking, drops counted.
+    // Afterwards: alive, bounded, nothing lost, everyone else still talking, and every drop
+    // counter the README lists for this barrage counted.
     let s: StatsInfo = l.d.ctl_json(&["stats"]);
-    for d in ["malformed", "flood_limited", "fdb_full", "spoofed"] {
+    for d in [
+        "malformed",
+        "flood_limited",
+        "fdb_full",
+        "spoofed",
+        "fragment",
+        "no_route",
+        "ttl",
+    ] {
         assert!(s.drops[d] > 0, "no {d} drops counted: {:?}", s.drops);
     }
     let inspect: NetworkInfo = l.d.ctl_json(&["network", "inspect", "front"]);
@@ -356,9 +420,16 @@ fn hostile_frames_floods_and_a_syn_flood_leave_everyone_else_forwarding() {
         "vswitchd memory: peak {peak0} KiB before, {peak} KiB after ({rss} KiB resident); drops {:?}",
         s.drops
     );
+    // The README states 10 -> 12 MiB. Allow twice that for the peak and 8 MiB of growth
+    // (allocator and thread-stack noise between runs), far below what an unbounded table
+    // under a 200 000-MAC flood or a SYN flood would take.
     assert!(
-        peak < 256 * 1024,
-        "vswitchd peaked at {peak} KiB under hostile traffic"
+        peak <= 24 * 1024,
+        "vswitchd peaked at {peak} KiB under hostile traffic (README: 12 MiB)"
+    );
+    assert!(
+        peak <= peak0 + 8 * 1024,
+        "vswitchd grew from {peak0} to {peak} KiB under hostile traffic (README: 10 -> 12 MiB)"
     );
 }
 
@@ -388,12 +459,13 @@ fn vxlan_garbage_and_lying_offload_headers_leave_the_overlay_forwarding() {
         &u.hosts[2],
         &["vxlan", &Underlay::ip(1), "4789", "10000", "42"],
     );
-    assert!(v1["sent"].as_u64().unwrap_or(0) + v2["sent"].as_u64().unwrap_or(0) >= 29_000);
+    assert!(sent(&v1) >= 19_500, "VXLAN garbage from the peer: {v1}");
+    assert!(sent(&v2) >= 9_500, "VXLAN garbage from the stranger: {v2}");
     // Lying offload metadata from an overlay endpoint, to a remote endpoint (the switch
     // segments super-frames for the tunnel itself) and to the gateway.
     let net: NetworkInfo = d1.ctl_json(&["network", "inspect", "ov"]);
     let targets = format!("{}=10.251.0.12,{}=10.251.0.1", eb.mac, net.gateway_mac);
-    hostile(
+    let r4 = hostile(
         &m,
         &[
             "vnet",
@@ -405,7 +477,7 @@ fn vxlan_garbage_and_lying_offload_headers_leave_the_overlay_forwarding() {
             &targets,
         ],
     );
-    hostile(
+    let r5 = hostile(
         &m,
         &[
             "frames",
@@ -416,6 +488,14 @@ fn vxlan_garbage_and_lying_offload_headers_leave_the_overlay_forwarding() {
             "10.251.0.13",
             &targets,
         ],
+    );
+    assert!(
+        sent(&r4) >= 500,
+        "overlay virtio-net phase sent too little: {r4}"
+    );
+    assert!(
+        sent(&r5) >= 9_500,
+        "overlay malformed phase sent too little: {r5}"
     );
     let s: StatsInfo = d1.ctl_json(&["stats"]);
     for d in ["malformed", "vxlan_unknown_vni", "vxlan_unknown_peer"] {
@@ -471,7 +551,11 @@ fn soak_attach_and_detach_100_namespaces_under_traffic() {
         .exec_ok(&["ss", "-Hlnt"])
         .contains(":5201")));
     let pings = (secs * 20).to_string();
-    let ping = x.spawn(&["ping", "-n", "-q", "-i", "0.05", "-c", &pings, &yip]);
+    // -w: wait for every reply (a late last reply is not a lost one).
+    let deadline = (secs + 10).to_string();
+    let ping = x.spawn(&[
+        "ping", "-n", "-q", "-i", "0.05", "-c", &pings, "-w", &deadline, &yip,
+    ]);
     let tcp = x.spawn(&[
         "iperf3",
         "-c",
@@ -540,15 +624,16 @@ fn soak_attach_and_detach_100_namespaces_under_traffic() {
     }
     let p = ping.wait();
     let out = String::from_utf8_lossy(&p.stdout);
-    let loss: f64 = out
-        .split(", ")
-        .find(|s| s.ends_with("packet loss"))
-        .and_then(|s| s.split('%').next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(100.0);
+    let (sent, received) =
+        ping_summary(&out).unwrap_or_else(|| panic!("no ping summary from the soak: {out}"));
     let t = tcp.wait();
-    eprintln!("soak: {rounds} rounds of 100 attach+detach; ping loss {loss}%");
-    assert!(loss <= 1.0, "ping lost {loss}% during the soak: {out}");
+    eprintln!("soak: {rounds} rounds of 100 attach+detach; {received} of {sent} pings answered");
+    // The README states 0% loss: no reply may be lost.
+    assert!(
+        sent >= secs as u32 * 20 && received == sent,
+        "ping lost {} of {sent} replies during the soak: {out}",
+        sent - received
+    );
     assert!(
         t.status.success(),
         "TCP between the steady endpoints failed during the soak: {}",
