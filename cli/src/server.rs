@@ -390,3 +390,341 @@ pub fn listen(path: &Path) -> Result<tokio::net::UnixListener, ListenError> {
         .map_err(|e| io("configure control socket", e))?;
     tokio::net::UnixListener::from_std(l).map_err(|e| io("register control socket", e))
 }
+
+#[cfg(test)]
+mod test {
+    //! The API router driven in-process (`tower::ServiceExt::oneshot`) against a switch without
+    //! devices: only verbs that need no TAP, namespace or host interface, so no root is needed.
+    //! The peer credentials a Unix socket would give are put in each request by hand.
+
+    use axum::extract::ConnectInfo;
+    use axum::http::{Method, Request};
+    use serde::de::DeserializeOwned;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    struct Api {
+        sw: Arc<Switch>,
+        app: Router,
+    }
+
+    impl Drop for Api {
+        fn drop(&mut self) {
+            self.sw.shutdown();
+        }
+    }
+
+    fn api() -> Api {
+        let sw = Switch::start(switch::Options::default()).expect("start switch");
+        Api {
+            app: router(sw.clone()),
+            sw,
+        }
+    }
+
+    #[derive(Debug)]
+    struct Reply {
+        status: StatusCode,
+        content_type: String,
+        body: Vec<u8>,
+    }
+
+    impl Reply {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.body).into_owned()
+        }
+
+        /// The body as `T`, after checking the status is a success.
+        fn json<T: DeserializeOwned>(&self) -> T {
+            assert!(self.status.is_success(), "{self:?}: {}", self.text());
+            serde_json::from_slice(&self.body).expect("JSON body")
+        }
+
+        /// The `{"error": "..."}` body of a failure with `status`: one non-empty line.
+        fn error(&self, status: u16) -> String {
+            assert_eq!(self.status.as_u16(), status, "{}", self.text());
+            assert_eq!(self.content_type, "application/json", "{}", self.text());
+            let e: ErrorBody = serde_json::from_slice(&self.body).expect("error body");
+            assert_one_line(&e.error);
+            e.error
+        }
+    }
+
+    fn assert_one_line(s: &str) {
+        assert!(!s.trim().is_empty(), "empty error");
+        assert!(!s.trim().contains('\n'), "more than one line: {s:?}");
+    }
+
+    /// Call the API as `peer` (`None`: a connection whose credentials are unknown).
+    async fn call_as(
+        app: &Router,
+        peer: Option<Peer>,
+        method: Method,
+        uri: &str,
+        body: Option<&str>,
+    ) -> Reply {
+        let mut req = Request::builder().method(method).uri(uri);
+        if body.is_some() {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+        }
+        let mut req = req
+            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+            .expect("request");
+        if let Some(p) = peer {
+            req.extensions_mut().insert(ConnectInfo(p));
+        }
+        let resp = app.clone().oneshot(req).await.expect("infallible");
+        let status = resp.status();
+        let content_type = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .expect("body")
+            .to_vec();
+        Reply {
+            status,
+            content_type,
+            body,
+        }
+    }
+
+    /// Call the API as root.
+    async fn call(app: &Router, method: Method, uri: &str, body: Option<&str>) -> Reply {
+        call_as(app, Some(Peer { uid: Some(0) }), method, uri, body).await
+    }
+
+    #[tokio::test]
+    async fn only_root_may_call() {
+        let a = api();
+        let r = call_as(&a.app, None, Method::GET, routes::NETWORKS, None).await;
+        let e = r.error(403);
+        assert!(
+            e.contains("root only") && e.contains("an unknown user"),
+            "{e}"
+        );
+        let r = call_as(
+            &a.app,
+            Some(Peer { uid: Some(1000) }),
+            Method::POST,
+            routes::NETWORKS,
+            Some(r#"{"name":"front","subnet":"10.9.0.0/24"}"#),
+        )
+        .await;
+        assert!(r.error(403).contains("uid 1000"));
+        assert!(
+            a.sw.networks().is_empty(),
+            "refused requests change nothing"
+        );
+        let r = call(&a.app, Method::GET, routes::NETWORKS, None).await;
+        assert!(r.json::<Vec<NetworkInfo>>().is_empty());
+    }
+
+    #[tokio::test]
+    async fn network_create_ls_inspect_rm_round_trip() {
+        let a = api();
+        let body = r#"{"name":"front","subnet":"10.9.0.0/24","mtu":1400}"#;
+        let created: NetworkInfo = call(&a.app, Method::POST, routes::NETWORKS, Some(body))
+            .await
+            .json();
+        assert_eq!(created.name, "front");
+        assert_eq!(created.subnet, "10.9.0.0/24");
+        assert_eq!(created.gateway.to_string(), "10.9.0.1");
+        assert_eq!(created.mtu, 1400);
+        assert!(created.endpoints.is_empty());
+
+        let again = call(&a.app, Method::POST, routes::NETWORKS, Some(body)).await;
+        assert!(again.error(409).contains("already exists"));
+        let overlap = r#"{"name":"other","subnet":"10.9.0.128/25"}"#;
+        let r = call(&a.app, Method::POST, routes::NETWORKS, Some(overlap)).await;
+        assert!(r.error(409).contains("overlaps network 'front'"));
+
+        let ls: Vec<NetworkInfo> = call(&a.app, Method::GET, routes::NETWORKS, None)
+            .await
+            .json();
+        assert_eq!(ls, std::slice::from_ref(&created));
+        let inspect: NetworkInfo = call(&a.app, Method::GET, "/v1/networks/front", None)
+            .await
+            .json();
+        assert_eq!(inspect, created);
+
+        // The read-only verbs work on it too.
+        let fdb: Vec<FdbEntryInfo> = call(&a.app, Method::GET, "/v1/fdb?network=front", None)
+            .await
+            .json();
+        assert!(fdb.is_empty());
+        let ct: Vec<ConntrackEntry> =
+            call(&a.app, Method::GET, "/v1/conntrack?network=front", None)
+                .await
+                .json();
+        assert!(ct.is_empty());
+        let stats: StatsInfo = call(&a.app, Method::GET, routes::STATS, None).await.json();
+        assert_eq!(stats.drops.get("malformed"), Some(&0));
+        let ports: Vec<PortInfo> = call(&a.app, Method::GET, routes::PORTS, None).await.json();
+        assert!(ports.is_empty());
+
+        let r = call(&a.app, Method::DELETE, "/v1/networks/front", None).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+        let r = call(&a.app, Method::GET, "/v1/networks/front", None).await;
+        assert!(r.error(404).contains("'front' not found"));
+        let ls: Vec<NetworkInfo> = call(&a.app, Method::GET, routes::NETWORKS, None)
+            .await
+            .json();
+        assert!(ls.is_empty());
+    }
+
+    #[tokio::test]
+    async fn bad_bodies_are_refused_with_a_one_line_4xx() {
+        let a = api();
+        // Rejected by the JSON extractor (axum's own plain-text answer), before any handler.
+        for (body, status, mentions) in [
+            ("{not json", 400, "JSON"),
+            (r#"{"name":"front"}"#, 422, "subnet"),
+            (
+                r#"{"name":"front","subnet":"10.9.0.0/24","colour":"red"}"#,
+                422,
+                "colour",
+            ),
+            (r#"{"name":"front","subnet":24}"#, 422, "subnet"),
+        ] {
+            let r = call(&a.app, Method::POST, routes::NETWORKS, Some(body)).await;
+            assert_eq!(r.status.as_u16(), status, "{body}: {}", r.text());
+            assert_one_line(&r.text());
+            assert!(r.text().contains(mentions), "{body}: {}", r.text());
+        }
+        // A JSON body without its content type.
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(routes::NETWORKS)
+            .body(Body::from(r#"{"name":"front","subnet":"10.9.0.0/24"}"#))
+            .expect("request");
+        req.extensions_mut()
+            .insert(ConnectInfo(Peer { uid: Some(0) }));
+        let r = a.app.clone().oneshot(req).await.expect("infallible");
+        assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+        // Well-formed JSON the switch refuses: its own one-line error, as JSON.
+        for (body, mentions) in [
+            (r#"{"name":"front","subnet":"10.9.0.0/33"}"#, "10.9.0.0/33"),
+            (
+                r#"{"name":"bad name!","subnet":"10.9.0.0/24"}"#,
+                "invalid network name",
+            ),
+            (
+                r#"{"name":"front","subnet":"10.9.0.0/24","gateway":"10.8.0.1"}"#,
+                "gateway 10.8.0.1",
+            ),
+            (
+                r#"{"name":"front","subnet":"10.9.0.0/24","mtu":20}"#,
+                "MTU 20",
+            ),
+        ] {
+            let r = call(&a.app, Method::POST, routes::NETWORKS, Some(body)).await;
+            let e = r.error(400);
+            assert!(e.contains(mentions), "{body}: {e}");
+        }
+        assert!(a.sw.networks().is_empty(), "nothing was created");
+    }
+
+    #[tokio::test]
+    async fn unknown_network_is_a_404_naming_it() {
+        let a = api();
+        for (method, uri, body) in [
+            (Method::GET, "/v1/networks/nope", None),
+            (Method::DELETE, "/v1/networks/nope", None),
+            (Method::GET, "/v1/fdb?network=nope", None),
+            (Method::GET, "/v1/conntrack?network=nope", None),
+            (Method::DELETE, "/v1/conntrack?network=nope", None),
+            (
+                Method::POST,
+                "/v1/networks/nope/links",
+                Some(r#"{"peer":"x"}"#),
+            ),
+            (Method::DELETE, "/v1/networks/nope/links/x", None),
+            // Attach and detach look the network up before touching any namespace or device.
+            (
+                Method::POST,
+                routes::ENDPOINTS,
+                Some(r#"{"netns":"ns1","network":"nope"}"#),
+            ),
+            (Method::DELETE, "/v1/endpoints/ns1/nope", None),
+        ] {
+            let r = call(&a.app, method.clone(), uri, body).await;
+            let e = r.error(404);
+            assert!(e.contains("'nope'"), "{method} {uri}: {e}");
+        }
+        let r = call(&a.app, Method::GET, routes::UPLINK, None).await;
+        assert!(r.error(404).contains("no uplink"));
+        let r = call(&a.app, Method::DELETE, routes::UPLINK, None).await;
+        assert!(r.error(404).contains("no uplink"));
+        // An unknown query parameter is refused, not ignored.
+        let r = call(&a.app, Method::GET, "/v1/fdb?netwrk=front", None).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+        assert_one_line(&r.text());
+    }
+
+    #[tokio::test]
+    async fn capture_on_an_unknown_target_is_refused() {
+        let a = api();
+        let r = call(&a.app, Method::GET, "/v1/capture?target=nope", None).await;
+        assert!(r.error(404).contains("'nope'"));
+        let r = call(&a.app, Method::GET, "/v1/capture", None).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "no target: {}", r.text());
+        assert_one_line(&r.text());
+
+        // A known network with nothing going on: the pcap header alone, then the end.
+        a.sw.create_network(&NetworkCreate::flat("front", "10.9.0.0/24"))
+            .expect("network");
+        let r = call(
+            &a.app,
+            Method::GET,
+            "/v1/capture?target=front&timeout=0",
+            None,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.content_type, "application/vnd.tcpdump.pcap");
+        assert_eq!(r.body, pcap_header());
+    }
+
+    #[tokio::test]
+    async fn capture_streams_a_sink_port_as_pcap() {
+        let a = api();
+        a.sw.create_network(&NetworkCreate::flat("front", "10.9.0.0/24"))
+            .expect("network");
+        let p =
+            a.sw.attach_sink(&AttachRequest::new("a", "front"))
+                .expect("sink");
+        let q =
+            a.sw.attach_sink(&AttachRequest::new("b", "front"))
+                .expect("sink");
+        let mut req = Request::builder()
+            .uri(format!("/v1/capture?target={}&count=1&timeout=10", p.port))
+            .body(Body::empty())
+            .expect("request");
+        req.extensions_mut()
+            .insert(ConnectInfo(Peer { uid: Some(0) }));
+        // The session exists once the response head is back; then b broadcasts, a gets it.
+        let resp = a.app.clone().oneshot(req).await.expect("infallible");
+        assert_eq!(resp.status(), StatusCode::OK);
+        let qmac: switch::wire::MacAddr = q.mac.parse().expect("mac");
+        let mut frame = vec![0u8; 12];
+        frame.extend_from_slice(&[0xff; 6]);
+        frame.extend_from_slice(&qmac.0);
+        frame.extend_from_slice(&[0x88, 0xb5]); // local experimental EtherType
+        frame.extend_from_slice(&[0x5a; 46]);
+        assert!(a.sw.inject(a.sw.port_id(&q.port).expect("port"), &frame));
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        assert_eq!(body[..24], pcap_header());
+        let rec = &body[24..];
+        assert_eq!(rec.len(), 16 + 60, "one record of the 60-byte frame");
+        assert_eq!(u32::from_le_bytes(rec[8..12].try_into().unwrap()), 60);
+        assert_eq!(rec[16..], frame[12..]);
+    }
+}

@@ -83,7 +83,7 @@ fn injected_frames_run_the_whole_datapath() {
     // L2: a to b is forwarded (b's TAP would get it).
     assert!(sw.inject(pa, &syn(12, mb, ma, a.ip, b.ip, 1000, 80, 0x02)));
     // Spoofed source address: dropped and counted.
-    sw.inject(
+    assert!(sw.inject(
         pa,
         &syn(
             12,
@@ -95,9 +95,9 @@ fn injected_frames_run_the_whole_datapath() {
             80,
             0x02,
         ),
-    );
+    ));
     // Routed and masqueraded to the outside: a flow, and an ARP request on the uplink.
-    sw.inject(pa, &syn(12, gw, ma, a.ip, out, 40000, 80, 0x02));
+    assert!(sw.inject(pa, &syn(12, gw, ma, a.ip, out, 40000, 80, 0x02)));
     let st = sw.stats();
     assert_eq!(st.drops["spoofed"], 1, "{:?}", st.drops);
     assert_eq!(st.events["snat_flows"], 1, "{:?}", st.events);
@@ -112,7 +112,7 @@ fn injected_frames_run_the_whole_datapath() {
     // The answer from the outside comes back to a through the flow.
     let up = sw.uplink().expect("uplink info");
     let upmac = mac(&up.mac.to_string());
-    sw.inject(
+    assert!(sw.inject(
         pup,
         &syn(
             10,
@@ -124,7 +124,7 @@ fn injected_frames_run_the_whole_datapath() {
             40000,
             0x12,
         ),
-    );
+    ));
     let ports = sw.ports();
     assert_eq!(
         tx(&ports, &a.port),
@@ -134,9 +134,13 @@ fn injected_frames_run_the_whole_datapath() {
     // Garbage of every length does not stop it.
     for n in 0..200 {
         let junk: Vec<u8> = (0..n).map(|i| (i * 37 + n) as u8).collect();
-        sw.inject(pa, &junk);
-        sw.inject(pup, &junk);
+        assert!(sw.inject(pa, &junk), "a's port exists");
+        assert!(sw.inject(pup, &junk), "the uplink port exists");
     }
+    assert!(
+        sw.stats().drops["malformed"] > 0,
+        "the garbage was seen and counted"
+    );
     assert!(!sw.inject(9999, &[0; 64]), "no such port");
     sw.shutdown();
 }

@@ -271,3 +271,103 @@ impl Netlink {
         super::if_nametoindex(name)
     }
 }
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn u16_at(b: &[u8], i: usize) -> u16 {
+        u16::from_ne_bytes([b[i], b[i + 1]])
+    }
+
+    fn u32_at(b: &[u8], i: usize) -> u32 {
+        u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
+    }
+
+    #[test]
+    fn message_layout_header_and_padded_attributes() {
+        let mut m = Msg::new(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, 7);
+        m.bytes(&[1, 2, 3, 4])
+            .attr(IFLA_MTU, &1400u32.to_ne_bytes())
+            .attr(IFLA_IFNAME, b"eth0\0");
+        let b = m.finish();
+        // nlmsghdr: length of the whole message, type, flags, sequence, port id.
+        assert_eq!(u32_at(&b, 0) as usize, b.len());
+        assert_eq!(u16_at(&b, 4), RTM_NEWADDR);
+        assert_eq!(
+            u16_at(&b, 6),
+            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
+        );
+        assert_eq!(u32_at(&b, 8), 7);
+        assert_eq!(u32_at(&b, 12), 0);
+        assert_eq!(&b[16..20], &[1, 2, 3, 4]);
+        // rtattr: length (header + data, unpadded), type, data, padding to 4 bytes.
+        assert_eq!((u16_at(&b, 20), u16_at(&b, 22)), (8, IFLA_MTU));
+        assert_eq!(u32_at(&b, 24), 1400);
+        assert_eq!((u16_at(&b, 28), u16_at(&b, 30)), (9, IFLA_IFNAME));
+        assert_eq!(&b[32..37], b"eth0\0");
+        assert_eq!(&b[37..40], &[0, 0, 0], "padding");
+        assert_eq!(b.len(), 40);
+    }
+
+    #[test]
+    fn empty_attribute_is_just_its_header() {
+        let mut m = Msg::new(RTM_DELLINK, 0, 1);
+        m.attr(IFLA_ADDRESS, &[]);
+        let b = m.finish();
+        assert_eq!(b.len(), NLMSG_HDRLEN + 4);
+        assert_eq!(u16_at(&b, 16), 4);
+    }
+
+    #[test]
+    fn link_index_of_loopback_and_of_nothing() {
+        // No privilege needed: a NETLINK_ROUTE socket and if_nametoindex.
+        let mut nl = Netlink::open().expect("netlink socket");
+        assert_eq!(nl.link_index("lo").expect("lo"), Some(1));
+        assert_eq!(nl.link_index("vs-no-such0").expect("lookup"), None);
+        assert_eq!(
+            nl.link_index("a\0b").expect_err("NUL").kind(),
+            io::ErrorKind::InvalidInput
+        );
+    }
+
+    /// Each request on a link index that does not exist comes back as the kernel's error for
+    /// it: the message was well-formed enough for the kernel to look the link up (a layout
+    /// mistake would be `EINVAL`), and the acknowledgement was matched and decoded. Without
+    /// `CAP_NET_ADMIN` the kernel says `EPERM` before parsing, which still tests the latter.
+    #[test]
+    fn requests_for_a_missing_link_get_the_kernels_error() {
+        const NO_SUCH: u32 = 0x7fff_fff0;
+        // SAFETY: geteuid has no failure mode and no side effect.
+        let root = unsafe { libc::geteuid() } == 0;
+        // The route's gateway is looked up through the missing device: no route to it.
+        let want = |i| match (root, i) {
+            (false, _) => &[libc::EPERM][..],
+            (true, 2) => &[libc::ENETUNREACH, libc::ENODEV][..],
+            (true, _) => &[libc::ENODEV][..],
+        };
+        let mut nl = Netlink::open().expect("netlink socket");
+        let errors = [
+            nl.set_link(
+                NO_SUCH,
+                &LinkChange {
+                    up: Some(true),
+                    mtu: Some(1400),
+                    mac: Some([2, 0, 0, 0, 0, 1]),
+                    name: Some("vs-test0"),
+                    netns_fd: None,
+                },
+            ),
+            nl.add_addr_v4(NO_SUCH, Ipv4Addr::new(192, 0, 2, 1), 24),
+            nl.add_default_route_v4(Ipv4Addr::new(192, 0, 2, 254), NO_SUCH)
+                .map(drop),
+            nl.del_link(NO_SUCH),
+        ];
+        for (i, e) in errors.into_iter().enumerate() {
+            let e = e.expect_err("no such link");
+            let code = e.raw_os_error().unwrap_or(0);
+            assert!(want(i).contains(&code), "request {i}: {e}");
+        }
+        assert!(nl.seq >= 5, "each request has its own sequence number");
+    }
+}

@@ -289,3 +289,30 @@ impl AsRawFd for PacketSocket {
         self.fd.as_raw_fd()
     }
 }
+
+#[cfg(test)]
+mod test {
+    //! Everything here past the interface lookup is an AF_PACKET socket, which needs
+    //! `CAP_NET_RAW` (and would put a host interface in promiscuous mode): only the part that
+    //! runs before the socket is tested.
+
+    use super::*;
+
+    #[test]
+    fn unknown_interface_is_not_found_before_any_socket() {
+        for e in [
+            PacketSocket::open("vs-no-such0").expect_err("no such interface"),
+            PacketQueues::open("vs-no-such0", 2).expect_err("no such interface"),
+        ] {
+            assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
+            assert!(e.to_string().contains("vs-no-such0"), "{e}");
+        }
+        let e = PacketSocket::open("a\0b").expect_err("NUL");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn the_packet_header_is_the_12_byte_one_without_num_buffers() {
+        assert_eq!(VNET_HDR_LEN + 2, crate::wire::VirtioNetHdr::LEN);
+    }
+}

@@ -208,3 +208,103 @@ pub fn send_segments(
     }
     Ok(n as usize)
 }
+
+#[cfg(test)]
+mod test {
+    //! On loopback, without privilege. (`RawIpSender` needs `CAP_NET_RAW`: not tested here.)
+
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    fn local() -> (UdpSocket, SocketAddrV4) {
+        let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let a = match s.local_addr().expect("addr") {
+            std::net::SocketAddr::V4(a) => a,
+            a => panic!("{a}"),
+        };
+        (s, a)
+    }
+
+    /// `recv_gro` until `want` bytes arrived (or a second passed): the reads, as
+    /// (bytes, sender, segment size).
+    fn recv_all(s: &UdpSocket, want: usize) -> Vec<(Vec<u8>, SocketAddrV4, Option<u16>)> {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 65_536];
+        while got
+            .iter()
+            .map(|g: &(Vec<u8>, _, _)| g.0.len())
+            .sum::<usize>()
+            < want
+        {
+            match recv_gro(s, &mut buf) {
+                Ok((n, from, seg)) => got.push((buf[..n].to_vec(), from, seg)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(Instant::now() < deadline, "only {got:?}");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => panic!("recv: {e}"),
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn route_to_loopback() {
+        let (src, mtu) = route_to(Ipv4Addr::LOCALHOST).expect("route");
+        assert_eq!(src, Ipv4Addr::LOCALHOST);
+        assert!(mtu >= 1500, "{mtu}");
+    }
+
+    #[test]
+    fn plain_datagram_has_no_segment_size() {
+        let (rx, rx_addr) = local();
+        let (tx, tx_addr) = local();
+        tx.send_to(b"hello", rx_addr).expect("send");
+        let got = recv_all(&rx, 5);
+        assert_eq!(got, [(b"hello".to_vec(), tx_addr, None)]);
+    }
+
+    #[test]
+    fn gso_send_arrives_as_segments_of_the_given_size() {
+        let (rx, rx_addr) = local();
+        enable_gro(&rx).expect("UDP GRO");
+        let (tx, tx_addr) = local();
+        let data: Vec<u8> = (0..340u32).map(|i| (i * 7) as u8).collect();
+        assert_eq!(send_segments(&tx, &data, rx_addr, 100).expect("send"), 340);
+        // Loopback may hand the socket the whole train (segment size 100) or datagram by
+        // datagram; either way 100-byte pieces, the last one 40, in order.
+        let got = recv_all(&rx, 340);
+        let mut all = Vec::new();
+        let mut pieces = Vec::new();
+        for (bytes, from, seg) in &got {
+            assert_eq!(*from, tx_addr);
+            let size = seg.map_or(bytes.len(), usize::from);
+            assert!(seg.is_none() || size == 100, "{seg:?}");
+            pieces.extend(bytes.chunks(size).map(<[u8]>::len));
+            all.extend_from_slice(bytes);
+        }
+        assert_eq!(pieces, [100, 100, 100, 40]);
+        assert_eq!(all, data);
+    }
+
+    #[test]
+    fn send_batch_sends_each_message_and_at_most_a_batch() {
+        let (rx, rx_addr) = local();
+        let (tx, _) = local();
+        tx.connect(rx_addr).expect("connect");
+        let msgs: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 1 + usize::from(i)]).collect();
+        let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+        let n = super::super::send_batch(tx.as_raw_fd(), &refs, None).expect("sendmmsg");
+        assert_eq!(n, super::super::SEND_BATCH_MAX);
+        let want: usize = msgs[..n].iter().map(Vec::len).sum();
+        let got = recv_all(&rx, want);
+        let got: Vec<Vec<u8>> = got.into_iter().map(|g| g.0).collect();
+        assert_eq!(got, msgs[..n], "one datagram each, in order");
+        assert_eq!(
+            super::super::send_batch(tx.as_raw_fd(), &[], None).expect("none"),
+            0
+        );
+    }
+}
