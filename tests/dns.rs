@@ -28,14 +28,6 @@ while True:
     s.sendto(r, peer)
 "#;
 
-fn dig(ns: &Netns, args: &[&str]) -> String {
-    let mut a = vec!["dig", "+time=3", "+tries=1"];
-    a.extend_from_slice(args);
-    String::from_utf8_lossy(&ns.exec(&a).stdout)
-        .trim()
-        .to_string()
-}
-
 #[test]
 fn gateway_dns_answers_names_aliases_over_udp_and_tcp_and_forwards_the_rest() {
     require(&["dig", "python3", "ss", "getent"]);

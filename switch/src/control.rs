@@ -15,6 +15,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::capture::{Session, Taps};
@@ -556,6 +557,43 @@ impl Switch {
         true
     }
 
+    /// Fuzzing and test hook, the overlay's counterpart of [`Switch::inject`]: run `datagrams`
+    /// through the datapath on the calling thread as if the socket of the VTEP port `port` had
+    /// received them from `from` in one read (UDP GRO: datagrams of `gso` bytes back to back;
+    /// `None`: one datagram; at most 64 KiB). False when `port` is not a VTEP. Nothing else calls
+    /// it: the workers read the socket themselves.
+    pub fn inject_vxlan(
+        &self,
+        port: PortId,
+        from: std::net::SocketAddrV4,
+        datagrams: &[u8],
+        gso: Option<u16>,
+    ) -> bool {
+        let cfg = self.shared.config.load();
+        let Some(p) = cfg
+            .ports
+            .get(&port)
+            .filter(|p| matches!(p.dev, Device::Vxlan(_)))
+        else {
+            return false;
+        };
+        let mut s = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        let s = s.get_or_insert_with(Default::default);
+        let counters = self.counters.last().expect("housekeeping counters");
+        crate::datapath::run_vxlan(
+            &self.shared,
+            &self.epolls[0],
+            counters,
+            s,
+            &cfg,
+            p,
+            from,
+            datagrams,
+            gso,
+        );
+        true
+    }
+
     /// The (worker, fd) pairs that receive a port's frames: each worker serves its own queue of
     /// a multi-queue TAP or of the uplink's fanout group; any other device is served by
     /// `port.worker`.
@@ -626,8 +664,10 @@ impl Switch {
     }
 
     /// Attach an endpoint with no device ([`Device::Sink`]): frames reach it only through
-    /// [`Switch::inject`], and what the switch sends it is discarded (counted as sent). No
-    /// namespace is touched (`req.netns` is only a name). For fuzzing and tests.
+    /// [`Switch::inject`], and what the switch sends it is discarded (counted as sent). A
+    /// capture session on its port ([`Switch::capture`]) sees those frames, as on any port:
+    /// that is how tests read what the switch sent. No namespace is touched (`req.netns` is
+    /// only a name). For fuzzing and tests.
     pub fn attach_sink(&self, req: &AttachRequest) -> Result<EndpointInfo, Error> {
         self.mutate(|st| self.attach_locked(st, req, AttachMode::Sink))
     }
@@ -799,13 +839,16 @@ impl Switch {
         net.fdb.flush_port(ep.port.id);
         net.neigh.remove_if(&ep.port.ip, |_, m| *m == ep.port.mac);
         net.pool.release(ep.port.ip);
-        let (zone, ip) = (net.id, ep.port.ip);
-        // Published ports and tracked connections go with their endpoint.
+        let (zone, ip, gateway) = (net.id, ep.port.ip, net.gateway);
+        // Published ports and tracked connections go with their endpoint, including hairpin
+        // flows into it from other networks (those are in the client's zone; their answers
+        // come from the endpoint to its own network's gateway).
         st.published
             .retain(|p| !(p.netns == netns && p.network == network));
-        self.shared
-            .ct
-            .remove_where(|f| f.zone == zone && (f.orig.src == ip || f.reply.src == ip));
+        self.shared.ct.remove_where(|f| {
+            (f.zone == zone && (f.orig.src == ip || f.reply.src == ip))
+                || (f.kind == nat::NatKind::Hairpin && f.reply.src == ip && f.reply.dst == gateway)
+        });
         self.sync(st);
         if !matches!(ep.port.dev, Device::Sink(_)) {
             write_resolv_conf(st, netns);
@@ -821,6 +864,7 @@ impl Switch {
             let _ = t.set_persist(false);
         }
         release_port(ep.port);
+        keep_default_route(st, netns);
         Ok(())
     }
 
@@ -870,6 +914,22 @@ impl Switch {
             );
             if let Some(vni) = n.vni {
                 cfg.vnis.insert((n.vxlan_port, vni), n.id);
+            }
+        }
+        // A namespace's addresses on its other networks (see `Config::own_addrs`).
+        let mut by_netns: FxHashMap<&str, Vec<(PortId, Ipv4Addr)>> = FxHashMap::default();
+        for n in st.networks.values() {
+            for e in &n.endpoints {
+                by_netns
+                    .entry(e.netns.as_str())
+                    .or_default()
+                    .push((e.port.id, e.port.ip));
+            }
+        }
+        for eps in by_netns.values().filter(|eps| eps.len() > 1) {
+            for &(id, ip) in eps {
+                let others = eps.iter().map(|e| e.1).filter(|o| *o != ip).collect();
+                cfg.own_addrs.insert(id, others);
             }
         }
         for v in st.vteps.values() {
@@ -1060,13 +1120,14 @@ impl Switch {
             return Ok(Session::start(id, vec![(e.port.taps.clone(), true, true)]));
         }
         if let Some(n) = st.networks.get(target) {
-            // Every frame entering the network from a port, plus what the switch itself sends.
+            // Every frame entering the network from a port or from a peer VTEP (the network's
+            // own taps, Rx), plus what the switch itself sends into it (Tx).
             let mut taps: Vec<_> = n
                 .endpoints
                 .iter()
                 .map(|e| (e.port.taps.clone(), true, false))
                 .collect();
-            taps.push((n.taps.clone(), false, true));
+            taps.push((n.taps.clone(), true, true));
             return Ok(Session::start(id, taps));
         }
         if let Some(u) = st
@@ -1352,6 +1413,35 @@ impl Switch {
     }
 }
 
+/// After a detach: if the namespace is still attached elsewhere and its default route went with
+/// the removed interface, route by the gateway of its next attachment instead (as Docker does
+/// when the network that gave the default route is disconnected). Best effort: the detach is
+/// done either way; a failure is logged.
+fn keep_default_route(st: &State, netns: &str) {
+    let Some((gateway, ifname)) = st.networks.values().find_map(|n| {
+        n.endpoints
+            .iter()
+            .find(|e| e.netns == netns && matches!(e.port.dev, Device::Tap(_)))
+            .map(|e| (n.gateway, e.ifname.clone()))
+    }) else {
+        return;
+    };
+    let done = Netns::open(netns).and_then(|ns| {
+        ns.run_in(move || -> std::io::Result<bool> {
+            let mut nl = Netlink::open()?;
+            let idx = nl
+                .link_index(&ifname)?
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
+            nl.add_default_route_v4(gateway, idx)
+        })?
+    });
+    match done {
+        Ok(true) => log::info!("{netns}: default route now via {gateway}"),
+        Ok(false) => {}
+        Err(e) => log::warn!("{netns}: could not add a default route via {gateway}: {e}"),
+    }
+}
+
 /// Create the TAP device for an endpoint with `queues` queues, configure it and move it into the
 /// namespace: MAC and MTU first, then move and rename, then (inside the namespace) up, address
 /// and default route. With `adopt`, a TAP named `req.ifname` already in the namespace is taken
@@ -1566,7 +1656,7 @@ fn split_proto(spec: &str) -> Result<(&str, Proto), Error> {
     match spec.rsplit_once('/') {
         Some((b, "tcp")) => Ok((b, Proto::Tcp)),
         Some((b, "udp")) => Ok((b, Proto::Udp)),
-        Some(_) => Err(Error::BadPortSpec(spec.to_string())),
+        Some(_) => Err(Error::BadPortSpec(crate::error::shown(spec))),
         None => Ok((spec, Proto::Tcp)),
     }
 }
@@ -1587,7 +1677,7 @@ fn zone_of(st: &State, name: Option<&str>) -> Result<Option<NetId>, Error> {
 pub fn parse_publish_spec(
     spec: &str,
 ) -> Result<(Option<Ipv4Addr>, Option<u16>, u16, Proto), Error> {
-    let bad = || Error::BadPortSpec(spec.to_string());
+    let bad = || Error::BadPortSpec(crate::error::shown(spec));
     let (body, proto) = match spec.rsplit_once('/') {
         Some((b, "tcp")) => (b, Proto::Tcp),
         Some((b, "udp")) => (b, Proto::Udp),
@@ -1618,7 +1708,7 @@ pub fn parse_publish_spec(
 
 /// Parse `[IP:]HOSTPORT[/tcp|/udp]` (what `unpublish` takes).
 pub fn parse_unpublish_spec(spec: &str) -> Result<(Option<Ipv4Addr>, u16, Proto), Error> {
-    let bad = || Error::BadPortSpec(spec.to_string());
+    let bad = || Error::BadPortSpec(crate::error::shown(spec));
     let (body, proto) = split_proto(spec)?;
     let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad);
     match body.rsplit_once(':') {
@@ -1629,7 +1719,7 @@ pub fn parse_unpublish_spec(spec: &str) -> Result<(Option<Ipv4Addr>, u16, Proto)
 
 /// Parse an uplink address `ADDR/PREFIX` (host bits set, unlike a network's subnet).
 fn parse_uplink_addr(s: &str) -> Result<(Ipv4Addr, Ipv4Cidr), Error> {
-    let bad = || Error::BadUplinkAddr(s.to_string());
+    let bad = || Error::BadUplinkAddr(crate::error::shown(s));
     let (a, p) = s.split_once('/').ok_or_else(bad)?;
     let ip: Ipv4Addr = a.parse().map_err(|_| bad())?;
     let prefix: u8 = p.parse().map_err(|_| bad())?;
@@ -1699,9 +1789,9 @@ impl Switch {
         Ok(())
     }
 
-    /// `uplink set`.
     /// An uplink with no device ([`Device::Sink`]; `req.iface` is only a name): what the switch
-    /// sends out is discarded, frames arrive through [`Switch::inject`]. For fuzzing and tests.
+    /// sends out is discarded (a capture on `uplink` sees it), frames arrive through
+    /// [`Switch::inject`]. For fuzzing and tests.
     pub fn set_uplink_sink(&self, req: &UplinkSet) -> Result<UplinkInfo, Error> {
         self.mutate(|st| {
             self.set_uplink_locked_with(st, req, true)?;
@@ -1709,6 +1799,7 @@ impl Switch {
         })
     }
 
+    /// `uplink set`.
     pub fn set_uplink(&self, req: &UplinkSet) -> Result<UplinkInfo, Error> {
         self.mutate(|st| {
             self.set_uplink_locked(st, req)?;

@@ -124,6 +124,11 @@ pub struct Config {
     pub published: FxHashMap<(Proto, u16), Published>,
     /// Overlay networks by (VXLAN UDP port, VNI).
     pub vnis: FxHashMap<(u16, u32), NetId>,
+    /// For the ports of a namespace attached to several networks: the namespace's addresses on
+    /// its other networks, which port security lets the port send from too. A namespace routes
+    /// by destination, so an answer from its second network's address (a port published there)
+    /// leaves by its default route, through its first network's port; that is not spoofing.
+    pub own_addrs: FxHashMap<PortId, Vec<Ipv4Addr>>,
 }
 
 impl Config {
@@ -331,6 +336,39 @@ pub fn run_frame(
     ctx.flush_tx();
 }
 
+/// Run `datagrams` through the datapath as a worker does after one read of them from the socket
+/// of the VTEP `port`, sent by `from`: UDP GRO datagrams of `gso` bytes back to back (`None`: one
+/// datagram), at most the worker's receive buffer (64 KiB). (The fuzzing and test harness's entry
+/// for the overlay's receive path, as [`run_frame`] is for ports; the workers do not use it.)
+#[allow(clippy::too_many_arguments)]
+pub fn run_vxlan(
+    shared: &Shared,
+    epoll: &Epoll,
+    counters: &WorkerCounters,
+    s: &mut Scratch,
+    cfg: &Config,
+    port: &Port,
+    from: std::net::SocketAddrV4,
+    datagrams: &[u8],
+    gso: Option<u16>,
+) {
+    let mut ctx = Ctx {
+        buf: &mut s.buf,
+        gso: &mut s.gso,
+        fdbc: &mut s.fdbc,
+        c: counters,
+        epoll,
+        ct: &shared.ct,
+        now: shared.now_ms(),
+    };
+    let n = datagrams.len().min(ctx.gso.rx.len());
+    ctx.gso.rx[..n].copy_from_slice(&datagrams[..n]);
+    let now = ctx.now;
+    ctx.vxlan_in(cfg, port, n, from, gso, now);
+    ctx.flush_coalesced(cfg);
+    ctx.flush_tx();
+}
+
 /// What processing one wake-up's frames needs: the worker's buffer, its counters, the time.
 pub(crate) struct Ctx<'a> {
     pub(crate) buf: &'a mut FrameBuf,
@@ -475,7 +513,7 @@ impl Ctx<'_> {
             self.uplink_in(cfg, inp, &eth, now);
             return;
         }
-        if inp.spoof_check && spoofed(inp, &eth, self.buf.data()) {
+        if inp.spoof_check && spoofed(inp, cfg.own_addrs.get(&inp.id), &eth, self.buf.data()) {
             c.drop(Drop::Spoofed);
             return;
         }
@@ -909,13 +947,16 @@ const MAX_GSO_SEGS: usize = 64;
 const MAX_GSO_BYTES: usize = 65_000;
 
 /// Port security: the frame's source MAC, its IPv4 source and an ARP sender must be the
-/// endpoint's own (`0.0.0.0` is allowed: address probes). Truncated frames are left for the
-/// parsers to count as malformed.
-fn spoofed(port: &Port, eth: &EthFrame, frame: &[u8]) -> bool {
+/// endpoint's own (`0.0.0.0` is allowed: address probes), or for the IPv4 source and ARP
+/// sender, one of `also` (the namespace's addresses on its other networks). Truncated frames
+/// are left for the parsers to count as malformed.
+fn spoofed(port: &Port, also: Option<&Vec<Ipv4Addr>>, eth: &EthFrame, frame: &[u8]) -> bool {
     if eth.src != port.mac {
         return true;
     }
-    let ip_ok = |ip: Ipv4Addr| ip == port.ip || ip.is_unspecified();
+    let ip_ok = |ip: Ipv4Addr| {
+        ip == port.ip || ip.is_unspecified() || also.is_some_and(|a| a.contains(&ip))
+    };
     match eth.ethertype {
         EthernetProtocol::Ipv4 => frame
             .get(26..30)

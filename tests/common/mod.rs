@@ -13,9 +13,11 @@ use serde::de::DeserializeOwned;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// A name part no other test (in this or another test binary running at the same time) has:
+/// the process id and a counter, with a separator so (31, 11) and (311, 1) differ.
 fn unique() -> String {
     format!(
-        "{}{}",
+        "{}-{}",
         std::process::id() % 100_000,
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
@@ -577,6 +579,15 @@ pub fn peer_server(ns: &Netns, proto: &str, bind: &str, port: u16) -> KillOnDrop
     ]);
     wait_listening(ns, proto, port);
     k
+}
+
+/// `dig +time=3 +tries=1 ARGS` from `ns`; its trimmed output.
+pub fn dig(ns: &Netns, args: &[&str]) -> String {
+    let mut a = vec!["dig", "+time=3", "+tries=1"];
+    a.extend_from_slice(args);
+    String::from_utf8_lossy(&ns.exec(&a).stdout)
+        .trim()
+        .to_string()
 }
 
 /// Wait until something in `ns` listens on `proto` ("tcp" or "udp") `port` (`ss -l`).
