@@ -149,13 +149,13 @@ async fn capture(
                     d.saturating_duration_since(Instant::now())
                         .min(Duration::from_millis(200))
                 });
-                match session.frames.recv_timeout(wait) {
+                match session.recv_timeout(wait) {
                     Ok(first) => {
                         let mut out = Vec::with_capacity(first.data.len() + 16);
                         pcap_record(&first, &mut out);
                         sent += 1;
                         while sent < count {
-                            let Ok(more) = session.frames.try_recv() else {
+                            let Ok(more) = session.try_recv() else {
                                 break;
                             };
                             pcap_record(&more, &mut out);

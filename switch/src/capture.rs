@@ -2,10 +2,11 @@
 //! sessions stream.
 //!
 //! The datapath only checks an atomic flag when nobody captures. When someone does, the frame is
-//! copied into a bounded channel with `try_send`: a full channel drops the copy and counts it
+//! copied into a bounded channel with `try_send`: a full channel (in frames, or in bytes: a
+//! queue of TCP super-frames would otherwise hold 256 MiB) drops the copy and counts it
 //! (`capture_dropped`), it never blocks a worker.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -13,6 +14,8 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 /// Capacity of one session's channel, in frames.
 pub const SESSION_QUEUE: usize = 4096;
+/// Capacity of one session's channel, in bytes of frame data.
+pub const SESSION_BYTES: usize = 8 << 20;
 /// Bytes kept of each frame (pcap snaplen).
 pub const SNAPLEN: usize = 65_535;
 
@@ -42,6 +45,7 @@ struct Sink {
     tx: bool,
     chan: Sender<Captured>,
     dropped: Arc<AtomicU64>,
+    queued: Arc<AtomicUsize>,
 }
 
 /// The capture taps of one port (or of a network's switch-originated frames).
@@ -72,39 +76,42 @@ impl Taps {
             .iter()
             .filter(|s| if dir == Dir::Rx { s.rx } else { s.tx })
         {
-            let c = Captured {
-                ts: SystemTime::now(),
-                orig_len: frame.len(),
-                data: frame[..frame.len().min(SNAPLEN)].to_vec(),
-            };
-            match s.chan.try_send(c) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => {
-                    s.dropped.fetch_add(1, Ordering::Relaxed);
-                    dropped += 1;
+            let len = frame.len().min(SNAPLEN);
+            let full = s.queued.fetch_add(len, Ordering::Relaxed) + len > SESSION_BYTES;
+            let sent = !full && {
+                let c = Captured {
+                    ts: SystemTime::now(),
+                    orig_len: frame.len(),
+                    data: frame[..len].to_vec(),
+                };
+                match s.chan.try_send(c) {
+                    Ok(()) => true,
+                    Err(TrySendError::Full(_)) => false,
+                    Err(TrySendError::Disconnected(_)) => {
+                        s.queued.fetch_sub(len, Ordering::Relaxed);
+                        continue;
+                    }
                 }
-                Err(TrySendError::Disconnected(_)) => {}
+            };
+            if !sent {
+                s.queued.fetch_sub(len, Ordering::Relaxed);
+                s.dropped.fetch_add(1, Ordering::Relaxed);
+                dropped += 1;
             }
         }
         dropped
     }
 
-    /// Start copying frames of the given directions to `chan` for session `session`.
-    pub fn add(
-        &self,
-        session: u64,
-        rx: bool,
-        tx: bool,
-        chan: Sender<Captured>,
-        dropped: Arc<AtomicU64>,
-    ) {
+    /// Start copying frames of the given directions to session `session`'s channel.
+    fn add(&self, session: u64, rx: bool, tx: bool, q: &Session, chan: Sender<Captured>) {
         if let Ok(mut s) = self.sinks.lock() {
             s.push(Sink {
                 session,
                 rx,
                 tx,
                 chan,
-                dropped,
+                dropped: q.dropped.clone(),
+                queued: q.queued.clone(),
             });
             self.active.store(true, Ordering::Relaxed);
         }
@@ -123,10 +130,13 @@ impl Taps {
 pub struct Session {
     /// Session identifier.
     pub id: u64,
-    /// Frames arrive here.
-    pub frames: Receiver<Captured>,
+    /// Frames arrive here (read them with [`Session::recv_timeout`] and [`Session::try_recv`],
+    /// which give their bytes back to the session's budget).
+    frames: Receiver<Captured>,
     /// Copies dropped because this session's buffer was full.
     pub dropped: Arc<AtomicU64>,
+    /// Bytes of frame data queued and not read yet.
+    queued: Arc<AtomicUsize>,
     taps: Vec<Arc<Taps>>,
 }
 
@@ -134,18 +144,35 @@ impl Session {
     /// Attach a new session to `taps` (each with the directions given).
     pub fn start(id: u64, taps: Vec<(Arc<Taps>, bool, bool)>) -> Session {
         let (tx, rx) = crossbeam_channel::bounded(SESSION_QUEUE);
-        let dropped = Arc::new(AtomicU64::new(0));
-        let mut held = Vec::with_capacity(taps.len());
-        for (t, d_rx, d_tx) in taps {
-            t.add(id, d_rx, d_tx, tx.clone(), dropped.clone());
-            held.push(t);
-        }
-        Session {
+        let mut s = Session {
             id,
             frames: rx,
-            dropped,
-            taps: held,
+            dropped: Arc::new(AtomicU64::new(0)),
+            queued: Arc::new(AtomicUsize::new(0)),
+            taps: Vec::with_capacity(taps.len()),
+        };
+        for (t, d_rx, d_tx) in taps {
+            t.add(id, d_rx, d_tx, &s, tx.clone());
+            s.taps.push(t);
         }
+        s
+    }
+
+    /// The next captured frame, waiting up to `wait`.
+    pub fn recv_timeout(
+        &self,
+        wait: std::time::Duration,
+    ) -> Result<Captured, crossbeam_channel::RecvTimeoutError> {
+        self.frames.recv_timeout(wait).inspect(|c| self.release(c))
+    }
+
+    /// The next captured frame if one is queued.
+    pub fn try_recv(&self) -> Result<Captured, crossbeam_channel::TryRecvError> {
+        self.frames.try_recv().inspect(|c| self.release(c))
+    }
+
+    fn release(&self, c: &Captured) {
+        self.queued.fetch_sub(c.data.len(), Ordering::Relaxed);
     }
 }
 
@@ -222,8 +249,8 @@ mod test {
         let s = Session::start(1, vec![(t.clone(), true, false)]);
         t.emit(Dir::Rx, &[1, 2, 3]);
         t.emit(Dir::Tx, &[4, 5, 6]);
-        assert_eq!(s.frames.try_recv().unwrap().data, vec![1, 2, 3]);
-        assert!(s.frames.try_recv().is_err());
+        assert_eq!(s.try_recv().unwrap().data, vec![1, 2, 3]);
+        assert!(s.try_recv().is_err());
         drop(s);
         assert!(!t.active.load(Ordering::Relaxed));
     }
@@ -237,6 +264,26 @@ mod test {
         }
         assert_eq!(t.emit(Dir::Rx, &[0; 60]), 1);
         assert_eq!(s.dropped.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_session_holds_at_most_its_byte_budget_and_gets_it_back_when_read() {
+        let t = Arc::new(Taps::default());
+        let s = Session::start(1, vec![(t.clone(), true, true)]);
+        let big = vec![0u8; SNAPLEN];
+        let fits = SESSION_BYTES / SNAPLEN;
+        for _ in 0..fits {
+            assert_eq!(t.emit(Dir::Rx, &big), 0);
+        }
+        assert_eq!(t.emit(Dir::Rx, &big), 1, "past the byte budget");
+        assert_eq!(s.dropped.load(Ordering::Relaxed), 1);
+        assert!(
+            fits < SESSION_QUEUE,
+            "the byte budget binds before the frame count"
+        );
+        s.try_recv().expect("a queued frame");
+        assert_eq!(t.emit(Dir::Rx, &big), 0, "reading gives the bytes back");
+        assert_eq!(s.queued.load(Ordering::Relaxed), fits * SNAPLEN);
     }
 
     #[test]

@@ -520,6 +520,12 @@ impl Ctx<'_> {
         let Some(net) = cfg.networks.get(&inp.network) else {
             return;
         };
+        if self.buf.vnet.gso_type == 0 && self.buf.len() > net.mtu as usize + EthFrame::HEADER_LEN {
+            // Larger than the network's MTU (the endpoint raised its own): no other endpoint
+            // is set up to take it.
+            c.drop(Drop::Oversize);
+            return;
+        }
         match self.fdbc.learn(&net.fdb, net.id, eth.src, inp.id, now) {
             Learn::Refreshed => {}
             Learn::New | Learn::Moved { .. } => {

@@ -190,7 +190,7 @@ impl Daemon {
             .arg(&self.socket)
             .args(args)
             .output()
-            .expect("run vswitchctl")
+            .unwrap_or_else(|e| panic!("cannot run vswitchctl {args:?}: {e}"))
     }
 
     /// Run vswitchctl and require success; returns stdout.

@@ -167,7 +167,9 @@ impl Lab {
         assert!(self.sw.inject(from.id, wire), "inject on {}", from.name);
         let mut out = Out::default();
         for (name, s) in &self.caps {
-            let mut v: Vec<Vec<u8>> = s.frames.try_iter().map(|c| c.data).collect();
+            let mut v: Vec<Vec<u8>> = std::iter::from_fn(|| s.try_recv().ok())
+                .map(|c| c.data)
+                .collect();
             if *name == from.name && v.first().is_some_and(|f| f == frame) {
                 v.remove(0);
             }
