@@ -148,6 +148,25 @@ pub struct Coalesce {
     psh: bool,
 }
 
+/// Whether the TCP segment `frame` (IPv4 header of `ihl` bytes, no padding after the packet)
+/// may be merged as far as its checksums go: the IPv4 header checksum verifies, and the TCP
+/// checksum verifies or is partial (only the pseudo-header sum, as a kernel VTEP on a veth
+/// leaves it). A merged frame goes to the endpoint with a partial checksum that its kernel
+/// trusts, so a segment that would fail its own checksum must be delivered alone instead,
+/// for the endpoint to drop and count (Linux GRO validates before merging too).
+fn checksums_ok(frame: &[u8], ihl: usize) -> bool {
+    let ip = &frame[ETH..];
+    if nat::packet::checksum(&ip[..ihl]) != 0 {
+        return false;
+    }
+    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+    let seg = &ip[ihl..];
+    let field = u16::from_be_bytes([seg[16], seg[17]]);
+    field == nat::packet::pseudo_sum(src, dst, 6, seg.len())
+        || nat::packet::checksum_pseudo(src, dst, 6, seg) == 0
+}
+
 /// Whether a segment with these TCP flags may be merged: plain ACK, optionally PSH.
 fn mergeable_flags(flags: u8) -> bool {
     flags & (TCP_FIN | TCP_SYN | TCP_RST | TCP_URG | TCP_ECE | TCP_CWR) == 0 && flags & 0x10 != 0
@@ -164,7 +183,11 @@ impl Coalesce {
         let ip_total = usize::from(u16::from_be_bytes([frame[ETH + 2], frame[ETH + 3]]));
         let flags = frame[ETH + t.ihl + 13];
         // Padding after the IP packet (tiny frames) or an empty payload: deliver as it is.
-        if t.payload == 0 || ip_total != frame.len() - ETH || !mergeable_flags(flags) {
+        if t.payload == 0
+            || ip_total != frame.len() - ETH
+            || !mergeable_flags(flags)
+            || !checksums_ok(frame, t.ihl)
+        {
             return false;
         }
         let tcp = ETH + t.ihl;
@@ -211,6 +234,7 @@ impl Coalesce {
             && head[tcp + 8..tcp + 13] == seg[tcp + 8..tcp + 13] // ack, data offset
             && head[tcp + 14..tcp + 16] == seg[tcp + 14..tcp + 16] // window
             && head[tcp + 18..h] == seg[tcp + 18..h] // urgent pointer, options (timestamps)
+            && checksums_ok(seg, self.ihl)
     }
 
     /// Record that a segment of `payload` bytes with TCP `flags` was appended.
@@ -407,6 +431,27 @@ mod test {
         assert!(!Coalesce::default().start(&frame(0, 0, 0x10)), "pure ACK");
         assert!(!Coalesce::default().start(&frame(0, 10, 0x02)), "SYN");
         assert!(!Coalesce::default().start(&a[..40]), "truncated");
+        // Checksums: a segment that fails its own (TCP or IPv4 header) is never merged, where
+        // the merged frame's partial checksum would hide it; a partial one (a kernel VTEP's) is.
+        let mut bad = frame(100, 100, 0x10);
+        bad[ETH + 20 + 40] ^= 0x40; // one payload bit
+        assert!(!c.accepts(&a, a.len(), &bad), "bad TCP checksum");
+        assert!(
+            !Coalesce::default().start(&bad),
+            "bad TCP checksum starts nothing"
+        );
+        let mut bad_ip = frame(100, 100, 0x10);
+        bad_ip[ETH + 10] ^= 1;
+        assert!(!c.accepts(&a, a.len(), &bad_ip), "bad IPv4 header checksum");
+        let mut partial = frame(100, 100, 0x10);
+        let ps = nat::packet::pseudo_sum(
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::new(10, 0, 0, 2),
+            6,
+            32 + 100,
+        );
+        partial[ETH + 36..ETH + 38].copy_from_slice(&ps.to_be_bytes());
+        assert!(c.accepts(&a, a.len(), &partial), "partial checksum");
         // A short segment closes the frame.
         c.appended(50, 0x10);
         assert!(!c.accepts(&a, a.len() + 50, &frame(150, 100, 0x10)));
