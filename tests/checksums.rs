@@ -684,8 +684,9 @@ print(ethtool(0x16), ethtool(0x1e))
     );
 }
 
-/// The counters of `ns`'s stack that count packets refused for a bad checksum or header.
-fn error_counters(ns: &Netns) -> BTreeMap<String, u64> {
+/// Every counter of `ns`'s stack in `/proc/net/snmp` and `/proc/net/netstat`, named by its
+/// group and its name (`TcpOutRsts`, `IpExtInCsumErrors`, ...).
+fn stack_counters(ns: &Netns) -> BTreeMap<String, u64> {
     let mut all = BTreeMap::new();
     for f in ["/proc/net/snmp", "/proc/net/netstat"] {
         let text = ns.exec_ok(&["cat", f]);
@@ -703,6 +704,20 @@ fn error_counters(ns: &Netns) -> BTreeMap<String, u64> {
             }
         }
     }
+    all
+}
+
+/// One counter of `ns`'s stack (`Tcp` `OutRsts`, say).
+fn counter(ns: &Netns, group: &str, name: &str) -> u64 {
+    stack_counters(ns)
+        .get(&format!("{group}{name}"))
+        .copied()
+        .unwrap_or_else(|| panic!("no {group} {name} in {}'s /proc/net/snmp", ns.name))
+}
+
+/// The counters of `ns`'s stack that count packets refused for a bad checksum or header.
+fn error_counters(ns: &Netns) -> BTreeMap<String, u64> {
+    let all = stack_counters(ns);
     let keys = [
         "IpInHdrErrors",
         "IpExtInCsumErrors",
@@ -768,6 +783,8 @@ const BUFFERED: f64 = 0.40;
 struct Run {
     label: String,
     tcp: bool,
+    /// Pings of the same load that went unanswered (see [`pings_then_tcp`]).
+    lost: Option<String>,
     error: Option<String>,
     mbps: f64,
     retrans: u64,
@@ -775,10 +792,13 @@ struct Run {
 }
 
 impl Run {
-    /// TCP: the throughput floor and the retransmission bound (`max_share` of the segments
-    /// sent); UDP: that it ran.
+    /// Every ping of the load answered; TCP: the throughput floor and the retransmission bound
+    /// (`max_share` of the segments sent); UDP: that it ran.
     fn check(&self, max_share: f64) {
         let label = &self.label;
+        if let Some(lost) = &self.lost {
+            panic!("[{label}] {lost}");
+        }
         if let Some(e) = &self.error {
             panic!("[{label}] iperf3 failed: {e}");
         }
@@ -841,6 +861,7 @@ fn iperf3(
     let mut run = Run {
         label: label.to_string(),
         tcp: !udp,
+        lost: None,
         error: None,
         mbps: 0.0,
         retrans: 0,
@@ -889,25 +910,6 @@ fn iperf3(
     run
 }
 
-/// A tiny resolver for the outside namespace: `outside.test` is 10.210.0.99, the rest NXDOMAIN.
-const UPSTREAM: &str = r#"
-import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("10.210.0.2", 53))
-while True:
-    q, peer = s.recvfrom(512)
-    i, labels = 12, []
-    while q[i]:
-        labels.append(q[i + 1:i + 1 + q[i]].decode())
-        i += 1 + q[i]
-    end = i + 5
-    if ".".join(labels).lower() == "outside.test":
-        r = q[:2] + b"\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00" + q[12:end] + b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + bytes([10, 210, 0, 99])
-    else:
-        r = q[:2] + b"\x81\x83\x00\x01\x00\x00\x00\x00\x00\x00" + q[12:end]
-    s.sendto(r, peer)
-"#;
-
 /// UDP datagrams of several sizes (odd lengths included) to closed ports of `dst`: each draws an
 /// ICMP port unreachable quoting it in full.
 fn udp_to_closed_ports(from: &Netns, dst: &str) {
@@ -929,12 +931,23 @@ for i, size in enumerate([1, 2, 33, 100, 255, 480]):
 /// iperf3 listens on 5201; the published port is 5202 (published ports translate ports too).
 const TCP: &str = "tcp portrange 5201-5202";
 const UDP: &str = "udp portrange 5201-5202";
+/// Captures at an endpoint receiving [`pings_then_tcp`].
+const TCP_ICMP: &str = "tcp portrange 5201-5202 or icmp";
 const PUBLISHED: &str = "10.210.0.1:5202";
 
 /// `count` pings of `size` bytes from `from` to `to`, 10 ms apart: `None` when every reply came.
 fn pings(from: &Netns, to: &str, count: u32, size: &str) -> Option<String> {
     let got = from.pings_with(to, count, &["-i", "0.01", "-s", size]);
     (got != count).then(|| format!("ping {to} from {}: {got} of {count} replies", from.name))
+}
+
+/// 20 pings of `size` bytes from `client` to `addr`, then a TCP [`iperf3`] run to a server in
+/// `server` bound to `addr`: the routed and overlay loads. [`Run::check`] judges the pings too.
+fn pings_then_tcp(label: &str, client: &Netns, server: &Netns, addr: &str, size: &str) -> Run {
+    let lost = pings(client, addr, 20, size);
+    let mut run = iperf3(label, false, client, server, addr, addr, false);
+    run.lost = lost;
+    run
 }
 
 #[test]
@@ -960,8 +973,7 @@ fn nat_publish_hairpin_dns_routing_and_flat_tso_keep_every_checksum_valid() {
     // below): the switch's translation of complete checksums is what reaches a.
     tx_csum(&l.host, "up0", false);
     tx_csum(&l.out, "eth0", false);
-    let _upstream = l.out.spawn(&["python3", "-c", UPSTREAM]);
-    wait_listening(&l.out, "udp", 53);
+    let _upstream = upstream_dns(&l.out, &[("outside.test", "10.210.0.99")]);
     // Warm-up (ARP on both sides); what fails is reported by the checks below.
     a.pings(OUTSIDE, 1);
 
@@ -1112,18 +1124,9 @@ fn nat_publish_hairpin_dns_routing_and_flat_tso_keep_every_checksum_valid() {
 
     // --- Routing between linked networks (TTL and header checksum on every packet).
     let label = "routed tcp";
-    let at_a = cap.rx(
-        "routed tcp a",
-        &a,
-        "eth0",
-        "tcp portrange 5201-5202 or icmp",
-        1000,
-        Tap,
-    );
-    let lost = pings(&c, &aip, 20, "1000");
-    let run = iperf3(label, false, &c, &a, &aip, &aip, false);
+    let at_a = cap.rx("routed tcp a", &a, "eth0", TCP_ICMP, 1000, Tap);
+    let run = pings_then_tcp(label, &c, &a, &aip, "1000");
     let t = at_a.finish();
-    assert_eq!(lost, None, "[{label}]");
     run.check(LOSSLESS);
     at_least(label, "echo requests at a", t.outer.icmp_echo, 20);
     at_least(label, "TCP data segments at a", t.outer.tcp_data, 500);
@@ -1164,20 +1167,7 @@ fn overlay_encap_decap_segmentation_and_coalescing_keep_every_checksum_valid() {
     let d1 = Daemon::start_in(&u.hosts[0], &[]);
     let d2 = Daemon::start_in(&u.hosts[1], &[]);
     let cap = Captures(d1.dir.clone());
-    for (d, peer) in [(&d1, 2), (&d2, 1)] {
-        let peer = Underlay::ip(peer);
-        d.ctl_ok(&[
-            "network",
-            "create",
-            "ov",
-            "--subnet",
-            "10.250.0.0/24",
-            "--vni",
-            "42",
-            "--peer",
-            &peer,
-        ]);
-    }
+    overlay_pair(&d1, &d2, "10.250.0.0/24", "42");
     let (a, b) = (Netns::new("a"), Netns::new("b"));
     let (aip, bip) = ("10.250.0.11", "10.250.0.12");
     d1.ctl_ok(&["attach", &a.name, "ov", "--ip", aip]);
@@ -1192,18 +1182,9 @@ fn overlay_encap_decap_segmentation_and_coalescing_keep_every_checksum_valid() {
     // coalesces them back into super-frames for b.
     let label = "overlay gso";
     let wire = cap.rx("overlay gso underlay", &u.bridge, "p1", vx, 2000, Tap);
-    let at_b = cap.rx(
-        "overlay gso b",
-        &b,
-        "eth0",
-        "tcp portrange 5201-5202 or icmp",
-        1000,
-        Tap,
-    );
-    let lost = pings(&a, bip, 20, "1000");
-    let run = iperf3(label, false, &a, &b, bip, bip, false);
+    let at_b = cap.rx("overlay gso b", &b, "eth0", TCP_ICMP, 1000, Tap);
+    let run = pings_then_tcp(label, &a, &b, bip, "1000");
     let (w, t) = (wire.finish(), at_b.finish());
-    assert_eq!(lost, None, "[{label}]");
     run.check(BUFFERED);
     at_least(label, "inner TCP data segments", w.inner.tcp_data, 2000);
     at_least(label, "GSO batches of VXLAN frames", w.vxlan_batches, 50);
@@ -1227,18 +1208,9 @@ fn overlay_encap_decap_segmentation_and_coalescing_keep_every_checksum_valid() {
     tx_csum(&u.hosts[1], "ul0", false);
     let label = "overlay wire tcp";
     let wire = cap.rx("overlay wire tcp underlay", &u.bridge, "p2", vx, 3000, Wire);
-    let at_a = cap.rx(
-        "overlay wire tcp a",
-        &a,
-        "eth0",
-        "tcp portrange 5201-5202 or icmp",
-        1000,
-        Tap,
-    );
-    let lost = pings(&b, aip, 20, "1400");
-    let run = iperf3(label, false, &b, &a, aip, aip, false);
+    let at_a = cap.rx("overlay wire tcp a", &a, "eth0", TCP_ICMP, 1000, Tap);
+    let run = pings_then_tcp(label, &b, &a, aip, "1400");
     let (w, t) = (wire.finish(), at_a.finish());
-    assert_eq!(lost, None, "[{label}]");
     run.check(BUFFERED);
     at_least(label, "inner TCP data segments", w.inner.tcp_data, 2000);
     at_least(label, "inner echo requests", w.inner.icmp_echo, 20);
@@ -1306,26 +1278,6 @@ for b in range(int(bursts)):
     time.sleep(0.05)
 "#;
 
-/// One counter of `ns`'s stack (`Tcp` `OutRsts`, say).
-fn counter(ns: &Netns, proto: &str, name: &str) -> u64 {
-    let text = ns.exec_ok(&["cat", "/proc/net/snmp"]);
-    let lines: Vec<&str> = text.lines().collect();
-    for pair in lines.chunks(2) {
-        let [h, v] = pair else { continue };
-        if !h.starts_with(&format!("{proto}:")) {
-            continue;
-        }
-        if let Some(i) = h.split_whitespace().position(|k| k == name) {
-            return v
-                .split_whitespace()
-                .nth(i)
-                .and_then(|x| x.parse().ok())
-                .unwrap_or(0);
-        }
-    }
-    panic!("no {proto} {name} in {}'s /proc/net/snmp", ns.name)
-}
-
 #[test]
 fn coalescing_never_turns_a_bad_inner_checksum_into_a_good_one() {
     require(&["tcpdump", "python3"]);
@@ -1333,17 +1285,7 @@ fn coalescing_never_turns_a_bad_inner_checksum_into_a_good_one() {
     let u = Underlay::new(2);
     let d1 = Daemon::start_in(&u.hosts[0], &[]);
     let cap = Captures(d1.dir.clone());
-    d1.ctl_ok(&[
-        "network",
-        "create",
-        "ov",
-        "--subnet",
-        "10.250.0.0/24",
-        "--vni",
-        "42",
-        "--peer",
-        &Underlay::ip(2),
-    ]);
+    overlay_network(&d1, "ov", "10.250.0.0/24", "42", &[&Underlay::ip(2)], &[]);
     let a = Netns::new("a");
     let ea: EndpointInfo = d1.ctl_json(&["attach", &a.name, "ov", "--ip", "10.250.0.11"]);
     let send = |sport: &str, kind: &str| {
@@ -1383,23 +1325,18 @@ fn coalescing_never_turns_a_bad_inner_checksum_into_a_good_one() {
     // may drop them itself, or deliver them as they are for the kernel to count). A coalesced
     // frame handed over with a partial checksum (NEEDS_CSUM) is taken unverified: laundered.
     let label = "coalesce bad";
-    let drops = |d: &Daemon| {
-        d.ctl_json::<StatsInfo>(&["stats"])
-            .drops
-            .values()
-            .sum::<u64>()
-    };
+    let all_drops = |d: &Daemon| stats(d).drops.values().sum::<u64>();
     let (rsts, errs, dropped) = (
         counter(&a, "Tcp", "OutRsts"),
         counter(&a, "Tcp", "InCsumErrors"),
-        drops(&d1),
+        all_drops(&d1),
     );
     send("40001", "bad");
     std::thread::sleep(Duration::from_millis(500));
     let (rsts, errs, dropped) = (
         counter(&a, "Tcp", "OutRsts") - rsts,
         counter(&a, "Tcp", "InCsumErrors") - errs,
-        drops(&d1) - dropped,
+        all_drops(&d1) - dropped,
     );
     eprintln!(
         "[{label}] 144 segments with bad TCP checksums: a reset {rsts} (accepted), counted \
@@ -1469,6 +1406,17 @@ fn udp_datagram(dport: u16, payload: &[u8]) -> Vec<u8> {
     u
 }
 
+/// A VXLAN payload (VNI 42) carrying the IPv4 packets `inner` back to back, each in an Ethernet
+/// frame (a batch, as a UDP GSO send crosses a veth, when there are several).
+fn vxlan_payload(inner: &[&Vec<u8>]) -> Vec<u8> {
+    let mut vx = Vec::new();
+    for ip in inner {
+        vx.extend_from_slice(&[8, 0, 0, 0, 0, 0, 42, 0]);
+        vx.extend_from_slice(&ethernet(ip));
+    }
+    vx
+}
+
 fn write_pcap(file: &Path, frames: &[Vec<u8>]) {
     let mut out = Vec::new();
     for w in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 262_144, 1] {
@@ -1523,11 +1471,7 @@ fn the_validator_tells_good_checksums_from_bad_ones() {
     let icmp_err = packet(1, &err, Some(2));
     // VXLAN: a batch of two inner frames (as a UDP GSO send crosses a veth), the first one bad
     // (tshark decodes only the first); the outer UDP checksum zero.
-    let mut vx = Vec::new();
-    for inner in [&bad_tcp, &good_tcp] {
-        vx.extend_from_slice(&[8, 0, 0, 0, 0, 0, 42, 0]);
-        vx.extend_from_slice(&ethernet(inner));
-    }
+    let vx = vxlan_payload(&[&bad_tcp, &good_tcp]);
     let vxlan = packet(17, &udp_datagram(4789, &vx), None);
 
     // Our verdict in `mode`, and tshark's (which has no notion of partial checksums).
@@ -1574,11 +1518,7 @@ fn the_validator_tells_good_checksums_from_bad_ones() {
     let (t, _) = check("vxlan", &[&vxlan], Mode::Wire);
     assert_eq!((t.vxlan, t.vxlan_batches, t.inner.tcp), (1, 1, 2));
     // The walk reaches every frame of a batch: the bad one last.
-    let mut vx = Vec::new();
-    for inner in [&good_tcp, &good_tcp, &bad_tcp] {
-        vx.extend_from_slice(&[8, 0, 0, 0, 0, 0, 42, 0]);
-        vx.extend_from_slice(&ethernet(inner));
-    }
+    let vx = vxlan_payload(&[&good_tcp, &good_tcp, &bad_tcp]);
     let batch = packet(17, &udp_datagram(4789, &vx), Some(6));
     let (t, _) = check("batch", &[&batch], Mode::Tap);
     assert_eq!((t.bad, t.inner.tcp), (1, 3), "{}", t.summary());

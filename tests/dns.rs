@@ -9,37 +9,12 @@ use std::time::{Duration, Instant};
 use common::*;
 use switch::model::*;
 
-/// A tiny resolver for the outside namespace: `outside.test` is 10.210.0.99, the rest NXDOMAIN.
-const UPSTREAM: &str = r#"
-import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("10.210.0.2", 53))
-while True:
-    q, peer = s.recvfrom(512)
-    i, labels = 12, []
-    while q[i]:
-        labels.append(q[i + 1:i + 1 + q[i]].decode())
-        i += 1 + q[i]
-    end = i + 5
-    if ".".join(labels).lower() == "outside.test":
-        r = q[:2] + b"\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00" + q[12:end] + b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + bytes([10, 210, 0, 99])
-    else:
-        r = q[:2] + b"\x81\x83\x00\x01\x00\x00\x00\x00\x00\x00" + q[12:end]
-    s.sendto(r, peer)
-"#;
-
 #[test]
 fn gateway_dns_answers_names_aliases_over_udp_and_tcp_and_forwards_the_rest() {
     require(&["dig", "python3", "ss", "getent"]);
     let l = Lab::new(&[]);
-    let _upstream = l.out.spawn(&["python3", "-c", UPSTREAM]);
-    assert!(
-        wait_until(5, || l
-            .out
-            .exec_ok(&["ss", "-H", "-lnu"])
-            .contains("10.210.0.2:53")),
-        "upstream resolver did not start"
-    );
+    // The daemon's resolver: `outside.test` is 10.210.0.99, the rest NXDOMAIN.
+    let _upstream = upstream_dns(&l.out, &[("outside.test", "10.210.0.99")]);
     let (a, b, c) = (Netns::new("a"), Netns::new("b"), Netns::new("c"));
     l.d.ctl_ok(&["network", "create", "front", "--subnet", "10.220.0.0/24"]);
     l.d.ctl_ok(&["network", "create", "back", "--subnet", "10.221.0.0/24"]);

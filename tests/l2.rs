@@ -6,10 +6,6 @@ mod common;
 use common::*;
 use switch::model::*;
 
-fn attach(d: &Daemon, ns: &Netns, net: &str) -> EndpointInfo {
-    d.ctl_json(&["attach", &ns.name, net])
-}
-
 #[test]
 fn two_namespaces_ping_each_other_and_the_gateway_with_tcp_and_udp() {
     require(&["ping", "iperf3", "socat"]);
@@ -38,13 +34,8 @@ fn two_namespaces_ping_each_other_and_the_gateway_with_tcp_and_udp() {
     assert!(a.ping("10.201.1.1", 3), "a cannot ping the gateway");
 
     // TCP: a full iperf3 run through the switch.
-    let server = b.spawn(&["iperf3", "-s", "-1", "-B", "10.201.1.3"]);
-    wait_listening(&b, "tcp", 5201);
-    let out = a.exec_ok(&["iperf3", "-c", "10.201.1.3", "-t", "2", "-J"]);
-    let v: serde_json::Value = serde_json::from_str(&out).expect("iperf3 JSON");
-    let bytes = v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+    let bytes = iperf_bytes(&a, &b, "10.201.1.3", 2);
     assert!(bytes > 1_000_000, "TCP moved only {bytes} bytes");
-    drop(server);
 
     // UDP: a request and its echo through socat.
     let echo = b.spawn(&[

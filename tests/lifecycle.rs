@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -19,46 +18,12 @@ use switch::model::*;
 /// as a router (see [`far_behind_outside`]).
 const FAR: &str = "198.51.100.2";
 
-fn attach(d: &Daemon, ns: &Netns, net: &str, extra: &[&str]) -> EndpointInfo {
-    let mut a = vec!["attach", &ns.name, net];
-    a.extend_from_slice(extra);
-    d.ctl_json(&a)
-}
-
-/// The word after `key` in `text` (empty when absent).
-fn word_after(text: &str, key: &str) -> String {
-    text.split(key)
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap_or("")
-        .to_string()
-}
-
-/// `(MAC, ADDR/PREFIX)` of interface `ifname` in `ns`.
-fn iface(ns: &Netns, ifname: &str) -> (String, String) {
-    let link = ns.exec_ok(&["ip", "-o", "link", "show", "dev", ifname]);
-    let addr = ns.exec_ok(&["ip", "-o", "-4", "addr", "show", "dev", ifname]);
-    (word_after(&link, "link/ether "), word_after(&addr, "inet "))
-}
-
 /// The IPv4 addresses configured in `ns` (any interface), as `ADDR/PREFIX`.
 fn addresses(ns: &Netns) -> Vec<String> {
     ns.exec_ok(&["ip", "-o", "-4", "addr", "show"])
         .lines()
         .map(|l| word_after(l, "inet "))
         .collect()
-}
-
-fn drops(d: &Daemon, name: &str) -> u64 {
-    let s: StatsInfo = d.ctl_json(&["stats"]);
-    s.drops.get(name).copied().unwrap_or(0)
-}
-
-fn flows(d: &Daemon, network: Option<&str>) -> Vec<ConntrackEntry> {
-    match network {
-        Some(n) => d.ctl_json(&["conntrack", "ls", "--network", n]),
-        None => d.ctl_json(&["conntrack", "ls"]),
-    }
 }
 
 /// True when the flow's original or reply tuple has `ip` as an address.
@@ -85,78 +50,16 @@ fn missing(want: &[(String, String)], now: &[ConntrackEntry]) -> Vec<(String, St
         .collect()
 }
 
-/// A TCP probe that must get no answer: like [`ask`], but gives up after `secs` seconds
-/// (a positive control beside it shows the same probe answered in milliseconds).
-fn ask_within(ns: &Netns, addr: &str, port: u16, secs: u32) -> String {
-    let o = ns.exec(&[
-        "sh",
-        "-c",
-        &format!(
-            "echo x | timeout {} socat -t {secs} -T {secs} - TCP4:{addr}:{port},connect-timeout={secs}",
-            2 * secs + 1
-        ),
-    ]);
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
-/// A TCP echo server on `port` in `ns`, ready when this returns.
-fn echo_server(ns: &Netns, port: u16) -> KillOnDrop {
-    let k = ns.spawn(&[
-        "socat",
-        &format!("TCP4-LISTEN:{port},fork,reuseaddr"),
-        "EXEC:cat",
-    ]);
-    wait_listening(ns, "tcp", port);
-    k
-}
-
 /// A TCP server on `port` in `ns` answering `local=<its own address> peer=<client address>`
 /// (which of the namespace's addresses a published port led to), ready when this returns.
 fn addr_server(ns: &Netns, port: u16) -> KillOnDrop {
-    let k = ns.spawn(&[
-        "socat",
-        "-t",
-        "5",
-        &format!("TCP4-LISTEN:{port},fork,reuseaddr"),
-        "SYSTEM:echo local=$SOCAT_SOCKADDR peer=$SOCAT_PEERADDR; cat >/dev/null",
-    ]);
-    wait_listening(ns, "tcp", port);
-    k
-}
-
-/// Send `text` to an echo server at `addr:port` from `ns`; returns what came back.
-fn echo_via(ns: &Netns, addr: &str, port: u16, text: &str) -> String {
-    let o = ns.exec(&[
-        "sh",
-        "-c",
-        &format!("echo {text} | timeout 10 socat -t 3 - TCP4:{addr}:{port},connect-timeout=5"),
-    ]);
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
-/// A resolver for the outside namespace of a [`Lab`] (the daemon's upstream): NXDOMAIN for
-/// every name, so a name the gateway no longer knows gets a definite "no such name".
-const UPSTREAM_NXDOMAIN: &str = r#"
-import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("10.210.0.2", 53))
-while True:
-    q, peer = s.recvfrom(512)
-    i = 12
-    while q[i]:
-        i += 1 + q[i]
-    s.sendto(q[:2] + b"\x81\x83\x00\x01\x00\x00\x00\x00\x00\x00" + q[12:i + 5], peer)
-"#;
-
-fn upstream_nxdomain(out: &Netns) -> KillOnDrop {
-    let k = out.spawn(&["python3", "-c", UPSTREAM_NXDOMAIN]);
-    assert!(
-        wait_until(5, || out
-            .exec_ok(&["ss", "-H", "-lnu"])
-            .contains(&format!("{OUTSIDE}:53"))),
-        "upstream resolver did not start"
-    );
-    k
+    answer_server(
+        ns,
+        "tcp",
+        "0.0.0.0",
+        port,
+        "local=$SOCAT_SOCKADDR peer=$SOCAT_PEERADDR",
+    )
 }
 
 /// Make the outside namespace of `l` a router to a "far" namespace holding 198.51.100.2/24:
@@ -203,7 +106,7 @@ fn uplink_gateway_carries_egress_beyond_the_subnet_and_uplink_rm_stops_egress_an
     let _far_srv = peer_server(&far, "tcp", FAR, 7000);
     let a = Netns::new("a");
     l.d.ctl_ok(&["network", "create", "front", "--subnet", "10.231.0.0/24"]);
-    attach(&l.d, &a, "front", &[]);
+    attach(&l.d, &a, "front");
 
     // Without a gateway only the uplink's own subnet is reachable.
     assert!(
@@ -221,15 +124,7 @@ fn uplink_gateway_carries_egress_beyond_the_subnet_and_uplink_rm_stops_egress_an
     );
 
     // With --gateway, egress to FAR goes through the router, masqueraded.
-    let up: UplinkInfo = l.d.ctl_json(&[
-        "uplink",
-        "set",
-        "up0",
-        "--ip",
-        "10.210.0.1/24",
-        "--gateway",
-        OUTSIDE,
-    ]);
+    let up = l.set_gateway();
     assert_eq!(up.gateway.map(|g| g.to_string()).as_deref(), Some(OUTSIDE));
     assert!(a.ping(FAR, 2), "egress via the uplink gateway failed");
     assert_eq!(
@@ -279,15 +174,7 @@ fn uplink_gateway_carries_egress_beyond_the_subnet_and_uplink_rm_stops_egress_an
     assert!(err.contains("no uplink"), "a second uplink rm: {err}");
 
     // Setting it again brings egress and the (kept) published port back.
-    l.d.ctl_ok(&[
-        "uplink",
-        "set",
-        "up0",
-        "--ip",
-        "10.210.0.1/24",
-        "--gateway",
-        OUTSIDE,
-    ]);
+    l.set_gateway();
     assert!(a.ping(FAR, 1), "egress after the uplink was set again");
     assert_eq!(ask(&l.out, "tcp", UPLINK, 8080), format!("peer={OUTSIDE}"));
 }
@@ -298,8 +185,8 @@ fn detach_under_live_restore_removes_the_device_and_its_address() {
     let mut d = Daemon::start_with(&["--live-restore"]);
     let (a, b) = (Netns::new("a"), Netns::new("b"));
     d.ctl_ok(&["network", "create", "front", "--subnet", "10.232.0.0/24"]);
-    let ea = attach(&d, &a, "front", &[]);
-    let eb = attach(&d, &b, "front", &[]);
+    let ea = attach(&d, &a, "front");
+    let eb = attach(&d, &b, "front");
     let a_addr = format!("{}/24", ea.ip);
     assert_eq!(a.links(), vec!["lo", "eth0"]);
     assert!(addresses(&a).contains(&a_addr), "{:?}", addresses(&a));
@@ -390,20 +277,12 @@ fn restart_invariants(l: &Lab, a: &Netns, b: &Netns, ea: &EndpointInfo, when: &s
 fn a_plain_restart_recreates_endpoints_and_brings_back_ports_uplink_links_aliases_and_nat_flows() {
     require(&["ping", "socat", "ss", "dig", "python3"]);
     let mut l = Lab::new(&[]);
-    l.d.ctl_ok(&[
-        "uplink",
-        "set",
-        "up0",
-        "--ip",
-        "10.210.0.1/24",
-        "--gateway",
-        OUTSIDE,
-    ]);
+    l.set_gateway();
     let (a, b) = (Netns::new("a"), Netns::new("b"));
     l.d.ctl_ok(&["network", "create", "front", "--subnet", "10.233.0.0/24"]);
     l.d.ctl_ok(&["network", "create", "back", "--subnet", "10.233.1.0/24"]);
     l.d.ctl_ok(&["network", "link", "front", "back"]);
-    let ea = attach(
+    let ea = attach_with(
         &l.d,
         &a,
         "front",
@@ -420,7 +299,7 @@ fn a_plain_restart_recreates_endpoints_and_brings_back_ports_uplink_links_aliase
         (ea.ifname.as_str(), ea.mac.as_str()),
         ("web0", "02:00:5e:10:20:30")
     );
-    let eb = attach(&l.d, &b, "back", &[]);
+    let eb = attach(&l.d, &b, "back");
     assert_eq!(eb.ip.to_string(), "10.233.1.2");
     let b_before = iface(&b, "eth0");
     let _echo = echo_server(&a, 80);
@@ -429,34 +308,8 @@ fn a_plain_restart_recreates_endpoints_and_brings_back_ports_uplink_links_aliase
     restart_invariants(&l, &a, &b, &ea, "before the restart");
 
     // An established connection through the published port, idle across the restart.
-    let script = format!(
-        r#"
-import socket, sys
-s = socket.create_connection(("{UPLINK}", 8080), timeout=15)
-s.sendall(b"one\n"); print(s.recv(100).decode().strip(), flush=True)
-sys.stdin.readline()
-s.sendall(b"two\n"); print(s.recv(100).decode().strip(), flush=True)
-"#
-    );
-    let mut client = KillOnDrop(Some(
-        Command::new("ip")
-            .args(["netns", "exec", &l.out.name, "python3", "-c", &script])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start client"),
-    ));
-    let child = client.0.as_mut().expect("client");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    assert_eq!(lines.next().and_then(Result::ok).as_deref(), Some("one"));
-    let established = |l: &Lab| -> Vec<(String, String)> {
-        flows(&l.d, None)
-            .into_iter()
-            .filter(|e| e.kind == "dnat" && e.state == "ESTABLISHED")
-            .map(|e| (e.orig, e.reply))
-            .collect()
-    };
-    let before = established(&l);
+    let mut client = HeldConnection::open(&l.out, UPLINK, 8080);
+    let before = established_dnat(&l.d);
     assert_eq!(before.len(), 1, "{before:?}");
 
     // A plain stop removes the devices; the start recreates them.
@@ -465,13 +318,12 @@ s.sendall(b"two\n"); print(s.recv(100).decode().strip(), flush=True)
     assert_eq!(b.links(), vec!["lo"], "a plain stop must remove b's device");
     l.d.spawn(&[]);
     assert_eq!(
-        established(&l),
+        established_dnat(&l.d),
         before,
         "the tracked connection was not restored"
     );
-    writeln!(child.stdin.as_mut().expect("stdin")).expect("signal client");
     assert_eq!(
-        lines.next().and_then(Result::ok).as_deref(),
+        client.second().as_deref(),
         Some("two"),
         "the established NAT connection did not survive the plain restart"
     );
@@ -480,7 +332,7 @@ s.sendall(b"two\n"); print(s.recv(100).decode().strip(), flush=True)
 
     // A new endpoint gets a fresh address and MAC, not a restored endpoint's.
     let c = Netns::new("c");
-    let ec = attach(&l.d, &c, "front", &[]);
+    let ec = attach(&l.d, &c, "front");
     assert_ne!(
         ec.ip, ea.ip,
         "IPAM handed out a restored endpoint's address"
@@ -586,13 +438,15 @@ fn parallel_attaches_get_distinct_addresses_and_macs_and_none_are_reused_after_a
 fn detach_removes_the_endpoints_flows_fdb_entries_dns_name_and_published_port() {
     require(&["ping", "socat", "ss", "dig", "python3"]);
     let l = Lab::new(&[]);
-    let _upstream = upstream_nxdomain(&l.out);
+    // NXDOMAIN for every name upstream: a name the gateway no longer knows gets a definite "no
+    // such name".
+    let _upstream = upstream_dns(&l.out, &[]);
     let (a, b, c) = (Netns::new("a"), Netns::new("b"), Netns::new("c"));
     l.d.ctl_ok(&["network", "create", "front", "--subnet", "10.235.0.0/24"]);
     l.d.ctl_ok(&["network", "create", "back", "--subnet", "10.235.1.0/24"]);
-    let ea = attach(&l.d, &a, "front", &[]);
-    let eb = attach(&l.d, &b, "front", &[]);
-    attach(&l.d, &c, "back", &[]);
+    let ea = attach(&l.d, &a, "front");
+    let eb = attach(&l.d, &b, "front");
+    attach(&l.d, &c, "back");
     let (aip, bip) = (ea.ip.to_string(), eb.ip.to_string());
     let _web_a = peer_server(&a, "tcp", "0.0.0.0", 80);
     let _web_b = peer_server(&b, "tcp", "0.0.0.0", 80);
@@ -619,7 +473,7 @@ fn detach_removes_the_endpoints_flows_fdb_entries_dns_name_and_published_port() 
         "unknown names must get NXDOMAIN from the upstream"
     );
 
-    let ct = flows(&l.d, None);
+    let ct = conntrack(&l.d, None);
     let of_b = ct.iter().filter(|e| mentions(e, &bip)).count();
     let of_a: Vec<_> = ct.iter().filter(|e| mentions(e, &aip)).cloned().collect();
     assert!(of_b >= 3, "b's flows (egress, dnat, hairpin): {ct:?}");
@@ -630,7 +484,7 @@ fn detach_removes_the_endpoints_flows_fdb_entries_dns_name_and_published_port() 
 
     l.d.ctl_ok(&["detach", &b.name, "front"]);
 
-    let ct = flows(&l.d, None);
+    let ct = conntrack(&l.d, None);
     let left: Vec<_> = ct.iter().filter(|e| mentions(e, &bip)).collect();
     assert!(left.is_empty(), "flows of the detached endpoint: {left:?}");
     let gone = missing(&lasting(&of_a), &ct);
@@ -686,12 +540,12 @@ fn detach_gives_the_namespace_its_own_resolv_conf_back_byte_for_byte() {
     let read = || std::fs::read(&file).expect("read resolv.conf");
     let text = || String::from_utf8_lossy(&read()).into_owned();
 
-    attach(&d, &a, "n1", &[]);
+    attach(&d, &a, "n1");
     assert!(text().contains("nameserver 10.236.0.1"), "{}", text());
     assert!(!text().contains("192.0.2.53"), "{}", text());
     let seen = a.exec_ok(&["cat", "/etc/resolv.conf"]);
     assert!(seen.contains("nameserver 10.236.0.1"), "{seen}");
-    attach(&d, &a, "n2", &[]);
+    attach(&d, &a, "n2");
     assert!(
         text().contains("nameserver 10.236.0.1") && text().contains("nameserver 10.236.1.1"),
         "{}",
@@ -776,10 +630,10 @@ fn publish_on_an_address_and_a_network_unpublish_and_flush_one_networks_flows() 
     let (a, b) = (Netns::new("a"), Netns::new("b"));
     l.d.ctl_ok(&["network", "create", "front", "--subnet", "10.238.0.0/24"]);
     l.d.ctl_ok(&["network", "create", "back", "--subnet", "10.238.1.0/24"]);
-    let af = attach(&l.d, &a, "front", &[]);
-    let ab = attach(&l.d, &a, "back", &[]);
+    let af = attach(&l.d, &a, "front");
+    let ab = attach(&l.d, &a, "back");
     assert_eq!((af.ifname.as_str(), ab.ifname.as_str()), ("eth0", "eth1"));
-    attach(&l.d, &b, "back", &[]);
+    attach(&l.d, &b, "back");
     let (afip, abip) = (af.ip.to_string(), ab.ip.to_string());
     let _srv = addr_server(&a, 80);
     let _out = peer_server(&l.out, "tcp", OUTSIDE, 7000);
@@ -827,13 +681,13 @@ fn publish_on_an_address_and_a_network_unpublish_and_flush_one_networks_flows() 
     assert_eq!(ask(&b, "tcp", OUTSIDE, 7000), format!("peer={UPLINK}"));
 
     // conntrack ls/flush --network: back's flows go, front's stay.
-    let front = flows(&l.d, Some("front"));
-    let back = flows(&l.d, Some("back"));
+    let front = conntrack(&l.d, Some("front"));
+    let back = conntrack(&l.d, Some("back"));
     assert!(front.len() >= 2, "{front:?}");
     assert!(back.len() >= 2, "{back:?}");
     assert!(front.iter().all(|e| e.network == "front"), "{front:?}");
     assert!(back.iter().all(|e| e.network == "back"), "{back:?}");
-    let all = flows(&l.d, None);
+    let all = conntrack(&l.d, None);
     assert!(missing(&lasting(&front), &all).is_empty(), "{all:?}");
     assert!(missing(&lasting(&back), &all).is_empty(), "{all:?}");
     let f: FlushInfo = l.d.ctl_json(&["conntrack", "flush", "--network", "back"]);
@@ -842,8 +696,8 @@ fn publish_on_an_address_and_a_network_unpublish_and_flush_one_networks_flows() 
         "flushed {} of {back:?}",
         f.flushed
     );
-    assert!(flows(&l.d, Some("back")).is_empty());
-    let gone = missing(&lasting(&front), &flows(&l.d, None));
+    assert!(conntrack(&l.d, Some("back")).is_empty());
+    let gone = missing(&lasting(&front), &conntrack(&l.d, None));
     assert!(gone.is_empty(), "front's flows were flushed too: {gone:?}");
 
     // unpublish: the address-bound port closes (and the switch stops owning the address);
@@ -891,8 +745,8 @@ fn a_port_published_on_a_namespaces_second_network_answers_with_the_default_rout
     let a = Netns::new("a");
     l.d.ctl_ok(&["network", "create", "front", "--subnet", "10.239.0.0/24"]);
     l.d.ctl_ok(&["network", "create", "back", "--subnet", "10.239.1.0/24"]);
-    let af = attach(&l.d, &a, "front", &[]);
-    let ab = attach(&l.d, &a, "back", &[]);
+    let af = attach(&l.d, &a, "front");
+    let ab = attach(&l.d, &a, "back");
     let _srv = addr_server(&a, 80);
     l.d.ctl_ok(&["publish", &a.name, "8080:80"]);
     l.d.ctl_ok(&["publish", &a.name, "9090:80", "--network", "back"]);

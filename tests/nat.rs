@@ -8,21 +8,13 @@ mod common;
 use common::*;
 use switch::model::*;
 
-fn attach(l: &Lab, ns: &Netns, net: &str) -> EndpointInfo {
-    l.d.ctl_json(&["attach", &ns.name, net])
-}
-
-fn stats(l: &Lab) -> StatsInfo {
-    l.d.ctl_json(&["stats"])
-}
-
 #[test]
 fn egress_ping_tcp_udp_and_http_leave_with_the_uplink_address() {
     require(&["ping", "socat", "ss", "curl", "python3", "iperf3"]);
     let l = Lab::new(&[]);
     let a = Netns::new("a");
     l.d.ctl_ok(&["network", "create", "front", "--subnet", "10.220.0.0/24"]);
-    attach(&l, &a, "front");
+    attach(&l.d, &a, "front");
     let routes = l.out.exec_ok(&["ip", "route"]);
     assert!(
         !routes.contains("10.220."),
@@ -57,10 +49,7 @@ fn egress_ping_tcp_udp_and_http_leave_with_the_uplink_address() {
         "--directory",
         www.to_str().unwrap(),
     ]);
-    assert!(
-        wait_until(5, || l.out.exec_ok(&["ss", "-H", "-lnt"]).contains(":8000")),
-        "http server did not start"
-    );
+    wait_listening(&l.out, "tcp", 8000);
     let body = a.exec_ok(&[
         "curl",
         "-sS",
@@ -107,8 +96,8 @@ fn published_ports_keep_the_client_address_and_hairpin_works() {
     let l = Lab::new(&[]);
     let (a, b) = (Netns::new("a"), Netns::new("b"));
     l.d.ctl_ok(&["network", "create", "front", "--subnet", "10.220.0.0/24"]);
-    let ea = attach(&l, &a, "front");
-    attach(&l, &b, "front");
+    let ea = attach(&l.d, &a, "front");
+    attach(&l.d, &b, "front");
     let _web = peer_server(&a, "tcp", "0.0.0.0", 80);
     let _dns = peer_server(&a, "udp", "0.0.0.0", 53);
 
@@ -153,7 +142,7 @@ fn published_ports_keep_the_client_address_and_hairpin_works() {
     let net: NetworkInfo = l.d.ctl_json(&["network", "inspect", "front"]);
     assert_eq!(net.published.len(), 4, "{net:?}");
     l.d.ctl_ok(&["detach", &b.name, "front"]);
-    attach(&l, &b, "front");
+    attach(&l.d, &b, "front");
     assert_eq!(
         ask(&l.out, "tcp", UPLINK, 8080),
         format!("peer={OUTSIDE}"),
@@ -177,7 +166,7 @@ fn published_ports_keep_the_client_address_and_hairpin_works() {
         net.published.is_empty(),
         "published ports must go with their endpoint: {net:?}"
     );
-    assert!(stats(&l).events["dnat_flows"] >= 3);
+    assert!(stats(&l.d).events["dnat_flows"] >= 3);
 }
 
 #[test]
@@ -194,7 +183,7 @@ fn the_uplink_has_a_socket_per_worker_and_published_flows_spread_over_them_get_t
     assert_eq!(ours, 2, "packet sockets of vswitchd: {socks}");
     let a = Netns::new("a");
     l.d.ctl_ok(&["network", "create", "front", "--subnet", "10.220.3.0/24"]);
-    attach(&l, &a, "front");
+    attach(&l.d, &a, "front");
     l.d.ctl_ok(&["publish", &a.name, "5203:5203"]);
     let _srv = a.spawn(&["iperf3", "-s", "-p", "5203"]);
     wait_listening(&a, "tcp", 5203);
@@ -215,7 +204,7 @@ fn conntrack_entries_are_listed_expire_and_flush() {
     let l = Lab::new(&["--ct-udp-timeout", "8", "--ct-udp-stream-timeout", "8"]);
     let a = Netns::new("a");
     l.d.ctl_ok(&["network", "create", "front", "--subnet", "10.220.0.0/24"]);
-    attach(&l, &a, "front");
+    attach(&l.d, &a, "front");
     let _udp = peer_server(&l.out, "udp", OUTSIDE, 7001);
     let _tcp = peer_server(&l.out, "tcp", OUTSIDE, 7000);
     assert_eq!(ask(&a, "udp", OUTSIDE, 7001), format!("peer={UPLINK}"));
@@ -264,7 +253,7 @@ fn a_full_conntrack_table_drops_and_counts() {
     let l = Lab::new(&["--ct-max", "1"]);
     let a = Netns::new("a");
     l.d.ctl_ok(&["network", "create", "front", "--subnet", "10.220.0.0/24"]);
-    attach(&l, &a, "front");
+    attach(&l.d, &a, "front");
     let _u1 = peer_server(&l.out, "udp", OUTSIDE, 7001);
     let _u2 = peer_server(&l.out, "udp", OUTSIDE, 7002);
     assert_eq!(ask(&a, "udp", OUTSIDE, 7001), format!("peer={UPLINK}"));
@@ -274,9 +263,9 @@ fn a_full_conntrack_table_drops_and_counts() {
         "a second flow got through a table of one"
     );
     assert!(
-        stats(&l).drops["conntrack_full"] >= 1,
+        stats(&l.d).drops["conntrack_full"] >= 1,
         "{:?}",
-        stats(&l).drops
+        stats(&l.d).drops
     );
     // Control: once the table has room, the same server answers the same request.
     l.d.ctl_ok(&["conntrack", "flush"]);
@@ -293,7 +282,7 @@ fn icmp_errors_are_translated_back_to_the_endpoint() {
     let l = Lab::new(&[]);
     let a = Netns::new("a");
     l.d.ctl_ok(&["network", "create", "front", "--subnet", "10.220.0.0/24"]);
-    attach(&l, &a, "front");
+    attach(&l.d, &a, "front");
     // A UDP send to a closed port outside: the outside answers port-unreachable to the uplink
     // address; the switch must translate it (outer and quoted headers) back to the endpoint.
     let script = format!(
@@ -327,15 +316,15 @@ fn networks_are_isolated_at_l3_until_linked() {
     let (a, c) = (Netns::new("a"), Netns::new("c"));
     l.d.ctl_ok(&["network", "create", "front", "--subnet", "10.220.0.0/24"]);
     l.d.ctl_ok(&["network", "create", "back", "--subnet", "10.221.0.0/24"]);
-    attach(&l, &a, "front");
-    let ec = attach(&l, &c, "back");
-    let before = stats(&l).drops["policy"];
+    attach(&l.d, &a, "front");
+    let ec = attach(&l.d, &c, "back");
+    let before = stats(&l.d).drops["policy"];
     assert!(
         a.no_reply(&ec.ip.to_string(), 1),
         "networks must be isolated"
     );
     assert!(
-        stats(&l).drops["policy"] > before,
+        stats(&l.d).drops["policy"] > before,
         "isolation drop not counted"
     );
     l.d.ctl_ok(&["network", "link", "front", "back"]);
@@ -375,9 +364,9 @@ fn internal_networks_have_no_egress_and_icc_false_isolates_endpoints() {
         "10.223.0.0/24",
         "--icc=false",
     ]);
-    attach(&l, &i, "inner");
-    attach(&l, &e1, "quiet");
-    let ee2 = attach(&l, &e2, "quiet");
+    attach(&l.d, &i, "inner");
+    attach(&l.d, &e1, "quiet");
+    let ee2 = attach(&l.d, &e2, "quiet");
     assert!(
         i.ping("10.222.0.1", 1),
         "internal network's gateway answers"

@@ -14,27 +14,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use switch::model::*;
 
-const HOSTILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/tools/hostile.py");
-
-fn attach(d: &Daemon, ns: &Netns, net: &str) -> EndpointInfo {
-    d.ctl_json(&["attach", &ns.name, net])
-}
-
-fn stats(d: &Daemon) -> StatsInfo {
-    d.ctl_json(&["stats"])
-}
-
-fn drops(d: &Daemon, name: &str) -> u64 {
-    let s = stats(d);
-    *s.drops
-        .get(name)
-        .unwrap_or_else(|| panic!("no drop counter {name}: {:?}", s.drops))
-}
-
-fn conntrack(d: &Daemon) -> Vec<ConntrackEntry> {
-    d.ctl_json(&["conntrack"])
-}
-
 /// Send one UDP datagram from `ns` to `addr:port` and return the first answer (empty when none
 /// came). Unlike [`ask`] it returns as soon as the answer is in, so a flow's last packet is
 /// known to within milliseconds; it sends up to three times (2 s apart) when nothing comes back.
@@ -72,14 +51,15 @@ fn wait_pcap(file: &Path, secs: u64, pred: impl Fn(&str) -> bool) -> String {
     text
 }
 
-/// Bytes iperf3 moved from `client` to the server at `addr` in `ns` in `secs` seconds.
-fn iperf(client: &Netns, server: &Netns, addr: &str, secs: u32) -> u64 {
-    let srv = server.spawn(&["iperf3", "-s", "-1", "-B", addr]);
-    wait_listening(server, "tcp", 5201);
-    let out = client.exec_ok(&["iperf3", "-c", addr, "-t", &secs.to_string(), "-J"]);
-    drop(srv);
-    let v: serde_json::Value = serde_json::from_str(&out).expect("iperf3 JSON");
-    v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0)
+/// Wait (at most 5 s) until the capture `file` shows every line of `want` (`tcpdump -n` text),
+/// and fail naming the first one `what` (the capture) lacks; returns the text.
+fn capture_shows(file: &Path, what: &str, want: &[impl AsRef<str>]) -> String {
+    let seen = wait_pcap(file, 5, |t| want.iter().all(|w| t.contains(w.as_ref())));
+    for w in want {
+        let w = w.as_ref();
+        assert!(seen.contains(w), "{what} lacks `{w}`: {seen}");
+    }
+    seen
 }
 
 /// Wait (at most `secs`) for a background process to exit; true when it did.
@@ -96,45 +76,13 @@ fn sha256(file: &Path) -> String {
         .to_string()
 }
 
-/// Resident memory of `pid` in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
-        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
-}
-
-/// A plain Linux host on the underlay: a kernel vxlan device `vx0` (VNI 42, port 4789) with
-/// head-end replication to `remote`, address `addr`, MTU `mtu`.
-fn kernel_vtep(h: &Netns, local: &str, remote: &str, addr: &str, mtu: &str) {
-    h.exec_ok(&[
-        "ip", "link", "add", "vx0", "type", "vxlan", "id", "42", "dstport", "4789", "local", local,
-        "dev", "ul0",
-    ]);
-    h.exec_ok(&[
-        "bridge",
-        "fdb",
-        "append",
-        "00:00:00:00:00:00",
-        "dev",
-        "vx0",
-        "dst",
-        remote,
-    ]);
-    h.exec_ok(&["ip", "link", "set", "vx0", "mtu", mtu]);
-    h.exec_ok(&["ip", "addr", "add", addr, "dev", "vx0"]);
-    h.exec_ok(&["ip", "link", "set", "vx0", "up"]);
-}
-
 // ---------------------------------------------------------------------------------------------
 // 1. Conntrack timeouts
 // ---------------------------------------------------------------------------------------------
 
 /// The entry of `proto` whose original destination port is `dport`.
 fn ct_entry(d: &Daemon, proto: &str, dport: &str) -> Option<ConntrackEntry> {
-    conntrack(d)
+    conntrack(d, None)
         .into_iter()
         .find(|e| e.proto == proto && e.orig.ends_with(&format!(":{dport}")))
 }
@@ -155,15 +103,7 @@ fn conntrack_timeouts_follow_the_options_and_other_tcp_states_keep_linux_default
     ]);
     // A next hop for the documentation range, where the outside drops everything silently: a
     // server that never answers.
-    l.d.ctl_ok(&[
-        "uplink",
-        "set",
-        "up0",
-        "--ip",
-        "10.210.0.1/24",
-        "--gateway",
-        OUTSIDE,
-    ]);
+    l.set_gateway();
     l.out
         .exec_ok(&["ip", "route", "add", "blackhole", "198.51.100.0/24"]);
     let a = Netns::new("a");
@@ -248,7 +188,7 @@ fn conntrack_timeouts_follow_the_options_and_other_tcp_states_keep_linux_default
         wait_until(5, || ct_entry(&l.d, "tcp", "7010")
             .is_some_and(|e| e.state == "ESTABLISHED")),
         "the idle connection never became ESTABLISHED: {:?}",
-        conntrack(&l.d)
+        conntrack(&l.d, None)
     );
     check("idle TCP", "tcp", "7010", "ESTABLISHED", 4);
     assert_eq!(udp_ask(&a, OUTSIDE, 7001), format!("peer={UPLINK}"));
@@ -256,7 +196,7 @@ fn conntrack_timeouts_follow_the_options_and_other_tcp_states_keep_linux_default
     a.exec_ok(&["sh", "-c", "echo x | socat -u - UDP4:10.210.0.2:7002"]);
     check("unanswered UDP", "udp", "7002", "UNREPLIED", 3);
     assert!(a.ping(OUTSIDE, 1), "egress ping failed");
-    let icmp = conntrack(&l.d)
+    let icmp = conntrack(&l.d, None)
         .into_iter()
         .find(|e| e.proto == "icmp")
         .expect("no ICMP entry");
@@ -266,7 +206,7 @@ fn conntrack_timeouts_follow_the_options_and_other_tcp_states_keep_linux_default
 
     // Each is swept once its timeout has passed (the sweep runs every second), not before.
     let done = wait_until(12, || {
-        let ct = conntrack(&l.d);
+        let ct = conntrack(&l.d, None);
         for s in short.iter_mut().filter(|s| s.gone.is_none()) {
             if !ct
                 .iter()
@@ -290,7 +230,7 @@ fn conntrack_timeouts_follow_the_options_and_other_tcp_states_keep_linux_default
     assert!(
         done,
         "entries outlived their timeouts: {report:?} {:?}",
-        conntrack(&l.d)
+        conntrack(&l.d, None)
     );
     for s in &short {
         let gone = s.gone.expect("checked above").as_secs_f64();
@@ -403,21 +343,8 @@ fn network_mtu_reaches_the_endpoints_and_full_size_df_frames_cross() {
         "{ls:?}"
     );
     // The largest packet that fits, with DF, both ways: 9000 - 28 bytes of ICMP payload.
+    full_size_pings_both_ways("a <-> b", &a, "10.232.0.2", &b, "10.232.0.3", 9000);
     let df = ["-M", "do", "-s", "8972"];
-    assert!(
-        wait_until(5, || a.pings_with("10.232.0.3", 1, &df) == 1),
-        "a never reached b with a full-size frame"
-    );
-    assert_eq!(
-        a.pings_with("10.232.0.3", 3, &df),
-        3,
-        "a -> b, 9000-byte packets lost"
-    );
-    assert_eq!(
-        b.pings_with("10.232.0.2", 3, &df),
-        3,
-        "b -> a, 9000-byte packets lost"
-    );
     assert_eq!(
         a.pings_with("10.232.0.1", 2, &df),
         2,
@@ -474,7 +401,7 @@ fn overlay_mtu_drops_oversize_frames_and_flat_tcp_is_cut_to_fit() {
     // Host 2 is a kernel vxlan host on the overlay, MTU 1400 like the overlay network, with a
     // route to the flat network through the (anycast) gateway.
     let k = &u.hosts[1];
-    kernel_vtep(k, "10.240.0.2", "10.240.0.1", "10.233.0.50/24", "1400");
+    kernel_vxlan_host(k, "42", "10.240.0.2", "10.240.0.1", "10.233.0.50/24", 1400);
     k.exec_ok(&[
         "ip",
         "route",
@@ -485,19 +412,14 @@ fn overlay_mtu_drops_oversize_frames_and_flat_tcp_is_cut_to_fit() {
         "dev",
         "vx0",
     ]);
-    d.ctl_ok(&[
-        "network",
-        "create",
+    overlay_network(
+        &d,
         "ov",
-        "--subnet",
         "10.233.0.0/24",
-        "--vni",
         "42",
-        "--peer",
-        "10.240.0.2",
-        "--mtu",
-        "1400",
-    ]);
+        &["10.240.0.2"],
+        &["--mtu", "1400"],
+    );
     d.ctl_ok(&["network", "create", "flat", "--subnet", "10.233.1.0/24"]);
     d.ctl_ok(&["network", "link", "flat", "ov"]);
     let (a, c) = (Netns::new("a"), Netns::new("c"));
@@ -509,17 +431,8 @@ fn overlay_mtu_drops_oversize_frames_and_flat_tcp_is_cut_to_fit() {
     let c_ip = ec.ip.to_string();
 
     // Full-size frames with DF cross the overlay both ways.
+    full_size_pings_both_ways("c <-> kernel host", &c, &c_ip, k, "10.233.0.50", 1400);
     let full = ["-M", "do", "-s", "1372"];
-    assert!(
-        wait_until(5, || c.pings_with("10.233.0.50", 1, &full) == 1),
-        "c never reached the kernel host"
-    );
-    assert_eq!(
-        c.pings_with("10.233.0.50", 3, &full),
-        3,
-        "c -> kernel host at 1400"
-    );
-    assert_eq!(k.pings_with(&c_ip, 3, &full), 3, "kernel host -> c at 1400");
 
     // c raises its MTU by hand: frames beyond the overlay MTU are dropped and counted (the
     // underlay is never fragmented); full-size ones still pass.
@@ -665,10 +578,7 @@ fn captures_see_both_directions_of_an_endpoint_the_gateway_and_the_uplink() {
         "10.234.0.3 > 10.234.0.2: ICMP echo request",
         "10.234.0.2 > 10.234.0.3: ICMP echo reply",
     ];
-    let seen = wait_pcap(&file("a.pcap"), 5, |t| both.iter().all(|w| t.contains(w)));
-    for w in both {
-        assert!(seen.contains(w), "a's capture lacks `{w}`: {seen}");
-    }
+    capture_shows(&file("a.pcap"), "a's capture", &both);
 
     // A network: frames entering it and what the gateway answers (ARP and ICMP); nothing of
     // the other network.
@@ -682,13 +592,7 @@ fn captures_see_both_directions_of_an_endpoint_the_gateway_and_the_uplink() {
         "10.234.0.2 > 10.234.0.1: ICMP echo request".to_string(),
         "10.234.0.1 > 10.234.0.2: ICMP echo reply".to_string(),
     ];
-    let seen = wait_pcap(&file("front.pcap"), 5, |t| gw.iter().all(|w| t.contains(w)));
-    for w in &gw {
-        assert!(
-            seen.contains(w.as_str()),
-            "the capture of front lacks `{w}`: {seen}"
-        );
-    }
+    let seen = capture_shows(&file("front.pcap"), "the capture of front", &gw);
     assert!(
         !seen.contains("10.234.1."),
         "front's capture saw back's frames: {seen}"
@@ -703,15 +607,7 @@ fn captures_see_both_directions_of_an_endpoint_the_gateway_and_the_uplink() {
         format!("{UPLINK} > {OUTSIDE}: ICMP echo request"),
         format!("{OUTSIDE} > {UPLINK}: ICMP echo reply"),
     ];
-    let seen = wait_pcap(&file("up.pcap"), 5, |t| {
-        nat.iter().all(|w| t.contains(w.as_str()))
-    });
-    for w in &nat {
-        assert!(
-            seen.contains(w.as_str()),
-            "the uplink capture lacks `{w}`: {seen}"
-        );
-    }
+    let seen = capture_shows(&file("up.pcap"), "the uplink capture", &nat);
     assert!(
         !seen.contains("10.234.0.2"),
         "an endpoint address leaked onto the uplink: {seen}"
@@ -720,12 +616,7 @@ fn captures_see_both_directions_of_an_endpoint_the_gateway_and_the_uplink() {
         format!("10.234.0.2 > {OUTSIDE}: ICMP echo request"),
         format!("{OUTSIDE} > 10.234.0.2: ICMP echo reply"),
     ];
-    let seen = wait_pcap(&file("a.pcap"), 5, |t| {
-        inside.iter().all(|w| t.contains(w.as_str()))
-    });
-    for w in &inside {
-        assert!(seen.contains(w.as_str()), "a's capture lacks `{w}`: {seen}");
-    }
+    capture_shows(&file("a.pcap"), "a's capture", &inside);
     drop((ep, up));
 }
 
@@ -768,7 +659,7 @@ fn a_capture_nobody_reads_drops_copies_and_forwarding_goes_on() {
     let rss0 = rss_kib(d.pid());
 
     let stalled = stalled_capture(&d, &format!("{}/eth0", b.name));
-    let bytes = iperf(&a, &b, "10.235.0.3", 2);
+    let bytes = iperf_bytes(&a, &b, "10.235.0.3", 2);
     let dropped = drops(&d, "capture_dropped");
     let rss1 = rss_kib(d.pid());
     eprintln!(
@@ -812,12 +703,10 @@ fn a_capture_nobody_reads_drops_copies_and_forwarding_goes_on() {
 // 5. Flood limit
 // ---------------------------------------------------------------------------------------------
 
-/// Send `count` broadcast ARP requests from `ns`'s eth0 (tests/tools/hostile.py storm).
+/// Send `count` broadcast ARP requests from `ns`'s eth0 (tests/tools/hostile.py storm); how
+/// many went out.
 fn storm(ns: &Netns, ip: &str, count: u32) -> u64 {
-    let out = ns.exec_ok(&["python3", HOSTILE, "storm", "eth0", &count.to_string(), ip]);
-    let v: serde_json::Value = serde_json::from_str(out.trim())
-        .unwrap_or_else(|e| panic!("hostile.py storm printed {out:?}: {e}"));
-    v["sent"].as_u64().unwrap_or(0)
+    sent(&hostile(ns, &["storm", "eth0", &count.to_string(), ip]))
 }
 
 #[test]
@@ -904,19 +793,7 @@ fn underlay_ip_and_vxlan_port_are_what_the_underlay_carries() {
     let d1 = Daemon::start_in(&u.hosts[0], &["--underlay-ip", "10.240.0.101"]);
     let d2 = Daemon::start_in(&u.hosts[1], &[]);
     for (d, peer) in [(&d1, "10.240.0.2"), (&d2, "10.240.0.101")] {
-        d.ctl_ok(&[
-            "network",
-            "create",
-            "ov",
-            "--subnet",
-            "10.237.0.0/24",
-            "--vni",
-            "77",
-            "--peer",
-            peer,
-            "--port",
-            "4790",
-        ]);
+        overlay_network(d, "ov", "10.237.0.0/24", "77", &[peer], &["--port", "4790"]);
     }
     let net: NetworkInfo = d1.ctl_json(&["network", "inspect", "ov"]);
     assert_eq!(net.vxlan_port, Some(4790), "{net:?}");
@@ -1021,7 +898,7 @@ fn forwards_both_ways_with_poll(poll: &str) {
             "TCP to {yip}"
         );
         assert_eq!(udp_ask(x, yip, 7001), format!("peer={xip}"), "UDP to {yip}");
-        let bytes = iperf(x, y, yip, 1);
+        let bytes = iperf_bytes(x, y, yip, 1);
         assert!(bytes > 1_000_000, "TCP to {yip} moved only {bytes} bytes");
     }
 }

@@ -8,23 +8,12 @@ use std::time::Duration;
 use common::*;
 use switch::model::*;
 
-/// Create overlay network `ov` (VNI 42, 10.250.0.0/24) on a daemon with the given peers.
+/// Create overlay network `ov` (VNI 42, 10.250.0.0/24) on a daemon with the given peers (hosts
+/// of the [`Underlay`], 1-based).
 fn overlay(d: &Daemon, peers: &[usize]) {
-    let mut args = vec![
-        "network",
-        "create",
-        "ov",
-        "--subnet",
-        "10.250.0.0/24",
-        "--vni",
-        "42",
-    ];
     let ips: Vec<String> = peers.iter().map(|i| Underlay::ip(*i)).collect();
-    for ip in &ips {
-        args.push("--peer");
-        args.push(ip);
-    }
-    d.ctl_ok(&args);
+    let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
+    overlay_network(d, "ov", "10.250.0.0/24", "42", &ips, &[]);
 }
 
 /// The MAC a namespace has in its neighbour table for `ip`.
@@ -98,14 +87,10 @@ fn two_hosts_share_a_segment_with_anycast_gateway_and_vxlan_on_the_wire() {
     let _udp = peer_server(&b, "udp", "10.250.0.12", 7001);
     assert_eq!(ask(&a, "tcp", "10.250.0.12", 7000), "peer=10.250.0.11");
     assert_eq!(ask(&a, "udp", "10.250.0.12", 7001), "peer=10.250.0.11");
-    let server = b.spawn(&["iperf3", "-s", "-1", "-B", "10.250.0.12"]);
-    wait_listening(&b, "tcp", 5201);
-    let out = a.exec_ok(&["iperf3", "-c", "10.250.0.12", "-t", "2", "-J"]);
-    drop(server);
-    let v: serde_json::Value = serde_json::from_str(&out).expect("iperf3 JSON");
+    let bytes = iperf_bytes(&a, &b, "10.250.0.12", 2);
     assert!(
-        v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0) > 1_000_000,
-        "iperf3 across hosts"
+        bytes > 1_000_000,
+        "iperf3 across hosts moved only {bytes} bytes"
     );
 
     // Remote entries carry their VTEP.
@@ -156,52 +141,19 @@ fn a_kernel_vxlan_host_joins_the_segment_both_ways_with_full_size_frames() {
     overlay(&d1, &[2]);
     let a = Netns::new("a");
     d1.ctl_ok(&["attach", &a.name, "ov", "--ip", "10.250.0.11"]);
-    // Host 2 is plain Linux: a kernel vxlan device with head-end replication to host 1.
+    // Host 2 is plain Linux: a kernel vxlan device with head-end replication to host 1, at the
+    // MTU the kernel gives it over a 1500-byte underlay (1450, the overlay's).
     let k = &u.hosts[1];
-    k.exec_ok(&[
-        "ip",
-        "link",
-        "add",
-        "vx0",
-        "type",
-        "vxlan",
-        "id",
-        "42",
-        "dstport",
-        "4789",
-        "local",
-        "10.240.0.2",
-        "dev",
-        "ul0",
-    ]);
-    k.exec_ok(&[
-        "bridge",
-        "fdb",
-        "append",
-        "00:00:00:00:00:00",
-        "dev",
-        "vx0",
-        "dst",
-        "10.240.0.1",
-    ]);
-    k.exec_ok(&["ip", "addr", "add", "10.250.0.50/24", "dev", "vx0"]);
-    k.exec_ok(&["ip", "link", "set", "vx0", "up"]);
-    let full = ["-s", "1422", "-M", "do"];
-    // Warm-up: the first exchange resolves ARP across both VTEPs (flooded to the kernel's
-    // all-zeros FDB entry); from then on no full-size packet may be lost in either direction.
-    assert!(
-        wait_until(5, || a.pings_with("10.250.0.50", 1, &full) == 1),
-        "vswitch endpoint never reached the kernel host"
-    );
-    assert_eq!(
-        a.pings_with("10.250.0.50", 3, &full),
-        3,
-        "vswitch endpoint -> kernel host, 1450-byte packets lost"
-    );
-    assert_eq!(
-        k.pings_with("10.250.0.11", 3, &full),
-        3,
-        "kernel host -> vswitch endpoint, 1450-byte packets lost"
+    kernel_vxlan_host(k, "42", "10.240.0.2", "10.240.0.1", "10.250.0.50/24", 1450);
+    // The warm-up resolves ARP across both VTEPs (flooded to the kernel's all-zeros FDB entry);
+    // from then on no full-size packet may be lost in either direction.
+    full_size_pings_both_ways(
+        "vswitch endpoint <-> kernel host",
+        &a,
+        "10.250.0.11",
+        k,
+        "10.250.0.50",
+        1450,
     );
     let _srv = peer_server(k, "tcp", "10.250.0.50", 7000);
     assert_eq!(
@@ -218,14 +170,10 @@ fn a_kernel_vxlan_host_joins_the_segment_both_ways_with_full_size_frames() {
     // Bulk TCP both ways: our software segmentation into the kernel's VTEP, and the kernel's
     // tunnel super-frames into ours.
     for (cl, srv, ip) in [(&a, k, "10.250.0.50"), (k, &a, "10.250.0.11")] {
-        let server = srv.spawn(&["iperf3", "-s", "-1", "-B", ip]);
-        wait_listening(srv, "tcp", 5201);
-        let out = cl.exec_ok(&["iperf3", "-c", ip, "-t", "2", "-J"]);
-        drop(server);
-        let v: serde_json::Value = serde_json::from_str(&out).expect("iperf3 JSON");
+        let bytes = iperf_bytes(cl, srv, ip, 2);
         assert!(
-            v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0) > 1_000_000,
-            "iperf3 from {} to {ip}: {out}",
+            bytes > 1_000_000,
+            "iperf3 from {} to {ip} moved only {bytes} bytes",
             cl.name
         );
     }
@@ -302,15 +250,7 @@ fn overlay_input_errors() {
     require(&[]);
     let u = Underlay::new(1);
     let d = Daemon::start_in(&u.hosts[0], &[]);
-    d.ctl_ok(&[
-        "network",
-        "create",
-        "ov",
-        "--subnet",
-        "10.250.0.0/24",
-        "--vni",
-        "42",
-    ]);
+    overlay(&d, &[]);
     d.ctl_ok(&["network", "create", "flat", "--subnet", "10.251.0.0/24"]);
     // Each refused `network create x --subnet 10.252.0.0/24 ...` names what was wrong.
     for (extra, says) in [
@@ -357,28 +297,8 @@ fn linked_overlay_networks_route_across_hosts_through_the_anycast_gateway() {
     let d1 = Daemon::start_in(&u.hosts[0], &[]);
     let d2 = Daemon::start_in(&u.hosts[1], &[]);
     for (d, peer) in [(&d1, "10.240.0.2"), (&d2, "10.240.0.1")] {
-        d.ctl_ok(&[
-            "network",
-            "create",
-            "red",
-            "--subnet",
-            "10.250.0.0/24",
-            "--vni",
-            "100",
-            "--peer",
-            peer,
-        ]);
-        d.ctl_ok(&[
-            "network",
-            "create",
-            "blue",
-            "--subnet",
-            "10.251.0.0/24",
-            "--vni",
-            "200",
-            "--peer",
-            peer,
-        ]);
+        overlay_network(d, "red", "10.250.0.0/24", "100", &[peer], &[]);
+        overlay_network(d, "blue", "10.251.0.0/24", "200", &[peer], &[]);
         d.ctl_ok(&["network", "link", "red", "blue"]);
     }
     let (a, b) = (Netns::new("a"), Netns::new("b"));
@@ -406,28 +326,8 @@ fn overlapping_subnets_on_different_vnis_stay_isolated() {
     let d1 = Daemon::start_in(&u.hosts[0], &[]);
     let d2 = Daemon::start_in(&u.hosts[1], &[]);
     for (d, peer) in [(&d1, "10.240.0.2"), (&d2, "10.240.0.1")] {
-        d.ctl_ok(&[
-            "network",
-            "create",
-            "red",
-            "--subnet",
-            "10.60.0.0/24",
-            "--vni",
-            "100",
-            "--peer",
-            peer,
-        ]);
-        d.ctl_ok(&[
-            "network",
-            "create",
-            "green",
-            "--subnet",
-            "10.60.0.0/24",
-            "--vni",
-            "300",
-            "--peer",
-            peer,
-        ]);
+        overlay_network(d, "red", "10.60.0.0/24", "100", &[peer], &[]);
+        overlay_network(d, "green", "10.60.0.0/24", "300", &[peer], &[]);
         // Overlapping networks cannot be linked, and a non-overlay network may not overlap.
         let (_, e) = d.ctl_err(&["network", "link", "red", "green"]);
         assert!(e.contains("overlaps"), "{e}");
@@ -445,19 +345,8 @@ fn overlapping_subnets_on_different_vnis_stay_isolated() {
     d2.ctl_ok(&["attach", &r2.name, "red", "--ip", "10.60.0.12"]);
     d1.ctl_ok(&["attach", &g1.name, "green", "--ip", "10.60.0.11"]);
     d2.ctl_ok(&["attach", &g2.name, "green", "--ip", "10.60.0.12"]);
-    let answer = |ns: &Netns, word: &str| {
-        ns.spawn(&[
-            "socat",
-            "-t",
-            "5",
-            "TCP4-LISTEN:7000,fork,reuseaddr",
-            &format!("SYSTEM:echo {word}; cat >/dev/null"),
-        ])
-    };
-    let _r = answer(&r2, "red");
-    let _g = answer(&g2, "green");
-    wait_listening(&r2, "tcp", 7000);
-    wait_listening(&g2, "tcp", 7000);
+    let _r = answer_server(&r2, "tcp", "0.0.0.0", 7000, "red");
+    let _g = answer_server(&g2, "tcp", "0.0.0.0", 7000, "green");
     assert_eq!(
         ask(&r1, "tcp", "10.60.0.12", 7000),
         "red",
@@ -476,17 +365,7 @@ fn overlay_networks_egress_through_the_local_uplink_with_nat() {
     let l = Lab::new(&[]);
     let a = Netns::new("a");
     // An overlay network whose peer does not exist: egress must not depend on it.
-    l.d.ctl_ok(&[
-        "network",
-        "create",
-        "ov",
-        "--subnet",
-        "10.250.0.0/24",
-        "--vni",
-        "42",
-        "--peer",
-        "10.241.0.9",
-    ]);
+    overlay_network(&l.d, "ov", "10.250.0.0/24", "42", &["10.241.0.9"], &[]);
     l.d.ctl_ok(&["attach", &a.name, "ov", "--ip", "10.250.0.11"]);
     assert!(
         a.ping(OUTSIDE, 2),

@@ -3,49 +3,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use switch::model::*;
 
-/// `(ifindex, MAC, IPv4 address)` of `eth0` in `ns`.
+/// `(ifindex, MAC, IPv4 address/prefix)` of `eth0` in `ns`.
 fn eth0(ns: &Netns) -> (String, String, String) {
     let link = ns.exec_ok(&["ip", "-o", "link", "show", "eth0"]);
     let idx = link.split(':').next().unwrap_or("").trim().to_string();
-    let mac = link
-        .split("link/ether ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap_or("")
-        .to_string();
-    let addr = ns.exec_ok(&["ip", "-o", "-4", "addr", "show", "eth0"]);
-    let ip = addr
-        .split("inet ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap_or("")
-        .to_string();
+    let (mac, ip) = iface(ns, "eth0");
     (idx, mac, ip)
-}
-
-/// Overlay network `ov` on `subnet` with `vni` on two daemons of an [`Underlay`] (hosts 1 and 2),
-/// each the other's peer.
-fn overlay_pair(d1: &Daemon, d2: &Daemon, subnet: &str, vni: &str) {
-    for (d, peer) in [(d1, 2), (d2, 1)] {
-        d.ctl_ok(&[
-            "network",
-            "create",
-            "ov",
-            "--subnet",
-            subnet,
-            "--vni",
-            vni,
-            "--peer",
-            &Underlay::ip(peer),
-        ]);
-    }
 }
 
 /// How soon traffic must be back after a restarted daemon answers its API. The README states
@@ -80,10 +48,7 @@ fn live_restore_keeps_endpoints_through_kill_9_and_nat_flows_through_sigterm() {
     let eb: EndpointInfo = l.d.ctl_json(&["attach", &b.name, "front"]);
     let bip = eb.ip.to_string();
     // An echo server published as 8080 -> 80: a restored flow must translate 80 back to 8080.
-    let _echo = a.spawn(&["socat", "TCP4-LISTEN:80,fork,reuseaddr", "EXEC:cat"]);
-    assert!(wait_until(5, || a
-        .exec_ok(&["ss", "-Hlnt"])
-        .contains(":80")));
+    let _echo = echo_server(&a, 80);
     l.d.ctl_ok(&["publish", &a.name, "8080:80"]);
     assert!(a.ping(&bip, 1), "no connectivity before the crash");
     let before = (eth0(&a), eth0(&b));
@@ -109,41 +74,11 @@ fn live_restore_keeps_endpoints_through_kill_9_and_nat_flows_through_sigterm() {
     );
     assert!(l.d.log().contains("restored endpoint"), "{}", l.d.log());
     // The published port came back too.
-    let o = l.out.exec(&[
-        "sh",
-        "-c",
-        &format!("echo hello | timeout 10 socat -t 3 - TCP4:{UPLINK}:8080,connect-timeout=5"),
-    ]);
-    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "hello");
+    assert_eq!(echo_via(&l.out, UPLINK, 8080, "hello"), "hello");
 
     // An established connection through the published port survives a graceful restart.
-    let script = format!(
-        r#"
-import socket, sys
-s = socket.create_connection(("{UPLINK}", 8080), timeout=15)
-s.sendall(b"one\n"); print(s.recv(100).decode().strip(), flush=True)
-sys.stdin.readline()
-s.sendall(b"two\n"); print(s.recv(100).decode().strip(), flush=True)
-"#
-    );
-    let mut client = KillOnDrop(Some(
-        Command::new("ip")
-            .args(["netns", "exec", &l.out.name, "python3", "-c", &script])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start client"),
-    ));
-    let child = client.0.as_mut().expect("client");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    assert_eq!(lines.next().and_then(Result::ok).as_deref(), Some("one"));
-    let est = |l: &Lab| -> Vec<ConntrackEntry> {
-        l.d.ctl_json::<Vec<ConntrackEntry>>(&["conntrack", "ls"])
-            .into_iter()
-            .filter(|e| e.kind == "dnat" && e.state == "ESTABLISHED")
-            .collect()
-    };
-    let flows = est(&l);
+    let mut client = HeldConnection::open(&l.out, UPLINK, 8080);
+    let flows = established_dnat(&l.d);
     assert_eq!(flows.len(), 1, "{flows:?}");
     assert!(l.d.terminate().success());
     assert!(
@@ -154,21 +89,13 @@ s.sendall(b"two\n"); print(s.recv(100).decode().strip(), flush=True)
     assert_eq!((eth0(&a), eth0(&b)), before, "SIGTERM removed devices");
     // Without the flag this daemon takes the devices back, and removes them when it stops.
     l.d.spawn(&[]);
-    let after = est(&l);
     assert_eq!(
-        after
-            .iter()
-            .map(|e| (&e.orig, &e.reply))
-            .collect::<Vec<_>>(),
-        flows
-            .iter()
-            .map(|e| (&e.orig, &e.reply))
-            .collect::<Vec<_>>(),
+        established_dnat(&l.d),
+        flows,
         "the tracked connection was not restored"
     );
-    writeln!(child.stdin.as_mut().expect("stdin")).expect("signal client");
     assert_eq!(
-        lines.next().and_then(Result::ok).as_deref(),
+        client.second().as_deref(),
         Some("two"),
         "the established connection did not survive the restart"
     );
@@ -222,47 +149,10 @@ fn without_live_restore_a_crash_takes_the_devices_and_a_restart_recreates_them()
     assert!(a.links().contains(&"eth0".to_string()));
 }
 
-const HOSTILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/tools/hostile.py");
-
-/// Run `tests/tools/hostile.py ARGS` in `ns`; returns its JSON report.
-fn hostile(ns: &Netns, args: &[&str]) -> serde_json::Value {
-    let mut cmd = vec!["python3", HOSTILE];
-    cmd.extend_from_slice(args);
-    let out = ns.exec_ok(&cmd);
-    let v: serde_json::Value = serde_json::from_str(out.trim())
-        .unwrap_or_else(|e| panic!("hostile.py {args:?} printed {out:?}: {e}"));
-    eprintln!("hostile.py {}: {v}", args[0]);
-    v
-}
-
 /// Peak and current resident memory of process `pid`, in KiB.
 fn memory_kib(pid: u32) -> (u64, u64) {
     let s = proc_status(pid);
     (status_field(&s, "VmHWM:"), status_field(&s, "VmRSS:"))
-}
-
-/// `/proc/PID/status` of process `pid`.
-fn proc_status(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status")
-}
-
-/// The number after `name` in a `/proc/PID/status` text; a missing or unreadable field fails
-/// the test (a 0 would pass every "at most" check).
-fn status_field(status: &str, name: &str) -> u64 {
-    status
-        .lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .filter(|v| *v > 0)
-        .unwrap_or_else(|| panic!("no {name} in /proc/PID/status: {status}"))
-}
-
-/// The `sent` count of a hostile.py report (a report without one fails the test).
-fn sent(r: &serde_json::Value) -> u64 {
-    r["sent"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("hostile.py report without `sent`: {r}"))
 }
 
 /// Ping, TCP and UDP between `x` and the peer servers of `y` at `yip`.
@@ -547,9 +437,7 @@ fn soak_attach_and_detach_100_namespaces_under_traffic() {
     let yip = ey.ip.to_string();
     let churn: Vec<Netns> = (0..100).map(|i| Netns::new(&format!("s{i}"))).collect();
     let _server = y.spawn(&["iperf3", "-s", "-p", "5201"]);
-    assert!(wait_until(5, || y
-        .exec_ok(&["ss", "-Hlnt"])
-        .contains(":5201")));
+    wait_listening(&y, "tcp", 5201);
     let pings = (secs * 20).to_string();
     // -w: wait for every reply (a late last reply is not a lost one).
     let deadline = (secs + 10).to_string();

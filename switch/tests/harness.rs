@@ -2,46 +2,18 @@
 //! injected on one port is checked, learned, answered, routed and translated exactly as one
 //! read from a TAP, and what the switch sends shows in the ports' counters. No root needed.
 
+mod lab;
+
 use std::net::Ipv4Addr;
 
+use lab::{mac, tcp_frame, ACK, SYN, TAP_HDR, UPLINK_HDR};
 use switch::model::*;
 use switch::{Options, Switch};
 
-fn csum(b: &[u8]) -> u16 {
-    nat::packet::checksum(b)
-}
-
-/// `[vnet hdr (hdr) | Ethernet | IPv4 | TCP SYN]` from `src` to `dst`.
-#[allow(clippy::too_many_arguments)]
-fn syn(
-    hdr: usize,
-    dmac: [u8; 6],
-    smac: [u8; 6],
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    sport: u16,
-    dport: u16,
-    flags: u8,
-) -> Vec<u8> {
+/// `frame` behind a zeroed virtio-net header of `hdr` bytes: what [`Switch::inject`] takes.
+fn with_hdr(hdr: usize, frame: Vec<u8>) -> Vec<u8> {
     let mut f = vec![0u8; hdr];
-    f.extend_from_slice(&dmac);
-    f.extend_from_slice(&smac);
-    f.extend_from_slice(&[0x08, 0x00]);
-    let mut ip = vec![0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0];
-    ip.extend_from_slice(&src.octets());
-    ip.extend_from_slice(&dst.octets());
-    let c = csum(&ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    let mut tcp = vec![0u8; 20];
-    tcp[0..2].copy_from_slice(&sport.to_be_bytes());
-    tcp[2..4].copy_from_slice(&dport.to_be_bytes());
-    tcp[12] = 5 << 4;
-    tcp[13] = flags;
-    tcp[14..16].copy_from_slice(&1024u16.to_be_bytes());
-    let c = nat::packet::checksum_pseudo(src, dst, 6, &tcp);
-    tcp[16..18].copy_from_slice(&c.to_be_bytes());
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&tcp);
+    f.extend(frame);
     f
 }
 
@@ -51,10 +23,6 @@ fn tx(ports: &[PortInfo], name: &str) -> Option<u64> {
         .iter()
         .find(|p| p.name == name)
         .map(|p| p.counters.tx_packets)
-}
-
-fn mac(s: &str) -> [u8; 6] {
-    s.parse::<switch::wire::MacAddr>().expect("mac").0
 }
 
 #[test]
@@ -81,23 +49,14 @@ fn injected_frames_run_the_whole_datapath() {
     let out = Ipv4Addr::new(198, 51, 100, 7);
 
     // L2: a to b is forwarded (b's TAP would get it).
-    assert!(sw.inject(pa, &syn(12, mb, ma, a.ip, b.ip, 1000, 80, 0x02)));
+    let from_a =
+        |dmac, src, dst, sport| with_hdr(TAP_HDR, tcp_frame(dmac, ma, src, dst, sport, 80, SYN));
+    assert!(sw.inject(pa, &from_a(mb, a.ip, b.ip, 1000)));
     // Spoofed source address: dropped and counted.
-    assert!(sw.inject(
-        pa,
-        &syn(
-            12,
-            mb,
-            ma,
-            Ipv4Addr::new(10, 9, 0, 99),
-            b.ip,
-            1000,
-            80,
-            0x02,
-        ),
-    ));
+    let spoofed = Ipv4Addr::new(10, 9, 0, 99);
+    assert!(sw.inject(pa, &from_a(mb, spoofed, b.ip, 1000)));
     // Routed and masqueraded to the outside: a flow, and an ARP request on the uplink.
-    assert!(sw.inject(pa, &syn(12, gw, ma, a.ip, out, 40000, 80, 0x02)));
+    assert!(sw.inject(pa, &from_a(gw, a.ip, out, 40000)));
     let st = sw.stats();
     assert_eq!(st.drops["spoofed"], 1, "{:?}", st.drops);
     assert_eq!(st.events["snat_flows"], 1, "{:?}", st.events);
@@ -112,19 +71,16 @@ fn injected_frames_run_the_whole_datapath() {
     // The answer from the outside comes back to a through the flow.
     let up = sw.uplink().expect("uplink info");
     let upmac = mac(&up.mac.to_string());
-    assert!(sw.inject(
-        pup,
-        &syn(
-            10,
-            upmac,
-            [2, 0, 0, 0, 0, 7],
-            out,
-            Ipv4Addr::new(198, 51, 100, 1),
-            80,
-            40000,
-            0x12,
-        ),
-    ));
+    let synack = tcp_frame(
+        upmac,
+        [2, 0, 0, 0, 0, 7],
+        out,
+        Ipv4Addr::new(198, 51, 100, 1),
+        80,
+        40000,
+        SYN | ACK,
+    );
+    assert!(sw.inject(pup, &with_hdr(UPLINK_HDR, synack)));
     let ports = sw.ports();
     assert_eq!(
         tx(&ports, &a.port),

@@ -4,12 +4,14 @@
 
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader, Lines, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
+use switch::model::{ConntrackEntry, EndpointInfo, StatsInfo, UplinkInfo};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -478,7 +480,6 @@ pub fn wait_pcap_ready(file: &Path) {
 /// Start `tcpdump ARGS` in `ns` (or the test's namespace) and return once it says it is
 /// listening, so no frame sent afterwards is missed.
 pub fn tcpdump_bg(ns: Option<&Netns>, args: &[&str]) -> KillOnDrop {
-    use std::io::{BufRead, BufReader};
     let mut cmd = match ns {
         Some(ns) => {
             let mut c = Command::new("ip");
@@ -555,11 +556,33 @@ impl Lab {
         d.ctl_ok(&["uplink", "set", "up0", "--ip", "10.210.0.1/24"]);
         Lab { d, host, out }
     }
+
+    /// `uplink set up0 --ip 10.210.0.1/24 --gateway 10.210.0.2`: the outside namespace becomes
+    /// the uplink's next hop for every address beyond its subnet. Returns the uplink as set.
+    pub fn set_gateway(&self) -> UplinkInfo {
+        self.d.ctl_json(&[
+            "uplink",
+            "set",
+            "up0",
+            "--ip",
+            &format!("{UPLINK}/24"),
+            "--gateway",
+            OUTSIDE,
+        ])
+    }
 }
 
 /// Start a TCP (or UDP) server in `ns` on `port` that answers every connection (datagram) with
 /// `peer=<client address>`.
 pub fn peer_server(ns: &Netns, proto: &str, bind: &str, port: u16) -> KillOnDrop {
+    answer_server(ns, proto, bind, port, "peer=$SOCAT_PEERADDR")
+}
+
+/// Start a TCP (or UDP) server in `ns` on `bind:port` that answers every connection (datagram)
+/// with the line `says`, expanded by the shell: socat sets `$SOCAT_PEERADDR` (the client's
+/// address) and `$SOCAT_SOCKADDR` (the address the server was reached at). Ready when this
+/// returns.
+pub fn answer_server(ns: &Netns, proto: &str, bind: &str, port: u16, says: &str) -> KillOnDrop {
     let listen = match proto {
         "udp" => format!("UDP4-RECVFROM:{port},bind={bind},fork"),
         _ => format!("TCP4-LISTEN:{port},bind={bind},fork,reuseaddr"),
@@ -575,9 +598,21 @@ pub fn peer_server(ns: &Netns, proto: &str, bind: &str, port: u16) -> KillOnDrop
         "-t",
         "5",
         &listen,
-        "SYSTEM:echo peer=$SOCAT_PEERADDR; cat >/dev/null",
+        &format!("SYSTEM:echo {says}; cat >/dev/null"),
     ]);
     wait_listening(ns, proto, port);
+    k
+}
+
+/// A TCP echo server on `port` in `ns` (every connection gets back what it sends), ready when
+/// this returns.
+pub fn echo_server(ns: &Netns, port: u16) -> KillOnDrop {
+    let k = ns.spawn(&[
+        "socat",
+        &format!("TCP4-LISTEN:{port},fork,reuseaddr"),
+        "EXEC:cat",
+    ]);
+    wait_listening(ns, "tcp", port);
     k
 }
 
@@ -606,6 +641,26 @@ pub fn wait_listening(ns: &Netns, proto: &str, port: u16) {
     );
 }
 
+/// `echo TEXT | timeout TOTAL socat OPTS - TARGET` in `ns`: the trimmed answer, and what socat
+/// said on stderr.
+fn socat_exchange(
+    ns: &Netns,
+    text: &str,
+    total: u32,
+    opts: &str,
+    target: &str,
+) -> (String, String) {
+    let o = ns.exec(&[
+        "sh",
+        "-c",
+        &format!("echo {text} | timeout {total} socat {opts} - {target}"),
+    ]);
+    (
+        String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        String::from_utf8_lossy(&o.stderr).trim().to_string(),
+    )
+}
+
 /// Ask a [`peer_server`] at `addr:port` from `ns`; returns the answer (empty if none came).
 /// (Generous timeouts: CI runs the tests in parallel on two cores next to iperf3 runs.)
 pub fn ask(ns: &Netns, proto: &str, addr: &str, port: u16) -> String {
@@ -613,25 +668,250 @@ pub fn ask(ns: &Netns, proto: &str, addr: &str, port: u16) -> String {
         "udp" => format!("UDP4:{addr}:{port}"),
         _ => format!("TCP4:{addr}:{port},connect-timeout=5"),
     };
-    let o = ns.exec(&[
-        "sh",
-        "-c",
-        // -t: how long to wait for the answer after our half-close (UDP has no close, so the
-        // wait is always spent: keep it shorter there).
-        &format!(
-            "echo x | timeout 10 socat -t {} -T 8 - {target}",
-            if proto == "udp" { 4 } else { 5 }
-        ),
-    ]);
-    let out = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    // -t: how long to wait for the answer after our half-close (UDP has no close, so the wait
+    // is always spent: keep it shorter there).
+    let opts = format!("-t {} -T 8", if proto == "udp" { 4 } else { 5 });
+    let (out, said) = socat_exchange(ns, "x", 10, &opts, &target);
     if out.is_empty() {
         eprintln!(
-            "ask {target} from {}: no answer; socat said: {}",
-            ns.name,
-            String::from_utf8_lossy(&o.stderr).trim()
+            "ask {target} from {}: no answer; socat said: {said}",
+            ns.name
         );
     }
     out
+}
+
+/// A TCP probe that must get no answer: like [`ask`], but gives up after `secs` seconds
+/// (a positive control beside it shows the same probe answered in milliseconds).
+pub fn ask_within(ns: &Netns, addr: &str, port: u16, secs: u32) -> String {
+    let target = format!("TCP4:{addr}:{port},connect-timeout={secs}");
+    let opts = format!("-t {secs} -T {secs}");
+    socat_exchange(ns, "x", 2 * secs + 1, &opts, &target).0
+}
+
+/// Send the line `text` to an [`echo_server`] at `addr:port` from `ns`; returns what came back
+/// (empty if nothing did).
+pub fn echo_via(ns: &Netns, addr: &str, port: u16, text: &str) -> String {
+    let target = format!("TCP4:{addr}:{port},connect-timeout=5");
+    socat_exchange(ns, text, 10, "-t 3", &target).0
+}
+
+/// A client in `ns` holding one TCP connection to an [`echo_server`] at `addr:port` open across
+/// whatever the test does in between: it exchanges `one` when it connects and `two` when told
+/// to ([`HeldConnection::second`]), over the same connection. Killed on drop.
+pub struct HeldConnection {
+    client: KillOnDrop,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl HeldConnection {
+    /// Connect from `ns` and make the first exchange, which must come back.
+    pub fn open(ns: &Netns, addr: &str, port: u16) -> HeldConnection {
+        let script = format!(
+            r#"
+import socket, sys
+s = socket.create_connection(("{addr}", {port}), timeout=15)
+s.sendall(b"one\n"); print(s.recv(100).decode().strip(), flush=True)
+sys.stdin.readline()
+s.sendall(b"two\n"); print(s.recv(100).decode().strip(), flush=True)
+"#
+        );
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "python3", "-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start client");
+        let stdout = child.stdout.take().expect("client stdout");
+        let mut held = HeldConnection {
+            client: KillOnDrop(Some(child)),
+            lines: BufReader::new(stdout).lines(),
+        };
+        assert_eq!(
+            held.lines.next().and_then(Result::ok).as_deref(),
+            Some("one"),
+            "the held connection from {} to {addr}:{port} did not make its first exchange",
+            ns.name
+        );
+        held
+    }
+
+    /// Make the second exchange over the same connection; returns its answer (`None`: the
+    /// connection is gone).
+    pub fn second(&mut self) -> Option<String> {
+        let child = self.client.0.as_mut().expect("client");
+        writeln!(child.stdin.as_mut().expect("client stdin")).expect("signal client");
+        self.lines.next().and_then(Result::ok)
+    }
+}
+
+/// The `(orig, reply)` tuples of `d`'s established DNAT flows (connections in through a
+/// published port).
+pub fn established_dnat(d: &Daemon) -> Vec<(String, String)> {
+    conntrack(d, None)
+        .into_iter()
+        .filter(|e| e.kind == "dnat" && e.state == "ESTABLISHED")
+        .map(|e| (e.orig, e.reply))
+        .collect()
+}
+
+/// A DNS server for the outside namespace of a [`Lab`] (the daemon's upstream resolver, at
+/// 10.210.0.2): it answers every query for one of `names` (`(name, IPv4 address)`) with that
+/// address, and every other with NXDOMAIN. Ready when this returns.
+pub fn upstream_dns(out: &Netns, names: &[(&str, &str)]) -> KillOnDrop {
+    const SCRIPT: &str = r#"
+import socket, sys
+names = dict(a.lower().split("=") for a in sys.argv[1:])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("10.210.0.2", 53))
+while True:
+    q, peer = s.recvfrom(512)
+    i, labels = 12, []
+    while q[i]:
+        labels.append(q[i + 1:i + 1 + q[i]].decode("ascii", "replace"))
+        i += 1 + q[i]
+    end = i + 5
+    name = ".".join(labels).lower()
+    if name in names:
+        r = q[:2] + b"\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00" + q[12:end] + b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + socket.inet_aton(names[name])
+    else:
+        r = q[:2] + b"\x81\x83\x00\x01\x00\x00\x00\x00\x00\x00" + q[12:end]
+    s.sendto(r, peer)
+"#;
+    let names: Vec<String> = names.iter().map(|(n, ip)| format!("{n}={ip}")).collect();
+    let mut cmd = vec!["python3", "-c", SCRIPT];
+    cmd.extend(names.iter().map(String::as_str));
+    let k = out.spawn(&cmd);
+    wait_listening(out, "udp", 53);
+    k
+}
+
+/// Bytes iperf3 moved (TCP, `secs` seconds) from `client` to a one-off server in `server` bound
+/// to `addr`.
+pub fn iperf_bytes(client: &Netns, server: &Netns, addr: &str, secs: u32) -> u64 {
+    let srv = server.spawn(&["iperf3", "-s", "-1", "-B", addr]);
+    wait_listening(server, "tcp", 5201);
+    let out = client.exec_ok(&["iperf3", "-c", addr, "-t", &secs.to_string(), "-J"]);
+    drop(srv);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("iperf3 JSON");
+    v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0)
+}
+
+/// Pings with DF of the largest size a path of MTU `mtu` carries between `x` (at `xip`) and `y`
+/// (at `yip`): after a warm-up (the first exchange may have to resolve ARP), 3 of 3 must be
+/// answered in each direction. `what` names the path in failures.
+pub fn full_size_pings_both_ways(what: &str, x: &Netns, xip: &str, y: &Netns, yip: &str, mtu: u32) {
+    let size = (mtu - 28).to_string();
+    let df = ["-M", "do", "-s", size.as_str()];
+    assert!(
+        wait_until(5, || x.pings_with(yip, 1, &df) == 1),
+        "[{what}] {xip} never reached {yip} with a {mtu}-byte packet"
+    );
+    assert_eq!(
+        x.pings_with(yip, 3, &df),
+        3,
+        "[{what}] {xip} -> {yip}, {mtu}-byte packets lost"
+    );
+    assert_eq!(
+        y.pings_with(xip, 3, &df),
+        3,
+        "[{what}] {yip} -> {xip}, {mtu}-byte packets lost"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The daemon's objects and counters.
+
+/// `vswitchctl attach NETNS NETWORK` on `d`: the new endpoint.
+pub fn attach(d: &Daemon, ns: &Netns, net: &str) -> EndpointInfo {
+    attach_with(d, ns, net, &[])
+}
+
+/// [`attach`] with more options (`--ip`, `--mac`, `--alias`, ...).
+pub fn attach_with(d: &Daemon, ns: &Netns, net: &str, extra: &[&str]) -> EndpointInfo {
+    let mut a = vec!["attach", &ns.name, net];
+    a.extend_from_slice(extra);
+    d.ctl_json(&a)
+}
+
+/// `vswitchctl stats` of `d`.
+pub fn stats(d: &Daemon) -> StatsInfo {
+    d.ctl_json(&["stats"])
+}
+
+/// The drop counter `name` of `d`; a counter the daemon does not report fails the test.
+pub fn drops(d: &Daemon, name: &str) -> u64 {
+    let s = stats(d);
+    *s.drops
+        .get(name)
+        .unwrap_or_else(|| panic!("no drop counter {name}: {:?}", s.drops))
+}
+
+/// The flows `d` tracks (`conntrack ls`), only those of `network` when given.
+pub fn conntrack(d: &Daemon, network: Option<&str>) -> Vec<ConntrackEntry> {
+    match network {
+        Some(n) => d.ctl_json(&["conntrack", "ls", "--network", n]),
+        None => d.ctl_json(&["conntrack", "ls"]),
+    }
+}
+
+/// `(MAC, ADDR/PREFIX)` of interface `ifname` in `ns` (empty strings for what it lacks).
+pub fn iface(ns: &Netns, ifname: &str) -> (String, String) {
+    let link = ns.exec_ok(&["ip", "-o", "link", "show", "dev", ifname]);
+    let addr = ns.exec_ok(&["ip", "-o", "-4", "addr", "show", "dev", ifname]);
+    (word_after(&link, "link/ether "), word_after(&addr, "inet "))
+}
+
+/// The word after `key` in `text` (empty when absent).
+pub fn word_after(text: &str, key: &str) -> String {
+    text.split(key)
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// `/proc/PID/status` of process `pid`.
+pub fn proc_status(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status")
+}
+
+/// The number after `name` in a `/proc/PID/status` text; a missing or unreadable field fails
+/// the test (a 0 would pass every "at most" check).
+pub fn status_field(status: &str, name: &str) -> u64 {
+    status
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .filter(|v| *v > 0)
+        .unwrap_or_else(|| panic!("no {name} in /proc/PID/status: {status}"))
+}
+
+/// Resident memory of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    status_field(&proc_status(pid), "VmRSS:")
+}
+
+/// `tests/tools/hostile.py`: hostile traffic generators (malformed frames, floods, storms).
+pub const HOSTILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/tools/hostile.py");
+
+/// Run `tests/tools/hostile.py ARGS` in `ns`; returns its JSON report.
+pub fn hostile(ns: &Netns, args: &[&str]) -> serde_json::Value {
+    let mut cmd = vec!["python3", HOSTILE];
+    cmd.extend_from_slice(args);
+    let out = ns.exec_ok(&cmd);
+    let v: serde_json::Value = serde_json::from_str(out.trim())
+        .unwrap_or_else(|e| panic!("hostile.py {args:?} printed {out:?}: {e}"));
+    eprintln!("hostile.py {}: {v}", args[0]);
+    v
+}
+
+/// The `sent` count of a [`hostile`] report (a report without one fails the test).
+pub fn sent(r: &serde_json::Value) -> u64 {
+    r["sent"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("hostile.py report without `sent`: {r}"))
 }
 
 /// An underlay for overlay tests: a bridge in its own namespace and `n` "hosts", each a namespace
@@ -685,4 +965,53 @@ impl Underlay {
     pub fn ip(i: usize) -> String {
         format!("10.240.0.{i}")
     }
+}
+
+/// `network create NAME --subnet SUBNET --vni VNI` on `d`, with a `--peer` for each of `peers`
+/// and then `extra` (`--mtu`, `--port`, ...).
+pub fn overlay_network(
+    d: &Daemon,
+    name: &str,
+    subnet: &str,
+    vni: &str,
+    peers: &[&str],
+    extra: &[&str],
+) {
+    let mut args = vec!["network", "create", name, "--subnet", subnet, "--vni", vni];
+    for p in peers {
+        args.extend(["--peer", p]);
+    }
+    args.extend_from_slice(extra);
+    d.ctl_ok(&args);
+}
+
+/// Overlay network `ov` on `subnet` with `vni` on two daemons of an [`Underlay`] (hosts 1 and 2),
+/// each the other's peer.
+pub fn overlay_pair(d1: &Daemon, d2: &Daemon, subnet: &str, vni: &str) {
+    for (d, peer) in [(d1, 2), (d2, 1)] {
+        overlay_network(d, "ov", subnet, vni, &[&Underlay::ip(peer)], &[]);
+    }
+}
+
+/// Make `host` (an [`Underlay`] host) a plain Linux VTEP: a kernel vxlan device `vx0` for `vni`
+/// (UDP port 4789, from `local` over `ul0`) with head-end replication to `remote` (an all-zeros
+/// FDB entry), address `addr` (`ADDR/PREFIX`) and MTU `mtu`, up.
+pub fn kernel_vxlan_host(host: &Netns, vni: &str, local: &str, remote: &str, addr: &str, mtu: u32) {
+    host.exec_ok(&[
+        "ip", "link", "add", "vx0", "type", "vxlan", "id", vni, "dstport", "4789", "local", local,
+        "dev", "ul0",
+    ]);
+    host.exec_ok(&[
+        "bridge",
+        "fdb",
+        "append",
+        "00:00:00:00:00:00",
+        "dev",
+        "vx0",
+        "dst",
+        remote,
+    ]);
+    host.exec_ok(&["ip", "link", "set", "vx0", "mtu", &mtu.to_string()]);
+    host.exec_ok(&["ip", "addr", "add", addr, "dev", "vx0"]);
+    host.exec_ok(&["ip", "link", "set", "vx0", "up"]);
 }
