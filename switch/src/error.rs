@@ -233,13 +233,27 @@ impl Error {
     }
 }
 
+/// User-supplied text as an error message shows it: control characters (a newline, say) escaped,
+/// so the message stays one line.
+pub(crate) fn shown(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Check a namespace, network or interface name: `[A-Za-z0-9_.-]`, not starting with `-` or
 /// `.`, at most `max` bytes.
 pub fn check_name(what: &'static str, name: &str, max: usize) -> Result<(), Error> {
     let bad = |why| {
         Err(Error::InvalidName {
             what,
-            name: name.to_string(),
+            name: shown(name),
             why,
         })
     };

@@ -119,7 +119,7 @@ impl FromStr for Ipv4Cidr {
     type Err = IpamError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let malformed = || IpamError::MalformedCidr(s.to_string());
+        let malformed = || IpamError::MalformedCidr(crate::error::shown(s));
         let (a, p) = s.split_once('/').ok_or_else(malformed)?;
         let addr: Ipv4Addr = a.parse().map_err(|_| malformed())?;
         if p.is_empty() || p.len() > 2 || !p.bytes().all(|b| b.is_ascii_digit()) {
@@ -136,7 +136,7 @@ impl FromStr for Ipv4Cidr {
 /// Parse an IPv4 address with an error that names the text.
 pub fn parse_ipv4(s: &str) -> Result<Ipv4Addr, IpamError> {
     s.parse()
-        .map_err(|_| IpamError::MalformedAddr(s.to_string()))
+        .map_err(|_| IpamError::MalformedAddr(crate::error::shown(s)))
 }
 
 /// The addresses in use in one subnet (the gateway is reserved at creation).
