@@ -1015,11 +1015,16 @@ pub fn complete_partial_l4(frame: &mut [u8]) {
 }
 
 /// Complete a partial checksum (virtio `NEEDS_CSUM`): the one's-complement sum from `start` to
-/// the end, stored at `start + offset` (the field holds the pseudo-header sum already).
+/// the end, stored at `start + offset` (the field holds the pseudo-header sum already). A result
+/// of zero is stored as all ones, as the kernel does: for UDP zero would mean "no checksum"
+/// (RFC 768), for TCP the two are the same (found by the frame fuzz target's oracle).
 pub fn finish_checksum(frame: &mut [u8], start: usize, offset: usize) {
     if start >= frame.len() || start + offset + 2 > frame.len() {
         return;
     }
-    let c = nat::packet::checksum(&frame[start..]);
+    let c = match nat::packet::checksum(&frame[start..]) {
+        0 => 0xffff,
+        c => c,
+    };
     frame[start + offset..start + offset + 2].copy_from_slice(&c.to_be_bytes());
 }
