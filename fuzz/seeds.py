@@ -87,10 +87,33 @@ for k, f in frames.items():
     corpora["arp"][k] = f
     corpora["vxlan"][k] = struct.pack("!II", 0x08000000, 42 << 8) + f
     if f[12:14] == b"\x08\x00":
-        corpora["nat"][k] = socket.inet_aton("198.51.100.1") + struct.pack("!H", 32768) + socket.inet_aton(OUT) + struct.pack("!H", 80) + f[14:]
+        # The nat target: [mode (bit 0: partial L4 checksum) | new tuple | IPv4 packet].
+        sel = socket.inet_aton("198.51.100.1") + struct.pack("!H", 32768) + socket.inet_aton(OUT) + struct.pack("!H", 80)
+        corpora["nat"][k] = b"\0" + sel + f[14:]
+        if f[23] in (6, 17):
+            corpora["nat"][k + "_partial"] = b"\1" + sel + f[14:]
+# ICMP errors for the nat target quoting a TCP SYN (first 8 bytes of TCP, as routers do), a whole
+# UDP datagram, and an echo request; the new tuple is the error's direction (remote -> endpoint).
+err_sel = socket.inet_aton(OUT) + struct.pack("!H", 443) + socket.inet_aton(A) + struct.pack("!H", 40000)
+q_tcp = ip4("198.51.100.1", OUT, 6, tcp("198.51.100.1", OUT, 61000, 443, 0x02))[:28]
+q_udp = ip4("198.51.100.1", OUT, 17, udp("198.51.100.1", OUT, 61000, 53, b"query"))
+q_echo = ip4("198.51.100.1", OUT, 1, icmp(8, 0, struct.pack("!HH", 61000, 1) + b"x" * 8))
+for k, q in {"icmp_error_tcp": q_tcp, "icmp_error_udp_whole": q_udp, "icmp_error_echo": q_echo}.items():
+    corpora["nat"][k] = b"\0" + err_sel + ip4(OUT, "198.51.100.1", 1, icmp(3, 3 if "udp" in k else 1, bytes(4) + q))
 # A TCP super-frame (GSO TCPv4, partial checksum) as a TAP hands it over.
 sf = eth(MB, MA, 0x0800, big)
 corpora["frame"]["superframe"] = vnet(1, 1, 14 + 20 + 32, 1448, 34, 16) + sf
+
+
+def udp_zero_sum(src, dst, sport, dport, data):
+    # A UDP datagram (checksum field 0) whose first two data bytes make its checksum come out as
+    # zero: completing it must store all ones (RFC 768), not "no checksum".
+    seg = struct.pack("!HHHH", sport, dport, 8 + len(data), 0) + b"\0\0" + data
+    ph = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 17, len(seg))
+    return seg[:8] + struct.pack("!H", csum(ph + seg)) + seg[10:]
+
+
+corpora["frame"]["udp_zero_csum"] = vnet(1, 0, 0, 0, 34, 6) + eth(MB, MA, 0x0800, ip4(A, B, 17, udp_zero_sum(A, B, 5000, 53, b"hello world!")))
 for name, q in {"a_web": dnsq("web"), "aaaa": dnsq("db.front", 28), "any": dnsq("x.y.z", 255), "long": dnsq("a" * 63 + ".b")}.items():
     corpora["dns"][name] = q
 bodies = [
@@ -110,7 +133,9 @@ corpora["control"]["cidr"] = b"\x07" + b"10.0.0.0/8"
 
 
 # The datapath harness (fuzz_targets/datapath.rs): selector 0 = a (10.9.0.2), 1 = b (10.9.0.3,
-# no port security), 2 = c (10.9.1.2 on the linked network), 3 = the uplink (198.51.100.1).
+# no port security), 2 = c (10.9.1.2 on the linked network), 3 = the uplink (198.51.100.1),
+# 4 = d (10.9.2.2 on the overlay network "ov", VNI 42), 5 = the VTEP:
+# [5 | sender (even: the peer) | GRO size (big-endian, 0: one datagram) | VXLAN datagrams].
 def gw_mac(name):
     h = 0x811C9DC5
     for ch in name.encode():
@@ -141,12 +166,51 @@ dp = {
     "up_arp_reply": (3, eth(GU, MR, 0x0806, arp(2, MR, "198.51.100.254", UP))),
     "up_icmp_err": (3, eth(GU, MR, 0x0800, ip4(REMOTE, UP, 1, icmp(3, 1, bytes(4) + ip4(UP, REMOTE, 6, tcp(UP, REMOTE, 40000, 443, 0x02))[:28])))),
 }
+FD, GO, RD = "10.9.2.2", gw_mac("ov"), "10.9.2.50"
+MFD, MRD = ep_mac(FD), bytes.fromhex("0200000002fe")
+dp.update({
+    "d_arp_gw": (4, eth(b"\xff" * 6, MFD, 0x0806, arp(1, MFD, FD, "10.9.2.1"))),
+    "d_to_remote": (4, eth(MRD, MFD, 0x0800, ip4(FD, RD, 17, udp(FD, RD, 5000, 7000, b"over")))),
+    "d_out_syn": (4, eth(GO, MFD, 0x0800, ip4(FD, REMOTE, 6, tcp(FD, REMOTE, 40002, 443, 0x02, opts=TS)))),
+    "d_super": (4, eth(MRD, MFD, 0x0800, ip4(FD, RD, 6, tcp(FD, RD, 40003, 80, 0x18, bytes(range(256)) * 12, TS)))),
+})
+
+
+def vx(vni, frame):
+    return struct.pack("!II", 0x08000000, vni << 8) + frame
+
+
+def segments(src, dst, sport, dport, data, mss, smac, dmac):
+    # TCP segments of one flow, as a peer's GSO sends them (each a full-size datagram but the last).
+    out = []
+    for i in range(0, len(data), mss):
+        seg = tcp(src, dst, sport, dport, 0x10, data[i:i + mss], TS)
+        seg = seg[:4] + struct.pack("!I", 1000 + i) + seg[8:]
+        seg = l4(src, dst, 6, seg[:16] + b"\0\0" + seg[18:])
+        out.append(vx(42, eth(dmac, smac, 0x0800, ip4(src, dst, 6, seg))))
+    return out
+
+
+vtep = {
+    "v_arp_gw": (0, [vx(42, eth(b"\xff" * 6, MRD, 0x0806, arp(1, MRD, RD, "10.9.2.1")))]),
+    "v_arp_d": (0, [vx(42, eth(b"\xff" * 6, MRD, 0x0806, arp(1, MRD, RD, FD)))]),
+    "v_to_d": (0, [vx(42, eth(MFD, MRD, 0x0800, ip4(RD, FD, 17, udp(RD, FD, 7000, 5000, b"back"))))]),
+    "v_ping_gw": (0, [vx(42, eth(GO, MRD, 0x0800, ip4(RD, "10.9.2.1", 1, icmp(8, 0, struct.pack("!HH", 5, 1) + b"q" * 16))))]),
+    "v_routed_out": (0, [vx(42, eth(GO, MRD, 0x0800, ip4(RD, REMOTE, 6, tcp(RD, REMOTE, 40004, 443, 0x02, opts=TS))))]),
+    "v_routed_front": (0, [vx(42, eth(GO, MRD, 0x0800, ip4(RD, FA, 17, udp(RD, FA, 7000, 53, b"x"))))]),
+    "v_tcp_gro": (0, segments(RD, FD, 7001, 80, bytes(range(256)) * 8, 1000, MRD, MFD)),
+    "v_unknown_vni": (0, [vx(43, eth(MFD, MRD, 0x0800, ip4(RD, FD, 17, udp(RD, FD, 1, 2, b""))))]),
+    "v_stranger": (1, [vx(42, eth(MFD, MRD, 0x0800, ip4(RD, FD, 17, udp(RD, FD, 1, 2, b""))))]),
+}
 corpora["datapath"] = {}
 for name, (sel, f) in dp.items():
     hdr = vnet()[:10] if sel == 3 else vnet()
-    if name == "c_super":
+    if name in ("c_super", "d_super"):
         hdr = vnet(1, 1, 14 + 20 + 32, 1448, 34, 16)
     corpora["datapath"][name] = bytes([sel]) + hdr + f
+for name, (sender, dgrams) in vtep.items():
+    gro = len(dgrams[0]) if len(dgrams) > 1 else 0
+    corpora["datapath"][name] = bytes([5, sender]) + struct.pack("!H", gro) + b"".join(dgrams)
 
 for target, files in corpora.items():
     d = os.path.join(HERE, "corpus", target)

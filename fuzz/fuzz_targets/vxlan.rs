@@ -1,16 +1,90 @@
 //! VXLAN decapsulation as the VTEP socket receives it: header checks, the VNI, the inner frame
-//! and its classification, remote-FDB learning, and encapsulation of the inner frame back.
+//! and its classification, remote-FDB learning, and the real encapsulation of the inner frame
+//! back (`write_outer`, then `set_outer_dst` as head-end replication does for the next peer).
+//!
+//! Oracles: the VNI is the header's 24 bits (I flag set); the outer headers `write_outer`
+//! wrote parse back (checked here, byte by byte, not with the overlay's code): IPv4 with DF,
+//! protocol UDP, the addresses given, total length and UDP length covering the inner frame, a
+//! valid IPv4 header checksum (after `set_outer_dst` too), the ports given, the source port in
+//! the dynamic range and a function of the inner frame, a VXLAN header with the I flag and the
+//! VNI; decapsulating the result gives the VNI and exactly the original inner frame.
 #![no_main]
+
+mod oracle;
 
 use std::net::Ipv4Addr;
 
 use libfuzzer_sys::fuzz_target;
-use overlay::{decap, write_header, write_outer, RemoteFdb, HEADER_LEN, OUTER_LEN};
+use oracle::{addr, be16};
+use overlay::{decap, set_outer_dst, write_outer, RemoteFdb, HEADER_LEN, OUTER_LEN};
 use switch::wire::EthFrame;
 
+/// Check the encapsulated packet `pkt` (`[outer IPv4 | UDP | VXLAN | inner]`).
+fn check_outer(
+    pkt: &[u8],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ports: (u16, u16),
+    vni: u32,
+    inner: &[u8],
+) {
+    let ip = &pkt[..20];
+    assert_eq!(ip[0], 0x45, "outer IPv4 version and header length");
+    assert_eq!(
+        usize::from(be16(ip, 2)),
+        pkt.len(),
+        "outer IPv4 total length"
+    );
+    assert_eq!(be16(ip, 6), 0x4000, "outer DF set, not a fragment");
+    assert!(ip[8] > 0, "outer TTL");
+    assert_eq!(ip[9], 17, "outer protocol");
+    assert!(oracle::verifies(ip), "outer IPv4 header checksum");
+    assert_eq!((addr(ip, 12), addr(ip, 16)), (src, dst), "outer addresses");
+    let udp = &pkt[20..28];
+    assert_eq!((be16(udp, 0), be16(udp, 2)), ports, "outer UDP ports");
+    assert_eq!(
+        usize::from(be16(udp, 4)),
+        pkt.len() - 20,
+        "outer UDP length"
+    );
+    // RFC 7348 section 5: the UDP checksum SHOULD be zero over IPv4; if not, it must verify.
+    if be16(udp, 6) != 0 {
+        assert_eq!(
+            oracle::l4_ok(17, src, dst, &pkt[20..]),
+            Some(true),
+            "outer UDP checksum"
+        );
+    }
+    let vx = &pkt[28..];
+    assert_eq!(
+        vx[..4],
+        [0x08, 0, 0, 0],
+        "VXLAN flags (I) and reserved bits"
+    );
+    assert_eq!(
+        u32::from_be_bytes([0, vx[4], vx[5], vx[6]]),
+        vni,
+        "VNI written"
+    );
+    assert_eq!(vx[7], 0, "VXLAN reserved byte");
+    assert_eq!(decap(vx), Ok(vni), "decapsulating the encapsulation");
+    assert_eq!(&vx[HEADER_LEN..], inner, "decapsulated inner frame");
+}
+
 fuzz_target!(|data: &[u8]| {
-    let Ok(vni) = decap(data) else { return };
-    assert!(vni <= overlay::VNI_MAX);
+    let Ok(vni) = decap(data) else {
+        assert!(
+            data.len() < HEADER_LEN + 14 || data[0] & 0x08 == 0,
+            "a VXLAN packet refused"
+        );
+        return;
+    };
+    assert!(data[0] & 0x08 != 0, "accepted without the I flag");
+    assert_eq!(
+        vni,
+        u32::from_be_bytes([0, data[4], data[5], data[6]]),
+        "the VNI read"
+    );
     let inner = &data[HEADER_LEN..];
     let eth = EthFrame::parse(inner).expect("decap guarantees an Ethernet header");
     let fdb = RemoteFdb::new(1000, 4);
@@ -23,13 +97,30 @@ fuzz_target!(|data: &[u8]| {
     if let Some(ip) = inner.get(EthFrame::HEADER_LEN..) {
         let _ = nat::packet::parse(ip);
     }
-    // Encapsulate the inner frame again: same VNI on the way out.
-    let mut out = vec![0u8; OUTER_LEN + inner.len()];
-    out[OUTER_LEN..].copy_from_slice(inner);
-    let mut h = [0u8; HEADER_LEN];
-    write_header(&mut h, vni);
-    out[OUTER_LEN - HEADER_LEN..OUTER_LEN].copy_from_slice(&h);
-    let _ = overlay::source_port(inner);
-    let _ = write_outer;
-    assert_eq!(decap(&out[OUTER_LEN - HEADER_LEN..]), Ok(vni));
+    if OUTER_LEN + inner.len() > usize::from(u16::MAX) {
+        return; // the datapath never encapsulates more than the overlay MTU
+    }
+    // Encapsulate the inner frame again with the real encapsulation; the reserved bits of the
+    // input header (ignored on receipt) choose the outer addresses and destination port.
+    let src = Ipv4Addr::new(10, 240, data[1], data[2]);
+    let (dst, dst2) = (
+        Ipv4Addr::new(10, 241, data[3], data[7]),
+        Ipv4Addr::new(10, 242, data[7], data[1]),
+    );
+    let sport = overlay::source_port(inner);
+    assert!(sport >= 49152, "source port outside the dynamic range");
+    assert_eq!(
+        overlay::source_port(inner),
+        sport,
+        "source port of one frame varies"
+    );
+    let dport = overlay::VXLAN_PORT ^ u16::from_be_bytes([data[3], data[7]]);
+    let mut pkt = vec![0u8; OUTER_LEN + inner.len()];
+    pkt[OUTER_LEN..].copy_from_slice(inner);
+    let hdr: &mut [u8; OUTER_LEN] = (&mut pkt[..OUTER_LEN]).try_into().expect("outer length");
+    write_outer(hdr, src, dst, sport, dport, vni, inner.len());
+    check_outer(&pkt, src, dst, (sport, dport), vni, inner);
+    // Head-end replication: the same packet to the next peer.
+    set_outer_dst(&mut pkt[..OUTER_LEN], dst2);
+    check_outer(&pkt, src, dst2, (sport, dport), vni, inner);
 });
