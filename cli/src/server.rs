@@ -127,7 +127,11 @@ async fn capture(
 ) -> Result<Response, ApiError> {
     let target = q.target.clone();
     let session = blocking(move || sw.capture(&target)).await?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    // What a client that does not read can make the daemon hold: the session's own queue
+    // (capture::SESSION_BYTES) plus CHUNKS chunks of at most CHUNK_BYTES here.
+    const CHUNKS: usize = 4;
+    const CHUNK_BYTES: usize = 256 << 10;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(CHUNKS);
     let deadline = q
         .timeout
         .filter(|t| t.is_finite() && *t >= 0.0)
@@ -154,7 +158,7 @@ async fn capture(
                         let mut out = Vec::with_capacity(first.data.len() + 16);
                         pcap_record(&first, &mut out);
                         sent += 1;
-                        while sent < count {
+                        while sent < count && out.len() < CHUNK_BYTES {
                             let Ok(more) = session.try_recv() else {
                                 break;
                             };

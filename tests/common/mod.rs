@@ -345,13 +345,23 @@ impl Netns {
     }
 
     /// `ping -c COUNT ADDR` from this namespace with a deadline long enough for every reply;
-    /// returns how many replies came back. A ping whose summary cannot be read fails the test.
+    /// returns how many of the COUNT requests were answered (COUNT minus the requests lost). A
+    /// ping whose summary cannot be read fails the test.
     pub fn pings(&self, addr: &str, count: u32) -> u32 {
         self.pings_with(addr, count, &[])
     }
 
     /// [`Netns::pings`] with more ping options (`-s SIZE`, `-M do`, ...).
     pub fn pings_with(&self, addr: &str, count: u32, extra: &[&str]) -> u32 {
+        let (sent, received) = self.ping_counts(addr, count, extra);
+        // With -w, ping sends more than COUNT requests when some go unanswered (it stops at
+        // COUNT replies): every unanswered request counts as lost, whichever it was.
+        let lost = sent.saturating_sub(received);
+        received.min(count.saturating_sub(lost))
+    }
+
+    /// `(requests sent, replies received)` of `ping -c COUNT -w DEADLINE ADDR`.
+    fn ping_counts(&self, addr: &str, count: u32, extra: &[&str]) -> (u32, u32) {
         // -w: ping waits for all COUNT replies (or the deadline), instead of leaving after the
         // last request with whatever arrived; -W only bounds the wait for one reply.
         let deadline = (count as f64 * 0.2 + 3.0).ceil().to_string();
@@ -375,7 +385,7 @@ impl Netns {
             "in {}: ping {addr} sent nothing: {out}",
             self.name
         );
-        received
+        (sent, received)
     }
 
     /// True when every one of `count` pings to `addr` was answered (no loss tolerated).
@@ -390,7 +400,7 @@ impl Netns {
     /// True when none of `count` pings to `addr` was answered: the negative of [`Netns::ping`]
     /// (`!ping` would only mean "at least one was lost").
     pub fn no_reply(&self, addr: &str, count: u32) -> bool {
-        self.pings(addr, count) == 0
+        self.ping_counts(addr, count, &[]).1 == 0
     }
 
     /// Interface names in the namespace.
