@@ -2133,6 +2133,9 @@ impl Switch {
         if let Err(e) = crate::sys::udp::enable_gro(&udp) {
             log::warn!("UDP GRO unavailable on the VXLAN socket ({e}): one datagram per read");
         }
+        if let Err(e) = crate::sys::set_rcvbuf(&udp, crate::sys::SOCKET_RCVBUF) {
+            log::warn!("VXLAN socket keeps the default receive buffer ({e})");
+        }
         let raw = crate::sys::udp::RawIpSender::open()
             .map_err(Error::device("open raw socket for VXLAN"))?;
         let dev = Device::Vxlan(crate::port::VxlanDev {

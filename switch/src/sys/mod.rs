@@ -36,6 +36,36 @@ pub fn if_nametoindex(name: &str) -> io::Result<Option<u32>> {
     Ok(Some(idx))
 }
 
+/// Receive buffer the switch asks for on its uplink and VTEP sockets. The kernel's default
+/// (`net.core.rmem_default`, about 208 KiB) holds three 64 KiB super-frames: a worker busy for
+/// a moment behind a TCP burst lost frames there (seen as retransmissions through published
+/// ports and the overlay).
+pub const SOCKET_RCVBUF: usize = 4 << 20;
+
+/// Set `fd`'s receive buffer to `bytes`: `SO_RCVBUFFORCE` (root may pass `net.core.rmem_max`),
+/// else `SO_RCVBUF` (capped by it).
+pub fn set_rcvbuf(fd: &impl std::os::fd::AsRawFd, bytes: usize) -> io::Result<()> {
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    let set = |opt| {
+        // SAFETY: setsockopt reads one int through the pointer, valid for the length given.
+        let r = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    set(libc::SO_RCVBUFFORCE).or_else(|_| set(libc::SO_RCVBUF))
+}
+
 /// Most messages one [`send_batch`] call sends.
 pub const SEND_BATCH_MAX: usize = 32;
 

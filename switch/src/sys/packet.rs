@@ -71,6 +71,8 @@ impl PacketSocket {
         setsockopt(raw, libc::SOL_PACKET, PACKET_VNET_HDR, &one)?;
         // Best effort: older kernels lack it, and then our own frames are filtered by MAC.
         let _ = setsockopt(raw, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, &one);
+        // Best effort: without it the kernel's default buffer is used.
+        let _ = super::set_rcvbuf(&fd, super::SOCKET_RCVBUF);
         // SAFETY: sockaddr_ll is plain data; all-zero is a valid starting value.
         let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sa.sll_family = libc::AF_PACKET as libc::c_ushort;
