@@ -35,14 +35,19 @@ rc=${PIPESTATUS[0]}
 set -e
 # One closing summary for the whole run (cargo's last line is a doc-test summary of one crate):
 # the totals, then each failed test with the binary it is in.
-awk '/^ +Running / { bin = $2 }
+awk '/^ +Running / { bin = $2; if (bin == "unittests") { bin = $NF; gsub(/^\(.*\/|-[0-9a-f]+\)$/, "", bin); bin = "unit tests of " bin } }
      /^ +Doc-tests / { bin = "doc-tests " $2 }
      /^test .* \.\.\. FAILED$/ { failed[++n] = bin ": " $2 }
      /^test result:/ { for (i = 1; i <= NF; i++) { if ($i == "passed;") p += $(i-1); if ($i == "failed;") f += $(i-1) } }
      /^error: could not compile/ { broken[++b] = $0 }
+     /^error: [0-9]+ targets? failed/ { listing = 1; next }
+     listing && /^ +`/ { targets[++t] = $0; next }
+     { listing = 0 }
      END {
        printf "\n%d passed, %d failed\n", p, f
        for (i = 1; i <= n; i++) printf "FAILED %s\n", failed[i]
        for (i = 1; i <= b; i++) printf "%s\n", broken[i]
+       if (f == 0 && t > 0) printf "failed without a failing test (aborted?):\n"
+       if (f == 0) for (i = 1; i <= t; i++) printf "%s\n", targets[i]
      }' "$log"
 exit "$rc"

@@ -840,8 +840,7 @@ fn underlay_ip_and_vxlan_port_are_what_the_underlay_carries() {
         "the capture of ov lacks frames entering the network from the other host: {seen}"
     );
 
-    std::thread::sleep(Duration::from_millis(300)); // let tcpdump write what it has (-U)
-    drop(dump);
+    dump.interrupt(); // tcpdump writes out what it holds
     let flows = udp_flows(&tcpdump_read(&pcap));
     let port_of = |s: &str| s.rsplit('.').next().unwrap_or_default().to_string();
     let host_of = |s: &str| s.rsplit_once('.').map_or("", |(h, _)| h).to_string();
@@ -911,7 +910,22 @@ fn poll_us_0_forwards_tcp_and_udp_both_ways() {
 #[test]
 fn poll_us_at_its_maximum_forwards_tcp_and_udp_both_ways_and_beyond_is_refused() {
     forwards_both_ways_with_poll("100000");
-    let o = run(&[env!("CARGO_BIN_EXE_vswitchd"), "--poll-us", "100001"]);
+    // Refused while parsing its arguments; should that regress, `timeout` ends it, and it
+    // never touches the default socket or state directory.
+    let dir = std::env::temp_dir().join(format!("vswitch-poll-{}", std::process::id()));
+    let (sock, state) = (dir.join("s.sock"), dir.join("state"));
+    let o = run(&[
+        "timeout",
+        "5",
+        env!("CARGO_BIN_EXE_vswitchd"),
+        "--socket",
+        sock.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--poll-us",
+        "100001",
+    ]);
+    let _ = std::fs::remove_dir_all(&dir);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "--poll-us 100001 accepted: {err}");
     assert!(err.contains("--poll-us"), "{err}");

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use switch::model::*;
 
@@ -63,8 +61,7 @@ fn two_hosts_share_a_segment_with_anycast_gateway_and_vxlan_on_the_wire() {
         2,
         "full-size frames lost"
     );
-    std::thread::sleep(Duration::from_millis(300));
-    drop(dump);
+    dump.interrupt(); // tcpdump writes out what it holds
     let vnis = run_ok(&[
         "tshark",
         "-r",

@@ -28,7 +28,8 @@ impl IntoResponse for ApiError {
         (
             status,
             Json(ErrorBody {
-                error: self.0.to_string(),
+                // One line whatever a request quoted (a name with a newline, say).
+                error: switch::error::shown(&self.0.to_string()),
             }),
         )
             .into_response()

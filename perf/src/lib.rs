@@ -97,13 +97,14 @@ pub fn udp_frame(t: &FiveTuple, src: MacAddr, dst: MacAddr) -> Vec<u8> {
     f
 }
 
-/// Resident set size of this process in bytes (from /proc/self/statm).
+/// Resident set size of this process in bytes (VmRSS in /proc/self/status); a value that
+/// cannot be read stops the benchmark (read as 0 it would pass every memory bound).
 pub fn rss_bytes() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = s
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
+    let s = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .expect("VmRSS in /proc/self/status")
+        * 1024
 }

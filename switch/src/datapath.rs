@@ -513,14 +513,14 @@ impl Ctx<'_> {
             self.uplink_in(cfg, inp, &eth, now);
             return;
         }
-        if inp.spoof_check && spoofed(inp, cfg.own_addrs.get(&inp.id), &eth, self.buf.data()) {
+        if inp.spoof_check && spoofed(inp, &cfg.own_addrs, &eth, self.buf.data()) {
             c.drop(Drop::Spoofed);
             return;
         }
         let Some(net) = cfg.networks.get(&inp.network) else {
             return;
         };
-        if self.buf.vnet.gso_type == 0 && self.buf.len() > net.mtu as usize + EthFrame::HEADER_LEN {
+        if oversize(self.buf.data(), self.buf.vnet, net.mtu) {
             // Larger than the network's MTU (the endpoint raised its own): no other endpoint
             // is set up to take it.
             c.drop(Drop::Oversize);
@@ -952,16 +952,41 @@ const MAX_GSO_SEGS: usize = 64;
 /// Most bytes in one UDP GSO send (one IPv4 datagram's worth, less the headers).
 const MAX_GSO_BYTES: usize = 65_000;
 
+/// Whether a frame from an endpoint is larger than its network's `mtu` allows: a plain frame
+/// longer than the MTU plus its Ethernet header (and an 802.1Q tag if it has one), or a GSO
+/// TCPv4 super-frame whose segments would be (its parsed headers plus `gso_size`: the virtio
+/// header's `hdr_len` may count payload too).
+fn oversize(frame: &[u8], vnet: crate::wire::VirtioNetHdr, mtu: u32) -> bool {
+    let tag = if frame.get(12..14) == Some(&[0x81, 0x00][..]) {
+        4
+    } else {
+        0
+    };
+    let limit = mtu as usize + EthFrame::HEADER_LEN + tag;
+    if vnet.gso_type == 0 {
+        frame.len() > limit
+    } else {
+        gso::tcp4(frame).is_some_and(|t| t.hdr_len + usize::from(vnet.gso_size) > limit)
+    }
+}
+
 /// Port security: the frame's source MAC, its IPv4 source and an ARP sender must be the
 /// endpoint's own (`0.0.0.0` is allowed: address probes), or for the IPv4 source and ARP
-/// sender, one of `also` (the namespace's addresses on its other networks). Truncated frames
+/// sender, one of the port's entries in `also` (the namespace's addresses on its other
+/// networks, [`Config::own_addrs`]). Truncated frames
 /// are left for the parsers to count as malformed.
-fn spoofed(port: &Port, also: Option<&Vec<Ipv4Addr>>, eth: &EthFrame, frame: &[u8]) -> bool {
+fn spoofed(
+    port: &Port,
+    also: &FxHashMap<PortId, Vec<Ipv4Addr>>,
+    eth: &EthFrame,
+    frame: &[u8],
+) -> bool {
     if eth.src != port.mac {
         return true;
     }
+    // The table is looked up only for a source that is not the port's own (rare).
     let ip_ok = |ip: Ipv4Addr| {
-        ip == port.ip || ip.is_unspecified() || also.is_some_and(|a| a.contains(&ip))
+        ip == port.ip || ip.is_unspecified() || also.get(&port.id).is_some_and(|a| a.contains(&ip))
     };
     match eth.ethertype {
         EthernetProtocol::Ipv4 => frame

@@ -235,7 +235,7 @@ impl Error {
 
 /// User-supplied text as an error message shows it: control characters (a newline, say) escaped,
 /// so the message stays one line.
-pub(crate) fn shown(s: &str) -> String {
+pub fn shown(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if c.is_control() {

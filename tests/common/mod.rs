@@ -245,7 +245,7 @@ impl Daemon {
     /// Send SIGTERM and wait for the exit status (at most 10 s).
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("daemon already stopped");
-        run(&["kill", "-TERM", &child.id().to_string()]);
+        signal(&child.id().to_string(), "TERM");
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(st) = child.try_wait().expect("wait vswitchd") {
@@ -266,9 +266,7 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .output();
+            signal(&c.id().to_string(), "TERM");
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -334,9 +332,13 @@ impl Netns {
 
     /// Start a background command inside the namespace.
     pub fn spawn(&self, cmd: &[&str]) -> KillOnDrop {
+        use std::os::unix::process::CommandExt;
         let c = Command::new("ip")
             .args(["netns", "exec", &self.name])
             .args(cmd)
+            // Its own process group, so what it forks (socat's per-connection children) goes
+            // with it on drop.
+            .process_group(0)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -429,7 +431,29 @@ impl Drop for Netns {
 /// A child process killed (and reaped) on drop.
 pub struct KillOnDrop(pub Option<Child>);
 
+/// Send signal `sig` (`TERM`, `INT`, `KILL`) to `target`: a process id, or `-PGID` for a
+/// process group. Through the shell's builtin `kill`, so no `kill` binary (procps) is needed.
+pub fn signal(target: &str, sig: &str) {
+    let _ = Command::new("sh")
+        .args(["-c", &format!("kill -{sig} {target} 2>/dev/null")])
+        .status();
+}
+
 impl KillOnDrop {
+    /// Stop the process with SIGINT (tcpdump writes out what it holds and exits) and wait for
+    /// it, at most 10 s.
+    pub fn interrupt(mut self) -> Output {
+        let c = self.0.take().expect("child");
+        signal(&c.id().to_string(), "INT");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(c.wait_with_output());
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("process did not exit within 10 s of SIGINT")
+            .expect("wait child")
+    }
+
     /// Wait for the process to end and return its output.
     pub fn wait(mut self) -> Output {
         self.0
@@ -443,6 +467,8 @@ impl KillOnDrop {
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         if let Some(mut c) = self.0.take() {
+            // Its process group first (for a child started in one: see Netns::spawn).
+            signal(&format!("-{}", c.id()), "KILL");
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -490,6 +516,7 @@ pub fn wait_pcap_ready(file: &Path) {
 /// Start `tcpdump ARGS` in `ns` (or the test's namespace) and return once it says it is
 /// listening, so no frame sent afterwards is missed.
 pub fn tcpdump_bg(ns: Option<&Netns>, args: &[&str]) -> KillOnDrop {
+    use std::os::unix::process::CommandExt;
     let mut cmd = match ns {
         Some(ns) => {
             let mut c = Command::new("ip");
@@ -498,8 +525,14 @@ pub fn tcpdump_bg(ns: Option<&Netns>, args: &[&str]) -> KillOnDrop {
         }
         None => Command::new("tcpdump"),
     };
+    // Immediate mode: each frame is handed to tcpdump as it arrives, not in blocks the kernel
+    // releases on a timeout (tcpdump stopped by SIGINT would leave the last block unwritten).
+    if !args.contains(&"--immediate-mode") {
+        cmd.arg("--immediate-mode");
+    }
     let mut child = cmd
         .args(args)
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -22,13 +22,13 @@ const MAX_PEAK_KIB: u64 = 220 * 1024;
 
 /// (VmHWM, VmRSS) of this process in KiB.
 fn mem() -> (u64, u64) {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let s = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
     let f = |k: &str| {
         s.lines()
             .find(|l| l.starts_with(k))
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+            .unwrap_or_else(|| panic!("no {k} in /proc/self/status"))
     };
     (f("VmHWM:"), f("VmRSS:"))
 }
