@@ -662,6 +662,9 @@ mod test {
             let e = r.error(404);
             assert!(e.contains("'nope'"), "{method} {uri}: {e}");
         }
+        // A name with a newline in it (URL-encoded) is quoted escaped: the error stays one line.
+        let r = call(&a.app, Method::GET, "/v1/networks/a%0Ab", None).await;
+        assert!(r.error(404).contains(r"a\nb"));
         let r = call(&a.app, Method::GET, routes::UPLINK, None).await;
         assert!(r.error(404).contains("no uplink"));
         let r = call(&a.app, Method::DELETE, routes::UPLINK, None).await;
