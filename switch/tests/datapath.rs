@@ -166,6 +166,32 @@ fn port_security_drops_spoofed_sources_unless_allowed() {
     assert_eq!(l.drops("spoofed"), 3, "{:?}", l.all_drops());
 }
 
+/// A namespace on two networks answers from its second address through its first network's
+/// port (it routes by its default route): that address is its own, so the frame passes; a third
+/// party's does not, and once the namespace leaves the second network, neither does that one.
+#[test]
+fn a_namespace_may_send_from_its_own_addresses_on_other_networks_only() {
+    let mut l = Lab::new(Options::default());
+    l.net("front", "10.9.0.0/24");
+    l.net("back", "10.9.1.0/24");
+    let m = l.attach("m", "front");
+    let m_back = l.attach("m", "back");
+    let b = l.attach("b", "front");
+    let third = l.attach("t", "back");
+    // m's back address, sent from m's front port: delivered.
+    let f = udp_frame(b.mac, m.mac, m_back.ip, b.ip, 80, 40000);
+    assert_eq!(l.send(&m, &f).only(&b), f.as_slice());
+    assert_eq!(l.drops("spoofed"), 0, "{:?}", l.all_drops());
+    // Another endpoint's address on that network: spoofed.
+    l.send(&m, &udp_frame(b.mac, m.mac, third.ip, b.ip, 80, 40000))
+        .assert_none();
+    assert_eq!(l.drops("spoofed"), 1);
+    // After m leaves back, its old back address is no longer its own.
+    l.sw.detach("m", "back").expect("detach m from back");
+    l.send(&m, &f).assert_none();
+    assert_eq!(l.drops("spoofed"), 2);
+}
+
 #[test]
 fn malformed_frames_are_dropped_and_counted() {
     let (l, gw, [a, b, c]) = three(Options::default());
