@@ -379,8 +379,11 @@ fn rewrite_headers(ip: &mut [u8], l4: usize, old: &FiveTuple, new: &FiveTuple, p
         c = !c;
     }
     if !skip {
-        if old.proto == Proto::Udp && c == 0 && !partial_l4 {
-            c = 0xffff; // RFC 768: a computed zero is sent as all ones
+        // UDP: a computed zero is sent as all ones (RFC 768). ICMP (a quoted echo): an
+        // incremental update yields 0x0000 where the message is otherwise all zeros and needs
+        // 0xffff; 0xffff is valid wherever 0x0000 is (found by the nat fuzz target's oracle).
+        if matches!(old.proto, Proto::Udp | Proto::Icmp) && c == 0 && !partial_l4 {
+            c = 0xffff;
         }
         put16(ip, l4 + co, c);
     }
