@@ -306,6 +306,26 @@ impl Default for Scratch {
     }
 }
 
+impl Scratch {
+    /// The processing context over these buffers, for the harness entries below.
+    fn ctx<'a>(
+        &'a mut self,
+        shared: &'a Shared,
+        epoll: &'a Epoll,
+        counters: &'a WorkerCounters,
+    ) -> Ctx<'a> {
+        Ctx {
+            buf: &mut self.buf,
+            gso: &mut self.gso,
+            fdbc: &mut self.fdbc,
+            c: counters,
+            epoll,
+            ct: &shared.ct,
+            now: shared.now_ms(),
+        }
+    }
+}
+
 /// Run `wire` (`[virtio-net header | frame]`, the header as long as `port`'s device uses) through
 /// the datapath as a worker does after reading it from `port`: every check, table update,
 /// answer, translation and transmission. (The fuzzing harness's entry, with sink ports.)
@@ -318,15 +338,7 @@ pub fn run_frame(
     port: &Port,
     wire: &[u8],
 ) {
-    let mut ctx = Ctx {
-        buf: &mut s.buf,
-        gso: &mut s.gso,
-        fdbc: &mut s.fdbc,
-        c: counters,
-        epoll,
-        ct: &shared.ct,
-        now: shared.now_ms(),
-    };
+    let mut ctx = s.ctx(shared, epoll, counters);
     let area = ctx.buf.rx_area(port.dev.hdr_len());
     let n = wire.len().min(area.len());
     area[..n].copy_from_slice(&wire[..n]);
@@ -352,15 +364,7 @@ pub fn run_vxlan(
     datagrams: &[u8],
     gso: Option<u16>,
 ) {
-    let mut ctx = Ctx {
-        buf: &mut s.buf,
-        gso: &mut s.gso,
-        fdbc: &mut s.fdbc,
-        c: counters,
-        epoll,
-        ct: &shared.ct,
-        now: shared.now_ms(),
-    };
+    let mut ctx = s.ctx(shared, epoll, counters);
     let n = datagrams.len().min(ctx.gso.rx.len());
     ctx.gso.rx[..n].copy_from_slice(&datagrams[..n]);
     let now = ctx.now;

@@ -46,24 +46,29 @@ pub const SOCKET_RCVBUF: usize = 4 << 20;
 /// else `SO_RCVBUF` (capped by it).
 pub fn set_rcvbuf(fd: &impl std::os::fd::AsRawFd, bytes: usize) -> io::Result<()> {
     let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    let set = |opt| {
-        // SAFETY: setsockopt reads one int through the pointer, valid for the length given.
-        let r = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&v as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    };
-    set(libc::SO_RCVBUFFORCE).or_else(|_| set(libc::SO_RCVBUF))
+    let fd = fd.as_raw_fd();
+    setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &v)
+        .or_else(|_| setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &v))
+}
+
+/// `setsockopt(fd, level, name, val)` for an option whose value is the plain `T`.
+fn setsockopt<T>(
+    fd: std::os::fd::RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    val: &T,
+) -> io::Result<()> {
+    // SAFETY: `val` points to a live T of the size passed.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (val as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    })
+    .map(|_| ())
 }
 
 /// Most messages one [`send_batch`] call sends.

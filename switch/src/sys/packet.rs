@@ -32,19 +32,7 @@ pub struct PacketSocket {
     mac: [u8; 6],
 }
 
-fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, val: &T) -> io::Result<()> {
-    // SAFETY: `val` points to a live T of the size passed.
-    cvt(unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (val as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    })
-    .map(|_| ())
-}
+use super::setsockopt;
 
 impl PacketSocket {
     /// Open a socket on interface `ifname` of the calling thread's namespace.

@@ -119,17 +119,7 @@ fn msghdr(
 /// sized datagrams back to back, and [`recv_gro`] reports their size.
 pub fn enable_gro(sock: &UdpSocket) -> io::Result<()> {
     let one: libc::c_int = 1;
-    // SAFETY: setsockopt reads one int through the pointer, valid for the length given.
-    cvt(unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_UDP,
-            UDP_GRO,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    })
-    .map(drop)
+    super::setsockopt(sock.as_raw_fd(), libc::SOL_UDP, UDP_GRO, &one)
 }
 
 /// Receive into `buf`: the byte count, the sender, and the size of each datagram when the
