@@ -1222,11 +1222,9 @@ impl Switch {
             })
             .collect();
         let path = dir.join("conntrack.json");
-        let tmp = path.with_extension("json.tmp");
         let r = serde_json::to_vec(&conns)
             .map_err(std::io::Error::other)
-            .and_then(|d| std::fs::write(&tmp, d))
-            .and_then(|()| std::fs::rename(&tmp, &path));
+            .and_then(|d| crate::persist::write_atomic(&path, &d));
         match r {
             Ok(()) => log::info!("saved {} tracked connection(s)", conns.len()),
             Err(e) => log::error!("saving connections to {} failed: {e}", path.display()),
@@ -1330,10 +1328,8 @@ impl Switch {
                 .collect(),
         };
         let write = || -> std::io::Result<()> {
-            let tmp = path.with_extension("json.tmp");
             let data = serde_json::to_vec_pretty(&p).map_err(std::io::Error::other)?;
-            std::fs::write(&tmp, data)?;
-            std::fs::rename(&tmp, &path)
+            crate::persist::write_atomic(&path, &data)
         };
         if let Err(e) = write() {
             log::error!("saving state to {} failed: {e}", path.display());
@@ -2106,9 +2102,7 @@ fn write_resolv_conf(st: &State, netns: &str) {
         for n in nets {
             text.push_str(&format!("nameserver {}\n", n.gateway));
         }
-        let tmp = dir.join("resolv.conf.vswitchd-tmp");
-        std::fs::write(&tmp, text)?;
-        std::fs::rename(&tmp, &file)
+        crate::persist::write_atomic(&file, text.as_bytes())
     })();
     if let Err(e) = result {
         log::warn!("updating {} failed: {e}", file.display());

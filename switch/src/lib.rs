@@ -8,6 +8,7 @@
 //! - [`port`], [`capture`], [`counters`]: ports with their counters and capture taps;
 //! - [`datapath`]: the run-to-completion worker threads;
 //! - [`control`]: networks, endpoints and snapshots for the workers;
+//! - [`persist`]: durable file replacement (state, saved connections, resolv.conf);
 //! - [`sys`]: the only module with `unsafe` (TAP ioctls, setns, netlink, epoll).
 
 pub mod capture;
@@ -23,6 +24,7 @@ pub mod ipam;
 pub mod local;
 pub mod model;
 pub mod neigh;
+pub mod persist;
 pub mod port;
 mod router;
 pub mod sys;
