@@ -268,20 +268,19 @@ fn check_segments<'a>(
         assert_eq!(inner[tcp + 13], want, "TCP flags of {i}");
         // Everything else is the super-frame's: Ethernet, IP version/TOS, flags/TTL/proto,
         // addresses and options, ports, ack, data offset, window, urgent pointer, options.
-        for r in [
-            0..ip + 2,
-            ip + 6..ip + 10,
-            ip + 12..tcp + 4,
-            tcp + 8..tcp + 13,
-            tcp + 14..tcp + 16,
-            tcp + 18..t.hdr,
-        ] {
-            assert_eq!(
-                inner[r.clone()],
-                frame[r.clone()],
-                "header bytes {r:?} of {i}"
-            );
-        }
+        same_bytes(
+            &inner,
+            frame,
+            [
+                0..ip + 2,
+                ip + 6..ip + 10,
+                ip + 12..tcp + 4,
+                tcp + 8..tcp + 13,
+                tcp + 14..tcp + 16,
+                tcp + 18..t.hdr,
+            ],
+            &format!("segment {i}"),
+        );
         assert_eq!(
             oracle::l4_ok(6, src, dst, &inner[tcp..]),
             Some(true),
@@ -295,6 +294,17 @@ fn check_segments<'a>(
     assert_eq!(at, s.len, "bytes written");
     assert_eq!(joined, payload, "segments' payloads concatenated");
     inners
+}
+
+/// `a` and `b` hold the same bytes in each of `ranges` (the header fields that must be copied).
+fn same_bytes<const N: usize>(a: &[u8], b: &[u8], ranges: [std::ops::Range<usize>; N], what: &str) {
+    for r in ranges {
+        assert_eq!(
+            a[r.clone()],
+            b[r.clone()],
+            "header bytes {r:?} of the {what}"
+        );
+    }
 }
 
 /// A coalesced frame `acc` (finished, with header `v`) of the segments whose payloads are
@@ -321,19 +331,18 @@ fn check_coalesced(acc: &[u8], v: &VirtioNetHdr, t: &Tcp, first: &[u8], parts: &
         first[tcp + 13] & !PSH,
         "coalesced TCP flags"
     );
-    for r in [
-        0..ip + 2,
-        ip + 4..ip + 10,
-        ip + 12..tcp + 13,
-        tcp + 14..tcp + 16,
-        tcp + 18..t.hdr,
-    ] {
-        assert_eq!(
-            acc[r.clone()],
-            first[r.clone()],
-            "coalesced header bytes {r:?}"
-        );
-    }
+    same_bytes(
+        acc,
+        first,
+        [
+            0..ip + 2,
+            ip + 4..ip + 10,
+            ip + 12..tcp + 13,
+            tcp + 14..tcp + 16,
+            tcp + 18..t.hdr,
+        ],
+        "coalesced frame",
+    );
     assert_eq!(
         (
             v.flags,

@@ -344,8 +344,7 @@ pub fn run_frame(
     area[..n].copy_from_slice(&wire[..n]);
     let now = ctx.now;
     ctx.process(cfg, port, n, now);
-    ctx.flush_coalesced(cfg);
-    ctx.flush_tx();
+    ctx.end_batch(cfg);
 }
 
 /// Run `datagrams` through the datapath as a worker does after one read of them from the socket
@@ -369,8 +368,7 @@ pub fn run_vxlan(
     ctx.gso.rx[..n].copy_from_slice(&datagrams[..n]);
     let now = ctx.now;
     ctx.vxlan_in(cfg, port, n, from, gso, now);
-    ctx.flush_coalesced(cfg);
-    ctx.flush_tx();
+    ctx.end_batch(cfg);
 }
 
 /// What processing one wake-up's frames needs: the worker's buffer, its counters, the time.
@@ -396,8 +394,12 @@ pub(crate) enum Ingress<'a> {
 impl Ctx<'_> {
     fn drain(&mut self, cfg: &Config, port: &Port) {
         self.drain_port(cfg, port);
-        // A super-frame coalesced from this batch's VXLAN datagrams goes out now, and then
-        // what the batch sent to the uplink or a VTEP.
+        self.end_batch(cfg);
+    }
+
+    /// The end of one read batch: a super-frame coalesced from its VXLAN datagrams goes out
+    /// now, and then what the batch sent to the uplink or a VTEP.
+    fn end_batch(&mut self, cfg: &Config) {
         self.flush_coalesced(cfg);
         self.flush_tx();
     }
