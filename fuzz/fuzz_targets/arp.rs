@@ -14,7 +14,8 @@ mod oracle;
 use std::net::Ipv4Addr;
 
 use libfuzzer_sys::fuzz_target;
-use switch::local::{arp_reply_in_place, icmp_echo_reply_in_place, parse_arp};
+use switch::local::icmp_echo_reply_in_place;
+use switch::wire::arp::{reply_in_place as arp_reply_in_place, Arp};
 use switch::wire::MacAddr;
 
 const GW: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
@@ -22,13 +23,13 @@ const GW_MAC: MacAddr = MacAddr([0x02, 0x42, 0, 0, 0, 1]);
 
 fuzz_target!(|data: &[u8]| {
     let mut frame = data.to_vec();
-    if let Some(arp) = parse_arp(&frame) {
+    if let Some(arp) = Arp::parse(&frame) {
         if arp.is_request {
             arp_reply_in_place(&mut frame, &arp, GW_MAC);
-            let reply = parse_arp(&frame).expect("an ARP reply the switch wrote must parse");
+            let reply = Arp::parse(&frame).expect("an ARP reply the switch wrote must parse");
             assert!(!reply.is_request);
             assert_eq!((reply.sender_mac, reply.sender_ip), (GW_MAC, arp.target_ip));
-            assert_eq!(reply.target_ip, arp.sender_ip);
+            assert_eq!((reply.target_mac, reply.target_ip), (arp.sender_mac, arp.sender_ip));
             assert_eq!(frame.len(), data.len());
             assert_eq!(
                 frame[..6],

@@ -24,7 +24,7 @@ use std::net::Ipv4Addr;
 
 use libfuzzer_sys::fuzz_target;
 use oracle::{addr, be16, put16};
-use switch::datapath::{complete_partial_l4, finish_checksum};
+use switch::wire::checksum::{complete_partial_l4, finish as finish_checksum};
 use switch::frame::FrameBuf;
 use switch::gso::{segment_tcp4, Coalesce};
 use switch::wire::{EthFrame, VirtioNetHdr};
@@ -51,6 +51,9 @@ fn l4_layout(frame: &[u8]) -> Option<L4> {
     }
     let ip = &frame[ETH..];
     let ihl = usize::from(ip[0] & 0x0f) * 4;
+    if ihl < 20 {
+        return None; // IHL below 5: not an IPv4 header
+    }
     let total = usize::from(be16(ip, 2));
     let proto = ip[9];
     let co = match proto {
@@ -225,7 +228,7 @@ fn check_segments<'a>(
     let mut joined = Vec::with_capacity(payload.len());
     for i in 0..count {
         let chunk = &payload[(i * mss).min(payload.len())..((i + 1) * mss).min(payload.len())];
-        let seg_len = overlay::HEADER_LEN + t.hdr + chunk.len();
+        let seg_len = switch::wire::vxlan::HEADER_LEN + t.hdr + chunk.len();
         assert!(
             at + seg_len <= s.len,
             "segment {i} runs past what was written"
@@ -240,7 +243,7 @@ fn check_segments<'a>(
             [0x08, 0, 0, 0, 0, 0, VNI as u8, 0],
             "VXLAN header of {i}"
         );
-        let inner = &seg[overlay::HEADER_LEN..];
+        let inner = &seg[switch::wire::vxlan::HEADER_LEN..];
         let ih = &inner[ip..];
         assert!(
             oracle::ipv4_header_ok(ih),
@@ -399,7 +402,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let _ = (eth.src.is_valid_unicast(), eth.dst.is_broadcast());
-    let _ = switch::local::parse_arp(buf.data());
+    let _ = switch::wire::arp::Arp::parse(buf.data());
     let frame = buf.data_mut();
     check_needs_csum(frame);
     check_complete_partial(frame);
@@ -420,7 +423,7 @@ fuzz_target!(|data: &[u8]| {
     let Some(s) = segment_tcp4(frame, mss, VNI, &mut out) else {
         let need = layout.as_ref().map(|t| {
             let count = (frame.len() - t.hdr).div_ceil(mss).max(1);
-            count * (overlay::HEADER_LEN + t.hdr) + frame.len() - t.hdr
+            count * (switch::wire::vxlan::HEADER_LEN + t.hdr) + frame.len() - t.hdr
         });
         assert!(
             need.is_none_or(|need| need > out.len()),

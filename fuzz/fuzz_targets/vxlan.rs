@@ -16,7 +16,8 @@ use std::net::Ipv4Addr;
 
 use libfuzzer_sys::fuzz_target;
 use oracle::{addr, be16};
-use overlay::{decap, set_outer_dst, write_outer, RemoteFdb, HEADER_LEN, OUTER_LEN};
+use overlay::RemoteFdb;
+use switch::wire::vxlan::{decap, set_outer_dst, write_outer, HEADER_LEN, OUTER_LEN};
 use switch::wire::EthFrame;
 
 /// Check the encapsulated packet `pkt` (`[outer IPv4 | UDP | VXLAN | inner]`).
@@ -93,7 +94,7 @@ fuzz_target!(|data: &[u8]| {
         fdb.learn(eth.src.0, vtep, 1);
         assert_eq!(fdb.lookup(&eth.src.0, 2), Some(vtep));
     }
-    let _ = switch::local::parse_arp(inner);
+    let _ = switch::wire::arp::Arp::parse(inner);
     if let Some(ip) = inner.get(EthFrame::HEADER_LEN..) {
         let _ = nat::packet::parse(ip);
     }
@@ -107,10 +108,10 @@ fuzz_target!(|data: &[u8]| {
         Ipv4Addr::new(10, 241, data[3], data[7]),
         Ipv4Addr::new(10, 242, data[7], data[1]),
     );
-    let sport = overlay::source_port(inner);
+    let sport = switch::wire::vxlan::source_port(inner);
     assert!(sport >= 49152, "source port outside the dynamic range");
     assert_eq!(
-        overlay::source_port(inner),
+        switch::wire::vxlan::source_port(inner),
         sport,
         "source port of one frame varies"
     );
@@ -121,6 +122,7 @@ fuzz_target!(|data: &[u8]| {
     write_outer(hdr, src, dst, sport, dport, vni, inner.len());
     check_outer(&pkt, src, dst, (sport, dport), vni, inner);
     // Head-end replication: the same packet to the next peer.
-    set_outer_dst(&mut pkt[..OUTER_LEN], dst2);
+    let hdr: &mut [u8; OUTER_LEN] = (&mut pkt[..OUTER_LEN]).try_into().expect("outer length");
+    set_outer_dst(hdr, dst2);
     check_outer(&pkt, src, dst2, (sport, dport), vni, inner);
 });

@@ -16,7 +16,9 @@ use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use rustc_hash::FxBuildHasher;
 
-use crate::packet::{tcp_flags, FiveTuple, Proto};
+use wire::l4::tcp_flags;
+
+use crate::packet::{FiveTuple, Proto};
 
 /// Which way a packet travels relative to the flow's first packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -656,7 +658,7 @@ impl Conntrack {
 #[cfg(test)]
 mod test {
     use super::*;
-    use crate::packet::tcp_flags::*;
+    use wire::l4::tcp_flags::*;
 
     const E: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
     const E2: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);

@@ -8,7 +8,9 @@
 
 use std::net::Ipv4Addr;
 
-use crate::{checksum_update16, checksum_update32};
+use wire::checksum::{checksum, update16 as checksum_update16, update32 as checksum_update32};
+use wire::ipv4::{self, Ipv4Packet};
+use wire::l4::{self, IcmpHeader, TcpHeader, UdpHeader};
 
 /// IP protocols the translator handles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -119,16 +121,87 @@ pub enum ParseError {
     Unsupported,
 }
 
-/// TCP flag bits.
-pub mod tcp_flags {
-    /// FIN
-    pub const FIN: u8 = 0x01;
-    /// SYN
-    pub const SYN: u8 = 0x02;
-    /// RST
-    pub const RST: u8 = 0x04;
-    /// ACK
-    pub const ACK: u8 = 0x10;
+/// Parse an IPv4 packet (starting at its IP header, `ip` bounded by the frame) for translation.
+pub fn parse(ip: &[u8]) -> Result<L4Info, ParseError> {
+    use ParseError::*;
+    let pkt = Ipv4Packet::new_checked(ip).ok_or(Malformed)?;
+    if !pkt.header_checksum_ok() {
+        return Err(Malformed);
+    }
+    if pkt.is_fragment() {
+        return Err(Fragment);
+    }
+    let mut info = L4Info {
+        tuple: FiveTuple {
+            proto: Proto::Udp,
+            src: pkt.src(),
+            sport: 0,
+            dst: pkt.dst(),
+            dport: 0,
+        },
+        tcp_flags: 0,
+        icmp: IcmpKind::NotIcmp,
+        l4: pkt.header_len(),
+        ttl: pkt.ttl(),
+    };
+    let l4 = pkt.payload();
+    match pkt.protocol() {
+        ipv4::proto::TCP => {
+            let tcp = TcpHeader::new_checked(l4).ok_or(Malformed)?;
+            info.tuple.proto = Proto::Tcp;
+            (info.tuple.sport, info.tuple.dport) = (tcp.sport(), tcp.dport());
+            info.tcp_flags = tcp.flags();
+        }
+        ipv4::proto::UDP => {
+            let udp = UdpHeader::new_checked(l4).ok_or(Malformed)?;
+            (info.tuple.sport, info.tuple.dport) = (udp.sport(), udp.dport());
+        }
+        ipv4::proto::ICMP => {
+            let icmp = IcmpHeader::new_checked(l4).ok_or(Malformed)?;
+            info.tuple.proto = Proto::Icmp;
+            if icmp.is_echo() {
+                let id = icmp.echo_ident();
+                (info.tuple.sport, info.tuple.dport) = (id, id);
+                info.icmp = IcmpKind::Echo;
+            } else if icmp.is_error() {
+                let quoted = Ipv4Packet::new_quoted(icmp.payload()).ok_or(Malformed)?;
+                let q4 = quoted.payload();
+                if q4.len() < 8 {
+                    return Err(Malformed);
+                }
+                let ports = (wire_be16(q4, 0), wire_be16(q4, 2));
+                let (proto, sport, dport) = match quoted.protocol() {
+                    ipv4::proto::TCP => (Proto::Tcp, ports.0, ports.1),
+                    ipv4::proto::UDP => (Proto::Udp, ports.0, ports.1),
+                    ipv4::proto::ICMP => match IcmpHeader::new_checked(q4) {
+                        Some(e) if e.is_echo() => (Proto::Icmp, e.echo_ident(), e.echo_ident()),
+                        _ => return Err(Unsupported),
+                    },
+                    _ => return Err(Unsupported),
+                };
+                // The error travels opposite to the packet it quotes.
+                info.tuple = FiveTuple {
+                    proto,
+                    src: quoted.dst(),
+                    sport: dport,
+                    dst: quoted.src(),
+                    dport: sport,
+                };
+                info.icmp = IcmpKind::Error {
+                    inner: info.l4 + l4::ICMP_HEADER_LEN,
+                };
+            } else {
+                return Err(Unsupported);
+            }
+        }
+        _ => return Err(Unsupported),
+    }
+    Ok(info)
+}
+
+/// The big-endian word at `at` in `b` (the caller checked the length).
+fn wire_be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
 }
 
 fn be16(b: &[u8], at: usize) -> Option<u16> {
@@ -146,170 +219,6 @@ fn addr(b: &[u8], at: usize) -> Option<Ipv4Addr> {
 
 fn put16(b: &mut [u8], at: usize, v: u16) {
     b[at..at + 2].copy_from_slice(&v.to_be_bytes());
-}
-
-/// One's-complement sum of `data` as big-endian 16-bit words (an odd last byte is padded with
-/// zero), folded to 16 bits and not inverted. It adds native-order 32-bit words into a 64-bit
-/// accumulator (a loop the compiler vectorises) and swaps the folded sum to network order at the
-/// end, which RFC 1071 shows gives the same result: this runs over every segment the overlay
-/// cuts.
-pub fn sum16(data: &[u8]) -> u16 {
-    let mut acc: u64 = 0;
-    let mut chunks = data.chunks_exact(4);
-    for c in &mut chunks {
-        acc += u64::from(u32::from_ne_bytes([c[0], c[1], c[2], c[3]]));
-    }
-    let mut last = [0u8; 4];
-    last[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-    acc += u64::from(u32::from_ne_bytes(last));
-    u16::from_be(fold(acc))
-}
-
-/// Fold a 64-bit one's-complement accumulator to 16 bits.
-pub fn fold(mut acc: u64) -> u16 {
-    while acc >> 16 != 0 {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
-}
-
-/// Full one's-complement checksum of `data`.
-pub fn checksum(data: &[u8]) -> u16 {
-    !sum16(data)
-}
-
-/// The IPv4 pseudo-header sum for a TCP/UDP segment of `len` bytes (folded, not inverted): what
-/// the checksum field holds while the checksum is partial (virtio `NEEDS_CSUM`).
-pub fn pseudo_sum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> u16 {
-    let (s, d) = (u32::from(src), u32::from(dst));
-    fold(
-        u64::from(s >> 16)
-            + u64::from(s & 0xffff)
-            + u64::from(d >> 16)
-            + u64::from(d & 0xffff)
-            + u64::from(proto)
-            + len as u64,
-    )
-}
-
-/// Checksum of `data` under the IPv4 pseudo-header for `proto` (TCP/UDP checksums).
-pub fn checksum_pseudo(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, data: &[u8]) -> u16 {
-    !fold(u64::from(pseudo_sum(src, dst, proto, data.len())) + u64::from(sum16(data)))
-}
-
-/// Header length of the IPv4 header at the start of `ip`, checking version and bounds.
-fn ip_header(ip: &[u8]) -> Option<usize> {
-    let v = *ip.first()?;
-    let ihl = usize::from(v & 0x0f) * 4;
-    (v >> 4 == 4 && ihl >= 20 && ip.len() >= ihl).then_some(ihl)
-}
-
-/// Parse an IPv4 packet (starting at its IP header, `ip` bounded by the frame) for translation.
-pub fn parse(ip: &[u8]) -> Result<L4Info, ParseError> {
-    use ParseError::*;
-    let ihl = ip_header(ip).ok_or(Malformed)?;
-    let total = usize::from(be16(ip, 2).ok_or(Malformed)?);
-    if total < ihl || total > ip.len() || checksum(&ip[..ihl]) != 0 {
-        return Err(Malformed);
-    }
-    let ip = &ip[..total];
-    let frag = be16(ip, 6).ok_or(Malformed)?;
-    if frag & 0x3fff != 0 {
-        return Err(Fragment);
-    }
-    let (src, dst) = (
-        addr(ip, 12).ok_or(Malformed)?,
-        addr(ip, 16).ok_or(Malformed)?,
-    );
-    let ttl = ip[8];
-    let l4 = ihl;
-    let mut info = L4Info {
-        tuple: FiveTuple {
-            proto: Proto::Udp,
-            src,
-            sport: 0,
-            dst,
-            dport: 0,
-        },
-        tcp_flags: 0,
-        icmp: IcmpKind::NotIcmp,
-        l4,
-        ttl,
-    };
-    match ip[9] {
-        6 => {
-            let off = usize::from(*ip.get(l4 + 12).ok_or(Malformed)? >> 4) * 4;
-            if off < 20 || ip.len() < l4 + off {
-                return Err(Malformed);
-            }
-            info.tuple.proto = Proto::Tcp;
-            info.tuple.sport = be16(ip, l4).ok_or(Malformed)?;
-            info.tuple.dport = be16(ip, l4 + 2).ok_or(Malformed)?;
-            info.tcp_flags = ip[l4 + 13];
-        }
-        17 => {
-            if ip.len() < l4 + 8 || usize::from(be16(ip, l4 + 4).ok_or(Malformed)?) < 8 {
-                return Err(Malformed);
-            }
-            info.tuple.sport = be16(ip, l4).ok_or(Malformed)?;
-            info.tuple.dport = be16(ip, l4 + 2).ok_or(Malformed)?;
-        }
-        1 => {
-            if ip.len() < l4 + 8 {
-                return Err(Malformed);
-            }
-            info.tuple.proto = Proto::Icmp;
-            match ip[l4] {
-                0 | 8 => {
-                    let id = be16(ip, l4 + 4).ok_or(Malformed)?;
-                    info.tuple.sport = id;
-                    info.tuple.dport = id;
-                    info.icmp = IcmpKind::Echo;
-                }
-                3 | 11 | 12 => {
-                    let inner = l4 + 8;
-                    let inner_ip = &ip[inner..];
-                    let ihl2 = ip_header(inner_ip).ok_or(Malformed)?;
-                    if inner_ip.len() < ihl2 + 8 {
-                        return Err(Malformed);
-                    }
-                    let (isrc, idst) = (
-                        addr(inner_ip, 12).ok_or(Malformed)?,
-                        addr(inner_ip, 16).ok_or(Malformed)?,
-                    );
-                    let (proto, sport, dport) = match inner_ip[9] {
-                        6 => (
-                            Proto::Tcp,
-                            be16(inner_ip, ihl2).ok_or(Malformed)?,
-                            be16(inner_ip, ihl2 + 2).ok_or(Malformed)?,
-                        ),
-                        17 => (
-                            Proto::Udp,
-                            be16(inner_ip, ihl2).ok_or(Malformed)?,
-                            be16(inner_ip, ihl2 + 2).ok_or(Malformed)?,
-                        ),
-                        1 if matches!(inner_ip[ihl2], 0 | 8) => {
-                            let id = be16(inner_ip, ihl2 + 4).ok_or(Malformed)?;
-                            (Proto::Icmp, id, id)
-                        }
-                        _ => return Err(Unsupported),
-                    };
-                    // The error travels opposite to the packet it quotes.
-                    info.tuple = FiveTuple {
-                        proto,
-                        src: idst,
-                        sport: dport,
-                        dst: isrc,
-                        dport: sport,
-                    };
-                    info.icmp = IcmpKind::Error { inner };
-                }
-                _ => return Err(Unsupported),
-            }
-        }
-        _ => return Err(Unsupported),
-    }
-    Ok(info)
 }
 
 /// Offset of the L4 checksum within an L4 header, and whether the pseudo-header covers it.
@@ -413,7 +322,7 @@ pub fn rewrite(ip: &mut [u8], info: &L4Info, new: &FiveTuple, partial_l4: bool) 
             // The quoted packet travels the other way.
             let total = usize::from(be16(ip, 2).unwrap_or(0)).min(ip.len());
             let inner_ip = &mut ip[inner..total];
-            let ihl = ip_header(inner_ip).unwrap_or(20);
+            let ihl = Ipv4Packet::new_quoted(&*inner_ip).map_or(20, |q| q.header_len());
             rewrite_headers(
                 inner_ip,
                 ihl,
@@ -444,49 +353,18 @@ pub fn rewrite(ip: &mut [u8], info: &L4Info, new: &FiveTuple, partial_l4: bool) 
     }
 }
 
-/// Decrement the TTL with an incremental header checksum update.
+/// Decrement the TTL with an incremental header checksum update (a no-op on a buffer that is not
+/// an IPv4 header).
 pub fn decrement_ttl(ip: &mut [u8]) {
-    let old = u16::from_be_bytes([ip[8], ip[9]]);
-    ip[8] = ip[8].saturating_sub(1);
-    let new = u16::from_be_bytes([ip[8], ip[9]]);
-    let hc = checksum_update16(be16(ip, 10).unwrap_or(0), old, new);
-    put16(ip, 10, hc);
-}
-
-#[cfg(test)]
-mod sum_test {
-    use super::*;
-
-    /// The straightforward 16-bit loop the fast sum must agree with.
-    fn slow(data: &[u8]) -> u16 {
-        let mut sum: u32 = 0;
-        for c in data.chunks(2) {
-            sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-        }
-        while sum >> 16 != 0 {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        !(sum as u16)
-    }
-
-    #[test]
-    fn fast_sum_matches_the_simple_loop_for_every_length_and_alignment() {
-        let data: Vec<u8> = (0..2000u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-            .collect();
-        for start in 0..9 {
-            for len in (0..300).chain([1499, 1500, 1991]) {
-                let d = &data[start..(start + len).min(data.len())];
-                assert_eq!(checksum(d), slow(d), "start {start} len {len}");
-            }
-        }
-        assert_eq!(checksum(&[0xff; 65_536]), slow(&[0xff; 65_536]));
+    if let Some(mut p) = Ipv4Packet::new_quoted(ip) {
+        p.decrement_ttl();
     }
 }
 
 #[cfg(test)]
 pub(crate) mod test {
     use super::*;
+    use wire::l4::tcp_flags;
 
     /// Build an IPv4 packet with a correct header checksum and L4 checksum.
     pub fn packet(proto: u8, src: [u8; 4], dst: [u8; 4], l4: &[u8]) -> Vec<u8> {

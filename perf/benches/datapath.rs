@@ -90,20 +90,20 @@ fn vxlan(c: &mut Criterion) {
     for n in SIZES {
         let r = remote_with(n);
         let picks = spread(n, PICKS);
-        let mut pkt = vec![0u8; overlay::OUTER_LEN + 64];
+        let mut pkt = vec![0u8; wire::vxlan::OUTER_LEN + 64];
         let inner = udp_frame(&flow(0), mac(1), mac(2));
-        pkt[overlay::OUTER_LEN..].copy_from_slice(&inner);
+        pkt[wire::vxlan::OUTER_LEN..].copy_from_slice(&inner);
         let mut i = 0;
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter(|| {
                 i = (i + 1) % picks.len();
                 let dst = mac(picks[i]);
-                pkt[overlay::OUTER_LEN..overlay::OUTER_LEN + 6].copy_from_slice(&dst.0);
+                pkt[wire::vxlan::OUTER_LEN..wire::vxlan::OUTER_LEN + 6].copy_from_slice(&dst.0);
                 let vtep = r.lookup(&dst.0, 1).expect("known");
-                let (hdr, frame) = pkt.split_at_mut(overlay::OUTER_LEN);
-                let sport = overlay::source_port(frame);
-                let hdr: &mut [u8; overlay::OUTER_LEN] = hdr.try_into().expect("outer");
-                overlay::write_outer(
+                let (hdr, frame) = pkt.split_at_mut(wire::vxlan::OUTER_LEN);
+                let sport = wire::vxlan::source_port(frame);
+                let hdr: &mut [u8; wire::vxlan::OUTER_LEN] = hdr.try_into().expect("outer");
+                wire::vxlan::write_outer(
                     hdr,
                     Ipv4Addr::new(192, 168, 1, 1),
                     vtep,
@@ -124,8 +124,8 @@ fn vxlan(c: &mut Criterion) {
         let pkts: Vec<Vec<u8>> = spread(n, PICKS)
             .into_iter()
             .map(|p| {
-                let mut v = vec![0u8; overlay::HEADER_LEN];
-                overlay::write_header((&mut v[..]).try_into().expect("8"), 42);
+                let mut v = vec![0u8; wire::vxlan::HEADER_LEN];
+                wire::vxlan::write_header((&mut v[..]).try_into().expect("8"), 42);
                 v.extend(udp_frame(&flow(0), mac(p), mac(2)));
                 v
             })
@@ -135,8 +135,8 @@ fn vxlan(c: &mut Criterion) {
             b.iter(|| {
                 i = (i + 1) % pkts.len();
                 let p = black_box(&pkts[i]);
-                let vni = overlay::decap(p).expect("vxlan");
-                let eth = EthFrame::parse(&p[overlay::HEADER_LEN..]).expect("inner");
+                let vni = wire::vxlan::decap(p).expect("vxlan");
+                let eth = EthFrame::parse(&p[wire::vxlan::HEADER_LEN..]).expect("inner");
                 black_box(r.learn(eth.src.0, Ipv4Addr::new(192, 168, 0, 7), 1));
                 black_box(vni)
             })

@@ -87,12 +87,12 @@ pub fn udp_frame(t: &FiveTuple, src: MacAddr, dst: MacAddr) -> Vec<u8> {
     ip[9] = 17;
     ip[12..16].copy_from_slice(&t.src.octets());
     ip[16..20].copy_from_slice(&t.dst.octets());
-    let c = nat::packet::checksum(&ip[..20]);
+    let c = wire::checksum::checksum(&ip[..20]);
     ip[10..12].copy_from_slice(&c.to_be_bytes());
     ip[20..22].copy_from_slice(&t.sport.to_be_bytes());
     ip[22..24].copy_from_slice(&t.dport.to_be_bytes());
     ip[24..26].copy_from_slice(&30u16.to_be_bytes());
-    let c = nat::packet::checksum_pseudo(t.src, t.dst, 17, &ip[20..50]);
+    let c = wire::checksum::checksum_pseudo(t.src, t.dst, 17, &ip[20..50]);
     ip[26..28].copy_from_slice(&c.to_be_bytes());
     f
 }

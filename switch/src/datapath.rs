@@ -16,7 +16,6 @@ use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use nat::{Conntrack, FiveTuple, Proto};
 use rustc_hash::{FxBuildHasher, FxHashMap};
-use smoltcp::wire::EthernetProtocol;
 
 use crate::capture::{Dir, Taps};
 use crate::counters::{Drop, Event, WorkerCounters};
@@ -24,12 +23,15 @@ use crate::fdb::{Fdb, FdbCache, Learn, PortId};
 use crate::frame::FrameBuf;
 use crate::gso::{self, Coalesce};
 use crate::ipam::Ipv4Cidr;
-use crate::local::{self, Arp, NotAnswered};
+use crate::local::{self, NotAnswered};
 use crate::neigh::NeighCache;
 use crate::port::{Device, NetId, Port, VxlanDev, UPLINK_NET};
 use crate::sys::epoll::Epoll;
 use crate::txbatch::TxBatch;
-use crate::wire::{EthFrame, MacAddr};
+use wire::arp::{self, Arp};
+use wire::checksum;
+use wire::ethernet::{self, EthFrame, EtherType, MacAddr};
+use wire::{ipv4, vxlan, VirtioNetHdr};
 
 /// Frames read from one port before the worker moves on to the next ready port.
 pub const BATCH: usize = 64;
@@ -588,10 +590,10 @@ impl Ctx<'_> {
         } = &mut *self.gso;
         let pkt = &rx[at.clone()];
         inp.count_rx(pkt.len());
-        if pkt.len() < overlay::HEADER_LEN {
+        if pkt.len() < vxlan::HEADER_LEN {
             return c.drop(Drop::Malformed);
         }
-        let vni = match overlay::decap(pkt) {
+        let vni = match vxlan::decap(pkt) {
             Ok(v) => v,
             Err(_) => return c.drop(Drop::Malformed),
         };
@@ -609,7 +611,7 @@ impl Ctx<'_> {
         if !net.peers.contains(&vtep) {
             return c.drop(Drop::VxlanUnknownPeer);
         }
-        let inner = &pkt[overlay::HEADER_LEN..];
+        let inner = &pkt[vxlan::HEADER_LEN..];
         if co.segs > 0 {
             if *co_net == net.id
                 && *co_vtep == vtep
@@ -626,7 +628,7 @@ impl Ctx<'_> {
             // alone), then start over with this one.
             self.flush_coalesced(cfg);
             self.buf
-                .set(&self.gso.rx[at.start + overlay::HEADER_LEN..at.end]);
+                .set(&self.gso.rx[at.start + vxlan::HEADER_LEN..at.end]);
         } else {
             self.buf.set(inner);
         }
@@ -671,8 +673,8 @@ impl Ctx<'_> {
                 c.drop(Drop::FdbFull);
             }
         }
-        if self.buf.vnet.flags & crate::wire::VirtioNetHdr::F_NEEDS_CSUM == 0 {
-            complete_partial_l4(self.buf.data_mut());
+        if self.buf.vnet.flags & VirtioNetHdr::F_NEEDS_CSUM == 0 {
+            checksum::complete_partial_l4(self.buf.data_mut());
         }
         for _ in 0..net.taps.emit(Dir::Rx, self.buf.data()) {
             c.drop(Drop::CaptureDropped);
@@ -690,8 +692,8 @@ impl Ctx<'_> {
         now: u64,
     ) {
         let c = self.c;
-        if eth.ethertype == EthernetProtocol::Arp {
-            let Some(arp) = local::parse_arp(self.buf.data()) else {
+        if eth.ethertype == EtherType::ARP {
+            let Some(arp) = Arp::parse(self.buf.data()) else {
                 c.drop(Drop::Malformed);
                 return;
             };
@@ -777,7 +779,7 @@ impl Ctx<'_> {
                 _ => return false,
             }
         };
-        local::arp_reply_in_place(self.buf.data_mut(), arp, answer);
+        arp::reply_in_place(self.buf.data_mut(), arp, answer);
         self.reply(net, ing);
         true
     }
@@ -792,7 +794,7 @@ impl Ctx<'_> {
         now: u64,
     ) {
         let c = self.c;
-        if eth.ethertype != EthernetProtocol::Ipv4 {
+        if eth.ethertype != EtherType::IPV4 {
             c.drop(Drop::NoRoute);
             return;
         }
@@ -813,10 +815,7 @@ impl Ctx<'_> {
         // The switch computed every checksum itself: no offload metadata applies.
         self.buf.vnet = Default::default();
         let bytes = self.buf.tap_bytes();
-        for _ in 0..net
-            .taps
-            .emit(Dir::Tx, &bytes[crate::wire::VirtioNetHdr::LEN..])
-        {
+        for _ in 0..net.taps.emit(Dir::Tx, &bytes[VirtioNetHdr::LEN..]) {
             self.c.drop(Drop::CaptureDropped);
         }
         match ing {
@@ -866,15 +865,15 @@ impl Ctx<'_> {
             // Larger than the overlay MTU: never fragment the underlay.
             return c.drop(Drop::Oversize);
         }
-        if vnet.flags & crate::wire::VirtioNetHdr::F_NEEDS_CSUM != 0 {
-            finish_checksum(
+        if vnet.flags & VirtioNetHdr::F_NEEDS_CSUM != 0 {
+            checksum::finish(
                 self.buf.data_mut(),
                 usize::from(vnet.csum_start),
                 usize::from(vnet.csum_offset),
             );
             self.buf.vnet = Default::default();
         }
-        let sport = overlay::source_port(self.buf.data());
+        let sport = vxlan::source_port(self.buf.data());
         let inner_len = self.buf.len();
         // Unicast is held for a batched send. Head-end replication rewrites the outer
         // destination in place, so each copy goes at once, after what is held.
@@ -883,17 +882,17 @@ impl Ctx<'_> {
             self.flush_tx();
         }
         for (i, dst) in vteps.iter().enumerate() {
-            let hdr: &mut [u8; overlay::OUTER_LEN] = self
+            let hdr: &mut [u8; vxlan::OUTER_LEN] = self
                 .buf
-                .headroom_mut(overlay::OUTER_LEN)
+                .headroom_mut(vxlan::OUTER_LEN)
                 .try_into()
                 .expect("headroom holds outer headers");
             if i == 0 {
-                overlay::write_outer(hdr, dev.src, *dst, sport, dev.port, vni, inner_len);
+                vxlan::write_outer(hdr, dev.src, *dst, sport, dev.port, vni, inner_len);
             } else {
-                overlay::set_outer_dst(hdr, *dst);
+                vxlan::set_outer_dst(hdr, *dst);
             }
-            let pkt = self.buf.with_headroom(overlay::OUTER_LEN);
+            let pkt = self.buf.with_headroom(vxlan::OUTER_LEN);
             if unicast {
                 self.gso.txb.send(vtep, pkt, *dst, c);
                 continue;
@@ -962,13 +961,8 @@ const MAX_GSO_BYTES: usize = 65_000;
 /// longer than the MTU plus its Ethernet header (and an 802.1Q tag if it has one), or a GSO
 /// TCPv4 super-frame whose segments would be (its parsed headers plus `gso_size`: the virtio
 /// header's `hdr_len` may count payload too).
-fn oversize(frame: &[u8], vnet: crate::wire::VirtioNetHdr, mtu: u32) -> bool {
-    let tag = if frame.get(12..14) == Some(&[0x81, 0x00][..]) {
-        4
-    } else {
-        0
-    };
-    let limit = mtu as usize + EthFrame::HEADER_LEN + tag;
+fn oversize(frame: &[u8], vnet: VirtioNetHdr, mtu: u32) -> bool {
+    let limit = mtu as usize + ethernet::tagged_header_len(frame);
     if vnet.gso_type == 0 {
         frame.len() > limit
     } else {
@@ -995,67 +989,10 @@ fn spoofed(
         ip == port.ip || ip.is_unspecified() || also.get(&port.id).is_some_and(|a| a.contains(&ip))
     };
     match eth.ethertype {
-        EthernetProtocol::Ipv4 => frame
-            .get(26..30)
-            .is_some_and(|b| !ip_ok(Ipv4Addr::new(b[0], b[1], b[2], b[3]))),
-        EthernetProtocol::Arp => {
-            local::parse_arp(frame).is_some_and(|a| a.sender_mac != port.mac || !ip_ok(a.sender_ip))
+        EtherType::IPV4 => ipv4::claimed_src(EthFrame::payload(frame)).is_some_and(|ip| !ip_ok(ip)),
+        EtherType::ARP => {
+            Arp::parse(frame).is_some_and(|a| a.sender_mac != port.mac || !ip_ok(a.sender_ip))
         }
         _ => false,
     }
-}
-
-/// A VTEP on a veth underlay (the Linux kernel's, say) leaves the inner TCP/UDP checksum
-/// partial: the field holds only the pseudo-header sum, which a UDP socket hands over as it is.
-/// If the field is exactly that sum, complete the checksum; otherwise (a finished checksum, right
-/// or wrong) leave it for the endpoint to verify. The test costs no pass over the data.
-pub fn complete_partial_l4(frame: &mut [u8]) {
-    let Some(ip) = frame.get(EthFrame::HEADER_LEN..) else {
-        return;
-    };
-    if frame.get(12..14) != Some(&[0x08, 0x00][..]) || ip.len() < 20 || ip[0] >> 4 != 4 {
-        return;
-    }
-    let ihl = usize::from(ip[0] & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-    let (proto, frag) = (ip[9], u16::from_be_bytes([ip[6], ip[7]]));
-    let co = match proto {
-        6 => 16,
-        17 => 6,
-        _ => return,
-    };
-    if frag & 0x3fff != 0 || total > ip.len() || total < ihl + co + 2 {
-        return;
-    }
-    let sum = nat::packet::pseudo_sum(
-        Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]),
-        Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]),
-        proto,
-        total - ihl,
-    );
-    let at = EthFrame::HEADER_LEN + ihl + co;
-    if u16::from_be_bytes([frame[at], frame[at + 1]]) != sum {
-        return;
-    }
-    let (start, end) = (EthFrame::HEADER_LEN + ihl, EthFrame::HEADER_LEN + total);
-    frame[at..at + 2].copy_from_slice(&sum.to_be_bytes());
-    finish_checksum(&mut frame[..end], start, co);
-    if proto == 17 && frame[at..at + 2] == [0, 0] {
-        frame[at..at + 2].copy_from_slice(&[0xff, 0xff]);
-    }
-}
-
-/// Complete a partial checksum (virtio `NEEDS_CSUM`): the one's-complement sum from `start` to
-/// the end, stored at `start + offset` (the field holds the pseudo-header sum already). A result
-/// of zero is stored as all ones, as the kernel does: for UDP zero would mean "no checksum"
-/// (RFC 768), for TCP the two are the same (found by the frame fuzz target's oracle).
-pub fn finish_checksum(frame: &mut [u8], start: usize, offset: usize) {
-    if start >= frame.len() || start + offset + 2 > frame.len() {
-        return;
-    }
-    let c = match nat::packet::checksum(&frame[start..]) {
-        0 => 0xffff,
-        c => c,
-    };
-    frame[start + offset..start + offset + 2].copy_from_slice(&c.to_be_bytes());
 }

@@ -13,18 +13,12 @@
 
 use std::net::Ipv4Addr;
 
-use crate::wire::VirtioNetHdr;
+use wire::l4::tcp_flags::{ACK, CWR, ECE, FIN, PSH, RST, SYN, URG};
+use wire::{EthFrame, VirtioNetHdr};
 
-const ETH: usize = 14;
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
-const TCP_PSH: u8 = 0x08;
-const TCP_URG: u8 = 0x20;
-const TCP_ECE: u8 = 0x40;
-const TCP_CWR: u8 = 0x80;
+const ETH: usize = EthFrame::HEADER_LEN;
 /// `VIRTIO_NET_HDR_GSO_TCPV4`.
-pub const GSO_TCPV4: u8 = 1;
+pub const GSO_TCPV4: u8 = VirtioNetHdr::GSO_TCPV4;
 /// Largest IPv4 total length: a coalesced frame never grows past it.
 const IP_MAX: usize = 65_535;
 
@@ -82,8 +76,8 @@ pub fn segment_tcp4(frame: &[u8], mss: usize, vni: u32, out: &mut [u8]) -> Optio
         return None;
     }
     let count = t.payload.div_ceil(mss).max(1);
-    let size = overlay::HEADER_LEN + t.hdr_len + mss.min(t.payload);
-    let len = count * (overlay::HEADER_LEN + t.hdr_len) + t.payload;
+    let size = wire::vxlan::HEADER_LEN + t.hdr_len + mss.min(t.payload);
+    let len = count * (wire::vxlan::HEADER_LEN + t.hdr_len) + t.payload;
     if out.len() < len {
         return None;
     }
@@ -98,30 +92,30 @@ pub fn segment_tcp4(frame: &[u8], mss: usize, vni: u32, out: &mut [u8]) -> Optio
     let mut at = 0;
     for i in 0..count {
         let chunk = &payload[(i * mss).min(t.payload)..((i + 1) * mss).min(t.payload)];
-        let seg_len = overlay::HEADER_LEN + t.hdr_len + chunk.len();
+        let seg_len = wire::vxlan::HEADER_LEN + t.hdr_len + chunk.len();
         let seg = &mut out[at..at + seg_len];
-        let (vx, inner) = seg.split_at_mut(overlay::HEADER_LEN);
-        overlay::write_header(vx.try_into().expect("8-byte VXLAN header"), vni);
+        let (vx, inner) = seg.split_at_mut(wire::vxlan::HEADER_LEN);
+        wire::vxlan::write_header(vx.try_into().expect("8-byte VXLAN header"), vni);
         inner[..t.hdr_len].copy_from_slice(hdr);
         inner[t.hdr_len..].copy_from_slice(chunk);
         let ip_len = (t.hdr_len - ETH + chunk.len()) as u16;
         inner[ip + 2..ip + 4].copy_from_slice(&ip_len.to_be_bytes());
         inner[ip + 4..ip + 6].copy_from_slice(&id0.wrapping_add(i as u16).to_be_bytes());
         inner[ip + 10..ip + 12].fill(0);
-        let ipc = nat::packet::checksum(&inner[ip..ip + t.ihl]);
+        let ipc = wire::checksum::checksum(&inner[ip..ip + t.ihl]);
         inner[ip + 10..ip + 12].copy_from_slice(&ipc.to_be_bytes());
         let seq = seq0.wrapping_add((i * mss) as u32);
         inner[tcp + 4..tcp + 8].copy_from_slice(&seq.to_be_bytes());
         let mut flags = flags0;
         if i + 1 < count {
-            flags &= !(TCP_FIN | TCP_PSH);
+            flags &= !(FIN | PSH);
         }
         if i > 0 {
-            flags &= !TCP_CWR;
+            flags &= !CWR;
         }
         inner[tcp + 13] = flags;
         inner[tcp + 16..tcp + 18].fill(0);
-        let c = nat::packet::checksum_pseudo(src, dst, 6, &inner[tcp..]);
+        let c = wire::checksum::checksum_pseudo(src, dst, 6, &inner[tcp..]);
         inner[tcp + 16..tcp + 18].copy_from_slice(&c.to_be_bytes());
         at += seg_len;
     }
@@ -156,20 +150,20 @@ pub struct Coalesce {
 /// for the endpoint to drop and count (Linux GRO validates before merging too).
 fn checksums_ok(frame: &[u8], ihl: usize) -> bool {
     let ip = &frame[ETH..];
-    if nat::packet::checksum(&ip[..ihl]) != 0 {
+    if wire::checksum::checksum(&ip[..ihl]) != 0 {
         return false;
     }
     let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
     let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
     let seg = &ip[ihl..];
     let field = u16::from_be_bytes([seg[16], seg[17]]);
-    field == nat::packet::pseudo_sum(src, dst, 6, seg.len())
-        || nat::packet::checksum_pseudo(src, dst, 6, seg) == 0
+    field == wire::checksum::pseudo_sum(src, dst, 6, seg.len())
+        || wire::checksum::checksum_pseudo(src, dst, 6, seg) == 0
 }
 
 /// Whether a segment with these TCP flags may be merged: plain ACK, optionally PSH.
 fn mergeable_flags(flags: u8) -> bool {
-    flags & (TCP_FIN | TCP_SYN | TCP_RST | TCP_URG | TCP_ECE | TCP_CWR) == 0 && flags & 0x10 != 0
+    flags & (FIN | SYN | RST | URG | ECE | CWR) == 0 && flags & ACK != 0
 }
 
 impl Coalesce {
@@ -203,8 +197,8 @@ impl Coalesce {
             ihl: t.ihl,
             mss: t.payload,
             next_seq: seq.wrapping_add(t.payload as u32),
-            closed: flags & TCP_PSH != 0,
-            psh: flags & TCP_PSH != 0,
+            closed: flags & PSH != 0,
+            psh: flags & PSH != 0,
         };
         true
     }
@@ -241,10 +235,10 @@ impl Coalesce {
     pub fn appended(&mut self, payload: usize, flags: u8) {
         self.segs += 1;
         self.next_seq = self.next_seq.wrapping_add(payload as u32);
-        if payload < self.mss || flags & TCP_PSH != 0 {
+        if payload < self.mss || flags & PSH != 0 {
             self.closed = true;
         }
-        self.psh |= flags & TCP_PSH != 0;
+        self.psh |= flags & PSH != 0;
     }
 
     /// TCP flags of a segment (for [`Self::appended`]).
@@ -264,10 +258,10 @@ impl Coalesce {
         let total = (frame.len() - ETH) as u16;
         frame[ip + 2..ip + 4].copy_from_slice(&total.to_be_bytes());
         frame[ip + 10..ip + 12].fill(0);
-        let c = nat::packet::checksum(&frame[ip..ip + done.ihl]);
+        let c = wire::checksum::checksum(&frame[ip..ip + done.ihl]);
         frame[ip + 10..ip + 12].copy_from_slice(&c.to_be_bytes());
         if done.psh {
-            frame[tcp + 13] |= TCP_PSH;
+            frame[tcp + 13] |= PSH;
         }
         let src = Ipv4Addr::new(
             frame[ip + 12],
@@ -281,7 +275,7 @@ impl Coalesce {
             frame[ip + 18],
             frame[ip + 19],
         );
-        let partial = nat::packet::pseudo_sum(src, dst, 6, frame.len() - tcp);
+        let partial = wire::checksum::pseudo_sum(src, dst, 6, frame.len() - tcp);
         frame[tcp + 16..tcp + 18].copy_from_slice(&partial.to_be_bytes());
         Some(VirtioNetHdr {
             flags: VirtioNetHdr::F_NEEDS_CSUM,
@@ -315,7 +309,7 @@ mod test {
         f[ip + 9] = 6;
         f[ip + 12..ip + 16].copy_from_slice(&[10, 0, 0, 1]);
         f[ip + 16..ip + 20].copy_from_slice(&[10, 0, 0, 2]);
-        let c = nat::packet::checksum(&f[ip..ip + 20]);
+        let c = wire::checksum::checksum(&f[ip..ip + 20]);
         f[ip + 10..ip + 12].copy_from_slice(&c.to_be_bytes());
         let tcp = ip + 20;
         f[tcp..tcp + 4].copy_from_slice(&[0x9c, 0x40, 0x14, 0x51]);
@@ -328,7 +322,7 @@ mod test {
         for (i, b) in f[tcp + 32..].iter_mut().enumerate() {
             *b = (seq as usize + i) as u8;
         }
-        let c = nat::packet::checksum_pseudo(
+        let c = wire::checksum::checksum_pseudo(
             Ipv4Addr::new(10, 0, 0, 1),
             Ipv4Addr::new(10, 0, 0, 2),
             6,
@@ -340,7 +334,7 @@ mod test {
 
     #[test]
     fn segmenting_a_super_frame_gives_valid_mss_sized_segments() {
-        let sup = frame(1000, 10_000, 0x18 | TCP_CWR); // ACK|PSH|CWR
+        let sup = frame(1000, 10_000, 0x18 | CWR); // ACK|PSH|CWR
         let mut out = vec![0u8; 20_000];
         let s = segment_tcp4(&sup, 1398, 42, &mut out).expect("segments");
         assert_eq!(s.count, 8); // 7 full + 216 bytes
@@ -349,16 +343,16 @@ mod test {
         let mut payload = Vec::new();
         for i in 0..s.count {
             let seg = &out[i * s.size..((i + 1) * s.size).min(s.len)];
-            assert_eq!(overlay::decap(seg), Ok(42));
+            assert_eq!(wire::vxlan::decap(seg), Ok(42));
             let inner = &seg[8..];
             let want = frame(1000 + (i * 1398) as u32, inner.len() - 66, 0);
             // Headers: checksums verify, lengths/seq/flags fixed.
             assert_eq!(
-                nat::packet::checksum(&inner[ETH..ETH + 20]),
+                wire::checksum::checksum(&inner[ETH..ETH + 20]),
                 0,
                 "ip csum {i}"
             );
-            let c = nat::packet::checksum_pseudo(
+            let c = wire::checksum::checksum_pseudo(
                 Ipv4Addr::new(10, 0, 0, 1),
                 Ipv4Addr::new(10, 0, 0, 2),
                 6,
@@ -371,12 +365,8 @@ mod test {
                 want[ETH + 20 + 4..ETH + 20 + 8]
             );
             let flags = inner[ETH + 20 + 13];
-            assert_eq!(
-                flags & TCP_PSH != 0,
-                i == s.count - 1,
-                "PSH only on the last"
-            );
-            assert_eq!(flags & TCP_CWR != 0, i == 0, "CWR only on the first");
+            assert_eq!(flags & PSH != 0, i == s.count - 1, "PSH only on the last");
+            assert_eq!(flags & CWR != 0, i == 0, "CWR only on the first");
             payload.extend_from_slice(&inner[66..]);
         }
         assert_eq!(payload, sup[66..]);
@@ -401,11 +391,11 @@ mod test {
         assert_eq!((v.gso_type, v.gso_size, v.hdr_len), (GSO_TCPV4, 1000, 66));
         assert_eq!(buf[66..], sup[66..]);
         assert_eq!(buf[..ETH + 4], sup[..ETH + 4], "total length restored");
-        assert_eq!(nat::packet::checksum(&buf[ETH..ETH + 20]), 0);
-        assert_eq!(buf[ETH + 20 + 13] & TCP_PSH, TCP_PSH);
+        assert_eq!(wire::checksum::checksum(&buf[ETH..ETH + 20]), 0);
+        assert_eq!(buf[ETH + 20 + 13] & PSH, PSH);
         // Partial checksum: completing it over the segment gives a valid checksum.
         let mut full = buf.clone();
-        let sum = nat::packet::checksum(&full[ETH + 20..]);
+        let sum = wire::checksum::checksum(&full[ETH + 20..]);
         full[ETH + 36..ETH + 38].copy_from_slice(&sum.to_be_bytes());
         assert_eq!(full[ETH + 36..ETH + 38], sup[ETH + 36..ETH + 38]);
     }
@@ -444,7 +434,7 @@ mod test {
         bad_ip[ETH + 10] ^= 1;
         assert!(!c.accepts(&a, a.len(), &bad_ip), "bad IPv4 header checksum");
         let mut partial = frame(100, 100, 0x10);
-        let ps = nat::packet::pseudo_sum(
+        let ps = wire::checksum::pseudo_sum(
             Ipv4Addr::new(10, 0, 0, 1),
             Ipv4Addr::new(10, 0, 0, 2),
             6,

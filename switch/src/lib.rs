@@ -1,8 +1,8 @@
 //! vswitch's switch: the userspace datapath and its control state.
 //!
 //! Layers, from the wire up:
-//! - [`wire`]: MAC addresses, the virtio-net header, the one Ethernet parse per frame (smoltcp's
-//!   checked views for everything above Ethernet);
+//! - [`wire`] (the `vswitch-wire` crate, re-exported): every header as a checked view, the one
+//!   checksum module;
 //! - [`frame`]: the preallocated frame buffer with headroom;
 //! - [`fdb`], [`ipam`], [`local`]: pure tables and responders, time passed in;
 //! - [`port`], [`capture`], [`counters`]: ports with their counters and capture taps;
@@ -29,7 +29,7 @@ pub mod port;
 mod router;
 pub mod sys;
 mod txbatch;
-pub mod wire;
 
+pub use ::wire;
 pub use control::{Options, Switch};
 pub use error::Error;

@@ -48,7 +48,7 @@ impl Device {
         match self {
             Device::Tap(_) => VirtioNetHdr::LEN,
             Device::Packet(_) => crate::sys::packet::VNET_HDR_LEN,
-            Device::Vxlan(_) => overlay::HEADER_LEN,
+            Device::Vxlan(_) => wire::vxlan::HEADER_LEN,
             Device::Sink(n) => *n,
         }
     }

@@ -11,17 +11,21 @@ use nat::conntrack::{CtError, NatKind};
 use nat::packet::{self, IcmpKind, L4Info, ParseError};
 use nat::Proto;
 use nat::{FiveTuple, FlowDir};
-use smoltcp::wire::{EthernetFrame, EthernetProtocol};
 
 use crate::counters::{Drop, Event};
 use crate::datapath::{Config, Ctx, NetRt, UplinkRt};
 use crate::dns;
-use crate::local::{self, ARP_FRAME_LEN};
+use crate::local;
 use crate::neigh::Pending;
 use crate::port::NetId;
 use crate::port::Port;
 use crate::sys::packet::VNET_HDR_LEN as PACKET_HDR_LEN;
-use crate::wire::{EthFrame, MacAddr, VirtioNetHdr};
+use wire::arp::{self, Arp};
+use wire::checksum;
+use wire::ethernet::{self, EthFrame, EtherType, MacAddr};
+use wire::ipv4::{self, Ipv4Header, Ipv4Packet};
+use wire::l4::{self, tcp_flags::*, TcpHeader, TcpRepr};
+use wire::VirtioNetHdr;
 
 impl Ctx<'_> {
     /// A frame received on the uplink port.
@@ -31,8 +35,8 @@ impl Ctx<'_> {
             return;
         };
         match eth.ethertype {
-            EthernetProtocol::Arp => {
-                let Some(arp) = local::parse_arp(self.buf.data()) else {
+            EtherType::ARP => {
+                let Some(arp) = Arp::parse(self.buf.data()) else {
                     c.drop(Drop::Malformed);
                     return;
                 };
@@ -49,12 +53,12 @@ impl Ctx<'_> {
                 if arp.is_request
                     && (arp.target_ip == up.ip || up.extra_ips.contains(&arp.target_ip))
                 {
-                    local::arp_reply_in_place(self.buf.data_mut(), &arp, up.mac);
+                    arp::reply_in_place(self.buf.data_mut(), &arp, up.mac);
                     self.buf.vnet = VirtioNetHdr::default();
                     inp.transmit(self.buf.wire_bytes(PACKET_HDR_LEN), c);
                 }
             }
-            EthernetProtocol::Ipv4 if eth.dst == up.mac => {
+            EtherType::IPV4 if eth.dst == up.mac => {
                 match local::icmp_echo_reply_in_place(self.buf.data_mut(), up.ip, up.mac) {
                     Ok(len) => {
                         self.buf.set_len(len);
@@ -117,8 +121,11 @@ impl Ctx<'_> {
         if let Some(new) = &new {
             packet::rewrite(ip, &info, new, partial);
         }
-        packet::decrement_ttl(ip);
-        let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+        let Some(mut pkt) = Ipv4Packet::new_quoted(ip) else {
+            return c.drop(Drop::Malformed);
+        };
+        pkt.decrement_ttl();
+        let dst = pkt.dst();
         c.event(Event::Routed);
         self.forward_ip(cfg, dst, zone, now);
     }
@@ -141,8 +148,8 @@ impl Ctx<'_> {
                 // Unknown (an endpoint on another host that never spoke here): ask, from the
                 // gateway, and drop this packet; the sender's retransmission gets through.
                 if m.probes.should_request(dst, now) {
-                    let mut req = [0u8; ARP_FRAME_LEN];
-                    local::arp_request(&mut req, m.gateway_mac, m.gateway_ip, dst);
+                    let mut req = [0u8; arp::FRAME_LEN];
+                    arp::request(&mut req, m.gateway_mac, m.gateway_ip, dst);
                     self.buf.set(&req);
                     c.event(Event::ArpRequests);
                     let bytes = self.buf.tap_bytes();
@@ -153,7 +160,7 @@ impl Ctx<'_> {
                 }
                 return c.drop(Drop::ArpTimeout);
             };
-            set_macs(self.buf.data_mut(), m.gateway_mac, mac);
+            ethernet::set_addrs(self.buf.data_mut(), m.gateway_mac, mac);
             let bytes = self.buf.tap_bytes();
             for _ in 0..m
                 .taps
@@ -194,11 +201,11 @@ impl Ctx<'_> {
         };
         match up.neigh.lookup(hop, now) {
             Some(mac) => {
-                set_macs(self.buf.data_mut(), up.mac, mac);
+                ethernet::set_addrs(self.buf.data_mut(), up.mac, mac);
                 self.send_uplink(&up.port);
             }
             None => {
-                set_macs(self.buf.data_mut(), up.mac, MacAddr::default());
+                ethernet::set_addrs(self.buf.data_mut(), up.mac, MacAddr::default());
                 let wire = self.buf.wire_bytes(PACKET_HDR_LEN).to_vec();
                 if !up.neigh.enqueue(Pending {
                     hop,
@@ -230,12 +237,16 @@ impl Ctx<'_> {
         }
         let l4 = EthFrame::HEADER_LEN + info.l4;
         let frame = self.buf.data();
-        let total = EthFrame::HEADER_LEN + usize::from(u16::from_be_bytes([frame[16], frame[17]]));
+        // `route` parsed the packet: the total length fits the frame.
+        let total = EthFrame::HEADER_LEN
+            + Ipv4Packet::new_checked(EthFrame::payload(frame)).map_or(0, |p| p.len());
         let lookup = |n: &str| net.dns.get(n).copied();
         let mut out = [0u8; DNS_MAX + 2];
         match t.proto {
             Proto::Udp => {
-                let query = &frame[(l4 + 8).min(total)..total];
+                let query = frame
+                    .get(l4 + l4::UDP_HEADER_LEN..total)
+                    .unwrap_or_default();
                 let upstream = cfg
                     .uplink
                     .as_deref()
@@ -245,12 +256,12 @@ impl Ctx<'_> {
                     dns::Verdict::Malformed => c.drop(Drop::Malformed),
                     dns::Verdict::Answered(n) => {
                         c.event(Event::DnsAnswered);
-                        let mut udp = [0u8; DNS_MAX + 8];
-                        udp[0..2].copy_from_slice(&53u16.to_be_bytes());
-                        udp[2..4].copy_from_slice(&t.sport.to_be_bytes());
-                        udp[4..6].copy_from_slice(&((n + 8) as u16).to_be_bytes());
-                        udp[8..8 + n].copy_from_slice(&out[..n]);
-                        self.emit_l4(net.gateway_ip, t.src, 17, &mut udp[..n + 8], 6);
+                        let mut udp = [0u8; DNS_MAX + l4::UDP_HEADER_LEN];
+                        let (h, data) = udp.split_at_mut(l4::UDP_HEADER_LEN);
+                        l4::write_udp(h.try_into().expect("8 bytes"), 53, t.sport, n);
+                        data[..n].copy_from_slice(&out[..n]);
+                        let len = n + l4::UDP_HEADER_LEN;
+                        self.emit_l4(net.gateway_ip, t.src, ipv4::proto::UDP, &mut udp[..len]);
                         self.forward_ip(cfg, t.src, Some(net.id), now);
                     }
                     dns::Verdict::Forward => {
@@ -271,7 +282,7 @@ impl Ctx<'_> {
                             Err(_) => return c.drop(Drop::ConntrackFull),
                         };
                         c.event(Event::DnsForwarded);
-                        let ip = &mut self.buf.data_mut()[EthFrame::HEADER_LEN..];
+                        let ip = EthFrame::payload_mut(self.buf.data_mut());
                         packet::rewrite(ip, info, &flow.translate(FlowDir::Original), partial);
                         packet::decrement_ttl(ip);
                         self.forward_ip(cfg, resolver, None, now);
@@ -288,26 +299,18 @@ impl Ctx<'_> {
     /// number is always the client's acknowledgement, so no per-connection state is kept. Names
     /// the gateway does not know get SERVFAIL over TCP (forwarding is UDP only).
     fn dns_tcp(&mut self, cfg: &Config, net: &NetRt, l4: usize, total: usize, now: u64) {
-        const FIN: u8 = 0x01;
-        const SYN: u8 = 0x02;
-        const RST: u8 = 0x04;
-        const PSH: u8 = 0x08;
-        const ACK: u8 = 0x10;
         let frame = self.buf.data();
-        let tcp = &frame[l4..total];
-        let be32 = |b: &[u8], i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        let (src, dst) = (
-            Ipv4Addr::new(frame[26], frame[27], frame[28], frame[29]),
-            Ipv4Addr::new(frame[30], frame[31], frame[32], frame[33]),
-        );
-        let (sport, seq, ack, flags) = (
-            u16::from_be_bytes([tcp[0], tcp[1]]),
-            be32(tcp, 4),
-            be32(tcp, 8),
-            tcp[13],
-        );
-        let payload = &tcp[usize::from(tcp[12] >> 4) * 4..];
-        let mut seg = [0u8; DNS_MAX + 2 + 20];
+        let Some(ip) = Ipv4Packet::new_checked(EthFrame::payload(frame)) else {
+            return self.c.drop(Drop::Malformed);
+        };
+        let (src, dst) = (ip.src(), ip.dst());
+        let Some(tcp) = frame.get(l4..total).and_then(TcpHeader::new_checked) else {
+            return self.c.drop(Drop::Malformed);
+        };
+        let (sport, seq, ack, flags) = (tcp.sport(), tcp.seq(), tcp.ack(), tcp.flags());
+        let payload = tcp.payload();
+        const HDR: usize = l4::TCP_HEADER_LEN;
+        let mut seg = [0u8; DNS_MAX + 2 + HDR];
         let fin_in = u32::from(flags & FIN != 0);
         let (rflags, rseq, rack, data) = if flags & RST != 0 {
             return;
@@ -322,9 +325,9 @@ impl Ctx<'_> {
                 return self.c.drop(Drop::Malformed); // a query split over segments: unsupported
             };
             let lookup = |n: &str| net.dns.get(n).copied();
-            match dns::answer(query, lookup, false, &mut seg[22..]) {
+            match dns::answer(query, lookup, false, &mut seg[HDR + 2..]) {
                 dns::Verdict::Answered(n) => {
-                    seg[20..22].copy_from_slice(&(n as u16).to_be_bytes());
+                    seg[HDR..HDR + 2].copy_from_slice(&(n as u16).to_be_bytes());
                     self.c.event(Event::DnsAnswered);
                     (
                         PSH | ACK | FIN,
@@ -340,56 +343,53 @@ impl Ctx<'_> {
         } else {
             return; // a bare ACK
         };
-        seg[0..2].copy_from_slice(&53u16.to_be_bytes());
-        seg[2..4].copy_from_slice(&sport.to_be_bytes());
-        seg[4..8].copy_from_slice(&rseq.to_be_bytes());
-        seg[8..12].copy_from_slice(&rack.to_be_bytes());
-        seg[12] = 5 << 4;
-        seg[13] = rflags;
-        seg[14..16].copy_from_slice(&0xffffu16.to_be_bytes());
-        self.emit_l4(dst, src, 6, &mut seg[..20 + data], 16);
+        TcpRepr {
+            sport: 53,
+            dport: sport,
+            seq: rseq,
+            ack: rack,
+            flags: rflags,
+        }
+        .write((&mut seg[..HDR]).try_into().expect("20 bytes"));
+        self.emit_l4(dst, src, ipv4::proto::TCP, &mut seg[..HDR + data]);
         self.forward_ip(cfg, src, Some(net.id), now);
     }
 
-    /// Replace the buffer's frame with a fresh IPv4 packet `src -> dst` carrying `l4` (whose
-    /// checksum, at `csum_at`, is filled in here). Ethernet addresses are set by `forward_ip`.
-    fn emit_l4(&mut self, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4: &mut [u8], csum_at: usize) {
-        l4[csum_at..csum_at + 2].copy_from_slice(&[0, 0]);
-        let mut c = packet::checksum_pseudo(src, dst, proto, l4);
-        if proto == 17 && c == 0 {
+    /// Replace the buffer's frame with a fresh IPv4 packet `src -> dst` carrying the TCP or UDP
+    /// segment `l4` (whose checksum is filled in here). Ethernet addresses are set by
+    /// `forward_ip`.
+    fn emit_l4(&mut self, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4: &mut [u8]) {
+        let at = l4::csum_offset(proto).unwrap_or(0);
+        l4[at..at + 2].copy_from_slice(&[0, 0]);
+        let mut c = checksum::checksum_pseudo(src, dst, proto, l4);
+        if proto == ipv4::proto::UDP && c == 0 {
             c = 0xffff;
         }
-        l4[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
-        let total = 20 + l4.len();
+        l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
+        let total = ipv4::HEADER_LEN + l4.len();
         self.buf.set_len(EthFrame::HEADER_LEN + total);
         self.buf.vnet = VirtioNetHdr::default();
         let f = self.buf.data_mut();
-        f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-        let ip = &mut f[EthFrame::HEADER_LEN..];
-        ip[..20].copy_from_slice(&[
-            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, proto, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        ]);
-        ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-        ip[12..16].copy_from_slice(&src.octets());
-        ip[16..20].copy_from_slice(&dst.octets());
-        let hc = packet::checksum(&ip[..20]);
-        ip[10..12].copy_from_slice(&hc.to_be_bytes());
-        ip[20..total].copy_from_slice(l4);
+        f[12..14].copy_from_slice(&EtherType::IPV4.0.to_be_bytes());
+        let (hdr, rest) = EthFrame::payload_mut(f).split_at_mut(ipv4::HEADER_LEN);
+        Ipv4Header {
+            src,
+            dst,
+            protocol: proto,
+            payload_len: l4.len(),
+            ttl: 64,
+        }
+        .write(hdr.try_into().expect("20 bytes"));
+        rest[..l4.len()].copy_from_slice(l4);
     }
 }
 
-fn set_macs(frame: &mut [u8], src: MacAddr, dst: MacAddr) {
-    let mut eth = EthernetFrame::new_unchecked(frame);
-    eth.set_src_addr(src.into());
-    eth.set_dst_addr(dst.into());
-}
-
 fn send_arp_request(up: &UplinkRt, hop: Ipv4Addr, c: &crate::counters::WorkerCounters) {
-    let mut wire = [0u8; PACKET_HDR_LEN + ARP_FRAME_LEN];
-    let frame: &mut [u8; ARP_FRAME_LEN] = (&mut wire[PACKET_HDR_LEN..])
+    let mut wire = [0u8; PACKET_HDR_LEN + arp::FRAME_LEN];
+    let frame: &mut [u8; arp::FRAME_LEN] = (&mut wire[PACKET_HDR_LEN..])
         .try_into()
         .expect("sized above");
-    local::arp_request(frame, up.mac, up.ip, hop);
+    arp::request(frame, up.mac, up.ip, hop);
     c.event(Event::ArpRequests);
     up.port.transmit(&wire, c);
 }

@@ -196,6 +196,14 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     }
 }
 
+/// The source address field of what claims to be an IPv4 header at the start of `ip`, read
+/// without checking the header (`None` when it is too short): port security judges every frame
+/// that says it is IPv4, valid or not.
+pub fn claimed_src(ip: &[u8]) -> Option<Ipv4Addr> {
+    let b: &[u8; 4] = ip.get(12..16)?.try_into().ok()?;
+    Some(Ipv4Addr::from(*b))
+}
+
 /// An IPv4 header without options, as the switch writes it: DF set, identification 0, TTL 64
 /// unless told otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

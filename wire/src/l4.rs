@@ -15,6 +15,12 @@ pub mod tcp_flags {
     pub const PSH: u8 = 0x08;
     /// ACK
     pub const ACK: u8 = 0x10;
+    /// URG
+    pub const URG: u8 = 0x20;
+    /// ECE
+    pub const ECE: u8 = 0x40;
+    /// CWR
+    pub const CWR: u8 = 0x80;
 }
 
 /// Length of a TCP header without options.

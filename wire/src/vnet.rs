@@ -30,6 +30,8 @@ impl VirtioNetHdr {
     pub const LEN: usize = 12;
     /// The checksum of this frame is partial and must be completed (`csum_start`/`csum_offset`).
     pub const F_NEEDS_CSUM: u8 = 1;
+    /// `VIRTIO_NET_HDR_GSO_TCPV4`: a TCP/IPv4 super-frame to be cut into `gso_size` segments.
+    pub const GSO_TCPV4: u8 = 1;
 
     /// Read the header from the first [`Self::LEN`] bytes; `None` if `b` is shorter.
     pub fn read(b: &[u8]) -> Option<VirtioNetHdr> {

@@ -115,16 +115,38 @@ pub fn source_port(inner: &[u8]) -> u16 {
 mod test {
     use super::*;
 
+    // A VXLAN packet as the Linux kernel sends it (VNI 42), followed by an inner frame header.
+    const KERNEL_VXLAN: [u8; 22] = [
+        0x08, 0, 0, 0, 0, 0, 0x2a, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 1, 8, 6,
+    ];
+
     #[test]
-    fn header_roundtrip() {
+    fn decap_kernel_packet() {
+        assert_eq!(decap(&KERNEL_VXLAN), Ok(42));
+        assert_eq!(decap(&KERNEL_VXLAN[..21]), Err(DecapError::Short));
+        let mut no_i = KERNEL_VXLAN;
+        no_i[0] = 0;
+        assert_eq!(decap(&no_i), Err(DecapError::NoVni));
+        // Reserved bits are ignored.
+        let mut r = KERNEL_VXLAN;
+        r[1] = 0xff;
+        r[7] = 0xff;
+        assert_eq!(decap(&r), Ok(42));
+    }
+
+    #[test]
+    fn header_roundtrip_and_max_vni() {
         let mut h = [0u8; HEADER_LEN];
-        write_header(&mut h, 0x123456);
+        write_header(&mut h, VNI_MAX);
         let mut pkt = h.to_vec();
-        pkt.extend_from_slice(&[0u8; 14]);
-        assert_eq!(decap(&pkt), Ok(0x123456));
-        pkt[0] = 0;
-        assert_eq!(decap(&pkt), Err(DecapError::NoVni));
-        assert_eq!(decap(&pkt[..10]), Err(DecapError::Short));
+        pkt.extend_from_slice(&[0; 14]);
+        assert_eq!(decap(&pkt), Ok(VNI_MAX));
+        write_header(&mut h, 42);
+        assert_eq!(
+            &h[..],
+            &KERNEL_VXLAN[..8],
+            "byte-identical to the kernel's header"
+        );
     }
 
     #[test]

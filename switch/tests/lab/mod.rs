@@ -3,7 +3,7 @@
 //! ([`Switch::capture`]) so a test sees exactly which frames the switch sent to which port, frame
 //! builders, and checksum checks.
 //!
-//! Frames are built with the project's own checksum helpers (`nat::packet::checksum`,
+//! Frames are built with the project's own checksum helpers (`wire::checksum::checksum`,
 //! `checksum_pseudo`), but every checksum is *verified* here with an independent RFC 1071 sum
 //! (the folded sum over a correct header, or pseudo-header plus segment, is `0xffff`): a bug in
 //! those helpers fails the builders' self-check, a bug in the switch's incremental updates fails
@@ -218,7 +218,7 @@ pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, ttl: u8, l4: &[u8]) -> Vec<
     ip.extend_from_slice(&[0x12, 0x34, 0x40, 0, ttl, proto, 0, 0]);
     ip.extend_from_slice(&src.octets());
     ip.extend_from_slice(&dst.octets());
-    let c = nat::packet::checksum(&ip);
+    let c = switch::wire::checksum::checksum(&ip);
     ip[10..12].copy_from_slice(&c.to_be_bytes());
     ip.extend_from_slice(l4);
     assert_ip_checksums(&ip);
@@ -245,7 +245,7 @@ pub fn tcp(
     t[13] = flags;
     t[14..16].copy_from_slice(&64240u16.to_be_bytes());
     t.extend_from_slice(data);
-    let c = nat::packet::checksum_pseudo(src, dst, TCP, &t);
+    let c = switch::wire::checksum::checksum_pseudo(src, dst, TCP, &t);
     t[16..18].copy_from_slice(&c.to_be_bytes());
     t
 }
@@ -257,7 +257,7 @@ pub fn udp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, data: &[u8]) ->
     u[2..4].copy_from_slice(&dport.to_be_bytes());
     u[4..6].copy_from_slice(&((8 + data.len()) as u16).to_be_bytes());
     u.extend_from_slice(data);
-    let c = match nat::packet::checksum_pseudo(src, dst, UDP, &u) {
+    let c = match switch::wire::checksum::checksum_pseudo(src, dst, UDP, &u) {
         0 => 0xffff,
         c => c,
     };
@@ -271,7 +271,7 @@ pub fn icmp_echo(ty: u8, id: u16, seq: u16, data: &[u8]) -> Vec<u8> {
     m.extend_from_slice(&id.to_be_bytes());
     m.extend_from_slice(&seq.to_be_bytes());
     m.extend_from_slice(data);
-    let c = nat::packet::checksum(&m);
+    let c = switch::wire::checksum::checksum(&m);
     m[2..4].copy_from_slice(&c.to_be_bytes());
     m
 }
@@ -436,7 +436,7 @@ pub fn be16(b: &[u8], i: usize) -> u16 {
 }
 
 /// RFC 1071 one's-complement sum, folded, not inverted: the straightforward 16-bit loop, kept
-/// apart from `nat::packet`'s vectorised one on purpose.
+/// apart from `wire::checksum`'s vectorised one on purpose.
 pub fn ones_sum(parts: &[&[u8]]) -> u16 {
     let mut sum: u64 = 0;
     for p in parts {
