@@ -14,7 +14,7 @@ mod oracle;
 use std::net::Ipv4Addr;
 
 use libfuzzer_sys::fuzz_target;
-use switch::local::icmp_echo_reply_in_place;
+use switch::local::icmp_echo_reply;
 use switch::wire::arp::{reply_in_place as arp_reply_in_place, Arp};
 use switch::wire::MacAddr;
 
@@ -45,7 +45,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let mut frame = data.to_vec();
-    if let Ok(len) = icmp_echo_reply_in_place(&mut frame, GW, GW_MAC) {
+    if let Ok(len) = icmp_echo_reply(&mut frame, GW, GW_MAC) {
         assert!(len <= frame.len());
         let ip = &frame[14..len];
         let info = nat::packet::parse(ip).expect("an echo reply the switch wrote must parse");

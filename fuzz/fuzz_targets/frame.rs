@@ -26,7 +26,7 @@ use libfuzzer_sys::fuzz_target;
 use oracle::{addr, be16, put16};
 use switch::wire::checksum::{complete_partial_l4, finish as finish_checksum};
 use switch::frame::FrameBuf;
-use switch::gso::{segment_tcp4, Coalesce};
+use overlay::gso::{segment_tcp4, tcp4, Coalesce};
 use switch::wire::{EthFrame, VirtioNetHdr};
 
 const ETH: usize = 14;
@@ -177,7 +177,8 @@ fn check_finish(frame: &mut [u8], start: usize, off: usize) {
     }
 }
 
-/// An Ethernet/IPv4/TCP frame's layout, worked out independently of `switch::gso::tcp4`.
+/// An Ethernet/IPv4/TCP frame's layout, worked out independently of `overlay::gso::tcp4`: the
+/// IPv4 total length covers the headers and fits the frame.
 struct Tcp {
     ihl: usize,
     hdr: usize,
@@ -191,9 +192,13 @@ fn tcp_layout(frame: &[u8]) -> Option<Tcp> {
     if ihl < 20 || frame[ETH + 9] != 6 || be16(frame, ETH + 6) & 0x3fff != 0 {
         return None;
     }
+    let total = usize::from(be16(frame, ETH + 2));
+    if total > frame.len() - ETH {
+        return None;
+    }
     let thl = usize::from(*frame.get(ETH + ihl + 12)? >> 4) * 4;
     let hdr = ETH + ihl + thl;
-    (thl >= 20 && hdr <= frame.len()).then_some(Tcp { ihl, hdr })
+    (thl >= 20 && hdr <= ETH + total).then_some(Tcp { ihl, hdr })
 }
 
 const FIN: u8 = 0x01;
@@ -211,7 +216,7 @@ fn check_segments<'a>(
     t: &Tcp,
     mss: usize,
     out: &'a [u8],
-    s: &switch::gso::Segments,
+    s: &overlay::gso::Segments,
 ) -> Vec<&'a [u8]> {
     let (ip, tcp) = (ETH, ETH + t.ihl);
     let payload = &frame[t.hdr..];
@@ -355,7 +360,7 @@ fn check_coalesced(acc: &[u8], v: &VirtioNetHdr, t: &Tcp, first: &[u8], parts: &
         ),
         (
             VirtioNetHdr::F_NEEDS_CSUM,
-            switch::gso::GSO_TCPV4,
+            overlay::gso::GSO_TCPV4,
             t.hdr,
             parts[0].len()
         ),
@@ -420,7 +425,8 @@ fuzz_target!(|data: &[u8]| {
     let mut out = vec![0u8; 192 * 1024];
     let mss = usize::from(vnet.gso_size).clamp(1, 9000);
     let layout = tcp_layout(frame);
-    let Some(s) = segment_tcp4(frame, mss, VNI, &mut out) else {
+    let segmented = tcp4(frame).and_then(|l| segment_tcp4(frame, l, mss, VNI, &mut out));
+    let Some(s) = segmented else {
         let need = layout.as_ref().map(|t| {
             let count = (frame.len() - t.hdr).div_ceil(mss).max(1);
             count * (switch::wire::vxlan::HEADER_LEN + t.hdr) + frame.len() - t.hdr
@@ -464,7 +470,7 @@ fuzz_target!(|data: &[u8]| {
         acc.clear();
         acc.extend_from_slice(seg);
         first = seg;
-        if co.start(&acc) {
+        if switch::wire::Parsed::parse(&acc).is_some_and(|p| co.start(&p, &acc)) {
             parts.push(&seg[t.hdr..]);
         }
     }

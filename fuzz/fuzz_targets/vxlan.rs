@@ -108,10 +108,11 @@ fuzz_target!(|data: &[u8]| {
         Ipv4Addr::new(10, 241, data[3], data[7]),
         Ipv4Addr::new(10, 242, data[7], data[1]),
     );
-    let sport = switch::wire::vxlan::source_port(inner);
+    let parsed = switch::wire::Parsed::parse(inner).expect("decap guarantees an Ethernet header");
+    let sport = switch::wire::vxlan::source_port(&parsed);
     assert!(sport >= 49152, "source port outside the dynamic range");
     assert_eq!(
-        switch::wire::vxlan::source_port(inner),
+        switch::wire::vxlan::source_port(&parsed),
         sport,
         "source port of one frame varies"
     );

@@ -10,7 +10,8 @@ use std::net::Ipv4Addr;
 
 use wire::checksum::{checksum, update16 as checksum_update16, update32 as checksum_update32};
 use wire::ipv4::{self, Ipv4Packet};
-use wire::l4::{self, IcmpHeader, TcpHeader, UdpHeader};
+use wire::l4::{self, icmp_type, IcmpHeader};
+use wire::{Ip4, L4};
 
 /// IP protocols the translator handles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -123,78 +124,88 @@ pub enum ParseError {
 
 /// Parse an IPv4 packet (starting at its IP header, `ip` bounded by the frame) for translation.
 pub fn parse(ip: &[u8]) -> Result<L4Info, ParseError> {
+    classify(&Ip4::parse(ip).ok_or(ParseError::Malformed)?, ip)
+}
+
+/// The translation view of the IPv4 packet `ip` that the datapath parsed once as `p`: checks the
+/// header checksum, and for ICMP errors parses the quoted packet (the only bytes read again).
+pub fn classify(p: &Ip4, ip: &[u8]) -> Result<L4Info, ParseError> {
     use ParseError::*;
-    let pkt = Ipv4Packet::new_checked(ip).ok_or(Malformed)?;
-    if !pkt.header_checksum_ok() {
+    if ip.len() < p.header_len || checksum(&ip[..p.header_len]) != 0 {
         return Err(Malformed);
-    }
-    if pkt.is_fragment() {
-        return Err(Fragment);
     }
     let mut info = L4Info {
         tuple: FiveTuple {
             proto: Proto::Udp,
-            src: pkt.src(),
+            src: p.src,
             sport: 0,
-            dst: pkt.dst(),
+            dst: p.dst,
             dport: 0,
         },
         tcp_flags: 0,
         icmp: IcmpKind::NotIcmp,
-        l4: pkt.header_len(),
-        ttl: pkt.ttl(),
+        l4: p.header_len,
+        ttl: p.ttl,
     };
-    let l4 = pkt.payload();
-    match pkt.protocol() {
-        ipv4::proto::TCP => {
-            let tcp = TcpHeader::new_checked(l4).ok_or(Malformed)?;
+    match p.l4 {
+        L4::Fragment => return Err(Fragment),
+        L4::Malformed => return Err(Malformed),
+        L4::Other => return Err(Unsupported),
+        L4::Tcp {
+            sport,
+            dport,
+            flags,
+            ..
+        } => {
             info.tuple.proto = Proto::Tcp;
-            (info.tuple.sport, info.tuple.dport) = (tcp.sport(), tcp.dport());
-            info.tcp_flags = tcp.flags();
+            (info.tuple.sport, info.tuple.dport) = (sport, dport);
+            info.tcp_flags = flags;
         }
-        ipv4::proto::UDP => {
-            let udp = UdpHeader::new_checked(l4).ok_or(Malformed)?;
-            (info.tuple.sport, info.tuple.dport) = (udp.sport(), udp.dport());
-        }
-        ipv4::proto::ICMP => {
-            let icmp = IcmpHeader::new_checked(l4).ok_or(Malformed)?;
+        L4::Udp { sport, dport } => (info.tuple.sport, info.tuple.dport) = (sport, dport),
+        L4::Icmp {
+            msg_type, ident, ..
+        } => {
             info.tuple.proto = Proto::Icmp;
-            if icmp.is_echo() {
-                let id = icmp.echo_ident();
-                (info.tuple.sport, info.tuple.dport) = (id, id);
-                info.icmp = IcmpKind::Echo;
-            } else if icmp.is_error() {
-                let quoted = Ipv4Packet::new_quoted(icmp.payload()).ok_or(Malformed)?;
-                let q4 = quoted.payload();
-                if q4.len() < 8 {
-                    return Err(Malformed);
+            match msg_type {
+                icmp_type::ECHO_REPLY | icmp_type::ECHO_REQUEST => {
+                    (info.tuple.sport, info.tuple.dport) = (ident, ident);
+                    info.icmp = IcmpKind::Echo;
                 }
-                let ports = (wire_be16(q4, 0), wire_be16(q4, 2));
-                let (proto, sport, dport) = match quoted.protocol() {
-                    ipv4::proto::TCP => (Proto::Tcp, ports.0, ports.1),
-                    ipv4::proto::UDP => (Proto::Udp, ports.0, ports.1),
-                    ipv4::proto::ICMP => match IcmpHeader::new_checked(q4) {
-                        Some(e) if e.is_echo() => (Proto::Icmp, e.echo_ident(), e.echo_ident()),
+                icmp_type::DEST_UNREACHABLE
+                | icmp_type::TIME_EXCEEDED
+                | icmp_type::PARAMETER_PROBLEM => {
+                    let inner = p.header_len + l4::ICMP_HEADER_LEN;
+                    let quoted = ip
+                        .get(inner..p.total_len)
+                        .and_then(Ipv4Packet::new_quoted)
+                        .ok_or(Malformed)?;
+                    let q4 = quoted.payload();
+                    if q4.len() < 8 {
+                        return Err(Malformed);
+                    }
+                    let ports = (wire_be16(q4, 0), wire_be16(q4, 2));
+                    let (proto, sport, dport) = match quoted.protocol() {
+                        ipv4::proto::TCP => (Proto::Tcp, ports.0, ports.1),
+                        ipv4::proto::UDP => (Proto::Udp, ports.0, ports.1),
+                        ipv4::proto::ICMP => match IcmpHeader::new_checked(q4) {
+                            Some(e) if e.is_echo() => (Proto::Icmp, e.echo_ident(), e.echo_ident()),
+                            _ => return Err(Unsupported),
+                        },
                         _ => return Err(Unsupported),
-                    },
-                    _ => return Err(Unsupported),
-                };
-                // The error travels opposite to the packet it quotes.
-                info.tuple = FiveTuple {
-                    proto,
-                    src: quoted.dst(),
-                    sport: dport,
-                    dst: quoted.src(),
-                    dport: sport,
-                };
-                info.icmp = IcmpKind::Error {
-                    inner: info.l4 + l4::ICMP_HEADER_LEN,
-                };
-            } else {
-                return Err(Unsupported);
+                    };
+                    // The error travels opposite to the packet it quotes.
+                    info.tuple = FiveTuple {
+                        proto,
+                        src: quoted.dst(),
+                        sport: dport,
+                        dst: quoted.src(),
+                        dport: sport,
+                    };
+                    info.icmp = IcmpKind::Error { inner };
+                }
+                _ => return Err(Unsupported),
             }
         }
-        _ => return Err(Unsupported),
     }
     Ok(info)
 }

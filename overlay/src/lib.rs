@@ -4,6 +4,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod gso;
+
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 

@@ -101,7 +101,7 @@ fn vxlan(c: &mut Criterion) {
                 pkt[wire::vxlan::OUTER_LEN..wire::vxlan::OUTER_LEN + 6].copy_from_slice(&dst.0);
                 let vtep = r.lookup(&dst.0, 1).expect("known");
                 let (hdr, frame) = pkt.split_at_mut(wire::vxlan::OUTER_LEN);
-                let sport = wire::vxlan::source_port(frame);
+                let sport = wire::vxlan::source_port(&wire::Parsed::parse(frame).expect("frame"));
                 let hdr: &mut [u8; wire::vxlan::OUTER_LEN] = hdr.try_into().expect("outer");
                 wire::vxlan::write_outer(
                     hdr,
@@ -160,12 +160,9 @@ fn gso(c: &mut Criterion) {
     let mut out = vec![0u8; 192 * 1024];
     g.bench_function("64KiB_mss1398", |b| {
         b.iter(|| {
-            black_box(switch::gso::segment_tcp4(
-                black_box(&sup),
-                1398,
-                42,
-                &mut out,
-            ))
+            let sup = black_box(&sup);
+            let layout = overlay::gso::tcp4(sup).expect("TCP/IPv4");
+            black_box(overlay::gso::segment_tcp4(sup, layout, 1398, 42, &mut out))
         })
     });
     g.finish();

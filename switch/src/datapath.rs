@@ -21,17 +21,18 @@ use crate::capture::{Dir, Taps};
 use crate::counters::{Drop, Event, WorkerCounters};
 use crate::fdb::{Fdb, FdbCache, Learn, PortId};
 use crate::frame::FrameBuf;
-use crate::gso::{self, Coalesce};
 use crate::ipam::Ipv4Cidr;
 use crate::local::{self, NotAnswered};
 use crate::neigh::NeighCache;
 use crate::port::{Device, NetId, Port, VxlanDev, UPLINK_NET};
 use crate::sys::epoll::Epoll;
 use crate::txbatch::TxBatch;
+use overlay::gso::{self, Coalesce};
 use wire::arp::{self, Arp};
 use wire::checksum;
-use wire::ethernet::{self, EthFrame, EtherType, MacAddr};
+use wire::ethernet::{EthFrame, EtherType, MacAddr};
 use wire::{ipv4, vxlan, VirtioNetHdr};
+use wire::{Parsed, L3};
 
 /// Frames read from one port before the worker moves on to the next ready port.
 pub const BATCH: usize = 64;
@@ -509,42 +510,42 @@ impl Ctx<'_> {
         for _ in 0..inp.taps.emit(Dir::Rx, frame) {
             c.drop(Drop::CaptureDropped);
         }
-        let Some(eth) = EthFrame::parse(frame) else {
+        let Some(p) = Parsed::parse(frame) else {
             c.drop(Drop::Malformed);
             return;
         };
-        if !eth.src.is_valid_unicast() {
+        if !p.eth.src.is_valid_unicast() {
             c.drop(Drop::Malformed);
             return;
         }
         if inp.network == UPLINK_NET {
-            self.uplink_in(cfg, inp, &eth, now);
+            self.uplink_in(cfg, inp, &p, now);
             return;
         }
-        if inp.spoof_check && spoofed(inp, &cfg.own_addrs, &eth, self.buf.data()) {
+        if inp.spoof_check && spoofed(inp, &cfg.own_addrs, &p, self.buf.data()) {
             c.drop(Drop::Spoofed);
             return;
         }
         let Some(net) = cfg.networks.get(&inp.network) else {
             return;
         };
-        if oversize(self.buf.data(), self.buf.vnet, net.mtu) {
+        if oversize(&p, self.buf.len(), self.buf.vnet, net.mtu) {
             // Larger than the network's MTU (the endpoint raised its own): no other endpoint
             // is set up to take it.
             c.drop(Drop::Oversize);
             return;
         }
-        match self.fdbc.learn(&net.fdb, net.id, eth.src, inp.id, now) {
+        match self.fdbc.learn(&net.fdb, net.id, p.eth.src, inp.id, now) {
             Learn::Refreshed => {}
             Learn::New | Learn::Moved { .. } => {
                 c.event(Event::Learned);
                 if let Some(r) = &net.remote {
-                    r.forget(&eth.src.0); // it lives here now
+                    r.forget(&p.eth.src.0); // it lives here now
                 }
             }
             Learn::Ignored => c.drop(Drop::FdbFull),
         }
-        self.switch_frame(cfg, net, Ingress::Local(inp), &eth, now);
+        self.switch_frame(cfg, net, Ingress::Local(inp), &p, now);
     }
 
     /// One UDP read from the VTEP socket: `n` bytes from `from`, several datagrams of `gso`
@@ -632,12 +633,15 @@ impl Ctx<'_> {
         } else {
             self.buf.set(inner);
         }
+        let Some(p) = Parsed::parse(self.buf.data()) else {
+            return c.drop(Drop::Malformed);
+        };
         let g = &mut *self.gso;
-        if g.co.start(self.buf.data()) {
+        if g.co.start(&p, self.buf.data()) {
             (g.co_net, g.co_vtep) = (net.id, vtep);
             return;
         }
-        self.vxlan_deliver(cfg, net, vtep, now);
+        self.vxlan_deliver(cfg, net, vtep, p, now);
     }
 
     /// Deliver the super-frame coalesced so far (if any) as one frame with GSO metadata.
@@ -650,18 +654,18 @@ impl Ctx<'_> {
         if let Some(v) = g.co.finish(self.buf.data_mut()) {
             self.buf.vnet = v;
         }
-        if let Some(net) = cfg.networks.get(&net) {
-            self.vxlan_deliver(cfg, net, vtep, self.now);
-        }
+        // The merged frame is a new frame: its one parse is here.
+        let (Some(net), Some(p)) = (cfg.networks.get(&net), Parsed::parse(self.buf.data())) else {
+            return;
+        };
+        self.vxlan_deliver(cfg, net, vtep, p, self.now);
     }
 
     /// The inner frame in `self.buf` came from `vtep` in `net`: learn its source behind the
     /// VTEP and switch it within its network (never back to the overlay: split horizon).
-    fn vxlan_deliver(&mut self, cfg: &Config, net: &NetRt, vtep: Ipv4Addr, now: u64) {
+    fn vxlan_deliver(&mut self, cfg: &Config, net: &NetRt, vtep: Ipv4Addr, p: Parsed, now: u64) {
         let c = self.c;
-        let Some(eth) = EthFrame::parse(self.buf.data()) else {
-            return c.drop(Drop::Malformed);
-        };
+        let eth = p.eth;
         if !eth.src.is_valid_unicast() {
             return c.drop(Drop::Malformed);
         }
@@ -679,29 +683,22 @@ impl Ctx<'_> {
         for _ in 0..net.taps.emit(Dir::Rx, self.buf.data()) {
             c.drop(Drop::CaptureDropped);
         }
-        self.switch_frame(cfg, net, Ingress::Remote(vtep), &eth, now);
+        self.switch_frame(cfg, net, Ingress::Remote(vtep), &p, now);
     }
 
     /// L2 decision for a frame of network `net`: local delivery, unicast, or flood.
-    fn switch_frame(
-        &mut self,
-        cfg: &Config,
-        net: &NetRt,
-        ing: Ingress<'_>,
-        eth: &EthFrame,
-        now: u64,
-    ) {
+    fn switch_frame(&mut self, cfg: &Config, net: &NetRt, ing: Ingress<'_>, p: &Parsed, now: u64) {
         let c = self.c;
-        if eth.ethertype == EtherType::ARP {
-            let Some(arp) = Arp::parse(self.buf.data()) else {
-                c.drop(Drop::Malformed);
-                return;
-            };
-            if self.arp(net, ing, eth, &arp) {
+        let eth = &p.eth;
+        if let L3::Arp(arp) = &p.l3 {
+            if self.arp(net, ing, eth, arp) {
                 return;
             }
+        } else if eth.ethertype == EtherType::ARP {
+            c.drop(Drop::Malformed);
+            return;
         } else if eth.dst == net.gateway_mac {
-            self.for_gateway(cfg, net, ing, eth, now);
+            self.for_gateway(cfg, net, ing, p, now);
             return;
         }
         if !net.icc {
@@ -710,21 +707,21 @@ impl Ctx<'_> {
             return;
         }
         if eth.dst.is_multicast() {
-            self.flood(net, ing, now);
+            self.flood(net, ing, p, now);
             return;
         }
         match self.fdbc.lookup(&net.fdb, net.id, eth.dst, now) {
             Some(id) if matches!(ing, Ingress::Local(p) if p.id == id) => c.drop(Drop::SamePort),
             Some(id) => match cfg.ports.get(&id).filter(|p| p.network == net.id) {
                 Some(out) => out.transmit(self.buf.tap_bytes(), c),
-                None => self.flood(net, ing, now),
+                None => self.flood(net, ing, p, now),
             },
             None => match (
                 ing,
                 net.remote.as_ref().and_then(|r| r.lookup(&eth.dst.0, now)),
             ) {
-                (Ingress::Local(_), Some(vtep)) => self.encap(net, &[vtep]),
-                _ => self.flood(net, ing, now),
+                (Ingress::Local(_), Some(vtep)) => self.encap(net, &[vtep], p),
+                _ => self.flood(net, ing, p, now),
             },
         }
     }
@@ -750,7 +747,7 @@ impl Ctx<'_> {
                 return false;
             }
             if matches!(ing, Ingress::Local(_)) && !net.peers.is_empty() {
-                self.encap(net, &net.peers);
+                self.encap(net, &net.peers, &Parsed::arp(*eth, *arp));
             }
             return true;
         }
@@ -785,28 +782,26 @@ impl Ctx<'_> {
     }
 
     /// A frame addressed to the gateway MAC that is not ARP: answered (ping) or routed.
-    fn for_gateway(
-        &mut self,
-        cfg: &Config,
-        net: &NetRt,
-        ing: Ingress<'_>,
-        eth: &EthFrame,
-        now: u64,
-    ) {
+    fn for_gateway(&mut self, cfg: &Config, net: &NetRt, ing: Ingress<'_>, p: &Parsed, now: u64) {
         let c = self.c;
-        if eth.ethertype != EtherType::IPV4 {
-            c.drop(Drop::NoRoute);
-            return;
-        }
-        match local::icmp_echo_reply_in_place(self.buf.data_mut(), net.gateway_ip, net.gateway_mac)
-        {
+        let ip = match p.l3 {
+            L3::Ipv4(ip) => ip,
+            L3::Malformed if p.eth.ethertype == EtherType::IPV4 => return c.drop(Drop::Malformed),
+            _ => return c.drop(Drop::NoRoute),
+        };
+        match local::icmp_echo_reply_in_place(
+            self.buf.data_mut(),
+            p,
+            net.gateway_ip,
+            net.gateway_mac,
+        ) {
             Ok(len) => {
                 c.event(Event::IcmpGateway);
                 self.buf.set_len(len);
                 self.reply(net, ing);
             }
             Err(NotAnswered::Malformed) => c.drop(Drop::Malformed),
-            Err(NotAnswered::NotForUs) => self.route(cfg, Some(net), now),
+            Err(NotAnswered::NotForUs) => self.route(cfg, Some(net), p.eth, ip, now),
         }
     }
 
@@ -820,13 +815,18 @@ impl Ctx<'_> {
         }
         match ing {
             Ingress::Local(inp) => inp.transmit(bytes, self.c),
-            Ingress::Remote(vtep) => self.encap(net, &[vtep]),
+            Ingress::Remote(vtep) => {
+                // The answer is a frame the switch made: parsed here, once, for its encapsulation.
+                if let Some(p) = Parsed::parse(self.buf.data()) {
+                    self.encap(net, &[vtep], &p);
+                }
+            }
         }
     }
 
     /// Send the frame to every local port of the network but the one it came from and, for
     /// frames from local ports of an overlay network, to every peer VTEP (head-end replication).
-    pub(crate) fn flood(&mut self, net: &NetRt, ing: Ingress<'_>, now: u64) {
+    pub(crate) fn flood(&mut self, net: &NetRt, ing: Ingress<'_>, p: &Parsed, now: u64) {
         let c = self.c;
         if let Ingress::Local(inp) = ing {
             if !inp.flood.allow(now) {
@@ -844,12 +844,12 @@ impl Ctx<'_> {
             p.transmit(bytes, c);
         }
         if matches!(ing, Ingress::Local(_)) && !net.peers.is_empty() {
-            self.encap(net, &net.peers);
+            self.encap(net, &net.peers, p);
         }
     }
 
     /// Encapsulate the frame in VXLAN for `net` and send one copy to each VTEP in `vteps`.
-    pub(crate) fn encap(&mut self, net: &NetRt, vteps: &[Ipv4Addr]) {
+    pub(crate) fn encap(&mut self, net: &NetRt, vteps: &[Ipv4Addr], p: &Parsed) {
         let c = self.c;
         let (Some(vni), Some(vtep)) = (net.vni, net.vtep.as_ref()) else {
             return;
@@ -859,7 +859,7 @@ impl Ctx<'_> {
         };
         let vnet = self.buf.vnet;
         if vnet.gso_type != 0 {
-            return self.encap_gso(net, vni, vtep, dev, vteps);
+            return self.encap_gso(net, vni, vtep, dev, vteps, p);
         }
         if self.buf.len() > net.mtu as usize + EthFrame::HEADER_LEN {
             // Larger than the overlay MTU: never fragment the underlay.
@@ -873,7 +873,7 @@ impl Ctx<'_> {
             );
             self.buf.vnet = Default::default();
         }
-        let sport = vxlan::source_port(self.buf.data());
+        let sport = vxlan::source_port(p);
         let inner_len = self.buf.len();
         // Unicast is held for a batched send. Head-end replication rewrites the outer
         // destination in place, so each copy goes at once, after what is held.
@@ -919,10 +919,12 @@ impl Ctx<'_> {
         vtep: &Port,
         dev: &VxlanDev,
         vteps: &[Ipv4Addr],
+        p: &Parsed,
     ) {
         let c = self.c;
         let vnet = self.buf.vnet;
-        let Some(t) = gso::tcp4(self.buf.data()).filter(|_| vnet.gso_type & 0x7f == gso::GSO_TCPV4)
+        let Some(t) =
+            gso::Tcp4::of(p, self.buf.len()).filter(|_| vnet.gso_type & 0x7f == gso::GSO_TCPV4)
         else {
             // Only TCPv4 super-frames are segmented (overlay TAPs offer TSO4 alone).
             return c.drop(Drop::Oversize);
@@ -930,7 +932,7 @@ impl Ctx<'_> {
         // Segments must fit the overlay MTU, whatever MSS the sender's network had.
         let room = (net.mtu as usize + EthFrame::HEADER_LEN).saturating_sub(t.hdr_len);
         let mss = usize::from(vnet.gso_size).min(room);
-        let Some(s) = gso::segment_tcp4(self.buf.data(), mss, vni, &mut self.gso.tx) else {
+        let Some(s) = gso::segment_tcp4(self.buf.data(), t, mss, vni, &mut self.gso.tx) else {
             return c.drop(Drop::Oversize);
         };
         // Frames of this flow held for the VTEP go first.
@@ -961,12 +963,18 @@ const MAX_GSO_BYTES: usize = 65_000;
 /// longer than the MTU plus its Ethernet header (and an 802.1Q tag if it has one), or a GSO
 /// TCPv4 super-frame whose segments would be (its parsed headers plus `gso_size`: the virtio
 /// header's `hdr_len` may count payload too).
-fn oversize(frame: &[u8], vnet: VirtioNetHdr, mtu: u32) -> bool {
-    let limit = mtu as usize + ethernet::tagged_header_len(frame);
-    if vnet.gso_type == 0 {
-        frame.len() > limit
+fn oversize(p: &Parsed, len: usize, vnet: VirtioNetHdr, mtu: u32) -> bool {
+    let tag = if p.eth.ethertype == EtherType::VLAN {
+        EthFrame::VLAN_TAG_LEN
     } else {
-        gso::tcp4(frame).is_some_and(|t| t.hdr_len + usize::from(vnet.gso_size) > limit)
+        0
+    };
+    let limit = mtu as usize + EthFrame::HEADER_LEN + tag;
+    if vnet.gso_type == 0 {
+        len > limit
+    } else {
+        p.tcp4_headers_len()
+            .is_some_and(|h| h + usize::from(vnet.gso_size) > limit)
     }
 }
 
@@ -975,23 +983,20 @@ fn oversize(frame: &[u8], vnet: VirtioNetHdr, mtu: u32) -> bool {
 /// sender, one of the port's entries in `also` (the namespace's addresses on its other
 /// networks, [`Config::own_addrs`]). Truncated frames
 /// are left for the parsers to count as malformed.
-fn spoofed(
-    port: &Port,
-    also: &FxHashMap<PortId, Vec<Ipv4Addr>>,
-    eth: &EthFrame,
-    frame: &[u8],
-) -> bool {
-    if eth.src != port.mac {
+fn spoofed(port: &Port, also: &FxHashMap<PortId, Vec<Ipv4Addr>>, p: &Parsed, frame: &[u8]) -> bool {
+    if p.eth.src != port.mac {
         return true;
     }
     // The table is looked up only for a source that is not the port's own (rare).
     let ip_ok = |ip: Ipv4Addr| {
         ip == port.ip || ip.is_unspecified() || also.get(&port.id).is_some_and(|a| a.contains(&ip))
     };
-    match eth.ethertype {
-        EtherType::IPV4 => ipv4::claimed_src(EthFrame::payload(frame)).is_some_and(|ip| !ip_ok(ip)),
-        EtherType::ARP => {
-            Arp::parse(frame).is_some_and(|a| a.sender_mac != port.mac || !ip_ok(a.sender_ip))
+    match &p.l3 {
+        L3::Ipv4(ip) => !ip_ok(ip.src),
+        L3::Arp(a) => a.sender_mac != port.mac || !ip_ok(a.sender_ip),
+        // An IPv4 header that does not parse is judged by the source it claims.
+        L3::Malformed if p.eth.ethertype == EtherType::IPV4 => {
+            ipv4::claimed_src(EthFrame::payload(frame)).is_some_and(|ip| !ip_ok(ip))
         }
         _ => false,
     }

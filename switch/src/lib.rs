@@ -19,7 +19,6 @@ pub mod dns;
 pub mod error;
 pub mod fdb;
 pub mod frame;
-pub mod gso;
 pub mod ipam;
 pub mod local;
 pub mod model;

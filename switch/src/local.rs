@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use wire::ethernet::{self, EthFrame};
 use wire::ipv4::{self, Ipv4Packet};
 use wire::l4::{icmp_type, IcmpHeader};
-use wire::MacAddr;
+use wire::{MacAddr, Parsed, L4};
 
 /// Why an IPv4 frame to the gateway was not answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,41 +20,64 @@ pub enum NotAnswered {
     NotForUs,
 }
 
-/// If `frame` is an ICMP echo request to `gateway_ip`, rewrite it into the echo reply from the
-/// gateway (`gateway_mac`) back to the sender, and return the new frame length (trailing Ethernet
-/// padding is cut).
+/// If `frame` (parsed once as `p`) is an ICMP echo request to `gateway_ip`, rewrite it into the
+/// echo reply from the gateway (`gateway_mac`) back to the sender, and return the new frame
+/// length (trailing Ethernet padding is cut).
 pub fn icmp_echo_reply_in_place(
+    frame: &mut [u8],
+    p: &Parsed,
+    gateway_ip: Ipv4Addr,
+    gateway_mac: MacAddr,
+) -> Result<usize, NotAnswered> {
+    let Some(ip) = p.ip4() else {
+        return Err(NotAnswered::Malformed);
+    };
+    let echo_request = matches!(
+        ip.l4,
+        L4::Icmp {
+            msg_type: icmp_type::ECHO_REQUEST,
+            code: 0,
+            ..
+        }
+    );
+    if ip.dst != gateway_ip || ip.proto != ipv4::proto::ICMP || ip.l4 == L4::Fragment {
+        return Err(NotAnswered::NotForUs);
+    }
+    if ip.l4 == L4::Malformed {
+        return Err(NotAnswered::Malformed);
+    }
+    let mut pkt =
+        Ipv4Packet::new_checked(EthFrame::payload_mut(frame)).ok_or(NotAnswered::Malformed)?;
+    if !pkt.header_checksum_ok() {
+        return Err(NotAnswered::Malformed);
+    }
+    if !echo_request {
+        return Err(NotAnswered::NotForUs);
+    }
+    let icmp = IcmpHeader::new_checked(pkt.payload()).ok_or(NotAnswered::Malformed)?;
+    if !icmp.checksum_ok() {
+        return Err(NotAnswered::Malformed);
+    }
+    pkt.set_src(gateway_ip);
+    pkt.set_dst(ip.src);
+    pkt.set_ttl(64);
+    pkt.fill_checksum();
+    let new_len = EthFrame::HEADER_LEN + pkt.len();
+    let mut icmp = IcmpHeader::new_checked(pkt.payload_mut()).ok_or(NotAnswered::Malformed)?;
+    icmp.set_msg_type(icmp_type::ECHO_REPLY);
+    icmp.fill_checksum();
+    ethernet::set_addrs(frame, gateway_mac, p.eth.src);
+    Ok(new_len)
+}
+
+/// [`icmp_echo_reply_in_place`] for a frame not parsed yet (tests, fuzzing).
+pub fn icmp_echo_reply(
     frame: &mut [u8],
     gateway_ip: Ipv4Addr,
     gateway_mac: MacAddr,
 ) -> Result<usize, NotAnswered> {
-    let requester = EthFrame::parse(frame).ok_or(NotAnswered::Malformed)?.src;
-    let mut ip =
-        Ipv4Packet::new_checked(EthFrame::payload_mut(frame)).ok_or(NotAnswered::Malformed)?;
-    if !ip.header_checksum_ok() {
-        return Err(NotAnswered::Malformed);
-    }
-    if ip.dst() != gateway_ip || ip.protocol() != ipv4::proto::ICMP || ip.is_fragment() {
-        return Err(NotAnswered::NotForUs);
-    }
-    let icmp = IcmpHeader::new_checked(ip.payload()).ok_or(NotAnswered::Malformed)?;
-    if icmp.msg_type() != icmp_type::ECHO_REQUEST || icmp.code() != 0 {
-        return Err(NotAnswered::NotForUs);
-    }
-    if !icmp.checksum_ok() {
-        return Err(NotAnswered::Malformed);
-    }
-    let src = ip.src();
-    ip.set_src(gateway_ip);
-    ip.set_dst(src);
-    ip.set_ttl(64);
-    ip.fill_checksum();
-    let new_len = EthFrame::HEADER_LEN + ip.len();
-    let mut icmp = IcmpHeader::new_checked(ip.payload_mut()).ok_or(NotAnswered::Malformed)?;
-    icmp.set_msg_type(icmp_type::ECHO_REPLY);
-    icmp.fill_checksum();
-    ethernet::set_addrs(frame, gateway_mac, requester);
-    Ok(new_len)
+    let p = Parsed::parse(frame).ok_or(NotAnswered::Malformed)?;
+    icmp_echo_reply_in_place(frame, &p, gateway_ip, gateway_mac)
 }
 
 #[cfg(test)]
@@ -104,7 +127,7 @@ mod test {
     fn echo_request_to_gateway_is_answered() {
         let mut f = echo_request(GW_IP, b"hello vswitch");
         f.extend_from_slice(&[0; 4]); // trailing padding gets cut
-        let n = icmp_echo_reply_in_place(&mut f, GW_IP, GW_MAC).unwrap();
+        let n = icmp_echo_reply(&mut f, GW_IP, GW_MAC).unwrap();
         assert_eq!(n, f.len() - 4);
         let eth = EthernetFrame::new_checked(&f[..n]).unwrap();
         assert_eq!(MacAddr(eth.dst_addr().0), A_MAC);
@@ -128,19 +151,19 @@ mod test {
     fn echo_to_other_host_or_broken_is_refused() {
         let mut f = echo_request(Ipv4Addr::new(10, 0, 0, 9), b"x");
         assert_eq!(
-            icmp_echo_reply_in_place(&mut f, GW_IP, GW_MAC),
+            icmp_echo_reply(&mut f, GW_IP, GW_MAC),
             Err(NotAnswered::NotForUs)
         );
         let mut f = echo_request(GW_IP, b"x");
         let last = f.len() - 1;
         f[last] ^= 0xff; // bad ICMP checksum
         assert_eq!(
-            icmp_echo_reply_in_place(&mut f, GW_IP, GW_MAC),
+            icmp_echo_reply(&mut f, GW_IP, GW_MAC),
             Err(NotAnswered::Malformed)
         );
         let mut f = echo_request(GW_IP, b"x");
         assert_eq!(
-            icmp_echo_reply_in_place(&mut f[..30], GW_IP, GW_MAC),
+            icmp_echo_reply(&mut f[..30], GW_IP, GW_MAC),
             Err(NotAnswered::Malformed)
         );
         // The fuzzer's find: a 12-byte IP header (IHL 3) with a matching header checksum.
@@ -151,7 +174,7 @@ mod test {
             0x34, 0x6e, 0x06, 0x6e, 0x67,
         ];
         assert_eq!(
-            icmp_echo_reply_in_place(&mut crash.to_vec(), GW_IP, GW_MAC),
+            icmp_echo_reply(&mut crash.to_vec(), GW_IP, GW_MAC),
             Err(NotAnswered::Malformed)
         );
     }

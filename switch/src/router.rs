@@ -20,26 +20,24 @@ use crate::neigh::Pending;
 use crate::port::NetId;
 use crate::port::Port;
 use crate::sys::packet::VNET_HDR_LEN as PACKET_HDR_LEN;
-use wire::arp::{self, Arp};
+use wire::arp;
 use wire::checksum;
 use wire::ethernet::{self, EthFrame, EtherType, MacAddr};
 use wire::ipv4::{self, Ipv4Header, Ipv4Packet};
 use wire::l4::{self, tcp_flags::*, TcpHeader, TcpRepr};
-use wire::VirtioNetHdr;
+use wire::{Ip4, Parsed, VirtioNetHdr, L3};
 
 impl Ctx<'_> {
     /// A frame received on the uplink port.
-    pub(crate) fn uplink_in(&mut self, cfg: &Config, inp: &Port, eth: &EthFrame, now: u64) {
+    pub(crate) fn uplink_in(&mut self, cfg: &Config, inp: &Port, p: &Parsed, now: u64) {
         let c = self.c;
         let Some(up) = cfg.uplink.as_deref().filter(|u| u.port.id == inp.id) else {
             return;
         };
-        match eth.ethertype {
-            EtherType::ARP => {
-                let Some(arp) = Arp::parse(self.buf.data()) else {
-                    c.drop(Drop::Malformed);
-                    return;
-                };
+        let eth = &p.eth;
+        match p.l3 {
+            L3::Malformed if eth.ethertype == EtherType::ARP => c.drop(Drop::Malformed),
+            L3::Arp(arp) => {
                 if arp.sender_mac == eth.src
                     && up.subnet.contains(arp.sender_ip)
                     && arp.sender_ip != up.ip
@@ -58,23 +56,34 @@ impl Ctx<'_> {
                     inp.transmit(self.buf.wire_bytes(PACKET_HDR_LEN), c);
                 }
             }
-            EtherType::IPV4 if eth.dst == up.mac => {
-                match local::icmp_echo_reply_in_place(self.buf.data_mut(), up.ip, up.mac) {
+            L3::Ipv4(_) | L3::Malformed if eth.dst == up.mac => {
+                match local::icmp_echo_reply_in_place(self.buf.data_mut(), p, up.ip, up.mac) {
                     Ok(len) => {
                         self.buf.set_len(len);
                         self.buf.vnet = VirtioNetHdr::default();
                         inp.transmit(self.buf.wire_bytes(PACKET_HDR_LEN), c);
                     }
                     Err(local::NotAnswered::Malformed) => c.drop(Drop::Malformed),
-                    Err(local::NotAnswered::NotForUs) => self.route(cfg, None, now),
+                    Err(local::NotAnswered::NotForUs) => match p.ip4() {
+                        Some(ip) => self.route(cfg, None, p.eth, *ip, now),
+                        None => c.drop(Drop::Malformed),
+                    },
                 }
             }
             _ => c.event(Event::UplinkOther),
         }
     }
 
-    /// Route the IPv4 packet in the buffer, arriving from network `from` (`None`: the uplink).
-    pub(crate) fn route(&mut self, cfg: &Config, from: Option<&NetRt>, now: u64) {
+    /// Route the IPv4 packet in the buffer (parsed as `eth` and `ip4`), arriving from network
+    /// `from` (`None`: the uplink).
+    pub(crate) fn route(
+        &mut self,
+        cfg: &Config,
+        from: Option<&NetRt>,
+        eth: EthFrame,
+        ip4: Ip4,
+        now: u64,
+    ) {
         let c = self.c;
         let partial = self.buf.vnet.flags & VirtioNetHdr::F_NEEDS_CSUM != 0;
         let ct = self.ct;
@@ -82,7 +91,7 @@ impl Ctx<'_> {
             c.drop(Drop::Malformed);
             return;
         };
-        let info = match packet::parse(ip) {
+        let info = match packet::classify(&ip4, ip) {
             Ok(i) => i,
             Err(ParseError::Malformed) => return c.drop(Drop::Malformed),
             Err(ParseError::Fragment) => return c.drop(Drop::Fragment),
@@ -101,7 +110,7 @@ impl Ctx<'_> {
             // Not a tracked flow, addressed to the gateway itself: local (DNS).
             None if from.is_some_and(|n| info.tuple.dst == n.gateway_ip) => {
                 if let Some(net) = from {
-                    self.gateway_l4(cfg, net, &info, partial, now);
+                    self.gateway_l4(cfg, net, &info, partial, (eth, ip4), now);
                 }
                 return;
             }
@@ -126,8 +135,22 @@ impl Ctx<'_> {
         };
         pkt.decrement_ttl();
         let dst = pkt.dst();
+        let routed = match (&new, info.icmp) {
+            (Some(n), IcmpKind::NotIcmp | IcmpKind::Echo) => {
+                ip4.translated(n.src, n.sport, n.dst, n.dport)
+            }
+            (Some(_), IcmpKind::Error { .. }) | (None, _) => Ip4 {
+                src: pkt.src(),
+                dst,
+                ..ip4
+            },
+        };
         c.event(Event::Routed);
-        self.forward_ip(cfg, dst, zone, now);
+        let p = Parsed {
+            eth,
+            l3: L3::Ipv4(routed),
+        };
+        self.forward_ip(cfg, dst, zone, &p, now);
     }
 
     /// Send the (translated) IPv4 packet in the buffer towards `dst`.
@@ -136,6 +159,7 @@ impl Ctx<'_> {
         cfg: &Config,
         dst: Ipv4Addr,
         zone: Option<NetId>,
+        p: &Parsed,
         now: u64,
     ) {
         let c = self.c;
@@ -154,8 +178,8 @@ impl Ctx<'_> {
                     c.event(Event::ArpRequests);
                     let bytes = self.buf.tap_bytes();
                     m.ports.iter().for_each(|p| p.transmit(bytes, c));
-                    if !m.peers.is_empty() {
-                        self.encap(m, &m.peers);
+                    if let (false, Some(p)) = (m.peers.is_empty(), Parsed::parse(&req)) {
+                        self.encap(m, &m.peers, &p);
                     }
                 }
                 return c.drop(Drop::ArpTimeout);
@@ -177,11 +201,11 @@ impl Ctx<'_> {
                 Some(p) => p.transmit(bytes, c),
                 None => match m.remote.as_ref().and_then(|r| r.lookup(&mac.0, now)) {
                     // The endpoint lives on another host of this overlay network.
-                    Some(vtep) => self.encap(m, &[vtep]),
+                    Some(vtep) => self.encap(m, &[vtep], p),
                     None => {
                         m.ports.iter().for_each(|p| p.transmit(bytes, c));
                         if !m.peers.is_empty() {
-                            self.encap(m, &m.peers);
+                            self.encap(m, &m.peers, p);
                         }
                     }
                 },
@@ -229,7 +253,15 @@ const DNS_MAX: usize = 1232;
 impl Ctx<'_> {
     /// TCP/UDP/ICMP-error addressed to a network's gateway address (ping was answered before):
     /// DNS on port 53, nothing else.
-    fn gateway_l4(&mut self, cfg: &Config, net: &NetRt, info: &L4Info, partial: bool, now: u64) {
+    fn gateway_l4(
+        &mut self,
+        cfg: &Config,
+        net: &NetRt,
+        info: &L4Info,
+        partial: bool,
+        (eth, ip4): (EthFrame, Ip4),
+        now: u64,
+    ) {
         let c = self.c;
         let t = info.tuple;
         if t.dport != 53 || matches!(info.icmp, IcmpKind::Error { .. }) {
@@ -261,8 +293,9 @@ impl Ctx<'_> {
                         l4::write_udp(h.try_into().expect("8 bytes"), 53, t.sport, n);
                         data[..n].copy_from_slice(&out[..n]);
                         let len = n + l4::UDP_HEADER_LEN;
-                        self.emit_l4(net.gateway_ip, t.src, ipv4::proto::UDP, &mut udp[..len]);
-                        self.forward_ip(cfg, t.src, Some(net.id), now);
+                        let p =
+                            self.emit_l4(net.gateway_ip, t.src, ipv4::proto::UDP, &mut udp[..len]);
+                        self.forward_ip(cfg, t.src, Some(net.id), &p, now);
                     }
                     dns::Verdict::Forward => {
                         let Some((up, resolver)) = upstream else {
@@ -283,9 +316,14 @@ impl Ctx<'_> {
                         };
                         c.event(Event::DnsForwarded);
                         let ip = EthFrame::payload_mut(self.buf.data_mut());
-                        packet::rewrite(ip, info, &flow.translate(FlowDir::Original), partial);
+                        let n = flow.translate(FlowDir::Original);
+                        packet::rewrite(ip, info, &n, partial);
                         packet::decrement_ttl(ip);
-                        self.forward_ip(cfg, resolver, None, now);
+                        let p = Parsed {
+                            eth,
+                            l3: L3::Ipv4(ip4.translated(n.src, n.sport, n.dst, n.dport)),
+                        };
+                        self.forward_ip(cfg, resolver, None, &p, now);
                     }
                 }
             }
@@ -351,14 +389,14 @@ impl Ctx<'_> {
             flags: rflags,
         }
         .write((&mut seg[..HDR]).try_into().expect("20 bytes"));
-        self.emit_l4(dst, src, ipv4::proto::TCP, &mut seg[..HDR + data]);
-        self.forward_ip(cfg, src, Some(net.id), now);
+        let p = self.emit_l4(dst, src, ipv4::proto::TCP, &mut seg[..HDR + data]);
+        self.forward_ip(cfg, src, Some(net.id), &p, now);
     }
 
     /// Replace the buffer's frame with a fresh IPv4 packet `src -> dst` carrying the TCP or UDP
     /// segment `l4` (whose checksum is filled in here). Ethernet addresses are set by
-    /// `forward_ip`.
-    fn emit_l4(&mut self, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4: &mut [u8]) {
+    /// `forward_ip`. Returns the new frame's parse.
+    fn emit_l4(&mut self, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4: &mut [u8]) -> Parsed {
         let at = l4::csum_offset(proto).unwrap_or(0);
         l4[at..at + 2].copy_from_slice(&[0, 0]);
         let mut c = checksum::checksum_pseudo(src, dst, proto, l4);
@@ -381,6 +419,16 @@ impl Ctx<'_> {
         }
         .write(hdr.try_into().expect("20 bytes"));
         rest[..l4.len()].copy_from_slice(l4);
+        let eth = EthFrame {
+            dst: MacAddr::default(),
+            src: MacAddr::default(),
+            ethertype: EtherType::IPV4,
+        };
+        let ip = Ip4::parse(EthFrame::payload(self.buf.data()));
+        Parsed {
+            eth,
+            l3: ip.map_or(L3::Malformed, L3::Ipv4),
+        }
     }
 }
 

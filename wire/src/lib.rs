@@ -13,6 +13,7 @@
 //! - [`arp`]: Ethernet/IPv4 ARP: parse, reply in place, request;
 //! - [`ipv4`]: the IPv4 view and header writer, protocol numbers;
 //! - [`l4`]: TCP, UDP and ICMP views, TCP flag bits;
+//! - [`parsed`]: the one parse of a frame into a `Copy` summary every stage reads;
 //! - [`vnet`]: the virtio-net header carried with every frame (offload metadata);
 //! - [`vxlan`]: the VXLAN header and the outer IPv4/UDP headers in front of it.
 //!
@@ -25,10 +26,12 @@ pub mod checksum;
 pub mod ethernet;
 pub mod ipv4;
 pub mod l4;
+pub mod parsed;
 pub mod vnet;
 pub mod vxlan;
 
 pub use ethernet::{EthFrame, EtherType, MacAddr, MacParseError};
+pub use parsed::{Ip4, Parsed, L3, L4};
 pub use vnet::VirtioNetHdr;
 
 /// Text from a client or the wire, made fit for a one-line message: control characters (a

@@ -3,9 +3,10 @@
 
 use std::net::Ipv4Addr;
 
-use crate::ethernet::{EthFrame, EtherType};
+use crate::ethernet::EthFrame;
 use crate::ipv4::{self, Ipv4Header, Ipv4Packet};
 use crate::l4::{self, UDP_HEADER_LEN};
+use crate::parsed::Parsed;
 
 /// The IANA-assigned VXLAN UDP port (RFC 7348 section 5).
 pub const VXLAN_PORT: u16 = 4789;
@@ -86,11 +87,12 @@ pub fn set_outer_dst(out: &mut [u8; OUTER_LEN], dst: Ipv4Addr) {
     }
 }
 
-/// UDP source port from a hash of the inner frame's addresses and ports (RFC 7348 section 5:
-/// "it is recommended that the UDP source port number be calculated using a hash of fields from
-/// the inner packet"), in the dynamic range 49152-65535.
-pub fn source_port(inner: &[u8]) -> u16 {
-    // Ethernet addresses, and for IPv4 the addresses, protocol and first 4 L4 bytes (ports).
+/// UDP source port from a hash of the inner frame (RFC 7348 section 5: "it is recommended that
+/// the UDP source port number be calculated using a hash of fields from the inner packet"), in
+/// the dynamic range 49152-65535: for IPv4 the protocol, addresses and ports (so every packet of
+/// a flow takes the same underlay path, before and after translation), otherwise the Ethernet
+/// addresses.
+pub fn source_port(inner: &Parsed) -> u16 {
     let mut h: u32 = 0x811c_9dc5;
     let mut mix = |b: &[u8]| {
         for &x in b {
@@ -98,14 +100,19 @@ pub fn source_port(inner: &[u8]) -> u16 {
             h = h.wrapping_mul(0x0100_0193);
         }
     };
-    mix(inner.get(..12).unwrap_or(inner));
-    if EthFrame::parse(inner).map(|e| e.ethertype) == Some(EtherType::IPV4) {
-        if let Some(ip) = Ipv4Packet::new_quoted(EthFrame::payload(inner)) {
-            mix(&[ip.protocol()]);
-            mix(&ip.header()[12..20]);
-            if let Some(ports) = ip.payload().get(..4) {
-                mix(ports);
+    match inner.ip4() {
+        Some(ip) => {
+            mix(&[ip.proto]);
+            mix(&ip.src.octets());
+            mix(&ip.dst.octets());
+            if let Some((s, d)) = ip.ports() {
+                mix(&s.to_be_bytes());
+                mix(&d.to_be_bytes());
             }
+        }
+        None => {
+            mix(&inner.eth.dst.0);
+            mix(&inner.eth.src.0);
         }
     }
     49152 + (h % 16384) as u16
@@ -177,12 +184,24 @@ mod test {
         let mut f = vec![0u8; 14 + 20 + 8];
         f[12..14].copy_from_slice(&[0x08, 0x00]);
         f[14] = 0x45;
-        f[16..18].copy_from_slice(&42u16.to_be_bytes());
+        f[16..18].copy_from_slice(&28u16.to_be_bytes());
         f[23] = 17;
-        let a = source_port(&f);
+        f[14 + 24..14 + 26].copy_from_slice(&8u16.to_be_bytes());
+        let p = Parsed::parse(&f).unwrap();
+        assert!(p.ip4().is_some());
+        let a = source_port(&p);
         assert!(a >= 49152);
-        f[14 + 20] = 1; // another source port
-        assert_ne!(source_port(&f), a);
-        assert!(source_port(&[]) >= 49152);
+        assert_eq!(
+            a,
+            source_port(&Parsed::parse(&f).unwrap()),
+            "stable for a flow"
+        );
+        let differ = (0..50u8)
+            .filter(|&i| {
+                f[14 + 20] = i; // another source port
+                source_port(&Parsed::parse(&f).unwrap()) != a
+            })
+            .count();
+        assert!(differ > 40, "{differ} of 50 source ports moved the hash");
     }
 }

@@ -14,7 +14,7 @@
 use std::net::Ipv4Addr;
 
 use wire::l4::tcp_flags::{ACK, CWR, ECE, FIN, PSH, RST, SYN, URG};
-use wire::{EthFrame, VirtioNetHdr};
+use wire::{EthFrame, Parsed, VirtioNetHdr, L4};
 
 const ETH: usize = EthFrame::HEADER_LEN;
 /// `VIRTIO_NET_HDR_GSO_TCPV4`.
@@ -33,26 +33,23 @@ pub struct Tcp4 {
     pub payload: usize,
 }
 
-/// The layout of `frame` if it is an unfragmented IPv4/TCP frame whose headers fit.
+impl Tcp4 {
+    /// The layout of a frame of `len` bytes parsed as `p`, if it is an unfragmented IPv4/TCP
+    /// frame whose headers fit.
+    pub fn of(p: &Parsed, len: usize) -> Option<Tcp4> {
+        let hdr_len = p.tcp4_headers_len()?;
+        Some(Tcp4 {
+            ihl: p.ip4()?.header_len,
+            hdr_len,
+            payload: len.checked_sub(hdr_len)?,
+        })
+    }
+}
+
+/// The layout of `frame` if it is an unfragmented IPv4/TCP frame whose headers fit (parsing it:
+/// for tests and fuzzing; the datapath has the parse already, [`Tcp4::of`]).
 pub fn tcp4(frame: &[u8]) -> Option<Tcp4> {
-    if frame.len() < ETH + 40 || frame[12..14] != [0x08, 0x00] || frame[ETH] >> 4 != 4 {
-        return None;
-    }
-    let ihl = usize::from(frame[ETH] & 0x0f) * 4;
-    let frag = u16::from_be_bytes([frame[ETH + 6], frame[ETH + 7]]);
-    if ihl < 20 || frame[ETH + 9] != 6 || frag & 0x3fff != 0 {
-        return None;
-    }
-    let thl = usize::from(*frame.get(ETH + ihl + 12)? >> 4) * 4;
-    let hdr_len = ETH + ihl + thl;
-    if thl < 20 || hdr_len > frame.len() {
-        return None;
-    }
-    Some(Tcp4 {
-        ihl,
-        hdr_len,
-        payload: frame.len() - hdr_len,
-    })
+    Tcp4::of(&Parsed::parse(frame)?, frame.len())
 }
 
 /// What [`segment_tcp4`] wrote.
@@ -66,13 +63,18 @@ pub struct Segments {
     pub len: usize,
 }
 
-/// Cut the TCP super-frame `frame` into segments of at most `mss` payload bytes, each written
-/// to `out` as `[VXLAN header for vni | Ethernet | IPv4 | TCP | payload]`, back to back, with
-/// complete IPv4 and TCP checksums. `None` when `frame` is not IPv4/TCP, `mss` is 0, or `out` is
-/// too small.
-pub fn segment_tcp4(frame: &[u8], mss: usize, vni: u32, out: &mut [u8]) -> Option<Segments> {
-    let t = tcp4(frame)?;
-    if mss == 0 {
+/// Cut the TCP super-frame `frame` (laid out as `t`) into segments of at most `mss` payload
+/// bytes, each written to `out` as `[VXLAN header for vni | Ethernet | IPv4 | TCP | payload]`,
+/// back to back, with complete IPv4 and TCP checksums. `None` when `mss` is 0, or `out` is too
+/// small.
+pub fn segment_tcp4(
+    frame: &[u8],
+    t: Tcp4,
+    mss: usize,
+    vni: u32,
+    out: &mut [u8],
+) -> Option<Segments> {
+    if mss == 0 || frame.len() != t.hdr_len + t.payload {
         return None;
     }
     let count = t.payload.div_ceil(mss).max(1);
@@ -169,13 +171,15 @@ fn mergeable_flags(flags: u8) -> bool {
 impl Coalesce {
     /// Start a pending frame with `frame` if it is a TCP segment that more may follow; returns
     /// false (and stays empty) otherwise.
-    pub fn start(&mut self, frame: &[u8]) -> bool {
+    pub fn start(&mut self, p: &Parsed, frame: &[u8]) -> bool {
         *self = Coalesce::default();
-        let Some(t) = tcp4(frame) else {
+        let (Some(t), Some(ip)) = (Tcp4::of(p, frame.len()), p.ip4()) else {
             return false;
         };
-        let ip_total = usize::from(u16::from_be_bytes([frame[ETH + 2], frame[ETH + 3]]));
-        let flags = frame[ETH + t.ihl + 13];
+        let ip_total = ip.total_len;
+        let L4::Tcp { flags, .. } = ip.l4 else {
+            return false;
+        };
         // Padding after the IP packet (tiny frames) or an empty payload: deliver as it is.
         if t.payload == 0
             || ip_total != frame.len() - ETH
@@ -293,6 +297,10 @@ impl Coalesce {
 mod test {
     use super::*;
 
+    fn start(c: &mut Coalesce, f: &[u8]) -> bool {
+        Parsed::parse(f).is_some_and(|p| c.start(&p, f))
+    }
+
     /// An Ethernet/IPv4/TCP frame with `payload` bytes (a counting pattern), timestamps option,
     /// complete checksums.
     fn frame(seq: u32, payload: usize, flags: u8) -> Vec<u8> {
@@ -336,7 +344,7 @@ mod test {
     fn segmenting_a_super_frame_gives_valid_mss_sized_segments() {
         let sup = frame(1000, 10_000, 0x18 | CWR); // ACK|PSH|CWR
         let mut out = vec![0u8; 20_000];
-        let s = segment_tcp4(&sup, 1398, 42, &mut out).expect("segments");
+        let s = segment_tcp4(&sup, tcp4(&sup).unwrap(), 1398, 42, &mut out).expect("segments");
         assert_eq!(s.count, 8); // 7 full + 216 bytes
         assert_eq!(s.size, 8 + 66 + 1398);
         assert_eq!(s.len, 8 * (8 + 66) + 10_000);
@@ -376,10 +384,10 @@ mod test {
     fn segments_coalesce_back_into_the_super_frame() {
         let sup = frame(5000, 4000, 0x18);
         let mut out = vec![0u8; 8000];
-        let s = segment_tcp4(&sup, 1000, 1, &mut out).expect("segments");
+        let s = segment_tcp4(&sup, tcp4(&sup).unwrap(), 1000, 1, &mut out).expect("segments");
         let mut c = Coalesce::default();
         let mut buf: Vec<u8> = out[8..s.size].to_vec();
-        assert!(c.start(&buf));
+        assert!(start(&mut c, &buf));
         for i in 1..s.count {
             let seg = &out[i * s.size + 8..((i + 1) * s.size).min(s.len)];
             assert!(c.accepts(&buf, buf.len(), seg), "segment {i}");
@@ -404,7 +412,7 @@ mod test {
     fn coalescing_refuses_gaps_other_flows_and_control_segments() {
         let a = frame(0, 100, 0x10);
         let mut c = Coalesce::default();
-        assert!(c.start(&a));
+        assert!(start(&mut c, &a));
         assert!(!c.accepts(&a, a.len(), &frame(200, 100, 0x10)), "gap");
         assert!(
             !c.accepts(&a, a.len(), &frame(100, 101, 0x10)),
@@ -418,16 +426,19 @@ mod test {
         ts[ETH + 20 + 27] ^= 1; // another timestamp
         assert!(!c.accepts(&a, a.len(), &ts), "timestamps differ");
         assert!(c.accepts(&a, a.len(), &frame(100, 100, 0x10)));
-        assert!(!Coalesce::default().start(&frame(0, 0, 0x10)), "pure ACK");
-        assert!(!Coalesce::default().start(&frame(0, 10, 0x02)), "SYN");
-        assert!(!Coalesce::default().start(&a[..40]), "truncated");
+        assert!(
+            !start(&mut Coalesce::default(), &frame(0, 0, 0x10)),
+            "pure ACK"
+        );
+        assert!(!start(&mut Coalesce::default(), &frame(0, 10, 0x02)), "SYN");
+        assert!(!start(&mut Coalesce::default(), &a[..40]), "truncated");
         // Checksums: a segment that fails its own (TCP or IPv4 header) is never merged, where
         // the merged frame's partial checksum would hide it; a partial one (a kernel VTEP's) is.
         let mut bad = frame(100, 100, 0x10);
         bad[ETH + 20 + 40] ^= 0x40; // one payload bit
         assert!(!c.accepts(&a, a.len(), &bad), "bad TCP checksum");
         assert!(
-            !Coalesce::default().start(&bad),
+            !start(&mut Coalesce::default(), &bad),
             "bad TCP checksum starts nothing"
         );
         let mut bad_ip = frame(100, 100, 0x10);
