@@ -10,6 +10,7 @@
 
 pub mod conntrack;
 pub mod packet;
+pub mod verdict;
 
 pub use conntrack::{Conntrack, Flow, FlowDir, NatKind, SavedFlow, Timeouts};
 pub use packet::{FiveTuple, L4Info, Proto};

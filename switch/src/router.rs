@@ -7,8 +7,9 @@
 
 use std::net::Ipv4Addr;
 
-use nat::conntrack::{CtError, NatKind};
+use nat::conntrack::NatKind;
 use nat::packet::{self, IcmpKind, L4Info, ParseError};
+use nat::verdict::{self, Opened, Refusal, Target, Topology, Verdict, Zone};
 use nat::Proto;
 use nat::{FiveTuple, FlowDir};
 
@@ -102,30 +103,37 @@ impl Ctx<'_> {
         }
         // `zone`: the network the destination should be in, when known (overlay networks may
         // share a subnet, so the address alone does not always say).
-        let (new, zone) = match ct.lookup(&info.tuple, now) {
-            Some((flow, dir)) => {
-                flow.seen(dir, info.tcp_flags, now);
-                (Some(flow.translate(dir)), Some(flow.zone))
+        let verdict = verdict::decide(
+            ct,
+            cfg,
+            from.map(|n| n.id),
+            from.map(|n| n.gateway_ip),
+            &info,
+            now,
+        );
+        let (new, zone) = match verdict {
+            Verdict::Tracked { tuple, zone } => (Some(tuple), Some(zone)),
+            Verdict::Opened { tuple, kind, zone } => {
+                c.event(match kind {
+                    Opened::Snat => Event::SnatFlows,
+                    Opened::Dnat => Event::DnatFlows,
+                });
+                (Some(tuple), zone)
             }
-            // Not a tracked flow, addressed to the gateway itself: local (DNS).
-            None if from.is_some_and(|n| info.tuple.dst == n.gateway_ip) => {
+            Verdict::Route { zone } => (None, zone),
+            Verdict::Gateway => {
                 if let Some(net) = from {
                     self.gateway_l4(cfg, net, &info, partial, (eth, ip4), now);
                 }
                 return;
             }
-            None => match new_flow(ct, cfg, from, &info, now) {
-                Ok(Some((t, ev, zone))) => {
-                    c.event(ev);
-                    (Some(t), zone)
-                }
-                Ok(None) => (
-                    None,
-                    from.and_then(|n| reachable(cfg, n, info.tuple.dst))
-                        .map(|m| m.id),
-                ),
-                Err(reason) => return c.drop(reason),
-            },
+            Verdict::Refused(r) => {
+                return c.drop(match r {
+                    Refusal::NoRoute => Drop::NoRoute,
+                    Refusal::Policy => Drop::Policy,
+                    Refusal::Full => Drop::ConntrackFull,
+                })
+            }
         };
         if let Some(new) = &new {
             packet::rewrite(ip, &info, new, partial);
@@ -442,101 +450,45 @@ fn send_arp_request(up: &UplinkRt, hop: Ipv4Addr, c: &crate::counters::WorkerCou
     up.port.transmit(&wire, c);
 }
 
-/// The network `dst` is in as seen from network `from`: `from` itself or a linked network.
-fn reachable<'a>(cfg: &'a Config, from: &'a NetRt, dst: Ipv4Addr) -> Option<&'a NetRt> {
-    if from.subnet.contains(dst) {
-        return Some(from);
+/// The switch's networks, uplink and published ports as NAT's verdict asks about them.
+impl Topology for Config {
+    fn published(&self, t: &FiveTuple) -> Option<Target> {
+        self.published_for(t).map(|p| Target {
+            zone: p.net,
+            to_ip: p.to_ip,
+            to_port: p.to_port,
+        })
     }
-    from.links
-        .iter()
-        .filter_map(|l| cfg.networks.get(l))
-        .find(|n| n.subnet.contains(dst))
-        .map(|n| &**n)
-}
 
-/// Decide what a packet without a flow becomes: `Ok(None)` routes it untranslated,
-/// `Ok(Some((tuple, event, zone)))` creates a flow and translates it (into network `zone` when
-/// the destination is an endpoint), `Err` drops it with a reason.
-fn new_flow(
-    ct: &nat::Conntrack,
-    cfg: &Config,
-    from: Option<&NetRt>,
-    info: &L4Info,
-    now: u64,
-) -> Result<Option<(FiveTuple, Event, Option<NetId>)>, Drop> {
-    let t = info.tuple;
-    let is_error = matches!(info.icmp, IcmpKind::Error { .. });
-    let full = |e: CtError| match e {
-        CtError::Full | CtError::NoPort => Drop::ConntrackFull,
-    };
-    let Some(net) = from else {
-        // From the uplink: only published ports open a flow.
-        let p = cfg
-            .published_for(&t)
-            .filter(|_| !is_error)
-            .ok_or(Drop::NoRoute)?;
-        let f = ct
-            .create_dnat(t, p.to_ip, p.to_port, p.net, now)
-            .map_err(full)?;
-        return Ok(Some((
-            f.translate(FlowDir::Original),
-            Event::DnatFlows,
-            Some(p.net),
-        )));
-    };
-    if let Some(p) = cfg.published_for(&t).filter(|_| !is_error) {
-        // Hairpin: an endpoint reaching a published port through the uplink address. The source
-        // becomes the target network's gateway so the answer comes back through the switch.
-        let gw = cfg
-            .networks
-            .get(&p.net)
-            .map(|n| n.gateway_ip)
-            .ok_or(Drop::NoRoute)?;
-        let f = ct
-            .create_snat(
-                t,
-                gw,
-                Some((p.to_ip, p.to_port)),
-                net.id,
-                |proto, port| cfg.published.contains_key(&(proto, port)),
-                now,
-            )
-            .map_err(full)?;
-        return Ok(Some((
-            f.translate(FlowDir::Original),
-            Event::DnatFlows,
-            Some(p.net),
-        )));
+    fn is_published(&self, proto: Proto, port: u16) -> bool {
+        self.published.contains_key(&(proto, port))
     }
-    if reachable(cfg, net, t.dst).is_some() {
-        return Ok(None);
+
+    fn gateway(&self, zone: Zone) -> Option<Ipv4Addr> {
+        self.networks.get(&zone).map(|n| n.gateway_ip)
     }
-    if cfg.network_of(t.dst).is_some() {
-        return Err(Drop::Policy);
+
+    fn reachable(&self, from: Zone, dst: Ipv4Addr) -> Option<Zone> {
+        let from = self.networks.get(&from)?;
+        if from.subnet.contains(dst) {
+            return Some(from.id);
+        }
+        from.links
+            .iter()
+            .filter_map(|l| self.networks.get(l))
+            .find(|n| n.subnet.contains(dst))
+            .map(|n| n.id)
     }
-    if is_error {
-        return Err(Drop::NoRoute);
+
+    fn is_internal_address(&self, dst: Ipv4Addr) -> bool {
+        self.network_of(dst).is_some()
     }
-    if net.internal {
-        return Err(Drop::Policy);
+
+    fn is_internal_network(&self, zone: Zone) -> bool {
+        self.networks.get(&zone).is_some_and(|n| n.internal)
     }
-    let up = cfg.uplink.as_deref().ok_or(Drop::NoRoute)?;
-    if t.dst == up.ip {
-        return Err(Drop::NoRoute);
+
+    fn uplink_ip(&self) -> Option<Ipv4Addr> {
+        self.uplink.as_ref().map(|u| u.ip)
     }
-    let f = ct
-        .create_snat(
-            t,
-            up.ip,
-            None,
-            net.id,
-            |proto, port| cfg.published.contains_key(&(proto, port)),
-            now,
-        )
-        .map_err(full)?;
-    Ok(Some((
-        f.translate(FlowDir::Original),
-        Event::SnatFlows,
-        None,
-    )))
 }
