@@ -7,8 +7,8 @@
 //! - [`fdb`], [`ipam`], [`local`]: pure tables and responders, time passed in;
 //! - [`port`], [`capture`], [`counters`]: ports with their counters and capture taps;
 //! - [`datapath`]: the run-to-completion worker threads;
-//! - [`control`]: networks, endpoints and snapshots for the workers;
-//! - [`persist`]: durable file replacement (state, saved connections, resolv.conf);
+//! - [`control`]: networks, endpoints and snapshots for the workers, and durable file
+//!   replacement (state, saved connections, resolv.conf);
 //! - [`sys`]: the only module with `unsafe` (TAP ioctls, setns, netlink, epoll).
 
 pub mod capture;
@@ -24,7 +24,6 @@ pub mod ipam;
 pub mod local;
 pub mod model;
 pub mod neigh;
-pub mod persist;
 pub mod port;
 mod router;
 pub mod sys;

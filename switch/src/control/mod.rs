@@ -36,6 +36,8 @@ use crate::wire::{MacAddr, VirtioNetHdr};
 use nat::{Conntrack, Proto, Timeouts};
 use overlay::RemoteFdb;
 
+mod persist;
+
 /// Daemon-wide settings.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -1224,7 +1226,7 @@ impl Switch {
         let path = dir.join("conntrack.json");
         let r = serde_json::to_vec(&conns)
             .map_err(std::io::Error::other)
-            .and_then(|d| crate::persist::write_atomic(&path, &d));
+            .and_then(|d| persist::write_atomic(&path, &d));
         match r {
             Ok(()) => log::info!("saved {} tracked connection(s)", conns.len()),
             Err(e) => log::error!("saving connections to {} failed: {e}", path.display()),
@@ -1329,7 +1331,7 @@ impl Switch {
         };
         let write = || -> std::io::Result<()> {
             let data = serde_json::to_vec_pretty(&p).map_err(std::io::Error::other)?;
-            crate::persist::write_atomic(&path, &data)
+            persist::write_atomic(&path, &data)
         };
         if let Err(e) = write() {
             log::error!("saving state to {} failed: {e}", path.display());
@@ -2102,7 +2104,7 @@ fn write_resolv_conf(st: &State, netns: &str) {
         for n in nets {
             text.push_str(&format!("nameserver {}\n", n.gateway));
         }
-        crate::persist::write_atomic(&file, text.as_bytes())
+        persist::write_atomic(&file, text.as_bytes())
     })();
     if let Err(e) = result {
         log::warn!("updating {} failed: {e}", file.display());
