@@ -24,6 +24,7 @@ pub(super) enum AttachMode {
     /// one (`--live-restore`).
     Adopt,
     /// No device (the harness's `attach_sink`).
+    #[cfg(feature = "harness")]
     Sink,
 }
 
@@ -44,6 +45,7 @@ impl Switch {
         let want = AttachWant::parse(req)?;
         st.check_attachable(req)?;
         let ns = match mode {
+            #[cfg(feature = "harness")]
             AttachMode::Sink => None,
             _ => Some(devices::open_netns(&req.netns)?),
         };

@@ -37,6 +37,7 @@ use state::State;
 
 mod devices;
 mod endpoints;
+#[cfg(feature = "harness")]
 mod harness;
 mod networks;
 mod persist;
@@ -103,7 +104,8 @@ pub struct Switch {
     threads: Mutex<Vec<JoinHandle<()>>>,
     state: Mutex<State>,
     next_session: AtomicU64,
-    /// Buffers for [`Switch::inject`].
+    /// Buffers for `Switch::inject` (feature `harness`).
+    #[cfg(feature = "harness")]
     scratch: Mutex<Option<crate::datapath::Scratch>>,
 }
 
@@ -143,6 +145,7 @@ impl Switch {
             threads: Mutex::new(threads),
             state: Mutex::new(State::new()),
             next_session: AtomicU64::new(1),
+            #[cfg(feature = "harness")]
             scratch: Mutex::new(None),
         });
         let hk = Arc::downgrade(&sw);
