@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::state::{Net, State};
-use super::Switch;
+use super::{AfterUnlock, Switch};
 use crate::capture::Taps;
 use crate::error::Error;
 use crate::model::AttachRequest;
@@ -144,7 +144,7 @@ impl Switch {
             if let Some(v) = st.vteps.remove(&p) {
                 self.unregister(&v);
                 self.sync(st);
-                release_port(v);
+                st.after_unlock.push(AfterUnlock::Release(v));
             }
         }
     }
@@ -350,7 +350,8 @@ pub(super) fn open_uplink(iface: &str, queues: usize) -> Result<PacketQueues, Er
 }
 
 /// Drop the last reference to a removed port so its TAP closes (which deletes the device).
-/// Workers may hold the previous snapshot for the rest of one wake-up; wait briefly for them.
+/// Workers may hold the previous snapshot for the rest of one wake-up; wait briefly for them
+/// (up to a second: never with the control lock held, see [`super::AfterUnlock`]).
 pub(super) fn release_port(port: Arc<Port>) {
     let deadline = Instant::now() + Duration::from_secs(1);
     while Arc::strong_count(&port) > 1 && Instant::now() < deadline {

@@ -1,12 +1,13 @@
 //! The endpoint verbs: `attach` (a TAP in the namespace, or one a previous daemon left there)
 //! and `detach`, and what a detach leaves to mend: the namespace's default route.
 
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use super::devices::{self, make_endpoint_device};
 use super::resolv::write_resolv_conf;
 use super::state::{AttachWant, Endpoint, State};
-use super::Switch;
+use super::{AfterUnlock, Switch};
 use crate::capture::Taps;
 use crate::error::Error;
 use crate::model::*;
@@ -155,25 +156,32 @@ impl Switch {
             // Detached for good, even under --live-restore.
             let _ = t.set_persist(false);
         }
-        devices::release_port(ep.port);
-        keep_default_route(st, netns);
+        // The device goes and the route is mended once the lock is released.
+        st.after_unlock.push(AfterUnlock::Release(ep.port));
+        st.after_unlock.extend(next_default_route(st, netns));
         Ok(())
     }
 }
 
-/// After a detach: if the namespace is still attached elsewhere and its default route went with
-/// the removed interface, route by the gateway of its next attachment instead (as Docker does
-/// when the network that gave the default route is disconnected). Best effort: the detach is
-/// done either way; a failure is logged.
-fn keep_default_route(st: &State, netns: &str) {
-    let Some((gateway, ifname)) = st.networks.values().find_map(|n| {
+/// After a detach: if the namespace is still attached elsewhere, the route to add should its
+/// default route have gone with the removed interface: by the gateway of its next attachment
+/// (as Docker does when the network that gave the default route is disconnected).
+fn next_default_route(st: &State, netns: &str) -> Option<AfterUnlock> {
+    st.networks.values().find_map(|n| {
         n.endpoints
             .iter()
             .find(|e| e.netns == netns && matches!(e.port.dev, Device::Tap(_)))
-            .map(|e| (n.gateway, e.ifname.clone()))
-    }) else {
-        return;
-    };
+            .map(|e| AfterUnlock::DefaultRoute {
+                netns: netns.to_string(),
+                gateway: n.gateway,
+                ifname: e.ifname.clone(),
+            })
+    })
+}
+
+/// Add a default route via `gateway` on `ifname` in `netns` unless it has one. Best effort: the
+/// detach is done either way; a failure is logged.
+pub(super) fn add_default_route(netns: &str, gateway: Ipv4Addr, ifname: String) {
     let done = Netns::open(netns).and_then(|ns| {
         ns.run_in(move || -> std::io::Result<bool> {
             let mut nl = Netlink::open()?;

@@ -30,7 +30,7 @@ use arc_swap::ArcSwap;
 use crate::counters::WorkerCounters;
 use crate::datapath::{Config, Shared, Worker};
 use crate::error::Error;
-use crate::port::Device;
+use crate::port::{Device, Port};
 use crate::sys::epoll::Epoll;
 use nat::{Conntrack, Timeouts};
 use state::State;
@@ -48,6 +48,33 @@ mod uplink;
 mod views;
 
 pub use state::{parse_publish_spec, parse_unpublish_spec};
+
+/// Work a verb leaves for after the control lock is released (see [`Switch::mutate`]): what
+/// waits for the workers or depends on a device being gone, so no lock is held across it.
+pub(super) enum AfterUnlock {
+    /// Drop a removed port once the workers have let go of it (closing its device).
+    Release(Arc<Port>),
+    /// After a detach, route the namespace by its next attachment's gateway, once the device
+    /// that had the default route is gone.
+    DefaultRoute {
+        netns: String,
+        gateway: Ipv4Addr,
+        ifname: String,
+    },
+}
+
+impl AfterUnlock {
+    fn run(self) {
+        match self {
+            AfterUnlock::Release(port) => devices::release_port(port),
+            AfterUnlock::DefaultRoute {
+                netns,
+                gateway,
+                ifname,
+            } => endpoints::add_default_route(&netns, gateway, ifname),
+        }
+    }
+}
 
 /// Daemon-wide settings.
 #[derive(Debug, Clone)]
@@ -178,12 +205,26 @@ impl Switch {
         Ok(sw)
     }
 
-    /// Run a state change under the control lock and persist the state when it succeeds.
+    /// Run a state change under the control lock and persist the state when it succeeds; then,
+    /// with the lock released, do what the change left for after it ([`AfterUnlock`]), before
+    /// returning: a removed port's device is gone when the verb answers.
     fn mutate<T>(&self, f: impl FnOnce(&mut State) -> Result<T, Error>) -> Result<T, Error> {
         let mut st = self.lock()?;
-        let r = f(&mut st)?;
-        self.persist(&st);
-        Ok(r)
+        let r = f(&mut st);
+        if r.is_ok() {
+            self.persist(&st);
+        }
+        Self::unlock(st);
+        r
+    }
+
+    /// Release the control lock, then run the work left in `after_unlock`, in order.
+    fn unlock(mut st: MutexGuard<'_, State>) {
+        let after = std::mem::take(&mut st.after_unlock);
+        drop(st);
+        for job in after {
+            job.run();
+        }
     }
 
     /// The control lock, refused once the switch is shutting down (for changes).
@@ -222,7 +263,6 @@ impl Switch {
         }
         self.shared.config.store(Arc::new(Config::default()));
         self.save_conntrack(&st);
-        let mut n = 0;
         let namespaces: BTreeSet<String> = st
             .networks
             .values()
@@ -230,15 +270,18 @@ impl Switch {
             .filter(|e| !matches!(e.port.dev, Device::Sink(_)))
             .map(|e| e.netns.clone())
             .collect();
-        for net in st.networks.values_mut() {
-            for ep in net.endpoints.drain(..) {
-                devices::release_port(ep.port);
-                n += 1;
-            }
-        }
+        let ports: Vec<_> = st
+            .networks
+            .values_mut()
+            .flat_map(|net| net.endpoints.drain(..))
+            .map(|ep| AfterUnlock::Release(ep.port))
+            .collect();
+        let n = ports.len();
+        st.after_unlock.extend(ports);
         if self.opts.live_restore {
             // The devices stay (persistent TAPs) and so does the namespaces' resolver
             // configuration: the next daemon takes both over.
+            Self::unlock(st);
             log::info!("shut down: kept {n} endpoint device(s) for --live-restore");
             return;
         }
@@ -247,6 +290,41 @@ impl Switch {
         for ns in &namespaces {
             resolv::write_resolv_conf(&st, ns);
         }
+        Self::unlock(st);
         log::info!("shut down: removed {n} endpoint device(s)");
+    }
+}
+
+#[cfg(all(test, feature = "harness"))]
+mod test {
+    use super::*;
+    use crate::model::{AttachRequest, NetworkCreate};
+
+    #[test]
+    fn a_port_waiting_for_release_does_not_hold_the_lock() {
+        let sw = Switch::start(Options::default()).expect("start");
+        sw.create_network(&NetworkCreate::flat("n", "10.1.0.0/24"))
+            .expect("network");
+        sw.attach_sink(&AttachRequest::new("a", "n"))
+            .expect("attach");
+        // A worker still on the old snapshot: the detach waits for it to let go of the port.
+        let held = sw.shared.config.load_full();
+        let detach = std::thread::spawn({
+            let sw = sw.clone();
+            move || sw.detach("a", "n")
+        });
+        let t0 = Instant::now();
+        while !sw.network("n").expect("network").endpoints.is_empty() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(
+            t0.elapsed() < Duration::from_millis(500),
+            "the lock was held"
+        );
+        assert!(!detach.is_finished(), "the detach waits for the port");
+        assert!(sw.networks().len() == 1, "views answer meanwhile");
+        drop(held);
+        detach.join().expect("detach thread").expect("detach");
+        sw.shutdown();
     }
 }

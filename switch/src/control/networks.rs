@@ -12,15 +12,19 @@ use crate::wire::MacAddr;
 impl Switch {
     /// `network create`.
     pub fn create_network(&self, req: &NetworkCreate) -> Result<NetworkInfo, Error> {
-        self.mutate(|st| self.create_network_locked(st, req))
+        let underlay_mtu = underlay_mtu(req);
+        self.mutate(|st| self.create_network_locked(st, req, underlay_mtu))
     }
 
+    /// Create the network (checked against the state under the lock); `underlay_mtu` is
+    /// [`underlay_mtu`]'s answer, looked up before the lock was taken.
     pub(super) fn create_network_locked(
         &self,
         st: &mut State,
         req: &NetworkCreate,
+        underlay_mtu: Option<u32>,
     ) -> Result<NetworkInfo, Error> {
-        let plan = st.plan_network(req, underlay_mtu(req))?;
+        let plan = st.plan_network(req, underlay_mtu)?;
         if plan.vni.is_some() {
             self.ensure_vtep(st, plan.vxlan_port)?;
         }
@@ -104,7 +108,7 @@ impl Switch {
 /// The MTU of the route to an overlay network's first peer, which its endpoints' MTU is derived
 /// from; `None` when it is not needed (an MTU is given, or not an overlay network) or not known.
 /// A route lookup: made before the control lock is taken.
-fn underlay_mtu(req: &NetworkCreate) -> Option<u32> {
+pub(super) fn underlay_mtu(req: &NetworkCreate) -> Option<u32> {
     if req.vni.is_none() || req.mtu.is_some() {
         return None;
     }

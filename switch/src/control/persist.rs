@@ -10,6 +10,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use super::endpoints::AttachMode;
+use super::networks::underlay_mtu;
 use super::state::{Persisted, SavedConn, State};
 use super::Switch;
 
@@ -137,9 +138,11 @@ impl Switch {
                 return;
             }
         };
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        for n in &p.networks {
-            if let Err(e) = self.create_network_locked(&mut st, n) {
+        // Route lookups first: no lock is held across them.
+        let mtus: Vec<Option<u32>> = p.networks.iter().map(underlay_mtu).collect();
+        let mut st = self.read();
+        for (n, mtu) in p.networks.iter().zip(mtus) {
+            if let Err(e) = self.create_network_locked(&mut st, n, mtu) {
                 log::warn!("restoring network {} failed: {e}", n.name);
             }
         }
@@ -179,6 +182,7 @@ impl Switch {
         }
         self.restore_conntrack(&st);
         self.persist(&st);
+        Self::unlock(st);
     }
 }
 

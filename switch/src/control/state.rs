@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::Options;
+use super::{AfterUnlock, Options};
 use crate::capture::Taps;
 use crate::datapath::NeighTable;
 use crate::error::{check_name, Error};
@@ -257,6 +257,8 @@ pub(super) struct State {
     pub(super) published: Vec<PublishState>,
     /// VTEP ports by UDP port (one socket pair serves every VNI on that port).
     pub(super) vteps: BTreeMap<u16, Arc<Port>>,
+    /// What the verb holding the lock leaves for after it is released.
+    pub(super) after_unlock: Vec<AfterUnlock>,
 }
 
 /// An `attach` request's own fields, checked: the MAC and address asked for, if any.

@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use super::devices::{self, open_uplink};
+use super::devices::open_uplink;
 use super::resolv::host_resolver;
 use super::state::{zone_of, State, UplinkPlan, UplinkState};
-use super::Switch;
+use super::{AfterUnlock, Switch};
 use crate::error::Error;
 use crate::model::*;
 use crate::neigh::NeighCache;
@@ -71,7 +71,7 @@ impl Switch {
         self.unregister(&u.port);
         self.sync(st);
         self.shared.ct.flush(None);
-        devices::release_port(u.port);
+        st.after_unlock.push(AfterUnlock::Release(u.port));
         true
     }
 
