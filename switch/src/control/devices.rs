@@ -13,6 +13,7 @@ use super::state::{Net, State};
 use super::{AfterUnlock, Switch};
 use crate::capture::Taps;
 use crate::error::Error;
+use crate::fdb::PortId;
 use crate::model::AttachRequest;
 use crate::port::{Device, FloodLimiter, NetId, Port, PortStats};
 use crate::sys::netlink::{LinkChange, Netlink};
@@ -27,6 +28,31 @@ impl Switch {
         match self.opts.tap_queues {
             0 => self.epolls.len(),
             n => n.min(self.epolls.len()),
+        }
+    }
+
+    /// Port `id` (named `pID`, anti-spoofing on) with fresh counters, capture taps and flood
+    /// limit; callers change the name or `spoof_check` with struct update syntax.
+    pub(super) fn new_port(
+        &self,
+        id: PortId,
+        network: NetId,
+        worker: usize,
+        dev: Device,
+        (mac, ip): (MacAddr, Ipv4Addr),
+    ) -> Port {
+        Port {
+            id,
+            name: format!("p{id}"),
+            network,
+            dev,
+            mac,
+            ip,
+            worker,
+            stats: PortStats::default(),
+            taps: Arc::new(Taps::default()),
+            flood: FloodLimiter::new(self.opts.flood_rate),
+            spoof_check: true,
         }
     }
 
@@ -110,17 +136,9 @@ impl Switch {
         let id = st.next_port;
         st.next_port += 1;
         let port = Arc::new(Port {
-            id,
             name,
-            network,
-            dev,
-            mac,
-            ip,
-            worker,
-            stats: PortStats::default(),
-            taps: Arc::new(Taps::default()),
-            flood: FloodLimiter::new(self.opts.flood_rate),
             spoof_check: false,
+            ..self.new_port(id, network, worker, dev, (mac, ip))
         });
         self.register(&port)
             .map_err(Error::device("register port with worker"))?;
@@ -248,14 +266,7 @@ pub(super) fn make_endpoint_device(
                 step: "find moved interface",
                 source: std::io::ErrorKind::NotFound.into(),
             })?;
-        nl.set_link(
-            idx,
-            &LinkChange {
-                up: Some(true),
-                ..Default::default()
-            },
-        )
-        .map_err(Error::device("bring interface up"))?;
+        set_up(&mut nl, idx, "bring interface up")?;
         nl.add_addr_v4(idx, ip, prefix)
             .map_err(Error::device("add address"))?;
         nl.add_default_route_v4(gateway, idx)
@@ -332,14 +343,7 @@ pub(super) fn open_uplink(iface: &str, queues: usize) -> Result<PacketQueues, Er
             ),
         })?;
     let mut nl = Netlink::open().map_err(Error::device("open netlink socket"))?;
-    nl.set_link(
-        ifindex,
-        &LinkChange {
-            up: Some(true),
-            ..Default::default()
-        },
-    )
-    .map_err(Error::device("bring uplink interface up"))?;
+    set_up(&mut nl, ifindex, "bring uplink interface up")?;
     let q = PacketQueues::open(iface, queues).map_err(Error::device("open uplink interface"))?;
     if q.queues() < queues {
         log::warn!(
@@ -369,4 +373,13 @@ pub(super) fn open_netns(netns: &str) -> Result<Netns, Error> {
             source: e,
         },
     })
+}
+
+/// Bring interface `ifindex` up (`step` names it in the error).
+fn set_up(nl: &mut Netlink, ifindex: u32, step: &'static str) -> Result<(), Error> {
+    let up = LinkChange {
+        up: Some(true),
+        ..Default::default()
+    };
+    nl.set_link(ifindex, &up).map_err(Error::device(step))
 }

@@ -8,10 +8,9 @@ use super::devices::{self, make_endpoint_device};
 use super::resolv::write_resolv_conf;
 use super::state::{AttachWant, Endpoint, State};
 use super::{AfterUnlock, Switch};
-use crate::capture::Taps;
 use crate::error::Error;
 use crate::model::*;
-use crate::port::{Device, FloodLimiter, Port, PortStats};
+use crate::port::{Device, Port};
 use crate::sys::netlink::Netlink;
 use crate::sys::netns::Netns;
 use crate::wire::VirtioNetHdr;
@@ -74,17 +73,8 @@ impl Switch {
         };
         let (dev, ifname) = device.inspect_err(|_| net.pool.release(ip))?;
         let port = Arc::new(Port {
-            id: port_id,
-            name: format!("p{port_id}"),
-            network: net.id,
-            dev,
-            mac,
-            ip,
-            worker,
-            stats: PortStats::default(),
-            taps: Arc::new(Taps::default()),
-            flood: FloodLimiter::new(self.opts.flood_rate),
             spoof_check: !req.allow_spoof,
+            ..self.new_port(port_id, net.id, worker, dev, (mac, ip))
         });
         net.neigh.insert(ip, mac);
         net.endpoints.push(Endpoint {

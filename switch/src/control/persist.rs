@@ -201,14 +201,23 @@ fn read_if_present(path: &Path, consequence: &str) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod test {
+    use super::super::parse_publish_spec;
+    use super::super::state::testing::{endpoint, network};
     use super::*;
+    use crate::model::PublishRequest;
+
+    /// A fresh directory named after `tag` with `state.json` holding `first`.
+    fn state_file(tag: &str, first: &[u8]) -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("vswitch-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("state.json");
+        write_atomic(&f, first).unwrap();
+        (dir, f)
+    }
 
     #[test]
     fn replaces_the_file_and_leaves_no_temporary() {
-        let dir = std::env::temp_dir().join(format!("vswitch-persist-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let f = dir.join("state.json");
-        write_atomic(&f, b"one").unwrap();
+        let (dir, f) = state_file("persist", b"one");
         write_atomic(&f, b"two").unwrap();
         assert_eq!(std::fs::read(&f).unwrap(), b"two");
         let names: Vec<_> = std::fs::read_dir(&dir)
@@ -221,14 +230,51 @@ mod test {
 
     #[test]
     fn a_failed_write_keeps_the_old_content() {
-        let dir = std::env::temp_dir().join(format!("vswitch-persist-f-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let f = dir.join("state.json");
-        write_atomic(&f, b"old").unwrap();
+        let (dir, f) = state_file("persist-f", b"old");
         // The temporary's name is taken by a directory: the write fails before the rename.
         std::fs::create_dir(dir.join("state.json.vswitchd-tmp")).unwrap();
         assert!(write_atomic(&f, b"new").is_err());
         assert_eq!(std::fs::read(&f).unwrap(), b"old");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_state_file_holds_what_restore_needs() {
+        let mut st = State::new();
+        network(&mut st, "b", "10.2.0.0/24", None);
+        network(&mut st, "a", "10.1.0.0/24", None);
+        let web = endpoint(&mut st, "web", "a");
+        st.link("a", "b", true).unwrap();
+        st.publish(&PublishRequest {
+            netns: "web".into(),
+            spec: "10.0.0.9::80/udp".into(),
+            network: None,
+        })
+        .unwrap();
+        let text = serde_json::to_vec(&st.persisted()).unwrap();
+        let p: Persisted = serde_json::from_slice(&text).unwrap();
+        let names: Vec<&str> = p.networks.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["b", "a"], "in creation order");
+        assert_eq!(
+            p.links,
+            [("a".to_string(), "b".to_string())],
+            "each pair once"
+        );
+        let e = &p.endpoints[0];
+        assert_eq!(
+            (e.ip.as_deref(), e.mac.clone()),
+            (Some("10.1.0.2"), Some(web.mac.to_string()))
+        );
+        let spec = &p.published[0].spec;
+        assert_eq!(
+            parse_publish_spec(spec).unwrap(),
+            (
+                Some("10.0.0.9".parse().unwrap()),
+                Some(32768),
+                80,
+                nat::Proto::Udp
+            ),
+            "the host port as resolved: {spec}"
+        );
     }
 }
