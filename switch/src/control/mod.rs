@@ -1,5 +1,5 @@
 //! The control plane: the [`Switch`] facade. It starts the datapath's workers and the
-//! housekeeping thread, serialises every API verb on one lock ([`Switch::mutate`] persists the
+//! housekeeping thread, serialises every API verb on one lock (`Switch::mutate` persists the
 //! state after each change) and shuts down. The verbs and everything they use live beside it,
 //! one concern per file:
 //! - `state`: the state model, the API's spec parsers and the checks made before any device is
@@ -13,7 +13,7 @@
 //! - `views`: read-only listings (networks, ports, FDB, stats, capture, conntrack, uplink);
 //! - `harness` (feature `harness`): device-less entries for fuzzing and tests.
 //!
-//! The datapath never takes the control lock: it reads the snapshot [`Switch::sync`] swaps in.
+//! The datapath never takes the control lock: it reads the snapshot `Switch::sync` swaps in.
 //! State is persisted to `STATE_DIR/state.json` so a restarted daemon recreates its networks
 //! and endpoints.
 
