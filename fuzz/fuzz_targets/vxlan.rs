@@ -116,7 +116,7 @@ fuzz_target!(|data: &[u8]| {
         sport,
         "source port of one frame varies"
     );
-    let dport = overlay::VXLAN_PORT ^ u16::from_be_bytes([data[3], data[7]]);
+    let dport = switch::wire::vxlan::VXLAN_PORT ^ u16::from_be_bytes([data[3], data[7]]);
     let mut pkt = vec![0u8; OUTER_LEN + inner.len()];
     pkt[OUTER_LEN..].copy_from_slice(inner);
     let hdr: &mut [u8; OUTER_LEN] = (&mut pkt[..OUTER_LEN]).try_into().expect("outer length");

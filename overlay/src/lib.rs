@@ -12,9 +12,6 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use dashmap::DashMap;
 use rustc_hash::FxBuildHasher;
 
-/// The VXLAN constants a network's configuration is checked against.
-pub use wire::vxlan::{VNI_MAX, VXLAN_OVERHEAD_V4, VXLAN_PORT};
-
 /// A remote MAC as listed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RemoteEntry {

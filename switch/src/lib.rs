@@ -7,8 +7,11 @@
 //! - [`fdb`], [`ipam`], [`local`]: pure tables and responders, time passed in;
 //! - [`port`], [`capture`], [`counters`]: ports with their counters and capture taps;
 //! - [`datapath`]: the run-to-completion worker threads;
-//! - [`control`]: networks, endpoints and snapshots for the workers;
-//! - [`persist`]: durable file replacement (state, saved connections, resolv.conf);
+//! - [`control`]: the control plane, one concern per file: the [`Switch`] facade (lifecycle,
+//!   the control lock), the state model and its checks, the verbs (networks, endpoints, uplink
+//!   and publishing), the snapshot for the workers, device plumbing, persistence (state file,
+//!   saved connections, durable writes), resolv.conf, read-only views and, with feature
+//!   `harness`, the device-less entries for fuzzing and tests;
 //! - [`sys`]: the only module with `unsafe` (TAP ioctls, setns, netlink, epoll).
 
 pub mod capture;
@@ -23,7 +26,6 @@ pub mod ipam;
 pub mod local;
 pub mod model;
 pub mod neigh;
-pub mod persist;
 pub mod port;
 mod router;
 pub mod sys;

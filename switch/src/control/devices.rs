@@ -1,0 +1,385 @@
+//! Device plumbing, the policy half (`sys` is the mechanism): which TAP an endpoint gets and how
+//! it is configured in its namespace, taking one over under `--live-restore`, opening the
+//! uplink's packet sockets and the VTEPs' UDP sockets, numbering infrastructure ports and
+//! giving them to a worker, registering ports with the workers, and releasing removed ports.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::state::{Net, State};
+use super::{AfterUnlock, Switch};
+use crate::capture::Taps;
+use crate::error::Error;
+use crate::fdb::PortId;
+use crate::model::AttachRequest;
+use crate::port::{Device, FloodLimiter, NetId, Port, PortStats};
+use crate::sys::netlink::{LinkChange, Netlink};
+use crate::sys::netns::Netns;
+use crate::sys::packet::PacketQueues;
+use crate::sys::tap::Tap;
+use crate::wire::MacAddr;
+
+impl Switch {
+    /// Queues per endpoint TAP: `--tap-queues`, at most one per worker (0: one per worker).
+    pub(super) fn tap_queues(&self) -> usize {
+        match self.opts.tap_queues {
+            0 => self.epolls.len(),
+            n => n.min(self.epolls.len()),
+        }
+    }
+
+    /// Port `id` (named `pID`, anti-spoofing on) with fresh counters, capture taps and flood
+    /// limit; callers change the name or `spoof_check` with struct update syntax.
+    pub(super) fn new_port(
+        &self,
+        id: PortId,
+        network: NetId,
+        worker: usize,
+        dev: Device,
+        (mac, ip): (MacAddr, Ipv4Addr),
+    ) -> Port {
+        Port {
+            id,
+            name: format!("p{id}"),
+            network,
+            dev,
+            mac,
+            ip,
+            worker,
+            stats: PortStats::default(),
+            taps: Arc::new(Taps::default()),
+            flood: FloodLimiter::new(self.opts.flood_rate),
+            spoof_check: true,
+        }
+    }
+
+    /// The (worker, fd) pairs that receive a port's frames: each worker serves its own queue of
+    /// a multi-queue TAP or of the uplink's fanout group; any other device is served by
+    /// `port.worker`.
+    fn queue_fds(&self, port: &Port) -> Vec<(usize, RawFd)> {
+        match &port.dev {
+            Device::Sink(_) => Vec::new(),
+            dev if dev.queues() > 1 => (0..self.epolls.len())
+                .map(|w| (w, dev.queue_fd(w)))
+                .collect(),
+            dev => vec![(port.worker, dev.as_raw_fd())],
+        }
+    }
+
+    /// Add a port's receive queues to the workers' epoll sets.
+    pub(super) fn register(&self, port: &Port) -> std::io::Result<()> {
+        for (w, fd) in self.queue_fds(port) {
+            self.epolls[w].add(fd, u64::from(port.id))?;
+        }
+        Ok(())
+    }
+
+    /// Remove a port's receive queues from the workers' epoll sets.
+    pub(super) fn unregister(&self, port: &Port) {
+        for (w, fd) in self.queue_fds(port) {
+            let _ = self.epolls[w].delete(fd);
+        }
+    }
+
+    /// Open the VTEP sockets for UDP `port` unless they exist.
+    pub(super) fn ensure_vtep(&self, st: &mut State, port: u16) -> Result<(), Error> {
+        if st.vteps.contains_key(&port) {
+            return Ok(());
+        }
+        let src = self.opts.underlay_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let udp = std::net::UdpSocket::bind(std::net::SocketAddrV4::new(src, port))
+            .map_err(Error::device("bind VXLAN socket"))?;
+        udp.set_nonblocking(true)
+            .map_err(Error::device("configure VXLAN socket"))?;
+        if let Err(e) = crate::sys::udp::enable_gro(&udp) {
+            log::warn!("UDP GRO unavailable on the VXLAN socket ({e}): one datagram per read");
+        }
+        if let Err(e) = crate::sys::set_rcvbuf(&udp, crate::sys::SOCKET_RCVBUF) {
+            log::warn!("VXLAN socket keeps the default receive buffer ({e})");
+        }
+        let raw = crate::sys::udp::RawIpSender::open()
+            .map_err(Error::device("open raw socket for VXLAN"))?;
+        let dev = Device::Vxlan(crate::port::VxlanDev {
+            udp,
+            raw,
+            port,
+            src,
+        });
+        let p = self.infra_port(
+            st,
+            format!("vxlan{port}"),
+            crate::port::VXLAN_NET,
+            dev,
+            MacAddr::default(),
+            src,
+        )?;
+        log::info!("VTEP listening on {src}:{port}");
+        st.vteps.insert(port, p);
+        Ok(())
+    }
+
+    /// A port that is not an endpoint (the uplink, a VTEP): numbered, given to the least loaded
+    /// worker and registered with it.
+    pub(super) fn infra_port(
+        &self,
+        st: &mut State,
+        name: String,
+        network: NetId,
+        dev: Device,
+        mac: MacAddr,
+        ip: Ipv4Addr,
+    ) -> Result<Arc<Port>, Error> {
+        let worker = st.least_loaded_for_infra(self.epolls.len());
+        let id = st.next_port;
+        st.next_port += 1;
+        let port = Arc::new(Port {
+            name,
+            spoof_check: false,
+            ..self.new_port(id, network, worker, dev, (mac, ip))
+        });
+        self.register(&port)
+            .map_err(Error::device("register port with worker"))?;
+        Ok(port)
+    }
+
+    pub(super) fn drop_unused_vteps(&self, st: &mut State) {
+        let used: BTreeSet<u16> = st
+            .networks
+            .values()
+            .filter(|n| n.vni.is_some())
+            .map(|n| n.vxlan_port)
+            .collect();
+        let gone: Vec<u16> = st
+            .vteps
+            .keys()
+            .filter(|p| !used.contains(p))
+            .copied()
+            .collect();
+        for p in gone {
+            if let Some(v) = st.vteps.remove(&p) {
+                self.unregister(&v);
+                self.sync(st);
+                st.after_unlock.push(AfterUnlock::Release(v));
+            }
+        }
+    }
+}
+
+/// Create the TAP device for an endpoint with `queues` queues, configure it and move it into the
+/// namespace: MAC and MTU first, then move and rename, then (inside the namespace) up, address
+/// and default route. With `adopt`, a TAP named `req.ifname` already in the namespace is taken
+/// over instead (`--live-restore`).
+pub(super) fn make_endpoint_device(
+    ns: &Netns,
+    req: &AttachRequest,
+    mac: MacAddr,
+    ip: Ipv4Addr,
+    net: &Net,
+    (queues, adopt): (usize, bool),
+) -> Result<(Tap, String), Error> {
+    let offloads = if net.vni.is_none() {
+        crate::sys::tap::OFFLOADS_ALL
+    } else {
+        crate::sys::tap::OFFLOADS_OVERLAY
+    };
+    if let (true, Some(name)) = (adopt, req.ifname.clone()) {
+        if let Some(tap) = adopt_endpoint_device(ns, &name, (offloads, queues), mac, ip, net)? {
+            return Ok((tap, name));
+        }
+    }
+    let wanted = req.ifname.clone();
+    let netns = req.netns.clone();
+    let ifname = ns
+        .run_in(move || -> Result<String, Error> {
+            let mut nl =
+                Netlink::open().map_err(Error::device("open netlink socket in namespace"))?;
+            match wanted {
+                Some(name) => match nl
+                    .link_index(&name)
+                    .map_err(Error::device("look up interface"))?
+                {
+                    Some(_) => Err(Error::IfnameInUse {
+                        ifname: name,
+                        netns,
+                    }),
+                    None => Ok(name),
+                },
+                None => {
+                    for i in 0..1000 {
+                        let name = format!("eth{i}");
+                        if nl
+                            .link_index(&name)
+                            .map_err(Error::device("look up interface"))?
+                            .is_none()
+                        {
+                            return Ok(name);
+                        }
+                    }
+                    Err(Error::IfnameInUse {
+                        ifname: "eth0..eth999".into(),
+                        netns,
+                    })
+                }
+            }
+        })
+        .map_err(Error::device("enter network namespace"))??;
+    let tap = Tap::create("vs%d", offloads, queues).map_err(Error::device("create TAP device"))?;
+    let mut nl = Netlink::open().map_err(Error::device("open netlink socket"))?;
+    nl.set_link(
+        tap.ifindex(),
+        &LinkChange {
+            mtu: Some(net.mtu),
+            mac: Some(mac.0),
+            ..Default::default()
+        },
+    )
+    .map_err(Error::device("set TAP MAC address and MTU"))?;
+    nl.set_link(
+        tap.ifindex(),
+        &LinkChange {
+            netns_fd: Some(ns.as_raw_fd()),
+            name: Some(&ifname),
+            ..Default::default()
+        },
+    )
+    .map_err(|e| match e.raw_os_error() {
+        Some(libc::EEXIST) => Error::IfnameInUse {
+            ifname: ifname.clone(),
+            netns: req.netns.clone(),
+        },
+        _ => Error::Device {
+            step: "move TAP device into namespace",
+            source: e,
+        },
+    })?;
+    let (gateway, prefix) = (net.gateway, net.subnet.prefix_len());
+    let name = ifname.clone();
+    ns.run_in(move || -> Result<(), Error> {
+        let mut nl = Netlink::open().map_err(Error::device("open netlink socket in namespace"))?;
+        let idx = nl
+            .link_index(&name)
+            .map_err(Error::device("look up moved interface"))?
+            .ok_or_else(|| Error::Device {
+                step: "find moved interface",
+                source: std::io::ErrorKind::NotFound.into(),
+            })?;
+        set_up(&mut nl, idx, "bring interface up")?;
+        nl.add_addr_v4(idx, ip, prefix)
+            .map_err(Error::device("add address"))?;
+        nl.add_default_route_v4(gateway, idx)
+            .map_err(Error::device("add default route"))?;
+        Ok(())
+    })
+    .map_err(Error::device("enter network namespace"))??;
+    Ok((tap, ifname))
+}
+
+/// Take over the TAP `name` a previous daemon left in namespace `ns` (`--live-restore`), and make
+/// sure it still has the endpoint's MAC, MTU, address and default route. `None` when the
+/// namespace has no such interface (the caller creates one).
+fn adopt_endpoint_device(
+    ns: &Netns,
+    name: &str,
+    (offloads, queues): (u32, usize),
+    mac: MacAddr,
+    ip: Ipv4Addr,
+    net: &Net,
+) -> Result<Option<Tap>, Error> {
+    let (gateway, prefix, mtu) = (net.gateway, net.subnet.prefix_len(), net.mtu);
+    ns.run_in(move || -> Result<Option<Tap>, Error> {
+        let tap = match Tap::open_existing(name, offloads, queues) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(Error::Device {
+                    step: "reopen the endpoint's TAP device (is the interface someone else's?)",
+                    source: e,
+                })
+            }
+        };
+        let mut nl = Netlink::open().map_err(Error::device("open netlink socket in namespace"))?;
+        nl.set_link(
+            tap.ifindex(),
+            &LinkChange {
+                mtu: Some(mtu),
+                mac: Some(mac.0),
+                up: Some(true),
+                ..Default::default()
+            },
+        )
+        .map_err(Error::device("set TAP MAC address, MTU and up"))?;
+        let exists = |r: std::io::Result<_>, step| match r {
+            Err(e) if e.raw_os_error() != Some(libc::EEXIST) => {
+                Err(Error::Device { step, source: e })
+            }
+            _ => Ok(()),
+        };
+        exists(
+            nl.add_addr_v4(tap.ifindex(), ip, prefix).map(|_| ()),
+            "add address",
+        )?;
+        exists(
+            nl.add_default_route_v4(gateway, tap.ifindex()).map(|_| ()),
+            "add default route",
+        )?;
+        Ok(Some(tap))
+    })
+    .map_err(Error::device("enter network namespace"))?
+}
+
+/// Open host interface `iface` as the uplink: bring it up and bind `queues` packet sockets to
+/// it (one per worker, in one fanout group).
+pub(super) fn open_uplink(iface: &str, queues: usize) -> Result<PacketQueues, Error> {
+    let ifindex = crate::sys::if_nametoindex(iface)
+        .map_err(Error::device("look up uplink interface"))?
+        .ok_or_else(|| Error::Device {
+            step: "open uplink interface",
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no interface named {iface}"),
+            ),
+        })?;
+    let mut nl = Netlink::open().map_err(Error::device("open netlink socket"))?;
+    set_up(&mut nl, ifindex, "bring uplink interface up")?;
+    let q = PacketQueues::open(iface, queues).map_err(Error::device("open uplink interface"))?;
+    if q.queues() < queues {
+        log::warn!(
+            "uplink {iface}: this kernel refused a packet fanout group; one worker reads it"
+        );
+    }
+    Ok(q)
+}
+
+/// Drop the last reference to a removed port so its TAP closes (which deletes the device).
+/// Workers may hold the previous snapshot for the rest of one wake-up; wait briefly for them
+/// (up to a second: never with the control lock held, see [`super::AfterUnlock`]).
+pub(super) fn release_port(port: Arc<Port>) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Arc::strong_count(&port) > 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    drop(port);
+}
+
+/// Open network namespace `netns` (by name, as `ip netns` keeps them).
+pub(super) fn open_netns(netns: &str) -> Result<Netns, Error> {
+    Netns::open(netns).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::NetnsNotFound(netns.to_string()),
+        _ => Error::Device {
+            step: "open network namespace",
+            source: e,
+        },
+    })
+}
+
+/// Bring interface `ifindex` up (`step` names it in the error).
+fn set_up(nl: &mut Netlink, ifindex: u32, step: &'static str) -> Result<(), Error> {
+    let up = LinkChange {
+        up: Some(true),
+        ..Default::default()
+    };
+    nl.set_link(ifindex, &up).map_err(Error::device(step))
+}

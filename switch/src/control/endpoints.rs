@@ -1,0 +1,189 @@
+//! The endpoint verbs: `attach` (a TAP in the namespace, or one a previous daemon left there)
+//! and `detach`, and what a detach leaves to mend: the namespace's default route.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use super::devices::{self, make_endpoint_device};
+use super::resolv::write_resolv_conf;
+use super::state::{AttachWant, Endpoint, State};
+use super::{AfterUnlock, Switch};
+use crate::error::Error;
+use crate::model::*;
+use crate::port::{Device, Port};
+use crate::sys::netlink::Netlink;
+use crate::sys::netns::Netns;
+use crate::wire::VirtioNetHdr;
+
+/// How [`Switch::attach_locked`] gets the endpoint's device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AttachMode {
+    /// Create a TAP.
+    Create,
+    /// Take over the TAP named `req.ifname` a previous daemon left in the namespace, or create
+    /// one (`--live-restore`).
+    Adopt,
+    /// No device (the harness's `attach_sink`).
+    #[cfg(feature = "harness")]
+    Sink,
+}
+
+impl Switch {
+    /// `attach`: create a TAP endpoint for `req.netns` on `req.network`.
+    pub fn attach(&self, req: &AttachRequest) -> Result<EndpointInfo, Error> {
+        self.mutate(|st| self.attach_locked(st, req, AttachMode::Create))
+    }
+
+    /// Attach: create the device, take over one a previous daemon left (`Adopt`, an existing
+    /// TAP named `req.ifname` in the namespace), or use none (`Sink`).
+    pub(super) fn attach_locked(
+        &self,
+        st: &mut State,
+        req: &AttachRequest,
+        mode: AttachMode,
+    ) -> Result<EndpointInfo, Error> {
+        let want = AttachWant::parse(req)?;
+        st.check_attachable(req)?;
+        let ns = match mode {
+            #[cfg(feature = "harness")]
+            AttachMode::Sink => None,
+            _ => Some(devices::open_netns(&req.netns)?),
+        };
+        let worker = st.least_loaded_for_endpoint(self.epolls.len());
+        let port_id = st.next_port;
+        let net = st.net_mut(&req.network)?;
+        let (ip, mac) = net.reserve(&want, req)?;
+        let device = match &ns {
+            None => Ok((
+                Device::Sink(VirtioNetHdr::LEN),
+                req.ifname.clone().unwrap_or_else(|| "sink0".into()),
+            )),
+            Some(ns) => {
+                let adopt = mode == AttachMode::Adopt;
+                make_endpoint_device(ns, req, mac, ip, net, (self.tap_queues(), adopt)).and_then(
+                    |(tap, ifname)| {
+                        // Persistent only under --live-restore; an adopted device of a daemon
+                        // that had the flag goes with this one when it does not.
+                        tap.set_persist(self.opts.live_restore)
+                            .map_err(Error::device("set TAP persistence"))?;
+                        Ok((Device::Tap(tap), ifname))
+                    },
+                )
+            }
+        };
+        let (dev, ifname) = device.inspect_err(|_| net.pool.release(ip))?;
+        let port = Arc::new(Port {
+            spoof_check: !req.allow_spoof,
+            ..self.new_port(port_id, net.id, worker, dev, (mac, ip))
+        });
+        net.neigh.insert(ip, mac);
+        net.endpoints.push(Endpoint {
+            netns: req.netns.clone(),
+            ifname,
+            aliases: req.aliases.clone(),
+            port: port.clone(),
+        });
+        let info = net.endpoint_info(net.endpoints.last().expect("just pushed"));
+        st.next_port += 1;
+        self.sync(st);
+        if ns.is_none() {
+            return Ok(info);
+        }
+        if let Err(e) = self.register(&port) {
+            // Undo: without a receive queue the endpoint would be silently deaf.
+            let _ = self.detach_locked(st, &req.netns, &req.network);
+            return Err(Error::Device {
+                step: "register port with worker",
+                source: e,
+            });
+        }
+        write_resolv_conf(st, &req.netns);
+        log::info!(
+            "attached {}/{} to {} as {} ({} {})",
+            info.netns,
+            info.ifname,
+            info.network,
+            info.port,
+            info.ip,
+            info.mac
+        );
+        Ok(info)
+    }
+
+    /// `detach`: remove `netns`'s endpoint on `network`.
+    pub fn detach(&self, netns: &str, network: &str) -> Result<(), Error> {
+        self.mutate(|st| self.detach_locked(st, netns, network))
+    }
+
+    pub(super) fn detach_locked(
+        &self,
+        st: &mut State,
+        netns: &str,
+        network: &str,
+    ) -> Result<(), Error> {
+        let (ep, zone, gateway) = st.take_endpoint(netns, network)?;
+        self.unregister(&ep.port);
+        st.forget_endpoint(network, &ep);
+        // Tracked connections go with their endpoint, including hairpin flows into it from
+        // other networks (those are in the client's zone; their answers come from the endpoint
+        // to its own network's gateway).
+        let ip = ep.port.ip;
+        self.shared.ct.remove_where(|f| {
+            (f.zone == zone && (f.orig.src == ip || f.reply.src == ip))
+                || (f.kind == nat::NatKind::Hairpin && f.reply.src == ip && f.reply.dst == gateway)
+        });
+        self.sync(st);
+        if !matches!(ep.port.dev, Device::Sink(_)) {
+            write_resolv_conf(st, netns);
+        }
+        log::info!(
+            "detached {}/{} from {network} ({})",
+            netns,
+            ep.ifname,
+            ep.port.name
+        );
+        if let Device::Tap(t) = &ep.port.dev {
+            // Detached for good, even under --live-restore.
+            let _ = t.set_persist(false);
+        }
+        // The device goes and the route is mended once the lock is released.
+        st.after_unlock.push(AfterUnlock::Release(ep.port));
+        st.after_unlock.extend(next_default_route(st, netns));
+        Ok(())
+    }
+}
+
+/// After a detach: if the namespace is still attached elsewhere, the route to add should its
+/// default route have gone with the removed interface: by the gateway of its next attachment
+/// (as Docker does when the network that gave the default route is disconnected).
+fn next_default_route(st: &State, netns: &str) -> Option<AfterUnlock> {
+    st.networks.values().find_map(|n| {
+        n.endpoints
+            .iter()
+            .find(|e| e.netns == netns && matches!(e.port.dev, Device::Tap(_)))
+            .map(|e| AfterUnlock::DefaultRoute {
+                netns: netns.to_string(),
+                gateway: n.gateway,
+                ifname: e.ifname.clone(),
+            })
+    })
+}
+
+/// Add a default route via `gateway` on `ifname` in `netns` unless it has one. Best effort: the
+/// detach is done either way; a failure is logged.
+pub(super) fn add_default_route(netns: &str, gateway: Ipv4Addr, ifname: String) {
+    let done = Netns::open(netns).and_then(|ns| {
+        ns.run_in(move || -> std::io::Result<bool> {
+            let mut nl = Netlink::open()?;
+            let idx = nl
+                .link_index(&ifname)?
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
+            nl.add_default_route_v4(gateway, idx)
+        })?
+    });
+    match done {
+        Ok(true) => log::info!("{netns}: default route now via {gateway}"),
+        Ok(false) => {}
+        Err(e) => log::warn!("{netns}: could not add a default route via {gateway}: {e}"),
+    }
+}

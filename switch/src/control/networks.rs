@@ -1,0 +1,117 @@
+//! The network verbs: `network create`, `network rm`, `network link`/`unlink`, `peer add`/`rm`
+//! and `fdb add` (a static remote MAC). The checks are the state model's; this adds the VTEP
+//! each overlay network needs and the new snapshot.
+
+use super::state::{parse_peers, State};
+use super::Switch;
+use crate::error::Error;
+use crate::ipam::parse_ipv4;
+use crate::model::*;
+use crate::wire::MacAddr;
+
+impl Switch {
+    /// `network create`.
+    pub fn create_network(&self, req: &NetworkCreate) -> Result<NetworkInfo, Error> {
+        let underlay_mtu = underlay_mtu(req);
+        self.mutate(|st| self.create_network_locked(st, req, underlay_mtu))
+    }
+
+    /// Create the network (checked against the state under the lock); `underlay_mtu` is
+    /// [`underlay_mtu`]'s answer, looked up before the lock was taken.
+    pub(super) fn create_network_locked(
+        &self,
+        st: &mut State,
+        req: &NetworkCreate,
+        underlay_mtu: Option<u32>,
+    ) -> Result<NetworkInfo, Error> {
+        let plan = st.plan_network(req, underlay_mtu)?;
+        if plan.vni.is_some() {
+            self.ensure_vtep(st, plan.vxlan_port)?;
+        }
+        let info = st.add_network(plan, &self.opts);
+        self.sync(st);
+        log::info!(
+            "network {} created: {} gateway {}",
+            info.name,
+            info.subnet,
+            info.gateway
+        );
+        Ok(info)
+    }
+
+    /// `network rm`: refused while endpoints are attached.
+    pub fn remove_network(&self, name: &str) -> Result<(), Error> {
+        self.mutate(|st| {
+            st.remove_network(name)?;
+            self.drop_unused_vteps(st);
+            self.sync(st);
+            Ok(())
+        })?;
+        log::info!("network {name} removed");
+        Ok(())
+    }
+
+    /// `network link A B` (or `unlink` with `link == false`).
+    pub fn link(&self, a: &str, b: &str, link: bool) -> Result<(), Error> {
+        self.mutate(|st| self.link_locked(st, a, b, link))
+    }
+
+    pub(super) fn link_locked(
+        &self,
+        st: &mut State,
+        a: &str,
+        b: &str,
+        link: bool,
+    ) -> Result<(), Error> {
+        st.link(a, b, link)?;
+        self.sync(st);
+        log::info!(
+            "networks {a} and {b} {}",
+            if link { "linked" } else { "unlinked" }
+        );
+        Ok(())
+    }
+
+    /// `peer add` (`add == true`) and `peer rm`.
+    pub fn peer(&self, network: &str, ip: &str, add: bool) -> Result<NetworkInfo, Error> {
+        let ip = parse_ipv4(ip)?;
+        self.mutate(|st| {
+            let info = st.peer(network, ip, add)?;
+            self.sync(st);
+            log::info!(
+                "network {network}: peer {ip} {}",
+                if add { "added" } else { "removed" }
+            );
+            Ok(info)
+        })
+    }
+
+    /// `fdb add NETWORK MAC --vtep IP`: a static remote entry (not persisted across restarts).
+    pub fn fdb_add(&self, req: &FdbAdd) -> Result<(), Error> {
+        let mac: MacAddr = req.mac.parse()?;
+        if !mac.is_valid_unicast() {
+            return Err(Error::MacNotUnicast(mac.to_string()));
+        }
+        let vtep = parse_ipv4(&req.vtep)?;
+        // Not `mutate`: the entry goes into the network's remote FDB (a datapath table), not
+        // into the state, and is not persisted; there is nothing to save.
+        let st = self.lock()?;
+        let net = st.net(&req.network)?;
+        if net.vni.is_none() {
+            return Err(Error::NotOverlay(req.network.clone()));
+        }
+        net.remote.add_static(mac.0, vtep);
+        Ok(())
+    }
+}
+
+/// The MTU of the route to an overlay network's first peer, which its endpoints' MTU is derived
+/// from; `None` when it is not needed (an MTU is given, or not an overlay network) or not known.
+/// A route lookup: made before the control lock is taken.
+pub(super) fn underlay_mtu(req: &NetworkCreate) -> Option<u32> {
+    if req.vni.is_none() || req.mtu.is_some() {
+        return None;
+    }
+    let peer = *parse_peers(req).ok()?.iter().next()?;
+    crate::sys::udp::route_to(peer).ok().map(|r| r.1)
+}

@@ -1,0 +1,280 @@
+//! Persistence: the state file (`STATE_DIR/state.json`, written after every change and read on
+//! start to recreate networks, endpoints, links, the uplink and published ports), the tracked
+//! connections a graceful stop saves (`conntrack.json`, used once), and the one durable way the
+//! switch writes its files ([`write_atomic`], also for namespaces' resolv.conf): a reader sees
+//! the old content or the new, never a part, and the new content is on disk when the call
+//! returns.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use super::endpoints::AttachMode;
+use super::networks::underlay_mtu;
+use super::state::{Persisted, SavedConn, State};
+use super::Switch;
+
+/// Replace `path` with `data`: write a temporary file beside it, flush it to disk, rename it
+/// over `path`, then flush the directory so the rename itself survives a crash. On an error
+/// `path` keeps its old content and the temporary file is removed.
+pub(super) fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp_name = name.to_os_string();
+    tmp_name.push(".vswitchd-tmp");
+    let tmp = dir.join(tmp_name);
+    let written = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+        return written;
+    }
+    File::open(if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    })?
+    .sync_all()
+}
+
+impl Switch {
+    /// Write the tracked connections (except DNS forwards, which are short-lived) for the next
+    /// start to take back.
+    pub(super) fn save_conntrack(&self, st: &State) {
+        let Some(dir) = &self.opts.state_dir else {
+            return;
+        };
+        let names = st.net_names();
+        let conns: Vec<SavedConn> = self
+            .shared
+            .ct
+            .flows(None)
+            .iter()
+            .map(|f| f.saved())
+            .filter(|f| f.kind != nat::NatKind::Dns)
+            .filter_map(|f| Some(SavedConn::from_flow(&f, names.get(&f.zone)?)))
+            .collect();
+        let path = dir.join("conntrack.json");
+        let r = serde_json::to_vec(&conns)
+            .map_err(std::io::Error::other)
+            .and_then(|d| write_atomic(&path, &d));
+        match r {
+            Ok(()) => log::info!("saved {} tracked connection(s)", conns.len()),
+            Err(e) => log::error!("saving connections to {} failed: {e}", path.display()),
+        }
+    }
+
+    /// Take back the connections a graceful stop saved; the file is used once.
+    fn restore_conntrack(&self, st: &State) {
+        let Some(dir) = &self.opts.state_dir else {
+            return;
+        };
+        let path = dir.join("conntrack.json");
+        let Some(data) = read_if_present(&path, "") else {
+            return;
+        };
+        let _ = std::fs::remove_file(&path);
+        let conns: Vec<SavedConn> = match serde_json::from_slice(&data) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!(
+                    "{} is unreadable ({e}); connections not restored",
+                    path.display()
+                );
+                return;
+            }
+        };
+        let now = self.shared.now_ms();
+        let (mut ok, mut skipped) = (0, 0);
+        for c in &conns {
+            let flow = st.networks.get(c.network()).and_then(|n| c.to_flow(n.id));
+            match flow.map(|f| self.shared.ct.import(&f, now)) {
+                Some(Ok(true)) => ok += 1,
+                _ => skipped += 1,
+            }
+        }
+        log::info!("restored {ok} tracked connection(s), skipped {skipped}");
+    }
+
+    fn state_path(&self) -> Option<PathBuf> {
+        self.opts.state_dir.as_ref().map(|d| d.join("state.json"))
+    }
+
+    /// Write the state file (after every change).
+    pub(super) fn persist(&self, st: &State) {
+        let Some(path) = self.state_path() else {
+            return;
+        };
+        let data = serde_json::to_vec_pretty(&st.persisted()).map_err(std::io::Error::other);
+        if let Err(e) = data.and_then(|d| write_atomic(&path, &d)) {
+            log::error!("saving state to {} failed: {e}", path.display());
+        }
+    }
+
+    /// Recreate what the state file holds (on start), then take back the saved connections.
+    pub(super) fn restore(&self) {
+        let Some(path) = self.state_path() else {
+            return;
+        };
+        let Some(data) = read_if_present(&path, "; starting empty") else {
+            return;
+        };
+        let p: Persisted = match serde_json::from_slice(&data) {
+            Ok(p) => p,
+            Err(e) => {
+                let bad = path.with_extension("json.bad");
+                log::error!(
+                    "state {} is unreadable ({e}); kept as {} and starting empty",
+                    path.display(),
+                    bad.display()
+                );
+                let _ = std::fs::rename(&path, bad);
+                return;
+            }
+        };
+        // Route lookups first: no lock is held across them.
+        let mtus: Vec<Option<u32>> = p.networks.iter().map(underlay_mtu).collect();
+        let mut st = self.read();
+        for (n, mtu) in p.networks.iter().zip(mtus) {
+            if let Err(e) = self.create_network_locked(&mut st, n, mtu) {
+                log::warn!("restoring network {} failed: {e}", n.name);
+            }
+        }
+        for a in &p.endpoints {
+            match self.attach_locked(&mut st, a, AttachMode::Adopt) {
+                Ok(i) => log::info!(
+                    "restored endpoint {}/{} on {}",
+                    i.netns,
+                    i.ifname,
+                    i.network
+                ),
+                Err(e) => log::warn!(
+                    "restoring endpoint {} on {} failed: {e}; dropped",
+                    a.netns,
+                    a.network
+                ),
+            }
+        }
+        for (a, b) in &p.links {
+            if let Err(e) = self.link_locked(&mut st, a, b, true) {
+                log::warn!("restoring link {a} <-> {b} failed: {e}");
+            }
+        }
+        if let Some(u) = &p.uplink {
+            if let Err(e) = self.set_uplink_locked(&mut st, u) {
+                log::warn!("restoring uplink {} failed: {e}", u.iface);
+            }
+        }
+        for r in &p.published {
+            if let Err(e) = self.publish_locked(&mut st, r) {
+                log::warn!(
+                    "restoring published port {} of {} failed: {e}",
+                    r.spec,
+                    r.netns
+                );
+            }
+        }
+        self.restore_conntrack(&st);
+        self.persist(&st);
+        Self::unlock(st);
+    }
+}
+
+/// The content of `path`: `None` when there is no such file, or when it cannot be read (logged,
+/// with `consequence`).
+fn read_if_present(path: &Path, consequence: &str) -> Option<Vec<u8>> {
+    match std::fs::read(path) {
+        Ok(d) => Some(d),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => {
+            log::error!("reading {} failed: {e}{consequence}", path.display());
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::super::parse_publish_spec;
+    use super::super::state::testing::{endpoint, network};
+    use super::*;
+    use crate::model::PublishRequest;
+
+    /// A fresh directory named after `tag` with `state.json` holding `first`.
+    fn state_file(tag: &str, first: &[u8]) -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("vswitch-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("state.json");
+        write_atomic(&f, first).unwrap();
+        (dir, f)
+    }
+
+    #[test]
+    fn replaces_the_file_and_leaves_no_temporary() {
+        let (dir, f) = state_file("persist", b"one");
+        write_atomic(&f, b"two").unwrap();
+        assert_eq!(std::fs::read(&f).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("state.json")]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_failed_write_keeps_the_old_content() {
+        let (dir, f) = state_file("persist-f", b"old");
+        // The temporary's name is taken by a directory: the write fails before the rename.
+        std::fs::create_dir(dir.join("state.json.vswitchd-tmp")).unwrap();
+        assert!(write_atomic(&f, b"new").is_err());
+        assert_eq!(std::fs::read(&f).unwrap(), b"old");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_state_file_holds_what_restore_needs() {
+        let mut st = State::new();
+        network(&mut st, "b", "10.2.0.0/24", None);
+        network(&mut st, "a", "10.1.0.0/24", None);
+        let web = endpoint(&mut st, "web", "a");
+        st.link("a", "b", true).unwrap();
+        st.publish(&PublishRequest {
+            netns: "web".into(),
+            spec: "10.0.0.9::80/udp".into(),
+            network: None,
+        })
+        .unwrap();
+        let text = serde_json::to_vec(&st.persisted()).unwrap();
+        let p: Persisted = serde_json::from_slice(&text).unwrap();
+        let names: Vec<&str> = p.networks.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["b", "a"], "in creation order");
+        assert_eq!(
+            p.links,
+            [("a".to_string(), "b".to_string())],
+            "each pair once"
+        );
+        let e = &p.endpoints[0];
+        assert_eq!(
+            (e.ip.as_deref(), e.mac.clone()),
+            (Some("10.1.0.2"), Some(web.mac.to_string()))
+        );
+        let spec = &p.published[0].spec;
+        assert_eq!(
+            parse_publish_spec(spec).unwrap(),
+            (
+                Some("10.0.0.9".parse().unwrap()),
+                Some(32768),
+                80,
+                nat::Proto::Udp
+            ),
+            "the host port as resolved: {spec}"
+        );
+    }
+}

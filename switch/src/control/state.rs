@@ -1,0 +1,1203 @@
+//! The control plane's state model: networks, endpoints, the uplink and published ports as the
+//! control lock guards them, what is persisted, the parsers of the API's specs, and the checks a
+//! verb makes before it touches a device. No devices and no I/O here: everything in this module
+//! is testable on its own (an endpoint's port may be a [`Device::Sink`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::{AfterUnlock, Options};
+use crate::capture::Taps;
+use crate::datapath::NeighTable;
+use crate::error::{check_name, Error};
+use crate::fdb::{Fdb, PortId};
+use crate::ipam::{parse_ipv4, Ipv4Cidr, Pool};
+use crate::model::*;
+use crate::neigh::NeighCache;
+use crate::port::{NetId, Port};
+use crate::wire::MacAddr;
+use nat::Proto;
+use overlay::RemoteFdb;
+
+/// An attached endpoint: a namespace's interface on a network, and its port.
+pub(super) struct Endpoint {
+    pub(super) netns: String,
+    pub(super) ifname: String,
+    pub(super) aliases: Vec<String>,
+    pub(super) port: Arc<Port>,
+}
+
+/// A network with its tables (shared with the datapath's snapshots) and endpoints.
+pub(super) struct Net {
+    pub(super) id: NetId,
+    pub(super) name: String,
+    pub(super) subnet: Ipv4Cidr,
+    pub(super) gateway: Ipv4Addr,
+    pub(super) gateway_mac: MacAddr,
+    pub(super) mtu: u32,
+    pub(super) pool: Pool,
+    pub(super) fdb: Arc<Fdb>,
+    pub(super) neigh: Arc<NeighTable>,
+    pub(super) taps: Arc<Taps>,
+    pub(super) endpoints: Vec<Endpoint>,
+    pub(super) internal: bool,
+    pub(super) icc: bool,
+    pub(super) links: BTreeSet<String>,
+    /// Overlay: VNI, peer VTEPs, VXLAN port, remote MACs.
+    pub(super) vni: Option<u32>,
+    pub(super) peers: BTreeSet<Ipv4Addr>,
+    pub(super) vxlan_port: u16,
+    pub(super) remote: Arc<RemoteFdb>,
+    pub(super) probes: Arc<NeighCache>,
+}
+
+/// A `network create` request, checked against the state: what the new network will be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct NetworkPlan {
+    pub(super) name: String,
+    pub(super) subnet: Ipv4Cidr,
+    pub(super) gateway: Ipv4Addr,
+    pub(super) mtu: u32,
+    pub(super) internal: bool,
+    pub(super) icc: bool,
+    pub(super) vni: Option<u32>,
+    pub(super) peers: BTreeSet<Ipv4Addr>,
+    pub(super) vxlan_port: u16,
+}
+
+impl Net {
+    /// A new, empty network `id` as `plan` describes it, with tables sized by `opts`.
+    pub(super) fn new(id: NetId, plan: NetworkPlan, opts: &Options) -> Net {
+        let aging_ms = u64::try_from(opts.fdb_aging.as_millis()).unwrap_or(u64::MAX);
+        Net {
+            id,
+            gateway_mac: MacAddr::gateway_for(&plan.name),
+            pool: Pool::new(plan.subnet, plan.gateway),
+            fdb: Arc::new(Fdb::new(aging_ms, opts.fdb_limit)),
+            neigh: Arc::new(NeighTable::default()),
+            taps: Arc::new(Taps::default()),
+            endpoints: Vec::new(),
+            links: BTreeSet::new(),
+            probes: Arc::new(NeighCache::new(0)),
+            remote: Arc::new(RemoteFdb::new(aging_ms, opts.fdb_limit)),
+            name: plan.name,
+            subnet: plan.subnet,
+            gateway: plan.gateway,
+            mtu: plan.mtu,
+            internal: plan.internal,
+            icc: plan.icc,
+            vni: plan.vni,
+            peers: plan.peers,
+            vxlan_port: plan.vxlan_port,
+        }
+    }
+
+    pub(super) fn info(&self, published: &[PublishState]) -> NetworkInfo {
+        NetworkInfo {
+            name: self.name.clone(),
+            subnet: self.subnet.to_string(),
+            gateway: self.gateway,
+            gateway_mac: self.gateway_mac.to_string(),
+            mtu: self.mtu,
+            internal: self.internal,
+            icc: self.icc,
+            links: self.links.iter().cloned().collect(),
+            vni: self.vni,
+            peers: self.peers.iter().copied().collect(),
+            vxlan_port: self.vni.map(|_| self.vxlan_port),
+            endpoints: self
+                .endpoints
+                .iter()
+                .map(|e| self.endpoint_info(e))
+                .collect(),
+            published: published
+                .iter()
+                .filter(|p| p.network == self.name)
+                .filter_map(|p| p.info(self))
+                .collect(),
+        }
+    }
+
+    pub(super) fn endpoint_ip(&self, netns: &str) -> Option<Ipv4Addr> {
+        self.endpoints
+            .iter()
+            .find(|e| e.netns == netns)
+            .map(|e| e.port.ip)
+    }
+
+    pub(super) fn endpoint_info(&self, e: &Endpoint) -> EndpointInfo {
+        EndpointInfo {
+            netns: e.netns.clone(),
+            network: self.name.clone(),
+            ifname: e.ifname.clone(),
+            port: e.port.name.clone(),
+            ip: e.port.ip,
+            prefix_len: self.subnet.prefix_len(),
+            mac: e.port.mac.to_string(),
+            mtu: self.mtu,
+            aliases: e.aliases.clone(),
+            allow_spoof: !e.port.spoof_check,
+        }
+    }
+
+    /// DNS names of this network's endpoints (namespace names and aliases, lower case).
+    pub(super) fn names(&self) -> impl Iterator<Item = (String, Ipv4Addr)> + '_ {
+        self.endpoints.iter().flat_map(|e| {
+            std::iter::once(&e.netns)
+                .chain(e.aliases.iter())
+                .map(|n| (n.to_ascii_lowercase(), e.port.ip))
+        })
+    }
+
+    /// Take the endpoint's address (the one asked for, or the next free one) and settle its MAC
+    /// (the one asked for, or one derived from the address), refusing one the network already
+    /// has. On an error no address stays taken.
+    pub(super) fn reserve(
+        &mut self,
+        want: &AttachWant,
+        req: &AttachRequest,
+    ) -> Result<(Ipv4Addr, MacAddr), Error> {
+        let ip = match want.ip {
+            Some(ip) => {
+                if !self.pool.take(ip)? {
+                    return Err(Error::AddressInUse {
+                        ip,
+                        network: req.network.clone(),
+                    });
+                }
+                ip
+            }
+            None => self.pool.next_free()?,
+        };
+        let mac = want.mac.unwrap_or_else(|| MacAddr::from_ipv4(ip));
+        if mac == self.gateway_mac || self.endpoints.iter().any(|e| e.port.mac == mac) {
+            self.pool.release(ip);
+            return Err(Error::MacInUse {
+                mac: mac.to_string(),
+                network: req.network.clone(),
+            });
+        }
+        Ok((ip, mac))
+    }
+}
+
+/// The uplink: a host interface taken as an AF_PACKET port.
+pub(super) struct UplinkState {
+    pub(super) req: UplinkSet,
+    pub(super) ip: Ipv4Addr,
+    pub(super) subnet: Ipv4Cidr,
+    pub(super) gateway: Option<Ipv4Addr>,
+    pub(super) port: Arc<Port>,
+    pub(super) neigh: Arc<NeighCache>,
+    pub(super) resolver: Option<Ipv4Addr>,
+}
+
+/// An `uplink set` request, checked against the state: the address, its subnet, the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct UplinkPlan {
+    pub(super) ip: Ipv4Addr,
+    pub(super) subnet: Ipv4Cidr,
+    pub(super) gateway: Option<Ipv4Addr>,
+}
+
+/// A published port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct PublishState {
+    pub(super) netns: String,
+    pub(super) network: String,
+    pub(super) proto: Proto,
+    pub(super) ip: Option<Ipv4Addr>,
+    pub(super) host_port: u16,
+    pub(super) ctr_port: u16,
+}
+
+impl PublishState {
+    pub(super) fn info(&self, net: &Net) -> Option<PublishInfo> {
+        Some(PublishInfo {
+            netns: self.netns.clone(),
+            network: self.network.clone(),
+            proto: self.proto.name().to_string(),
+            ip: self.ip,
+            host_port: self.host_port,
+            endpoint_ip: net.endpoint_ip(&self.netns)?,
+            endpoint_port: self.ctr_port,
+        })
+    }
+
+    /// The spec `publish` takes back (`[IP:]HOSTPORT:CTRPORT/PROTO`), as persisted.
+    pub(super) fn spec(&self) -> String {
+        self.joined(":")
+    }
+
+    /// As `ports` shows it: `[IP:]HOSTPORT->CTRPORT/PROTO`.
+    pub(super) fn shown(&self) -> String {
+        self.joined("->")
+    }
+
+    fn joined(&self, arrow: &str) -> String {
+        let (h, c, p) = (self.host_port, self.ctr_port, self.proto.name());
+        match self.ip {
+            Some(ip) => format!("{ip}:{h}{arrow}{c}/{p}"),
+            None => format!("{h}{arrow}{c}/{p}"),
+        }
+    }
+}
+
+/// What the control lock guards.
+#[derive(Default)]
+pub(super) struct State {
+    pub(super) networks: BTreeMap<String, Net>,
+    pub(super) next_net: NetId,
+    pub(super) next_port: PortId,
+    pub(super) shutting_down: bool,
+    pub(super) uplink: Option<UplinkState>,
+    pub(super) published: Vec<PublishState>,
+    /// VTEP ports by UDP port (one socket pair serves every VNI on that port).
+    pub(super) vteps: BTreeMap<u16, Arc<Port>>,
+    /// What the verb holding the lock leaves for after it is released.
+    pub(super) after_unlock: Vec<AfterUnlock>,
+}
+
+/// An `attach` request's own fields, checked: the MAC and address asked for, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct AttachWant {
+    pub(super) mac: Option<MacAddr>,
+    pub(super) ip: Option<Ipv4Addr>,
+}
+
+impl AttachWant {
+    /// Check the names (namespace, aliases, interface) and parse the MAC and address.
+    pub(super) fn parse(req: &AttachRequest) -> Result<AttachWant, Error> {
+        check_name("namespace", &req.netns, 255)?;
+        for a in &req.aliases {
+            check_name("alias", a, 63)?;
+        }
+        if let Some(ifname) = &req.ifname {
+            check_name("interface", ifname, 15)?;
+        }
+        let mac = req.mac.as_deref().map(str::parse::<MacAddr>).transpose()?;
+        if let Some(m) = mac.filter(|m| !m.is_valid_unicast()) {
+            return Err(Error::MacNotUnicast(m.to_string()));
+        }
+        let ip = req.ip.as_deref().map(parse_ipv4).transpose()?;
+        Ok(AttachWant { mac, ip })
+    }
+}
+
+impl State {
+    /// An empty state; ids start at 1.
+    pub(super) fn new() -> State {
+        State {
+            next_net: 1,
+            next_port: 1,
+            ..Default::default()
+        }
+    }
+
+    pub(super) fn net(&self, name: &str) -> Result<&Net, Error> {
+        self.networks
+            .get(name)
+            .ok_or_else(|| Error::NetworkNotFound(name.to_string()))
+    }
+
+    pub(super) fn net_mut(&mut self, name: &str) -> Result<&mut Net, Error> {
+        self.networks
+            .get_mut(name)
+            .ok_or_else(|| Error::NetworkNotFound(name.to_string()))
+    }
+
+    /// Network names by id (for tables that hold ids).
+    pub(super) fn net_names(&self) -> BTreeMap<NetId, &str> {
+        self.networks
+            .values()
+            .map(|n| (n.id, n.name.as_str()))
+            .collect()
+    }
+
+    /// Check a `network create` request against the state. `underlay_mtu` is the MTU of the
+    /// route to the first peer (probed by the caller, without the lock), if known.
+    pub(super) fn plan_network(
+        &self,
+        req: &NetworkCreate,
+        underlay_mtu: Option<u32>,
+    ) -> Result<NetworkPlan, Error> {
+        check_name("network", &req.name, 64)?;
+        let subnet: Ipv4Cidr = req.subnet.trim().parse()?;
+        let gateway = match &req.gateway {
+            Some(g) => parse_ipv4(g)?,
+            None => subnet.first_host(),
+        };
+        if !subnet.is_host(gateway) {
+            return Err(Error::GatewayOutside {
+                gateway,
+                subnet: subnet.to_string(),
+            });
+        }
+        let vxlan_port = req.vxlan_port.unwrap_or(wire::vxlan::VXLAN_PORT);
+        let peers = parse_peers(req)?;
+        if let Some(vni) = req.vni {
+            if vni == 0 || vni > wire::vxlan::VNI_MAX {
+                return Err(Error::BadVni(vni));
+            }
+            if let Some(o) = self
+                .networks
+                .values()
+                .find(|n| n.vni == Some(vni) && n.vxlan_port == vxlan_port)
+            {
+                return Err(Error::VniInUse {
+                    vni,
+                    network: o.name.clone(),
+                });
+            }
+        } else if !peers.is_empty() || req.vxlan_port.is_some() {
+            return Err(Error::NotOverlay(req.name.clone()));
+        }
+        // Overlay endpoints get the underlay MTU minus VXLAN's 50 bytes, so nothing fragments.
+        let mtu = req.mtu.unwrap_or(if req.vni.is_some() {
+            underlay_mtu
+                .unwrap_or(1500)
+                .saturating_sub(wire::vxlan::VXLAN_OVERHEAD_V4)
+        } else {
+            1500
+        });
+        if !(68..=65_535).contains(&mtu) {
+            return Err(Error::Mtu(mtu));
+        }
+        if self.networks.contains_key(&req.name) {
+            return Err(Error::NetworkExists(req.name.clone()));
+        }
+        // Overlay networks (distinct VNIs) may share a subnet: they are separate segments.
+        if let Some(o) = self
+            .networks
+            .values()
+            .find(|n| n.subnet.overlaps(&subnet) && !(req.vni.is_some() && n.vni.is_some()))
+        {
+            return Err(Error::SubnetOverlap {
+                subnet: subnet.to_string(),
+                other: o.name.clone(),
+                other_subnet: o.subnet.to_string(),
+            });
+        }
+        Ok(NetworkPlan {
+            name: req.name.clone(),
+            subnet,
+            gateway,
+            mtu,
+            internal: req.internal,
+            icc: req.icc.unwrap_or(true),
+            vni: req.vni,
+            peers,
+            vxlan_port,
+        })
+    }
+
+    /// Add the network `plan` describes (checked by [`State::plan_network`]); its info.
+    pub(super) fn add_network(&mut self, plan: NetworkPlan, opts: &Options) -> NetworkInfo {
+        let id = self.next_net;
+        self.next_net += 1;
+        let net = Net::new(id, plan, opts);
+        let info = net.info(&self.published);
+        self.networks.insert(net.name.clone(), net);
+        info
+    }
+
+    /// `network rm`: refused while endpoints are attached; links to it go with it.
+    pub(super) fn remove_network(&mut self, name: &str) -> Result<(), Error> {
+        let net = self.net(name)?;
+        if !net.endpoints.is_empty() {
+            let endpoints = net
+                .endpoints
+                .iter()
+                .map(|e| format!("{}/{}", e.netns, e.ifname))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(Error::NetworkInUse {
+                network: name.to_string(),
+                endpoints,
+            });
+        }
+        self.networks.remove(name);
+        for n in self.networks.values_mut() {
+            n.links.remove(name);
+        }
+        Ok(())
+    }
+
+    /// `network link A B` (`link == false`: unlink).
+    pub(super) fn link(&mut self, a: &str, b: &str, link: bool) -> Result<(), Error> {
+        let (x, y) = (self.net(a)?, self.net(b)?);
+        if a == b {
+            return Err(Error::SelfLink(a.to_string()));
+        }
+        if link && x.subnet.overlaps(&y.subnet) {
+            return Err(Error::SubnetOverlap {
+                subnet: x.subnet.to_string(),
+                other: b.to_string(),
+                other_subnet: y.subnet.to_string(),
+            });
+        }
+        if !link && !x.links.contains(b) {
+            return Err(Error::NotLinked(a.to_string(), b.to_string()));
+        }
+        for (x, y) in [(a, b), (b, a)] {
+            let links = &mut self.net_mut(x)?.links;
+            if link {
+                links.insert(y.to_string());
+            } else {
+                links.remove(y);
+            }
+        }
+        Ok(())
+    }
+
+    /// `peer add` (`add == true`) and `peer rm` on overlay network `network`.
+    pub(super) fn peer(
+        &mut self,
+        network: &str,
+        ip: Ipv4Addr,
+        add: bool,
+    ) -> Result<NetworkInfo, Error> {
+        let net = self
+            .networks
+            .get_mut(network)
+            .ok_or_else(|| Error::NetworkNotFound(network.to_string()))?;
+        if net.vni.is_none() {
+            return Err(Error::NotOverlay(network.to_string()));
+        }
+        if add {
+            net.peers.insert(ip);
+        } else if net.peers.remove(&ip) {
+            // Traffic to the peer stops now: forget what was learned behind it.
+            net.remote.forget_vtep(ip);
+        } else {
+            return Err(Error::NotAPeer {
+                ip,
+                network: network.to_string(),
+            });
+        }
+        Ok(net.info(&self.published))
+    }
+
+    /// Refuse an attach to a network that does not exist or that `req.netns` is already on.
+    pub(super) fn check_attachable(&self, req: &AttachRequest) -> Result<(), Error> {
+        let net = self.net(&req.network)?;
+        if net.endpoints.iter().any(|e| e.netns == req.netns) {
+            return Err(Error::AlreadyAttached {
+                netns: req.netns.clone(),
+                network: req.network.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The worker serving the fewest endpoints.
+    pub(super) fn least_loaded_for_endpoint(&self, workers: usize) -> usize {
+        least_loaded(workers, self.endpoint_ports())
+    }
+
+    /// The worker serving the fewest endpoints and uplinks (for a port that is not an
+    /// endpoint).
+    pub(super) fn least_loaded_for_infra(&self, workers: usize) -> usize {
+        let uplink = self.uplink.iter().map(|u| &u.port);
+        least_loaded(workers, self.endpoint_ports().chain(uplink))
+    }
+
+    fn endpoint_ports(&self) -> impl Iterator<Item = &Arc<Port>> {
+        self.networks
+            .values()
+            .flat_map(|n| n.endpoints.iter().map(|e| &e.port))
+    }
+
+    /// Take `netns`'s endpoint off `network`'s list (the caller stops its queues next, then
+    /// calls [`State::forget_endpoint`]); with the network's id and gateway.
+    pub(super) fn take_endpoint(
+        &mut self,
+        netns: &str,
+        network: &str,
+    ) -> Result<(Endpoint, NetId, Ipv4Addr), Error> {
+        check_name("namespace", netns, 255)?;
+        let net = self.net_mut(network)?;
+        let i = net
+            .endpoints
+            .iter()
+            .position(|e| e.netns == netns)
+            .ok_or_else(|| Error::NotAttached {
+                netns: netns.to_string(),
+                network: network.to_string(),
+            })?;
+        Ok((net.endpoints.remove(i), net.id, net.gateway))
+    }
+
+    /// Forget what the network knew of a removed endpoint: its FDB entries, its ARP entry, its
+    /// address and its published ports.
+    pub(super) fn forget_endpoint(&mut self, network: &str, ep: &Endpoint) {
+        if let Some(net) = self.networks.get_mut(network) {
+            net.fdb.flush_port(ep.port.id);
+            net.neigh.remove_if(&ep.port.ip, |_, m| *m == ep.port.mac);
+            net.pool.release(ep.port.ip);
+        }
+        self.published
+            .retain(|p| !(p.netns == ep.netns && p.network == network));
+    }
+
+    /// Check an `uplink set` request against the state.
+    pub(super) fn plan_uplink(&self, req: &UplinkSet) -> Result<UplinkPlan, Error> {
+        check_name("interface", &req.iface, 15)?;
+        let (ip, subnet) = parse_uplink_addr(&req.ip)?;
+        let gateway = req.gateway.as_deref().map(parse_ipv4).transpose()?;
+        if let Some(g) = gateway {
+            if !subnet.is_host(g) || g == ip {
+                return Err(Error::GatewayOutside {
+                    gateway: g,
+                    subnet: subnet.to_string(),
+                });
+            }
+        }
+        if let Some(n) = self.networks.values().find(|n| n.subnet.overlaps(&subnet)) {
+            return Err(Error::UplinkOverlap {
+                uplink: subnet.to_string(),
+                network: n.name.clone(),
+                subnet: n.subnet.to_string(),
+            });
+        }
+        Ok(UplinkPlan {
+            ip,
+            subnet,
+            gateway,
+        })
+    }
+
+    /// `publish`: a port of `req.netns`'s endpoint (on `req.network`, or on its first network)
+    /// on a free host port (the one asked for, or the first free one of NAT's range).
+    pub(super) fn publish(&mut self, req: &PublishRequest) -> Result<PublishInfo, Error> {
+        check_name("namespace", &req.netns, 255)?;
+        let (ip, host, ctr, proto) = parse_publish_spec(req.spec.trim())?;
+        let net = match &req.network {
+            Some(n) => self.net(n)?,
+            None => self
+                .networks
+                .values()
+                .filter(|n| n.endpoint_ip(&req.netns).is_some())
+                .min_by_key(|n| n.id)
+                .ok_or_else(|| Error::NoEndpoint(req.netns.clone()))?,
+        };
+        if net.endpoint_ip(&req.netns).is_none() {
+            return Err(Error::NotAttached {
+                netns: req.netns.clone(),
+                network: net.name.clone(),
+            });
+        }
+        let taken = |port: u16| {
+            self.published
+                .iter()
+                .find(|p| p.proto == proto && p.host_port == port)
+        };
+        let host_port = match host {
+            Some(h) => {
+                if let Some(o) = taken(h) {
+                    return Err(Error::PortInUse {
+                        proto: proto.name(),
+                        port: h,
+                        owner: format!("{} (network {})", o.netns, o.network),
+                    });
+                }
+                h
+            }
+            None => {
+                let (lo, hi) = (
+                    *nat::conntrack::PORT_RANGE.start(),
+                    *nat::conntrack::PORT_RANGE.end(),
+                );
+                (lo..=hi)
+                    .find(|p| taken(*p).is_none())
+                    .ok_or(Error::NoFreePort)?
+            }
+        };
+        let ps = PublishState {
+            netns: req.netns.clone(),
+            network: net.name.clone(),
+            proto,
+            ip,
+            host_port,
+            ctr_port: ctr,
+        };
+        let info = ps
+            .info(net)
+            .ok_or_else(|| Error::NoEndpoint(req.netns.clone()))?;
+        self.published.push(ps);
+        Ok(info)
+    }
+
+    /// `unpublish`: the removed entry.
+    pub(super) fn unpublish(&mut self, req: &UnpublishRequest) -> Result<PublishState, Error> {
+        let (ip, host_port, proto) = parse_unpublish_spec(req.spec.trim())?;
+        let i = self
+            .published
+            .iter()
+            .position(|p| {
+                p.netns == req.netns
+                    && p.proto == proto
+                    && p.host_port == host_port
+                    && ip.is_none_or(|ip| p.ip == Some(ip))
+            })
+            .ok_or_else(|| Error::NotPublished {
+                spec: req.spec.clone(),
+                netns: req.netns.clone(),
+            })?;
+        Ok(self.published.remove(i))
+    }
+
+    /// What the state file keeps: enough to recreate everything on the next start.
+    pub(super) fn persisted(&self) -> Persisted {
+        let mut nets: Vec<&Net> = self.networks.values().collect();
+        nets.sort_by_key(|n| n.id);
+        Persisted {
+            networks: nets
+                .iter()
+                .map(|n| NetworkCreate {
+                    name: n.name.clone(),
+                    subnet: n.subnet.to_string(),
+                    gateway: Some(n.gateway.to_string()),
+                    mtu: Some(n.mtu),
+                    internal: n.internal,
+                    icc: Some(n.icc),
+                    vni: n.vni,
+                    peers: n.peers.iter().map(|p| p.to_string()).collect(),
+                    vxlan_port: n.vni.map(|_| n.vxlan_port),
+                })
+                .collect(),
+            links: nets
+                .iter()
+                .flat_map(|n| {
+                    n.links
+                        .iter()
+                        .filter(|l| **l > n.name)
+                        .map(|l| (n.name.clone(), l.clone()))
+                })
+                .collect(),
+            uplink: self.uplink.as_ref().map(|u| u.req.clone()),
+            published: self
+                .published
+                .iter()
+                .map(|p| PublishRequest {
+                    netns: p.netns.clone(),
+                    spec: p.spec(),
+                    network: Some(p.network.clone()),
+                })
+                .collect(),
+            endpoints: nets
+                .iter()
+                .flat_map(|n| {
+                    n.endpoints.iter().map(|e| AttachRequest {
+                        netns: e.netns.clone(),
+                        network: n.name.clone(),
+                        ip: Some(e.port.ip.to_string()),
+                        mac: Some(e.port.mac.to_string()),
+                        ifname: Some(e.ifname.clone()),
+                        aliases: e.aliases.clone(),
+                        allow_spoof: !e.port.spoof_check,
+                    })
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The worker with the fewest of `ports`, of `workers`.
+fn least_loaded<'a>(workers: usize, ports: impl Iterator<Item = &'a Arc<Port>>) -> usize {
+    let mut load = vec![0usize; workers];
+    for p in ports {
+        load[p.worker] += 1;
+    }
+    (0..load.len()).min_by_key(|&w| load[w]).unwrap_or(0)
+}
+
+/// A `network create` request's peers.
+pub(super) fn parse_peers(req: &NetworkCreate) -> Result<BTreeSet<Ipv4Addr>, Error> {
+    let peers: Result<_, _> = req.peers.iter().map(|p| parse_ipv4(p)).collect();
+    Ok(peers?)
+}
+
+/// What is persisted across restarts.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Persisted {
+    /// Networks, in creation order.
+    pub(super) networks: Vec<NetworkCreate>,
+    /// Endpoints with their resolved address, MAC and interface name.
+    pub(super) endpoints: Vec<AttachRequest>,
+    /// Linked network pairs.
+    #[serde(default)]
+    pub(super) links: Vec<(String, String)>,
+    /// The uplink.
+    #[serde(default)]
+    pub(super) uplink: Option<UplinkSet>,
+    /// Published ports with their resolved host port.
+    #[serde(default)]
+    pub(super) published: Vec<PublishRequest>,
+}
+
+/// One tracked connection as saved on a graceful stop (`conntrack.json`), so established NAT
+/// flows survive a restart.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SavedConn {
+    network: String,
+    kind: String,
+    proto: String,
+    /// The first packet's `[src, sport, dst, dport]`.
+    orig: (Ipv4Addr, u16, Ipv4Addr, u16),
+    /// The answer's `[src, sport, dst, dport]`.
+    reply: (Ipv4Addr, u16, Ipv4Addr, u16),
+    state: u8,
+    replied: bool,
+}
+
+impl SavedConn {
+    /// A flow of the network `network` as saved.
+    pub(super) fn from_flow(f: &nat::SavedFlow, network: &str) -> SavedConn {
+        let t = |t: nat::FiveTuple| (t.src, t.sport, t.dst, t.dport);
+        SavedConn {
+            network: network.to_string(),
+            kind: f.kind.name().into(),
+            proto: f.orig.proto.name().into(),
+            orig: t(f.orig),
+            reply: t(f.reply),
+            state: f.state,
+            replied: f.replied,
+        }
+    }
+
+    /// The network the connection belongs to.
+    pub(super) fn network(&self) -> &str {
+        &self.network
+    }
+
+    fn tuple(proto: Proto, t: (Ipv4Addr, u16, Ipv4Addr, u16)) -> nat::FiveTuple {
+        nat::FiveTuple {
+            proto,
+            src: t.0,
+            sport: t.1,
+            dst: t.2,
+            dport: t.3,
+        }
+    }
+
+    /// The flow to import into zone `zone`; `None` when a name in the file is unknown.
+    pub(super) fn to_flow(&self, zone: NetId) -> Option<nat::SavedFlow> {
+        let proto = [Proto::Tcp, Proto::Udp, Proto::Icmp]
+            .into_iter()
+            .find(|p| p.name() == self.proto)?;
+        Some(nat::SavedFlow {
+            orig: Self::tuple(proto, self.orig),
+            reply: Self::tuple(proto, self.reply),
+            kind: nat::NatKind::from_name(&self.kind)?,
+            zone,
+            state: self.state,
+            replied: self.replied,
+        })
+    }
+}
+
+/// Split a port spec's `/tcp` or `/udp` suffix off (default tcp).
+pub(super) fn split_proto(spec: &str) -> Result<(&str, Proto), Error> {
+    match spec.rsplit_once('/') {
+        Some((b, "tcp")) => Ok((b, Proto::Tcp)),
+        Some((b, "udp")) => Ok((b, Proto::Udp)),
+        Some(_) => Err(Error::BadPortSpec(crate::error::shown(spec))),
+        None => Ok((spec, Proto::Tcp)),
+    }
+}
+
+/// The id of network `name`, when a name is given.
+pub(super) fn zone_of(st: &State, name: Option<&str>) -> Result<Option<NetId>, Error> {
+    name.map(|n| st.net(n).map(|n| n.id)).transpose()
+}
+
+/// Parse `[IP:][HOSTPORT:]CTRPORT[/tcp|/udp]` into (IP, host port, container port, protocol).
+/// An empty or missing host port means "pick a free one".
+pub fn parse_publish_spec(
+    spec: &str,
+) -> Result<(Option<Ipv4Addr>, Option<u16>, u16, Proto), Error> {
+    let bad = || Error::BadPortSpec(crate::error::shown(spec));
+    let (body, proto) = split_proto(spec)?;
+    let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad);
+    let parts: Vec<&str> = body.split(':').collect();
+    let opt_port = |p: &str| {
+        if p.is_empty() {
+            Ok(None)
+        } else {
+            port(p).map(Some)
+        }
+    };
+    match parts.as_slice() {
+        [c] => Ok((None, None, port(c)?, proto)),
+        [h, c] => Ok((None, opt_port(h)?, port(c)?, proto)),
+        [ip, h, c] => Ok((
+            Some(ip.parse().map_err(|_| bad())?),
+            opt_port(h)?,
+            port(c)?,
+            proto,
+        )),
+        _ => Err(bad()),
+    }
+}
+
+/// Parse `[IP:]HOSTPORT[/tcp|/udp]` (what `unpublish` takes).
+pub fn parse_unpublish_spec(spec: &str) -> Result<(Option<Ipv4Addr>, u16, Proto), Error> {
+    let bad = || Error::BadPortSpec(crate::error::shown(spec));
+    let (body, proto) = split_proto(spec)?;
+    let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad);
+    match body.rsplit_once(':') {
+        Some((ip, h)) => Ok((Some(ip.parse().map_err(|_| bad())?), port(h)?, proto)),
+        None => Ok((None, port(body)?, proto)),
+    }
+}
+
+/// Parse an uplink address `ADDR/PREFIX` (host bits set, unlike a network's subnet).
+pub(super) fn parse_uplink_addr(s: &str) -> Result<(Ipv4Addr, Ipv4Cidr), Error> {
+    let bad = || Error::BadUplinkAddr(crate::error::shown(s));
+    let (a, p) = s.split_once('/').ok_or_else(bad)?;
+    let ip: Ipv4Addr = a.parse().map_err(|_| bad())?;
+    let prefix: u8 = p.parse().map_err(|_| bad())?;
+    if !(8..=30).contains(&prefix) {
+        return Err(bad());
+    }
+    let mask = u32::MAX << (32 - u32::from(prefix));
+    let subnet = Ipv4Cidr::new(Ipv4Addr::from(u32::from(ip) & mask), prefix).map_err(|_| bad())?;
+    if !subnet.is_host(ip) {
+        return Err(bad());
+    }
+    Ok((ip, subnet))
+}
+
+/// Building states without devices, for this module's tests and the snapshot's.
+#[cfg(test)]
+pub(super) mod testing {
+    use super::*;
+    use crate::port::{Device, FloodLimiter, PortStats};
+    use crate::wire::VirtioNetHdr;
+
+    /// Add network `name` on `subnet` (flat, or overlay with `vni`), panicking on a refusal.
+    pub(crate) fn network(st: &mut State, name: &str, subnet: &str, vni: Option<u32>) {
+        let req = NetworkCreate {
+            vni,
+            ..NetworkCreate::flat(name, subnet)
+        };
+        let plan = st.plan_network(&req, None).expect("network plan");
+        st.add_network(plan, &Options::default());
+    }
+
+    /// Attach `netns` to `network` with a device-less port, as `attach_sink` does.
+    pub(crate) fn endpoint(st: &mut State, netns: &str, network: &str) -> Arc<Port> {
+        let req = AttachRequest::new(netns, network);
+        let want = AttachWant::parse(&req).expect("attach request");
+        st.check_attachable(&req).expect("attachable");
+        let id = st.next_port;
+        st.next_port += 1;
+        let net = st.net_mut(network).expect("network");
+        let (ip, mac) = net.reserve(&want, &req).expect("address");
+        let port = Arc::new(Port {
+            id,
+            name: format!("p{id}"),
+            network: net.id,
+            dev: Device::Sink(VirtioNetHdr::LEN),
+            mac,
+            ip,
+            worker: 0,
+            stats: PortStats::default(),
+            taps: Arc::new(Taps::default()),
+            flood: FloodLimiter::new(1000),
+            spoof_check: true,
+        });
+        net.endpoints.push(Endpoint {
+            netns: netns.to_string(),
+            ifname: "sink0".into(),
+            aliases: Vec::new(),
+            port: port.clone(),
+        });
+        port
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::testing::{endpoint, network};
+    use super::*;
+
+    #[test]
+    fn publish_specs() {
+        assert_eq!(
+            parse_publish_spec("80").unwrap(),
+            (None, None, 80, Proto::Tcp)
+        );
+        assert_eq!(
+            parse_publish_spec("8080:80").unwrap(),
+            (None, Some(8080), 80, Proto::Tcp)
+        );
+        assert_eq!(
+            parse_publish_spec("5353:53/udp").unwrap(),
+            (None, Some(5353), 53, Proto::Udp)
+        );
+        assert_eq!(
+            parse_publish_spec("10.0.0.1:8080:80/tcp").unwrap(),
+            (Some(Ipv4Addr::new(10, 0, 0, 1)), Some(8080), 80, Proto::Tcp)
+        );
+        assert_eq!(
+            parse_publish_spec("10.0.0.1::80").unwrap(),
+            (Some(Ipv4Addr::new(10, 0, 0, 1)), None, 80, Proto::Tcp)
+        );
+        for bad in [
+            "",
+            "0",
+            "x",
+            "80/sctp",
+            "70000",
+            "1:2:3:4",
+            "banana:80:80",
+            "8080:0",
+        ] {
+            assert!(
+                matches!(parse_publish_spec(bad), Err(Error::BadPortSpec(_))),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            parse_unpublish_spec("8080").unwrap(),
+            (None, 8080, Proto::Tcp)
+        );
+        assert_eq!(
+            parse_unpublish_spec("10.0.0.1:53/udp").unwrap(),
+            (Some(Ipv4Addr::new(10, 0, 0, 1)), 53, Proto::Udp)
+        );
+        assert!(parse_unpublish_spec("x/udp").is_err());
+    }
+
+    #[test]
+    fn uplink_addresses() {
+        let (ip, sn) = parse_uplink_addr("192.168.50.2/24").unwrap();
+        assert_eq!(
+            (ip.to_string(), sn.to_string()),
+            ("192.168.50.2".into(), "192.168.50.0/24".into())
+        );
+        for bad in [
+            "192.168.50.2",
+            "192.168.50.0/24",
+            "192.168.50.255/24",
+            "x/24",
+            "1.2.3.4/33",
+        ] {
+            assert!(parse_uplink_addr(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn plan(st: &State, req: &NetworkCreate) -> Result<NetworkPlan, Error> {
+        st.plan_network(req, None)
+    }
+
+    #[test]
+    fn network_requests_are_checked_against_the_state() {
+        let mut st = State::new();
+        network(&mut st, "front", "10.1.0.0/24", None);
+        network(&mut st, "ov", "10.9.0.0/24", Some(42));
+        let flat = NetworkCreate::flat;
+        let p = plan(&st, &flat("back", "10.2.0.0/24")).unwrap();
+        assert_eq!(
+            (p.gateway, p.mtu, p.icc, p.vni),
+            (Ipv4Addr::new(10, 2, 0, 1), 1500, true, None)
+        );
+        assert!(matches!(
+            plan(&st, &flat("front", "10.3.0.0/24")),
+            Err(Error::NetworkExists(_))
+        ));
+        assert!(matches!(
+            plan(&st, &flat("back", "10.1.0.128/25")),
+            Err(Error::SubnetOverlap { other, .. }) if other == "front"
+        ));
+        let outside = NetworkCreate {
+            gateway: Some("10.3.1.1".into()),
+            ..flat("back", "10.3.0.0/24")
+        };
+        assert!(matches!(
+            plan(&st, &outside),
+            Err(Error::GatewayOutside { .. })
+        ));
+        for mtu in [67, 65_536] {
+            let req = NetworkCreate {
+                mtu: Some(mtu),
+                ..flat("back", "10.3.0.0/24")
+            };
+            assert!(matches!(plan(&st, &req), Err(Error::Mtu(m)) if m == mtu));
+        }
+        // Peers and a VXLAN port only on an overlay network.
+        let peers = NetworkCreate {
+            peers: vec!["192.0.2.1".into()],
+            ..flat("back", "10.3.0.0/24")
+        };
+        assert!(matches!(plan(&st, &peers), Err(Error::NotOverlay(_))));
+        // VNIs: in range, once per VXLAN port; overlay networks may share a subnet.
+        let ov = |vni, port| NetworkCreate {
+            vni: Some(vni),
+            vxlan_port: port,
+            ..flat("ov2", "10.9.0.0/24")
+        };
+        for vni in [0, wire::vxlan::VNI_MAX + 1] {
+            assert!(matches!(plan(&st, &ov(vni, None)), Err(Error::BadVni(_))));
+        }
+        assert!(matches!(
+            plan(&st, &ov(42, None)),
+            Err(Error::VniInUse { network, .. }) if network == "ov"
+        ));
+        let p = plan(&st, &ov(42, Some(4790))).unwrap();
+        assert_eq!(p.mtu, 1500 - wire::vxlan::VXLAN_OVERHEAD_V4);
+        let p = st.plan_network(&ov(43, None), Some(9000)).unwrap();
+        assert_eq!(
+            p.mtu,
+            9000 - wire::vxlan::VXLAN_OVERHEAD_V4,
+            "the probed MTU"
+        );
+    }
+
+    #[test]
+    fn links_and_removal() {
+        let mut st = State::new();
+        network(&mut st, "a", "10.1.0.0/24", None);
+        network(&mut st, "b", "10.2.0.0/24", None);
+        // Overlay networks may share a subnet, but not be linked.
+        network(&mut st, "ov", "10.9.0.0/24", Some(7));
+        network(&mut st, "ov2", "10.9.0.0/24", Some(8));
+        assert!(matches!(st.link("a", "a", true), Err(Error::SelfLink(_))));
+        assert!(matches!(
+            st.link("a", "x", true),
+            Err(Error::NetworkNotFound(_))
+        ));
+        assert!(matches!(
+            st.link("ov", "ov2", true),
+            Err(Error::SubnetOverlap { .. })
+        ));
+        assert!(matches!(
+            st.link("a", "b", false),
+            Err(Error::NotLinked(..))
+        ));
+        st.link("a", "b", true).unwrap();
+        assert!(st.net("b").unwrap().links.contains("a"));
+        endpoint(&mut st, "ns1", "b");
+        assert!(matches!(
+            st.remove_network("b"),
+            Err(Error::NetworkInUse { endpoints, .. }) if endpoints == "ns1/sink0"
+        ));
+        st.remove_network("a").unwrap();
+        assert!(st.net("b").unwrap().links.is_empty(), "the link went too");
+    }
+
+    #[test]
+    fn attach_requests_and_addresses() {
+        let mut st = State::new();
+        network(&mut st, "a", "10.1.0.0/29", None);
+        let req = |mac: Option<&str>, ip: Option<&str>| AttachRequest {
+            mac: mac.map(Into::into),
+            ip: ip.map(Into::into),
+            ..AttachRequest::new("ns", "a")
+        };
+        assert!(matches!(
+            AttachWant::parse(&req(Some("01:00:00:00:00:01"), None)),
+            Err(Error::MacNotUnicast(_))
+        ));
+        assert!(AttachWant::parse(&req(Some("nonsense"), None)).is_err());
+        assert!(AttachWant::parse(&AttachRequest {
+            ifname: Some("x".repeat(16)),
+            ..req(None, None)
+        })
+        .is_err());
+        let first = endpoint(&mut st, "ns1", "a");
+        assert_eq!(first.ip, Ipv4Addr::new(10, 1, 0, 2));
+        assert!(matches!(
+            st.check_attachable(&AttachRequest::new("ns1", "a")),
+            Err(Error::AlreadyAttached { .. })
+        ));
+        let net = st.net_mut("a").unwrap();
+        let taken = AttachWant::parse(&req(None, Some("10.1.0.2"))).unwrap();
+        assert!(matches!(
+            net.reserve(&taken, &req(None, None)),
+            Err(Error::AddressInUse { .. })
+        ));
+        // A MAC in use: refused, and the address it would have had is free again.
+        let dup = AttachWant::parse(&req(Some(&first.mac.to_string()), Some("10.1.0.3"))).unwrap();
+        assert!(matches!(
+            net.reserve(&dup, &req(None, None)),
+            Err(Error::MacInUse { .. })
+        ));
+        let free = AttachWant::parse(&req(None, Some("10.1.0.3"))).unwrap();
+        assert!(net.reserve(&free, &req(None, None)).is_ok());
+    }
+
+    #[test]
+    fn publish_and_unpublish() {
+        let mut st = State::new();
+        network(&mut st, "a", "10.1.0.0/24", None);
+        network(&mut st, "b", "10.2.0.0/24", None);
+        endpoint(&mut st, "web", "b");
+        endpoint(&mut st, "web", "a");
+        let publish = |spec: &str, network: Option<&str>| PublishRequest {
+            netns: "web".into(),
+            spec: spec.into(),
+            network: network.map(Into::into),
+        };
+        // No network given: the namespace's first network (by creation).
+        let i = st.publish(&publish("8080:80", None)).unwrap();
+        assert_eq!((i.network.as_str(), i.host_port), ("a", 8080));
+        assert!(matches!(
+            st.publish(&publish("8080:81", Some("b"))),
+            Err(Error::PortInUse { port: 8080, .. })
+        ));
+        let i = st.publish(&publish("53/udp", Some("b"))).unwrap();
+        assert_eq!(i.host_port, *nat::conntrack::PORT_RANGE.start());
+        assert!(matches!(
+            st.publish(&PublishRequest {
+                netns: "nobody".into(),
+                ..publish("80", None)
+            }),
+            Err(Error::NoEndpoint(_))
+        ));
+        let unpublish = |spec: &str| UnpublishRequest {
+            netns: "web".into(),
+            spec: spec.into(),
+        };
+        assert!(matches!(
+            st.unpublish(&unpublish("8081")),
+            Err(Error::NotPublished { .. })
+        ));
+        let gone = st.unpublish(&unpublish("8080/tcp")).unwrap();
+        assert_eq!(
+            (gone.spec(), gone.shown()),
+            ("8080:80/tcp".into(), "8080->80/tcp".into())
+        );
+        assert_eq!(st.published.len(), 1);
+    }
+
+    #[test]
+    fn uplink_requests() {
+        let mut st = State::new();
+        network(&mut st, "a", "10.1.0.0/24", None);
+        let up = |ip: &str, gw: Option<&str>| UplinkSet {
+            iface: "eth0".into(),
+            ip: ip.into(),
+            gateway: gw.map(Into::into),
+        };
+        let p = st
+            .plan_uplink(&up("192.168.1.2/24", Some("192.168.1.1")))
+            .unwrap();
+        assert_eq!(p.gateway, Some(Ipv4Addr::new(192, 168, 1, 1)));
+        assert!(matches!(
+            st.plan_uplink(&up("192.168.1.2/24", Some("192.168.1.2"))),
+            Err(Error::GatewayOutside { .. })
+        ));
+        assert!(matches!(
+            st.plan_uplink(&up("10.1.0.200/16", None)),
+            Err(Error::UplinkOverlap { .. })
+        ));
+    }
+}

@@ -1,0 +1,139 @@
+//! The uplink and what hangs on it: `uplink set`/`rm`, `publish`/`unpublish` (the checks are
+//! the state model's) and `conntrack flush`.
+
+use std::sync::Arc;
+
+use super::devices::open_uplink;
+use super::resolv::host_resolver;
+use super::state::{zone_of, State, UplinkPlan, UplinkState};
+use super::{AfterUnlock, Switch};
+use crate::error::Error;
+use crate::model::*;
+use crate::neigh::NeighCache;
+use crate::port::Device;
+use crate::wire::MacAddr;
+
+impl Switch {
+    /// `uplink set`.
+    pub fn set_uplink(&self, req: &UplinkSet) -> Result<UplinkInfo, Error> {
+        self.mutate(|st| {
+            self.set_uplink_locked(st, req)?;
+            self.uplink_info_locked(st)
+        })
+    }
+
+    pub(super) fn set_uplink_locked(&self, st: &mut State, req: &UplinkSet) -> Result<(), Error> {
+        let plan = st.plan_uplink(req)?;
+        let dev = Device::Packet(open_uplink(&req.iface, self.epolls.len())?);
+        self.install_uplink(st, req, plan, dev, host_resolver())
+    }
+
+    /// Make `dev` the uplink `req` and `plan` describe, in place of the current one.
+    pub(super) fn install_uplink(
+        &self,
+        st: &mut State,
+        req: &UplinkSet,
+        plan: UplinkPlan,
+        dev: Device,
+        resolver: Option<std::net::Ipv4Addr>,
+    ) -> Result<(), Error> {
+        let UplinkPlan {
+            ip,
+            subnet,
+            gateway,
+        } = plan;
+        self.remove_uplink_locked(st);
+        let mac = MacAddr::gateway_for(&format!("uplink/{}", req.iface));
+        let port = self.infra_port(st, "uplink".into(), crate::port::UPLINK_NET, dev, mac, ip)?;
+        st.uplink = Some(UplinkState {
+            req: req.clone(),
+            ip,
+            subnet,
+            gateway,
+            port,
+            neigh: Arc::new(NeighCache::new(300_000)),
+            resolver,
+        });
+        self.sync(st);
+        log::info!(
+            "uplink {} set: {ip}/{} gateway {:?}",
+            req.iface,
+            subnet.prefix_len(),
+            gateway
+        );
+        Ok(())
+    }
+
+    fn remove_uplink_locked(&self, st: &mut State) -> bool {
+        let Some(u) = st.uplink.take() else {
+            return false;
+        };
+        self.unregister(&u.port);
+        self.sync(st);
+        self.shared.ct.flush(None);
+        st.after_unlock.push(AfterUnlock::Release(u.port));
+        true
+    }
+
+    /// `uplink rm`.
+    pub fn remove_uplink(&self) -> Result<(), Error> {
+        self.mutate(|st| {
+            if self.remove_uplink_locked(st) {
+                Ok(())
+            } else {
+                Err(Error::NoUplink)
+            }
+        })?;
+        log::info!("uplink removed");
+        Ok(())
+    }
+
+    /// `publish`.
+    pub fn publish(&self, req: &PublishRequest) -> Result<PublishInfo, Error> {
+        self.mutate(|st| self.publish_locked(st, req))
+    }
+
+    pub(super) fn publish_locked(
+        &self,
+        st: &mut State,
+        req: &PublishRequest,
+    ) -> Result<PublishInfo, Error> {
+        let info = st.publish(req)?;
+        self.sync(st);
+        log::info!(
+            "published {}:{}/{} -> {} {}:{}",
+            info.ip.map_or("*".into(), |i| i.to_string()),
+            info.host_port,
+            info.proto,
+            req.netns,
+            info.endpoint_ip,
+            info.endpoint_port
+        );
+        Ok(info)
+    }
+
+    /// `unpublish`.
+    pub fn unpublish(&self, req: &UnpublishRequest) -> Result<(), Error> {
+        self.mutate(|st| {
+            let gone = st.unpublish(req)?;
+            self.shared.ct.remove_where(|f| {
+                f.kind != nat::conntrack::NatKind::Snat
+                    && f.orig.proto == gone.proto
+                    && f.orig.dport == gone.host_port
+            });
+            self.sync(st);
+            Ok(())
+        })
+    }
+
+    /// `conntrack flush`.
+    pub fn conntrack_flush(&self, network: Option<&str>) -> Result<FlushInfo, Error> {
+        // Not `mutate`: the tracked connections are the datapath's, not the control state, and
+        // are not persisted; the lock only keeps `network`'s id stable while flushing.
+        let st = self.read();
+        let zone = zone_of(&st, network)?;
+        Ok(FlushInfo {
+            flushed: self.shared.ct.flush(zone),
+        })
+    }
+}

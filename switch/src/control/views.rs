@@ -1,0 +1,247 @@
+//! Read-only views of the switch: `network ls`/`inspect`, `ports`, `fdb`, `stats`, `conntrack
+//! ls`, `uplink show`, port lookup by name, and the lookup of a capture target. None changes the
+//! state; all but `capture` answer while the switch shuts down.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+
+use super::state::{zone_of, State};
+use super::Switch;
+use crate::capture::Session;
+use crate::error::Error;
+use crate::fdb::PortId;
+use crate::model::*;
+use crate::wire::MacAddr;
+
+impl Switch {
+    /// `network ls`.
+    pub fn networks(&self) -> Vec<NetworkInfo> {
+        let st = self.read();
+        st.networks
+            .values()
+            .map(|n| n.info(&st.published))
+            .collect()
+    }
+
+    /// `network inspect`.
+    pub fn network(&self, name: &str) -> Result<NetworkInfo, Error> {
+        let st = self.read();
+        st.net(name).map(|n| n.info(&st.published))
+    }
+
+    /// The id of the port named `name` (`p3`, `uplink`).
+    pub fn port_id(&self, name: &str) -> Option<PortId> {
+        let cfg = self.shared.config.load();
+        cfg.ports.values().find(|p| p.name == name).map(|p| p.id)
+    }
+
+    /// `ports`.
+    pub fn ports(&self) -> Vec<PortInfo> {
+        let guard = self.read();
+        let st: &State = &guard;
+        let mut v: Vec<PortInfo> = st
+            .networks
+            .values()
+            .flat_map(|n| {
+                n.endpoints.iter().map(move |e| PortInfo {
+                    name: e.port.name.clone(),
+                    kind: "tap".into(),
+                    netns: e.netns.clone(),
+                    ifname: e.ifname.clone(),
+                    network: n.name.clone(),
+                    mac: e.port.mac.to_string(),
+                    ip: e.port.ip,
+                    worker: e.port.worker,
+                    published: st
+                        .published
+                        .iter()
+                        .filter(|p| p.netns == e.netns && p.network == n.name)
+                        .map(|p| p.shown())
+                        .collect(),
+                    counters: e.port.stats.snapshot(),
+                })
+            })
+            .collect();
+        v.sort_by_key(|p| p.name[1..].parse::<u32>().unwrap_or(0));
+        for vt in st.vteps.values() {
+            v.push(PortInfo {
+                name: vt.name.clone(),
+                kind: "vxlan".into(),
+                netns: "-".into(),
+                ifname: "-".into(),
+                network: "-".into(),
+                mac: "-".into(),
+                ip: vt.ip,
+                worker: vt.worker,
+                published: Vec::new(),
+                counters: vt.stats.snapshot(),
+            });
+        }
+        if let Some(u) = &st.uplink {
+            v.push(PortInfo {
+                name: u.port.name.clone(),
+                kind: "uplink".into(),
+                netns: "-".into(),
+                ifname: u.req.iface.clone(),
+                network: "-".into(),
+                mac: u.port.mac.to_string(),
+                ip: u.ip,
+                worker: u.port.worker,
+                published: Vec::new(),
+                counters: u.port.stats.snapshot(),
+            });
+        }
+        v
+    }
+
+    /// `fdb [NETWORK]`.
+    pub fn fdb(&self, network: Option<&str>) -> Result<Vec<FdbEntryInfo>, Error> {
+        let st = self.read();
+        zone_of(&st, network)?;
+        let now = self.shared.now_ms();
+        let mut out = Vec::new();
+        for n in st
+            .networks
+            .values()
+            .filter(|n| network.is_none_or(|f| f == n.name))
+        {
+            let names: BTreeMap<PortId, &str> = n
+                .endpoints
+                .iter()
+                .map(|e| (e.port.id, e.port.name.as_str()))
+                .collect();
+            for e in n.fdb.entries(now) {
+                out.push(FdbEntryInfo {
+                    network: n.name.clone(),
+                    mac: e.mac.to_string(),
+                    port: names
+                        .get(&e.port)
+                        .map_or_else(|| format!("p{}", e.port), |s| s.to_string()),
+                    age_secs: e.age_ms / 1000,
+                    vtep: None,
+                });
+            }
+            for e in n.remote.entries(now) {
+                out.push(FdbEntryInfo {
+                    network: n.name.clone(),
+                    mac: MacAddr(e.mac).to_string(),
+                    port: format!("vxlan{}", n.vxlan_port),
+                    age_secs: e.age_ms / 1000,
+                    vtep: Some(e.vtep),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// `stats`.
+    pub fn stats(&self) -> StatsInfo {
+        let mut drops = BTreeMap::new();
+        let mut events = BTreeMap::new();
+        for c in &self.counters {
+            c.sum_into(&mut drops, &mut events);
+        }
+        events.insert(
+            "conntrack_early_drop".to_string(),
+            self.shared.ct.early_drops(),
+        );
+        StatsInfo {
+            ports: self.ports(),
+            drops,
+            events,
+        }
+    }
+
+    /// Start a capture session on `target`: a port name, `NETNS/IFNAME`, or a network name.
+    pub fn capture(&self, target: &str) -> Result<Session, Error> {
+        let st = self.lock()?;
+        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let endpoint = st
+            .networks
+            .values()
+            .flat_map(|n| n.endpoints.iter())
+            .find(|e| {
+                e.port.name == target
+                    || target
+                        .split_once('/')
+                        .is_some_and(|(ns, ifn)| ns == e.netns && ifn == e.ifname)
+            });
+        if let Some(e) = endpoint {
+            return Ok(Session::start(id, vec![(e.port.taps.clone(), true, true)]));
+        }
+        if let Some(n) = st.networks.get(target) {
+            // Every frame entering the network from a port or from a peer VTEP (the network's
+            // own taps, Rx), plus what the switch itself sends into it (Tx).
+            let mut taps: Vec<_> = n
+                .endpoints
+                .iter()
+                .map(|e| (e.port.taps.clone(), true, false))
+                .collect();
+            taps.push((n.taps.clone(), true, true));
+            return Ok(Session::start(id, taps));
+        }
+        if let Some(u) = st
+            .uplink
+            .as_ref()
+            .filter(|u| target == "uplink" || target == u.req.iface || target == u.port.name)
+        {
+            return Ok(Session::start(id, vec![(u.port.taps.clone(), true, true)]));
+        }
+        Err(Error::TargetNotFound(target.to_string()))
+    }
+
+    /// `conntrack ls`.
+    pub fn conntrack(&self, network: Option<&str>) -> Result<Vec<ConntrackEntry>, Error> {
+        let st = self.read();
+        let zone = zone_of(&st, network)?;
+        let names = st.net_names();
+        let now = self.shared.now_ms();
+        let ct = &self.shared.ct;
+        let mut v: Vec<ConntrackEntry> = ct
+            .flows(zone)
+            .iter()
+            .map(|f| ConntrackEntry {
+                proto: f.orig.proto.name().into(),
+                kind: f.kind.name().into(),
+                network: names
+                    .get(&f.zone)
+                    .map_or_else(|| "-".into(), |s| s.to_string()),
+                orig: f.orig.to_string(),
+                reply: f.reply.to_string(),
+                state: f.state_name().into(),
+                expires_secs: (f.last_seen() + f.timeout(&ct.timeouts)).saturating_sub(now) / 1000,
+            })
+            .collect();
+        v.sort_by(|a, b| (&a.proto, &a.orig).cmp(&(&b.proto, &b.orig)));
+        Ok(v)
+    }
+
+    /// `uplink show`.
+    pub fn uplink(&self) -> Result<UplinkInfo, Error> {
+        let st = self.read();
+        self.uplink_info_locked(&st)
+    }
+
+    pub(super) fn uplink_info_locked(&self, st: &State) -> Result<UplinkInfo, Error> {
+        let u = st.uplink.as_ref().ok_or(Error::NoUplink)?;
+        let now = self.shared.now_ms();
+        Ok(UplinkInfo {
+            iface: u.req.iface.clone(),
+            ip: u.ip,
+            prefix_len: u.subnet.prefix_len(),
+            gateway: u.gateway,
+            mac: u.port.mac.to_string(),
+            port: u.port.name.clone(),
+            neighbours: u
+                .neigh
+                .entries(now)
+                .into_iter()
+                .map(|e| NeighInfo {
+                    ip: e.ip,
+                    mac: e.mac.to_string(),
+                    age_secs: e.age_ms / 1000,
+                })
+                .collect(),
+        })
+    }
+}
