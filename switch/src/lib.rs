@@ -4,9 +4,11 @@
 //! - [`wire`] (the `vswitch-wire` crate, re-exported): every header as a checked view, the one
 //!   checksum module;
 //! - [`frame`]: the preallocated frame buffer with headroom;
-//! - [`fdb`], [`ipam`], [`local`]: pure tables and responders, time passed in;
+//! - [`fdb`], [`neigh`], [`ipam`], [`local`], [`dns`]: pure tables and responders, time passed
+//!   in;
 //! - [`port`], [`capture`], [`counters`]: ports with their counters and capture taps;
-//! - [`datapath`]: the run-to-completion worker threads;
+//! - [`datapath`]: the run-to-completion worker threads, one file per stage (receive,
+//!   classify, local answers and switching, route with NAT's verdict, transmit);
 //! - [`control`]: the control plane, one concern per file: the [`Switch`] facade (lifecycle,
 //!   the control lock), the state model and its checks, the verbs (networks, endpoints, uplink
 //!   and publishing), the snapshot for the workers, device plumbing, persistence (state file,
@@ -27,7 +29,6 @@ pub mod local;
 pub mod model;
 pub mod neigh;
 pub mod port;
-mod router;
 pub mod sys;
 mod txbatch;
 

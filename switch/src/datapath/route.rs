@@ -1,9 +1,10 @@
-//! The L3 path of the datapath: the gateway routes IPv4 between networks (linked ones only), to
-//! and from the uplink, with connection-tracked NAT (masquerade, published ports, hairpin), and
-//! resolves uplink next hops by ARP itself.
-//!
-//! Every routed packet: one parse ([`nat::packet::parse`]), one conntrack lookup (or one flow
-//! creation), one in-place rewrite with incremental checksums, a TTL decrement, and one write.
+//! Stage 4, route: frames for the gateway MAC (and the uplink's own frames). The gateway routes
+//! IPv4 between linked networks and to and from the uplink: NAT's verdict
+//! ([`nat::verdict::decide`]: a tracked flow, masquerade, a published port, hairpin, plain
+//! routing, or a refusal), the in-place rewrite with incremental checksums, a TTL decrement, the
+//! gateway's DNS (UDP answered or forwarded, TCP answered statelessly), and next hops resolved by
+//! ARP on the networks and the uplink. Every routed packet: the parse made on receive, the header
+//! checksum checked, one conntrack lookup (or one flow creation), one rewrite, one write.
 
 use std::net::Ipv4Addr;
 
@@ -13,8 +14,8 @@ use nat::verdict::{self, Opened, Refusal, Target, Topology, Verdict, Zone};
 use nat::Proto;
 use nat::{FiveTuple, FlowDir};
 
+use super::{Config, Ctx, NetRt, UplinkRt};
 use crate::counters::{Drop, Event};
-use crate::datapath::{Config, Ctx, NetRt, UplinkRt};
 use crate::dns;
 use crate::local;
 use crate::neigh::Pending;
@@ -30,7 +31,9 @@ use wire::{Ip4, Parsed, VirtioNetHdr, L3};
 
 impl Ctx<'_> {
     /// A frame received on the uplink port.
-    pub(crate) fn uplink_in(&mut self, cfg: &Config, inp: &Port, p: &Parsed, now: u64) {
+    pub(crate) fn uplink_in(&mut self, inp: &Port, p: &Parsed) {
+        let cfg = self.cfg;
+        let now = self.now;
         let c = self.c;
         let Some(up) = cfg.uplink.as_deref().filter(|u| u.port.id == inp.id) else {
             return;
@@ -66,7 +69,7 @@ impl Ctx<'_> {
                     }
                     Err(local::NotAnswered::Malformed) => c.drop(Drop::Malformed),
                     Err(local::NotAnswered::NotForUs) => match p.ip4() {
-                        Some(ip) => self.route(cfg, None, p.eth, *ip, now),
+                        Some(ip) => self.route(None, p.eth, *ip),
                         None => c.drop(Drop::Malformed),
                     },
                 }
@@ -77,14 +80,9 @@ impl Ctx<'_> {
 
     /// Route the IPv4 packet in the buffer (parsed as `eth` and `ip4`), arriving from network
     /// `from` (`None`: the uplink).
-    pub(crate) fn route(
-        &mut self,
-        cfg: &Config,
-        from: Option<&NetRt>,
-        eth: EthFrame,
-        ip4: Ip4,
-        now: u64,
-    ) {
+    pub(crate) fn route(&mut self, from: Option<&NetRt>, eth: EthFrame, ip4: Ip4) {
+        let cfg = self.cfg;
+        let now = self.now;
         let c = self.c;
         let partial = self.buf.vnet.flags & VirtioNetHdr::F_NEEDS_CSUM != 0;
         let ct = self.ct;
@@ -123,7 +121,7 @@ impl Ctx<'_> {
             Verdict::Route { zone } => (None, zone),
             Verdict::Gateway => {
                 if let Some(net) = from {
-                    self.gateway_l4(cfg, net, &info, partial, (eth, ip4), now);
+                    self.gateway_l4(net, &info, partial, (eth, ip4));
                 }
                 return;
             }
@@ -158,18 +156,13 @@ impl Ctx<'_> {
             eth,
             l3: L3::Ipv4(routed),
         };
-        self.forward_ip(cfg, dst, zone, &p, now);
+        self.forward_ip(dst, zone, &p);
     }
 
     /// Send the (translated) IPv4 packet in the buffer towards `dst`.
-    pub(crate) fn forward_ip(
-        &mut self,
-        cfg: &Config,
-        dst: Ipv4Addr,
-        zone: Option<NetId>,
-        p: &Parsed,
-        now: u64,
-    ) {
+    pub(crate) fn forward_ip(&mut self, dst: Ipv4Addr, zone: Option<NetId>, p: &Parsed) {
+        let cfg = self.cfg;
+        let now = self.now;
         let c = self.c;
         let m = zone
             .and_then(|z| cfg.networks.get(&z))
@@ -263,13 +256,13 @@ impl Ctx<'_> {
     /// DNS on port 53, nothing else.
     fn gateway_l4(
         &mut self,
-        cfg: &Config,
         net: &NetRt,
         info: &L4Info,
         partial: bool,
         (eth, ip4): (EthFrame, Ip4),
-        now: u64,
     ) {
+        let cfg = self.cfg;
+        let now = self.now;
         let c = self.c;
         let t = info.tuple;
         if t.dport != 53 || matches!(info.icmp, IcmpKind::Error { .. }) {
@@ -303,7 +296,7 @@ impl Ctx<'_> {
                         let len = n + l4::UDP_HEADER_LEN;
                         let p =
                             self.emit_l4(net.gateway_ip, t.src, ipv4::proto::UDP, &mut udp[..len]);
-                        self.forward_ip(cfg, t.src, Some(net.id), &p, now);
+                        self.forward_ip(t.src, Some(net.id), &p);
                     }
                     dns::Verdict::Forward => {
                         let Some((up, resolver)) = upstream else {
@@ -331,11 +324,11 @@ impl Ctx<'_> {
                             eth,
                             l3: L3::Ipv4(ip4.translated(n.src, n.sport, n.dst, n.dport)),
                         };
-                        self.forward_ip(cfg, resolver, None, &p, now);
+                        self.forward_ip(resolver, None, &p);
                     }
                 }
             }
-            Proto::Tcp => self.dns_tcp(cfg, net, l4, total, now),
+            Proto::Tcp => self.dns_tcp(net, l4, total),
             Proto::Icmp => c.drop(Drop::NoRoute),
         }
     }
@@ -344,7 +337,7 @@ impl Ctx<'_> {
     /// the connection, a query segment gets the answer with FIN, a FIN gets its ACK. Our sequence
     /// number is always the client's acknowledgement, so no per-connection state is kept. Names
     /// the gateway does not know get SERVFAIL over TCP (forwarding is UDP only).
-    fn dns_tcp(&mut self, cfg: &Config, net: &NetRt, l4: usize, total: usize, now: u64) {
+    fn dns_tcp(&mut self, net: &NetRt, l4: usize, total: usize) {
         let frame = self.buf.data();
         let Some(ip) = Ipv4Packet::new_checked(EthFrame::payload(frame)) else {
             return self.c.drop(Drop::Malformed);
@@ -398,7 +391,7 @@ impl Ctx<'_> {
         }
         .write((&mut seg[..HDR]).try_into().expect("20 bytes"));
         let p = self.emit_l4(dst, src, ipv4::proto::TCP, &mut seg[..HDR + data]);
-        self.forward_ip(cfg, src, Some(net.id), &p, now);
+        self.forward_ip(src, Some(net.id), &p);
     }
 
     /// Replace the buffer's frame with a fresh IPv4 packet `src -> dst` carrying the TCP or UDP

@@ -1,0 +1,112 @@
+//! Stage 2, classify: the one parse of a received frame ([`Parsed`]), then for an endpoint port
+//! port security, the MTU check and MAC learning before the L2 stage; the uplink port's frames go
+//! to the route stage.
+
+use std::net::Ipv4Addr;
+
+use rustc_hash::FxHashMap;
+use wire::ethernet::{EthFrame, EtherType};
+use wire::{ipv4, Parsed, VirtioNetHdr, L3};
+
+use super::{Ctx, Ingress};
+use crate::capture::Dir;
+use crate::counters::{Drop, Event};
+use crate::fdb::{Learn, PortId};
+use crate::port::{Port, UPLINK_NET};
+
+impl Ctx<'_> {
+    /// Decide what to do with the frame just read into `self.buf` from `inp`. // HOT PATH
+    pub(super) fn process(&mut self, inp: &Port, n: usize) {
+        let cfg = self.cfg;
+        let now = self.now;
+        let c = self.c;
+        if !self.buf.received(n, inp.dev.hdr_len()) {
+            c.drop(Drop::Malformed);
+            return;
+        }
+        let frame = self.buf.data();
+        inp.count_rx(frame.len());
+        for _ in 0..inp.taps.emit(Dir::Rx, frame) {
+            c.drop(Drop::CaptureDropped);
+        }
+        let Some(p) = Parsed::parse(frame) else {
+            c.drop(Drop::Malformed);
+            return;
+        };
+        if !p.eth.src.is_valid_unicast() {
+            c.drop(Drop::Malformed);
+            return;
+        }
+        if inp.network == UPLINK_NET {
+            self.uplink_in(inp, &p);
+            return;
+        }
+        if inp.spoof_check && spoofed(inp, &cfg.own_addrs, &p, self.buf.data()) {
+            c.drop(Drop::Spoofed);
+            return;
+        }
+        let Some(net) = cfg.networks.get(&inp.network) else {
+            return;
+        };
+        if oversize(&p, self.buf.len(), self.buf.vnet, net.mtu) {
+            // Larger than the network's MTU (the endpoint raised its own): no other endpoint
+            // is set up to take it.
+            c.drop(Drop::Oversize);
+            return;
+        }
+        match self.fdbc.learn(&net.fdb, net.id, p.eth.src, inp.id, now) {
+            Learn::Refreshed => {}
+            Learn::New | Learn::Moved { .. } => {
+                c.event(Event::Learned);
+                if let Some(r) = &net.remote {
+                    r.forget(&p.eth.src.0); // it lives here now
+                }
+            }
+            Learn::Ignored => c.drop(Drop::FdbFull),
+        }
+        self.switch_frame(net, Ingress::Local(inp), &p);
+    }
+}
+
+/// Whether a frame from an endpoint is larger than its network's `mtu` allows: a plain frame
+/// longer than the MTU plus its Ethernet header (and an 802.1Q tag if it has one), or a GSO
+/// TCPv4 super-frame whose segments would be (its parsed headers plus `gso_size`: the virtio
+/// header's `hdr_len` may count payload too).
+fn oversize(p: &Parsed, len: usize, vnet: VirtioNetHdr, mtu: u32) -> bool {
+    let tag = if p.eth.ethertype == EtherType::VLAN {
+        EthFrame::VLAN_TAG_LEN
+    } else {
+        0
+    };
+    let limit = mtu as usize + EthFrame::HEADER_LEN + tag;
+    if vnet.gso_type == 0 {
+        len > limit
+    } else {
+        p.tcp4_headers_len()
+            .is_some_and(|h| h + usize::from(vnet.gso_size) > limit)
+    }
+}
+
+/// Port security: the frame's source MAC, its IPv4 source and an ARP sender must be the
+/// endpoint's own (`0.0.0.0` is allowed: address probes), or for the IPv4 source and ARP
+/// sender, one of the port's entries in `also` (the namespace's addresses on its other
+/// networks, [`Config::own_addrs`]). Truncated frames
+/// are left for the parsers to count as malformed.
+fn spoofed(port: &Port, also: &FxHashMap<PortId, Vec<Ipv4Addr>>, p: &Parsed, frame: &[u8]) -> bool {
+    if p.eth.src != port.mac {
+        return true;
+    }
+    // The table is looked up only for a source that is not the port's own (rare).
+    let ip_ok = |ip: Ipv4Addr| {
+        ip == port.ip || ip.is_unspecified() || also.get(&port.id).is_some_and(|a| a.contains(&ip))
+    };
+    match &p.l3 {
+        L3::Ipv4(ip) => !ip_ok(ip.src),
+        L3::Arp(a) => a.sender_mac != port.mac || !ip_ok(a.sender_ip),
+        // An IPv4 header that does not parse is judged by the source it claims.
+        L3::Malformed if p.eth.ethertype == EtherType::IPV4 => {
+            ipv4::claimed_src(EthFrame::payload(frame)).is_some_and(|ip| !ip_ok(ip))
+        }
+        _ => false,
+    }
+}

@@ -1,0 +1,181 @@
+//! Stage 3, local answers and switching within a network: ARP (snooping, answers for the
+//! gateway and known endpoints, replication of replies to peers), the gateway's ping, then
+//! unicast by the FDB, to the VTEP a remote MAC lives behind, or flood (locally and, for frames
+//! from local ports, to every peer VTEP). Frames for the gateway MAC go to the route stage.
+
+use wire::arp::{self, Arp};
+use wire::ethernet::{EthFrame, EtherType};
+use wire::{Parsed, VirtioNetHdr, L3};
+
+use super::{Ctx, Ingress, NetRt};
+use crate::capture::Dir;
+use crate::counters::{Drop, Event};
+use crate::fdb::PortId;
+use crate::local::{self, NotAnswered};
+
+impl Ctx<'_> {
+    /// L2 decision for a frame of network `net`: local delivery, unicast, or flood.
+    pub(super) fn switch_frame(&mut self, net: &NetRt, ing: Ingress<'_>, p: &Parsed) {
+        let cfg = self.cfg;
+        let now = self.now;
+        let c = self.c;
+        let eth = &p.eth;
+        if let L3::Arp(arp) = &p.l3 {
+            if self.arp(net, ing, eth, arp) {
+                return;
+            }
+        } else if eth.ethertype == EtherType::ARP {
+            c.drop(Drop::Malformed);
+            return;
+        } else if eth.dst == net.gateway_mac {
+            self.for_gateway(net, ing, p);
+            return;
+        }
+        if !net.icc {
+            // Endpoints of an icc=false network reach only the gateway.
+            c.drop(Drop::Policy);
+            return;
+        }
+        if eth.dst.is_multicast() {
+            self.flood(net, ing, p);
+            return;
+        }
+        match self.fdbc.lookup(&net.fdb, net.id, eth.dst, now) {
+            Some(id) if matches!(ing, Ingress::Local(p) if p.id == id) => c.drop(Drop::SamePort),
+            Some(id) => match cfg.ports.get(&id).filter(|p| p.network == net.id) {
+                Some(out) => out.transmit(self.buf.tap_bytes(), c),
+                None => self.flood(net, ing, p),
+            },
+            None => match (
+                ing,
+                net.remote.as_ref().and_then(|r| r.lookup(&eth.dst.0, now)),
+            ) {
+                (Ingress::Local(_), Some(vtep)) => self.encap(net, &[vtep], p),
+                _ => self.flood(net, ing, p),
+            },
+        }
+    }
+
+    /// ARP: snoop the sender, answer for the gateway and for known endpoints. Returns true when
+    /// the frame was consumed.
+    pub(super) fn arp(&mut self, net: &NetRt, ing: Ingress<'_>, eth: &EthFrame, arp: &Arp) -> bool {
+        let c = self.c;
+        if arp.sender_mac == eth.src
+            && net.subnet.is_host(arp.sender_ip)
+            && arp.sender_ip != net.gateway_ip
+        {
+            let known = net.neigh.get(&arp.sender_ip).map(|m| *m);
+            if known != Some(arp.sender_mac) {
+                net.neigh.insert(arp.sender_ip, arp.sender_mac);
+            }
+        }
+        if !arp.is_request {
+            // Replies to the gateway are consumed; other replies are forwarded as usual. The
+            // gateway is the same MAC on every host of an overlay network, so a reply to a
+            // probe another host sent ends here: replicate it to the peers so they learn too.
+            if eth.dst != net.gateway_mac {
+                return false;
+            }
+            if matches!(ing, Ingress::Local(_)) && !net.peers.is_empty() {
+                self.encap(net, &net.peers, &Parsed::arp(*eth, *arp));
+            }
+            return true;
+        }
+        let answer = if arp.target_ip == net.gateway_ip {
+            c.event(Event::ArpGateway);
+            net.gateway_mac
+        } else if arp.sender_ip == arp.target_ip {
+            return false; // gratuitous ARP: let everybody see it
+        } else if !net.icc {
+            self.c.drop(Drop::Policy);
+            return true;
+        } else {
+            match net.neigh.get(&arp.target_ip).map(|m| *m) {
+                // For a requester on another host, answer only for endpoints that live here:
+                // the reply's source MAC teaches that host where the endpoint is.
+                Some(mac)
+                    if matches!(ing, Ingress::Remote(_))
+                        && net.fdb.lookup(mac, self.now).is_none() =>
+                {
+                    return false
+                }
+                Some(mac) if mac != arp.sender_mac => {
+                    c.event(Event::ArpSuppressed);
+                    mac
+                }
+                _ => return false,
+            }
+        };
+        arp::reply_in_place(self.buf.data_mut(), arp, answer);
+        self.reply(net, ing);
+        true
+    }
+
+    /// A frame addressed to the gateway MAC that is not ARP: answered (ping) or routed.
+    pub(super) fn for_gateway(&mut self, net: &NetRt, ing: Ingress<'_>, p: &Parsed) {
+        let c = self.c;
+        let ip = match p.l3 {
+            L3::Ipv4(ip) => ip,
+            L3::Malformed if p.eth.ethertype == EtherType::IPV4 => return c.drop(Drop::Malformed),
+            _ => return c.drop(Drop::NoRoute),
+        };
+        match local::icmp_echo_reply_in_place(
+            self.buf.data_mut(),
+            p,
+            net.gateway_ip,
+            net.gateway_mac,
+        ) {
+            Ok(len) => {
+                c.event(Event::IcmpGateway);
+                self.buf.set_len(len);
+                self.reply(net, ing);
+            }
+            Err(NotAnswered::Malformed) => c.drop(Drop::Malformed),
+            Err(NotAnswered::NotForUs) => self.route(Some(net), p.eth, ip),
+        }
+    }
+
+    /// Send the frame the switch just made in `self.buf` back where the request came from.
+    pub(super) fn reply(&mut self, net: &NetRt, ing: Ingress<'_>) {
+        // The switch computed every checksum itself: no offload metadata applies.
+        self.buf.vnet = Default::default();
+        let bytes = self.buf.tap_bytes();
+        for _ in 0..net.taps.emit(Dir::Tx, &bytes[VirtioNetHdr::LEN..]) {
+            self.c.drop(Drop::CaptureDropped);
+        }
+        match ing {
+            Ingress::Local(inp) => inp.transmit(bytes, self.c),
+            Ingress::Remote(vtep) => {
+                // The answer is a frame the switch made: parsed here, once, for its encapsulation.
+                if let Some(p) = Parsed::parse(self.buf.data()) {
+                    self.encap(net, &[vtep], &p);
+                }
+            }
+        }
+    }
+
+    /// Send the frame to every local port of the network but the one it came from and, for
+    /// frames from local ports of an overlay network, to every peer VTEP (head-end replication).
+    pub(crate) fn flood(&mut self, net: &NetRt, ing: Ingress<'_>, p: &Parsed) {
+        let now = self.now;
+        let c = self.c;
+        if let Ingress::Local(inp) = ing {
+            if !inp.flood.allow(now) {
+                c.drop(Drop::FloodLimited);
+                return;
+            }
+        }
+        c.event(Event::Flooded);
+        let from = match ing {
+            Ingress::Local(p) => p.id,
+            Ingress::Remote(_) => PortId::MAX,
+        };
+        let bytes = self.buf.tap_bytes();
+        for p in net.ports.iter().filter(|p| p.id != from) {
+            p.transmit(bytes, c);
+        }
+        if matches!(ing, Ingress::Local(_)) && !net.peers.is_empty() {
+            self.encap(net, &net.peers, p);
+        }
+    }
+}

@@ -1,0 +1,423 @@
+//! The datapath: worker threads that run each frame to completion, in stages called in one
+//! direction. A frame's walk:
+//!
+//! 1. [`rx`]: a worker wakes on its epoll set, loads the configuration snapshot once (an
+//!    `ArcSwap` load: no lock) into its [`Ctx`], and reads up to [`BATCH`] frames per ready port
+//!    into its one preallocated [`FrameBuf`]: a TAP read, a `recvmmsg` batch from the uplink, or
+//!    a UDP GRO read of VXLAN datagrams (decapsulated, coalesced back into TCP super-frames);
+//! 2. [`classify`]: the one parse ([`wire::Parsed`]), then port security, the MTU check and
+//!    MAC learning for endpoint ports; for the uplink, its ARP and pings answered;
+//! 3. [`l2`]: local answers (ARP for the gateway and known endpoints, the gateway's ping) and
+//!    the L2 decision: unicast by the FDB, to a remote VTEP, or flood;
+//! 4. [`route`]: frames for the gateway MAC are routed: NAT's verdict ([`nat::verdict`]), the
+//!    rewrite, the gateway's DNS, next-hop resolution;
+//! 5. [`tx`]: VXLAN encapsulation (software TSO for super-frames) and the batched sends to the
+//!    uplink and VTEPs; TAP writes go straight out of the port ([`Port::transmit`]).
+//!
+//! No per-frame hand-off between threads, no allocation per frame. Per-frame state is the
+//! frame buffer and its parse; per-wake-up state (snapshot, clock, counters, buffers) is [`Ctx`].
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+use nat::{Conntrack, FiveTuple, Proto};
+use rustc_hash::{FxBuildHasher, FxHashMap};
+
+use crate::capture::Taps;
+use crate::counters::WorkerCounters;
+use crate::fdb::{Fdb, FdbCache, PortId};
+use crate::frame::FrameBuf;
+use crate::ipam::Ipv4Cidr;
+use crate::neigh::NeighCache;
+use crate::port::{NetId, Port};
+use crate::sys::epoll::Epoll;
+use crate::txbatch::TxBatch;
+use overlay::gso::Coalesce;
+use wire::ethernet::MacAddr;
+
+/// Frames read from one port before the worker moves on to the next ready port.
+pub const BATCH: usize = 64;
+
+/// Endpoint addresses the switch answers ARP for (ARP suppression), per network.
+pub type NeighTable = DashMap<Ipv4Addr, MacAddr, FxBuildHasher>;
+
+/// A network as the datapath sees it (part of a [`Config`] snapshot).
+pub struct NetRt {
+    /// Network identifier.
+    pub id: NetId,
+    /// Subnet.
+    pub subnet: Ipv4Cidr,
+    /// Gateway address.
+    pub gateway_ip: Ipv4Addr,
+    /// Gateway MAC.
+    pub gateway_mac: MacAddr,
+    /// Ports of the network (the flooding list).
+    pub ports: Vec<Arc<Port>>,
+    /// Learned MACs (shared across snapshots).
+    pub fdb: Arc<Fdb>,
+    /// Known endpoint addresses (shared across snapshots).
+    pub neigh: Arc<NeighTable>,
+    /// Capture taps for frames the switch itself originates in this network.
+    pub taps: Arc<Taps>,
+    /// No egress through the uplink.
+    pub internal: bool,
+    /// Endpoints may talk to each other (Docker's inter-container communication).
+    pub icc: bool,
+    /// Networks this one routes to without NAT (`network link`).
+    pub links: Vec<NetId>,
+    /// Endpoint MTU.
+    pub mtu: u32,
+    /// Names the gateway's DNS answers (endpoints and aliases of this and linked networks).
+    pub dns: FxHashMap<String, Ipv4Addr>,
+    /// Overlay networks: the VNI.
+    pub vni: Option<u32>,
+    /// Overlay networks: peer VTEPs (head-end replication list).
+    pub peers: Vec<Ipv4Addr>,
+    /// Overlay networks: MACs behind remote VTEPs.
+    pub remote: Option<Arc<overlay::RemoteFdb>>,
+    /// Overlay networks: the VTEP port that sends and receives this network's VXLAN.
+    pub vtep: Option<Arc<Port>>,
+    /// Rate limit of the gateway's ARP probes for addresses it has to route to.
+    pub probes: Arc<NeighCache>,
+}
+
+/// The uplink as the datapath sees it.
+pub struct UplinkRt {
+    /// The AF_PACKET port.
+    pub port: Arc<Port>,
+    /// The address the switch owns on the uplink.
+    pub ip: Ipv4Addr,
+    /// The uplink's on-link subnet.
+    pub subnet: Ipv4Cidr,
+    /// Next hop for destinations outside `subnet`.
+    pub gateway: Option<Ipv4Addr>,
+    /// The switch's MAC on the uplink.
+    pub mac: MacAddr,
+    /// Next-hop resolution.
+    pub neigh: Arc<NeighCache>,
+    /// Further addresses the switch answers ARP for (published on a specific IP).
+    pub extra_ips: Vec<Ipv4Addr>,
+    /// Upstream DNS resolver for names the gateway does not know (from the host's
+    /// /etc/resolv.conf when the uplink was set).
+    pub resolver: Option<Ipv4Addr>,
+}
+
+/// A published port: traffic for `(proto, port)` on the uplink goes to `to_ip:to_port`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// Only this uplink-side address (default: the uplink address).
+    pub ip: Option<Ipv4Addr>,
+    /// Network of the endpoint.
+    pub net: NetId,
+    /// Endpoint address.
+    pub to_ip: Ipv4Addr,
+    /// Endpoint port.
+    pub to_port: u16,
+}
+
+/// The configuration snapshot workers read; replaced whole by the control plane.
+#[derive(Default)]
+pub struct Config {
+    /// Networks by id.
+    pub networks: FxHashMap<NetId, Arc<NetRt>>,
+    /// Ports by id.
+    pub ports: FxHashMap<PortId, Arc<Port>>,
+    /// The uplink, if one is set.
+    pub uplink: Option<Arc<UplinkRt>>,
+    /// Published ports by protocol and uplink port.
+    pub published: FxHashMap<(Proto, u16), Published>,
+    /// Overlay networks by (VXLAN UDP port, VNI).
+    pub vnis: FxHashMap<(u16, u32), NetId>,
+    /// For the ports of a namespace attached to several networks: the namespace's addresses on
+    /// its other networks, which port security lets the port send from too. A namespace routes
+    /// by destination, so an answer from its second network's address (a port published there)
+    /// leaves by its default route, through its first network's port; that is not spoofing.
+    pub own_addrs: FxHashMap<PortId, Vec<Ipv4Addr>>,
+}
+
+impl Config {
+    /// The network whose subnet holds `ip`. // HOT PATH (a handful of networks)
+    pub fn network_of(&self, ip: Ipv4Addr) -> Option<&Arc<NetRt>> {
+        self.networks.values().find(|n| n.subnet.contains(ip))
+    }
+
+    /// The published port a packet with tuple `t` arriving for the uplink side hits.
+    pub fn published_for(&self, t: &FiveTuple) -> Option<&Published> {
+        if t.proto == Proto::Icmp {
+            return None;
+        }
+        let up_ip = self.uplink.as_ref().map(|u| u.ip);
+        self.published
+            .get(&(t.proto, t.dport))
+            .filter(|p| Some(t.dst) == p.ip.or(up_ip))
+    }
+}
+
+/// State shared by the control plane and all workers.
+pub struct Shared {
+    /// Current configuration.
+    pub config: ArcSwap<Config>,
+    /// Monotonic clock origin for table ages.
+    pub clock: Instant,
+    /// Set to stop the workers.
+    pub shutdown: AtomicBool,
+    /// Connection tracking for NAT.
+    pub ct: Arc<Conntrack>,
+}
+
+impl Shared {
+    /// Milliseconds since the daemon started.
+    pub fn now_ms(&self) -> u64 {
+        u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// One worker thread's state.
+pub struct Worker {
+    shared: Arc<Shared>,
+    epoll: Arc<Epoll>,
+    counters: Arc<WorkerCounters>,
+    buf: FrameBuf,
+    gso: GsoBufs,
+    fdbc: FdbCache,
+    /// How long to keep polling (without sleeping) after the last frame.
+    poll: std::time::Duration,
+}
+
+/// What one receive on a port brought.
+enum Got {
+    /// One frame, in the worker's buffer.
+    One(usize),
+    /// A UDP GRO read from the VTEP socket: bytes, sender, segment size.
+    Vxlan(usize, std::net::SocketAddrV4, Option<u16>),
+    /// This many frames in the batch buffers (the uplink).
+    Batch(usize),
+}
+
+/// Frames read from the uplink with one `recvmmsg`.
+pub const UPLINK_BATCH: usize = 16;
+
+/// Per-worker buffers of the overlay's software offloads and the uplink's batched receive,
+/// allocated once.
+struct GsoBufs {
+    /// A UDP GRO read: many VXLAN datagrams back to back.
+    rx: Box<[u8]>,
+    /// Segments of one super-frame, each behind its VXLAN header, for one UDP GSO send.
+    tx: Box<[u8]>,
+    /// The super-frame being coalesced in the frame buffer, and where it came from.
+    co: Coalesce,
+    co_net: NetId,
+    co_vtep: Ipv4Addr,
+    /// Frame buffers a `recvmmsg` on the uplink fills, and the lengths it reported.
+    batch: Vec<FrameBuf>,
+    batch_lens: [usize; UPLINK_BATCH],
+    /// Small frames for the uplink or a VTEP, held for one `sendmmsg`.
+    txb: TxBatch,
+}
+
+impl GsoBufs {
+    fn new() -> GsoBufs {
+        GsoBufs {
+            rx: vec![0u8; 65_536].into_boxed_slice(),
+            // 64 KiB of payload plus a VXLAN + Ethernet + IP + TCP header per segment.
+            tx: vec![0u8; 192 * 1024].into_boxed_slice(),
+            co: Coalesce::default(),
+            co_net: 0,
+            co_vtep: Ipv4Addr::UNSPECIFIED,
+            batch: (0..UPLINK_BATCH).map(|_| FrameBuf::new()).collect(),
+            batch_lens: [0; UPLINK_BATCH],
+            txb: TxBatch::default(),
+        }
+    }
+}
+
+impl Worker {
+    /// A worker waiting on `epoll` (whose tokens are port ids) that keeps polling for `poll`
+    /// after its last frame before it sleeps.
+    pub fn new(
+        shared: Arc<Shared>,
+        epoll: Arc<Epoll>,
+        counters: Arc<WorkerCounters>,
+        poll: std::time::Duration,
+    ) -> Worker {
+        Worker {
+            shared,
+            epoll,
+            counters,
+            buf: FrameBuf::new(),
+            gso: GsoBufs::new(),
+            fdbc: FdbCache::default(),
+            poll,
+        }
+    }
+
+    /// Run until [`Shared::shutdown`] is set.
+    pub fn run(mut self) {
+        let mut ready: Vec<u64> = Vec::with_capacity(64);
+        // Polling a little after the last frame (instead of sleeping in epoll at once) saves
+        // the sender the wake-up of this thread for the next one, and the round trip a
+        // reschedule per hop; a runnable task on this core still gets it (yield).
+        let mut last_work = std::time::Instant::now();
+        while !self.shared.shutdown.load(Ordering::Relaxed) {
+            let spin = !self.poll.is_zero() && last_work.elapsed() < self.poll;
+            if let Err(e) = self.epoll.wait(&mut ready, if spin { 0 } else { 100 }) {
+                log::error!("epoll wait failed: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                continue;
+            }
+            if ready.is_empty() {
+                if spin {
+                    std::thread::yield_now();
+                }
+                continue;
+            }
+            last_work = std::time::Instant::now();
+            let cfg = self.shared.config.load();
+            let mut ctx = Ctx {
+                cfg: &cfg,
+                buf: &mut self.buf,
+                gso: &mut self.gso,
+                fdbc: &mut self.fdbc,
+                c: &self.counters,
+                epoll: &self.epoll,
+                ct: &self.shared.ct,
+                now: self.shared.now_ms(),
+            };
+            for &token in &ready {
+                let Some(port) = u32::try_from(token).ok().and_then(|id| cfg.ports.get(&id)) else {
+                    continue;
+                };
+                ctx.drain(port);
+            }
+        }
+    }
+}
+
+/// A worker's buffers, for running frames through the datapath on another thread
+/// ([`run_frame`]).
+pub struct Scratch {
+    buf: FrameBuf,
+    gso: GsoBufs,
+    fdbc: FdbCache,
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Scratch {
+            buf: FrameBuf::new(),
+            gso: GsoBufs::new(),
+            fdbc: FdbCache::default(),
+        }
+    }
+}
+
+impl Scratch {
+    /// The processing context over these buffers, for the harness entries below.
+    fn ctx<'a>(
+        &'a mut self,
+        shared: &'a Shared,
+        epoll: &'a Epoll,
+        counters: &'a WorkerCounters,
+        cfg: &'a Config,
+    ) -> Ctx<'a> {
+        Ctx {
+            cfg,
+            buf: &mut self.buf,
+            gso: &mut self.gso,
+            fdbc: &mut self.fdbc,
+            c: counters,
+            epoll,
+            ct: &shared.ct,
+            now: shared.now_ms(),
+        }
+    }
+}
+
+/// Run `wire` (`[virtio-net header | frame]`, the header as long as `port`'s device uses) through
+/// the datapath as a worker does after reading it from `port`: every check, table update,
+/// answer, translation and transmission. (The fuzzing harness's entry, with sink ports.)
+pub fn run_frame(
+    shared: &Shared,
+    epoll: &Epoll,
+    counters: &WorkerCounters,
+    s: &mut Scratch,
+    cfg: &Config,
+    port: &Port,
+    wire: &[u8],
+) {
+    let mut ctx = s.ctx(shared, epoll, counters, cfg);
+    let area = ctx.buf.rx_area(port.dev.hdr_len());
+    let n = wire.len().min(area.len());
+    area[..n].copy_from_slice(&wire[..n]);
+    ctx.process(port, n);
+    ctx.end_batch();
+}
+
+/// Run `datagrams` through the datapath as a worker does after one read of them from the socket
+/// of the VTEP `port`, sent by `from`: UDP GRO datagrams of `gso` bytes back to back (`None`: one
+/// datagram), at most the worker's receive buffer (64 KiB). (The fuzzing and test harness's entry
+/// for the overlay's receive path, as [`run_frame`] is for ports; the workers do not use it.)
+#[allow(clippy::too_many_arguments)]
+pub fn run_vxlan(
+    shared: &Shared,
+    epoll: &Epoll,
+    counters: &WorkerCounters,
+    s: &mut Scratch,
+    cfg: &Config,
+    port: &Port,
+    from: std::net::SocketAddrV4,
+    datagrams: &[u8],
+    gso: Option<u16>,
+) {
+    let mut ctx = s.ctx(shared, epoll, counters, cfg);
+    let n = datagrams.len().min(ctx.gso.rx.len());
+    ctx.gso.rx[..n].copy_from_slice(&datagrams[..n]);
+    ctx.vxlan_in(port, n, from, gso);
+    ctx.end_batch();
+}
+
+/// What processing one wake-up's frames needs: the worker's buffer, its counters, the time.
+pub(crate) struct Ctx<'a> {
+    /// The configuration snapshot of this wake-up.
+    pub(crate) cfg: &'a Config,
+    pub(crate) buf: &'a mut FrameBuf,
+    gso: &'a mut GsoBufs,
+    fdbc: &'a mut FdbCache,
+    pub(crate) c: &'a WorkerCounters,
+    pub(crate) epoll: &'a Epoll,
+    pub(crate) ct: &'a Conntrack,
+    pub(crate) now: u64,
+}
+
+/// Where a frame entered its network: a local port, or a remote VTEP (decapsulated VXLAN).
+#[derive(Clone, Copy)]
+pub(crate) enum Ingress<'a> {
+    /// A local port.
+    Local(&'a Port),
+    /// A peer VTEP.
+    Remote(Ipv4Addr),
+}
+
+mod classify;
+mod l2;
+mod route;
+mod rx;
+mod tx;
+
+impl Ctx<'_> {
+    fn drain(&mut self, port: &Port) {
+        self.drain_port(port);
+        self.end_batch();
+    }
+
+    /// The end of one read batch: a super-frame coalesced from its VXLAN datagrams goes out
+    /// now, and then what the batch sent to the uplink or a VTEP.
+    fn end_batch(&mut self) {
+        self.flush_coalesced();
+        self.flush_tx();
+    }
+}
