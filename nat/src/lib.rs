@@ -4,7 +4,9 @@
 //! - [`packet`]: the 5-tuple of an IPv4 TCP/UDP/ICMP-echo packet and its in-place rewrite with
 //!   incremental checksum updates (RFC 1624);
 //! - [`conntrack`]: the flow table (both directions indexed), the TCP state machine, timeouts,
-//!   source-port allocation and the table limit.
+//!   source-port allocation and the table limit;
+//! - [`verdict`]: what a routed packet becomes (a tracked flow's rewrite, a new masquerade,
+//!   published-port or hairpin flow, plain routing, or a refusal), given the switch's topology.
 
 #![forbid(unsafe_code)]
 

@@ -10,14 +10,15 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkCreate {
-    /// Network name: 1-32 characters of `[A-Za-z0-9_.-]`, not starting with `-` or `.`.
+    /// Network name: 1-64 characters of `[A-Za-z0-9_.-]`, not starting with `-` or `.`.
     pub name: String,
     /// IPv4 subnet in CIDR form, e.g. `172.20.0.0/24` (prefix length 8..=30).
     pub subnet: String,
     /// Gateway address inside the subnet; defaults to the first host address.
     #[serde(default)]
     pub gateway: Option<String>,
-    /// MTU given to every endpoint of this network; defaults to 1500.
+    /// MTU given to every endpoint of this network (68-65535); defaults to 1500, and for an
+    /// overlay network to the underlay interface's MTU less the 50 bytes VXLAN adds.
     #[serde(default)]
     pub mtu: Option<u32>,
     /// No egress through the uplink (Docker's `--internal`).

@@ -1,6 +1,6 @@
-//! Switch ports: a device the switch reads frames from and writes frames to, with its counters
-//! and capture taps. Today every port is a TAP endpoint in a namespace; uplink and VXLAN ports
-//! come with their issues.
+//! Switch ports: a device the switch reads frames from and writes frames to ([`Device`]: a TAP
+//! endpoint in a namespace, the uplink's packet sockets, a VTEP's UDP and raw sockets, or a sink
+//! for the device-less harness), with its counters, flood limiter and capture taps.
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -250,9 +250,7 @@ impl Port {
     /// Hand a frame sent on this port to its captures (a full capture queue counts a drop).
     #[inline]
     pub fn capture_tx(&self, frame: &[u8], counters: &WorkerCounters) {
-        for _ in 0..self.taps.emit(Dir::Tx, frame) {
-            counters.drop(Drop::CaptureDropped);
-        }
+        self.taps.emit_counted(Dir::Tx, frame, counters);
     }
 }
 

@@ -1,5 +1,5 @@
-//! Ethernet: the MAC address type used across the project, EtherTypes, and [`EthFrame`], the one
-//! parse of a frame's Ethernet header that every stage reuses.
+//! Ethernet: the MAC address type used across the project, EtherTypes, and [`EthFrame`], the
+//! Ethernet header as the frame's one parse ([`crate::Parsed`]) carries it.
 
 use std::fmt;
 use std::str::FromStr;

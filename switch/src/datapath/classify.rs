@@ -26,9 +26,7 @@ impl Ctx<'_> {
         }
         let frame = self.buf.data();
         inp.count_rx(frame.len());
-        for _ in 0..inp.taps.emit(Dir::Rx, frame) {
-            c.drop(Drop::CaptureDropped);
-        }
+        inp.taps.emit_counted(Dir::Rx, frame, c);
         let Some(p) = Parsed::parse(frame) else {
             c.drop(Drop::Malformed);
             return;

@@ -10,7 +10,6 @@ use wire::{Parsed, VirtioNetHdr, L3};
 use super::{Ctx, Ingress, NetRt};
 use crate::capture::Dir;
 use crate::counters::{Drop, Event};
-use crate::fdb::PortId;
 use crate::local::{self, NotAnswered};
 
 impl Ctx<'_> {
@@ -140,9 +139,8 @@ impl Ctx<'_> {
         // The switch computed every checksum itself: no offload metadata applies.
         self.buf.vnet = Default::default();
         let bytes = self.buf.tap_bytes();
-        for _ in 0..net.taps.emit(Dir::Tx, &bytes[VirtioNetHdr::LEN..]) {
-            self.c.drop(Drop::CaptureDropped);
-        }
+        net.taps
+            .emit_counted(Dir::Tx, &bytes[VirtioNetHdr::LEN..], self.c);
         match ing {
             Ingress::Local(inp) => inp.transmit(bytes, self.c),
             Ingress::Remote(vtep) => {
@@ -166,16 +164,10 @@ impl Ctx<'_> {
             }
         }
         c.event(Event::Flooded);
-        let from = match ing {
-            Ingress::Local(p) => p.id,
-            Ingress::Remote(_) => PortId::MAX,
-        };
-        let bytes = self.buf.tap_bytes();
-        for p in net.ports.iter().filter(|p| p.id != from) {
-            p.transmit(bytes, c);
-        }
-        if matches!(ing, Ingress::Local(_)) && !net.peers.is_empty() {
-            self.encap(net, &net.peers, p);
+        match ing {
+            Ingress::Local(inp) => self.replicate(net, Some(inp.id), true, p),
+            // Split horizon: what came from a VTEP never goes back to the overlay.
+            Ingress::Remote(_) => self.replicate(net, None, false, p),
         }
     }
 }

@@ -177,22 +177,16 @@ impl Ctx<'_> {
                     arp::request(&mut req, m.gateway_mac, m.gateway_ip, dst);
                     self.buf.set(&req);
                     c.event(Event::ArpRequests);
-                    let bytes = self.buf.tap_bytes();
-                    m.ports.iter().for_each(|p| p.transmit(bytes, c));
-                    if let (false, Some(p)) = (m.peers.is_empty(), Parsed::parse(&req)) {
-                        self.encap(m, &m.peers, &p);
+                    if let Some(p) = Parsed::parse(&req) {
+                        self.replicate(m, None, true, &p);
                     }
                 }
                 return c.drop(Drop::ArpTimeout);
             };
             ethernet::set_addrs(self.buf.data_mut(), m.gateway_mac, mac);
             let bytes = self.buf.tap_bytes();
-            for _ in 0..m
-                .taps
-                .emit(crate::capture::Dir::Tx, &bytes[VirtioNetHdr::LEN..])
-            {
-                c.drop(Drop::CaptureDropped);
-            }
+            m.taps
+                .emit_counted(crate::capture::Dir::Tx, &bytes[VirtioNetHdr::LEN..], c);
             match m
                 .fdb
                 .lookup(mac, now)
@@ -203,12 +197,7 @@ impl Ctx<'_> {
                 None => match m.remote.as_ref().and_then(|r| r.lookup(&mac.0, now)) {
                     // The endpoint lives on another host of this overlay network.
                     Some(vtep) => self.encap(m, &[vtep], p),
-                    None => {
-                        m.ports.iter().for_each(|p| p.transmit(bytes, c));
-                        if !m.peers.is_empty() {
-                            self.encap(m, &m.peers, p);
-                        }
-                    }
+                    None => self.replicate(m, None, true, p),
                 },
             }
             return;

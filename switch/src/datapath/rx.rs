@@ -221,9 +221,7 @@ impl Ctx<'_> {
         if self.buf.vnet.flags & VirtioNetHdr::F_NEEDS_CSUM == 0 {
             checksum::complete_partial_l4(self.buf.data_mut());
         }
-        for _ in 0..net.taps.emit(Dir::Rx, self.buf.data()) {
-            c.drop(Drop::CaptureDropped);
-        }
+        net.taps.emit_counted(Dir::Rx, self.buf.data(), c);
         self.switch_frame(net, Ingress::Remote(vtep), &p);
     }
 }

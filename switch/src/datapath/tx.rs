@@ -12,6 +12,7 @@ use wire::{vxlan, Parsed, VirtioNetHdr};
 
 use super::{Ctx, NetRt};
 use crate::counters::Drop;
+use crate::fdb::PortId;
 use crate::port::{Device, Port, VxlanDev};
 
 impl Ctx<'_> {
@@ -32,6 +33,24 @@ impl Ctx<'_> {
     pub(crate) fn send_uplink_bytes(&mut self, port: &Arc<Port>, wire: &[u8]) {
         self.flush_tx();
         port.transmit(wire, self.c);
+    }
+
+    /// Send the frame to every local port of `net` but `except` and, when `to_peers`, to every
+    /// peer VTEP of an overlay network (head-end replication).
+    pub(super) fn replicate(
+        &mut self,
+        net: &NetRt,
+        except: Option<PortId>,
+        to_peers: bool,
+        p: &Parsed,
+    ) {
+        let bytes = self.buf.tap_bytes();
+        for port in net.ports.iter().filter(|port| Some(port.id) != except) {
+            port.transmit(bytes, self.c);
+        }
+        if to_peers && !net.peers.is_empty() {
+            self.encap(net, &net.peers, p);
+        }
     }
 
     /// Encapsulate the frame in VXLAN for `net` and send one copy to each VTEP in `vteps`.
