@@ -1,5 +1,10 @@
 //! Plain-text tables for human output: columns padded to their widest cell.
 
+/// Render one row per item of `items` (its cells from `row`) under `header`.
+pub fn table<I: IntoIterator>(header: &[&str], items: I, row: impl Fn(I::Item) -> Vec<String>) -> String {
+    render(header, &items.into_iter().map(row).collect::<Vec<_>>())
+}
+
 /// Render `rows` under `header`, columns separated by two spaces.
 pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();

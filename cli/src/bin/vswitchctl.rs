@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use switch::model::*;
 use vswitch_cli::client::{encode, Client, ClientError};
-use vswitch_cli::table::render;
+use vswitch_cli::table::table;
 use vswitch_cli::{routes, DEFAULT_SOCKET, SOCKET_ENV};
 
 /// vswitchctl: control vswitchd, the userspace virtual switch for network namespaces.
@@ -284,6 +284,22 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<(), ClientError> {
 
 const NONE: Option<&()> = None;
 
+/// `GET path`: a list, printed as JSON or as a table (`header`, a row per item).
+fn list<T: serde::de::DeserializeOwned + serde::Serialize>(
+    c: &Client,
+    path: &str,
+    json: bool,
+    header: &[&str],
+    row: impl Fn(&T) -> Vec<String>,
+) -> Result<(), ClientError> {
+    let v: Vec<T> = c.call("GET", path, NONE)?;
+    if json {
+        return print_json(&v);
+    }
+    print!("{}", table(header, &v, row));
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<(), ClientError> {
     let c = Client::new(&cli.socket);
     let json = cli.json;
@@ -321,26 +337,16 @@ fn run(cli: Cli) -> Result<(), ClientError> {
             }
         }
         Cmd::Network(NetCmd::Ls) => {
-            let v: Vec<NetworkInfo> = c.call("GET", routes::NETWORKS, NONE)?;
-            if json {
-                return print_json(&v);
-            }
-            let rows: Vec<Vec<String>> = v
-                .iter()
-                .map(|n| {
-                    vec![
-                        n.name.clone(),
-                        n.subnet.clone(),
-                        n.gateway.to_string(),
-                        n.mtu.to_string(),
-                        n.endpoints.len().to_string(),
-                    ]
-                })
-                .collect();
-            print!(
-                "{}",
-                render(&["NAME", "SUBNET", "GATEWAY", "MTU", "ENDPOINTS"], &rows)
-            );
+            let header = ["NAME", "SUBNET", "GATEWAY", "MTU", "ENDPOINTS"];
+            list(&c, routes::NETWORKS, json, &header, |n: &NetworkInfo| {
+                vec![
+                    n.name.clone(),
+                    n.subnet.clone(),
+                    n.gateway.to_string(),
+                    n.mtu.to_string(),
+                    n.endpoints.len().to_string(),
+                ]
+            })?;
         }
         Cmd::Network(NetCmd::Inspect { name }) => {
             let n: NetworkInfo = c.call(
@@ -441,12 +447,13 @@ fn run(cli: Cli) -> Result<(), ClientError> {
                 return print_json(&u);
             }
             println!("{}", uplink_line(&u));
-            let rows: Vec<Vec<String>> = u
-                .neighbours
-                .iter()
-                .map(|n| vec![n.ip.to_string(), n.mac.clone(), format!("{}s", n.age_secs)])
-                .collect();
-            print!("{}", render(&["NEIGHBOUR", "MAC", "AGE"], &rows));
+            let header = ["NEIGHBOUR", "MAC", "AGE"];
+            print!(
+                "{}",
+                table(&header, &u.neighbours, |n| {
+                    vec![n.ip.to_string(), n.mac.clone(), format!("{}s", n.age_secs)]
+                })
+            );
         }
         Cmd::Uplink(UplinkCmd::Rm) => {
             let () = c.call("DELETE", routes::UPLINK, NONE)?;
@@ -500,39 +507,22 @@ fn run(cli: Cli) -> Result<(), ClientError> {
                 println!("{} connection(s) flushed", f.flushed);
                 return Ok(());
             }
-            let v: Vec<ConntrackEntry> = c.call("GET", &path, NONE)?;
-            if json {
-                return print_json(&v);
-            }
-            let rows: Vec<Vec<String>> = v
-                .iter()
-                .map(|e| {
-                    vec![
-                        e.proto.clone(),
-                        e.kind.clone(),
-                        e.network.clone(),
-                        e.orig.clone(),
-                        e.reply.clone(),
-                        e.state.clone(),
-                        format!("{}s", e.expires_secs),
-                    ]
-                })
-                .collect();
-            print!(
-                "{}",
-                render(
-                    &["PROTO", "NAT", "NETWORK", "ORIGINAL", "REPLY", "STATE", "EXPIRES"],
-                    &rows
-                )
-            );
+            let header = [
+                "PROTO", "NAT", "NETWORK", "ORIGINAL", "REPLY", "STATE", "EXPIRES",
+            ];
+            list(&c, &path, json, &header, |e: &ConntrackEntry| {
+                vec![
+                    e.proto.clone(),
+                    e.kind.clone(),
+                    e.network.clone(),
+                    e.orig.clone(),
+                    e.reply.clone(),
+                    e.state.clone(),
+                    format!("{}s", e.expires_secs),
+                ]
+            })?;
         }
-        Cmd::Ports => {
-            let v: Vec<PortInfo> = c.call("GET", routes::PORTS, NONE)?;
-            if json {
-                return print_json(&v);
-            }
-            print!("{}", port_table(&v));
-        }
+        Cmd::Ports => list(&c, routes::PORTS, json, &PORT_HEADER, port_row)?,
         Cmd::Fdb {
             cmd: Some(FdbCmd::Add { network, mac, vtep }),
             ..
@@ -576,52 +566,32 @@ fn run(cli: Cli) -> Result<(), ClientError> {
             if json {
                 return print_json(&n.peers);
             }
-            let rows: Vec<Vec<String>> = n.peers.iter().map(|p| vec![p.to_string()]).collect();
-            print!("{}", render(&["PEER"], &rows));
+            print!("{}", table(&["PEER"], &n.peers, |p| vec![p.to_string()]));
         }
         Cmd::Fdb { network, cmd: None } => {
             let path = filtered(routes::FDB, network.as_deref());
-            let v: Vec<FdbEntryInfo> = c.call("GET", &path, NONE)?;
-            if json {
-                return print_json(&v);
-            }
-            let rows: Vec<Vec<String>> = v
-                .iter()
-                .map(|e| {
-                    vec![
-                        e.network.clone(),
-                        e.mac.clone(),
-                        e.port.clone(),
-                        e.vtep.map_or_else(|| "-".to_string(), |v| v.to_string()),
-                        format!("{}s", e.age_secs),
-                    ]
-                })
-                .collect();
-            print!(
-                "{}",
-                render(&["NETWORK", "MAC", "PORT", "VTEP", "AGE"], &rows)
-            );
+            let header = ["NETWORK", "MAC", "PORT", "VTEP", "AGE"];
+            list(&c, &path, json, &header, |e: &FdbEntryInfo| {
+                vec![
+                    e.network.clone(),
+                    e.mac.clone(),
+                    e.port.clone(),
+                    e.vtep.map_or_else(|| "-".to_string(), |v| v.to_string()),
+                    format!("{}s", e.age_secs),
+                ]
+            })?;
         }
         Cmd::Stats => {
             let s: StatsInfo = c.call("GET", routes::STATS, NONE)?;
             if json {
                 return print_json(&s);
             }
-            print!("{}", port_table(&s.ports));
+            let count = |(k, v): (&String, &u64)| vec![k.clone(), v.to_string()];
+            print!("{}", table(&PORT_HEADER, &s.ports, port_row));
             println!();
-            let rows: Vec<Vec<String>> = s
-                .drops
-                .iter()
-                .map(|(k, v)| vec![k.clone(), v.to_string()])
-                .collect();
-            print!("{}", render(&["DROP", "FRAMES"], &rows));
+            print!("{}", table(&["DROP", "FRAMES"], &s.drops, count));
             println!();
-            let rows: Vec<Vec<String>> = s
-                .events
-                .iter()
-                .map(|(k, v)| vec![k.clone(), v.to_string()])
-                .collect();
-            print!("{}", render(&["EVENT", "COUNT"], &rows));
+            print!("{}", table(&["EVENT", "COUNT"], &s.events, count));
         }
         Cmd::Capture {
             target,
@@ -677,45 +647,39 @@ fn filtered(route: &str, network: Option<&str>) -> String {
     }
 }
 
-fn port_table(v: &[PortInfo]) -> String {
-    let rows: Vec<Vec<String>> = v
-        .iter()
-        .map(|p| {
-            vec![
-                p.name.clone(),
-                p.netns.clone(),
-                p.ifname.clone(),
-                p.network.clone(),
-                p.mac.clone(),
-                p.ip.to_string(),
-                p.counters.rx_packets.to_string(),
-                p.counters.rx_bytes.to_string(),
-                p.counters.tx_packets.to_string(),
-                p.counters.tx_bytes.to_string(),
-                p.counters.tx_dropped.to_string(),
-                if p.published.is_empty() {
-                    "-".to_string()
-                } else {
-                    p.published.join(",")
-                },
-            ]
-        })
-        .collect();
-    render(
-        &[
-            "PORT",
-            "NETNS",
-            "IFNAME",
-            "NETWORK",
-            "MAC",
-            "IP",
-            "RX_PKTS",
-            "RX_BYTES",
-            "TX_PKTS",
-            "TX_BYTES",
-            "TX_DROP",
-            "PUBLISHED",
-        ],
-        &rows,
-    )
+/// The columns of `ports` and `stats`.
+const PORT_HEADER: [&str; 12] = [
+    "PORT",
+    "NETNS",
+    "IFNAME",
+    "NETWORK",
+    "MAC",
+    "IP",
+    "RX_PKTS",
+    "RX_BYTES",
+    "TX_PKTS",
+    "TX_BYTES",
+    "TX_DROP",
+    "PUBLISHED",
+];
+
+fn port_row(p: &PortInfo) -> Vec<String> {
+    vec![
+        p.name.clone(),
+        p.netns.clone(),
+        p.ifname.clone(),
+        p.network.clone(),
+        p.mac.clone(),
+        p.ip.to_string(),
+        p.counters.rx_packets.to_string(),
+        p.counters.rx_bytes.to_string(),
+        p.counters.tx_packets.to_string(),
+        p.counters.tx_bytes.to_string(),
+        p.counters.tx_dropped.to_string(),
+        if p.published.is_empty() {
+            "-".to_string()
+        } else {
+            p.published.join(",")
+        },
+    ]
 }
