@@ -1,16 +1,18 @@
 //! The overlay's remote forwarding table: MACs behind peer VTEPs (MAC -> VTEP), with learning,
-//! static entries and aging, pure over time (no sockets, no threads). The VXLAN header and the
-//! outer headers are in the wire layer (`wire::vxlan`).
+//! static entries and aging, pure over time (no sockets, no threads); it is a [`table::MacTable`],
+//! the aging table the switch's local FDB uses too. Software offload of VXLAN frames is in
+//! [`gso`]. The VXLAN header and the outer headers are in the wire layer (`wire::vxlan`).
 
 #![forbid(unsafe_code)]
 
 pub mod gso;
+pub mod table;
 
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use dashmap::DashMap;
-use rustc_hash::FxBuildHasher;
+use wire::MacAddr;
+
+use crate::table::{Learned, MacTable};
 
 /// A remote MAC as listed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,118 +27,63 @@ pub struct RemoteEntry {
     pub is_static: bool,
 }
 
-struct Entry {
-    vtep: AtomicU32,
-    last_seen: AtomicU64,
-    is_static: bool,
-}
-
 /// The remote forwarding table of one overlay network: inner MAC -> VTEP, learned from decapsulated
 /// frames' source MACs and outer source addresses, aged like local entries.
 pub struct RemoteFdb {
-    map: DashMap<[u8; 6], Entry, FxBuildHasher>,
-    aging_ms: u64,
-    limit: usize,
+    table: MacTable<Ipv4Addr>,
 }
 
 impl RemoteFdb {
     /// An empty table.
     pub fn new(aging_ms: u64, limit: usize) -> RemoteFdb {
         RemoteFdb {
-            map: DashMap::with_hasher(FxBuildHasher),
-            aging_ms,
-            limit,
+            table: MacTable::new(aging_ms, limit),
         }
     }
 
-    /// Learn `mac` behind `vtep` at `now`; false when the table is full. // HOT PATH
+    /// Learn `mac` behind `vtep` at `now`; false when the table is full. A static entry is kept
+    /// as it is. // HOT PATH
     pub fn learn(&self, mac: [u8; 6], vtep: Ipv4Addr, now: u64) -> bool {
-        if let Some(e) = self.map.get(&mac) {
-            if e.is_static {
-                return true;
-            }
-            if e.vtep.load(Ordering::Relaxed) != u32::from(vtep) {
-                e.vtep.store(u32::from(vtep), Ordering::Relaxed);
-            }
-            if now.saturating_sub(e.last_seen.load(Ordering::Relaxed)) >= 100 {
-                e.last_seen.store(now, Ordering::Relaxed);
-            }
-            return true;
-        }
-        if self.map.len() >= self.limit {
-            return false;
-        }
-        self.map.insert(
-            mac,
-            Entry {
-                vtep: AtomicU32::new(u32::from(vtep)),
-                last_seen: AtomicU64::new(now),
-                is_static: false,
-            },
-        );
-        true
+        self.table.learn(MacAddr(mac), vtep, now) != Learned::Full
     }
 
     /// Add a static entry.
     pub fn add_static(&self, mac: [u8; 6], vtep: Ipv4Addr) {
-        self.map.insert(
-            mac,
-            Entry {
-                vtep: AtomicU32::new(u32::from(vtep)),
-                last_seen: AtomicU64::new(0),
-                is_static: true,
-            },
-        );
+        self.table.add_static(MacAddr(mac), vtep);
     }
 
     /// The VTEP of `mac`, unless unknown or expired. // HOT PATH
     pub fn lookup(&self, mac: &[u8; 6], now: u64) -> Option<Ipv4Addr> {
-        let e = self.map.get(mac)?;
-        if !e.is_static && now.saturating_sub(e.last_seen.load(Ordering::Relaxed)) > self.aging_ms {
-            return None;
-        }
-        Some(Ipv4Addr::from(e.vtep.load(Ordering::Relaxed)))
+        self.table.lookup(MacAddr(*mac), now)
     }
 
     /// Forget `mac` (it showed up on a local port).
     pub fn forget(&self, mac: &[u8; 6]) {
-        self.map.remove_if(mac, |_, e| !e.is_static);
+        self.table.forget(MacAddr(*mac));
     }
 
     /// Forget everything behind `vtep` (the peer was removed).
     pub fn forget_vtep(&self, vtep: Ipv4Addr) {
-        self.map
-            .retain(|_, e| e.vtep.load(Ordering::Relaxed) != u32::from(vtep));
+        self.table.forget_where(vtep);
     }
 
     /// Remove expired entries.
     pub fn age(&self, now: u64) -> usize {
-        let before = self.map.len();
-        self.map.retain(|_, e| {
-            e.is_static || now.saturating_sub(e.last_seen.load(Ordering::Relaxed)) <= self.aging_ms
-        });
-        before - self.map.len()
+        self.table.age(now)
     }
 
     /// Live entries, sorted by MAC.
     pub fn entries(&self, now: u64) -> Vec<RemoteEntry> {
-        let mut v: Vec<RemoteEntry> = self
-            .map
-            .iter()
+        self.table
+            .entries(now)
+            .into_iter()
             .map(|e| RemoteEntry {
-                mac: *e.key(),
-                vtep: Ipv4Addr::from(e.vtep.load(Ordering::Relaxed)),
-                age_ms: if e.is_static {
-                    0
-                } else {
-                    now.saturating_sub(e.last_seen.load(Ordering::Relaxed))
-                },
+                mac: e.mac.0,
+                vtep: e.value,
+                age_ms: e.age_ms,
                 is_static: e.is_static,
             })
-            .filter(|e| e.is_static || e.age_ms <= self.aging_ms)
-            .collect();
-        v.sort_by_key(|e| e.mac);
-        v
+            .collect()
     }
 }
 
@@ -162,5 +109,32 @@ mod test {
         t.forget_vtep(v2);
         assert_eq!(t.lookup(&m1, 700), None);
         assert_eq!(t.entries(0).len(), 0);
+    }
+
+    #[test]
+    fn remote_fdb_keeps_static_entries_and_refuses_only_when_full() {
+        let t = RemoteFdb::new(1000, 1);
+        let m = [2, 0, 0, 0, 0, 1];
+        let (v1, v2) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+        t.add_static(m, v1);
+        assert!(t.learn(m, v2, 0), "a static entry is not a full table");
+        assert_eq!(t.lookup(&m, 0), Some(v1));
+        t.forget(&m);
+        assert_eq!(
+            t.lookup(&m, 0),
+            Some(v1),
+            "static entries are not forgotten"
+        );
+        assert!(!t.learn([2, 0, 0, 0, 0, 2], v2, 0), "full");
+        let e = t.entries(5_000);
+        assert_eq!(
+            e,
+            vec![RemoteEntry {
+                mac: m,
+                vtep: v1,
+                age_ms: 0,
+                is_static: true
+            }]
+        );
     }
 }

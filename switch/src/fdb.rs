@@ -1,19 +1,19 @@
 //! The forwarding database: MAC address -> port, learned from source addresses, aged out.
 //!
-//! One [`Fdb`] per network. Lookups and refreshes of a known entry take a shard read lock and an
-//! atomic store (no write lock on the per-frame path); only a new or moved MAC takes a shard write
-//! lock. Time is passed in as milliseconds on the daemon's monotonic clock, so the logic is
-//! deterministic under test.
+//! One [`Fdb`] per network: an [`overlay::table::MacTable`] of port ids (the aging table the
+//! remote FDB uses too; lookups and refreshes of a known entry take a shard read lock and an
+//! atomic store, no write lock on the per-frame path) plus what only the local table has: source
+//! addresses that are not unicast are not learned, and a generation counter. Time is passed in as
+//! milliseconds on the daemon's monotonic clock, so the logic is deterministic under test.
 //!
 //! In front of it each worker keeps an [`FdbCache`]: a small direct-mapped table of answers it
 //! got, valid while the FDB's generation (bumped by every move and removal) is unchanged. A frame
 //! of a known conversation is then switched without touching the shared map at all: no shard
 //! lock, one shared read of the generation.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use dashmap::DashMap;
-use rustc_hash::FxBuildHasher;
+use overlay::table::{Learned, MacTable};
 
 use crate::wire::MacAddr;
 
@@ -32,15 +32,9 @@ pub enum Learn {
         /// The port it was on before.
         from: PortId,
     },
-    /// The address is not a unicast source; nothing was learned.
+    /// Nothing was learned: the address is not a unicast source, the MAC has a static entry on
+    /// another port, or the table is full.
     Ignored,
-}
-
-struct Entry {
-    port: AtomicU32,
-    last_seen_ms: AtomicU64,
-    /// Static entries never age out and are not moved by learning.
-    is_static: bool,
 }
 
 /// A learned MAC as listed by [`Fdb::entries`].
@@ -56,23 +50,19 @@ pub struct FdbEntry {
 
 /// A forwarding database with aging.
 pub struct Fdb {
-    map: DashMap<MacAddr, Entry, FxBuildHasher>,
+    table: MacTable<PortId>,
     /// Bumped by every change that can make a cached answer wrong: a move, a removal, a static
     /// entry. (A new MAC is not: caches hold only answers found.)
     gen: AtomicU64,
-    aging_ms: u64,
-    /// Upper bound on entries; learning beyond it is refused (counted by the caller).
-    limit: usize,
 }
 
 impl Fdb {
-    /// An empty table whose entries expire `aging_ms` after they were last seen.
+    /// An empty table whose entries expire `aging_ms` after they were last seen; learning beyond
+    /// `limit` entries is refused (counted by the caller).
     pub fn new(aging_ms: u64, limit: usize) -> Fdb {
         Fdb {
-            map: DashMap::with_hasher(FxBuildHasher),
+            table: MacTable::new(aging_ms, limit),
             gen: AtomicU64::new(1),
-            aging_ms,
-            limit,
         }
     }
 
@@ -91,70 +81,33 @@ impl Fdb {
         if !mac.is_valid_unicast() {
             return Learn::Ignored;
         }
-        if let Some(e) = self.map.get(&mac) {
-            let old = e.port.load(Ordering::Relaxed);
-            if old == port {
-                // Avoid dirtying the cache line on every frame: refresh at most every 100 ms.
-                if now_ms.saturating_sub(e.last_seen_ms.load(Ordering::Relaxed)) >= 100 {
-                    e.last_seen_ms.store(now_ms, Ordering::Relaxed);
-                }
-                return Learn::Refreshed;
+        match self.table.learn(mac, port, now_ms) {
+            Learned::New => Learn::New,
+            Learned::Refreshed => Learn::Refreshed,
+            Learned::Moved { from } => {
+                // Bumped after the new port is stored: a cache that read the old generation
+                // holds a stale slot at once.
+                self.changed();
+                Learn::Moved { from }
             }
-            if e.is_static {
-                return Learn::Ignored;
-            }
-            e.port.store(port, Ordering::Relaxed);
-            e.last_seen_ms.store(now_ms, Ordering::Relaxed);
-            drop(e);
-            self.changed();
-            return Learn::Moved { from: old };
+            Learned::Pinned | Learned::Full => Learn::Ignored,
         }
-        if self.map.len() >= self.limit {
-            return Learn::Ignored;
-        }
-        self.map.insert(
-            mac,
-            Entry {
-                port: AtomicU32::new(port),
-                last_seen_ms: AtomicU64::new(now_ms),
-                is_static: false,
-            },
-        );
-        Learn::New
     }
 
     /// Add a static entry that never ages.
     pub fn add_static(&self, mac: MacAddr, port: PortId) {
-        self.map.insert(
-            mac,
-            Entry {
-                port: AtomicU32::new(port),
-                last_seen_ms: AtomicU64::new(0),
-                is_static: true,
-            },
-        );
+        self.table.add_static(mac, port);
         self.changed();
     }
 
     /// The port `mac` was learned on, unless unknown or expired at `now_ms`. // HOT PATH
     pub fn lookup(&self, mac: MacAddr, now_ms: u64) -> Option<PortId> {
-        let e = self.map.get(&mac)?;
-        if !e.is_static
-            && now_ms.saturating_sub(e.last_seen_ms.load(Ordering::Relaxed)) > self.aging_ms
-        {
-            return None;
-        }
-        Some(e.port.load(Ordering::Relaxed))
+        self.table.lookup(mac, now_ms)
     }
 
     /// Remove entries not seen for longer than the aging time; returns how many were removed.
     pub fn age(&self, now_ms: u64) -> usize {
-        let before = self.map.len();
-        self.map.retain(|_, e| {
-            e.is_static
-                || now_ms.saturating_sub(e.last_seen_ms.load(Ordering::Relaxed)) <= self.aging_ms
-        });
-        let removed = before - self.map.len();
+        let removed = self.table.age(now_ms);
         if removed > 0 {
             self.changed();
         }
@@ -163,46 +116,38 @@ impl Fdb {
 
     /// Forget `mac` (it moved behind a remote VTEP).
     pub fn forget(&self, mac: MacAddr) {
-        if self.map.remove_if(&mac, |_, e| !e.is_static).is_some() {
+        if self.table.forget(mac) {
             self.changed();
         }
     }
 
     /// Forget everything learned on `port` (the port was removed).
     pub fn flush_port(&self, port: PortId) {
-        self.map
-            .retain(|_, e| e.port.load(Ordering::Relaxed) != port);
+        self.table.forget_where(port);
         self.changed();
     }
 
     /// All live entries, sorted by MAC.
     pub fn entries(&self, now_ms: u64) -> Vec<FdbEntry> {
-        let mut v: Vec<FdbEntry> = self
-            .map
-            .iter()
-            .map(|r| FdbEntry {
-                mac: *r.key(),
-                port: r.port.load(Ordering::Relaxed),
-                age_ms: if r.is_static {
-                    0
-                } else {
-                    now_ms.saturating_sub(r.last_seen_ms.load(Ordering::Relaxed))
-                },
+        self.table
+            .entries(now_ms)
+            .into_iter()
+            .map(|e| FdbEntry {
+                mac: e.mac,
+                port: e.value,
+                age_ms: e.age_ms,
             })
-            .filter(|e| e.age_ms <= self.aging_ms)
-            .collect();
-        v.sort_by_key(|e| e.mac);
-        v
+            .collect()
     }
 
     /// Number of entries, including expired ones not yet aged out.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.table.len()
     }
 
     /// True when the table is empty.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.table.is_empty()
     }
 }
 
@@ -390,6 +335,26 @@ mod test {
         assert_eq!(fdb.learn(A, 1, 5), Learn::Ignored);
         assert_eq!(fdb.age(1_000_000), 0);
         assert_eq!(fdb.lookup(A, 1_000_000), Some(7));
+    }
+
+    #[test]
+    fn the_generation_changes_with_moves_and_removals_only() {
+        let fdb = Fdb::new(1000, 1000);
+        let g = fdb.generation();
+        fdb.learn(A, 1, 0);
+        fdb.learn(A, 1, 500);
+        fdb.forget(B);
+        assert_eq!(fdb.age(600), 0);
+        assert_eq!(fdb.generation(), g, "new, refreshed, nothing removed");
+        fdb.learn(A, 2, 700);
+        assert_eq!(fdb.generation(), g + 1, "moved");
+        fdb.add_static(B, 3);
+        assert_eq!(fdb.learn(B, 4, 800), Learn::Ignored);
+        assert_eq!(fdb.generation(), g + 2, "static added, not moved");
+        fdb.forget(A);
+        assert_eq!(fdb.generation(), g + 3, "forgotten");
+        fdb.flush_port(9);
+        assert_eq!(fdb.generation(), g + 4, "a flush always counts");
     }
 
     #[test]
