@@ -234,18 +234,9 @@ impl Error {
 }
 
 /// User-supplied text as an error message shows it: control characters (a newline, say) escaped,
-/// so the message stays one line.
-pub fn shown(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
+/// so the message stays one line (one function for the switch's errors and the wire layer's MAC
+/// parse errors).
+pub use wire::shown;
 
 /// Check a namespace, network or interface name: `[A-Za-z0-9_.-]`, not starting with `-` or
 /// `.`, at most `max` bytes.

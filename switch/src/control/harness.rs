@@ -7,13 +7,11 @@ use std::net::SocketAddrV4;
 
 use super::endpoints::AttachMode;
 use super::Switch;
-use crate::counters::WorkerCounters;
-use crate::datapath::{Scratch, Shared};
+use crate::datapath::{Config, Ctx, Scratch};
 use crate::error::Error;
 use crate::fdb::PortId;
 use crate::model::*;
 use crate::port::Device;
-use crate::sys::epoll::Epoll;
 
 impl Switch {
     /// Attach an endpoint with no device ([`Device::Sink`]): frames reach it only through
@@ -50,9 +48,7 @@ impl Switch {
         if matches!(p.dev, Device::Vxlan(_)) {
             return false;
         }
-        self.on_scratch(|shared, epoll, counters, s| {
-            crate::datapath::run_frame(shared, epoll, counters, s, &cfg, p, wire);
-        });
+        self.on_scratch(&cfg, |ctx| ctx.run_frame(p, wire));
         true
     }
 
@@ -76,18 +72,16 @@ impl Switch {
         else {
             return false;
         };
-        self.on_scratch(|shared, epoll, counters, s| {
-            crate::datapath::run_vxlan(shared, epoll, counters, s, &cfg, p, from, datagrams, gso);
-        });
+        self.on_scratch(&cfg, |ctx| ctx.run_vxlan(p, from, datagrams, gso));
         true
     }
 
     /// Run `f` on the harness's buffers (one set, behind a lock: one frame at a time), with the
     /// housekeeping thread's counters and the first worker's epoll set.
-    fn on_scratch(&self, f: impl FnOnce(&Shared, &Epoll, &WorkerCounters, &mut Scratch)) {
+    fn on_scratch(&self, cfg: &Config, f: impl FnOnce(&mut Ctx<'_>)) {
         let mut s = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
-        let s = s.get_or_insert_with(Default::default);
+        let s: &mut Scratch = s.get_or_insert_with(Default::default);
         let counters = self.counters.last().expect("housekeeping counters");
-        f(&self.shared, &self.epolls[0], counters, s);
+        f(&mut s.ctx(&self.shared, &self.epolls[0], counters, cfg));
     }
 }

@@ -316,8 +316,9 @@ impl Default for Scratch {
 }
 
 impl Scratch {
-    /// The processing context over these buffers, for the harness entries below.
-    fn ctx<'a>(
+    /// The processing context over these buffers, for the harness entries
+    /// ([`Ctx::run_frame`], [`Ctx::run_vxlan`]).
+    pub(crate) fn ctx<'a>(
         &'a mut self,
         shared: &'a Shared,
         epoll: &'a Epoll,
@@ -335,49 +336,6 @@ impl Scratch {
             now: shared.now_ms(),
         }
     }
-}
-
-/// Run `wire` (`[virtio-net header | frame]`, the header as long as `port`'s device uses) through
-/// the datapath as a worker does after reading it from `port`: every check, table update,
-/// answer, translation and transmission. (The fuzzing harness's entry, with sink ports.)
-pub fn run_frame(
-    shared: &Shared,
-    epoll: &Epoll,
-    counters: &WorkerCounters,
-    s: &mut Scratch,
-    cfg: &Config,
-    port: &Port,
-    wire: &[u8],
-) {
-    let mut ctx = s.ctx(shared, epoll, counters, cfg);
-    let area = ctx.buf.rx_area(port.dev.hdr_len());
-    let n = wire.len().min(area.len());
-    area[..n].copy_from_slice(&wire[..n]);
-    ctx.process(port, n);
-    ctx.end_batch();
-}
-
-/// Run `datagrams` through the datapath as a worker does after one read of them from the socket
-/// of the VTEP `port`, sent by `from`: UDP GRO datagrams of `gso` bytes back to back (`None`: one
-/// datagram), at most the worker's receive buffer (64 KiB). (The fuzzing and test harness's entry
-/// for the overlay's receive path, as [`run_frame`] is for ports; the workers do not use it.)
-#[allow(clippy::too_many_arguments)]
-pub fn run_vxlan(
-    shared: &Shared,
-    epoll: &Epoll,
-    counters: &WorkerCounters,
-    s: &mut Scratch,
-    cfg: &Config,
-    port: &Port,
-    from: std::net::SocketAddrV4,
-    datagrams: &[u8],
-    gso: Option<u16>,
-) {
-    let mut ctx = s.ctx(shared, epoll, counters, cfg);
-    let n = datagrams.len().min(ctx.gso.rx.len());
-    ctx.gso.rx[..n].copy_from_slice(&datagrams[..n]);
-    ctx.vxlan_in(port, n, from, gso);
-    ctx.end_batch();
 }
 
 /// What processing one wake-up's frames needs: the worker's buffer, its counters, the time.
@@ -409,6 +367,36 @@ mod rx;
 mod tx;
 
 impl Ctx<'_> {
+    /// Run `wire` (`[virtio-net header | frame]`, the header as long as `port`'s device uses)
+    /// through the datapath as a worker does after reading it from `port`: every check, table
+    /// update, answer, translation and transmission. (The fuzzing harness's entry, with sink
+    /// ports.)
+    pub(crate) fn run_frame(&mut self, port: &Port, wire: &[u8]) {
+        let area = self.buf.rx_area(port.dev.hdr_len());
+        let n = wire.len().min(area.len());
+        area[..n].copy_from_slice(&wire[..n]);
+        self.process(port, n);
+        self.end_batch();
+    }
+
+    /// Run `datagrams` through the datapath as a worker does after one read of them from the
+    /// socket of the VTEP `port`, sent by `from`: UDP GRO datagrams of `gso` bytes back to back
+    /// (`None`: one datagram), at most the worker's receive buffer (64 KiB). (The fuzzing and
+    /// test harness's entry for the overlay's receive path, as [`Self::run_frame`] is for
+    /// ports; the workers do not use it.)
+    pub(crate) fn run_vxlan(
+        &mut self,
+        port: &Port,
+        from: std::net::SocketAddrV4,
+        datagrams: &[u8],
+        gso: Option<u16>,
+    ) {
+        let n = datagrams.len().min(self.gso.rx.len());
+        self.gso.rx[..n].copy_from_slice(&datagrams[..n]);
+        self.vxlan_in(port, n, from, gso);
+        self.end_batch();
+    }
+
     fn drain(&mut self, port: &Port) {
         self.drain_port(port);
         self.end_batch();
