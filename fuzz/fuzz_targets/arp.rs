@@ -29,7 +29,10 @@ fuzz_target!(|data: &[u8]| {
             let reply = Arp::parse(&frame).expect("an ARP reply the switch wrote must parse");
             assert!(!reply.is_request);
             assert_eq!((reply.sender_mac, reply.sender_ip), (GW_MAC, arp.target_ip));
-            assert_eq!((reply.target_mac, reply.target_ip), (arp.sender_mac, arp.sender_ip));
+            assert_eq!(
+                (reply.target_mac, reply.target_ip),
+                (arp.sender_mac, arp.sender_ip)
+            );
             assert_eq!(frame.len(), data.len());
             assert_eq!(
                 frame[..6],

@@ -24,9 +24,9 @@ use std::net::Ipv4Addr;
 
 use libfuzzer_sys::fuzz_target;
 use oracle::{addr, be16, put16};
-use switch::wire::checksum::{complete_partial_l4, finish as finish_checksum};
-use switch::frame::FrameBuf;
 use overlay::gso::{segment_tcp4, tcp4, Coalesce};
+use switch::frame::FrameBuf;
+use switch::wire::checksum::{complete_partial_l4, finish as finish_checksum};
 use switch::wire::{EthFrame, VirtioNetHdr};
 
 const ETH: usize = 14;

@@ -1,8 +1,12 @@
-//! VXLAN decapsulation as the VTEP socket receives it: header checks, the VNI, the inner frame
-//! and its classification, remote-FDB learning, and the real encapsulation of the inner frame
-//! back (`write_outer`, then `set_outer_dst` as head-end replication does for the next peer).
+//! VXLAN decapsulation as the VTEP socket receives it: the receive decision the datapath uses
+//! (`overlay::rx::accept`: header, VNI, peer), the inner frame and its classification,
+//! remote-FDB learning, and the real encapsulation of the inner frame back (`write_outer`, then
+//! `set_outer_dst` as head-end replication does for the next peer). (The whole receive path,
+//! sockets' side included, is fuzzed by the datapath target through `Switch::inject_vxlan`.)
 //!
-//! Oracles: the VNI is the header's 24 bits (I flag set); the outer headers `write_outer`
+//! Oracles: the receive decision accepts exactly a long enough packet with the I flag, a VNI
+//! that names a network and a sender that is a peer, and refuses the rest with the reason that
+//! applies first; the VNI is the header's 24 bits (I flag set); the outer headers `write_outer`
 //! wrote parse back (checked here, byte by byte, not with the overlay's code): IPv4 with DF,
 //! protocol UDP, the addresses given, total length and UDP length covering the inner frame, a
 //! valid IPv4 header checksum (after `set_outer_dst` too), the ports given, the source port in
@@ -16,6 +20,7 @@ use std::net::Ipv4Addr;
 
 use libfuzzer_sys::fuzz_target;
 use oracle::{addr, be16};
+use overlay::rx::{accept, Refused};
 use overlay::RemoteFdb;
 use switch::wire::vxlan::{decap, set_outer_dst, write_outer, HEADER_LEN, OUTER_LEN};
 use switch::wire::EthFrame;
@@ -72,7 +77,39 @@ fn check_outer(
     assert_eq!(&vx[HEADER_LEN..], inner, "decapsulated inner frame");
 }
 
+/// The one peer VTEP of the networks the receive decision knows.
+const PEER: Ipv4Addr = Ipv4Addr::new(10, 240, 0, 2);
+
 fuzz_target!(|data: &[u8]| {
+    // The receive decision: VNIs not divisible by 3 are networks here; the sender is the peer
+    // when the input's last byte is even.
+    let from = if data.last().is_some_and(|b| b & 1 == 0) {
+        PEER
+    } else {
+        Ipv4Addr::new(10, 240, 0, 9)
+    };
+    let want = if data.len() < HEADER_LEN + 14 || data[0] & 0x08 == 0 {
+        Err(Refused::Malformed)
+    } else {
+        let vni = u32::from_be_bytes([0, data[4], data[5], data[6]]);
+        if vni % 3 == 0 {
+            Err(Refused::UnknownVni)
+        } else if from != PEER {
+            Err(Refused::UnknownPeer)
+        } else {
+            Ok(vni)
+        }
+    };
+    let got = accept(
+        data,
+        from,
+        |vni| (vni % 3 != 0).then_some(vni),
+        |_| &[PEER][..],
+    );
+    if let Ok((_, inner)) = got {
+        assert_eq!(inner, &data[HEADER_LEN..], "the inner frame accepted");
+    }
+    assert_eq!(got.map(|(vni, _)| vni), want, "the receive decision");
     let Ok(vni) = decap(data) else {
         assert!(
             data.len() < HEADER_LEN + 14 || data[0] & 0x08 == 0,

@@ -1,11 +1,17 @@
-//! The overlay's remote forwarding table: MACs behind peer VTEPs (MAC -> VTEP), with learning,
-//! static entries and aging, pure over time (no sockets, no threads); it is a [`table::MacTable`],
-//! the aging table the switch's local FDB uses too. Software offload of VXLAN frames is in
-//! [`gso`]. The VXLAN header and the outer headers are in the wire layer (`wire::vxlan`).
+//! The VXLAN core, pure over bytes and time (no sockets, no threads; the switch performs what it
+//! decides on its sockets):
+//! - [`rx`]: the VTEP's receive decision (header, VNI, peer) for a datagram;
+//! - [`RemoteFdb`] (here): MACs behind peer VTEPs (MAC -> VTEP), with learning, static entries
+//!   and aging; it is a [`table::MacTable`], the aging table the switch's local FDB uses too;
+//! - [`gso`]: software offloads: cutting TCP super-frames into segments for the underlay, and
+//!   coalescing received segments back.
+//!
+//! The VXLAN header and the outer headers are in the wire layer (`wire::vxlan`).
 
 #![forbid(unsafe_code)]
 
 pub mod gso;
+pub mod rx;
 pub mod table;
 
 use std::net::Ipv4Addr;

@@ -297,6 +297,7 @@ impl Worker {
     }
 }
 
+#[cfg(feature = "harness")]
 /// A worker's buffers, for running frames through the datapath on another thread
 /// ([`run_frame`]).
 pub struct Scratch {
@@ -305,6 +306,7 @@ pub struct Scratch {
     fdbc: FdbCache,
 }
 
+#[cfg(feature = "harness")]
 impl Default for Scratch {
     fn default() -> Self {
         Scratch {
@@ -315,6 +317,7 @@ impl Default for Scratch {
     }
 }
 
+#[cfg(feature = "harness")]
 impl Scratch {
     /// The processing context over these buffers, for the harness entries
     /// ([`Ctx::run_frame`], [`Ctx::run_vxlan`]).
@@ -367,6 +370,7 @@ mod rx;
 mod tx;
 
 impl Ctx<'_> {
+    #[cfg(feature = "harness")]
     /// Run `wire` (`[virtio-net header | frame]`, the header as long as `port`'s device uses)
     /// through the datapath as a worker does after reading it from `port`: every check, table
     /// update, answer, translation and transmission. (The fuzzing harness's entry, with sink
@@ -379,6 +383,7 @@ impl Ctx<'_> {
         self.end_batch();
     }
 
+    #[cfg(feature = "harness")]
     /// Run `datagrams` through the datapath as a worker does after one read of them from the
     /// socket of the VTEP `port`, sent by `from`: UDP GRO datagrams of `gso` bytes back to back
     /// (`None`: one datagram), at most the worker's receive buffer (64 KiB). (The fuzzing and

@@ -7,6 +7,8 @@
 use std::io;
 use std::net::Ipv4Addr;
 
+use overlay::rx::Refused;
+
 use wire::checksum;
 use wire::{vxlan, Parsed, VirtioNetHdr};
 
@@ -130,28 +132,21 @@ impl Ctx<'_> {
         } = &mut *self.gso;
         let pkt = &rx[at.clone()];
         inp.count_rx(pkt.len());
-        if pkt.len() < vxlan::HEADER_LEN {
-            return c.drop(Drop::Malformed);
-        }
-        let vni = match vxlan::decap(pkt) {
-            Ok(v) => v,
-            Err(_) => return c.drop(Drop::Malformed),
-        };
         let port = match &inp.dev {
             Device::Vxlan(v) => v.port,
             _ => return,
         };
-        let Some(net) = cfg
-            .vnis
-            .get(&(port, vni))
-            .and_then(|id| cfg.networks.get(id))
-        else {
-            return c.drop(Drop::VxlanUnknownVni);
+        let network = |vni| {
+            cfg.vnis
+                .get(&(port, vni))
+                .and_then(|id| cfg.networks.get(id))
         };
-        if !net.peers.contains(&vtep) {
-            return c.drop(Drop::VxlanUnknownPeer);
-        }
-        let inner = &pkt[vxlan::HEADER_LEN..];
+        let (net, inner) = match overlay::rx::accept(pkt, vtep, network, |n| &n.peers) {
+            Ok(accepted) => accepted,
+            Err(Refused::Malformed) => return c.drop(Drop::Malformed),
+            Err(Refused::UnknownVni) => return c.drop(Drop::VxlanUnknownVni),
+            Err(Refused::UnknownPeer) => return c.drop(Drop::VxlanUnknownPeer),
+        };
         if co.segs > 0 {
             if *co_net == net.id
                 && *co_vtep == vtep
