@@ -1,7 +1,11 @@
 //! Plain-text tables for human output: columns padded to their widest cell.
 
 /// Render one row per item of `items` (its cells from `row`) under `header`.
-pub fn table<I: IntoIterator>(header: &[&str], items: I, row: impl Fn(I::Item) -> Vec<String>) -> String {
+pub fn table<I: IntoIterator>(
+    header: &[&str],
+    items: I,
+    row: impl Fn(I::Item) -> Vec<String>,
+) -> String {
     render(header, &items.into_iter().map(row).collect::<Vec<_>>())
 }
 

@@ -284,6 +284,19 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<(), ClientError> {
 
 const NONE: Option<&()> = None;
 
+/// Print `v` as JSON, or the line `human` makes of it.
+fn show<T: serde::Serialize>(
+    json: bool,
+    v: &T,
+    human: impl FnOnce(&T) -> String,
+) -> Result<(), ClientError> {
+    if json {
+        return print_json(v);
+    }
+    println!("{}", human(v));
+    Ok(())
+}
+
 /// `GET path`: a list, printed as JSON or as a table (`header`, a row per item).
 fn list<T: serde::de::DeserializeOwned + serde::Serialize>(
     c: &Client,
@@ -327,14 +340,12 @@ fn run(cli: Cli) -> Result<(), ClientError> {
                 vxlan_port,
             };
             let n: NetworkInfo = c.call("POST", routes::NETWORKS, Some(&req))?;
-            if json {
-                print_json(&n)?;
-            } else {
-                println!(
+            show(json, &n, |n| {
+                format!(
                     "network {} created: subnet {} gateway {} ({})",
                     n.name, n.subnet, n.gateway, n.gateway_mac
-                );
-            }
+                )
+            })?;
         }
         Cmd::Network(NetCmd::Ls) => {
             let header = ["NAME", "SUBNET", "GATEWAY", "MTU", "ENDPOINTS"];
@@ -385,14 +396,12 @@ fn run(cli: Cli) -> Result<(), ClientError> {
                 aliases,
             };
             let e: EndpointInfo = c.call("POST", routes::ENDPOINTS, Some(&req))?;
-            if json {
-                print_json(&e)?;
-            } else {
-                println!(
+            show(json, &e, |e| {
+                format!(
                     "{} {}: {} {}/{} mac {} mtu {} (port {})",
                     e.netns, e.network, e.ifname, e.ip, e.prefix_len, e.mac, e.mtu, e.port
-                );
-            }
+                )
+            })?;
         }
         Cmd::Detach { netns, network } => {
             let () = c.call(
@@ -436,24 +445,17 @@ fn run(cli: Cli) -> Result<(), ClientError> {
                 routes::UPLINK,
                 Some(&UplinkSet { iface, ip, gateway }),
             )?;
-            if json {
-                return print_json(&u);
-            }
-            println!("{}", uplink_line(&u));
+            show(json, &u, uplink_line)?;
         }
         Cmd::Uplink(UplinkCmd::Show) => {
             let u: UplinkInfo = c.call("GET", routes::UPLINK, NONE)?;
-            if json {
-                return print_json(&u);
-            }
-            println!("{}", uplink_line(&u));
             let header = ["NEIGHBOUR", "MAC", "AGE"];
-            print!(
-                "{}",
-                table(&header, &u.neighbours, |n| {
-                    vec![n.ip.to_string(), n.mac.clone(), format!("{}s", n.age_secs)]
-                })
-            );
+            let neighbours = table(&header, &u.neighbours, |n| {
+                vec![n.ip.to_string(), n.mac.clone(), format!("{}s", n.age_secs)]
+            });
+            show(json, &u, |u| {
+                format!("{}\n{}", uplink_line(u), neighbours.trim_end())
+            })?;
         }
         Cmd::Uplink(UplinkCmd::Rm) => {
             let () = c.call("DELETE", routes::UPLINK, NONE)?;
@@ -501,10 +503,7 @@ fn run(cli: Cli) -> Result<(), ClientError> {
             let path = filtered(routes::CONNTRACK, network.as_deref());
             if action == "flush" {
                 let f: FlushInfo = c.call("DELETE", &path, NONE)?;
-                if json {
-                    return print_json(&f);
-                }
-                println!("{} connection(s) flushed", f.flushed);
+                show(json, &f, |f| format!("{} connection(s) flushed", f.flushed))?;
                 return Ok(());
             }
             let header = [
