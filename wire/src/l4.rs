@@ -1,5 +1,7 @@
 //! TCP, UDP and ICMP headers: checked views, the TCP flag bits, where each keeps its checksum.
 
+use std::net::Ipv4Addr;
+
 use crate::ipv4::proto;
 use crate::{be16, be32, put16};
 
@@ -39,6 +41,22 @@ pub fn csum_offset(p: u8) -> Option<usize> {
         proto::ICMP => Some(2),
         _ => None,
     }
+}
+
+/// Fill in the checksum of the TCP or UDP segment `seg` (header and data) sent `src -> dst`:
+/// zeroed, then the sum under the IPv4 pseudo-header; a UDP checksum that comes out zero is sent
+/// as all ones (RFC 768). Another protocol, or a segment too short for its checksum field, is
+/// left as it is.
+pub fn fill_checksum(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, seg: &mut [u8]) {
+    let Some(at) = csum_offset(protocol).filter(|&at| seg.len() >= at + 2) else {
+        return;
+    };
+    put16(seg, at, 0);
+    let c = match crate::checksum::checksum_pseudo(src, dst, protocol, seg) {
+        0 if protocol == proto::UDP => 0xffff,
+        c => c,
+    };
+    put16(seg, at, c);
 }
 
 /// A TCP segment: a header whose data offset is at least 20 bytes and within the buffer.
@@ -299,6 +317,20 @@ mod test {
         assert!(TcpHeader::new_checked(&bad[..]).is_none());
         bad[12] = 6 << 4; // 24 bytes of header in 20
         assert!(TcpHeader::new_checked(&bad[..]).is_none());
+    }
+
+    #[test]
+    fn filled_checksums_verify() {
+        let (s, d) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+        let mut seg = [0u8; 24];
+        let h: &mut [u8; UDP_HEADER_LEN] = (&mut seg[..8]).try_into().unwrap();
+        write_udp(h, 53, 5353, 16);
+        fill_checksum(s, d, proto::UDP, &mut seg);
+        assert_ne!(UdpHeader::new_checked(&seg[..]).unwrap().checksum(), 0);
+        assert_eq!(crate::checksum::checksum_pseudo(s, d, proto::UDP, &seg), 0);
+        let mut short = [0u8; 7];
+        fill_checksum(s, d, proto::UDP, &mut short);
+        assert_eq!(short, [0; 7]);
     }
 
     #[test]

@@ -23,7 +23,6 @@ use crate::port::NetId;
 use crate::port::Port;
 use crate::sys::packet::VNET_HDR_LEN as PACKET_HDR_LEN;
 use wire::arp;
-use wire::checksum;
 use wire::ethernet::{self, EthFrame, EtherType, MacAddr};
 use wire::ipv4::{self, Ipv4Header, Ipv4Packet};
 use wire::l4::{self, tcp_flags::*, TcpHeader, TcpRepr};
@@ -348,8 +347,10 @@ impl Ctx<'_> {
                 ^ seq.rotate_left(13);
             (SYN | ACK, isn, seq.wrapping_add(1), 0)
         } else if payload.len() >= 2 {
-            let qlen = usize::from(u16::from_be_bytes([payload[0], payload[1]]));
-            let Some(query) = payload.get(2..2 + qlen) else {
+            // DNS over TCP: a two-byte length, then the message (RFC 1035 section 4.2.2).
+            let (len, msg) = payload.split_at(2);
+            let qlen = usize::from(u16::from_be_bytes([len[0], len[1]]));
+            let Some(query) = msg.get(..qlen) else {
                 return self.c.drop(Drop::Malformed); // a query split over segments: unsupported
             };
             let lookup = |n: &str| net.dns.get(n).copied();
@@ -387,19 +388,19 @@ impl Ctx<'_> {
     /// segment `l4` (whose checksum is filled in here). Ethernet addresses are set by
     /// `forward_ip`. Returns the new frame's parse.
     fn emit_l4(&mut self, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4: &mut [u8]) -> Parsed {
-        let at = l4::csum_offset(proto).unwrap_or(0);
-        l4[at..at + 2].copy_from_slice(&[0, 0]);
-        let mut c = checksum::checksum_pseudo(src, dst, proto, l4);
-        if proto == ipv4::proto::UDP && c == 0 {
-            c = 0xffff;
-        }
-        l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
+        l4::fill_checksum(src, dst, proto, l4);
         let total = ipv4::HEADER_LEN + l4.len();
         self.buf.set_len(EthFrame::HEADER_LEN + total);
         self.buf.vnet = VirtioNetHdr::default();
+        let eth = EthFrame {
+            dst: MacAddr::default(),
+            src: MacAddr::default(),
+            ethertype: EtherType::IPV4,
+        };
         let f = self.buf.data_mut();
-        f[12..14].copy_from_slice(&EtherType::IPV4.0.to_be_bytes());
-        let (hdr, rest) = EthFrame::payload_mut(f).split_at_mut(ipv4::HEADER_LEN);
+        let (head, ip) = f.split_at_mut(EthFrame::HEADER_LEN);
+        eth.write(head.try_into().expect("14 bytes"));
+        let (hdr, rest) = ip.split_at_mut(ipv4::HEADER_LEN);
         Ipv4Header {
             src,
             dst,
@@ -409,11 +410,6 @@ impl Ctx<'_> {
         }
         .write(hdr.try_into().expect("20 bytes"));
         rest[..l4.len()].copy_from_slice(l4);
-        let eth = EthFrame {
-            dst: MacAddr::default(),
-            src: MacAddr::default(),
-            ethertype: EtherType::IPV4,
-        };
         let ip = Ip4::parse(EthFrame::payload(self.buf.data()));
         Parsed {
             eth,
