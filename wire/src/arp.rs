@@ -32,6 +32,7 @@ pub struct Arp {
 impl Arp {
     /// Parse the ARP payload of the Ethernet `frame`; `None` when it is truncated, not
     /// Ethernet/IPv4 ARP, or neither a request nor a reply.
+    #[inline]
     pub fn parse(frame: &[u8]) -> Option<Arp> {
         let p = frame.get(EthFrame::HEADER_LEN..EthFrame::HEADER_LEN + PACKET_LEN)?;
         if be16(p, 0) != 1 || be16(p, 2) != EtherType::IPV4.0 || p[4] != 6 || p[5] != 4 {

@@ -130,6 +130,7 @@ impl EthFrame {
     pub const VLAN_TAG_LEN: usize = 4;
 
     /// Parse the Ethernet header; `None` for a runt (shorter than a header).
+    #[inline]
     pub fn parse(frame: &[u8]) -> Option<EthFrame> {
         let h: &[u8; Self::HEADER_LEN] = frame.get(..Self::HEADER_LEN)?.try_into().ok()?;
         let mac =
@@ -161,6 +162,7 @@ impl EthFrame {
 }
 
 /// Set the source and destination MAC of the frame in `frame` (a no-op on a runt).
+#[inline]
 pub fn set_addrs(frame: &mut [u8], src: MacAddr, dst: MacAddr) {
     if let Some(h) = frame.get_mut(..12) {
         h[..6].copy_from_slice(&dst.0);

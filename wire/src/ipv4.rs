@@ -222,6 +222,7 @@ pub struct Ipv4Header {
 
 impl Ipv4Header {
     /// Write the header, with its checksum, into `out`.
+    #[inline]
     pub fn write(&self, out: &mut [u8; HEADER_LEN]) {
         *out = [
             0x45,

@@ -34,6 +34,7 @@ pub const UDP_HEADER_LEN: usize = 8;
 pub const ICMP_HEADER_LEN: usize = 8;
 
 /// Offset of the checksum field in the L4 header of protocol `p`; `None` for another protocol.
+#[inline]
 pub fn csum_offset(p: u8) -> Option<usize> {
     match p {
         proto::TCP => Some(16),
@@ -193,6 +194,7 @@ impl<T: AsRef<[u8]>> UdpHeader<T> {
 }
 
 /// Write a UDP header (checksum zero) for `data_len` bytes of data into `out`.
+#[inline]
 pub fn write_udp(out: &mut [u8; UDP_HEADER_LEN], sport: u16, dport: u16, data_len: usize) {
     put16(out, 0, sport);
     put16(out, 2, dport);

@@ -93,6 +93,7 @@ impl Ip4 {
     /// The same packet after a translation to `src:sport -> dst:dport` (ports ignored where the
     /// transport has none; for ICMP echo the identifier becomes `sport` for a request and
     /// `dport` for a reply, as the translation writes it) and one hop (TTL less one).
+    #[inline]
     pub fn translated(mut self, src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Ip4 {
         (self.src, self.dst) = (src, dst);
         self.ttl = self.ttl.saturating_sub(1);
@@ -117,6 +118,7 @@ impl Ip4 {
 
     /// Parse the IPv4 packet at the start of `ip` (bounded by the frame); `None` when the header
     /// layout or the lengths do not check out.
+    #[inline]
     pub fn parse(ip: &[u8]) -> Option<Ip4> {
         let p = Ipv4Packet::new_checked(ip)?;
         let payload = p.payload();
@@ -160,6 +162,7 @@ impl Ip4 {
     }
 
     /// Source and destination port of TCP and UDP, the identifier twice for ICMP.
+    #[inline]
     pub fn ports(&self) -> Option<(u16, u16)> {
         match self.l4 {
             L4::Tcp { sport, dport, .. } | L4::Udp { sport, dport } => Some((sport, dport)),
@@ -179,6 +182,7 @@ impl Parsed {
     }
 
     /// Parse `frame`; `None` for a runt (shorter than an Ethernet header).
+    #[inline]
     pub fn parse(frame: &[u8]) -> Option<Parsed> {
         let eth = EthFrame::parse(frame)?;
         let l3 = match eth.ethertype {
@@ -190,6 +194,7 @@ impl Parsed {
     }
 
     /// The IPv4 packet, if the frame carries one that parsed.
+    #[inline]
     pub fn ip4(&self) -> Option<&Ip4> {
         match &self.l3 {
             L3::Ipv4(ip) => Some(ip),
@@ -199,6 +204,7 @@ impl Parsed {
 
     /// Bytes of Ethernet, IPv4 and TCP headers of an unfragmented TCP/IPv4 frame (where its
     /// payload starts).
+    #[inline]
     pub fn tcp4_headers_len(&self) -> Option<usize> {
         match self.ip4()? {
             Ip4 {

@@ -34,6 +34,7 @@ impl VirtioNetHdr {
     pub const GSO_TCPV4: u8 = 1;
 
     /// Read the header from the first [`Self::LEN`] bytes; `None` if `b` is shorter.
+    #[inline]
     pub fn read(b: &[u8]) -> Option<VirtioNetHdr> {
         let b: &[u8; Self::LEN] = b.get(..Self::LEN)?.try_into().ok()?;
         let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
@@ -49,6 +50,7 @@ impl VirtioNetHdr {
     }
 
     /// Write the header into the first [`Self::LEN`] bytes of `b`; `b` must be long enough.
+    #[inline]
     pub fn write(&self, b: &mut [u8; Self::LEN]) {
         b[0] = self.flags;
         b[1] = self.gso_type;

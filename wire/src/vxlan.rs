@@ -32,6 +32,7 @@ pub enum DecapError {
 ///
 /// RFC 7348 section 5: flags (8 bits) `RRRRIRRR`, 24 reserved bits, the 24-bit VNI, 8 reserved
 /// bits. Reserved bits are ignored on receipt.
+#[inline]
 pub fn decap(pkt: &[u8]) -> Result<u32, DecapError> {
     if pkt.len() < HEADER_LEN + EthFrame::HEADER_LEN {
         return Err(DecapError::Short);
@@ -43,6 +44,7 @@ pub fn decap(pkt: &[u8]) -> Result<u32, DecapError> {
 }
 
 /// Write a VXLAN header for `vni` into `h`.
+#[inline]
 pub fn write_header(h: &mut [u8; HEADER_LEN], vni: u32) {
     let v = vni.to_be_bytes();
     *h = [0x08, 0, 0, 0, v[1], v[2], v[3], 0];
@@ -51,6 +53,7 @@ pub fn write_header(h: &mut [u8; HEADER_LEN], vni: u32) {
 /// Write outer IPv4 + UDP + VXLAN headers into `out` for an inner frame of `inner_len` bytes.
 /// The UDP checksum is zero (RFC 7348 section 5: "SHOULD be transmitted as zero" over IPv4); DF
 /// is set so the underlay never fragments (oversize frames are dropped before encapsulation).
+#[inline]
 pub fn write_outer(
     out: &mut [u8; OUTER_LEN],
     src: Ipv4Addr,
@@ -81,6 +84,7 @@ pub fn write_outer(
 
 /// Change the outer destination of headers written by [`write_outer`] (head-end replication to
 /// the next peer), fixing the checksum.
+#[inline]
 pub fn set_outer_dst(out: &mut [u8; OUTER_LEN], dst: Ipv4Addr) {
     if let Some(mut ip) = Ipv4Packet::new_quoted(&mut out[..]) {
         ip.set_dst(dst);
@@ -92,6 +96,7 @@ pub fn set_outer_dst(out: &mut [u8; OUTER_LEN], dst: Ipv4Addr) {
 /// the dynamic range 49152-65535: for IPv4 the protocol, addresses and ports (so every packet of
 /// a flow takes the same underlay path, before and after translation), otherwise the Ethernet
 /// addresses.
+#[inline]
 pub fn source_port(inner: &Parsed) -> u16 {
     let mut h: u32 = 0x811c_9dc5;
     let mut mix = |b: &[u8]| {
