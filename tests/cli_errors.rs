@@ -186,6 +186,58 @@ fn usage_errors_exit_2_and_help_teaches() {
 }
 
 #[test]
+fn second_daemon_on_the_same_state_directory_is_refused_until_the_first_is_gone() {
+    require(&[]);
+    let mut d = Daemon::start();
+    let state = d.dir.join("state");
+    let second = |socket: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_vswitchd"))
+            .args(["--socket", d.dir.join(socket).to_str().unwrap()])
+            .args(["--state-dir", state.to_str().unwrap()])
+            .output()
+            .expect("run")
+    };
+    let o = second("other.sock");
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains(&format!("state directory {} is in use", state.display()))
+            && err.contains(&format!("pid {}", d.pid())),
+        "names the directory and the holder: {err}"
+    );
+    assert!(
+        !d.dir.join("other.sock").exists(),
+        "the refused daemon bound its socket"
+    );
+    assert!(
+        d.ctl(&["network", "ls"]).status.success(),
+        "first daemon disturbed"
+    );
+    // Control: once the holder is gone (even by SIGKILL), the directory is free again.
+    d.kill9();
+    let mut again = std::process::Command::new(env!("CARGO_BIN_EXE_vswitchd"))
+        .args(["--socket", d.dir.join("again.sock").to_str().unwrap()])
+        .args(["--state-dir", state.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !d.dir.join("again.sock").exists() {
+        if let Some(st) = again.try_wait().expect("wait") {
+            panic!("the daemon after the holder's death exited: {st}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no socket within 10 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = again.kill();
+    let _ = again.wait();
+}
+
+#[test]
 fn second_daemon_on_the_same_socket_is_refused() {
     require(&[]);
     let d = Daemon::start();

@@ -10,6 +10,17 @@ use crate::wire::MacParseError;
 /// Why a control request was refused or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Another daemon holds the state directory's lock.
+    #[error(
+        "state directory {dir} is in use by another vswitchd (pid {pid}): one daemon per state \
+         directory; stop it or give this one another --state-dir"
+    )]
+    StateDirInUse {
+        /// The state directory.
+        dir: String,
+        /// The holder's process id, as it wrote it in the lock file.
+        pid: String,
+    },
     /// A name with characters or a shape that is not allowed.
     #[error("invalid {what} name '{name}': {why}")]
     InvalidName {

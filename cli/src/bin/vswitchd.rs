@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use switch::control::StateDirLock;
 use switch::{Options, Switch};
 use vswitch_cli::{server, DEFAULT_SOCKET, SOCKET_ENV};
 
@@ -100,6 +101,9 @@ fn run(args: Args) -> Result<(), String> {
             args.state_dir.display()
         )
     })?;
+    // Before anything else: one daemon per state directory (two would hand out the same
+    // addresses and overwrite each other's state file).
+    let _lock = StateDirLock::acquire(&args.state_dir).map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -47,6 +47,7 @@ mod state;
 mod uplink;
 mod views;
 
+pub use persist::StateDirLock;
 pub use state::{parse_publish_spec, parse_unpublish_spec};
 
 /// Work a verb leaves for after the control lock is released (see [`Switch::mutate`]): what

@@ -13,6 +13,7 @@ use super::endpoints::AttachMode;
 use super::networks::underlay_mtu;
 use super::state::{Persisted, SavedConn, State};
 use super::Switch;
+use crate::Error;
 
 /// Replace `path` with `data`: write a temporary file beside it, flush it to disk, rename it
 /// over `path`, then flush the directory so the rename itself survives a crash. On an error
@@ -276,5 +277,51 @@ mod test {
             ),
             "the host port as resolved: {spec}"
         );
+    }
+}
+
+/// The lock that makes a state directory one daemon's: `STATE_DIR/vswitchd.lock`, held (with
+/// `flock`) for the daemon's life and holding its process id. Dropping it (or the process
+/// ending, however it ends) releases it.
+#[derive(Debug)]
+pub struct StateDirLock {
+    _file: std::fs::File,
+}
+
+impl StateDirLock {
+    /// The lock file's name in the state directory.
+    pub const FILE: &'static str = "vswitchd.lock";
+
+    /// Take the lock on `dir` (which exists), or refuse naming the holder's process id.
+    pub fn acquire(dir: &Path) -> Result<StateDirLock, Error> {
+        use std::io::{Read, Seek};
+        let path = dir.join(Self::FILE);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(Error::device("open the state directory's lock file"))?;
+        if !crate::sys::try_lock_exclusive(&file)
+            .map_err(Error::device("lock the state directory"))?
+        {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let pid = pid.trim();
+            return Err(Error::StateDirInUse {
+                dir: crate::error::shown(&dir.display().to_string()),
+                pid: if pid.is_empty() {
+                    "unknown".into()
+                } else {
+                    crate::error::shown(pid)
+                },
+            });
+        }
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "{}", std::process::id()))
+            .map_err(Error::device("write the state directory's lock file"))?;
+        Ok(StateDirLock { _file: file })
     }
 }

@@ -36,6 +36,23 @@ pub fn if_nametoindex(name: &str) -> io::Result<Option<u32>> {
     Ok(Some(idx))
 }
 
+/// Take an exclusive advisory lock on `file` without waiting (`flock(LOCK_EX | LOCK_NB)`): true
+/// when taken, false when another open file description holds it. The kernel drops the lock when
+/// the file is closed, so also when the holder dies, however it dies.
+pub fn try_lock_exclusive(file: &std::fs::File) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock takes a valid open fd (borrowed from `file` for the call) and flags.
+    let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EWOULDBLOCK) => Ok(false),
+        _ => Err(e),
+    }
+}
+
 /// Receive buffer the switch asks for on its uplink and VTEP sockets. The kernel's default
 /// (`net.core.rmem_default`, about 208 KiB) holds three 64 KiB super-frames: a worker busy for
 /// a moment behind a TCP burst lost frames there (seen as retransmissions through published
