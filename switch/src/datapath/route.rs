@@ -258,9 +258,8 @@ impl Ctx<'_> {
         }
         let l4 = EthFrame::HEADER_LEN + info.l4;
         let frame = self.buf.data();
-        // `route` parsed the packet: the total length fits the frame.
-        let total = EthFrame::HEADER_LEN
-            + Ipv4Packet::new_checked(EthFrame::payload(frame)).map_or(0, |p| p.len());
+        // The receive parse checked that the total length fits the frame.
+        let total = EthFrame::HEADER_LEN + ip4.total_len;
         let lookup = |n: &str| net.dns.get(n).copied();
         let mut out = [0u8; DNS_MAX + 2];
         match t.proto {
@@ -316,7 +315,7 @@ impl Ctx<'_> {
                     }
                 }
             }
-            Proto::Tcp => self.dns_tcp(net, l4, total),
+            Proto::Tcp => self.dns_tcp(net, (ip4.src, ip4.dst), l4, total),
             Proto::Icmp => c.drop(Drop::NoRoute),
         }
     }
@@ -325,12 +324,8 @@ impl Ctx<'_> {
     /// the connection, a query segment gets the answer with FIN, a FIN gets its ACK. Our sequence
     /// number is always the client's acknowledgement, so no per-connection state is kept. Names
     /// the gateway does not know get SERVFAIL over TCP (forwarding is UDP only).
-    fn dns_tcp(&mut self, net: &NetRt, l4: usize, total: usize) {
+    fn dns_tcp(&mut self, net: &NetRt, (src, dst): (Ipv4Addr, Ipv4Addr), l4: usize, total: usize) {
         let frame = self.buf.data();
-        let Some(ip) = Ipv4Packet::new_checked(EthFrame::payload(frame)) else {
-            return self.c.drop(Drop::Malformed);
-        };
-        let (src, dst) = (ip.src(), ip.dst());
         let Some(tcp) = frame.get(l4..total).and_then(TcpHeader::new_checked) else {
             return self.c.drop(Drop::Malformed);
         };
