@@ -206,6 +206,24 @@ pub enum Error {
     /// The daemon is shutting down.
     #[error("vswitchd is shutting down")]
     ShuttingDown,
+    /// A change could not be saved to the state directory: it was taken back.
+    #[error("saving the change to {path} failed: {source}; nothing was changed")]
+    Save {
+        /// The file written.
+        path: String,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Changes wait until the state file has been restored.
+    #[error(
+        "vswitchd is restoring its state ({done} of {total} endpoints done); changes are          accepted when it has finished, try again shortly"
+    )]
+    Restoring {
+        /// Endpoints restored so far.
+        done: usize,
+        /// Endpoints in the state file.
+        total: usize,
+    },
 }
 
 impl Error {
@@ -233,7 +251,8 @@ impl Error {
             | Error::NoFreePort
             | Error::VniInUse { .. } => 409,
             Error::Device { .. } => 500,
-            Error::ShuttingDown => 503,
+            Error::ShuttingDown | Error::Restoring { .. } => 503,
+            Error::Save { .. } => 507,
             _ => 400,
         }
     }

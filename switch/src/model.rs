@@ -135,6 +135,13 @@ pub struct UplinkInfo {
     pub port: String,
     /// The neighbour cache.
     pub neighbours: Vec<NeighInfo>,
+    /// `up`, or `down` (its interface is missing: see `reason`; it comes back by itself when
+    /// an interface of that name appears).
+    #[serde(default = "up")]
+    pub state: String,
+    /// Why the uplink is down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// `POST /v1/publish`: publish an endpoint's port on the uplink address.
@@ -269,6 +276,17 @@ pub struct EndpointInfo {
     pub aliases: Vec<String>,
     /// Anti-spoofing is off for this endpoint.
     pub allow_spoof: bool,
+    /// `up`, or `pending` (no device yet: see `reason`; it is retried until it is up or
+    /// detached).
+    #[serde(default = "up")]
+    pub state: String,
+    /// Why a pending endpoint has no device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+fn up() -> String {
+    "up".into()
 }
 
 /// Per-port counters.
@@ -309,6 +327,13 @@ pub struct PortInfo {
     pub published: Vec<String>,
     /// Counters.
     pub counters: PortCounters,
+    /// `up`; `pending` for an endpoint without a device yet, `down` for an uplink whose
+    /// interface is missing (see `reason`).
+    #[serde(default = "up")]
+    pub state: String,
+    /// Why the port is pending or down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// One learned MAC address, as reported by `fdb`.

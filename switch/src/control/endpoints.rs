@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use super::devices::{self, make_endpoint_device};
 use super::resolv::write_resolv_conf;
+use super::journal::Record;
 use super::state::{AttachWant, Endpoint, State};
-use super::{AfterUnlock, Switch};
+use super::{AfterUnlock, Switch, Undo};
 use crate::error::Error;
 use crate::model::*;
 use crate::port::{Device, Port};
@@ -82,8 +83,17 @@ impl Switch {
             ifname,
             aliases: req.aliases.clone(),
             port: port.clone(),
+            pending: None,
+            netns_id: ns.as_ref().and_then(|ns| ns.id().ok()),
         });
-        let info = net.endpoint_info(net.endpoints.last().expect("just pushed"));
+        let ep = net.endpoints.last().expect("just pushed");
+        let info = net.endpoint_info(ep);
+        let spec = net.endpoint_spec(ep);
+        st.journal.push(Record::Endpoint { spec });
+        st.undo.push(Undo::Endpoint {
+            netns: req.netns.clone(),
+            network: req.network.clone(),
+        });
         st.next_port += 1;
         self.sync(st);
         if ns.is_none() {
@@ -91,7 +101,9 @@ impl Switch {
         }
         if let Err(e) = self.register(&port) {
             // Undo: without a receive queue the endpoint would be silently deaf.
-            let _ = self.detach_locked(st, &req.netns, &req.network);
+            let _ = self.remove_endpoint(st, &req.netns, &req.network);
+            st.journal.clear();
+            st.undo.clear();
             return Err(Error::Device {
                 step: "register port with worker",
                 source: e,
@@ -110,17 +122,28 @@ impl Switch {
         Ok(info)
     }
 
-    /// `detach`: remove `netns`'s endpoint on `network`.
+    /// `detach`: remove `netns`'s endpoint on `network` (up or pending). Saved before it is
+    /// done: its device and connections cannot be given back.
     pub fn detach(&self, netns: &str, network: &str) -> Result<(), Error> {
-        self.mutate(|st| self.detach_locked(st, netns, network))
+        self.mutate(|st| {
+            st.endpoint(netns, network)?;
+            st.journal.push(Record::Detach {
+                netns: netns.to_string(),
+                network: network.to_string(),
+            });
+            self.commit(st)?;
+            self.remove_endpoint(st, netns, network).map(|_| ())
+        })
     }
 
-    pub(super) fn detach_locked(
+    /// Remove `netns`'s endpoint from `network`: its queues, tables, address, published ports,
+    /// connections and (once the lock is released) its device. The endpoint removed.
+    pub(super) fn remove_endpoint(
         &self,
         st: &mut State,
         netns: &str,
         network: &str,
-    ) -> Result<(), Error> {
+    ) -> Result<Endpoint, Error> {
         let (ep, zone, gateway) = st.take_endpoint(netns, network)?;
         self.unregister(&ep.port);
         st.forget_endpoint(network, &ep);
@@ -147,8 +170,39 @@ impl Switch {
             let _ = t.set_persist(false);
         }
         // The device goes and the route is mended once the lock is released.
-        st.after_unlock.push(AfterUnlock::Release(ep.port));
+        st.after_unlock.push(AfterUnlock::Release(ep.port.clone()));
         st.after_unlock.extend(next_default_route(st, netns));
+        Ok(ep)
+    }
+
+    /// Keep the endpoint `req` describes (with its address and MAC, as saved) without a
+    /// device, as pending for `reason`: its address stays taken, it is saved and listed, and
+    /// `watch` retries it.
+    pub(super) fn add_pending(
+        &self,
+        st: &mut State,
+        req: &AttachRequest,
+        reason: String,
+    ) -> Result<(), Error> {
+        let want = AttachWant::parse(req)?;
+        st.check_attachable(req)?;
+        let port_id = st.next_port;
+        let net = st.net_mut(&req.network)?;
+        let (ip, mac) = net.reserve(&want, req)?;
+        let port = Arc::new(Port {
+            spoof_check: !req.allow_spoof,
+            ..self.new_port(port_id, net.id, 0, Device::Sink(VirtioNetHdr::LEN), (mac, ip))
+        });
+        net.endpoints.push(Endpoint {
+            netns: req.netns.clone(),
+            // Empty: not chosen yet (the attach that succeeds picks one).
+            ifname: req.ifname.clone().unwrap_or_default(),
+            aliases: req.aliases.clone(),
+            port,
+            pending: Some(reason),
+            netns_id: None,
+        });
+        st.next_port += 1;
         Ok(())
     }
 }

@@ -8,19 +8,22 @@
 //!   attach and detach; the uplink, published ports and connection tracking);
 //! - `snapshot`: the datapath's configuration built from the state, and its installation;
 //! - `devices`: the policy of TAP, namespace, uplink and VTEP plumbing (`sys` is the mechanism);
-//! - `persist`: durable file writes, the state file and the saved connections;
+//! - `persist`: durable file writes, restore at start-up and the saved connections;
+//! - `journal`: the state on disk, written in O(change) (a snapshot and an append-only journal);
+//! - `watch`: pending endpoints and a missing uplink retried, deleted namespaces and vanished
+//!   uplink interfaces noticed (the housekeeping thread runs it every second);
 //! - `resolv`: the namespaces' resolv.conf;
 //! - `views`: read-only listings (networks, ports, FDB, stats, capture, conntrack, uplink);
 //! - `harness` (feature `harness`): device-less entries for fuzzing and tests.
 //!
 //! The datapath never takes the control lock: it reads the snapshot `Switch::sync` swaps in.
-//! State is persisted to `STATE_DIR/state.json` so a restarted daemon recreates its networks
-//! and endpoints.
+//! Every change is saved in `STATE_DIR` before it is answered (or taken back and refused), so a
+//! restarted daemon recreates its networks and endpoints.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -39,6 +42,7 @@ mod devices;
 mod endpoints;
 #[cfg(feature = "harness")]
 mod harness;
+mod journal;
 mod networks;
 mod persist;
 mod resolv;
@@ -46,6 +50,9 @@ mod snapshot;
 mod state;
 mod uplink;
 mod views;
+mod watch;
+
+use journal::Store;
 
 pub use persist::StateDirLock;
 pub use state::{parse_publish_spec, parse_unpublish_spec};
@@ -75,6 +82,24 @@ impl AfterUnlock {
             } => endpoints::add_default_route(&netns, gateway, ifname),
         }
     }
+}
+
+/// How to take back a change whose save failed (see [`Switch::mutate`]): the inverse of each
+/// verb that adds something. Verbs that remove something the switch cannot give back (a device,
+/// tracked connections) save first and act after, so they have no undo.
+pub(in crate::control) enum Undo {
+    /// Remove the network created.
+    Network(String),
+    /// Unlink (`true`) or link again (`false`) two networks.
+    Link(String, String, bool),
+    /// Remove (`true`) or add back (`false`) a peer.
+    Peer(String, Ipv4Addr, bool),
+    /// Detach the endpoint attached (its device goes).
+    Endpoint { netns: String, network: String },
+    /// Remove the published port (protocol, host port).
+    Publish(nat::Proto, u16),
+    /// Put the previous uplink back (or none), with its sockets: its release is called off.
+    Uplink(Option<Box<state::UplinkState>>),
 }
 
 /// Daemon-wide settings.
@@ -131,6 +156,13 @@ pub struct Switch {
     counters: Vec<Arc<WorkerCounters>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     state: Mutex<State>,
+    /// The state directory's files (`None` without `--state-dir`). Taken under the control
+    /// lock only.
+    store: Mutex<Option<Store>>,
+    /// Restore is running: (endpoints done, endpoints in the state file).
+    restoring: AtomicBool,
+    restored: AtomicUsize,
+    to_restore: AtomicUsize,
     next_session: AtomicU64,
     /// Buffers for `Switch::inject` (feature `harness`).
     #[cfg(feature = "harness")]
@@ -172,6 +204,10 @@ impl Switch {
             counters,
             threads: Mutex::new(threads),
             state: Mutex::new(State::new()),
+            store: Mutex::new(None),
+            restoring: AtomicBool::new(false),
+            restored: AtomicUsize::new(0),
+            to_restore: AtomicUsize::new(0),
             next_session: AtomicU64::new(1),
             #[cfg(feature = "harness")]
             scratch: Mutex::new(None),
@@ -199,24 +235,131 @@ impl Switch {
                         WorkerCounters::drop(&hk_counters, crate::counters::Drop::ArpTimeout);
                     }
                 }
+                drop(cfg);
+                sw.watch();
             })
             .map_err(Error::device("spawn housekeeping thread"))?;
         sw.threads.lock().unwrap_or_else(|p| p.into_inner()).push(t);
-        sw.restore();
+        if let Some(dir) = &sw.opts.state_dir {
+            let loaded = Store::open(dir).map_err(|source| Error::Device {
+                step: "read the state in the state directory",
+                source,
+            })?;
+            *sw.store.lock().unwrap_or_else(|p| p.into_inner()) = Some(loaded.store);
+            sw.restoring.store(true, Ordering::Release);
+            sw.to_restore
+                .store(loaded.state.endpoints.len(), Ordering::Release);
+            let bg = sw.clone();
+            std::thread::Builder::new()
+                .name("vs-restore".into())
+                .spawn(move || bg.restore(loaded.state))
+                .map_err(Error::device("spawn restore thread"))?;
+        }
         Ok(sw)
     }
 
-    /// Run a state change under the control lock and persist the state when it succeeds; then,
-    /// with the lock released, do what the change left for after it ([`AfterUnlock`]), before
-    /// returning: a removed port's device is gone when the verb answers.
+    /// While the state file is being restored: (endpoints done, endpoints to restore). Reads
+    /// answer meanwhile with what is restored so far; changes are refused.
+    pub fn restoring(&self) -> Option<(usize, usize)> {
+        self.restoring.load(Ordering::Acquire).then(|| {
+            (
+                self.restored.load(Ordering::Acquire),
+                self.to_restore.load(Ordering::Acquire),
+            )
+        })
+    }
+
+    /// Wait until restore has finished (for embedders and tests; the API does not wait).
+    pub fn wait_restored(&self) {
+        while self.restoring.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Run a state change under the control lock, save it (see [`Switch::commit`]) and answer;
+    /// if it cannot be saved, take it back ([`Undo`]) and refuse. Then, with the lock released,
+    /// do what the change left for after it ([`AfterUnlock`]), before returning: a removed
+    /// port's device is gone when the verb answers.
     fn mutate<T>(&self, f: impl FnOnce(&mut State) -> Result<T, Error>) -> Result<T, Error> {
         let mut st = self.lock()?;
-        let r = f(&mut st);
-        if r.is_ok() {
-            self.persist(&st);
-        }
+        let r = f(&mut st).and_then(|v| match self.commit(&mut st) {
+            Ok(()) => Ok(v),
+            Err(e) => {
+                self.take_back(&mut st);
+                Err(e)
+            }
+        });
+        // A refused change left nothing to save (its checks come before any change, or it
+        // undid itself).
+        st.journal.clear();
+        st.undo.clear();
         Self::unlock(st);
         r
+    }
+
+    /// Save the change the verb recorded in `st.journal`: appended to the journal and on disk
+    /// when this returns. Verbs that remove what cannot be given back call it themselves
+    /// before acting.
+    fn commit(&self, st: &mut State) -> Result<(), Error> {
+        let recs = std::mem::take(&mut st.journal);
+        let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(s) = store.as_mut() else {
+            st.undo.clear();
+            return Ok(());
+        };
+        if let Err(source) = s.append(&recs) {
+            let path = s.journal_path().display().to_string();
+            log::error!("saving a change to {path} failed: {source}; the change is taken back");
+            return Err(Error::Save {
+                path: crate::error::shown(&path),
+                source,
+            });
+        }
+        st.undo.clear();
+        if s.wants_compaction() {
+            s.compact(st.persisted());
+        }
+        Ok(())
+    }
+
+    /// Take back a change that could not be saved, last step first. Each undo is the inverse
+    /// of a step that succeeded a moment ago; one that fails anyway is logged.
+    fn take_back(&self, st: &mut State) {
+        while let Some(u) = st.undo.pop() {
+            let r = match u {
+                Undo::Network(name) => st.remove_network(&name).map(|()| {
+                    self.drop_unused_vteps(st);
+                }),
+                Undo::Link(a, b, linked) => st.link(&a, &b, !linked),
+                Undo::Peer(net, ip, added) => st.peer(&net, ip, !added).map(|_| ()),
+                Undo::Endpoint { netns, network } => {
+                    self.remove_endpoint(st, &netns, &network).map(|_| ())
+                }
+                Undo::Publish(proto, port) => {
+                    st.published
+                        .retain(|p| !(p.proto == proto && p.host_port == port));
+                    Ok(())
+                }
+                Undo::Uplink(prev) => {
+                    self.remove_uplink_locked(st);
+                    if let Some(u) = prev {
+                        st.after_unlock.retain(|j| {
+                            !matches!(j, AfterUnlock::Release(p) if Arc::ptr_eq(p, &u.port))
+                        });
+                        let r = self.register(&u.port);
+                        st.uplink = Some(*u);
+                        r.map_err(Error::device("register port with worker"))
+                    } else {
+                        Ok(())
+                    }
+                }
+            };
+            if let Err(e) = r {
+                log::error!("taking back a change that could not be saved failed: {e}");
+            }
+        }
+        st.journal.clear();
+        self.sync(st);
     }
 
     /// Release the control lock, then run the work left in `after_unlock`, in order.
@@ -264,6 +407,9 @@ impl Switch {
         }
         self.shared.config.store(Arc::new(Config::default()));
         self.save_conntrack(&st);
+        if let Some(s) = self.store.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            s.settle();
+        }
         let namespaces: BTreeSet<String> = st
             .networks
             .values()
@@ -299,7 +445,184 @@ impl Switch {
 #[cfg(all(test, feature = "harness"))]
 mod test {
     use super::*;
-    use crate::model::{AttachRequest, NetworkCreate};
+    use crate::model::*;
+
+    /// A switch on a fresh state directory named after `tag`.
+    fn with_state(tag: &str) -> (Arc<Switch>, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("vswitch-ctl-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sw = Switch::start(Options {
+            state_dir: Some(dir.clone()),
+            ..Options::default()
+        })
+        .expect("start");
+        sw.wait_restored();
+        (sw, dir)
+    }
+
+    /// `p` in a canonical order (the journal appends; the state lists by network).
+    fn sorted(mut p: state::Persisted) -> state::Persisted {
+        p.endpoints
+            .sort_by(|a, b| (&a.network, &a.netns).cmp(&(&b.network, &b.netns)));
+        p.links.sort();
+        p.published.sort_by(|a, b| a.spec.cmp(&b.spec));
+        p.journal = 0;
+        p
+    }
+
+    fn on_disk(dir: &std::path::Path) -> state::Persisted {
+        sorted(Store::open(dir).expect("read state").state)
+    }
+
+    fn overlay(name: &str, subnet: &str, vni: u32) -> NetworkCreate {
+        NetworkCreate {
+            vni: Some(vni),
+            // Its own port per test: the tests run at once.
+            vxlan_port: Some(40_000 + vni as u16),
+            peers: vec!["192.0.2.1".into()],
+            ..NetworkCreate::flat(name, subnet)
+        }
+    }
+
+    #[test]
+    fn what_is_on_disk_is_the_state_after_every_kind_of_change() {
+        let (sw, dir) = with_state("journal");
+        sw.create_network(&NetworkCreate::flat("a", "10.1.0.0/24"))
+            .unwrap();
+        sw.create_network(&NetworkCreate::flat("b", "10.2.0.0/24"))
+            .unwrap();
+        sw.create_network(&overlay("c", "10.3.0.0/24", 41)).unwrap();
+        sw.link("a", "b", true).unwrap();
+        sw.peer("c", "192.0.2.2", true).unwrap();
+        sw.peer("c", "192.0.2.1", false).unwrap();
+        sw.attach_sink(&AttachRequest::new("x", "a")).unwrap();
+        sw.attach_sink(&AttachRequest::new("y", "b")).unwrap();
+        sw.attach_sink(&AttachRequest::new("z", "c")).unwrap();
+        sw.set_uplink_sink(&UplinkSet {
+            iface: "up0".into(),
+            ip: "192.168.50.2/24".into(),
+            gateway: None,
+        })
+        .unwrap();
+        for (ns, spec) in [("x", "8080:80"), ("y", "8081:80/udp"), ("z", "8082:22")] {
+            sw.publish(&PublishRequest {
+                netns: ns.into(),
+                spec: spec.into(),
+                network: None,
+            })
+            .unwrap();
+        }
+        assert_eq!(on_disk(&dir), sorted(sw.read().persisted()));
+        sw.unpublish(&UnpublishRequest {
+            netns: "x".into(),
+            spec: "8080".into(),
+        })
+        .unwrap();
+        sw.detach("y", "b").unwrap();
+        sw.link("a", "b", false).unwrap();
+        sw.remove_network("b").unwrap();
+        assert_eq!(on_disk(&dir), sorted(sw.read().persisted()));
+        let p = on_disk(&dir);
+        assert_eq!(p.networks.len(), 2);
+        assert_eq!(p.endpoints.len(), 2);
+        assert_eq!(p.published.len(), 1, "y's port went with it: {p:?}");
+        sw.remove_uplink().unwrap();
+        assert_eq!(on_disk(&dir), sorted(sw.read().persisted()));
+        sw.shutdown();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_change_that_cannot_be_saved_is_taken_back_and_refused() {
+        let (sw, dir) = with_state("refuse");
+        sw.create_network(&NetworkCreate::flat("a", "10.1.0.0/24"))
+            .unwrap();
+        sw.create_network(&overlay("c", "10.3.0.0/24", 42)).unwrap();
+        sw.create_network(&NetworkCreate::flat("d", "10.4.0.0/24"))
+            .unwrap();
+        sw.attach_sink(&AttachRequest::new("x", "a")).unwrap();
+        sw.set_uplink_sink(&UplinkSet {
+            iface: "up0".into(),
+            ip: "192.168.50.2/24".into(),
+            gateway: None,
+        })
+        .unwrap();
+        sw.publish(&PublishRequest {
+            netns: "x".into(),
+            spec: "8080:80".into(),
+            network: None,
+        })
+        .unwrap();
+        let before = sorted(sw.read().persisted());
+        let config = |sw: &Switch| {
+            let c = sw.shared.config.load();
+            (c.networks.len(), c.ports.len(), c.published.len())
+        };
+        let cfg_before = config(&sw);
+        let vteps = sw.read().vteps.len();
+        sw.store.lock().unwrap().as_mut().unwrap().full = true;
+        let refused: Vec<(&str, Result<(), Error>)> = vec![
+            (
+                "create",
+                sw.create_network(&overlay("e", "10.5.0.0/24", 43)).map(drop),
+            ),
+            ("rm", sw.remove_network("d")),
+            ("link", sw.link("a", "d", true)),
+            ("peer add", sw.peer("c", "192.0.2.9", true).map(drop)),
+            ("peer rm", sw.peer("c", "192.0.2.1", false).map(drop)),
+            (
+                "attach",
+                sw.attach_sink(&AttachRequest::new("y", "a")).map(drop),
+            ),
+            ("detach", sw.detach("x", "a")),
+            (
+                "publish",
+                sw.publish(&PublishRequest {
+                    netns: "x".into(),
+                    spec: "9090:90".into(),
+                    network: None,
+                })
+                .map(drop),
+            ),
+            (
+                "unpublish",
+                sw.unpublish(&UnpublishRequest {
+                    netns: "x".into(),
+                    spec: "8080".into(),
+                }),
+            ),
+            (
+                "uplink set",
+                sw.set_uplink_sink(&UplinkSet {
+                    iface: "up1".into(),
+                    ip: "192.168.60.2/24".into(),
+                    gateway: None,
+                })
+                .map(drop),
+            ),
+            ("uplink rm", sw.remove_uplink()),
+        ];
+        for (verb, r) in refused {
+            match r {
+                Err(e @ Error::Save { .. }) => {
+                    let msg = e.to_string();
+                    assert!(msg.contains("journal.") && msg.contains("No space"), "{msg}");
+                    assert_eq!(e.status(), 507);
+                }
+                other => panic!("{verb}: {other:?}"),
+            }
+            assert_eq!(sorted(sw.read().persisted()), before, "{verb}");
+            assert_eq!(config(&sw), cfg_before, "{verb}");
+        }
+        assert_eq!(sw.read().vteps.len(), vteps, "the new VTEP went");
+        // An address a refused attach took is free again.
+        sw.store.lock().unwrap().as_mut().unwrap().full = false;
+        let y = sw.attach_sink(&AttachRequest::new("y", "a")).unwrap();
+        assert_eq!(y.ip.to_string(), "10.1.0.3");
+        sw.shutdown();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn a_port_waiting_for_release_does_not_hold_the_lock() {

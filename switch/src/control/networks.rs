@@ -2,8 +2,9 @@
 //! and `fdb add` (a static remote MAC). The checks are the state model's; this adds the VTEP
 //! each overlay network needs and the new snapshot.
 
+use super::journal::Record;
 use super::state::{parse_peers, State};
-use super::Switch;
+use super::{Switch, Undo};
 use crate::error::Error;
 use crate::ipam::parse_ipv4;
 use crate::model::*;
@@ -29,6 +30,9 @@ impl Switch {
             self.ensure_vtep(st, plan.vxlan_port)?;
         }
         let info = st.add_network(plan, &self.opts);
+        let spec = st.net(&info.name)?.spec();
+        st.journal.push(Record::Network { spec });
+        st.undo.push(Undo::Network(info.name.clone()));
         self.sync(st);
         log::info!(
             "network {} created: {} gateway {}",
@@ -42,6 +46,12 @@ impl Switch {
     /// `network rm`: refused while endpoints are attached.
     pub fn remove_network(&self, name: &str) -> Result<(), Error> {
         self.mutate(|st| {
+            // Saved first: its learned tables and VTEP cannot be given back.
+            st.check_removable(name)?;
+            st.journal.push(Record::NetworkRm {
+                name: name.to_string(),
+            });
+            self.commit(st)?;
             st.remove_network(name)?;
             self.drop_unused_vteps(st);
             self.sync(st);
@@ -63,7 +73,16 @@ impl Switch {
         b: &str,
         link: bool,
     ) -> Result<(), Error> {
+        let was = st.net(a).is_ok_and(|n| n.links.contains(b));
         st.link(a, b, link)?;
+        if was != link {
+            st.journal.push(Record::Link {
+                a: a.to_string(),
+                b: b.to_string(),
+                linked: link,
+            });
+            st.undo.push(Undo::Link(a.to_string(), b.to_string(), link));
+        }
         self.sync(st);
         log::info!(
             "networks {a} and {b} {}",
@@ -76,7 +95,13 @@ impl Switch {
     pub fn peer(&self, network: &str, ip: &str, add: bool) -> Result<NetworkInfo, Error> {
         let ip = parse_ipv4(ip)?;
         self.mutate(|st| {
+            let was = st.net(network).is_ok_and(|n| n.peers.contains(&ip));
             let info = st.peer(network, ip, add)?;
+            if was != add {
+                let spec = st.net(network)?.spec();
+                st.journal.push(Record::Network { spec });
+                st.undo.push(Undo::Peer(network.to_string(), ip, add));
+            }
             self.sync(st);
             log::info!(
                 "network {network}: peer {ip} {}",

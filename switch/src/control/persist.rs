@@ -1,13 +1,14 @@
-//! Persistence: the state file (`STATE_DIR/state.json`, written after every change and read on
-//! start to recreate networks, endpoints, links, the uplink and published ports), the tracked
-//! connections a graceful stop saves (`conntrack.json`, used once), and the one durable way the
-//! switch writes its files ([`write_atomic`], also for namespaces' resolv.conf): a reader sees
-//! the old content or the new, never a part, and the new content is on disk when the call
-//! returns.
+//! Persistence: restore at start-up (networks, endpoints, links, the uplink and published ports
+//! from what `journal.rs` read), the tracked connections a graceful stop saves
+//! (`conntrack.json`, used once), the lock that makes a state directory one daemon's, and the
+//! one durable way the switch replaces its files ([`write_atomic`], also for the snapshot and
+//! namespaces' resolv.conf): a reader sees the old content or the new, never a part, and the
+//! new content is on disk when the call returns.
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::atomic::Ordering;
 
 use super::endpoints::AttachMode;
 use super::networks::underlay_mtu;
@@ -103,87 +104,107 @@ impl Switch {
         log::info!("restored {ok} tracked connection(s), skipped {skipped}");
     }
 
-    fn state_path(&self) -> Option<PathBuf> {
-        self.opts.state_dir.as_ref().map(|d| d.join("state.json"))
-    }
-
-    /// Write the state file (after every change).
-    pub(super) fn persist(&self, st: &State) {
-        let Some(path) = self.state_path() else {
-            return;
-        };
-        let data = serde_json::to_vec_pretty(&st.persisted()).map_err(std::io::Error::other);
-        if let Err(e) = data.and_then(|d| write_atomic(&path, &d)) {
-            log::error!("saving state to {} failed: {e}", path.display());
-        }
-    }
-
-    /// Recreate what the state file holds (on start), then take back the saved connections.
-    pub(super) fn restore(&self) {
-        let Some(path) = self.state_path() else {
-            return;
-        };
-        let Some(data) = read_if_present(&path, "; starting empty") else {
-            return;
-        };
-        let p: Persisted = match serde_json::from_slice(&data) {
-            Ok(p) => p,
-            Err(e) => {
-                let bad = path.with_extension("json.bad");
-                log::error!(
-                    "state {} is unreadable ({e}); kept as {} and starting empty",
-                    path.display(),
-                    bad.display()
-                );
-                let _ = std::fs::rename(&path, bad);
-                return;
-            }
-        };
+    /// Recreate what the state directory holds (on start, in the background: reads answer
+    /// meanwhile, changes wait), then take back the saved connections. Nothing is dropped: an
+    /// endpoint whose namespace or an uplink whose interface is missing waits as pending (see
+    /// `watch.rs`); anything else that cannot be recreated is kept as it was, saved with the
+    /// rest and logged. Restore writes nothing: the state on disk is already what it restores.
+    pub(super) fn restore(&self, p: Persisted) {
         // Route lookups first: no lock is held across them.
         let mtus: Vec<Option<u32>> = p.networks.iter().map(underlay_mtu).collect();
-        let mut st = self.read();
-        for (n, mtu) in p.networks.iter().zip(mtus) {
-            if let Err(e) = self.create_network_locked(&mut st, n, mtu) {
-                log::warn!("restoring network {} failed: {e}", n.name);
+        let step = |f: &mut dyn FnMut(&mut State)| {
+            let mut st = self.read();
+            if !st.shutting_down {
+                f(&mut st);
             }
+            st.journal.clear();
+            st.undo.clear();
+            Self::unlock(st);
+        };
+        for (n, mtu) in p.networks.iter().zip(mtus) {
+            step(&mut |st| {
+                if let Err(e) = self.create_network_locked(st, n, mtu) {
+                    log::error!(
+                        "restoring network {} failed: {e}; kept in the state as it was, with                          its endpoints",
+                        n.name
+                    );
+                    st.unrestored.networks.push(n.clone());
+                }
+            });
         }
         for a in &p.endpoints {
-            match self.attach_locked(&mut st, a, AttachMode::Adopt) {
-                Ok(i) => log::info!(
-                    "restored endpoint {}/{} on {}",
-                    i.netns,
-                    i.ifname,
-                    i.network
-                ),
-                Err(e) => log::warn!(
-                    "restoring endpoint {} on {} failed: {e}; dropped",
-                    a.netns,
-                    a.network
-                ),
-            }
+            step(&mut |st| self.restore_endpoint(st, a));
+            self.restored.fetch_add(1, Ordering::AcqRel);
         }
         for (a, b) in &p.links {
-            if let Err(e) = self.link_locked(&mut st, a, b, true) {
-                log::warn!("restoring link {a} <-> {b} failed: {e}");
-            }
+            step(&mut |st| {
+                if let Err(e) = self.link_locked(st, a, b, true) {
+                    log::error!("restoring link {a} <-> {b} failed: {e}; kept in the state");
+                    st.unrestored.links.push((a.clone(), b.clone()));
+                }
+            });
         }
         if let Some(u) = &p.uplink {
-            if let Err(e) = self.set_uplink_locked(&mut st, u) {
-                log::warn!("restoring uplink {} failed: {e}", u.iface);
-            }
+            step(&mut |st| self.restore_uplink(st, u));
         }
         for r in &p.published {
-            if let Err(e) = self.publish_locked(&mut st, r) {
-                log::warn!(
-                    "restoring published port {} of {} failed: {e}",
-                    r.spec,
-                    r.netns
-                );
+            step(&mut |st| {
+                if let Err(e) = self.publish_locked(st, r) {
+                    log::error!(
+                        "restoring published port {} of {} failed: {e}; kept in the state",
+                        r.spec,
+                        r.netns
+                    );
+                    st.unrestored.published.push(r.clone());
+                }
+            });
+        }
+        step(&mut |st| self.restore_conntrack(st));
+        self.restoring.store(false, Ordering::Release);
+        let st = self.read();
+        let pending = st
+            .networks
+            .values()
+            .flat_map(|n| n.endpoints.iter())
+            .filter(|e| !e.is_up())
+            .count();
+        log::info!(
+            "restore done: {} network(s), {} endpoint(s) ({pending} pending)",
+            st.networks.len(),
+            p.endpoints.len()
+        );
+    }
+
+    /// Restore one endpoint: attached as it was (its device taken over under
+    /// `--live-restore`), or pending with the reason, or (when even that is refused: its
+    /// network was not restored, say) kept in the state as it was.
+    fn restore_endpoint(&self, st: &mut State, a: &crate::model::AttachRequest) {
+        match self.attach_locked(st, a, AttachMode::Adopt) {
+            Ok(i) => log::info!(
+                "restored endpoint {}/{} on {}",
+                i.netns,
+                i.ifname,
+                i.network
+            ),
+            Err(e) => {
+                let reason = e.to_string();
+                match self.add_pending(st, a, reason.clone()) {
+                    Ok(()) => log::warn!(
+                        "endpoint {} on {} is pending: {reason}; retried until it can be                          attached, or detached",
+                        a.netns,
+                        a.network
+                    ),
+                    Err(e2) => {
+                        log::error!(
+                            "restoring endpoint {} on {} failed: {reason} ({e2}); kept in the                              state as it was",
+                            a.netns,
+                            a.network
+                        );
+                        st.unrestored.endpoints.push(a.clone());
+                    }
+                }
             }
         }
-        self.restore_conntrack(&st);
-        self.persist(&st);
-        Self::unlock(st);
     }
 }
 
@@ -206,6 +227,7 @@ mod test {
     use super::super::state::testing::{endpoint, network};
     use super::*;
     use crate::model::PublishRequest;
+    use std::path::PathBuf;
 
     /// A fresh directory named after `tag` with `state.json` holding `first`.
     fn state_file(tag: &str, first: &[u8]) -> (PathBuf, PathBuf) {

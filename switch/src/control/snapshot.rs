@@ -18,7 +18,13 @@ use crate::port::Port;
 pub(super) fn build(st: &State) -> Config {
     let mut cfg = Config::default();
     for n in st.networks.values() {
-        let ports: Vec<Arc<Port>> = n.endpoints.iter().map(|e| e.port.clone()).collect();
+        // Pending endpoints have no device: the datapath does not see them.
+        let ports: Vec<Arc<Port>> = n
+            .endpoints
+            .iter()
+            .filter(|e| e.is_up())
+            .map(|e| e.port.clone())
+            .collect();
         for p in &ports {
             cfg.ports.insert(p.id, p.clone());
         }
@@ -53,7 +59,7 @@ pub(super) fn build(st: &State) -> Config {
     // A namespace's addresses on its other networks (see `Config::own_addrs`).
     let mut by_netns: FxHashMap<&str, Vec<(PortId, Ipv4Addr)>> = FxHashMap::default();
     for n in st.networks.values() {
-        for e in &n.endpoints {
+        for e in n.endpoints.iter().filter(|e| e.is_up()) {
             by_netns
                 .entry(e.netns.as_str())
                 .or_default()
@@ -73,7 +79,7 @@ pub(super) fn build(st: &State) -> Config {
         let Some(n) = st.networks.get(&p.network) else {
             continue;
         };
-        let Some(to_ip) = n.endpoint_ip(&p.netns) else {
+        let Some(to_ip) = n.live_endpoint_ip(&p.netns) else {
             continue;
         };
         cfg.published.insert(
@@ -86,7 +92,8 @@ pub(super) fn build(st: &State) -> Config {
             },
         );
     }
-    if let Some(u) = &st.uplink {
+    // A down uplink (its interface is missing) has no device: nothing goes out.
+    if let Some(u) = st.uplink.as_ref().filter(|u| u.down.is_none()) {
         cfg.ports.insert(u.port.id, u.port.clone());
         let mut extra_ips: Vec<Ipv4Addr> = st
             .published

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{AfterUnlock, Options};
+use super::journal::Record;
+use super::{AfterUnlock, Options, Undo};
 use crate::capture::Taps;
 use crate::datapath::NeighTable;
 use crate::error::{check_name, Error};
@@ -28,6 +29,20 @@ pub(super) struct Endpoint {
     pub(super) ifname: String,
     pub(super) aliases: Vec<String>,
     pub(super) port: Arc<Port>,
+    /// Why the endpoint has no device yet (its namespace does not exist, or went away), or
+    /// `None` when it is up. A pending endpoint keeps its address, MAC and published ports, is
+    /// persisted, and is retried until it is up or detached; the datapath does not see it.
+    pub(super) pending: Option<String>,
+    /// The namespace the device was put in (device and inode of its `/run/netns` file), to
+    /// notice that it was deleted, or replaced by another of the same name.
+    pub(super) netns_id: Option<(u64, u64)>,
+}
+
+impl Endpoint {
+    /// Up: it has a device the datapath serves.
+    pub(super) fn is_up(&self) -> bool {
+        self.pending.is_none()
+    }
 }
 
 /// A network with its tables (shared with the datapath's snapshots) and endpoints.
@@ -128,6 +143,42 @@ impl Net {
             .map(|e| e.port.ip)
     }
 
+    /// The address of `netns`'s endpoint if it is up (what the datapath may send to).
+    pub(super) fn live_endpoint_ip(&self, netns: &str) -> Option<Ipv4Addr> {
+        self.endpoints
+            .iter()
+            .find(|e| e.netns == netns && e.is_up())
+            .map(|e| e.port.ip)
+    }
+
+    /// The request that recreates this network as it is (what is persisted).
+    pub(super) fn spec(&self) -> NetworkCreate {
+        NetworkCreate {
+            name: self.name.clone(),
+            subnet: self.subnet.to_string(),
+            gateway: Some(self.gateway.to_string()),
+            mtu: Some(self.mtu),
+            internal: self.internal,
+            icc: Some(self.icc),
+            vni: self.vni,
+            peers: self.peers.iter().map(|p| p.to_string()).collect(),
+            vxlan_port: self.vni.map(|_| self.vxlan_port),
+        }
+    }
+
+    /// The request that recreates endpoint `e` of this network as it is (what is persisted).
+    pub(super) fn endpoint_spec(&self, e: &Endpoint) -> AttachRequest {
+        AttachRequest {
+            netns: e.netns.clone(),
+            network: self.name.clone(),
+            ip: Some(e.port.ip.to_string()),
+            mac: Some(e.port.mac.to_string()),
+            ifname: (!e.ifname.is_empty()).then(|| e.ifname.clone()),
+            aliases: e.aliases.clone(),
+            allow_spoof: !e.port.spoof_check,
+        }
+    }
+
     pub(super) fn endpoint_info(&self, e: &Endpoint) -> EndpointInfo {
         EndpointInfo {
             netns: e.netns.clone(),
@@ -140,12 +191,14 @@ impl Net {
             mtu: self.mtu,
             aliases: e.aliases.clone(),
             allow_spoof: !e.port.spoof_check,
+            state: if e.is_up() { "up" } else { "pending" }.into(),
+            reason: e.pending.clone(),
         }
     }
 
     /// DNS names of this network's endpoints (namespace names and aliases, lower case).
     pub(super) fn names(&self) -> impl Iterator<Item = (String, Ipv4Addr)> + '_ {
-        self.endpoints.iter().flat_map(|e| {
+        self.endpoints.iter().filter(|e| e.is_up()).flat_map(|e| {
             std::iter::once(&e.netns)
                 .chain(e.aliases.iter())
                 .map(|n| (n.to_ascii_lowercase(), e.port.ip))
@@ -193,6 +246,12 @@ pub(super) struct UplinkState {
     pub(super) port: Arc<Port>,
     pub(super) neigh: Arc<NeighCache>,
     pub(super) resolver: Option<Ipv4Addr>,
+    /// Why the uplink is down (its interface is missing), or `None` when it is up. A down
+    /// uplink is kept, saved and listed; `watch` brings it back when the interface returns.
+    pub(super) down: Option<String>,
+    /// The interface's index when it was opened (a packet socket is bound to it: an interface
+    /// deleted and made again under the same name has another).
+    pub(super) ifindex: Option<u32>,
 }
 
 /// An `uplink set` request, checked against the state: the address, its subnet, the gateway.
@@ -227,6 +286,15 @@ impl PublishState {
         })
     }
 
+    /// The request that publishes this port again (the host port resolved), as persisted.
+    pub(super) fn request(&self) -> PublishRequest {
+        PublishRequest {
+            netns: self.netns.clone(),
+            spec: self.spec(),
+            network: Some(self.network.clone()),
+        }
+    }
+
     /// The spec `publish` takes back (`[IP:]HOSTPORT:CTRPORT/PROTO`), as persisted.
     pub(super) fn spec(&self) -> String {
         self.joined(":")
@@ -259,6 +327,13 @@ pub(super) struct State {
     pub(super) vteps: BTreeMap<u16, Arc<Port>>,
     /// What the verb holding the lock leaves for after it is released.
     pub(super) after_unlock: Vec<AfterUnlock>,
+    /// The change the verb holding the lock made, to be saved before it is answered.
+    pub(super) journal: Vec<Record>,
+    /// How to take that change back if it cannot be saved (last first).
+    pub(super) undo: Vec<Undo>,
+    /// What the state file holds that could not be restored and is not an endpoint or the
+    /// uplink (those wait as pending): kept, and saved with the rest, never dropped.
+    pub(super) unrestored: Persisted,
 }
 
 /// An `attach` request's own fields, checked: the MAC and address asked for, if any.
@@ -406,19 +481,7 @@ impl State {
 
     /// `network rm`: refused while endpoints are attached; links to it go with it.
     pub(super) fn remove_network(&mut self, name: &str) -> Result<(), Error> {
-        let net = self.net(name)?;
-        if !net.endpoints.is_empty() {
-            let endpoints = net
-                .endpoints
-                .iter()
-                .map(|e| format!("{}/{}", e.netns, e.ifname))
-                .collect::<Vec<_>>()
-                .join(", ");
-            return Err(Error::NetworkInUse {
-                network: name.to_string(),
-                endpoints,
-            });
-        }
+        self.check_removable(name)?;
         self.networks.remove(name);
         for n in self.networks.values_mut() {
             n.links.remove(name);
@@ -509,6 +572,37 @@ impl State {
         self.networks
             .values()
             .flat_map(|n| n.endpoints.iter().map(|e| &e.port))
+    }
+
+    /// `netns`'s endpoint on `network`.
+    pub(super) fn endpoint(&self, netns: &str, network: &str) -> Result<&Endpoint, Error> {
+        check_name("namespace", netns, 255)?;
+        self.net(network)?
+            .endpoints
+            .iter()
+            .find(|e| e.netns == netns)
+            .ok_or_else(|| Error::NotAttached {
+                netns: netns.to_string(),
+                network: network.to_string(),
+            })
+    }
+
+    /// Refuse `network rm` while endpoints (up or pending) are attached.
+    pub(super) fn check_removable(&self, name: &str) -> Result<(), Error> {
+        let net = self.net(name)?;
+        if net.endpoints.is_empty() {
+            return Ok(());
+        }
+        let endpoints = net
+            .endpoints
+            .iter()
+            .map(|e| format!("{}/{}", e.netns, e.ifname))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Err(Error::NetworkInUse {
+            network: name.to_string(),
+            endpoints,
+        })
     }
 
     /// Take `netns`'s endpoint off `network`'s list (the caller stops its queues next, then
@@ -632,9 +726,16 @@ impl State {
     }
 
     /// `unpublish`: the removed entry.
+    #[cfg(test)]
     pub(super) fn unpublish(&mut self, req: &UnpublishRequest) -> Result<PublishState, Error> {
+        let i = self.find_published(req)?;
+        Ok(self.published.remove(i))
+    }
+
+    /// The index of the published port `unpublish` `req` would remove.
+    pub(super) fn find_published(&self, req: &UnpublishRequest) -> Result<usize, Error> {
         let (ip, host_port, proto) = parse_unpublish_spec(req.spec.trim())?;
-        let i = self
+        self
             .published
             .iter()
             .position(|p| {
@@ -646,28 +747,20 @@ impl State {
             .ok_or_else(|| Error::NotPublished {
                 spec: req.spec.clone(),
                 netns: req.netns.clone(),
-            })?;
-        Ok(self.published.remove(i))
+            })
     }
 
-    /// What the state file keeps: enough to recreate everything on the next start.
+    /// What the state file keeps: enough to recreate everything on the next start (and what
+    /// could not be restored, kept as it was).
     pub(super) fn persisted(&self) -> Persisted {
         let mut nets: Vec<&Net> = self.networks.values().collect();
         nets.sort_by_key(|n| n.id);
+        let kept = &self.unrestored;
         Persisted {
             networks: nets
                 .iter()
-                .map(|n| NetworkCreate {
-                    name: n.name.clone(),
-                    subnet: n.subnet.to_string(),
-                    gateway: Some(n.gateway.to_string()),
-                    mtu: Some(n.mtu),
-                    internal: n.internal,
-                    icc: Some(n.icc),
-                    vni: n.vni,
-                    peers: n.peers.iter().map(|p| p.to_string()).collect(),
-                    vxlan_port: n.vni.map(|_| n.vxlan_port),
-                })
+                .map(|n| n.spec())
+                .chain(kept.networks.iter().cloned())
                 .collect(),
             links: nets
                 .iter()
@@ -677,31 +770,25 @@ impl State {
                         .filter(|l| **l > n.name)
                         .map(|l| (n.name.clone(), l.clone()))
                 })
+                .chain(kept.links.iter().cloned())
                 .collect(),
-            uplink: self.uplink.as_ref().map(|u| u.req.clone()),
+            uplink: self
+                .uplink
+                .as_ref()
+                .map(|u| u.req.clone())
+                .or_else(|| kept.uplink.clone()),
             published: self
                 .published
                 .iter()
-                .map(|p| PublishRequest {
-                    netns: p.netns.clone(),
-                    spec: p.spec(),
-                    network: Some(p.network.clone()),
-                })
+                .map(|p| p.request())
+                .chain(kept.published.iter().cloned())
                 .collect(),
             endpoints: nets
                 .iter()
-                .flat_map(|n| {
-                    n.endpoints.iter().map(|e| AttachRequest {
-                        netns: e.netns.clone(),
-                        network: n.name.clone(),
-                        ip: Some(e.port.ip.to_string()),
-                        mac: Some(e.port.mac.to_string()),
-                        ifname: Some(e.ifname.clone()),
-                        aliases: e.aliases.clone(),
-                        allow_spoof: !e.port.spoof_check,
-                    })
-                })
+                .flat_map(|n| n.endpoints.iter().map(|e| n.endpoint_spec(e)))
+                .chain(kept.endpoints.iter().cloned())
                 .collect(),
+            journal: 0,
         }
     }
 }
@@ -722,7 +809,7 @@ pub(super) fn parse_peers(req: &NetworkCreate) -> Result<BTreeSet<Ipv4Addr>, Err
 }
 
 /// What is persisted across restarts.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Persisted {
     /// Networks, in creation order.
@@ -738,6 +825,9 @@ pub(super) struct Persisted {
     /// Published ports with their resolved host port.
     #[serde(default)]
     pub(super) published: Vec<PublishRequest>,
+    /// The journal that continues this snapshot (`journal.N`, see `journal.rs`).
+    #[serde(default)]
+    pub(super) journal: u64,
 }
 
 /// One tracked connection as saved on a graceful stop (`conntrack.json`), so established NAT
@@ -918,6 +1008,8 @@ pub(super) mod testing {
             ifname: "sink0".into(),
             aliases: Vec::new(),
             port: port.clone(),
+            pending: None,
+            netns_id: None,
         });
         port
     }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use super::devices::open_uplink;
 use super::resolv::host_resolver;
 use super::state::{zone_of, State, UplinkPlan, UplinkState};
-use super::{AfterUnlock, Switch};
+use super::journal::Record;
+use super::{AfterUnlock, Switch, Undo};
 use crate::error::Error;
 use crate::model::*;
 use crate::neigh::NeighCache;
@@ -42,7 +43,11 @@ impl Switch {
             subnet,
             gateway,
         } = plan;
-        self.remove_uplink_locked(st);
+        let ifindex = match &dev {
+            Device::Packet(_) => crate::sys::if_nametoindex(&req.iface).ok().flatten(),
+            _ => None,
+        };
+        let prev = self.take_uplink(st);
         let mac = MacAddr::gateway_for(&format!("uplink/{}", req.iface));
         let port = self.infra_port(st, "uplink".into(), crate::port::UPLINK_NET, dev, mac, ip)?;
         st.uplink = Some(UplinkState {
@@ -53,7 +58,13 @@ impl Switch {
             port,
             neigh: Arc::new(NeighCache::new(300_000)),
             resolver,
+            down: None,
+            ifindex,
         });
+        st.journal.push(Record::Uplink {
+            spec: Some(req.clone()),
+        });
+        st.undo.push(Undo::Uplink(prev.map(Box::new)));
         self.sync(st);
         log::info!(
             "uplink {} set: {ip}/{} gateway {:?}",
@@ -64,25 +75,31 @@ impl Switch {
         Ok(())
     }
 
-    fn remove_uplink_locked(&self, st: &mut State) -> bool {
-        let Some(u) = st.uplink.take() else {
-            return false;
-        };
+    pub(super) fn remove_uplink_locked(&self, st: &mut State) -> bool {
+        self.take_uplink(st).is_some()
+    }
+
+    /// Remove the uplink (its port released once the lock is), returning it.
+    fn take_uplink(&self, st: &mut State) -> Option<UplinkState> {
+        let u = st.uplink.take()?;
         self.unregister(&u.port);
         self.sync(st);
         self.shared.ct.flush(None);
-        st.after_unlock.push(AfterUnlock::Release(u.port));
-        true
+        st.after_unlock.push(AfterUnlock::Release(u.port.clone()));
+        Some(u)
     }
 
     /// `uplink rm`.
     pub fn remove_uplink(&self) -> Result<(), Error> {
         self.mutate(|st| {
-            if self.remove_uplink_locked(st) {
-                Ok(())
-            } else {
-                Err(Error::NoUplink)
+            // Saved first: its sockets and the connections through it cannot be given back.
+            if st.uplink.is_none() {
+                return Err(Error::NoUplink);
             }
+            st.journal.push(Record::Uplink { spec: None });
+            self.commit(st)?;
+            self.remove_uplink_locked(st);
+            Ok(())
         })?;
         log::info!("uplink removed");
         Ok(())
@@ -99,6 +116,9 @@ impl Switch {
         req: &PublishRequest,
     ) -> Result<PublishInfo, Error> {
         let info = st.publish(req)?;
+        let ps = st.published.last().expect("just published");
+        st.journal.push(Record::Publish { spec: ps.request() });
+        st.undo.push(Undo::Publish(ps.proto, ps.host_port));
         self.sync(st);
         log::info!(
             "published {}:{}/{} -> {} {}:{}",
@@ -115,7 +135,16 @@ impl Switch {
     /// `unpublish`.
     pub fn unpublish(&self, req: &UnpublishRequest) -> Result<(), Error> {
         self.mutate(|st| {
-            let gone = st.unpublish(req)?;
+            // Saved first: the connections through the port cannot be given back.
+            let i = st.find_published(req)?;
+            let p = &st.published[i];
+            st.journal.push(Record::Unpublish {
+                netns: p.netns.clone(),
+                network: p.network.clone(),
+                spec: p.spec(),
+            });
+            self.commit(st)?;
+            let gone = st.published.remove(i);
             self.shared.ct.remove_where(|f| {
                 f.kind != nat::conntrack::NatKind::Snat
                     && f.orig.proto == gone.proto

@@ -59,6 +59,8 @@ impl Switch {
                         .map(|p| p.shown())
                         .collect(),
                     counters: e.port.stats.snapshot(),
+                    state: if e.is_up() { "up" } else { "pending" }.into(),
+                    reason: e.pending.clone(),
                 })
             })
             .collect();
@@ -75,6 +77,8 @@ impl Switch {
                 worker: vt.worker,
                 published: Vec::new(),
                 counters: vt.stats.snapshot(),
+                state: "up".into(),
+                reason: None,
             });
         }
         if let Some(u) = &st.uplink {
@@ -89,6 +93,8 @@ impl Switch {
                 worker: u.port.worker,
                 published: Vec::new(),
                 counters: u.port.stats.snapshot(),
+                state: if u.down.is_none() { "up" } else { "down" }.into(),
+                reason: u.down.clone(),
             });
         }
         v
@@ -242,6 +248,8 @@ impl Switch {
                     age_secs: e.age_ms / 1000,
                 })
                 .collect(),
+            state: if u.down.is_none() { "up" } else { "down" }.into(),
+            reason: u.down.clone(),
         })
     }
 }

@@ -43,6 +43,14 @@ impl Netns {
         &self.name
     }
 
+    /// The namespace's identity (device and inode of its nsfs file): the same for every handle
+    /// of one namespace, different for a namespace made later under the same name.
+    pub fn id(&self) -> io::Result<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let m = self.file.metadata()?;
+        Ok((m.dev(), m.ino()))
+    }
+
     /// Run `f` on a new thread that has entered this namespace, and return its result.
     pub fn run_in<F, R>(&self, f: F) -> io::Result<R>
     where
@@ -61,6 +69,14 @@ impl Netns {
             .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
         })
     }
+}
+
+/// The identity (see [`Netns::id`]) of the namespace named `name` now, or `None` when there is
+/// none of that name.
+pub fn id_of(name: &str) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(format!("/run/netns/{name}")).ok()?;
+    Some((m.dev(), m.ino()))
 }
 
 impl AsRawFd for Netns {
