@@ -92,10 +92,39 @@ fn far_behind_outside(l: &Lab) -> Netns {
     far
 }
 
-/// The state file of daemon `d`, parsed.
-fn state_json(d: &Daemon) -> serde_json::Value {
-    let text = std::fs::read_to_string(d.dir.join("state/state.json")).expect("read state.json");
-    serde_json::from_str(&text).expect("state.json is JSON")
+/// The uplink daemon `d` has saved: the snapshot's (`state.json`), as changed by the journals
+/// that continue it (`journal.N`, one JSON record per line, `"op": "uplink"` for this).
+fn saved_uplink(d: &Daemon) -> serde_json::Value {
+    let dir = d.dir.join("state");
+    let snap: serde_json::Value = std::fs::read_to_string(dir.join("state.json"))
+        .map(|t| serde_json::from_str(&t).expect("state.json is JSON"))
+        .unwrap_or_default();
+    let from = snap["journal"].as_u64().unwrap_or(0);
+    let mut journals: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(&dir)
+        .expect("read state dir")
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let n = e
+                .file_name()
+                .to_str()?
+                .strip_prefix("journal.")?
+                .parse()
+                .ok()?;
+            Some((n, e.path()))
+        })
+        .filter(|(n, _)| *n >= from)
+        .collect();
+    journals.sort();
+    let mut uplink = snap["uplink"].clone();
+    for (_, j) in journals {
+        for line in std::fs::read_to_string(&j).expect("read journal").lines() {
+            let r: serde_json::Value = serde_json::from_str(line).expect("journal line is JSON");
+            if r["op"] == "uplink" {
+                uplink = r["spec"].clone();
+            }
+        }
+    }
+    uplink
 }
 
 #[test]
@@ -157,7 +186,7 @@ fn uplink_gateway_carries_egress_beyond_the_subnet_and_uplink_rm_stops_egress_an
     let (_, err) = l.d.ctl_err(&["uplink", "show"]);
     assert!(err.contains("no uplink"), "uplink show after rm: {err}");
     assert!(
-        state_json(&l.d)["uplink"].is_null(),
+        saved_uplink(&l.d).is_null(),
         "the removed uplink is still in the state file"
     );
     assert!(
@@ -574,17 +603,33 @@ fn detach_gives_the_namespace_its_own_resolv_conf_back_byte_for_byte() {
     assert_eq!(left, vec!["resolv.conf"], "files left in {}", dir.display());
 }
 
+/// The `.bad` copies of the state file in daemon `d`'s state directory, oldest first.
+fn bad_copies(d: &Daemon) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(d.dir.join("state"))
+        .expect("read state dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("state.json.bad-"))
+        })
+        .collect();
+    v.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+    v
+}
+
 #[test]
-fn a_corrupt_state_file_is_kept_as_bad_and_the_daemon_starts_empty() {
+fn a_corrupt_state_file_is_kept_beside_earlier_bad_copies_and_the_daemon_starts_empty() {
     require(&[]);
     let mut d = Daemon::start();
     d.ctl_ok(&["network", "create", "old", "--subnet", "10.237.0.0/24"]);
     assert!(d.terminate().success());
     let state = d.dir.join("state/state.json");
-    let bad = d.dir.join("state/state.json.bad");
-    let good = std::fs::read(&state).expect("state.json written");
+    let good = std::fs::read(&state).expect("a graceful stop writes state.json");
 
-    // Garbage, then a valid state cut short (what a torn write would leave).
+    // Garbage, then a valid state cut short (what a torn write would leave): each kept as a
+    // copy of its own, the earlier one not replaced.
+    let mut kept = Vec::new();
     for garbage in [
         b"{\"networks\": [ {\"name\": \"old\", \xff\xfe garbage".to_vec(),
         good[..good.len() / 2].to_vec(),
@@ -593,11 +638,17 @@ fn a_corrupt_state_file_is_kept_as_bad_and_the_daemon_starts_empty() {
         d.spawn(&[]);
         let nets: Vec<NetworkInfo> = d.ctl_json(&["network", "ls"]);
         assert!(nets.is_empty(), "started from a corrupt state: {nets:?}");
+        let copies = bad_copies(&d);
+        assert_eq!(copies.len(), kept.len() + 1, "{copies:?}");
+        let bad = copies.last().expect("a bad copy").clone();
         assert_eq!(
             std::fs::read(&bad).expect("the bad copy is kept"),
             garbage,
             "the bad copy differs from the corrupt file"
         );
+        for (path, content) in &kept {
+            assert_eq!(&std::fs::read(path).expect("an earlier copy"), content);
+        }
         let log = d.log();
         let lines: Vec<&str> = log.lines().filter(|l| l.contains("unreadable")).collect();
         assert_eq!(lines.len(), 1, "{log}");
@@ -608,6 +659,7 @@ fn a_corrupt_state_file_is_kept_as_bad_and_the_daemon_starts_empty() {
             "the message must name the file and its copy: {}",
             lines[0]
         );
+        kept.push((bad, garbage));
         // Life goes on: a new network is saved and comes back after a restart.
         d.ctl_ok(&["network", "create", "new", "--subnet", "10.237.1.0/24"]);
         assert!(d.terminate().success());
@@ -617,7 +669,6 @@ fn a_corrupt_state_file_is_kept_as_bad_and_the_daemon_starts_empty() {
             nets.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
             vec!["new"]
         );
-        assert_eq!(std::fs::read(&bad).expect("bad copy"), garbage);
         d.ctl_ok(&["network", "rm", "new"]);
         assert!(d.terminate().success());
     }

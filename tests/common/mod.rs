@@ -144,7 +144,10 @@ impl Daemon {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if self.ctl(&["network", "ls"]).status.success() {
+            // The API answers at once; restore runs behind it (changes are refused until it
+            // is done, with a 503): wait for its last log line.
+            if self.ctl(&["network", "ls"]).status.success() && self.log().contains("restore done")
+            {
                 return;
             }
             if let Some(st) = self

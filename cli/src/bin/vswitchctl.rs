@@ -632,8 +632,12 @@ fn run(cli: Cli) -> Result<(), ClientError> {
 /// One line describing the uplink.
 fn uplink_line(u: &UplinkInfo) -> String {
     let gw = u.gateway.map_or(String::new(), |g| format!(" gateway {g}"));
+    let state = match &u.reason {
+        Some(r) => format!(" {} ({r})", u.state),
+        None => format!(" {}", u.state),
+    };
     format!(
-        "uplink {}: {}/{} mac {}{gw}",
+        "uplink {}: {}/{} mac {}{gw}{state}",
         u.iface, u.ip, u.prefix_len, u.mac
     )
 }
@@ -647,13 +651,14 @@ fn filtered(route: &str, network: Option<&str>) -> String {
 }
 
 /// The columns of `ports` and `stats`.
-const PORT_HEADER: [&str; 12] = [
+const PORT_HEADER: [&str; 13] = [
     "PORT",
     "NETNS",
     "IFNAME",
     "NETWORK",
     "MAC",
     "IP",
+    "STATE",
     "RX_PKTS",
     "RX_BYTES",
     "TX_PKTS",
@@ -670,6 +675,10 @@ fn port_row(p: &PortInfo) -> Vec<String> {
         p.network.clone(),
         p.mac.clone(),
         p.ip.to_string(),
+        match &p.reason {
+            Some(r) => format!("{} ({r})", p.state),
+            None => p.state.clone(),
+        },
         p.counters.rx_packets.to_string(),
         p.counters.rx_bytes.to_string(),
         p.counters.tx_packets.to_string(),

@@ -5,8 +5,8 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use super::devices::{self, make_endpoint_device};
-use super::resolv::write_resolv_conf;
 use super::journal::Record;
+use super::resolv::write_resolv_conf;
 use super::state::{AttachWant, Endpoint, State};
 use super::{AfterUnlock, Switch, Undo};
 use crate::error::Error;
@@ -191,7 +191,13 @@ impl Switch {
         let (ip, mac) = net.reserve(&want, req)?;
         let port = Arc::new(Port {
             spoof_check: !req.allow_spoof,
-            ..self.new_port(port_id, net.id, 0, Device::Sink(VirtioNetHdr::LEN), (mac, ip))
+            ..self.new_port(
+                port_id,
+                net.id,
+                0,
+                Device::Sink(VirtioNetHdr::LEN),
+                (mac, ip),
+            )
         });
         net.endpoints.push(Endpoint {
             netns: req.netns.clone(),

@@ -249,7 +249,11 @@ impl Store {
         };
         let r = file.write_all(&line).and_then(|()| file.sync_data());
         if let Err(e) = r {
-            if file.set_len(self.len).and_then(|()| file.sync_data()).is_err() {
+            if file
+                .set_len(self.len)
+                .and_then(|()| file.sync_data())
+                .is_err()
+            {
                 // Whatever is at the end of this journal stays unanswered: the next change
                 // goes to a new one.
                 self.file = None;
@@ -307,7 +311,21 @@ impl Store {
         }
     }
 
-    /// Wait for a background snapshot to be written (on shutdown).
+    /// Write the snapshot now and remove the journals it covers (on a graceful stop, so the
+    /// state directory holds one readable file).
+    pub(super) fn compact_now(&mut self, mut snap: Persisted) -> io::Result<()> {
+        self.settle();
+        self.rotate()?;
+        self.objects = snap.objects();
+        self.records = 0;
+        snap.journal = self.gen;
+        let data = serde_json::to_vec_pretty(&snap).map_err(io::Error::other)?;
+        write_atomic(&self.dir.join("state.json"), &data)?;
+        remove_journals_before(&self.dir, self.gen);
+        Ok(())
+    }
+
+    /// Wait for a background snapshot to be written.
     pub(super) fn settle(&self) {
         while self.compacting.load(Ordering::Acquire) {
             std::thread::sleep(std::time::Duration::from_millis(5));
@@ -439,8 +457,7 @@ fn keep_bad(path: &Path) -> io::Result<PathBuf> {
 
 /// Remove all but the newest [`BAD_KEPT`] `.bad` copies of `path`.
 fn prune_bad(path: &Path) {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str()))
-    else {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
         return;
     };
     let prefix = format!("{name}.bad-");

@@ -343,9 +343,9 @@ impl Switch {
                 Undo::Uplink(prev) => {
                     self.remove_uplink_locked(st);
                     if let Some(u) = prev {
-                        st.after_unlock.retain(|j| {
-                            !matches!(j, AfterUnlock::Release(p) if Arc::ptr_eq(p, &u.port))
-                        });
+                        st.after_unlock.retain(
+                            |j| !matches!(j, AfterUnlock::Release(p) if Arc::ptr_eq(p, &u.port)),
+                        );
                         let r = self.register(&u.port);
                         st.uplink = Some(*u);
                         r.map_err(Error::device("register port with worker"))
@@ -393,6 +393,17 @@ impl Switch {
             return;
         }
         st.shutting_down = true;
+        // The whole state as one snapshot, before anything is taken down below (a failure
+        // loses nothing: the journal holds every change). Not while restoring: the state is
+        // only partly rebuilt, and the files already hold all of it.
+        let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        let restoring = self.restoring.load(Ordering::Acquire);
+        if let Some(s) = store.as_mut().filter(|_| !restoring) {
+            if let Err(e) = s.compact_now(st.persisted()) {
+                log::warn!("writing the state snapshot on stop failed ({e}); the journal is kept");
+            }
+        }
+        drop(store);
         if let Some(u) = st.uplink.take() {
             self.unregister(&u.port);
         }
@@ -407,9 +418,6 @@ impl Switch {
         }
         self.shared.config.store(Arc::new(Config::default()));
         self.save_conntrack(&st);
-        if let Some(s) = self.store.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            s.settle();
-        }
         let namespaces: BTreeSet<String> = st
             .networks
             .values()
@@ -565,7 +573,8 @@ mod test {
         let refused: Vec<(&str, Result<(), Error>)> = vec![
             (
                 "create",
-                sw.create_network(&overlay("e", "10.5.0.0/24", 43)).map(drop),
+                sw.create_network(&overlay("e", "10.5.0.0/24", 43))
+                    .map(drop),
             ),
             ("rm", sw.remove_network("d")),
             ("link", sw.link("a", "d", true)),
@@ -607,7 +616,10 @@ mod test {
             match r {
                 Err(e @ Error::Save { .. }) => {
                     let msg = e.to_string();
-                    assert!(msg.contains("journal.") && msg.contains("No space"), "{msg}");
+                    assert!(
+                        msg.contains("journal.") && msg.contains("No space"),
+                        "{msg}"
+                    );
                     assert_eq!(e.status(), 507);
                 }
                 other => panic!("{verb}: {other:?}"),

@@ -735,8 +735,7 @@ impl State {
     /// The index of the published port `unpublish` `req` would remove.
     pub(super) fn find_published(&self, req: &UnpublishRequest) -> Result<usize, Error> {
         let (ip, host_port, proto) = parse_unpublish_spec(req.spec.trim())?;
-        self
-            .published
+        self.published
             .iter()
             .position(|p| {
                 p.netns == req.netns

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use super::devices::open_uplink;
+use super::journal::Record;
 use super::resolv::host_resolver;
 use super::state::{zone_of, State, UplinkPlan, UplinkState};
-use super::journal::Record;
 use super::{AfterUnlock, Switch, Undo};
 use crate::error::Error;
 use crate::model::*;

@@ -13,8 +13,8 @@
 //! None of this changes the saved state: pending and down are what the state already says,
 //! without a device.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use super::devices::open_uplink;
 use super::endpoints::AttachMode;
@@ -122,7 +122,14 @@ impl Switch {
 
     /// The namespace of `netns`'s endpoint on `network` went away: free its device, keep the
     /// rest as pending.
-    fn endpoint_gone(&self, st: &mut State, netns: &str, network: &str, id: (u64, u64), why: String) {
+    fn endpoint_gone(
+        &self,
+        st: &mut State,
+        netns: &str,
+        network: &str,
+        id: (u64, u64),
+        why: String,
+    ) {
         let Ok(net) = st.net_mut(network) else {
             return;
         };
@@ -136,7 +143,13 @@ impl Switch {
         let old = e.port.clone();
         e.port = Arc::new(Port {
             spoof_check: old.spoof_check,
-            ..self.new_port(old.id, old.network, 0, Device::Sink(VirtioNetHdr::LEN), (old.mac, old.ip))
+            ..self.new_port(
+                old.id,
+                old.network,
+                0,
+                Device::Sink(VirtioNetHdr::LEN),
+                (old.mac, old.ip),
+            )
         });
         e.pending = Some(why.clone());
         e.netns_id = None;
