@@ -325,3 +325,44 @@ fn an_uplink_whose_interface_is_deleted_goes_down_and_comes_back_with_it() {
     );
     assert!(a.ping(OUTSIDE, 2), "no egress after the uplink came back");
 }
+
+#[test]
+fn devices_left_for_a_lost_state_are_removed_at_start_and_other_daemons_devices_are_not() {
+    require(&["ping"]);
+    let mut d = Daemon::start_with(&["--live-restore"]);
+    let other = Daemon::start_with(&["--live-restore"]);
+    let (a, b) = (Netns::new("a"), Netns::new("b"));
+    d.ctl_ok(&["network", "create", "front", "--subnet", "10.243.0.0/24"]);
+    other.ctl_ok(&["network", "create", "front", "--subnet", "10.243.1.0/24"]);
+    let ea = attach(&d, &a, "front");
+    attach(&other, &b, "front");
+    // A crash under --live-restore leaves the device; then the state is lost.
+    d.kill9();
+    assert_eq!(a.links(), ["lo", "eth0"]);
+    for e in std::fs::read_dir(d.dir.join("state")).expect("state dir") {
+        let p = e.expect("entry").path();
+        if p.file_name().is_some_and(|n| n != "vswitchd.lock") {
+            std::fs::remove_file(&p).expect("lose the state");
+        }
+    }
+    d.spawn(&["--live-restore"]);
+    assert_eq!(a.links(), ["lo"], "the orphan device was left: {}", d.log());
+    assert!(
+        d.log()
+            .lines()
+            .any(|l| l.contains("orphan") && l.contains(&format!("{}/eth0", a.name))),
+        "the removal is reported: {}",
+        d.log()
+    );
+    assert_eq!(
+        b.links(),
+        ["lo", "eth0"],
+        "another daemon's device was taken"
+    );
+    // A new attach gets eth0 and the address back, and works (no dead eth0 with the routes).
+    d.ctl_ok(&["network", "create", "front", "--subnet", "10.243.0.0/24"]);
+    let again = attach(&d, &a, "front");
+    assert_eq!((again.ifname.as_str(), again.ip), ("eth0", ea.ip));
+    assert!(a.ping("10.243.0.1", 1), "the new endpoint does not work");
+    drop(other);
+}

@@ -169,16 +169,16 @@ impl Switch {
 }
 
 /// Create the TAP device for an endpoint with `queues` queues, configure it and move it into the
-/// namespace: MAC and MTU first, then move and rename, then (inside the namespace) up, address
-/// and default route. With `adopt`, a TAP named `req.ifname` already in the namespace is taken
-/// over instead (`--live-restore`).
+/// namespace: MAC, MTU and `mark` (its alias: this state directory's devices) first, then move
+/// and rename, then (inside the namespace) up, address and default route. With `adopt`, a TAP
+/// named `req.ifname` already in the namespace is taken over instead (`--live-restore`).
 pub(super) fn make_endpoint_device(
     ns: &Netns,
     req: &AttachRequest,
     mac: MacAddr,
     ip: Ipv4Addr,
     net: &Net,
-    (queues, adopt): (usize, bool),
+    (queues, adopt, mark): (usize, bool, &str),
 ) -> Result<(Tap, String), Error> {
     let offloads = if net.vni.is_none() {
         crate::sys::tap::OFFLOADS_ALL
@@ -186,7 +186,8 @@ pub(super) fn make_endpoint_device(
         crate::sys::tap::OFFLOADS_OVERLAY
     };
     if let (true, Some(name)) = (adopt, req.ifname.clone()) {
-        if let Some(tap) = adopt_endpoint_device(ns, &name, (offloads, queues), mac, ip, net)? {
+        if let Some(tap) = adopt_endpoint_device(ns, &name, (offloads, queues, mark), mac, ip, net)?
+        {
             return Ok((tap, name));
         }
     }
@@ -233,6 +234,7 @@ pub(super) fn make_endpoint_device(
         &LinkChange {
             mtu: Some(net.mtu),
             mac: Some(mac.0),
+            alias: Some(mark),
             ..Default::default()
         },
     )
@@ -283,7 +285,7 @@ pub(super) fn make_endpoint_device(
 fn adopt_endpoint_device(
     ns: &Netns,
     name: &str,
-    (offloads, queues): (u32, usize),
+    (offloads, queues, mark): (u32, usize, &str),
     mac: MacAddr,
     ip: Ipv4Addr,
     net: &Net,
@@ -307,6 +309,7 @@ fn adopt_endpoint_device(
                 mtu: Some(mtu),
                 mac: Some(mac.0),
                 up: Some(true),
+                alias: Some(mark),
                 ..Default::default()
             },
         )
@@ -351,6 +354,60 @@ pub(super) fn open_uplink(iface: &str, queues: usize) -> Result<PacketQueues, Er
         );
     }
     Ok(q)
+}
+
+/// The alias that marks the endpoint devices of the daemon on `state_dir`: `vswitchd:` and a
+/// hash of the directory's path, so daemons on other state directories (tests run several)
+/// never take each other's devices for orphans.
+pub(super) fn device_mark(state_dir: Option<&std::path::Path>) -> String {
+    let path = state_dir
+        .map(|d| std::fs::canonicalize(d).unwrap_or_else(|_| d.to_path_buf()))
+        .unwrap_or_default();
+    // FNV-1a: stable across builds and releases (std's hasher is not).
+    let h = path
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    format!("vswitchd:{h:016x}")
+}
+
+/// Remove the devices marked `mark` in every namespace that `keep` does not name as
+/// (namespace, interface): left by an earlier daemon on this state directory (under
+/// `--live-restore`) for endpoints the state no longer has. Those `keep` names are left to be
+/// taken over. Before any attach, so none collides with an orphan's name or address. The
+/// devices removed, as `NETNS/IFNAME`.
+pub(super) fn remove_orphans(mark: &str, keep: &BTreeSet<(String, String)>) -> Vec<String> {
+    let mut removed = Vec::new();
+    for name in crate::sys::netns::names() {
+        let Ok(ns) = Netns::open(&name) else {
+            continue;
+        };
+        let found = ns.run_in(|| -> std::io::Result<Vec<String>> {
+            let mut nl = Netlink::open()?;
+            let mut gone = Vec::new();
+            for ifname in crate::sys::netns::interfaces_here()? {
+                if keep.contains(&(name.clone(), ifname.clone())) {
+                    continue;
+                }
+                let Some(idx) = nl.link_index(&ifname)? else {
+                    continue;
+                };
+                if nl.link_alias(idx)?.as_deref() == Some(mark) {
+                    nl.del_link(idx)?;
+                    gone.push(format!("{name}/{ifname}"));
+                }
+            }
+            Ok(gone)
+        });
+        match found.and_then(|r| r) {
+            Ok(gone) => removed.extend(gone),
+            Err(e) => log::warn!("looking for orphan devices in namespace {name} failed: {e}"),
+        }
+    }
+    removed
 }
 
 /// Drop the last reference to a removed port so its TAP closes (which deletes the device).

@@ -61,15 +61,14 @@ impl Switch {
             )),
             Some(ns) => {
                 let adopt = mode == AttachMode::Adopt;
-                make_endpoint_device(ns, req, mac, ip, net, (self.tap_queues(), adopt)).and_then(
-                    |(tap, ifname)| {
-                        // Persistent only under --live-restore; an adopted device of a daemon
-                        // that had the flag goes with this one when it does not.
-                        tap.set_persist(self.opts.live_restore)
-                            .map_err(Error::device("set TAP persistence"))?;
-                        Ok((Device::Tap(tap), ifname))
-                    },
-                )
+                let how = (self.tap_queues(), adopt, self.mark.as_str());
+                make_endpoint_device(ns, req, mac, ip, net, how).and_then(|(tap, ifname)| {
+                    // Persistent only under --live-restore; an adopted device of a daemon
+                    // that had the flag goes with this one when it does not.
+                    tap.set_persist(self.opts.live_restore)
+                        .map_err(Error::device("set TAP persistence"))?;
+                    Ok((Device::Tap(tap), ifname))
+                })
             }
         };
         let (dev, ifname) = device.inspect_err(|_| net.pool.release(ip))?;

@@ -159,6 +159,8 @@ pub struct Switch {
     /// The state directory's files (`None` without `--state-dir`). Taken under the control
     /// lock only.
     store: Mutex<Option<Store>>,
+    /// The alias of this daemon's endpoint devices (see `devices::device_mark`).
+    mark: String,
     /// Restore is running: (endpoints done, endpoints in the state file).
     restoring: AtomicBool,
     restored: AtomicUsize,
@@ -197,6 +199,7 @@ impl Switch {
         // The housekeeping thread's own counters (queued frames that timed out, ...).
         let hk_counters = Arc::new(WorkerCounters::default());
         counters.push(hk_counters.clone());
+        let mark = devices::device_mark(opts.state_dir.as_deref());
         let sw = Arc::new(Switch {
             opts,
             shared: shared.clone(),
@@ -205,6 +208,7 @@ impl Switch {
             threads: Mutex::new(threads),
             state: Mutex::new(State::new()),
             store: Mutex::new(None),
+            mark,
             restoring: AtomicBool::new(false),
             restored: AtomicUsize::new(0),
             to_restore: AtomicUsize::new(0),

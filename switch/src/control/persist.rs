@@ -110,6 +110,18 @@ impl Switch {
     /// `watch.rs`); anything else that cannot be recreated is kept as it was, saved with the
     /// rest and logged. Restore writes nothing: the state on disk is already what it restores.
     pub(super) fn restore(&self, p: Persisted) {
+        // Devices an earlier daemon on this directory left for endpoints the state does not
+        // have: gone before anything is attached.
+        let keep = p
+            .endpoints
+            .iter()
+            .filter_map(|e| Some((e.netns.clone(), e.ifname.clone()?)))
+            .collect();
+        for dev in super::devices::remove_orphans(&self.mark, &keep) {
+            log::warn!(
+                "removed orphan device {dev}: an earlier vswitchd on this state directory left                  it for an endpoint the state does not have"
+            );
+        }
         // Route lookups first: no lock is held across them.
         let mtus: Vec<Option<u32>> = p.networks.iter().map(underlay_mtu).collect();
         let step = |f: &mut dyn FnMut(&mut State)| {

@@ -15,6 +15,7 @@ use super::cvt;
 const NLMSG_ERROR: u16 = 2;
 const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;
+const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
 const RTM_NEWROUTE: u16 = 24;
 
@@ -26,7 +27,10 @@ const NLM_F_CREATE: u16 = 0x400;
 const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
+const IFLA_IFALIAS: u16 = 20;
 const IFLA_NET_NS_FD: u16 = 28;
+/// `struct ifinfomsg`'s size: the attributes of a link message start after it.
+const IFINFOMSG_LEN: usize = 16;
 
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
@@ -54,6 +58,8 @@ pub struct LinkChange<'a> {
     pub name: Option<&'a str>,
     /// Move the link into the namespace of this fd.
     pub netns_fd: Option<RawFd>,
+    /// New alias (`ip link show` prints it as `alias`).
+    pub alias: Option<&'a str>,
 }
 
 /// A message under construction.
@@ -134,6 +140,17 @@ impl Netlink {
 
     /// Send a request and wait for its acknowledgement.
     fn request(&mut self, msg: Vec<u8>, seq: u32) -> io::Result<()> {
+        self.exchange(msg, seq, |_, _| {})
+    }
+
+    /// Send a request, hand each answer to it (type, payload) to `each`, and wait for its
+    /// acknowledgement.
+    fn exchange(
+        &mut self,
+        msg: Vec<u8>,
+        seq: u32,
+        mut each: impl FnMut(u16, &[u8]),
+    ) -> io::Result<()> {
         // SAFETY: `msg` is a valid buffer of the given length.
         let n = unsafe { libc::send(self.fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
         if n < 0 {
@@ -171,6 +188,9 @@ impl Netlink {
                     } else {
                         Err(io::Error::from_raw_os_error(-code))
                     };
+                }
+                if mseq == seq && ty != NLMSG_ERROR {
+                    each(ty, &h[NLMSG_HDRLEN..len]);
                 }
                 off += (len + 3) & !3;
             }
@@ -210,7 +230,27 @@ impl Netlink {
         if let Some(fd) = change.netns_fd {
             m.attr(IFLA_NET_NS_FD, &(fd as u32).to_ne_bytes());
         }
+        if let Some(alias) = change.alias {
+            m.attr(IFLA_IFALIAS, alias.as_bytes());
+        }
         self.request(m.finish(), seq)
+    }
+
+    /// The alias of link `ifindex` (`None`: it has none).
+    pub fn link_alias(&mut self, ifindex: u32) -> io::Result<Option<String>> {
+        let seq = self.next_seq();
+        let mut m = Msg::new(RTM_GETLINK, 0, seq);
+        Self::ifinfo(&mut m, ifindex, 0, 0);
+        let mut alias = None;
+        self.exchange(m.finish(), seq, |ty, payload| {
+            if ty == RTM_NEWLINK {
+                alias = attr(payload, IFINFOMSG_LEN, IFLA_IFALIAS).map(|a| {
+                    let a = a.split(|b| *b == 0).next().unwrap_or(a);
+                    String::from_utf8_lossy(a).into_owned()
+                });
+            }
+        })?;
+        Ok(alias.filter(|a| !a.is_empty()))
     }
 
     /// Delete link `ifindex`.
@@ -272,9 +312,45 @@ impl Netlink {
     }
 }
 
+/// The data of the first attribute of type `ty` in `payload` after its fixed `header` bytes.
+fn attr(payload: &[u8], header: usize, ty: u16) -> Option<&[u8]> {
+    let mut rest = payload.get(header..)?;
+    while rest.len() >= 4 {
+        let len = usize::from(u16::from_ne_bytes([rest[0], rest[1]]));
+        let t = u16::from_ne_bytes([rest[2], rest[3]]) & 0x3fff;
+        if len < 4 || len > rest.len() {
+            return None;
+        }
+        if t == ty {
+            return Some(&rest[4..len]);
+        }
+        rest = rest.get((len + 3) & !3..).unwrap_or(&[]);
+    }
+    None
+}
+
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn attributes_are_found_and_malformed_ones_end_the_walk() {
+        let mut m = Msg::new(RTM_NEWLINK, 0, 1);
+        Netlink::ifinfo(&mut m, 7, 0, 0);
+        m.attr(IFLA_MTU, &1500u32.to_ne_bytes())
+            .attr(IFLA_IFALIAS, b"vswitchd:ab\0");
+        let b = m.finish();
+        let payload = &b[NLMSG_HDRLEN..];
+        assert_eq!(
+            attr(payload, IFINFOMSG_LEN, IFLA_IFALIAS),
+            Some(&b"vswitchd:ab\0"[..])
+        );
+        assert_eq!(attr(payload, IFINFOMSG_LEN, IFLA_IFNAME), None);
+        let mut cut = payload.to_vec();
+        cut[IFINFOMSG_LEN] = 200; // the first attribute claims more than there is
+        assert_eq!(attr(&cut, IFINFOMSG_LEN, IFLA_IFALIAS), None);
+        assert_eq!(attr(&payload[..3], IFINFOMSG_LEN, IFLA_MTU), None);
+    }
 
     fn u16_at(b: &[u8], i: usize) -> u16 {
         u16::from_ne_bytes([b[i], b[i + 1]])

@@ -71,6 +71,27 @@ impl Netns {
     }
 }
 
+/// The names of the namespaces `ip netns` knows (`/run/netns`).
+pub fn names() -> Vec<String> {
+    std::fs::read_dir("/run/netns")
+        .map(|rd| {
+            rd.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The interfaces of the calling thread's network namespace (inside [`Netns::run_in`]: the
+/// namespace entered), from `/proc/thread-self/net/dev`.
+pub fn interfaces_here() -> io::Result<Vec<String>> {
+    let text = std::fs::read_to_string("/proc/thread-self/net/dev")?;
+    Ok(text
+        .lines()
+        .skip(2)
+        .filter_map(|l| Some(l.split_once(':')?.0.trim().to_string()))
+        .collect())
+}
+
 /// The identity (see [`Netns::id`]) of the namespace named `name` now, or `None` when there is
 /// none of that name.
 pub fn id_of(name: &str) -> Option<(u64, u64)> {
