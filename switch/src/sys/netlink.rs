@@ -432,6 +432,7 @@ mod test {
                     mac: Some([2, 0, 0, 0, 0, 1]),
                     name: Some("vs-test0"),
                     netns_fd: None,
+                    alias: Some("vswitchd:test"),
                 },
             ),
             nl.add_addr_v4(NO_SUCH, Ipv4Addr::new(192, 0, 2, 1), 24),
