@@ -259,6 +259,18 @@ fn a_namespace_deleted_under_a_running_endpoint_turns_it_pending_until_it_return
         d.log()
     );
     assert!(b.ping(&aip, 1), "no traffic to the endpoint that came back");
+
+    // Deleted again (by hand: the guard would also remove its /etc/netns files), then
+    // detached while pending: the resolv.conf vswitchd wrote for it goes with it.
+    let etc = Path::new("/etc/netns").join(&name);
+    assert!(etc.join("resolv.conf").exists());
+    run_ok(&["ip", "netns", "del", &name]);
+    assert!(wait_until(5, || port_of(&ports(&d), &name).state == "pending"));
+    d.ctl_ok(&["detach", &name, "front"]);
+    assert!(
+        !etc.exists(),
+        "the detached endpoint's resolv.conf stayed behind"
+    );
 }
 
 #[test]

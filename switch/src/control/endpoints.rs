@@ -155,7 +155,9 @@ impl Switch {
                 || (f.kind == nat::NatKind::Hairpin && f.reply.src == ip && f.reply.dst == gateway)
         });
         self.sync(st);
-        if !matches!(ep.port.dev, Device::Sink(_)) {
+        // A pending endpoint had a device once (or its namespace's resolv.conf was written at
+        // restore): its file goes too. Harness sinks never had one.
+        if !matches!(ep.port.dev, Device::Sink(_)) || ep.pending.is_some() {
             write_resolv_conf(st, netns);
         }
         log::info!(
