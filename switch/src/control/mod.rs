@@ -375,8 +375,12 @@ impl Switch {
         }
     }
 
-    /// The control lock, refused once the switch is shutting down (for changes).
+    /// The control lock for a change: refused while the state is being restored (the change
+    /// could collide with what is not restored yet) and once the switch is shutting down.
     fn lock(&self) -> Result<MutexGuard<'_, State>, Error> {
+        if let Some((done, total)) = self.restoring() {
+            return Err(Error::Restoring { done, total });
+        }
         let st = self.read();
         if st.shutting_down {
             return Err(Error::ShuttingDown);

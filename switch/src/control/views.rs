@@ -160,7 +160,11 @@ impl Switch {
 
     /// Start a capture session on `target`: a port name, `NETNS/IFNAME`, or a network name.
     pub fn capture(&self, target: &str) -> Result<Session, Error> {
-        let st = self.lock()?;
+        // Also while restoring (what is restored so far can be captured); not once stopping.
+        let st = self.read();
+        if st.shutting_down {
+            return Err(Error::ShuttingDown);
+        }
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let endpoint = st
             .networks
