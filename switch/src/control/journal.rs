@@ -137,6 +137,8 @@ pub(super) struct Store {
     objects: usize,
     /// A background snapshot is being written.
     compacting: Arc<AtomicBool>,
+    /// Records before compaction is considered ([`COMPACT_MIN`]; tests lower it).
+    pub(super) compact_min: usize,
     /// Fail every append as a full disk would (unit tests of taking a change back; the
     /// integration tests fill a real tmpfs).
     #[cfg(test)]
@@ -212,6 +214,7 @@ impl Store {
                 records,
                 objects,
                 compacting: Arc::new(AtomicBool::new(false)),
+                compact_min: COMPACT_MIN,
                 #[cfg(test)]
                 full: false,
             },
@@ -280,7 +283,8 @@ impl Store {
     /// Whether the journal has grown enough to compact (as large as the state it continues,
     /// so writing snapshots costs O(1) per change on average).
     pub(super) fn wants_compaction(&self) -> bool {
-        self.records >= COMPACT_MIN.max(self.objects) && !self.compacting.load(Ordering::Acquire)
+        self.records >= self.compact_min.max(self.objects)
+            && !self.compacting.load(Ordering::Acquire)
     }
 
     /// Compact: start a new journal now and write `snap` (the state as of now) as the

@@ -293,6 +293,9 @@ impl Switch {
                 Err(e)
             }
         });
+        if r.is_ok() {
+            self.maybe_compact(&st);
+        }
         // A refused change left nothing to save (its checks come before any change, or it
         // undid itself).
         st.journal.clear();
@@ -320,10 +323,17 @@ impl Switch {
             });
         }
         st.undo.clear();
-        if s.wants_compaction() {
+        Ok(())
+    }
+
+    /// Compact the journal if it has grown enough: only once a verb is done, when the state
+    /// holds everything journaled (a verb that saves before acting has not acted yet when it
+    /// commits).
+    fn maybe_compact(&self, st: &State) {
+        let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = store.as_mut().filter(|s| s.wants_compaction()) {
             s.compact(st.persisted());
         }
-        Ok(())
     }
 
     /// Take back a change that could not be saved, last step first. Each undo is the inverse
@@ -502,6 +512,30 @@ mod test {
     }
 
     #[test]
+    fn while_restoring_reads_answer_and_changes_are_refused_with_the_progress() {
+        let sw = Switch::start(Options::default()).expect("start");
+        sw.create_network(&NetworkCreate::flat("a", "10.1.0.0/24"))
+            .unwrap();
+        sw.restoring.store(true, Ordering::Release);
+        sw.restored.store(3, Ordering::Release);
+        sw.to_restore.store(10, Ordering::Release);
+        assert_eq!(sw.restoring(), Some((3, 10)));
+        assert_eq!(sw.networks().len(), 1);
+        assert!(sw.capture("a").is_ok(), "captures are reads");
+        let e = sw
+            .create_network(&NetworkCreate::flat("b", "10.2.0.0/24"))
+            .unwrap_err();
+        assert!(matches!(e, Error::Restoring { done: 3, total: 10 }), "{e}");
+        assert_eq!(e.status(), 503);
+        assert!(e.to_string().contains("3 of 10"), "{e}");
+        sw.restoring.store(false, Ordering::Release);
+        assert!(sw
+            .create_network(&NetworkCreate::flat("b", "10.2.0.0/24"))
+            .is_ok());
+        sw.shutdown();
+    }
+
+    #[test]
     fn what_is_on_disk_is_the_state_after_every_kind_of_change() {
         let (sw, dir) = with_state("journal");
         sw.create_network(&NetworkCreate::flat("a", "10.1.0.0/24"))
@@ -545,6 +579,40 @@ mod test {
         assert_eq!(p.published.len(), 1, "y's port went with it: {p:?}");
         sw.remove_uplink().unwrap();
         assert_eq!(on_disk(&dir), sorted(sw.read().persisted()));
+        sw.shutdown();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_journal_is_compacted_in_the_background_and_nothing_is_lost() {
+        let (sw, dir) = with_state("compact");
+        sw.store.lock().unwrap().as_mut().unwrap().compact_min = 8;
+        for i in 0..40u32 {
+            let name = format!("n{i}");
+            sw.create_network(&NetworkCreate::flat(&name, &format!("10.{i}.0.0/24")))
+                .unwrap();
+            sw.attach_sink(&AttachRequest::new("x", &name)).unwrap();
+            if i % 3 == 0 {
+                sw.detach("x", &name).unwrap();
+                sw.remove_network(&name).unwrap();
+            }
+            assert_eq!(on_disk(&dir), sorted(sw.read().persisted()), "after {i}");
+        }
+        sw.store.lock().unwrap().as_ref().unwrap().settle();
+        let snap: state::Persisted =
+            serde_json::from_slice(&std::fs::read(dir.join("state.json")).unwrap()).unwrap();
+        assert!(snap.journal > 2, "compacted only {} times", snap.journal);
+        let journals = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("journal.")
+            })
+            .count();
+        assert!(journals <= 2, "{journals} journals kept");
         sw.shutdown();
         std::fs::remove_dir_all(&dir).unwrap();
     }
