@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::state::{Net, State};
@@ -421,6 +421,46 @@ pub(super) fn release_port(port: Arc<Port>) {
     drop(port);
 }
 
+/// Threads [`release_ports`] and [`in_parallel`] use at most. On the 2-core test VM, 300
+/// endpoints were released in 6.7 s from one thread, 1.5 s from 8, 0.73 s from 16, 0.47 s from
+/// 64 and 0.41 s from 128: beyond that the kernel's rtnl lock, taken by every close, is the limit.
+const RELEASE_THREADS: usize = 64;
+
+/// Release many removed ports at once (shutdown). Closing a TAP's last queue deletes the device,
+/// and the kernel then waits for RCU (an `rcu_barrier` in `netdev_run_todo`, about 20 ms on the
+/// test VM) before the `close` returns; one port after the other, 1000 endpoints took 26 s.
+/// Waits that overlap are shared, so the ports are released from up to [`RELEASE_THREADS`]
+/// threads.
+pub(super) fn release_ports(ports: Vec<Arc<Port>>) {
+    in_parallel(ports, release_port);
+}
+
+/// Run `f` on every item, from up to [`RELEASE_THREADS`] threads (the calling thread among
+/// them, so the work is done even when no thread can be started); returns when all are done.
+pub(super) fn in_parallel<T: Send>(items: Vec<T>, f: impl Fn(T) + Sync) {
+    let threads = items.len().min(RELEASE_THREADS);
+    let queue = Mutex::new(items);
+    let work = || loop {
+        let item = queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        match item {
+            Some(item) => f(item),
+            None => return,
+        }
+    };
+    std::thread::scope(|s| {
+        for _ in 1..threads {
+            if std::thread::Builder::new()
+                .name("vs-release".into())
+                .spawn_scoped(s, work)
+                .is_err()
+            {
+                break;
+            }
+        }
+        work();
+    });
+}
+
 /// Open network namespace `netns` (by name, as `ip netns` keeps them).
 pub(super) fn open_netns(netns: &str) -> Result<Netns, Error> {
     Netns::open(netns).map_err(|e| match e.kind() {
@@ -439,4 +479,36 @@ fn set_up(nl: &mut Netlink, ifindex: u32, step: &'static str) -> Result<(), Erro
         ..Default::default()
     };
     nl.set_link(ifindex, &up).map_err(Error::device(step))
+}
+
+#[cfg(test)]
+mod test {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[test]
+    fn in_parallel_runs_each_item_once_on_several_threads() {
+        for n in [0, 1, 5, RELEASE_THREADS * 3 + 1] {
+            let seen: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+            let threads = Mutex::new(std::collections::HashSet::new());
+            in_parallel((0..n).collect(), |i: usize| {
+                seen[i].fetch_add(1, Ordering::Relaxed);
+                threads.lock().unwrap().insert(std::thread::current().id());
+                std::thread::sleep(Duration::from_millis(1));
+            });
+            assert!(
+                seen.iter().all(|c| c.load(Ordering::Relaxed) == 1),
+                "{n} items"
+            );
+            let used = threads.lock().unwrap().len();
+            assert!(
+                used <= n.clamp(1, RELEASE_THREADS),
+                "{n} items on {used} threads"
+            );
+            if n >= 5 {
+                assert!(used > 1, "{n} items on one thread");
+            }
+        }
+    }
 }

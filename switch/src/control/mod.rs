@@ -426,12 +426,16 @@ impl Switch {
             self.unregister(&u.port);
         }
         self.shared.shutdown.store(true, Ordering::Relaxed);
-        for t in self
+        // The workers see the flag within 100 ms and must be gone before their ports are. The
+        // housekeeping thread sleeps a second between rounds: it is joined last, so that wait
+        // overlaps the devices' removal instead of coming before it.
+        let (workers, housekeeping): (Vec<_>, Vec<_>) = self
             .threads
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .drain(..)
-        {
+            .partition(|t| t.thread().name() != Some("vs-housekeeping"));
+        for t in workers {
             let _ = t.join();
         }
         self.shared.config.store(Arc::new(Config::default()));
@@ -443,27 +447,34 @@ impl Switch {
             .filter(|e| !matches!(e.port.dev, Device::Sink(_)))
             .map(|e| e.netns.clone())
             .collect();
-        let ports: Vec<_> = st
+        let ports: Vec<Arc<Port>> = st
             .networks
             .values_mut()
             .flat_map(|net| net.endpoints.drain(..))
-            .map(|ep| AfterUnlock::Release(ep.port))
+            .map(|ep| ep.port)
             .collect();
         let n = ports.len();
-        st.after_unlock.extend(ports);
         if self.opts.live_restore {
             // The devices stay (persistent TAPs) and so does the namespaces' resolver
             // configuration: the next daemon takes both over.
             Self::unlock(st);
+            devices::release_ports(ports);
+            housekeeping.into_iter().for_each(|t| drop(t.join()));
             log::info!("shut down: kept {n} endpoint device(s) for --live-restore");
             return;
         }
         // The gateways stop answering DNS with the daemon: give the namespaces their resolver
-        // configuration back (a restart writes it again when it restores the endpoints).
-        for ns in &namespaces {
-            resolv::write_resolv_conf(&st, ns);
-        }
+        // configuration back (a restart writes it again when it restores the endpoints). Each
+        // one put back removes a file, and on a filesystem mounted with `discard` a removal
+        // waits for the disk (300 namespaces on the test VM: 0.52 s one after the other, 0.05 s
+        // in parallel).
+        devices::in_parallel(namespaces.into_iter().collect(), |ns| {
+            resolv::write_resolv_conf(&st, &ns)
+        });
+        // The devices go once the lock is released (no lock is held across a device wait).
         Self::unlock(st);
+        devices::release_ports(ports);
+        housekeeping.into_iter().for_each(|t| drop(t.join()));
         log::info!("shut down: removed {n} endpoint device(s)");
     }
 }
