@@ -206,6 +206,18 @@ pub enum Error {
     /// The daemon is shutting down.
     #[error("vswitchd is shutting down")]
     ShuttingDown,
+    /// A change asked for while the daemon is still restoring its saved state (reads answer
+    /// with what is restored so far).
+    #[error(
+        "vswitchd is restoring its saved state ({done} of {total} restored): changes are refused \
+         until it is done; try again in a moment (vswitchctl status shows the progress)"
+    )]
+    Restoring {
+        /// Objects of the state restored so far.
+        done: usize,
+        /// Objects of the state to restore.
+        total: usize,
+    },
 }
 
 impl Error {
@@ -234,6 +246,7 @@ impl Error {
             | Error::VniInUse { .. } => 409,
             Error::Device { .. } => 500,
             Error::ShuttingDown => 503,
+            Error::Restoring { .. } => 503,
             _ => 400,
         }
     }

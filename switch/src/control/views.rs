@@ -245,3 +245,12 @@ impl Switch {
         })
     }
 }
+
+// stub: replaced by the lead's restore work
+impl Switch {
+    /// `Some((done, total))` while the saved state is being restored in the background, `None`
+    /// once it is done. The API calls it on every request, so it must not take the control lock.
+    pub fn restoring(&self) -> Option<(usize, usize)> {
+        None
+    }
+}
