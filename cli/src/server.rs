@@ -360,10 +360,10 @@ impl Peer {
 }
 
 /// Only root may use the API, whatever the socket's mode has been changed to.
-async fn require_root(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+async fn require_root(req: Request, next: Next) -> Response {
     let uid = req
         .extensions()
-        .get::<axum::extract::ConnectInfo<Peer>>()
+        .get::<ConnectInfo<Peer>>()
         .and_then(|c| c.0.uid);
     if uid == Some(0) {
         return next.run(req).await;
@@ -405,13 +405,18 @@ async fn read_body(State(limits): State<Limits>, req: Request, next: Next) -> Re
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
         return too_large();
     }
+    // Why the body could not be read.
+    enum Unread {
+        TooLarge,
+        Failed(axum::Error),
+    }
     let read = async {
         let mut data = Vec::new();
         let mut chunks = body.into_data_stream();
         while let Some(chunk) = chunks.next().await {
-            let chunk = chunk.map_err(|e| Some(e.to_string()))?;
+            let chunk = chunk.map_err(Unread::Failed)?;
             if data.len() + chunk.len() > MAX_BODY {
-                return Err(None::<String>);
+                return Err(Unread::TooLarge);
             }
             data.extend_from_slice(&chunk);
         }
@@ -419,8 +424,8 @@ async fn read_body(State(limits): State<Limits>, req: Request, next: Next) -> Re
     };
     let data = match tokio::time::timeout(limits.header_timeout, read).await {
         Ok(Ok(data)) => data,
-        Ok(Err(None)) => return too_large(),
-        Ok(Err(Some(e))) => {
+        Ok(Err(Unread::TooLarge)) => return too_large(),
+        Ok(Err(Unread::Failed(e))) => {
             return error_response(
                 StatusCode::BAD_REQUEST,
                 &format!("reading the request body failed: {e}"),
