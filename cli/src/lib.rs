@@ -11,6 +11,49 @@ pub const DEFAULT_SOCKET: &str = "/run/vswitchd/vswitchd.sock";
 /// Environment variable that sets the default socket for both binaries.
 pub const SOCKET_ENV: &str = "VSWITCH_SOCKET";
 
+/// Response header present on every answer while vswitchd is still restoring its saved state:
+/// `DONE/TOTAL`. A list read meanwhile shows what is restored so far.
+pub const RESTORING_HEADER: &str = "x-vswitch-restoring";
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StatusInfo {
+    /// vswitchd's version.
+    pub version: String,
+    /// Whether the saved state is still being restored (changes are refused with 503 meanwhile).
+    pub restoring: bool,
+    /// While restoring: what of the saved state is restored so far (0 once done).
+    pub restored: usize,
+    /// While restoring: what the saved state holds (0 once done).
+    pub total: usize,
+    /// Networks.
+    pub networks: usize,
+    /// Endpoints, all networks together.
+    pub endpoints: usize,
+    /// The API's connections.
+    pub api: ApiStatus,
+}
+
+/// The API's connections and limits, in [`StatusInfo`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ApiStatus {
+    /// Connections open now.
+    pub connections: usize,
+    /// Most connections open at once (`--api-max-connections`, at most half the descriptor
+    /// limit).
+    pub max_connections: usize,
+    /// Connections refused since start: over the cap with every connection busy.
+    pub refused: u64,
+    /// Idle connections closed since start to make room for new ones at the cap.
+    pub closed_idle: u64,
+    /// Connections closed since start by the header or idle timeout.
+    pub timed_out: u64,
+    /// `--api-header-timeout`.
+    pub header_timeout_secs: f64,
+    /// `--api-idle-timeout`.
+    pub idle_timeout_secs: f64,
+}
+
 /// API routes (HTTP/1.1, JSON bodies; errors are `{"error": "..."}` with a 4xx/5xx status).
 pub mod routes {
     /// `GET` list, `POST` create ([`switch::model::NetworkCreate`]).
@@ -28,6 +71,9 @@ pub mod routes {
     pub const FDB: &str = "/v1/fdb";
     /// `GET` counters.
     pub const STATS: &str = "/v1/stats";
+    /// `GET` the daemon's status ([`crate::StatusInfo`]): restoring or not, the API's
+    /// connections.
+    pub const STATUS: &str = "/v1/status";
     /// `GET` a pcap stream: `?target=T[&count=N][&timeout=SECONDS]`.
     pub const CAPTURE: &str = "/v1/capture";
     /// `POST` link ([`switch::model::LinkRequest`]): `/v1/networks/{name}/links`.

@@ -1,22 +1,41 @@
 //! The control API served by `vswitchd`: HTTP/1.1 + JSON on a Unix socket (mode 0600), so
 //! `curl --unix-socket /run/vswitchd/vswitchd.sock http://localhost/v1/networks` works too.
+//!
+//! What keeps it answering whatever its clients do (see [`Limits`] and [`serve`]): a deadline for
+//! each request head and for idle kept-alive connections, a cap on connections below the
+//! descriptor limit (closing the longest-idle one, or refusing at once, past it), bodies read
+//! whole within the header timeout, captures that cost no thread, and every error as
+//! `{"error": "..."}` with its status, also those axum answers by itself.
 
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{ConnectInfo, Path as UrlPath, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
+use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use switch::capture::{pcap_header, pcap_record};
 use switch::model::*;
 use switch::{Error, Switch};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Notify;
+use tokio_stream::StreamExt;
+use tower::ServiceExt;
 
-use crate::routes;
+use crate::{routes, ApiStatus, StatusInfo, RESTORING_HEADER};
 
 /// An API error: the switch's error rendered as `{"error": "..."}` with its status.
 pub struct ApiError(pub Error);
@@ -25,14 +44,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status =
             StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (
-            status,
-            Json(ErrorBody {
-                // One line whatever a request quoted (a name with a newline, say).
-                error: switch::error::shown(&self.0.to_string()),
-            }),
-        )
-            .into_response()
+        // One line whatever a request quoted (a name with a newline, say).
+        error_response(status, &self.0.to_string())
     }
 }
 
@@ -128,75 +141,101 @@ async fn capture(
 ) -> Result<Response, ApiError> {
     let target = q.target.clone();
     let session = blocking(move || sw.capture(&target)).await?;
-    // What a client that does not read can make the daemon hold: the session's own queue
-    // (capture::SESSION_BYTES) plus CHUNKS chunks of at most CHUNK_BYTES here.
-    const CHUNKS: usize = 4;
-    const CHUNK_BYTES: usize = 256 << 10;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(CHUNKS);
     let deadline = q
         .timeout
         .filter(|t| t.is_finite() && *t >= 0.0)
-        .map(|t| Instant::now() + Duration::from_secs_f64(t.min(1e9)));
-    let count = q.count.unwrap_or(u64::MAX);
+        .map(|t| Box::pin(tokio::time::sleep(Duration::from_secs_f64(t.min(1e9)))));
     log::info!("capture on {} started (session {})", q.target, session.id);
-    std::thread::Builder::new()
-        .name("vs-capture".into())
-        .spawn(move || {
-            if tx
-                .blocking_send(Ok(Bytes::copy_from_slice(&pcap_header())))
-                .is_err()
-            {
-                return;
-            }
-            let mut sent = 0u64;
-            while sent < count {
-                let wait = deadline.map_or(Duration::from_millis(200), |d| {
-                    d.saturating_duration_since(Instant::now())
-                        .min(Duration::from_millis(200))
-                });
-                match session.recv_timeout(wait) {
-                    Ok(first) => {
-                        let mut out = Vec::with_capacity(first.data.len() + 16);
-                        pcap_record(&first, &mut out);
-                        sent += 1;
-                        while sent < count && out.len() < CHUNK_BYTES {
-                            let Ok(more) = session.try_recv() else {
-                                break;
-                            };
-                            pcap_record(&more, &mut out);
-                            sent += 1;
-                        }
-                        if tx.blocking_send(Ok(Bytes::from(out))).is_err() {
-                            break;
-                        }
-                    }
-                    // The port went away (detached): nothing more can arrive.
-                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
-                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                        if tx.is_closed() || deadline.is_some_and(|d| Instant::now() >= d) {
-                            break;
-                        }
-                    }
-                }
-            }
-            log::info!(
-                "capture session {} ended: {sent} frames, {} dropped",
-                session.id,
-                session.dropped.load(std::sync::atomic::Ordering::Relaxed)
-            );
-        })
-        .map_err(|e| {
-            ApiError(Error::Device {
-                step: "start capture thread",
-                source: e,
-            })
-        })?;
-    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let body = Body::from_stream(Pcap {
+        session,
+        header_sent: false,
+        sent: 0,
+        count: q.count.unwrap_or(u64::MAX),
+        deadline,
+        done: false,
+    });
     Ok((
         [(header::CONTENT_TYPE, "application/vnd.tcpdump.pcap")],
         body,
     )
         .into_response())
+}
+
+/// A capture session as a pcap body: the connection's own task polls it when it can write more,
+/// so a session costs no thread, and a client that stops reading stops the polling (the frames
+/// then wait in, and past its budget are dropped from, the session's queue). What such a client
+/// makes the daemon hold is the session's queue (`capture::SESSION_BYTES`), one chunk of at most
+/// [`CHUNK_BYTES`] here and the connection's write buffer.
+struct Pcap {
+    session: switch::capture::Session,
+    header_sent: bool,
+    sent: u64,
+    count: u64,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    done: bool,
+}
+
+/// The most frame data one chunk of a capture stream carries.
+const CHUNK_BYTES: usize = 256 << 10;
+
+impl tokio_stream::Stream for Pcap {
+    type Item = Result<Bytes, std::convert::Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if !this.header_sent {
+            this.header_sent = true;
+            return Poll::Ready(Some(Ok(Bytes::copy_from_slice(&pcap_header()))));
+        }
+        let expired = this
+            .deadline
+            .as_mut()
+            .is_some_and(|d| d.as_mut().poll(cx).is_ready());
+        if this.sent >= this.count || expired {
+            this.done = true;
+            return Poll::Ready(None);
+        }
+        match this.session.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            // Every tap went away: nothing more can arrive.
+            Poll::Ready(None) => {
+                this.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(first)) => {
+                let mut out = Vec::with_capacity(first.data.len() + 16);
+                pcap_record(&first, &mut out);
+                this.sent += 1;
+                // Whatever else is queued goes in the same chunk: one write for a burst.
+                while this.sent < this.count && out.len() < CHUNK_BYTES {
+                    let Ok(more) = this.session.try_recv() else {
+                        break;
+                    };
+                    pcap_record(&more, &mut out);
+                    this.sent += 1;
+                }
+                Poll::Ready(Some(Ok(Bytes::from(out))))
+            }
+        }
+    }
+}
+
+impl Drop for Pcap {
+    /// The body goes when the stream ends or the client does: either way the session ends here
+    /// (dropping it detaches its taps).
+    fn drop(&mut self) {
+        log::info!(
+            "capture session {} ended: {} frames, {} dropped",
+            self.session.id,
+            self.sent,
+            self.session
+                .dropped
+                .load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
 }
 
 async fn link(
@@ -283,6 +322,27 @@ async fn fdb_add(State(sw): State<Sw>, Json(req): Json<FdbAdd>) -> Result<Status
         .map(|()| StatusCode::NO_CONTENT)
 }
 
+/// `GET /v1/status`: whether the daemon is still restoring its saved state, what it holds, and
+/// how its API connections fare. Answers at once, also while restoring.
+async fn status(
+    State(sw): State<Sw>,
+    Extension(conns): Extension<Arc<Connections>>,
+    Extension(progress): Extension<Progress>,
+) -> Json<StatusInfo> {
+    let restoring = progress();
+    let (restored, total) = restoring.unwrap_or((0, 0));
+    let networks = sw.networks();
+    Json(StatusInfo {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        restoring: restoring.is_some(),
+        restored,
+        total,
+        networks: networks.len(),
+        endpoints: networks.iter().map(|n| n.endpoints.len()).sum(),
+        api: conns.status(),
+    })
+}
+
 /// The credentials of the process at the other end of a control connection (SO_PEERCRED).
 #[derive(Debug, Clone, Copy)]
 pub struct Peer {
@@ -290,39 +350,182 @@ pub struct Peer {
     pub uid: Option<u32>,
 }
 
-impl
-    axum::extract::connect_info::Connected<
-        axum::serve::IncomingStream<'_, tokio::net::UnixListener>,
-    > for Peer
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::UnixListener>) -> Self {
+impl Peer {
+    /// The peer of an accepted connection.
+    pub fn of(stream: &UnixStream) -> Peer {
         Peer {
-            uid: stream.io().peer_cred().ok().map(|c| c.uid()),
+            uid: stream.peer_cred().ok().map(|c| c.uid()),
         }
     }
 }
 
 /// Only root may use the API, whatever the socket's mode has been changed to.
-async fn require_root(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+async fn require_root(req: Request, next: Next) -> Response {
     let uid = req
         .extensions()
-        .get::<axum::extract::ConnectInfo<Peer>>()
+        .get::<ConnectInfo<Peer>>()
         .and_then(|c| c.0.uid);
     if uid == Some(0) {
         return next.run(req).await;
     }
     let who = uid.map_or_else(|| "an unknown user".to_string(), |u| format!("uid {u}"));
-    let body = ErrorBody {
-        error: format!(
+    error_response(
+        StatusCode::FORBIDDEN,
+        &format!(
             "permission denied: vswitchd accepts requests from root only (this client is {who})"
         ),
-    };
-    (StatusCode::FORBIDDEN, Json(body)).into_response()
+    )
 }
 
-/// The API's routes.
+/// `{"error": msg}` with `status`, the message kept to one line.
+fn error_response(status: StatusCode, msg: &str) -> Response {
+    let error = switch::error::shown(msg.trim());
+    (status, Json(ErrorBody { error })).into_response()
+}
+
+/// The largest request body the API reads (its bodies are small JSON objects).
+pub const MAX_BODY: usize = 1 << 20;
+
+/// Read the request body whole before any handler runs: within the header timeout (a client that
+/// sends a head and then trickles or withholds its body would otherwise hold its connection, and
+/// a handler, for ever) and up to [`MAX_BODY`].
+async fn read_body(State(limits): State<Limits>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let too_large = || {
+        error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("request body larger than {} KiB", MAX_BODY >> 10),
+        )
+    };
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return too_large();
+    }
+    // Why the body could not be read.
+    enum Unread {
+        TooLarge,
+        Failed(axum::Error),
+    }
+    let read = async {
+        let mut data = Vec::new();
+        let mut chunks = body.into_data_stream();
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(Unread::Failed)?;
+            if data.len() + chunk.len() > MAX_BODY {
+                return Err(Unread::TooLarge);
+            }
+            data.extend_from_slice(&chunk);
+        }
+        Ok(data)
+    };
+    let data = match tokio::time::timeout(limits.header_timeout, read).await {
+        Ok(Ok(data)) => data,
+        Ok(Err(Unread::TooLarge)) => return too_large(),
+        Ok(Err(Unread::Failed(e))) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                &format!("reading the request body failed: {e}"),
+            )
+        }
+        Err(_) => {
+            return error_response(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!(
+                    "the request body did not arrive within {} (--api-header-timeout)",
+                    secs(limits.header_timeout)
+                ),
+            )
+        }
+    };
+    next.run(Request::from_parts(parts, Body::from(data))).await
+}
+
+/// Every error as `{"error": "..."}`: the handlers' own errors already are; this turns what axum
+/// answers by itself (no such route, a method the route does not take, a body or query its
+/// extractors refuse) from plain text or an empty body into the same JSON, keeping the status.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 << 10)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let allowed = parts
+        .headers
+        .get(header::ALLOW)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty());
+    let msg = match status {
+        StatusCode::METHOD_NOT_ALLOWED => match allowed {
+            Some(a) => format!("method {method} is not allowed on {path} (allowed: {a})"),
+            None => format!("method {method} is not allowed on {path}"),
+        },
+        StatusCode::NOT_FOUND if text.is_empty() => {
+            format!("no such API route: {method} {path} (the routes are under /v1/)")
+        }
+        _ if text.is_empty() => format!(
+            "{} {}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("error")
+        ),
+        _ => text,
+    };
+    let mut out = error_response(status, &msg);
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+/// Where the API reads how far the restore of the saved state got: `Some((done, total))` while
+/// restoring, `None` after ([`Switch::restoring`]; the unit tests give their own).
+pub type Progress = Arc<dyn Fn() -> Option<(usize, usize)> + Send + Sync>;
+
+/// While the daemon restores its saved state, every answer says how far it got
+/// ([`RESTORING_HEADER`]: `DONE/TOTAL`): a list read meanwhile may be incomplete.
+async fn restoring_header(State(progress): State<Progress>, req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    if let Some((done, total)) = progress() {
+        if let Ok(v) = HeaderValue::from_str(&format!("{done}/{total}")) {
+            resp.headers_mut().insert(RESTORING_HEADER, v);
+        }
+    }
+    resp
+}
+
+/// The API's routes, with default [`Limits`] (the tests' entry; the daemon uses [`router_with`]).
 pub fn router(sw: Arc<Switch>) -> Router {
-    Router::new()
+    router_with(sw, Arc::new(Connections::new(Limits::default())))
+}
+
+/// The API's routes, reporting `conns` in `GET /v1/status` and reading bodies within its limits.
+pub fn router_with(sw: Arc<Switch>, conns: Arc<Connections>) -> Router {
+    let progress: Progress = {
+        let sw = sw.clone();
+        Arc::new(move || sw.restoring())
+    };
+    app(sw, conns, progress)
+}
+
+fn app(sw: Arc<Switch>, conns: Arc<Connections>, progress: Progress) -> Router {
+    let limits = conns.limits;
+    let api = Router::new()
         .route(routes::NETWORKS, get(network_ls).post(network_create))
         .route(routes::NETWORK, get(network_inspect).delete(network_rm))
         .route(routes::ENDPOINTS, axum::routing::post(attach))
@@ -332,6 +535,7 @@ pub fn router(sw: Arc<Switch>) -> Router {
         .route(routes::PEERS, axum::routing::post(peer_add))
         .route(routes::PEER, delete(peer_rm))
         .route(routes::STATS, get(stats))
+        .route(routes::STATUS, get(status))
         .route(routes::CAPTURE, get(capture))
         .route(routes::LINKS, axum::routing::post(link))
         .route(routes::LINK, delete(unlink))
@@ -344,8 +548,500 @@ pub fn router(sw: Arc<Switch>) -> Router {
             axum::routing::post(publish).delete(unpublish),
         )
         .route(routes::CONNTRACK, get(conntrack).delete(conntrack_flush))
-        .layer(axum::middleware::from_fn(require_root))
-        .with_state(sw)
+        .layer(Extension(conns))
+        .layer(Extension(progress.clone()))
+        .layer(middleware::from_fn_with_state(limits, read_body))
+        .layer(middleware::from_fn(require_root))
+        .with_state(sw);
+    // `Router::layer` wraps each route inside its method dispatch, which adds `Allow` to a 405
+    // after the layers ran: these two wrap the whole router instead, so they see every answer
+    // as it leaves.
+    Router::new()
+        .fallback_service(api)
+        .layer(middleware::from_fn_with_state(progress, restoring_header))
+        .layer(middleware::from_fn(json_errors))
+}
+
+/// `1 s`, `2.5 s`: a duration as a message shows it.
+fn secs(d: Duration) -> String {
+    format!("{} s", d.as_secs_f64())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connections: what keeps the API answering whatever its clients do.
+//
+// Each connection is a task serving HTTP/1.1 with hyper, watched by the same task: a connection
+// with no request in flight has a deadline (the header timeout for a head that is due, the idle
+// timeout between requests), a request in flight has none (its body is read within the header
+// timeout by `read_body`; a capture streams as long as it likes). The number of connections is
+// capped below the descriptor limit: at the cap the longest-idle connection is closed to make
+// room, and when every connection is busy a new one is refused at once with a 503, so the daemon
+// never runs out of descriptors and an idle flood cannot lock `vswitchctl` out.
+// ---------------------------------------------------------------------------------------------
+
+/// Limits that keep the API answering whatever its clients do.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Time a client has to send a complete request head: from connecting, or on a kept-alive
+    /// connection from the first byte of the next request. The request's body gets as long
+    /// again.
+    pub header_timeout: Duration,
+    /// Time a kept-alive connection may sit between requests before it is closed.
+    pub idle_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+        }
+    }
+}
+
+/// How often at most the refusals and accept errors are logged (one line with the counts).
+const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// The API's open connections, and what happened to the ones it closed or refused.
+pub struct Connections {
+    limits: Limits,
+    next_id: AtomicU64,
+    open: Mutex<HashMap<u64, Arc<Conn>>>,
+    refused: AtomicU64,
+    evicted: AtomicU64,
+    timed_out: AtomicU64,
+    report: Mutex<Report>,
+}
+
+/// Counts not logged yet.
+#[derive(Default)]
+struct Report {
+    last: Option<Instant>,
+    refused: u64,
+    evicted: u64,
+    accept_errors: u64,
+    accept_error: String,
+}
+
+impl Connections {
+    /// No connection yet, with these limits.
+    pub fn new(limits: Limits) -> Connections {
+        Connections {
+            limits,
+            next_id: AtomicU64::new(0),
+            open: Mutex::new(HashMap::new()),
+            refused: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
+            timed_out: AtomicU64::new(0),
+            report: Mutex::new(Report::default()),
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// What `GET /v1/status` says of the API.
+    pub fn status(&self) -> ApiStatus {
+        ApiStatus {
+            connections: lock(&self.open).len(),
+            max_connections: self.limits.max_connections,
+            refused: self.refused.load(Ordering::Relaxed),
+            closed_idle: self.evicted.load(Ordering::Relaxed),
+            timed_out: self.timed_out.load(Ordering::Relaxed),
+            header_timeout_secs: self.limits.header_timeout.as_secs_f64(),
+            idle_timeout_secs: self.limits.idle_timeout.as_secs_f64(),
+        }
+    }
+
+    /// Register a new connection, closing the longest-idle one when at the cap; `None` when at
+    /// the cap with every connection busy (the new one is then refused).
+    fn admit(&self) -> Option<(u64, Arc<Conn>)> {
+        // Lock order: `open`, then a connection's state or the report; nothing takes them the
+        // other way round.
+        let mut open = lock(&self.open);
+        if open.len() >= self.limits.max_connections {
+            let victim = open
+                .iter()
+                .filter_map(|(id, c)| {
+                    let st = lock(&c.state);
+                    (st.in_flight == 0).then_some((st.idle_since, *id))
+                })
+                .min();
+            let Some((_, id)) = victim else {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                self.note(|r| r.refused += 1);
+                return None;
+            };
+            if let Some(c) = open.remove(&id) {
+                c.evict();
+            }
+            self.evicted.fetch_add(1, Ordering::Relaxed);
+            self.note(|r| r.evicted += 1);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let c = Arc::new(Conn::new());
+        open.insert(id, c.clone());
+        Some((id, c))
+    }
+
+    fn remove(&self, id: u64) {
+        lock(&self.open).remove(&id);
+    }
+
+    /// Count something worth a log line, and log the counts when none was logged for
+    /// [`REPORT_EVERY`]: a flood makes one line every ten seconds, not one per connection.
+    fn note(&self, count: impl FnOnce(&mut Report)) {
+        let mut r = lock(&self.report);
+        count(&mut r);
+        if r.refused + r.evicted + r.accept_errors == 0
+            || r.last.is_some_and(|t| t.elapsed() < REPORT_EVERY)
+        {
+            return;
+        }
+        let over = r.last.map_or_else(String::new, |t| {
+            format!(" in the last {}", secs_whole(t.elapsed()))
+        });
+        if r.refused + r.evicted > 0 {
+            log::warn!(
+                "API: at its cap of {} connections (--api-max-connections): closed {} idle \
+                 connection(s) to make room and refused {} (every connection busy){over}",
+                self.limits.max_connections,
+                r.evicted,
+                r.refused
+            );
+        }
+        if r.accept_errors > 0 {
+            log::warn!(
+                "API: accepting a connection failed {} time(s){over}: {}; connections wait in \
+                 the socket's backlog",
+                r.accept_errors,
+                r.accept_error
+            );
+        }
+        *r = Report {
+            last: Some(Instant::now()),
+            ..Report::default()
+        };
+    }
+}
+
+/// `12 s`: whole seconds, for the log.
+fn secs_whole(d: Duration) -> String {
+    format!("{} s", d.as_secs())
+}
+
+/// A lock that a panic elsewhere does not make unusable (the data here stays consistent: counters
+/// and timestamps).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One connection's state, shared by its task, its reads and its requests.
+struct Conn {
+    state: Mutex<ConnState>,
+    /// Wakes the connection's task: its deadline moved, or it is to close.
+    changed: Notify,
+    evicted: AtomicBool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ConnState {
+    /// Requests being answered (a response body still being sent counts).
+    in_flight: usize,
+    /// Requests answered.
+    served: u64,
+    /// When the connection was accepted or its last request answered.
+    idle_since: Instant,
+    /// When the first byte of the next request arrived, if it did.
+    head_started: Option<Instant>,
+}
+
+impl ConnState {
+    /// When the connection is to be closed if nothing happens, and for which timeout.
+    fn deadline(&self, l: &Limits) -> Option<(Instant, &'static str)> {
+        if self.in_flight > 0 {
+            return None;
+        }
+        Some(match self.head_started {
+            Some(t) => (t + l.header_timeout, "header"),
+            // A new connection owes its first head within the header timeout.
+            None if self.served == 0 => (self.idle_since + l.header_timeout, "header"),
+            None => (self.idle_since + l.idle_timeout, "idle"),
+        })
+    }
+}
+
+impl Conn {
+    fn new() -> Conn {
+        Conn {
+            state: Mutex::new(ConnState {
+                in_flight: 0,
+                served: 0,
+                idle_since: Instant::now(),
+                head_started: None,
+            }),
+            changed: Notify::new(),
+            evicted: AtomicBool::new(false),
+        }
+    }
+
+    /// Bytes arrived: with no request in flight they start the next head (and its timeout).
+    fn bytes_in(&self) {
+        let mut st = lock(&self.state);
+        if st.in_flight == 0 && st.head_started.is_none() {
+            st.head_started = Some(Instant::now());
+            drop(st);
+            self.changed.notify_one();
+        }
+    }
+
+    /// A request's head is in: no deadline until it is answered (the guard's drop).
+    fn begin(self: &Arc<Self>) -> InFlight {
+        let mut st = lock(&self.state);
+        st.in_flight += 1;
+        st.head_started = None;
+        drop(st);
+        self.changed.notify_one();
+        InFlight(self.clone())
+    }
+
+    fn evict(&self) {
+        self.evicted.store(true, Ordering::Relaxed);
+        self.changed.notify_one();
+    }
+}
+
+/// A request being answered, until its response body is sent (or dropped).
+struct InFlight(Arc<Conn>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut st = lock(&self.0.state);
+        st.in_flight = st.in_flight.saturating_sub(1);
+        st.served += 1;
+        st.idle_since = Instant::now();
+        drop(st);
+        self.0.changed.notify_one();
+    }
+}
+
+/// A response body that keeps its request in flight until it is sent: a capture streaming for an
+/// hour is not idle.
+struct Tracked {
+    body: Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The connection's socket, telling its [`Conn`] when bytes arrive.
+struct Watched {
+    io: UnixStream,
+    conn: Arc<Conn>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.conn.bytes_in();
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Serve the API on `listener` until the future is dropped: one task per connection, within
+/// `conns`'s limits.
+pub async fn serve(listener: UnixListener, app: Router, conns: Arc<Connections>) {
+    let mut report = tokio::time::interval(REPORT_EVERY);
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            // Log the counts of a flood that stopped (no new event would).
+            _ = report.tick() => {
+                conns.note(|_| {});
+                continue;
+            }
+        };
+        let stream = match accepted {
+            Ok((s, _)) => s,
+            Err(e) => {
+                let out_of_resources = matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                );
+                conns.note(|r| {
+                    r.accept_errors += 1;
+                    r.accept_error = e.to_string();
+                });
+                if out_of_resources {
+                    // The connection stays in the backlog; a retry at once would spin.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                continue;
+            }
+        };
+        let Some((id, conn)) = conns.admit() else {
+            refuse(&stream, conns.limits.max_connections);
+            continue;
+        };
+        tokio::spawn(serve_connection(
+            stream,
+            id,
+            conn,
+            app.clone(),
+            conns.clone(),
+        ));
+    }
+}
+
+/// Answer a connection over the cap with a 503 saying why, in one write that never waits (the
+/// socket's buffer is empty), then close it.
+fn refuse(stream: &UnixStream, max: usize) {
+    let body = serde_json::to_string(&ErrorBody {
+        error: format!(
+            "vswitchd is serving its maximum of {max} API connections and all are busy \
+             (--api-max-connections): try again later"
+        ),
+    })
+    .unwrap_or_default();
+    let resp = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.try_write(resp.as_bytes());
+}
+
+async fn serve_connection(
+    stream: UnixStream,
+    id: u64,
+    conn: Arc<Conn>,
+    app: Router,
+    conns: Arc<Connections>,
+) {
+    let limits = conns.limits;
+    let peer = Peer::of(&stream);
+    let service = {
+        let conn = conn.clone();
+        hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let in_flight = conn.begin();
+            let mut req = req.map(Body::new);
+            req.extensions_mut().insert(ConnectInfo(peer));
+            let app = app.clone();
+            async move {
+                let resp = match app.oneshot(req).await {
+                    Ok(r) => r,
+                    Err(e) => match e {},
+                };
+                Ok::<_, Infallible>(resp.map(|body| Tracked {
+                    body,
+                    _in_flight: in_flight,
+                }))
+            }
+        })
+    };
+    let io = TokioIo::new(Watched {
+        io: stream,
+        conn: conn.clone(),
+    });
+    // No hyper timer: the deadlines are kept below, where they know about requests in flight.
+    // A request head over 64 KiB is refused (431) rather than buffered.
+    let http = hyper::server::conn::http1::Builder::new()
+        .max_buf_size(64 << 10)
+        .serve_connection(io, service);
+    tokio::pin!(http);
+    loop {
+        let deadline = lock(&conn.state).deadline(&limits);
+        let expiry = async {
+            match deadline {
+                Some((at, _)) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = &mut http => {
+                if let Err(e) = r {
+                    log::debug!("API connection {id}: {e}");
+                }
+                break;
+            }
+            () = conn.changed.notified() => {
+                // Evicted: close now if idle, else when the request in flight is answered.
+                if conn.evicted.load(Ordering::Relaxed) && lock(&conn.state).in_flight == 0 {
+                    break;
+                }
+            }
+            () = expiry => {
+                // The deadline may have moved since the sleep began (a request came in).
+                let now = lock(&conn.state).deadline(&limits);
+                if let Some((_, which)) = now.filter(|(at, _)| *at <= Instant::now()) {
+                    conns.timed_out.fetch_add(1, Ordering::Relaxed);
+                    log::debug!("API connection {id}: closed by the {which} timeout");
+                    break;
+                }
+            }
+        }
+    }
+    conns.remove(id);
 }
 
 /// Why the control socket could not be set up.
@@ -368,7 +1064,7 @@ pub enum ListenError {
 }
 
 /// Bind the control socket at `path` with mode 0600, replacing a stale socket file.
-pub fn listen(path: &Path) -> Result<tokio::net::UnixListener, ListenError> {
+pub fn listen(path: &Path) -> Result<UnixListener, ListenError> {
     use std::os::unix::fs::PermissionsExt;
     let io = |step, source| ListenError::Io {
         step,
@@ -393,7 +1089,7 @@ pub fn listen(path: &Path) -> Result<tokio::net::UnixListener, ListenError> {
         .map_err(|e| io("chmod control socket", e))?;
     l.set_nonblocking(true)
         .map_err(|e| io("configure control socket", e))?;
-    tokio::net::UnixListener::from_std(l).map_err(|e| io("register control socket", e))
+    UnixListener::from_std(l).map_err(|e| io("register control socket", e))
 }
 
 #[cfg(test)]
@@ -402,10 +1098,8 @@ mod test {
     //! devices: only verbs that need no TAP, namespace or host interface, so no root is needed.
     //! The peer credentials a Unix socket would give are put in each request by hand.
 
-    use axum::extract::ConnectInfo;
-    use axum::http::{Method, Request};
+    use axum::http::Method;
     use serde::de::DeserializeOwned;
-    use tower::ServiceExt;
 
     use super::*;
 
@@ -432,6 +1126,7 @@ mod test {
     struct Reply {
         status: StatusCode,
         content_type: String,
+        headers: axum::http::HeaderMap,
         body: Vec<u8>,
     }
 
@@ -479,8 +1174,20 @@ mod test {
         if let Some(p) = peer {
             req.extensions_mut().insert(ConnectInfo(p));
         }
+        reply(app, req).await
+    }
+
+    /// Send `req` as root.
+    async fn send(app: &Router, mut req: Request<Body>) -> Reply {
+        req.extensions_mut()
+            .insert(ConnectInfo(Peer { uid: Some(0) }));
+        reply(app, req).await
+    }
+
+    async fn reply(app: &Router, req: Request<Body>) -> Reply {
         let resp = app.clone().oneshot(req).await.expect("infallible");
         let status = resp.status();
+        let headers = resp.headers().clone();
         let content_type = resp
             .headers()
             .get(header::CONTENT_TYPE)
@@ -494,6 +1201,7 @@ mod test {
         Reply {
             status,
             content_type,
+            headers,
             body,
         }
     }
@@ -585,7 +1293,7 @@ mod test {
     #[tokio::test]
     async fn bad_bodies_are_refused_with_a_one_line_4xx() {
         let a = api();
-        // Rejected by the JSON extractor (axum's own plain-text answer), before any handler.
+        // Rejected by the JSON extractor (axum's own answer, made JSON), before any handler.
         for (body, status, mentions) in [
             ("{not json", 400, "JSON"),
             (r#"{"name":"front"}"#, 422, "subnet"),
@@ -597,20 +1305,17 @@ mod test {
             (r#"{"name":"front","subnet":24}"#, 422, "subnet"),
         ] {
             let r = call(&a.app, Method::POST, routes::NETWORKS, Some(body)).await;
-            assert_eq!(r.status.as_u16(), status, "{body}: {}", r.text());
-            assert_one_line(&r.text());
-            assert!(r.text().contains(mentions), "{body}: {}", r.text());
+            let e = r.error(status);
+            assert!(e.contains(mentions), "{body}: {e}");
         }
         // A JSON body without its content type.
-        let mut req = Request::builder()
+        let req = Request::builder()
             .method(Method::POST)
             .uri(routes::NETWORKS)
             .body(Body::from(r#"{"name":"front","subnet":"10.9.0.0/24"}"#))
             .expect("request");
-        req.extensions_mut()
-            .insert(ConnectInfo(Peer { uid: Some(0) }));
-        let r = a.app.clone().oneshot(req).await.expect("infallible");
-        assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let r = send(&a.app, req).await;
+        assert!(r.error(415).contains("Content-Type"));
 
         // Well-formed JSON the switch refuses: its own one-line error, as JSON.
         for (body, mentions) in [
@@ -671,8 +1376,7 @@ mod test {
         assert!(r.error(404).contains("no uplink"));
         // An unknown query parameter is refused, not ignored.
         let r = call(&a.app, Method::GET, "/v1/fdb?netwrk=front", None).await;
-        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
-        assert_one_line(&r.text());
+        assert!(r.error(400).contains("netwrk"));
     }
 
     #[tokio::test]
@@ -681,8 +1385,7 @@ mod test {
         let r = call(&a.app, Method::GET, "/v1/capture?target=nope", None).await;
         assert!(r.error(404).contains("'nope'"));
         let r = call(&a.app, Method::GET, "/v1/capture", None).await;
-        assert_eq!(r.status, StatusCode::BAD_REQUEST, "no target: {}", r.text());
-        assert_one_line(&r.text());
+        assert!(r.error(400).contains("target"), "no target: {}", r.text());
 
         // A known network with nothing going on: the pcap header alone, then the end.
         a.sw.create_network(&NetworkCreate::flat("front", "10.9.0.0/24"))
@@ -734,5 +1437,184 @@ mod test {
         assert_eq!(rec.len(), 16 + 60, "one record of the 60-byte frame");
         assert_eq!(u32::from_le_bytes(rec[8..12].try_into().unwrap()), 60);
         assert_eq!(rec[16..], frame[12..]);
+    }
+
+    #[tokio::test]
+    async fn every_error_is_json_with_its_status() {
+        let a = api();
+        let big = format!(r#"{{"name":"{}"}}"#, "x".repeat(MAX_BODY));
+        for (method, uri, body, status, mentions) in [
+            // No such route, whatever the method: axum's empty 404.
+            (Method::GET, "/v1/nope", None, 404, "GET /v1/nope"),
+            (Method::POST, "/", Some("{}"), 404, "POST /"),
+            (
+                Method::GET,
+                "/v1/networks/a/b/c",
+                None,
+                404,
+                "/v1/networks/a/b/c",
+            ),
+            // A route that does not take the method: axum's empty 405.
+            (Method::DELETE, routes::STATS, None, 405, "allowed: GET"),
+            (Method::PUT, routes::NETWORKS, Some("{}"), 405, "PUT"),
+            // The extractors' plain-text refusals: path, query, body.
+            (Method::GET, "/v1/networks/%FF", None, 400, "UTF-8"),
+            (Method::GET, "/v1/conntrack?network=a&x=1", None, 400, "x"),
+            (
+                Method::POST,
+                routes::NETWORKS,
+                Some(r#"{"name":"#),
+                400,
+                "JSON",
+            ),
+            (Method::POST, routes::ENDPOINTS, Some("{}"), 422, "netns"),
+            // The body limit, before any extractor.
+            (
+                Method::POST,
+                routes::NETWORKS,
+                Some(big.as_str()),
+                413,
+                "larger than",
+            ),
+        ] {
+            let r = call(&a.app, method.clone(), uri, body).await;
+            let e = r.error(status);
+            assert!(e.contains(mentions), "{method} {uri}: {e}");
+        }
+        // The 405 keeps its Allow header.
+        let r = call(&a.app, Method::DELETE, routes::STATS, None).await;
+        assert!(r.headers.contains_key(header::ALLOW), "{:?}", r.headers);
+        // A body declared larger than the limit is refused without being read.
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(routes::NETWORKS)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_LENGTH, (MAX_BODY + 1).to_string())
+            .body(Body::from_stream(tokio_stream::pending::<
+                Result<Bytes, std::io::Error>,
+            >()))
+            .expect("request");
+        assert!(send(&a.app, req).await.error(413).contains("larger than"));
+        assert!(a.sw.networks().is_empty(), "nothing was created");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_does_not_arrive_is_refused_after_the_header_timeout() {
+        let sw = Switch::start(switch::Options::default()).expect("start switch");
+        let limits = Limits {
+            header_timeout: Duration::from_millis(200),
+            ..Limits::default()
+        };
+        let app = router_with(sw.clone(), Arc::new(Connections::new(limits)));
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(routes::NETWORKS)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from_stream(tokio_stream::pending::<
+                Result<Bytes, std::io::Error>,
+            >()))
+            .expect("request");
+        let start = Instant::now();
+        let r = send(&app, req).await;
+        assert!(r.error(408).contains("0.2 s"), "{}", r.text());
+        assert!(start.elapsed() < Duration::from_secs(2));
+        sw.shutdown();
+    }
+
+    #[tokio::test]
+    async fn status_and_the_restoring_header_follow_the_restore() {
+        let sw = Switch::start(switch::Options::default()).expect("start switch");
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let progress: Progress = {
+            let done = done.clone();
+            Arc::new(move || (!done.load(Ordering::Relaxed)).then_some((3, 10)))
+        };
+        let conns = Arc::new(Connections::new(Limits::default()));
+        let app = app(sw.clone(), conns, progress);
+
+        // While restoring: reads answer at once, saying how far the restore got.
+        let r = call(&app, Method::GET, routes::NETWORKS, None).await;
+        assert!(r.json::<Vec<NetworkInfo>>().is_empty());
+        assert_eq!(
+            r.headers.get(RESTORING_HEADER).map(|v| v.as_bytes()),
+            Some(&b"3/10"[..])
+        );
+        let st: StatusInfo = call(&app, Method::GET, routes::STATUS, None).await.json();
+        assert!(st.restoring);
+        assert_eq!((st.restored, st.total), (3, 10));
+        // Errors carry it too.
+        let r = call(&app, Method::GET, "/v1/networks/nope", None).await;
+        assert!(r.headers.contains_key(RESTORING_HEADER));
+        r.error(404);
+
+        done.store(true, Ordering::Relaxed);
+        let r = call(&app, Method::GET, routes::NETWORKS, None).await;
+        assert!(!r.headers.contains_key(RESTORING_HEADER), "{:?}", r.headers);
+        let st: StatusInfo = call(&app, Method::GET, routes::STATUS, None).await.json();
+        assert!(!st.restoring);
+        assert_eq!((st.restored, st.total), (0, 0));
+        assert_eq!(st.version, env!("CARGO_PKG_VERSION"));
+        assert_eq!(st.api.max_connections, Limits::default().max_connections);
+        sw.shutdown();
+    }
+
+    #[test]
+    fn restoring_refusals_are_503_on_one_line() {
+        let e = Error::Restoring {
+            done: 12,
+            total: 300,
+        };
+        assert_eq!(e.status(), 503);
+        let msg = e.to_string();
+        assert!(msg.contains("12 of 300"), "{msg}");
+        assert_one_line(&msg);
+    }
+
+    #[test]
+    fn deadlines_follow_the_connection() {
+        let l = Limits {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 4,
+        };
+        let t0 = Instant::now();
+        let mut st = ConnState {
+            in_flight: 0,
+            served: 0,
+            idle_since: t0,
+            head_started: None,
+        };
+        // New: the first head is due within the header timeout, bytes or not.
+        assert_eq!(st.deadline(&l), Some((t0 + l.header_timeout, "header")));
+        st.in_flight = 1;
+        assert_eq!(st.deadline(&l), None, "a request in flight has no deadline");
+        st.in_flight = 0;
+        st.served = 1;
+        assert_eq!(st.deadline(&l), Some((t0 + l.idle_timeout, "idle")));
+        let t1 = t0 + Duration::from_secs(30);
+        st.head_started = Some(t1);
+        assert_eq!(st.deadline(&l), Some((t1 + l.header_timeout, "header")));
+    }
+
+    #[test]
+    fn at_the_cap_the_longest_idle_goes_and_when_all_are_busy_the_new_one_is_refused() {
+        let conns = Connections::new(Limits {
+            max_connections: 2,
+            ..Limits::default()
+        });
+        let (_, old) = conns.admit().expect("room");
+        std::thread::sleep(Duration::from_millis(2));
+        let (_, busy) = conns.admit().expect("room");
+        let _request = busy.begin();
+        let (_, new) = conns.admit().expect("the idle one makes room");
+        assert!(
+            old.evicted.load(Ordering::Relaxed),
+            "the idle one was closed"
+        );
+        assert!(!busy.evicted.load(Ordering::Relaxed), "not the busy one");
+        let _other = new.begin();
+        assert!(conns.admit().is_none(), "every connection busy: refused");
+        let st = conns.status();
+        assert_eq!((st.connections, st.refused, st.closed_idle), (2, 1, 1));
     }
 }

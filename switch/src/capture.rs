@@ -5,12 +5,18 @@
 //! copied into a bounded channel with `try_send`: a full channel (in frames, or in bytes: a
 //! queue of TCP super-frames would otherwise hold 256 MiB) drops the copy and counts it
 //! (`capture_dropped`), it never blocks a worker.
+//!
+//! A session is read without a thread of its own: [`Session::poll_recv`] is a future's poll
+//! (the API streams each session from a task on its runtime). The reader parks its waker in the
+//! session, and a worker that queues a frame wakes it only when it is parked, so a busy reader
+//! costs the worker no wake-up at all and an idle one a single wake-up per batch of frames.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 
 use crate::counters::{Drop, WorkerCounters};
 
@@ -48,6 +54,54 @@ struct Sink {
     chan: Sender<Captured>,
     dropped: Arc<AtomicU64>,
     queued: Arc<AtomicUsize>,
+    wake: Arc<Wake>,
+}
+
+impl std::ops::Drop for Sink {
+    /// A reader waiting on a session whose last sink goes sees the channel closed: wake it.
+    fn drop(&mut self) {
+        self.wake.wake();
+    }
+}
+
+/// How a worker wakes the task reading a session, without a lock while the reader is busy.
+///
+/// The reader stores its waker, sets `parked`, then looks at the channel once more; a worker
+/// queues its frame, then looks at `parked`. A `SeqCst` fence on each side between its write
+/// and its read means at least one of them sees the other's write: either the reader finds the
+/// frame, or the worker finds it parked and wakes it. No frame is left unseen.
+#[derive(Default)]
+struct Wake {
+    parked: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl Wake {
+    /// Worker side, after queueing a frame: wake the reader if it waits. // HOT PATH
+    #[inline]
+    fn wake(&self) {
+        fence(Ordering::SeqCst);
+        if self.parked.load(Ordering::Relaxed) && self.parked.swap(false, Ordering::AcqRel) {
+            // `wake_by_ref` does not block (a runtime's wake queues the task and, at most, writes
+            // its eventfd); the lock is only ever contended by the reader storing a new waker.
+            if let Ok(w) = self.waker.lock() {
+                if let Some(w) = w.as_ref() {
+                    w.wake_by_ref();
+                }
+            }
+        }
+    }
+
+    /// Reader side, before its last look at the channel: park `waker`.
+    fn park(&self, waker: &Waker) {
+        if let Ok(mut w) = self.waker.lock() {
+            if !w.as_ref().is_some_and(|old| old.will_wake(waker)) {
+                *w = Some(waker.clone());
+            }
+        }
+        self.parked.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+    }
 }
 
 /// The capture taps of one port (or of a network's switch-originated frames).
@@ -96,7 +150,10 @@ impl Taps {
                     data: frame[..len].to_vec(),
                 };
                 match s.chan.try_send(c) {
-                    Ok(()) => true,
+                    Ok(()) => {
+                        s.wake.wake();
+                        true
+                    }
                     Err(TrySendError::Full(_)) => false,
                     Err(TrySendError::Disconnected(_)) => {
                         s.queued.fetch_sub(len, Ordering::Relaxed);
@@ -123,6 +180,7 @@ impl Taps {
                 chan,
                 dropped: q.dropped.clone(),
                 queued: q.queued.clone(),
+                wake: q.wake.clone(),
             });
             self.active.store(true, Ordering::Relaxed);
         }
@@ -141,13 +199,15 @@ impl Taps {
 pub struct Session {
     /// Session identifier.
     pub id: u64,
-    /// Frames arrive here (read them with [`Session::recv_timeout`] and [`Session::try_recv`],
-    /// which give their bytes back to the session's budget).
+    /// Frames arrive here (read them with [`Session::poll_recv`], [`Session::try_recv`] or
+    /// [`Session::recv_timeout`], which give their bytes back to the session's budget).
     frames: Receiver<Captured>,
     /// Copies dropped because this session's buffer was full.
     pub dropped: Arc<AtomicU64>,
     /// Bytes of frame data queued and not read yet.
     queued: Arc<AtomicUsize>,
+    /// Where the reader waits (see [`Session::poll_recv`]).
+    wake: Arc<Wake>,
     taps: Vec<Arc<Taps>>,
 }
 
@@ -160,6 +220,7 @@ impl Session {
             frames: rx,
             dropped: Arc::new(AtomicU64::new(0)),
             queued: Arc::new(AtomicUsize::new(0)),
+            wake: Arc::new(Wake::default()),
             taps: Vec::with_capacity(taps.len()),
         };
         for (t, d_rx, d_tx) in taps {
@@ -169,7 +230,25 @@ impl Session {
         s
     }
 
-    /// The next captured frame, waiting up to `wait`.
+    /// The next captured frame, for a task: `Ready(Some)` with a frame, `Ready(None)` when no
+    /// frame can arrive any more (every tap is gone), or `Pending` with `cx`'s waker parked, to
+    /// be woken by the next frame queued.
+    pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Captured>> {
+        match self.try_recv() {
+            Ok(c) => return Poll::Ready(Some(c)),
+            Err(TryRecvError::Disconnected) => return Poll::Ready(None),
+            Err(TryRecvError::Empty) => {}
+        }
+        self.wake.park(cx.waker());
+        // A frame queued between the first look and parking woke nobody: look again.
+        match self.try_recv() {
+            Ok(c) => Poll::Ready(Some(c)),
+            Err(TryRecvError::Disconnected) => Poll::Ready(None),
+            Err(TryRecvError::Empty) => Poll::Pending,
+        }
+    }
+
+    /// The next captured frame, waiting up to `wait` (blocks the calling thread).
     pub fn recv_timeout(
         &self,
         wait: std::time::Duration,
@@ -295,6 +374,102 @@ mod test {
         s.try_recv().expect("a queued frame");
         assert_eq!(t.emit(Dir::Rx, &big), 0, "reading gives the bytes back");
         assert_eq!(s.queued.load(Ordering::Relaxed), fits * SNAPLEN);
+    }
+
+    /// A waker that counts its wakes and unparks the thread that made it.
+    struct Unpark {
+        thread: std::thread::Thread,
+        wakes: AtomicUsize,
+    }
+
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.wakes.fetch_add(1, Ordering::SeqCst);
+            self.thread.unpark();
+        }
+    }
+
+    fn unpark_waker() -> (Arc<Unpark>, Waker) {
+        let u = Arc::new(Unpark {
+            thread: std::thread::current(),
+            wakes: AtomicUsize::new(0),
+        });
+        (u.clone(), Waker::from(u))
+    }
+
+    #[test]
+    fn a_parked_reader_is_woken_once_and_a_busy_one_not_at_all() {
+        let t = Arc::new(Taps::default());
+        let s = Session::start(1, vec![(t.clone(), true, true)]);
+        let (u, waker) = unpark_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(s.poll_recv(&mut cx).is_pending());
+        t.emit(Dir::Rx, &[1]);
+        t.emit(Dir::Rx, &[2]);
+        assert_eq!(u.wakes.load(Ordering::SeqCst), 1, "one wake for a batch");
+        for want in [1, 2] {
+            match s.poll_recv(&mut cx) {
+                Poll::Ready(Some(c)) => assert_eq!(c.data, vec![want]),
+                other => panic!("expected frame {want}, got {other:?}"),
+            }
+        }
+        // Frames that find the reader not parked wake nobody.
+        t.emit(Dir::Rx, &[3]);
+        assert!(matches!(s.poll_recv(&mut cx), Poll::Ready(Some(_))));
+        assert_eq!(u.wakes.load(Ordering::SeqCst), 1);
+        assert!(s.poll_recv(&mut cx).is_pending());
+    }
+
+    #[test]
+    fn no_frame_is_left_unseen_with_a_worker_on_another_thread() {
+        // Ping-pong: the worker emits a frame and waits for this thread (reading as a task
+        // would) to take it, so every frame is one chance for the wake-up to be lost. A lost one
+        // leaves this thread parked with the frame queued (caught by the park timeout).
+        const FRAMES: u64 = 20_000;
+        let t = Arc::new(Taps::default());
+        let s = Session::start(1, vec![(t.clone(), true, true)]);
+        let read = Arc::new(AtomicU64::new(0));
+        let worker = {
+            let (t, read) = (t.clone(), read.clone());
+            std::thread::spawn(move || {
+                for i in 0..FRAMES {
+                    t.emit(Dir::Rx, &i.to_le_bytes());
+                    let start = std::time::Instant::now();
+                    while read.load(Ordering::SeqCst) <= i {
+                        if start.elapsed() > std::time::Duration::from_secs(5) {
+                            return false;
+                        }
+                        std::thread::yield_now();
+                    }
+                }
+                true
+            })
+        };
+        let (_u, waker) = unpark_waker();
+        let mut cx = Context::from_waker(&waker);
+        while read.load(Ordering::SeqCst) < FRAMES && !worker.is_finished() {
+            match s.poll_recv(&mut cx) {
+                Poll::Ready(Some(c)) => {
+                    let n = read.load(Ordering::SeqCst);
+                    assert_eq!(c.data, n.to_le_bytes(), "frames in order");
+                    read.store(n + 1, Ordering::SeqCst);
+                }
+                Poll::Ready(None) => unreachable!("the taps are alive"),
+                Poll::Pending => {
+                    std::thread::park_timeout(std::time::Duration::from_secs(10));
+                }
+            }
+        }
+        assert!(
+            worker.join().expect("worker"),
+            "frame {} was not read within 5 s: its wake-up was lost",
+            read.load(Ordering::SeqCst)
+        );
+        assert_eq!(s.dropped.load(Ordering::SeqCst), 0);
     }
 
     #[test]

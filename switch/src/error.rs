@@ -214,14 +214,17 @@ pub enum Error {
         /// The OS error.
         source: io::Error,
     },
-    /// Changes wait until the state file has been restored.
+    /// A change asked for while the daemon is still restoring its saved state (reads answer
+    /// with what is restored so far).
     #[error(
-        "vswitchd is restoring its state ({done} of {total} endpoints done); changes are          accepted when it has finished, try again shortly"
+        "vswitchd is restoring its saved state ({done} of {total} endpoints restored): changes \
+         are refused until it is done; try again in a moment (vswitchctl status shows the \
+         progress)"
     )]
     Restoring {
         /// Endpoints restored so far.
         done: usize,
-        /// Endpoints in the state file.
+        /// Endpoints in the state to restore.
         total: usize,
     },
 }

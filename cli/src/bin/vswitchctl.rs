@@ -4,12 +4,13 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use switch::model::*;
 use vswitch_cli::client::{encode, Client, ClientError};
 use vswitch_cli::table::table;
-use vswitch_cli::{routes, DEFAULT_SOCKET, SOCKET_ENV};
+use vswitch_cli::{routes, StatusInfo, DEFAULT_SOCKET, SOCKET_ENV};
 
 /// vswitchctl: control vswitchd, the userspace virtual switch for network namespaces.
 ///
@@ -19,6 +20,8 @@ use vswitch_cli::{routes, DEFAULT_SOCKET, SOCKET_ENV};
 ///   vswitchctl attach a front; vswitchctl attach b front
 ///   ip netns exec a ping 172.20.0.3
 ///   vswitchctl capture front -c 10 | tcpdump -nr -
+///
+/// Errors are one line on stderr with exit status 1 (usage errors: 2).
 #[derive(Parser, Debug)]
 #[command(version, about, long_about, verbatim_doc_comment)]
 struct Cli {
@@ -28,8 +31,35 @@ struct Cli {
     /// Print JSON (the API's own types) instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// Seconds to wait for vswitchd: connecting, sending the request and reading the whole
+    /// answer. Past it, vswitchctl gives up with a one-line error naming the socket (exit 1).
+    /// 0 waits for ever. For `capture` it bounds the wait for the stream to start, not the
+    /// stream (capture's own --timeout, after the command, says how long to capture). Give it
+    /// before the command: vswitchctl --timeout 5 network ls.
+    #[arg(long, value_name = "SECONDS", env = TIMEOUT_ENV, default_value = "30", value_parser = parse_timeout, allow_hyphen_values = true)]
+    timeout: Timeout,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+/// Environment variable that sets vswitchctl's default `--timeout`.
+const TIMEOUT_ENV: &str = "VSWITCH_TIMEOUT";
+
+/// `--timeout`: `None` waits for ever.
+#[derive(Debug, Clone, Copy)]
+struct Timeout(Option<Duration>);
+
+fn parse_timeout(s: &str) -> Result<Timeout, String> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
+        return Err(format!(
+            "{s} is out of range: give seconds from 0 (no timeout) to 1e9"
+        ));
+    }
+    Ok(Timeout((secs > 0.0).then(|| Duration::from_secs_f64(secs))))
 }
 
 #[derive(Subcommand, Debug)]
@@ -87,6 +117,11 @@ enum Cmd {
     Peer(PeerCmd),
     /// Per-port counters and named drop counters.
     Stats,
+    /// Whether vswitchd is up and done restoring its saved state; its API connections.
+    ///
+    /// While vswitchd restores its state after a start, reads answer with what is restored so
+    /// far and changes are refused; this says how far it got.
+    Status,
     /// The uplink: a host interface through which networks reach the outside (with NAT).
     #[command(subcommand)]
     Uplink(UplinkCmd),
@@ -128,6 +163,9 @@ enum Cmd {
     /// Examples:
     ///   vswitchctl capture ns1/eth0 -w ns1.pcap --timeout 10
     ///   vswitchctl capture front -c 20 | tcpdump -nr -
+    ///
+    /// --timeout here is how long to capture; vswitchctl's own --timeout (before the command)
+    /// bounds only the wait for the capture to start.
     #[command(verbatim_doc_comment)]
     Capture {
         /// NETNS/IFNAME, a port name (p1), or a network name (frames entering the network).
@@ -138,7 +176,7 @@ enum Cmd {
         /// Stop after COUNT frames.
         #[arg(short = 'c', long = "count")]
         count: Option<u64>,
-        /// Stop after SECONDS.
+        /// Stop after SECONDS of capture [default: until COUNT frames, or Ctrl-C].
         #[arg(long, value_name = "SECONDS")]
         timeout: Option<f64>,
     },
@@ -314,9 +352,21 @@ fn list<T: serde::de::DeserializeOwned + serde::Serialize>(
 }
 
 fn run(cli: Cli) -> Result<(), ClientError> {
-    let c = Client::new(&cli.socket);
-    let json = cli.json;
-    match cli.cmd {
+    let c = Client::new(&cli.socket).with_timeout(cli.timeout.0);
+    let r = command(&c, cli.json, cli.cmd);
+    // A list read while the daemon restores its state may be incomplete: say so, once, beside
+    // the answer (not on a refusal, whose own line already says why).
+    if let (Ok(()), Some(progress)) = (&r, c.restoring()) {
+        eprintln!(
+            "vswitchctl: note: vswitchd is still restoring its saved state ({progress} \
+             restored): this answer may be incomplete"
+        );
+    }
+    r
+}
+
+fn command(c: &Client, json: bool, cmd: Cmd) -> Result<(), ClientError> {
+    match cmd {
         Cmd::Network(NetCmd::Create {
             name,
             subnet,
@@ -349,7 +399,7 @@ fn run(cli: Cli) -> Result<(), ClientError> {
         }
         Cmd::Network(NetCmd::Ls) => {
             let header = ["NAME", "SUBNET", "GATEWAY", "MTU", "ENDPOINTS"];
-            list(&c, routes::NETWORKS, json, &header, |n: &NetworkInfo| {
+            list(c, routes::NETWORKS, json, &header, |n: &NetworkInfo| {
                 vec![
                     n.name.clone(),
                     n.subnet.clone(),
@@ -509,7 +559,7 @@ fn run(cli: Cli) -> Result<(), ClientError> {
             let header = [
                 "PROTO", "NAT", "NETWORK", "ORIGINAL", "REPLY", "STATE", "EXPIRES",
             ];
-            list(&c, &path, json, &header, |e: &ConntrackEntry| {
+            list(c, &path, json, &header, |e: &ConntrackEntry| {
                 vec![
                     e.proto.clone(),
                     e.kind.clone(),
@@ -521,7 +571,7 @@ fn run(cli: Cli) -> Result<(), ClientError> {
                 ]
             })?;
         }
-        Cmd::Ports => list(&c, routes::PORTS, json, &PORT_HEADER, port_row)?,
+        Cmd::Ports => list(c, routes::PORTS, json, &PORT_HEADER, port_row)?,
         Cmd::Fdb {
             cmd: Some(FdbCmd::Add { network, mac, vtep }),
             ..
@@ -570,7 +620,7 @@ fn run(cli: Cli) -> Result<(), ClientError> {
         Cmd::Fdb { network, cmd: None } => {
             let path = filtered(routes::FDB, network.as_deref());
             let header = ["NETWORK", "MAC", "PORT", "VTEP", "AGE"];
-            list(&c, &path, json, &header, |e: &FdbEntryInfo| {
+            list(c, &path, json, &header, |e: &FdbEntryInfo| {
                 vec![
                     e.network.clone(),
                     e.mac.clone(),
@@ -578,6 +628,31 @@ fn run(cli: Cli) -> Result<(), ClientError> {
                     e.vtep.map_or_else(|| "-".to_string(), |v| v.to_string()),
                     format!("{}s", e.age_secs),
                 ]
+            })?;
+        }
+        Cmd::Status => {
+            let s: StatusInfo = c.call("GET", routes::STATUS, NONE)?;
+            show(json, &s, |s| {
+                let state = if s.restoring {
+                    format!(
+                        "restoring its saved state ({} of {} restored)",
+                        s.restored, s.total
+                    )
+                } else {
+                    "running".to_string()
+                };
+                format!(
+                    "vswitchd {}: {state}; {} network(s), {} endpoint(s); API: {} of at most {} \
+                     connection(s) open, {} refused, {} idle closed for room, {} timed out",
+                    s.version,
+                    s.networks,
+                    s.endpoints,
+                    s.api.connections,
+                    s.api.max_connections,
+                    s.api.refused,
+                    s.api.closed_idle,
+                    s.api.timed_out
+                )
             })?;
         }
         Cmd::Stats => {

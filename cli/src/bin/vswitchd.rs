@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -74,6 +75,21 @@ struct Args {
     /// that sees a frame every 50 µs or more often never sleeps). 0 turns it off.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(0..=100_000))]
     poll_us: u32,
+    /// Seconds an API client has to send a complete request head, from connecting (or, on a
+    /// kept-alive connection, from the first byte of the next request), and as long again for
+    /// its body; past it the connection is closed. Keeps a client that connects and says
+    /// nothing from holding a connection.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    api_header_timeout: u64,
+    /// Seconds a kept-alive API connection may sit between requests before it is closed. A
+    /// response being sent (a capture streaming, however quiet) is not idle.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    api_idle_timeout: u64,
+    /// API connections served at once (at most half the open-file limit, which vswitchd raises
+    /// to its hard limit at start). At the cap, the longest-idle connection is closed to make
+    /// room; when every connection is busy, a new one is refused at once with a one-line error.
+    #[arg(long, default_value_t = 1024, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    api_max_connections: u64,
 }
 
 fn main() -> ExitCode {
@@ -87,6 +103,37 @@ fn main() -> ExitCode {
             eprintln!("vswitchd: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The API's limits from the options, with the connection cap kept to half the open-file limit
+/// (raised to the hard limit first): the other half is left for the devices and sockets.
+fn api_limits(args: &Args) -> server::Limits {
+    let nofile = match switch::sys::rlimit::raise_nofile() {
+        Ok((before, after)) => {
+            if after > before {
+                log::info!("open-file limit raised from {before} to {after}");
+            }
+            after
+        }
+        Err(e) => {
+            let soft = switch::sys::rlimit::nofile().map_or(1024, |(soft, _)| soft);
+            log::warn!("raising the open-file limit failed: {e}; it stays at {soft}");
+            soft
+        }
+    };
+    let wanted = usize::try_from(args.api_max_connections).unwrap_or(usize::MAX);
+    let room = usize::try_from(nofile / 2).unwrap_or(usize::MAX).max(1);
+    if wanted > room {
+        log::warn!(
+            "--api-max-connections {wanted} lowered to {room}: half the open-file limit \
+             ({nofile}), the rest is for devices and sockets"
+        );
+    }
+    server::Limits {
+        header_timeout: Duration::from_secs(args.api_header_timeout),
+        idle_timeout: Duration::from_secs(args.api_idle_timeout),
+        max_connections: wanted.min(room),
     }
 }
 
@@ -104,8 +151,13 @@ fn run(args: Args) -> Result<(), String> {
     // Before anything else: one daemon per state directory (two would hand out the same
     // addresses and overwrite each other's state file).
     let _lock = StateDirLock::acquire(&args.state_dir).map_err(|e| e.to_string())?;
+    let limits = api_limits(&args);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // The control verbs run on blocking threads and queue on the control lock anyway: more
+        // threads than this would only wait there (and 300 captures starting at once would
+        // otherwise start up to 512 of them).
+        .max_blocking_threads(16)
         .build()
         .map_err(|e| format!("start runtime failed: {e}"))?;
     rt.block_on(async move {
@@ -135,18 +187,21 @@ fn run(args: Args) -> Result<(), String> {
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
         log::info!(
-            "vswitchd {} listening on {} ({workers} workers, state in {})",
+            "vswitchd {} listening on {} ({workers} workers, state in {}; API: at most {} \
+             connections, header timeout {} s, idle timeout {} s)",
             env!("CARGO_PKG_VERSION"),
             args.socket.display(),
-            args.state_dir.display()
+            args.state_dir.display(),
+            limits.max_connections,
+            limits.header_timeout.as_secs(),
+            limits.idle_timeout.as_secs()
         );
-        let app = server::router(sw.clone());
+        let conns = Arc::new(server::Connections::new(limits));
+        let app = server::router_with(sw.clone(), conns.clone());
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| e.to_string())?;
         tokio::select! {
-            r = axum::serve(listener, app.into_make_service_with_connect_info::<server::Peer>()) => {
-                if let Err(e) = r { log::error!("control API failed: {e}"); }
-            }
+            () = server::serve(listener, app, conns) => {}
             _ = term.recv() => log::info!("SIGTERM: shutting down"),
             _ = tokio::signal::ctrl_c() => log::info!("SIGINT: shutting down"),
         }

@@ -1,6 +1,7 @@
 //! The only module with `unsafe` code: the operating-system calls the switch needs (TAP ioctls,
-//! `setns`, netlink sockets, epoll, umask), each wrapped in a safe API. Every `unsafe` block
-//! carries a `// SAFETY:` note. Errors are `io::Error`s; callers attach the failing step.
+//! `setns`, netlink sockets, epoll, umask, the open-file limit), each wrapped in a safe API.
+//! Every `unsafe` block carries a `// SAFETY:` note. Errors are `io::Error`s; callers attach the
+//! failing step.
 
 #![allow(unsafe_code)]
 
@@ -8,6 +9,7 @@ pub mod epoll;
 pub mod netlink;
 pub mod netns;
 pub mod packet;
+pub mod rlimit;
 pub mod tap;
 pub mod udp;
 
