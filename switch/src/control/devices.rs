@@ -168,6 +168,26 @@ impl Switch {
     }
 }
 
+/// What an endpoint's device needs of its network.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct DevNet {
+    pub(super) gateway: Ipv4Addr,
+    pub(super) prefix: u8,
+    pub(super) mtu: u32,
+    pub(super) overlay: bool,
+}
+
+impl Net {
+    pub(super) fn dev_net(&self) -> DevNet {
+        DevNet {
+            gateway: self.gateway,
+            prefix: self.subnet.prefix_len(),
+            mtu: self.mtu,
+            overlay: self.vni.is_some(),
+        }
+    }
+}
+
 /// Create the TAP device for an endpoint with `queues` queues, configure it and move it into the
 /// namespace: MAC, MTU and `mark` (its alias: this state directory's devices) first, then move
 /// and rename, then (inside the namespace) up, address and default route. With `adopt`, a TAP
@@ -177,10 +197,10 @@ pub(super) fn make_endpoint_device(
     req: &AttachRequest,
     mac: MacAddr,
     ip: Ipv4Addr,
-    net: &Net,
+    net: DevNet,
     (queues, adopt, mark): (usize, bool, &str),
 ) -> Result<(Tap, String), Error> {
-    let offloads = if net.vni.is_none() {
+    let offloads = if !net.overlay {
         crate::sys::tap::OFFLOADS_ALL
     } else {
         crate::sys::tap::OFFLOADS_OVERLAY
@@ -193,90 +213,80 @@ pub(super) fn make_endpoint_device(
     }
     let wanted = req.ifname.clone();
     let netns = req.netns.clone();
-    let ifname = ns
-        .run_in(move || -> Result<String, Error> {
-            let mut nl =
-                Netlink::open().map_err(Error::device("open netlink socket in namespace"))?;
-            match wanted {
-                Some(name) => match nl
-                    .link_index(&name)
-                    .map_err(Error::device("look up interface"))?
-                {
-                    Some(_) => Err(Error::IfnameInUse {
+    let DevNet {
+        gateway,
+        prefix,
+        mtu,
+        ..
+    } = net;
+    // Everything on one thread inside the namespace: the TAP is created there with its final
+    // name (opening /dev/net/tun from inside makes the device in that namespace), so it is
+    // never moved. Moving a device between namespaces waits for an RCU grace period in the
+    // kernel (~18 ms here), which made that step most of an attach (perf/scale.sh).
+    ns.run_in(move || -> Result<(Tap, String), Error> {
+        let mut nl = Netlink::open().map_err(Error::device("open netlink socket in namespace"))?;
+        let ifname = match wanted {
+            Some(name) => match nl
+                .link_index(&name)
+                .map_err(Error::device("look up interface"))?
+            {
+                Some(_) => {
+                    return Err(Error::IfnameInUse {
                         ifname: name,
-                        netns,
-                    }),
-                    None => Ok(name),
-                },
-                None => {
-                    for i in 0..1000 {
-                        let name = format!("eth{i}");
-                        if nl
-                            .link_index(&name)
-                            .map_err(Error::device("look up interface"))?
-                            .is_none()
-                        {
-                            return Ok(name);
-                        }
-                    }
-                    Err(Error::IfnameInUse {
-                        ifname: "eth0..eth999".into(),
                         netns,
                     })
                 }
+                None => name,
+            },
+            None => {
+                let mut free = None;
+                for i in 0..1000 {
+                    let name = format!("eth{i}");
+                    if nl
+                        .link_index(&name)
+                        .map_err(Error::device("look up interface"))?
+                        .is_none()
+                    {
+                        free = Some(name);
+                        break;
+                    }
+                }
+                free.ok_or_else(|| Error::IfnameInUse {
+                    ifname: "eth0..eth999".into(),
+                    netns: netns.clone(),
+                })?
             }
-        })
-        .map_err(Error::device("enter network namespace"))??;
-    let tap = Tap::create("vs%d", offloads, queues).map_err(Error::device("create TAP device"))?;
-    let mut nl = Netlink::open().map_err(Error::device("open netlink socket"))?;
-    nl.set_link(
-        tap.ifindex(),
-        &LinkChange {
-            mtu: Some(net.mtu),
-            mac: Some(mac.0),
-            alias: Some(mark),
-            ..Default::default()
-        },
-    )
-    .map_err(Error::device("set TAP MAC address and MTU"))?;
-    nl.set_link(
-        tap.ifindex(),
-        &LinkChange {
-            netns_fd: Some(ns.as_raw_fd()),
-            name: Some(&ifname),
-            ..Default::default()
-        },
-    )
-    .map_err(|e| match e.raw_os_error() {
-        Some(libc::EEXIST) => Error::IfnameInUse {
-            ifname: ifname.clone(),
-            netns: req.netns.clone(),
-        },
-        _ => Error::Device {
-            step: "move TAP device into namespace",
-            source: e,
-        },
-    })?;
-    let (gateway, prefix) = (net.gateway, net.subnet.prefix_len());
-    let name = ifname.clone();
-    ns.run_in(move || -> Result<(), Error> {
-        let mut nl = Netlink::open().map_err(Error::device("open netlink socket in namespace"))?;
-        let idx = nl
-            .link_index(&name)
-            .map_err(Error::device("look up moved interface"))?
-            .ok_or_else(|| Error::Device {
-                step: "find moved interface",
-                source: std::io::ErrorKind::NotFound.into(),
-            })?;
+        };
+        let tap = Tap::create(&ifname, offloads, queues).map_err(|e| match e.raw_os_error() {
+            // Made meanwhile by someone else, as another kind of device.
+            Some(libc::EINVAL | libc::EBUSY | libc::EEXIST) => Error::IfnameInUse {
+                ifname: ifname.clone(),
+                netns: netns.clone(),
+            },
+            _ => Error::Device {
+                step: "create TAP device",
+                source: e,
+            },
+        })?;
+        let idx = tap.ifindex();
+        nl.set_link(
+            idx,
+            &LinkChange {
+                mtu: Some(mtu),
+                mac: Some(mac.0),
+                alias: Some(mark),
+                ..Default::default()
+            },
+        )
+        .map_err(Error::device("set TAP MAC address and MTU"))?;
         set_up(&mut nl, idx, "bring interface up")?;
         nl.add_addr_v4(idx, ip, prefix)
             .map_err(Error::device("add address"))?;
         nl.add_default_route_v4(gateway, idx)
             .map_err(Error::device("add default route"))?;
-        Ok(())
+        Ok((tap, ifname))
     })
-    .map_err(Error::device("enter network namespace"))??;
-    Ok((tap, ifname))
+    .map_err(Error::device("enter network namespace"))?
 }
 
 /// Take over the TAP `name` a previous daemon left in namespace `ns` (`--live-restore`), and make
@@ -288,9 +298,14 @@ fn adopt_endpoint_device(
     (offloads, queues, mark): (u32, usize, &str),
     mac: MacAddr,
     ip: Ipv4Addr,
-    net: &Net,
+    net: DevNet,
 ) -> Result<Option<Tap>, Error> {
-    let (gateway, prefix, mtu) = (net.gateway, net.subnet.prefix_len(), net.mtu);
+    let DevNet {
+        gateway,
+        prefix,
+        mtu,
+        ..
+    } = net;
     ns.run_in(move || -> Result<Option<Tap>, Error> {
         let tap = match Tap::open_existing(name, offloads, queues) {
             Ok(t) => t,

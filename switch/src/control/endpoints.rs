@@ -43,59 +43,21 @@ impl Switch {
         req: &AttachRequest,
         mode: AttachMode,
     ) -> Result<EndpointInfo, Error> {
-        let want = AttachWant::parse(req)?;
-        st.check_attachable(req)?;
-        let ns = match mode {
+        let plan = self.plan_attach(st, req)?;
+        let made = match mode {
             #[cfg(feature = "harness")]
-            AttachMode::Sink => None,
-            _ => Some(devices::open_netns(&req.netns)?),
+            AttachMode::Sink => Ok(Made {
+                dev: Device::Sink(VirtioNetHdr::LEN),
+                ifname: req.ifname.clone().unwrap_or_else(|| "sink0".into()),
+                netns_id: None,
+            }),
+            _ => self.make_device(&plan, mode == AttachMode::Adopt),
         };
-        let worker = st.least_loaded_for_endpoint(self.epolls.len());
-        let port_id = st.next_port;
-        let net = st.net_mut(&req.network)?;
-        let (ip, mac) = net.reserve(&want, req)?;
-        let device = match &ns {
-            None => Ok((
-                Device::Sink(VirtioNetHdr::LEN),
-                req.ifname.clone().unwrap_or_else(|| "sink0".into()),
-            )),
-            Some(ns) => {
-                let adopt = mode == AttachMode::Adopt;
-                let how = (self.tap_queues(), adopt, self.mark.as_str());
-                make_endpoint_device(ns, req, mac, ip, net, how).and_then(|(tap, ifname)| {
-                    // Persistent only under --live-restore; an adopted device of a daemon
-                    // that had the flag goes with this one when it does not.
-                    tap.set_persist(self.opts.live_restore)
-                        .map_err(Error::device("set TAP persistence"))?;
-                    Ok((Device::Tap(tap), ifname))
-                })
-            }
-        };
-        let (dev, ifname) = device.inspect_err(|_| net.pool.release(ip))?;
-        let port = Arc::new(Port {
-            spoof_check: !req.allow_spoof,
-            ..self.new_port(port_id, net.id, worker, dev, (mac, ip))
-        });
-        net.neigh.insert(ip, mac);
-        net.endpoints.push(Endpoint {
-            netns: req.netns.clone(),
-            ifname,
-            aliases: req.aliases.clone(),
-            port: port.clone(),
-            pending: None,
-            netns_id: ns.as_ref().and_then(|ns| ns.id().ok()),
-        });
-        let ep = net.endpoints.last().expect("just pushed");
-        let info = net.endpoint_info(ep);
-        let spec = net.endpoint_spec(ep);
-        st.journal.push(Record::Endpoint { spec });
-        st.undo.push(Undo::Endpoint {
-            netns: req.netns.clone(),
-            network: req.network.clone(),
-        });
-        st.next_port += 1;
+        let made = made.inspect_err(|_| unplan(st, &plan))?;
+        let real = made.netns_id.is_some();
+        let (info, port) = self.install_endpoint(st, &plan, made);
         self.sync(st);
-        if ns.is_none() {
+        if !real {
             return Ok(info);
         }
         if let Err(e) = self.register(&port) {
@@ -109,16 +71,93 @@ impl Switch {
             });
         }
         write_resolv_conf(st, &req.netns);
-        log::info!(
-            "attached {}/{} to {} as {} ({} {})",
-            info.netns,
-            info.ifname,
-            info.network,
-            info.port,
-            info.ip,
-            info.mac
-        );
+        log_attached(&info);
         Ok(info)
+    }
+
+    /// The checks of an attach, and what it takes: the address and MAC (reserved), the port
+    /// number and the worker.
+    pub(super) fn plan_attach(
+        &self,
+        st: &mut State,
+        req: &AttachRequest,
+    ) -> Result<AttachPlan, Error> {
+        let want = AttachWant::parse(req)?;
+        st.check_attachable(req)?;
+        let worker = st.least_loaded_for_endpoint(self.epolls.len());
+        let port_id = st.next_port;
+        let net = st.net_mut(&req.network)?;
+        let (ip, mac) = net.reserve(&want, req)?;
+        let dev_net = net.dev_net();
+        st.next_port += 1;
+        Ok(AttachPlan {
+            req: req.clone(),
+            ip,
+            mac,
+            port_id,
+            worker,
+            dev_net,
+        })
+    }
+
+    /// The device of a planned attach (no lock needed: it touches only the namespace).
+    pub(super) fn make_device(&self, plan: &AttachPlan, adopt: bool) -> Result<Made, Error> {
+        let ns = devices::open_netns(&plan.req.netns)?;
+        let how = (self.tap_queues(), adopt, self.mark.as_str());
+        let (tap, ifname) =
+            make_endpoint_device(&ns, &plan.req, plan.mac, plan.ip, plan.dev_net, how)?;
+        // Persistent only under --live-restore; an adopted device of a daemon that had the
+        // flag goes with this one when it does not.
+        tap.set_persist(self.opts.live_restore)
+            .map_err(Error::device("set TAP persistence"))?;
+        Ok(Made {
+            dev: Device::Tap(tap),
+            ifname,
+            netns_id: Some(
+                ns.id()
+                    .map_err(Error::device("identify network namespace"))?,
+            ),
+        })
+    }
+
+    /// Put a planned endpoint with its device in the state and journal it (the caller swaps
+    /// the snapshot in and registers the port).
+    pub(super) fn install_endpoint(
+        &self,
+        st: &mut State,
+        plan: &AttachPlan,
+        made: Made,
+    ) -> (EndpointInfo, Arc<Port>) {
+        let req = &plan.req;
+        let net = st.net_mut(&req.network).expect("planned under this lock");
+        let port = Arc::new(Port {
+            spoof_check: !req.allow_spoof,
+            ..self.new_port(
+                plan.port_id,
+                net.id,
+                plan.worker,
+                made.dev,
+                (plan.mac, plan.ip),
+            )
+        });
+        net.neigh.insert(plan.ip, plan.mac);
+        net.endpoints.push(Endpoint {
+            netns: req.netns.clone(),
+            ifname: made.ifname,
+            aliases: req.aliases.clone(),
+            port: port.clone(),
+            pending: None,
+            netns_id: made.netns_id,
+        });
+        let ep = net.endpoints.last().expect("just pushed");
+        let info = net.endpoint_info(ep);
+        let spec = net.endpoint_spec(ep);
+        st.journal.push(Record::Endpoint { spec });
+        st.undo.push(Undo::Endpoint {
+            netns: req.netns.clone(),
+            network: req.network.clone(),
+        });
+        (info, port)
     }
 
     /// `detach`: remove `netns`'s endpoint on `network` (up or pending). Saved before it is
@@ -212,6 +251,43 @@ impl Switch {
         st.next_port += 1;
         Ok(())
     }
+}
+
+/// An attach checked and its address reserved ([`Switch::plan_attach`]).
+pub(super) struct AttachPlan {
+    pub(super) req: AttachRequest,
+    ip: Ipv4Addr,
+    mac: crate::wire::MacAddr,
+    port_id: crate::fdb::PortId,
+    worker: usize,
+    dev_net: devices::DevNet,
+}
+
+/// A planned endpoint's device.
+pub(super) struct Made {
+    dev: Device,
+    ifname: String,
+    /// The namespace it is in (`None`: a harness sink).
+    netns_id: Option<(u64, u64)>,
+}
+
+/// Give back what a plan reserved (its device could not be made).
+pub(super) fn unplan(st: &mut State, plan: &AttachPlan) {
+    if let Ok(net) = st.net_mut(&plan.req.network) {
+        net.pool.release(plan.ip);
+    }
+}
+
+pub(super) fn log_attached(info: &EndpointInfo) {
+    log::info!(
+        "attached {}/{} to {} as {} ({} {})",
+        info.netns,
+        info.ifname,
+        info.network,
+        info.port,
+        info.ip,
+        info.mac
+    );
 }
 
 /// After a detach: if the namespace is still attached elsewhere, the route to add should its

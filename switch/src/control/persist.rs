@@ -10,7 +10,6 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
-use super::endpoints::AttachMode;
 use super::networks::underlay_mtu;
 use super::state::{Persisted, SavedConn, State};
 use super::Switch;
@@ -144,10 +143,7 @@ impl Switch {
                 }
             });
         }
-        for a in &p.endpoints {
-            step(&mut |st| self.restore_endpoint(st, a));
-            self.restored.fetch_add(1, Ordering::AcqRel);
-        }
+        self.restore_endpoints(&p.endpoints);
         for (a, b) in &p.links {
             step(&mut |st| {
                 if let Err(e) = self.link_locked(st, a, b, true) {
@@ -187,34 +183,107 @@ impl Switch {
         );
     }
 
-    /// Restore one endpoint: attached as it was (its device taken over under
-    /// `--live-restore`), or pending with the reason, or (when even that is refused: its
-    /// network was not restored, say) kept in the state as it was.
-    fn restore_endpoint(&self, st: &mut State, a: &crate::model::AttachRequest) {
-        match self.attach_locked(st, a, AttachMode::Adopt) {
-            Ok(i) => log::info!(
-                "restored endpoint {}/{} on {}",
-                i.netns,
-                i.ifname,
-                i.network
-            ),
-            Err(e) => {
-                let reason = e.to_string();
-                match self.add_pending(st, a, reason.clone()) {
-                    Ok(()) => log::warn!(
-                        "endpoint {} on {} is pending: {reason}; retried until it can be                          attached, or detached",
-                        a.netns,
-                        a.network
-                    ),
-                    Err(e2) => {
-                        log::error!(
-                            "restoring endpoint {} on {} failed: {reason} ({e2}); kept in the                              state as it was",
-                            a.netns,
-                            a.network
-                        );
-                        st.unrestored.endpoints.push(a.clone());
+    /// Restore the endpoints: the checks and addresses under the lock, then their devices made
+    /// (or taken back) from several threads without it, since each waits mostly on the kernel,
+    /// then all put in the state with one snapshot and their resolv.conf files written at once.
+    /// An endpoint whose device cannot be made waits as pending.
+    fn restore_endpoints(&self, specs: &[crate::model::AttachRequest]) {
+        use super::endpoints::{unplan, AttachPlan, Made};
+        let mut plans = Vec::new();
+        {
+            let mut st = self.read();
+            if st.shutting_down {
+                return;
+            }
+            for a in specs {
+                match self.plan_attach(&mut st, a) {
+                    Ok(plan) => plans.push(plan),
+                    Err(e) => {
+                        self.keep_pending(&mut st, a, e);
+                        self.restored.fetch_add(1, Ordering::AcqRel);
                     }
                 }
+            }
+        }
+        let made: std::sync::Mutex<Vec<(AttachPlan, Result<Made, Error>)>> =
+            std::sync::Mutex::new(Vec::with_capacity(plans.len()));
+        super::devices::in_parallel(plans, |plan| {
+            let r = self.make_device(&plan, true);
+            self.restored.fetch_add(1, Ordering::AcqRel);
+            made.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((plan, r));
+        });
+        let made = made.into_inner().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.read();
+        let mut ports = Vec::new();
+        for (plan, r) in made {
+            match r {
+                Ok(m) => {
+                    let (info, port) = self.install_endpoint(&mut st, &plan, m);
+                    ports.push((info, port));
+                }
+                Err(e) => {
+                    unplan(&mut st, &plan);
+                    self.keep_pending(&mut st, &plan.req, e);
+                }
+            }
+        }
+        self.sync(&st);
+        let mut namespaces = std::collections::BTreeSet::new();
+        for (info, port) in ports {
+            if let Err(e) = self.register(&port) {
+                log::error!(
+                    "restoring endpoint {} on {}: registering its port failed ({e})",
+                    info.netns,
+                    info.network
+                );
+                if let Ok(ep) = self.remove_endpoint(&mut st, &info.netns, &info.network) {
+                    let spec = st.net(&info.network).map(|n| n.endpoint_spec(&ep)).ok();
+                    if let Some(spec) = spec {
+                        self.keep_pending(&mut st, &spec, Error::device("register port")(e));
+                    }
+                }
+                continue;
+            }
+            log::info!(
+                "restored endpoint {}/{} on {}",
+                info.netns,
+                info.ifname,
+                info.network
+            );
+            namespaces.insert(info.netns);
+        }
+        let state: &State = &st;
+        super::devices::in_parallel(namespaces.into_iter().collect(), |ns: String| {
+            super::resolv::write_resolv_conf(state, &ns)
+        });
+        st.journal.clear();
+        st.undo.clear();
+        self.restored
+            .store(self.to_restore.load(Ordering::Acquire), Ordering::Release);
+        Self::unlock(st);
+    }
+
+    /// Keep endpoint `a` as pending because of `e` (or, when even that is refused, in the
+    /// state as it was).
+    fn keep_pending(&self, st: &mut State, a: &crate::model::AttachRequest, e: Error) {
+        let reason = e.to_string();
+        match self.add_pending(st, a, reason.clone()) {
+            Ok(()) => log::warn!(
+                "endpoint {} on {} is pending: {reason}; retried until it can be attached, or \
+                 detached",
+                a.netns,
+                a.network
+            ),
+            Err(e2) => {
+                log::error!(
+                    "restoring endpoint {} on {} failed: {reason} ({e2}); kept in the state as \
+                     it was",
+                    a.netns,
+                    a.network
+                );
+                st.unrestored.endpoints.push(a.clone());
             }
         }
     }
