@@ -303,9 +303,9 @@ start_daemon() { # state-dir-name [extra options...]
   "$BIN/vswitchd" --socket "$sock" --state-dir "$state" ${VSWITCHD_ARGS:-} "$@" 2>>"$dir/vswitchd.log" &
   daemon_pid=$!
 }
-wait_api() {
+wait_api() { # until the API answers and the saved state is restored (changes wait for that)
   for _ in $(seq 6000); do
-    ctl network ls >/dev/null 2>&1 && return
+    ctl --json status 2>/dev/null | grep -q '"restoring": *false' && return
     kill -0 "$daemon_pid" 2>/dev/null || { log "vswitchd exited: $(tail -3 "$dir/vswitchd.log")"; exit 1; }
     sleep 0.05
   done

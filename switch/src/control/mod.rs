@@ -250,6 +250,16 @@ impl Switch {
                 source,
             })?;
             *sw.store.lock().unwrap_or_else(|p| p.into_inner()) = Some(loaded.store);
+            let empty = state::Persisted {
+                journal: loaded.state.journal,
+                ..Default::default()
+            };
+            if loaded.state == empty {
+                // Nothing to restore (a first start): changes are taken at once. Orphans of
+                // an earlier daemon whose state was lost still go, before the API answers.
+                sw.restore(loaded.state);
+                return Ok(sw);
+            }
             sw.restoring.store(true, Ordering::Release);
             sw.to_restore
                 .store(loaded.state.endpoints.len(), Ordering::Release);
