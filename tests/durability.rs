@@ -312,24 +312,7 @@ fn an_uplink_whose_interface_is_deleted_goes_down_and_comes_back_with_it() {
     );
 
     // The interface comes back (the same veth pair as the lab made).
-    run_ok(&[
-        "ip",
-        "link",
-        "add",
-        "up0",
-        "netns",
-        &l.host.name,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        &l.out.name,
-    ]);
-    l.out
-        .exec_ok(&["ip", "addr", "add", "10.210.0.2/24", "dev", "eth0"]);
-    l.out.exec_ok(&["ip", "link", "set", "eth0", "up"]);
+    wire_uplink(&l.host, &l.out);
     assert!(
         wait_until(5, || uplink().state == "up"),
         "the uplink did not come back with its interface: {}",

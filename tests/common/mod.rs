@@ -577,6 +577,16 @@ pub struct Lab {
     pub out: Netns,
 }
 
+/// The lab's uplink cable: veth `up0` in `host` to `eth0` (10.210.0.2/24, up) in `out`.
+pub fn wire_uplink(host: &Netns, out: &Netns) {
+    run_ok(&[
+        "ip", "link", "add", "up0", "netns", &host.name, "type", "veth", "peer", "name", "eth0",
+        "netns", &out.name,
+    ]);
+    out.exec_ok(&["ip", "addr", "add", "10.210.0.2/24", "dev", "eth0"]);
+    out.exec_ok(&["ip", "link", "set", "eth0", "up"]);
+}
+
 /// The outside server's address in a [`Lab`].
 pub const OUTSIDE: &str = "10.210.0.2";
 /// The switch's uplink address in a [`Lab`].
@@ -587,12 +597,7 @@ impl Lab {
     pub fn new(extra: &[&str]) -> Lab {
         let host = Netns::new("h");
         let out = Netns::new("o");
-        run_ok(&[
-            "ip", "link", "add", "up0", "netns", &host.name, "type", "veth", "peer", "name",
-            "eth0", "netns", &out.name,
-        ]);
-        out.exec_ok(&["ip", "addr", "add", "10.210.0.2/24", "dev", "eth0"]);
-        out.exec_ok(&["ip", "link", "set", "eth0", "up"]);
+        wire_uplink(&host, &out);
         // The daemon's resolver (for DNS forwarding) is the outside namespace, never the host's.
         let etc = Path::new("/etc/netns").join(&host.name);
         std::fs::create_dir_all(&etc).expect("create /etc/netns dir");
