@@ -216,6 +216,11 @@ impl Switch {
         });
         let made = made.into_inner().unwrap_or_else(|p| p.into_inner());
         let mut st = self.read();
+        if st.shutting_down {
+            // Stopped meanwhile: the devices just made close with `made` (persistent ones,
+            // under --live-restore, stay for the next daemon).
+            return;
+        }
         let mut ports = Vec::new();
         for (plan, r) in made {
             match r {
