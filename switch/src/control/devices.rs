@@ -279,6 +279,11 @@ pub(super) fn make_endpoint_device(
             },
         )
         .map_err(Error::device("set TAP MAC address and MTU"))?;
+        // A TAP never pushes back (it drops when its ring is full), so a queue discipline in
+        // front of it queues nothing; without one, `up` is several ms faster (256 queues).
+        if let Err(e) = nl.set_noqueue(idx) {
+            log::debug!("{ifname}: keeping the default qdisc ({e})");
+        }
         set_up(&mut nl, idx, "bring interface up")?;
         nl.add_addr_v4(idx, ip, prefix)
             .map_err(Error::device("add address"))?;

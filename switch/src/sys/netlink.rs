@@ -18,6 +18,10 @@ const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
 const RTM_NEWROUTE: u16 = 24;
+const RTM_NEWQDISC: u16 = 36;
+const NLM_F_REPLACE: u16 = 0x100;
+const TCA_KIND: u16 = 1;
+const TC_H_ROOT: u32 = 0xFFFF_FFFF;
 
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
@@ -233,6 +237,22 @@ impl Netlink {
         if let Some(alias) = change.alias {
             m.attr(IFLA_IFALIAS, alias.as_bytes());
         }
+        self.request(m.finish(), seq)
+    }
+
+    /// Give link `ifindex` the `noqueue` root qdisc (`tc qdisc replace dev X root noqueue`).
+    /// Before the link goes up, so the kernel does not build its default one: a multi-queue
+    /// TAP has 256 transmit queues, and building a qdisc for each took most of an attach.
+    pub fn set_noqueue(&mut self, ifindex: u32) -> io::Result<()> {
+        let seq = self.next_seq();
+        let mut m = Msg::new(RTM_NEWQDISC, NLM_F_CREATE | NLM_F_REPLACE, seq);
+        m.bytes(&[libc::AF_UNSPEC as u8, 0])
+            .bytes(&0u16.to_ne_bytes())
+            .bytes(&(ifindex as i32).to_ne_bytes())
+            .bytes(&0u32.to_ne_bytes()) // handle: the kernel picks
+            .bytes(&TC_H_ROOT.to_ne_bytes())
+            .bytes(&0u32.to_ne_bytes()) // info
+            .attr(TCA_KIND, b"noqueue\0");
         self.request(m.finish(), seq)
     }
 
