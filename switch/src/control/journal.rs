@@ -490,14 +490,36 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 #[cfg(test)]
-mod test {
+pub(super) mod test {
     use super::*;
 
-    fn dir(tag: &str) -> PathBuf {
+    /// A temporary directory, removed on drop (also when the test fails).
+    pub(in crate::control) struct TempDir(pub(in crate::control) PathBuf);
+
+    impl std::ops::Deref for TempDir {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl AsRef<Path> for TempDir {
+        fn as_ref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn dir(tag: &str) -> TempDir {
         let d = std::env::temp_dir().join(format!("vswitch-journal-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
-        d
+        TempDir(d)
     }
 
     fn net(name: &str, subnet: &str) -> Record {
@@ -535,7 +557,6 @@ mod test {
         assert!(l.state.links.is_empty(), "links go with the network");
         let files: Vec<_> = journals(&d).unwrap().into_iter().map(|j| j.0).collect();
         assert_eq!(files, [1], "the compacted journal is removed");
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
@@ -551,7 +572,6 @@ mod test {
         let mut s = Store::open(&d).unwrap().store;
         s.append(&[net("b", "10.2.0.0/24")]).unwrap();
         assert_eq!(names(&Store::open(&d).unwrap().state), ["a", "b"]);
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
@@ -571,7 +591,6 @@ mod test {
         assert_eq!(bad.len(), BAD_KEPT, "{bad:?}");
         let newest = std::fs::read_to_string(d.join(bad.last().unwrap())).unwrap();
         assert_eq!(newest, format!("{{ broken {}", BAD_KEPT + 1));
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
@@ -599,7 +618,6 @@ mod test {
             })
             .count();
         assert_eq!(copies, 1);
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
@@ -611,6 +629,5 @@ mod test {
         )
         .unwrap();
         assert_eq!(names(&Store::open(&d).unwrap().state), ["a"]);
-        std::fs::remove_dir_all(&d).unwrap();
     }
 }

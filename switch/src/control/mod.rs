@@ -494,13 +494,16 @@ mod test {
     use super::*;
     use crate::model::*;
 
+    use super::journal::test::TempDir;
+
     /// A switch on a fresh state directory named after `tag`.
-    fn with_state(tag: &str) -> (Arc<Switch>, PathBuf) {
+    fn with_state(tag: &str) -> (Arc<Switch>, TempDir) {
         let dir = std::env::temp_dir().join(format!("vswitch-ctl-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        let dir = TempDir(dir);
         let sw = Switch::start(Options {
-            state_dir: Some(dir.clone()),
+            state_dir: Some(dir.0.clone()),
             ..Options::default()
         })
         .expect("start");
@@ -601,7 +604,6 @@ mod test {
         sw.remove_uplink().unwrap();
         assert_eq!(on_disk(&dir), sorted(sw.read().persisted()));
         sw.shutdown();
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -635,12 +637,11 @@ mod test {
             .count();
         assert!(journals <= 2, "{journals} journals kept");
         sw.shutdown();
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn a_change_that_cannot_be_saved_is_taken_back_and_refused() {
-        let (sw, dir) = with_state("refuse");
+        let (sw, _dir) = with_state("refuse");
         sw.create_network(&NetworkCreate::flat("a", "10.1.0.0/24"))
             .unwrap();
         sw.create_network(&overlay("c", "10.3.0.0/24", 42)).unwrap();
@@ -730,7 +731,6 @@ mod test {
         let y = sw.attach_sink(&AttachRequest::new("y", "a")).unwrap();
         assert_eq!(y.ip.to_string(), "10.1.0.3");
         sw.shutdown();
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
