@@ -515,6 +515,20 @@ pub(super) mod test {
         }
     }
 
+    /// How many files in `dir` have names starting with `prefix`.
+    pub(in crate::control) fn files_starting(dir: &Path, prefix: &str) -> usize {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(prefix)
+            })
+            .count()
+    }
+
     fn dir(tag: &str) -> TempDir {
         let d = std::env::temp_dir().join(format!("vswitch-journal-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
@@ -607,17 +621,7 @@ pub(super) mod test {
         .unwrap();
         let l = Store::open(&d).unwrap();
         assert_eq!(names(&l.state), ["a", "b"]);
-        let copies = std::fs::read_dir(&d)
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with("journal.0.bad-")
-            })
-            .count();
-        assert_eq!(copies, 1);
+        assert_eq!(files_starting(&d, "journal.0.bad-"), 1);
     }
 
     #[test]

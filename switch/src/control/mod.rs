@@ -494,7 +494,7 @@ mod test {
     use super::*;
     use crate::model::*;
 
-    use super::journal::test::TempDir;
+    use super::journal::test::{files_starting, TempDir};
 
     /// A switch on a fresh state directory named after `tag`.
     fn with_state(tag: &str) -> (Arc<Switch>, TempDir) {
@@ -625,16 +625,7 @@ mod test {
         let snap: state::Persisted =
             serde_json::from_slice(&std::fs::read(dir.join("state.json")).unwrap()).unwrap();
         assert!(snap.journal > 2, "compacted only {} times", snap.journal);
-        let journals = std::fs::read_dir(&dir)
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with("journal.")
-            })
-            .count();
+        let journals = files_starting(&dir, "journal.");
         assert!(journals <= 2, "{journals} journals kept");
         sw.shutdown();
     }
