@@ -86,7 +86,7 @@ impl Switch {
 
     /// Open the VTEP sockets for UDP `port` unless they exist.
     pub(super) fn ensure_vtep(&self, st: &mut State, port: u16) -> Result<(), Error> {
-        if st.vteps.contains_key(&port) {
+        if st.vteps().contains_key(&port) {
             return Ok(());
         }
         let src = self.opts.underlay_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
@@ -117,7 +117,7 @@ impl Switch {
             src,
         )?;
         log::info!("VTEP listening on {src}:{port}");
-        st.vteps.insert(port, p);
+        st.add_vtep(port, p);
         Ok(())
     }
 
@@ -147,19 +147,19 @@ impl Switch {
 
     pub(super) fn drop_unused_vteps(&self, st: &mut State) {
         let used: BTreeSet<u16> = st
-            .networks
+            .networks()
             .values()
             .filter(|n| n.vni.is_some())
             .map(|n| n.vxlan_port)
             .collect();
         let gone: Vec<u16> = st
-            .vteps
+            .vteps()
             .keys()
             .filter(|p| !used.contains(p))
             .copied()
             .collect();
         for p in gone {
-            if let Some(v) = st.vteps.remove(&p) {
+            if let Some(v) = st.remove_vtep(p) {
                 self.unregister(&v);
                 self.sync(st);
                 st.after_unlock.push(AfterUnlock::Release(v));

@@ -294,7 +294,7 @@ pub(super) fn log_attached(info: &EndpointInfo) {
 /// default route have gone with the removed interface: by the gateway of its next attachment
 /// (as Docker does when the network that gave the default route is disconnected).
 fn next_default_route(st: &State, netns: &str) -> Option<AfterUnlock> {
-    st.networks.values().find_map(|n| {
+    st.networks().values().find_map(|n| {
         n.endpoints
             .iter()
             .find(|e| e.netns == netns && matches!(e.port.dev, Device::Tap(_)))

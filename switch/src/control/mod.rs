@@ -451,16 +451,15 @@ impl Switch {
         self.shared.config.store(Arc::new(Config::default()));
         self.save_conntrack(&st);
         let namespaces: BTreeSet<String> = st
-            .networks
+            .networks()
             .values()
             .flat_map(|n| n.endpoints.iter())
             .filter(|e| !matches!(e.port.dev, Device::Sink(_)))
             .map(|e| e.netns.clone())
             .collect();
         let ports: Vec<Arc<Port>> = st
-            .networks
-            .values_mut()
-            .flat_map(|net| net.endpoints.drain(..))
+            .take_all_endpoints()
+            .into_iter()
             .map(|ep| ep.port)
             .collect();
         let n = ports.len();
@@ -657,7 +656,7 @@ mod test {
             (c.networks.len(), c.ports.len(), c.published.len())
         };
         let cfg_before = config(&sw);
-        let vteps = sw.read().vteps.len();
+        let vteps = sw.read().vteps().len();
         sw.store.lock().unwrap().as_mut().unwrap().full = true;
         let refused: Vec<(&str, Result<(), Error>)> = vec![
             (
@@ -716,7 +715,7 @@ mod test {
             assert_eq!(sorted(sw.read().persisted()), before, "{verb}");
             assert_eq!(config(&sw), cfg_before, "{verb}");
         }
-        assert_eq!(sw.read().vteps.len(), vteps, "the new VTEP went");
+        assert_eq!(sw.read().vteps().len(), vteps, "the new VTEP went");
         // An address a refused attach took is free again.
         sw.store.lock().unwrap().as_mut().unwrap().full = false;
         let y = sw.attach_sink(&AttachRequest::new("y", "a")).unwrap();

@@ -94,7 +94,7 @@ impl Switch {
         let now = self.shared.now_ms();
         let (mut ok, mut skipped) = (0, 0);
         for c in &conns {
-            let flow = st.networks.get(c.network()).and_then(|n| c.to_flow(n.id));
+            let flow = st.networks().get(c.network()).and_then(|n| c.to_flow(n.id));
             match flow.map(|f| self.shared.ct.import(&f, now)) {
                 Some(Ok(true)) => ok += 1,
                 _ => skipped += 1,
@@ -171,14 +171,14 @@ impl Switch {
         self.restoring.store(false, Ordering::Release);
         let st = self.read();
         let pending = st
-            .networks
+            .networks()
             .values()
             .flat_map(|n| n.endpoints.iter())
             .filter(|e| !e.is_up())
             .count();
         log::info!(
             "restore done: {} network(s), {} endpoint(s) ({pending} pending)",
-            st.networks.len(),
+            st.networks().len(),
             p.endpoints.len()
         );
     }
@@ -234,7 +234,7 @@ impl Switch {
                 }
             }
         }
-        self.sync(&st);
+        self.sync(&mut st);
         let mut namespaces = std::collections::BTreeSet::new();
         for (info, port) in ports {
             if let Err(e) = self.register(&port) {

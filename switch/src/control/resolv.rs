@@ -5,7 +5,6 @@
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use super::persist::write_atomic;
 use super::state::{Net, State};
 
 /// The first usable IPv4 nameserver of the daemon's /etc/resolv.conf (loopback stubs such as
@@ -26,7 +25,7 @@ pub(super) fn write_resolv_conf(st: &State, netns: &str) {
     let file = dir.join("resolv.conf");
     let saved = dir.join("resolv.conf.vswitchd-orig");
     let mut nets: Vec<&Net> = st
-        .networks
+        .networks()
         .values()
         .filter(|n| n.endpoint_ip(netns).is_some())
         .collect();
@@ -49,11 +48,29 @@ pub(super) fn write_resolv_conf(st: &State, netns: &str) {
         for n in nets {
             text.push_str(&format!("nameserver {}\n", n.gateway));
         }
-        write_atomic(&file, text.as_bytes())
+        if std::fs::read(&file).is_ok_and(|old| old == text.as_bytes()) {
+            return Ok(()); // a restart with the files of the previous run (--live-restore)
+        }
+        write_replace(&file, text.as_bytes())
     })();
     if let Err(e) = result {
         log::warn!("updating {} failed: {e}", file.display());
     }
+}
+
+/// Replace `file` with `data` at once (readers see the old file or the new one, never half of
+/// one), not durably: no fsync, since these files are derived from the state and every restore
+/// writes them again (two fsyncs per namespace were most of the time a restart with 1000
+/// endpoints spent on them).
+fn write_replace(file: &Path, data: &[u8]) -> std::io::Result<()> {
+    let mut tmp = file.as_os_str().to_owned();
+    tmp.push(".vswitchd-tmp");
+    let tmp = PathBuf::from(tmp);
+    let written = std::fs::write(&tmp, data).and_then(|()| std::fs::rename(&tmp, file));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// Whether `file` is one vswitchd wrote.

@@ -7,58 +7,38 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use super::state::State;
+use super::state::{Net, State};
 use super::Switch;
 use crate::datapath::{Config, NetRt, Published, UplinkRt};
 use crate::fdb::PortId;
 use crate::port::Port;
 
 /// The snapshot the workers need for state `st`: networks with their ports, tables, links and
-/// DNS names; every port by id; VNIs; published ports; the uplink.
-pub(super) fn build(st: &State) -> Config {
+/// DNS names; every port by id; VNIs; published ports; the uplink. A network's [`NetRt`] is
+/// built again only when it (or a network linked to it) changed since the last build
+/// ([`Net::rt`]); the others are shared with the previous snapshot.
+pub(super) fn build(st: &mut State) -> Config {
+    st.refresh_snapshots(net_rt);
+    let st = &*st;
     let mut cfg = Config::default();
-    for n in st.networks.values() {
-        // Pending endpoints have no device: the datapath does not see them.
-        let ports: Vec<Arc<Port>> = n
-            .endpoints
-            .iter()
-            .filter(|e| e.is_up())
-            .map(|e| e.port.clone())
-            .collect();
-        for p in &ports {
+    cfg.networks.reserve(st.networks().len());
+    for n in st.networks().values() {
+        #[cfg(debug_assertions)]
+        if let Some(kept) = &n.rt {
+            check_same(kept, &net_rt(st, n), &n.name);
+        }
+        let net = n.rt.clone().unwrap_or_else(|| Arc::new(net_rt(st, n)));
+        for p in &net.ports {
             cfg.ports.insert(p.id, p.clone());
         }
-        let linked = || n.links.iter().filter_map(|l| st.networks.get(l));
-        cfg.networks.insert(
-            n.id,
-            Arc::new(NetRt {
-                id: n.id,
-                subnet: n.subnet,
-                gateway_ip: n.gateway,
-                gateway_mac: n.gateway_mac,
-                ports,
-                fdb: n.fdb.clone(),
-                neigh: n.neigh.clone(),
-                taps: n.taps.clone(),
-                internal: n.internal,
-                icc: n.icc,
-                links: linked().map(|l| l.id).collect(),
-                mtu: n.mtu,
-                dns: n.names().chain(linked().flat_map(|l| l.names())).collect(),
-                vni: n.vni,
-                peers: n.peers.iter().copied().collect(),
-                remote: n.vni.map(|_| n.remote.clone()),
-                vtep: n.vni.and_then(|_| st.vteps.get(&n.vxlan_port).cloned()),
-                probes: n.probes.clone(),
-            }),
-        );
+        cfg.networks.insert(n.id, net);
         if let Some(vni) = n.vni {
             cfg.vnis.insert((n.vxlan_port, vni), n.id);
         }
     }
     // A namespace's addresses on its other networks (see `Config::own_addrs`).
     let mut by_netns: FxHashMap<&str, Vec<(PortId, Ipv4Addr)>> = FxHashMap::default();
-    for n in st.networks.values() {
+    for n in st.networks().values() {
         for e in n.endpoints.iter().filter(|e| e.is_up()) {
             by_netns
                 .entry(e.netns.as_str())
@@ -72,11 +52,11 @@ pub(super) fn build(st: &State) -> Config {
             cfg.own_addrs.insert(id, others);
         }
     }
-    for v in st.vteps.values() {
+    for v in st.vteps().values() {
         cfg.ports.insert(v.id, v.clone());
     }
     for p in &st.published {
-        let Some(n) = st.networks.get(&p.network) else {
+        let Some(n) = st.networks().get(&p.network) else {
             continue;
         };
         let Some(to_ip) = n.live_endpoint_ip(&p.netns) else {
@@ -117,9 +97,75 @@ pub(super) fn build(st: &State) -> Config {
     cfg
 }
 
+/// Network `n`'s snapshot.
+fn net_rt(st: &State, n: &Net) -> NetRt {
+    // Pending endpoints have no device: the datapath does not see them.
+    let ports: Vec<Arc<Port>> = n
+        .endpoints
+        .iter()
+        .filter(|e| e.is_up())
+        .map(|e| e.port.clone())
+        .collect();
+    let linked = || n.links.iter().filter_map(|l| st.networks().get(l));
+    NetRt {
+        id: n.id,
+        subnet: n.subnet,
+        gateway_ip: n.gateway,
+        gateway_mac: n.gateway_mac,
+        ports,
+        fdb: n.fdb.clone(),
+        neigh: n.neigh.clone(),
+        taps: n.taps.clone(),
+        internal: n.internal,
+        icc: n.icc,
+        links: linked().map(|l| l.id).collect(),
+        mtu: n.mtu,
+        dns: n.names().chain(linked().flat_map(|l| l.names())).collect(),
+        vni: n.vni,
+        peers: n.peers.iter().copied().collect(),
+        remote: n.vni.map(|_| n.remote.clone()),
+        vtep: n.vni.and_then(|_| st.vteps().get(&n.vxlan_port).cloned()),
+        probes: n.probes.clone(),
+    }
+}
+
+/// Debug builds (the tests) check every snapshot kept from an earlier build against one built
+/// afresh: a change that did not mark its network changed is caught where it happens.
+#[cfg(debug_assertions)]
+fn check_same(kept: &NetRt, fresh: &NetRt, name: &str) {
+    let ptr = |p: &Option<Arc<Port>>| p.as_ref().map(Arc::as_ptr);
+    let same = kept.id == fresh.id
+        && kept.subnet == fresh.subnet
+        && kept.gateway_ip == fresh.gateway_ip
+        && kept.gateway_mac == fresh.gateway_mac
+        && kept.ports.len() == fresh.ports.len()
+        && kept
+            .ports
+            .iter()
+            .zip(&fresh.ports)
+            .all(|(a, b)| Arc::ptr_eq(a, b))
+        && Arc::ptr_eq(&kept.fdb, &fresh.fdb)
+        && Arc::ptr_eq(&kept.neigh, &fresh.neigh)
+        && Arc::ptr_eq(&kept.taps, &fresh.taps)
+        && kept.internal == fresh.internal
+        && kept.icc == fresh.icc
+        && kept.links == fresh.links
+        && kept.mtu == fresh.mtu
+        && kept.dns == fresh.dns
+        && kept.vni == fresh.vni
+        && kept.peers == fresh.peers
+        && kept.remote.as_ref().map(Arc::as_ptr) == fresh.remote.as_ref().map(Arc::as_ptr)
+        && ptr(&kept.vtep) == ptr(&fresh.vtep)
+        && Arc::ptr_eq(&kept.probes, &fresh.probes);
+    assert!(
+        same,
+        "the datapath snapshot of network {name} is stale: a change did not mark it changed"
+    );
+}
+
 impl Switch {
     /// Build and swap in a new datapath snapshot from the control state.
-    pub(super) fn sync(&self, st: &State) {
+    pub(super) fn sync(&self, st: &mut State) {
         self.shared.config.store(Arc::new(build(st)));
     }
 }
@@ -146,7 +192,7 @@ mod test {
             network: Some("b".into()),
         })
         .unwrap();
-        let cfg = build(&st);
+        let cfg = build(&mut st);
         let (a, b) = (st.net("a").unwrap(), st.net("b").unwrap());
         assert_eq!(cfg.networks.len(), 3);
         assert_eq!(cfg.ports.len(), 3, "three endpoints, no VTEP, no uplink");
@@ -175,5 +221,52 @@ mod test {
         assert!(cfg.networks[&ov.id].remote.is_some());
         assert!(cfg.networks[&ov.id].vtep.is_none());
         assert!(cfg.uplink.is_none());
+    }
+
+    #[test]
+    fn a_change_builds_again_only_the_networks_it_touched() {
+        let mut st = State::new();
+        for (name, subnet) in [
+            ("a", "10.1.0.0/24"),
+            ("b", "10.2.0.0/24"),
+            ("c", "10.3.0.0/24"),
+        ] {
+            network(&mut st, name, subnet, None);
+        }
+        st.link("a", "b", true).unwrap();
+        let id = |st: &State, n: &str| st.net(n).unwrap().id;
+        let (a, b, c) = (id(&st, "a"), id(&st, "b"), id(&st, "c"));
+        let first = build(&mut st);
+        // An endpoint on `a`: `a` and the network linked to it (its DNS names) are new; `c` is
+        // the same snapshot as before.
+        let web = endpoint(&mut st, "web", "a");
+        let second = build(&mut st);
+        assert!(!Arc::ptr_eq(&first.networks[&a], &second.networks[&a]));
+        assert!(!Arc::ptr_eq(&first.networks[&b], &second.networks[&b]));
+        assert!(Arc::ptr_eq(&first.networks[&c], &second.networks[&c]));
+        assert!(second.networks[&b].dns.contains_key("web"));
+        // Nothing changed: nothing is built.
+        let third = build(&mut st);
+        for n in [a, b, c] {
+            assert!(Arc::ptr_eq(&second.networks[&n], &third.networks[&n]));
+        }
+        // A detached endpoint's port is held by no snapshot the state keeps (its TAP closes
+        // when the last snapshot the workers hold goes).
+        drop(st.take_endpoint("web", "a").unwrap());
+        drop((first, second, third));
+        assert_eq!(
+            Arc::strong_count(&web),
+            1,
+            "the state holds no snapshot of a stale network"
+        );
+        let third = build(&mut st);
+        assert!(!third.networks[&b].dns.contains_key("web"));
+        // A removed network leaves the snapshot and its links.
+        st.link("a", "b", false).unwrap();
+        st.remove_network("b").unwrap();
+        let fourth = build(&mut st);
+        assert_eq!(fourth.networks.len(), 2);
+        assert!(fourth.networks[&a].links.is_empty());
+        assert!(Arc::ptr_eq(&third.networks[&c], &fourth.networks[&c]));
     }
 }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::journal::Record;
 use super::{AfterUnlock, Options, Undo};
 use crate::capture::Taps;
-use crate::datapath::NeighTable;
+use crate::datapath::{NeighTable, NetRt};
 use crate::error::{check_name, Error};
 use crate::fdb::{Fdb, PortId};
 use crate::ipam::{parse_ipv4, Ipv4Cidr, Pool};
@@ -67,6 +67,9 @@ pub(super) struct Net {
     pub(super) vxlan_port: u16,
     pub(super) remote: Arc<RemoteFdb>,
     pub(super) probes: Arc<NeighCache>,
+    /// The datapath's snapshot of this network as last built; `None` once it changed (see
+    /// [`RtCache`]).
+    pub(super) rt: Option<Arc<NetRt>>,
 }
 
 /// A `network create` request, checked against the state: what the new network will be.
@@ -97,6 +100,7 @@ impl Net {
             endpoints: Vec::new(),
             links: BTreeSet::new(),
             probes: Arc::new(NeighCache::new(0)),
+            rt: None,
             remote: Arc::new(RemoteFdb::new(aging_ms, opts.fdb_limit)),
             name: plan.name,
             subnet: plan.subnet,
@@ -314,17 +318,34 @@ impl PublishState {
     }
 }
 
+/// Networks changed since the datapath's snapshots were last built. Each network keeps its
+/// snapshot ([`Net::rt`]) from one change to the next, so that a change builds only the networks
+/// it touched and the networks linked to them (whose DNS names and links include theirs): the
+/// cost of a change does not grow with the number of networks. A change drops the changed
+/// network's snapshot at once (so a removed port is not kept open by it); the linked networks'
+/// snapshots, which hold no port of it, are dropped at the next build.
+#[derive(Default)]
+pub(super) struct RtCache {
+    dirty: BTreeSet<String>,
+}
+
 /// What the control lock guards.
 #[derive(Default)]
 pub(super) struct State {
-    pub(super) networks: BTreeMap<String, Net>,
+    /// Read with [`State::networks`]; changed only through [`State::net_mut`] and the methods
+    /// here, which note the change for the next datapath snapshot (see [`RtCache`]).
+    networks: BTreeMap<String, Net>,
+    /// The datapath's per-network snapshots, kept between changes.
+    pub(super) rt: RtCache,
     pub(super) next_net: NetId,
     pub(super) next_port: PortId,
     pub(super) shutting_down: bool,
     pub(super) uplink: Option<UplinkState>,
     pub(super) published: Vec<PublishState>,
     /// VTEP ports by UDP port (one socket pair serves every VNI on that port).
-    pub(super) vteps: BTreeMap<u16, Arc<Port>>,
+    /// Read with [`State::vteps`]; changed with [`State::add_vtep`] and [`State::remove_vtep`],
+    /// which drop every network's datapath snapshot.
+    vteps: BTreeMap<u16, Arc<Port>>,
     /// What the verb holding the lock leaves for after it is released.
     pub(super) after_unlock: Vec<AfterUnlock>,
     /// The change the verb holding the lock made, to be saved before it is answered.
@@ -378,10 +399,79 @@ impl State {
             .ok_or_else(|| Error::NetworkNotFound(name.to_string()))
     }
 
-    pub(super) fn net_mut(&mut self, name: &str) -> Result<&mut Net, Error> {
+    /// Every network by name.
+    pub(super) fn networks(&self) -> &BTreeMap<String, Net> {
+        &self.networks
+    }
+
+    /// Give every network whose snapshot is stale (changed, or linked to one that changed since
+    /// the last call) a new one made by `build`.
+    pub(super) fn refresh_snapshots(&mut self, build: impl Fn(&State, &Net) -> NetRt) {
+        let RtCache { dirty } = std::mem::take(&mut self.rt);
+        for name in &dirty {
+            let links = match self.networks.get(name) {
+                Some(n) => n.links.iter().cloned().collect(),
+                None => Vec::new(),
+            };
+            for l in links {
+                if let Some(n) = self.networks.get_mut(&l) {
+                    n.rt = None;
+                }
+            }
+        }
+        let fresh: Vec<(String, NetRt)> = self
+            .networks
+            .values()
+            .filter(|n| n.rt.is_none())
+            .map(|n| (n.name.clone(), build(self, n)))
+            .collect();
+        for (name, rt) in fresh {
+            if let Some(n) = self.networks.get_mut(&name) {
+                n.rt = Some(Arc::new(rt));
+            }
+        }
+    }
+
+    /// Drop every network's snapshot (they hold the ports and VTEPs a change may release).
+    fn drop_snapshots(&mut self) {
+        self.networks.values_mut().for_each(|n| n.rt = None);
+    }
+
+    /// Take every endpoint off its network (the daemon is stopping).
+    pub(super) fn take_all_endpoints(&mut self) -> Vec<Endpoint> {
+        self.drop_snapshots();
         self.networks
+            .values_mut()
+            .flat_map(|net| net.endpoints.drain(..))
+            .collect()
+    }
+
+    /// The VTEP ports by UDP port.
+    pub(super) fn vteps(&self) -> &BTreeMap<u16, Arc<Port>> {
+        &self.vteps
+    }
+
+    /// Open VTEP `p` on UDP port `port` (the overlay networks on that port send through it).
+    pub(super) fn add_vtep(&mut self, port: u16, p: Arc<Port>) {
+        self.vteps.insert(port, p);
+        self.drop_snapshots();
+    }
+
+    /// Close the VTEP on UDP port `port`.
+    pub(super) fn remove_vtep(&mut self, port: u16) -> Option<Arc<Port>> {
+        self.drop_snapshots();
+        self.vteps.remove(&port)
+    }
+
+    /// The network named `name`, to change: marked changed for the next datapath snapshot.
+    pub(super) fn net_mut(&mut self, name: &str) -> Result<&mut Net, Error> {
+        let net = self
+            .networks
             .get_mut(name)
-            .ok_or_else(|| Error::NetworkNotFound(name.to_string()))
+            .ok_or_else(|| Error::NetworkNotFound(name.to_string()))?;
+        net.rt = None;
+        self.rt.dirty.insert(name.to_string());
+        Ok(net)
     }
 
     /// Network names by id (for tables that hold ids).
@@ -475,6 +565,7 @@ impl State {
         self.next_net += 1;
         let net = Net::new(id, plan, opts);
         let info = net.info(&self.published);
+        self.rt.dirty.insert(net.name.clone());
         self.networks.insert(net.name.clone(), net);
         info
     }
@@ -483,8 +574,11 @@ impl State {
     pub(super) fn remove_network(&mut self, name: &str) -> Result<(), Error> {
         self.check_removable(name)?;
         self.networks.remove(name);
+        self.rt.dirty.insert(name.to_string());
         for n in self.networks.values_mut() {
-            n.links.remove(name);
+            if n.links.remove(name) {
+                n.rt = None;
+            }
         }
         Ok(())
     }
@@ -527,6 +621,8 @@ impl State {
             .networks
             .get_mut(network)
             .ok_or_else(|| Error::NetworkNotFound(network.to_string()))?;
+        net.rt = None;
+        self.rt.dirty.insert(network.to_string());
         if net.vni.is_none() {
             return Err(Error::NotOverlay(network.to_string()));
         }
@@ -628,7 +724,7 @@ impl State {
     /// Forget what the network knew of a removed endpoint: its FDB entries, its ARP entry, its
     /// address and its published ports.
     pub(super) fn forget_endpoint(&mut self, network: &str, ep: &Endpoint) {
-        if let Some(net) = self.networks.get_mut(network) {
+        if let Ok(net) = self.net_mut(network) {
             net.fdb.flush_port(ep.port.id);
             net.neigh.remove_if(&ep.port.ip, |_, m| *m == ep.port.mac);
             net.pool.release(ep.port.ip);

@@ -17,7 +17,7 @@ impl Switch {
     /// `network ls`.
     pub fn networks(&self) -> Vec<NetworkInfo> {
         let st = self.read();
-        st.networks
+        st.networks()
             .values()
             .map(|n| n.info(&st.published))
             .collect()
@@ -40,7 +40,7 @@ impl Switch {
         let guard = self.read();
         let st: &State = &guard;
         let mut v: Vec<PortInfo> = st
-            .networks
+            .networks()
             .values()
             .flat_map(|n| {
                 n.endpoints.iter().map(move |e| PortInfo {
@@ -65,7 +65,7 @@ impl Switch {
             })
             .collect();
         v.sort_by_key(|p| p.name[1..].parse::<u32>().unwrap_or(0));
-        for vt in st.vteps.values() {
+        for vt in st.vteps().values() {
             v.push(PortInfo {
                 name: vt.name.clone(),
                 kind: "vxlan".into(),
@@ -107,7 +107,7 @@ impl Switch {
         let now = self.shared.now_ms();
         let mut out = Vec::new();
         for n in st
-            .networks
+            .networks()
             .values()
             .filter(|n| network.is_none_or(|f| f == n.name))
         {
@@ -167,7 +167,7 @@ impl Switch {
         }
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let endpoint = st
-            .networks
+            .networks()
             .values()
             .flat_map(|n| n.endpoints.iter())
             .find(|e| {
@@ -179,7 +179,7 @@ impl Switch {
         if let Some(e) = endpoint {
             return Ok(Session::start(id, vec![(e.port.taps.clone(), true, true)]));
         }
-        if let Some(n) = st.networks.get(target) {
+        if let Some(n) = st.networks().get(target) {
             // Every frame entering the network from a port or from a peer VTEP (the network's
             // own taps, Rx), plus what the switch itself sends into it (Tx).
             let mut taps: Vec<_> = n

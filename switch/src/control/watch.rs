@@ -57,7 +57,7 @@ impl Switch {
                     .filter(|u| !matches!(u.port.dev, Device::Sink(_)) || u.down.is_some())
                     .map(|u| (u.req.iface.clone(), u.ifindex, u.down.is_some())),
             };
-            for n in st.networks.values() {
+            for n in st.networks().values() {
                 for e in &n.endpoints {
                     match (&e.pending, e.netns_id) {
                         (Some(_), _) => look.pending.push((e.netns.clone(), n.name.clone())),
