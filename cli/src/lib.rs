@@ -74,6 +74,8 @@ pub mod routes {
     /// `GET` the daemon's status ([`crate::StatusInfo`]): restoring or not, the API's
     /// connections.
     pub const STATUS: &str = "/v1/status";
+    /// GET: cluster mode's connection, revision and nodes.
+    pub const CLUSTER: &str = "/v1/cluster";
     /// `GET` a pcap stream: `?target=T[&count=N][&timeout=SECONDS]`.
     pub const CAPTURE: &str = "/v1/capture";
     /// `POST` link ([`switch::model::LinkRequest`]): `/v1/networks/{name}/links`.

@@ -257,6 +257,10 @@ async fn unlink(
         .map(|()| StatusCode::NO_CONTENT)
 }
 
+async fn cluster_status(State(sw): State<Sw>) -> ApiResult<ClusterInfo> {
+    sw.cluster_info().map(Json).map_err(ApiError)
+}
+
 async fn uplink_show(State(sw): State<Sw>) -> ApiResult<UplinkInfo> {
     sw.uplink().map(Json).map_err(ApiError)
 }
@@ -536,6 +540,7 @@ fn app(sw: Arc<Switch>, conns: Arc<Connections>, progress: Progress) -> Router {
         .route(routes::PEER, delete(peer_rm))
         .route(routes::STATS, get(stats))
         .route(routes::STATUS, get(status))
+        .route(routes::CLUSTER, get(cluster_status))
         .route(routes::CAPTURE, get(capture))
         .route(routes::LINKS, axum::routing::post(link))
         .route(routes::LINK, delete(unlink))

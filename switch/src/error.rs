@@ -102,6 +102,28 @@ pub enum Error {
         /// The network.
         network: String,
     },
+    /// Cluster mode: another node (or namespace) holds the address.
+    #[error("address {ip} in network '{network}' is held by {holder}")]
+    AddressHeld {
+        /// The address.
+        ip: Ipv4Addr,
+        /// The network.
+        network: String,
+        /// `NODE/NETNS` holding it.
+        holder: String,
+    },
+    /// `--overlay` without `--vni` outside cluster mode.
+    #[error(
+        "network '{0}': --overlay without --vni needs cluster mode (vswitchd --cluster ...), \
+         where the cluster allocates the VNI; give --vni"
+    )]
+    OverlayNeedsVni(String),
+    /// A cluster verb on a daemon not in cluster mode.
+    #[error("vswitchd is not in cluster mode (start it with --cluster etcd://HOST:PORT)")]
+    NotClustered,
+    /// Cluster mode: etcd refused or could not be reached.
+    #[error("cluster: {0}")]
+    Cluster(String),
     /// The MAC is taken in the network.
     #[error("MAC address {mac} is already in use in network '{network}'")]
     MacInUse {
@@ -241,12 +263,14 @@ impl Error {
             | Error::NotPublished { .. }
             | Error::NoEndpoint(_)
             | Error::NotLinked(..)
-            | Error::NotAPeer { .. } => 404,
+            | Error::NotAPeer { .. }
+            | Error::NotClustered => 404,
             Error::NetworkExists(_)
             | Error::SubnetOverlap { .. }
             | Error::NetworkInUse { .. }
             | Error::AlreadyAttached { .. }
             | Error::AddressInUse { .. }
+            | Error::AddressHeld { .. }
             | Error::MacInUse { .. }
             | Error::IfnameInUse { .. }
             | Error::UplinkOverlap { .. }
@@ -254,7 +278,7 @@ impl Error {
             | Error::NoFreePort
             | Error::VniInUse { .. } => 409,
             Error::Device { .. } => 500,
-            Error::ShuttingDown | Error::Restoring { .. } => 503,
+            Error::ShuttingDown | Error::Restoring { .. } | Error::Cluster(_) => 503,
             Error::Save { .. } => 507,
             _ => 400,
         }

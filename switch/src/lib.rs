@@ -17,6 +17,7 @@
 //! - [`sys`]: the only module with `unsafe` (TAP ioctls, setns, netlink, epoll).
 
 pub mod capture;
+pub mod cluster;
 pub mod control;
 pub mod counters;
 pub mod datapath;

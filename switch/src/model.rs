@@ -36,6 +36,9 @@ pub struct NetworkCreate {
     /// VXLAN UDP port (default 4789).
     #[serde(default)]
     pub vxlan_port: Option<u16>,
+    /// An overlay network whose VNI the cluster allocates (cluster mode; without `vni`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub overlay: bool,
 }
 
 impl NetworkCreate {
@@ -51,6 +54,7 @@ impl NetworkCreate {
             vni: None,
             peers: vec![],
             vxlan_port: None,
+            overlay: false,
         }
     }
 }
@@ -387,4 +391,53 @@ pub struct StatsInfo {
 pub struct ErrorBody {
     /// One line naming what was wrong.
     pub error: String,
+}
+
+/// Cluster mode as `vswitchctl cluster status` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClusterInfo {
+    /// This node's name.
+    pub node: String,
+    /// This node's VTEP address.
+    pub vtep: String,
+    /// The etcd client URLs.
+    pub etcd: Vec<String>,
+    /// Whether the last call to etcd succeeded.
+    pub connected: bool,
+    /// The last failure, while not connected.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The etcd revision this node's view is as of.
+    pub revision: i64,
+    /// This node's lease (hex; empty while it has none).
+    pub lease: String,
+    /// The lease TTL in seconds.
+    pub ttl: u64,
+    /// Keys under the cluster's prefix that could not be read (logged and skipped).
+    pub skipped: u64,
+    /// Cluster networks.
+    pub networks: usize,
+    /// Endpoints in the directory (all nodes).
+    pub endpoints: usize,
+    /// Every node seen since this daemon started.
+    pub nodes: Vec<ClusterNode>,
+}
+
+/// A node of the cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClusterNode {
+    /// Its name.
+    pub name: String,
+    /// Its VTEP address.
+    pub vtep: String,
+    /// Its VXLAN port.
+    pub port: u16,
+    /// `up` (its lease holds) or `down`.
+    pub state: String,
+    /// Endpoints it has in the directory.
+    pub endpoints: usize,
+    /// When it was last seen up (seconds since the epoch; now for a node that is up).
+    pub last_seen: u64,
+    /// Whether this is the node answering.
+    pub me: bool,
 }

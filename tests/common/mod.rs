@@ -1066,3 +1066,144 @@ pub fn kernel_vxlan_host(host: &Netns, vni: &str, local: &str, remote: &str, add
     host.exec_ok(&["ip", "addr", "add", addr, "dev", "vx0"]);
     host.exec_ok(&["ip", "link", "set", "vx0", "up"]);
 }
+
+/// A cluster of real etcd members (Debian's etcd-server), each a process in namespace `ns` on
+/// its own address there, with its own data directory; stopped and removed on drop.
+pub struct EtcdCluster {
+    ns: String,
+    addrs: Vec<String>,
+    dir: PathBuf,
+    members: Vec<Option<KillOnDrop>>,
+}
+
+impl EtcdCluster {
+    /// Start `n` members on `addrs` (addresses of namespace `ns`, already configured); waits
+    /// until every member answers.
+    pub fn start(ns: &Netns, addrs: &[&str]) -> EtcdCluster {
+        require(&["etcd", "etcdctl"]);
+        let dir = std::env::temp_dir().join(format!("vswitch-etcd-{}", unique()));
+        std::fs::create_dir_all(&dir).expect("etcd data dir");
+        let mut c = EtcdCluster {
+            ns: ns.name.clone(),
+            addrs: addrs.iter().map(|a| a.to_string()).collect(),
+            dir,
+            members: Vec::new(),
+        };
+        for i in 0..addrs.len() {
+            let m = c.spawn(i, "new");
+            c.members.push(Some(m));
+        }
+        for i in 0..addrs.len() {
+            c.wait_healthy(i);
+        }
+        c
+    }
+
+    fn spawn(&self, i: usize, state: &str) -> KillOnDrop {
+        let initial: Vec<String> = self
+            .addrs
+            .iter()
+            .enumerate()
+            .map(|(j, a)| format!("m{j}=http://{a}:2380"))
+            .collect();
+        let a = &self.addrs[i];
+        let log = std::fs::File::create(self.dir.join(format!("m{i}.log"))).expect("etcd log");
+        use std::os::unix::process::CommandExt;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "etcd"])
+            .args(["--name", &format!("m{i}")])
+            .arg("--data-dir")
+            .arg(self.dir.join(format!("m{i}.etcd")))
+            .args(["--listen-client-urls", &format!("http://{a}:2379")])
+            .args(["--advertise-client-urls", &format!("http://{a}:2379")])
+            .args(["--listen-peer-urls", &format!("http://{a}:2380")])
+            .args(["--initial-advertise-peer-urls", &format!("http://{a}:2380")])
+            .args(["--initial-cluster", &initial.join(",")])
+            .args(["--initial-cluster-state", state])
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn etcd");
+        KillOnDrop(Some(child))
+    }
+
+    /// `etcd://A:2379,B:2379,...` for `--cluster`.
+    pub fn url(&self) -> String {
+        let eps: Vec<String> = self.addrs.iter().map(|a| format!("{a}:2379")).collect();
+        format!("etcd://{}", eps.join(","))
+    }
+
+    /// Client endpoints for etcdctl.
+    pub fn endpoints(&self) -> String {
+        let eps: Vec<String> = self
+            .addrs
+            .iter()
+            .map(|a| format!("http://{a}:2379"))
+            .collect();
+        eps.join(",")
+    }
+
+    /// Run `etcdctl ARGS` against the cluster (from its namespace); stdout.
+    pub fn ctl(&self, args: &[&str]) -> String {
+        let eps = self.endpoints();
+        let mut a = vec![
+            "ip",
+            "netns",
+            "exec",
+            &self.ns,
+            "env",
+            "ETCDCTL_API=3",
+            "etcdctl",
+        ];
+        a.extend(["--endpoints", &eps, "--dial-timeout", "2s"]);
+        a.extend_from_slice(args);
+        run_ok(&a)
+    }
+
+    fn wait_healthy(&self, i: usize) {
+        let ep = format!("http://{}:2379", self.addrs[i]);
+        let ok = wait_until(20, || {
+            run(&[
+                "ip",
+                "netns",
+                "exec",
+                &self.ns,
+                "env",
+                "ETCDCTL_API=3",
+                "etcdctl",
+                "--endpoints",
+                &ep,
+                "--dial-timeout",
+                "1s",
+                "endpoint",
+                "health",
+            ])
+            .status
+            .success()
+        });
+        let log = std::fs::read_to_string(self.dir.join(format!("m{i}.log"))).unwrap_or_default();
+        assert!(ok, "etcd member m{i} not healthy within 20 s: {log}");
+    }
+
+    /// Stop member `i` (SIGKILL).
+    pub fn kill(&mut self, i: usize) {
+        self.members[i] = None;
+    }
+
+    /// Start member `i` again on its data directory.
+    pub fn restart(&mut self, i: usize) {
+        assert!(self.members[i].is_none(), "member m{i} is running");
+        let m = self.spawn(i, "existing");
+        self.members[i] = Some(m);
+        self.wait_healthy(i);
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        self.members.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

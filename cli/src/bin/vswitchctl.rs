@@ -125,6 +125,9 @@ enum Cmd {
     /// The uplink: a host interface through which networks reach the outside (with NAT).
     #[command(subcommand)]
     Uplink(UplinkCmd),
+    /// Cluster mode (vswitchd --cluster): the connection to etcd and the nodes.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
     /// Publish an endpoint's port on the uplink address (like `docker run -p`).
     ///
     /// SPEC is [IP:][HOSTPORT:]CTRPORT[/tcp|/udp]. Without HOSTPORT a free port >= 32768 is
@@ -194,6 +197,14 @@ enum FdbCmd {
         #[arg(long)]
         vtep: String,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCmd {
+    /// This node, the etcd endpoints, whether etcd answers, the revision seen, and the nodes.
+    Status,
+    /// The nodes: name, VTEP, state (up while its lease holds), endpoints, last seen.
+    Nodes,
 }
 
 #[derive(Subcommand, Debug)]
@@ -271,6 +282,10 @@ enum NetCmd {
         /// VXLAN UDP port (overlay networks) [default: 4789].
         #[arg(long = "port", value_name = "PORT")]
         vxlan_port: Option<u16>,
+        /// An overlay network whose VNI the cluster allocates (cluster mode: vswitchd
+        /// --cluster). With --cluster, every overlay network is created on every node.
+        #[arg(long, conflicts_with = "vni")]
+        overlay: bool,
     },
     /// Route between two networks through their gateways, without NAT.
     Link {
@@ -365,6 +380,17 @@ fn run(cli: Cli) -> Result<(), ClientError> {
     r
 }
 
+/// `secs` (seconds since the epoch) as "now" or "12 s ago".
+fn ago(secs: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    match now.saturating_sub(secs) {
+        0 | 1 => "now".to_string(),
+        d => format!("{d} s ago"),
+    }
+}
+
 fn command(c: &Client, json: bool, cmd: Cmd) -> Result<(), ClientError> {
     match cmd {
         Cmd::Network(NetCmd::Create {
@@ -377,6 +403,7 @@ fn command(c: &Client, json: bool, cmd: Cmd) -> Result<(), ClientError> {
             vni,
             peers,
             vxlan_port,
+            overlay,
         }) => {
             let req = NetworkCreate {
                 name,
@@ -388,6 +415,7 @@ fn command(c: &Client, json: bool, cmd: Cmd) -> Result<(), ClientError> {
                 vni,
                 peers,
                 vxlan_port,
+                overlay,
             };
             let n: NetworkInfo = c.call("POST", routes::NETWORKS, Some(&req))?;
             show(json, &n, |n| {
@@ -629,6 +657,57 @@ fn command(c: &Client, json: bool, cmd: Cmd) -> Result<(), ClientError> {
                     format!("{}s", e.age_secs),
                 ]
             })?;
+        }
+        Cmd::Cluster(cmd) => {
+            let s: ClusterInfo = c.call("GET", routes::CLUSTER, NONE)?;
+            let nodes = |s: &ClusterInfo| {
+                table(
+                    &["NODE", "VTEP", "STATE", "ENDPOINTS", "LAST SEEN"],
+                    &s.nodes,
+                    |n| {
+                        vec![
+                            if n.me {
+                                format!("{} (this node)", n.name)
+                            } else {
+                                n.name.clone()
+                            },
+                            format!("{}:{}", n.vtep, n.port),
+                            n.state.clone(),
+                            n.endpoints.to_string(),
+                            ago(n.last_seen),
+                        ]
+                    },
+                )
+            };
+            match cmd {
+                ClusterCmd::Nodes if json => return print_json(&s.nodes),
+                ClusterCmd::Nodes => print!("{}", nodes(&s)),
+                ClusterCmd::Status => show(json, &s, |s| {
+                    let conn = if s.connected {
+                        "connected".to_string()
+                    } else {
+                        format!(
+                            "NOT connected ({})",
+                            s.error.as_deref().unwrap_or("not yet contacted")
+                        )
+                    };
+                    format!(
+                        "node {} (VTEP {}), etcd {}: {conn}; revision {}, lease {} (TTL {} s); \
+                         {} cluster network(s), {} endpoint(s) in the directory, {} key(s) \
+                         skipped\n{}",
+                        s.node,
+                        s.vtep,
+                        s.etcd.join(","),
+                        s.revision,
+                        if s.lease.is_empty() { "none" } else { &s.lease },
+                        s.ttl,
+                        s.networks,
+                        s.endpoints,
+                        s.skipped,
+                        nodes(s).trim_end()
+                    )
+                })?,
+            }
         }
         Cmd::Status => {
             let s: StatusInfo = c.call("GET", routes::STATUS, NONE)?;

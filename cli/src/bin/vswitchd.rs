@@ -59,6 +59,27 @@ struct Args {
     /// [default: the kernel picks the source of the route to each peer].
     #[arg(long, value_name = "IP")]
     underlay_ip: Option<std::net::Ipv4Addr>,
+    /// Cluster mode: join the cluster whose state is in etcd at these client URLs
+    /// (`etcd://HOST:PORT[,HOST:PORT...]`, several members for failover). Overlay networks then
+    /// are cluster objects: created once, on every host; VNIs and addresses allocated
+    /// cluster-wide; peers, remote MACs and DNS names learned from the other nodes. Needs
+    /// --underlay-ip (where the other nodes send this node's VXLAN).
+    #[arg(long, value_name = "URLS")]
+    cluster: Option<String>,
+    /// This node's name in the cluster (unique) [default: the host name].
+    #[arg(long, value_name = "NAME", requires = "cluster")]
+    node: Option<String>,
+    /// Seconds a node may be silent before every other node drops it (its etcd lease's TTL).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(2..=3600), requires = "cluster")]
+    cluster_ttl: u64,
+    /// Key prefix of the cluster's state in etcd (several clusters can share one etcd).
+    #[arg(
+        long,
+        default_value = "/vswitch/",
+        value_name = "PREFIX",
+        requires = "cluster"
+    )]
+    cluster_prefix: String,
     /// Keep the endpoints' devices when vswitchd stops or crashes (persistent TAPs stay in
     /// their namespaces with their addresses), and take them back by name on the next start:
     /// traffic resumes as soon as the new daemon runs. Without it, stopping removes every
@@ -90,6 +111,37 @@ struct Args {
     /// room; when every connection is busy, a new one is refused at once with a one-line error.
     #[arg(long, default_value_t = 1024, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     api_max_connections: u64,
+}
+
+/// The cluster options, checked: a VTEP address is needed, the node name is one the keys can
+/// hold.
+fn cluster_options(args: &Args) -> Result<Option<switch::cluster::ClusterOptions>, String> {
+    let Some(urls) = &args.cluster else {
+        return Ok(None);
+    };
+    let vtep = args.underlay_ip.ok_or(
+        "--cluster needs --underlay-ip: the address the other nodes send this node's VXLAN to",
+    )?;
+    let node = match &args.node {
+        Some(n) => n.clone(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .map_err(|e| format!("--node not given and the host name is unreadable: {e}"))?,
+    };
+    switch::error::check_name("node", &node, 64).map_err(|e| e.to_string())?;
+    if !args.cluster_prefix.starts_with('/') {
+        return Err(format!(
+            "--cluster-prefix '{}' must start with '/'",
+            args.cluster_prefix
+        ));
+    }
+    Ok(Some(switch::cluster::ClusterOptions {
+        urls: urls.clone(),
+        node,
+        vtep,
+        ttl: Duration::from_secs(args.cluster_ttl),
+        prefix: args.cluster_prefix.clone(),
+    }))
 }
 
 fn main() -> ExitCode {
@@ -142,6 +194,7 @@ fn run(args: Args) -> Result<(), String> {
         .workers
         .map(usize::from)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let cluster = cluster_options(&args)?;
     std::fs::create_dir_all(&args.state_dir).map_err(|e| {
         format!(
             "create state directory {} failed: {e}",
@@ -181,6 +234,7 @@ fn run(args: Args) -> Result<(), String> {
             live_restore: args.live_restore,
             tap_queues: args.tap_queues.map_or(0, usize::from),
             poll: std::time::Duration::from_micros(u64::from(args.poll_us)),
+            cluster,
         };
         let sw = tokio::task::spawn_blocking(move || Switch::start(opts))
             .await

@@ -32,6 +32,12 @@ pub(super) enum AttachMode {
 impl Switch {
     /// `attach`: create a TAP endpoint for `req.netns` on `req.network`.
     pub fn attach(&self, req: &AttachRequest) -> Result<EndpointInfo, Error> {
+        if let Some(agent) = self.cluster() {
+            let vni = self.read().net(&req.network).ok().and_then(|n| n.vni);
+            if self.is_cluster_net(vni) {
+                return self.attach_cluster(agent, req);
+            }
+        }
         self.mutate(|st| self.attach_locked(st, req, AttachMode::Create))
     }
 
@@ -165,6 +171,13 @@ impl Switch {
     pub fn detach(&self, netns: &str, network: &str) -> Result<(), Error> {
         self.mutate(|st| {
             st.endpoint(netns, network)?;
+            // A cluster network's endpoint leaves the directory and gives its address back
+            // first: if etcd cannot be reached, nothing changes.
+            let vni = st.net(network)?.vni;
+            if let Some(agent) = self.cluster().filter(|_| self.is_cluster_net(vni)) {
+                let keys = self.cluster_endpoint_keys(agent, st, netns, network)?;
+                self.delete_cluster_keys(agent, &keys)?;
+            }
             st.journal.push(Record::Detach {
                 netns: netns.to_string(),
                 network: network.to_string(),

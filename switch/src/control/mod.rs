@@ -38,6 +38,7 @@ use crate::sys::epoll::Epoll;
 use nat::{Conntrack, Timeouts};
 use state::State;
 
+mod cluster;
 mod devices;
 mod endpoints;
 #[cfg(feature = "harness")]
@@ -100,6 +101,8 @@ pub(in crate::control) enum Undo {
     Publish(nat::Proto, u16),
     /// Put the previous uplink back (or none), with its sockets: its release is called off.
     Uplink(Option<Box<state::UplinkState>>),
+    /// Delete the keys written to etcd (cluster mode).
+    ClusterKeys(Vec<String>),
 }
 
 /// Daemon-wide settings.
@@ -128,6 +131,8 @@ pub struct Options {
     pub tap_queues: usize,
     /// How long a worker keeps polling its ports after the last frame before it sleeps.
     pub poll: Duration,
+    /// Cluster mode: how this node joins (`vswitchd --cluster`).
+    pub cluster: Option<crate::cluster::ClusterOptions>,
 }
 
 impl Default for Options {
@@ -144,6 +149,7 @@ impl Default for Options {
             live_restore: false,
             tap_queues: 0,
             poll: Duration::from_micros(50),
+            cluster: None,
         }
     }
 }
@@ -161,6 +167,8 @@ pub struct Switch {
     store: Mutex<Option<Store>>,
     /// The alias of this daemon's endpoint devices (see `devices::device_mark`).
     mark: String,
+    /// Cluster mode: this node's agent.
+    cluster: Option<Arc<crate::cluster::Agent>>,
     /// Restore is running: (endpoints done, endpoints in the state file).
     restoring: AtomicBool,
     restored: AtomicUsize,
@@ -200,7 +208,12 @@ impl Switch {
         let hk_counters = Arc::new(WorkerCounters::default());
         counters.push(hk_counters.clone());
         let mark = devices::device_mark(opts.state_dir.as_deref());
+        let cluster = match &opts.cluster {
+            Some(c) => Some(crate::cluster::Agent::new(c.clone()).map_err(Error::Cluster)?),
+            None => None,
+        };
         let sw = Arc::new(Switch {
+            cluster,
             opts,
             shared: shared.clone(),
             epolls,
@@ -258,6 +271,7 @@ impl Switch {
                 // Nothing to restore (a first start): changes are taken at once. Orphans of
                 // an earlier daemon whose state was lost still go, before the API answers.
                 sw.restore(loaded.state);
+                sw.join_cluster()?;
                 return Ok(sw);
             }
             sw.restoring.store(true, Ordering::Release);
@@ -269,7 +283,24 @@ impl Switch {
                 .spawn(move || bg.restore(loaded.state))
                 .map_err(Error::device("spawn restore thread"))?;
         }
+        sw.join_cluster()?;
         Ok(sw)
+    }
+
+    /// Cluster mode: start the agent's threads, once restore is under way (the views it hands
+    /// over are applied when restore is done, on the restored state).
+    fn join_cluster(self: &Arc<Self>) -> Result<(), Error> {
+        let Some(agent) = &self.cluster else {
+            return Ok(());
+        };
+        let me = Arc::downgrade(self);
+        agent
+            .start(Box::new(move |view| {
+                if let Some(sw) = me.upgrade() {
+                    sw.reconcile(view);
+                }
+            }))
+            .map_err(Error::device("spawn cluster threads"))
     }
 
     /// While the state file is being restored: (endpoints done, endpoints to restore). Reads
@@ -359,6 +390,12 @@ impl Switch {
                 Undo::Endpoint { netns, network } => {
                     self.remove_endpoint(st, &netns, &network).map(|_| ())
                 }
+                Undo::ClusterKeys(keys) => {
+                    if let Some(agent) = &self.cluster {
+                        cluster::undo_keys(agent, &keys);
+                    }
+                    Ok(())
+                }
                 Undo::Publish(proto, port) => {
                     st.published
                         .retain(|p| !(p.proto == proto && p.host_port == port));
@@ -416,6 +453,11 @@ impl Switch {
     /// Stop the workers and remove every device the daemon created. Persisted state is kept, so
     /// the next start recreates the endpoints.
     pub fn shutdown(&self) {
+        // First, without the lock (a view being applied waits for it): the other nodes drop
+        // this one now, not after its lease's TTL.
+        if let Some(agent) = &self.cluster {
+            agent.stop();
+        }
         let mut st = self.read();
         if st.shutting_down {
             return;

@@ -14,6 +14,12 @@ impl Switch {
     /// `network create`.
     pub fn create_network(&self, req: &NetworkCreate) -> Result<NetworkInfo, Error> {
         let underlay_mtu = underlay_mtu(req);
+        if let Some(agent) = self.cluster().filter(|_| req.vni.is_some() || req.overlay) {
+            return self.create_cluster_network(agent, req, underlay_mtu);
+        }
+        if req.overlay {
+            return Err(Error::OverlayNeedsVni(req.name.clone()));
+        }
         self.mutate(|st| self.create_network_locked(st, req, underlay_mtu))
     }
 
@@ -46,8 +52,19 @@ impl Switch {
     /// `network rm`: refused while endpoints are attached.
     pub fn remove_network(&self, name: &str) -> Result<(), Error> {
         self.mutate(|st| {
+            // A cluster network: gone from etcd first (refused while any node has endpoints,
+            // named NODE/NETNS).
+            let vni = st.net(name)?.vni;
+            let cluster = self.cluster().filter(|_| self.is_cluster_net(vni));
+            let keys = match cluster {
+                Some(agent) => self.check_cluster_removable(agent, st, name)?,
+                None => Vec::new(),
+            };
             // Saved first: its learned tables and VTEP cannot be given back.
             st.check_removable(name)?;
+            if let Some(agent) = cluster {
+                self.delete_cluster_keys(agent, &keys)?;
+            }
             st.journal.push(Record::NetworkRm {
                 name: name.to_string(),
             });

@@ -122,7 +122,7 @@ fn net_rt(st: &State, n: &Net) -> NetRt {
         mtu: n.mtu,
         dns: n.names().chain(linked().flat_map(|l| l.names())).collect(),
         vni: n.vni,
-        peers: n.peers.iter().copied().collect(),
+        peers: n.all_peers(),
         remote: n.vni.map(|_| n.remote.clone()),
         vtep: n.vni.and_then(|_| st.vteps().get(&n.vxlan_port).cloned()),
         probes: n.probes.clone(),

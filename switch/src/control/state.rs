@@ -70,6 +70,23 @@ pub(super) struct Net {
     /// The datapath's snapshot of this network as last built; `None` once it changed (see
     /// [`RtCache`]).
     pub(super) rt: Option<Arc<NetRt>>,
+    /// Cluster mode: the other live nodes' VTEPs (peers besides the static `peers`; not saved).
+    pub(super) member_peers: BTreeSet<Ipv4Addr>,
+    /// Cluster mode: endpoints on other live nodes, from the directory (not saved).
+    pub(super) remote_eps: BTreeMap<crate::cluster::EndpointKey, RemoteEndpoint>,
+    /// Cluster mode: the etcd revision that created this network, when this node created it
+    /// (0 otherwise): a view older than that does not know it yet (not saved).
+    pub(super) cluster_rev: i64,
+}
+
+/// An endpoint of a cluster network on another node, as this node installs it: a static remote
+/// MAC behind the node's VTEP, an ARP answer and DNS names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct RemoteEndpoint {
+    pub(super) ip: Ipv4Addr,
+    pub(super) mac: MacAddr,
+    pub(super) names: Vec<String>,
+    pub(super) vtep: Ipv4Addr,
 }
 
 /// A `network create` request, checked against the state: what the new network will be.
@@ -101,6 +118,9 @@ impl Net {
             links: BTreeSet::new(),
             probes: Arc::new(NeighCache::new(0)),
             rt: None,
+            member_peers: BTreeSet::new(),
+            remote_eps: BTreeMap::new(),
+            cluster_rev: 0,
             remote: Arc::new(RemoteFdb::new(aging_ms, opts.fdb_limit)),
             name: plan.name,
             subnet: plan.subnet,
@@ -125,7 +145,7 @@ impl Net {
             icc: self.icc,
             links: self.links.iter().cloned().collect(),
             vni: self.vni,
-            peers: self.peers.iter().copied().collect(),
+            peers: self.all_peers(),
             vxlan_port: self.vni.map(|_| self.vxlan_port),
             endpoints: self
                 .endpoints
@@ -167,6 +187,7 @@ impl Net {
             vni: self.vni,
             peers: self.peers.iter().map(|p| p.to_string()).collect(),
             vxlan_port: self.vni.map(|_| self.vxlan_port),
+            overlay: false,
         }
     }
 
@@ -202,11 +223,45 @@ impl Net {
 
     /// DNS names of this network's endpoints (namespace names and aliases, lower case).
     pub(super) fn names(&self) -> impl Iterator<Item = (String, Ipv4Addr)> + '_ {
-        self.endpoints.iter().filter(|e| e.is_up()).flat_map(|e| {
+        // Endpoints on other nodes first: a name here wins over the same name elsewhere.
+        let remote = self
+            .remote_eps
+            .values()
+            .flat_map(|r| r.names.iter().map(|n| (n.to_ascii_lowercase(), r.ip)));
+        remote.chain(self.endpoints.iter().filter(|e| e.is_up()).flat_map(|e| {
             std::iter::once(&e.netns)
                 .chain(e.aliases.iter())
                 .map(|n| (n.to_ascii_lowercase(), e.port.ip))
-        })
+        }))
+    }
+
+    /// Every peer VTEP: the static ones and, in cluster mode, the other live nodes'.
+    pub(super) fn all_peers(&self) -> Vec<Ipv4Addr> {
+        let mut v: Vec<Ipv4Addr> = self.peers.union(&self.member_peers).copied().collect();
+        v.dedup();
+        v
+    }
+
+    /// Addresses a new endpoint could get here, in order: the subnet's hosts that are not the
+    /// gateway and not taken on this host.
+    pub(super) fn free_addresses(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        let first = u32::from(self.subnet.network()) + 1;
+        let last = u32::from(self.subnet.broadcast()).saturating_sub(1);
+        (first..=last)
+            .map(Ipv4Addr::from)
+            .filter(move |ip| *ip != self.gateway && !self.pool.is_used(*ip))
+    }
+
+    /// Refuse address `ip` for a new endpoint of this network (outside the subnet, the
+    /// gateway, taken here) with the error a local attach would give.
+    pub(super) fn check_address(&self, ip: Ipv4Addr) -> Result<(), Error> {
+        if !self.pool.clone().take(ip)? {
+            return Err(Error::AddressInUse {
+                ip,
+                network: self.name.clone(),
+            });
+        }
+        Ok(())
     }
 
     /// Take the endpoint's address (the one asked for, or the next free one) and settle its MAC

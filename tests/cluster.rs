@@ -1,0 +1,383 @@
+//! Cluster mode on a real etcd: several vswitchd "hosts" (each in its own namespace on a shared
+//! underlay bridge), real etcd members on that bridge, endpoints in further namespaces.
+
+mod common;
+
+use common::*;
+use switch::model::{ClusterInfo, EndpointInfo, FdbEntryInfo, NetworkInfo};
+
+/// The etcd members' addresses on the underlay bridge.
+const ETCD: [&str; 3] = ["10.240.0.101", "10.240.0.102", "10.240.0.103"];
+/// Lease TTL the test daemons use (seconds).
+const TTL: u64 = 2;
+
+/// An underlay of `hosts` hosts with `members` etcd members on its bridge.
+fn lab(hosts: usize, members: usize) -> (Underlay, EtcdCluster) {
+    require(&["ip", "ping", "etcd", "etcdctl", "socat", "dig"]);
+    let u = Underlay::new(hosts);
+    for a in &ETCD[..members] {
+        u.bridge
+            .exec_ok(&["ip", "addr", "add", &format!("{a}/24"), "dev", "br0"]);
+    }
+    let etcd = EtcdCluster::start(&u.bridge, &ETCD[..members]);
+    (u, etcd)
+}
+
+/// vswitchd on host `i` (1-based) of `u`, in cluster mode.
+fn node(u: &Underlay, etcd: &EtcdCluster, i: usize, extra: &[&str]) -> Daemon {
+    let mut args = vec![
+        "--cluster".to_string(),
+        etcd.url(),
+        "--node".into(),
+        format!("h{i}"),
+        "--underlay-ip".into(),
+        Underlay::ip(i),
+        "--cluster-ttl".into(),
+        TTL.to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    Daemon::start_in(&u.hosts[i - 1], &a)
+}
+
+fn cluster(d: &Daemon) -> ClusterInfo {
+    d.ctl_json(&["cluster", "status"])
+}
+
+/// Wait until `d` sees `n` nodes up.
+fn wait_nodes_up(d: &Daemon, n: usize) {
+    let ok = wait_until(10, || {
+        cluster(d).nodes.iter().filter(|x| x.state == "up").count() == n
+    });
+    assert!(ok, "not {n} nodes up: {:?}\n{}", cluster(d), d.log());
+}
+
+fn network_on(d: &Daemon, name: &str) -> Option<NetworkInfo> {
+    let nets: Vec<NetworkInfo> = d.ctl_json(&["network", "ls"]);
+    nets.into_iter().find(|n| n.name == name)
+}
+
+fn remote_macs(d: &Daemon, network: &str) -> Vec<String> {
+    let fdb: Vec<FdbEntryInfo> = d.ctl_json(&["fdb", network]);
+    fdb.into_iter()
+        .filter(|e| e.vtep.is_some())
+        .map(|e| e.mac)
+        .collect()
+}
+
+#[test]
+fn a_network_created_once_spans_every_host_with_cluster_wide_addresses() {
+    let (u, mut etcd) = lab(4, 3);
+    let nodes: Vec<Daemon> = (1..=4).map(|i| node(&u, &etcd, i, &[])).collect();
+    for d in &nodes {
+        wait_nodes_up(d, 4);
+    }
+    // Created once, on host 1; the VNI comes from the cluster.
+    let created = nodes[0].ctl_ok(&[
+        "network",
+        "create",
+        "ov",
+        "--subnet",
+        "10.77.0.0/24",
+        "--overlay",
+    ]);
+    assert!(created.contains("network ov created"), "{created}");
+    for d in &nodes {
+        assert!(
+            wait_until(5, || network_on(d, "ov").is_some()),
+            "network ov not on a host: {}",
+            d.log()
+        );
+    }
+    let vni = network_on(&nodes[0], "ov")
+        .unwrap()
+        .vni
+        .expect("an overlay");
+    assert!(vni >= 4096, "allocated VNI {vni}");
+    for d in &nodes[1..] {
+        assert_eq!(network_on(d, "ov").unwrap().vni, Some(vni));
+    }
+    // 40 attaches at once, 10 per host: every address distinct.
+    let ns: Vec<Netns> = (0..40).map(|i| Netns::new(&format!("e{i}"))).collect();
+    let infos: Vec<(usize, EndpointInfo)> = std::thread::scope(|s| {
+        let handles: Vec<_> = ns
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let d = &nodes[i % 4];
+                s.spawn(move || (i % 4, attach(d, n, "ov")))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut ips: Vec<String> = infos.iter().map(|(_, e)| e.ip.to_string()).collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 40, "addresses handed out twice: {infos:?}");
+    // Every host knows every remote endpoint's MAC before any traffic (no flooding needed).
+    for (h, d) in nodes.iter().enumerate() {
+        let want: Vec<String> = infos
+            .iter()
+            .filter(|(on, _)| *on != h)
+            .map(|(_, e)| e.mac.clone())
+            .collect();
+        let ok = wait_until(5, || {
+            let have = remote_macs(d, "ov");
+            want.iter().all(|m| have.contains(m))
+        });
+        assert!(
+            ok,
+            "host h{} lacks remote MACs: {:?}",
+            h + 1,
+            remote_macs(d, "ov")
+        );
+    }
+    // Ping between every pair of hosts (the first endpoint of each).
+    let first: Vec<usize> = (0..4).collect(); // endpoint i lives on host i % 4
+    for &a in &first {
+        for &b in &first {
+            if a != b {
+                let to = infos[b].1.ip.to_string();
+                assert!(ns[a].ping(&to, 2), "h{} -> h{}: no ping", a + 1, b + 1);
+            }
+        }
+    }
+    // TCP and UDP across hosts; the names resolve at every host's gateway.
+    let _tcp = answer_server(&ns[1], "tcp", "0.0.0.0", 7000, "tcp-from-h2");
+    let _udp = answer_server(&ns[1], "udp", "0.0.0.0", 7001, "udp-from-h2");
+    let to = infos[1].1.ip.to_string();
+    assert_eq!(ask(&ns[0], "tcp", &to, 7000), "tcp-from-h2");
+    assert_eq!(ask(&ns[2], "udp", &to, 7001), "udp-from-h2");
+    let gw = network_on(&nodes[0], "ov").unwrap().gateway.to_string();
+    let name = ns[1].name.clone();
+    let a = dig(&ns[0], &[&format!("@{gw}"), &name, "+short"]);
+    assert_eq!(
+        a.trim(),
+        to,
+        "{name} at h1's gateway: {}",
+        dig(&ns[0], &[&format!("@{gw}"), &name])
+    );
+    // network rm is refused while any host has endpoints, naming them.
+    let (code, err) = nodes[3].ctl_err(&["network", "rm", "ov"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("h1/") && err.contains("h2/"), "{err}");
+    // One etcd member down: nothing noticeable.
+    etcd.kill(2);
+    let extra = Netns::new("x");
+    let e = attach(&nodes[2], &extra, "ov");
+    assert!(!ips.contains(&e.ip.to_string()), "{e:?}");
+    assert!(
+        ns[0].ping(&e.ip.to_string(), 2),
+        "to the endpoint attached with a member down"
+    );
+    etcd.restart(2);
+    // Detach gives the address back to the cluster.
+    nodes[2].ctl_ok(&["detach", &extra.name, "ov"]);
+    let listed = etcd.ctl(&["get", "--prefix", "--keys-only", "/vswitch/addrs/ov/"]);
+    assert!(!listed.contains(&e.ip.to_string()), "{listed}");
+}
+
+#[test]
+fn a_dead_node_is_dropped_and_etcd_outages_keep_traffic_flowing() {
+    let (u, mut etcd) = lab(3, 1);
+    let mut nodes: Vec<Daemon> = (1..=3)
+        .map(|i| node(&u, &etcd, i, &["--live-restore"]))
+        .collect();
+    for d in &nodes {
+        wait_nodes_up(d, 3);
+    }
+    nodes[0].ctl_ok(&[
+        "network",
+        "create",
+        "ov",
+        "--subnet",
+        "10.78.0.0/24",
+        "--vni",
+        "42",
+    ]);
+    let ns: Vec<Netns> = (0..3).map(|i| Netns::new(&format!("d{i}"))).collect();
+    for d in &nodes {
+        assert!(
+            wait_until(5, || network_on(d, "ov").is_some()),
+            "{}",
+            d.log()
+        );
+    }
+    let eps: Vec<EndpointInfo> = (0..3).map(|i| attach(&nodes[i], &ns[i], "ov")).collect();
+    assert!(ns[0].ping(&eps[2].ip.to_string(), 2));
+    // kill -9 host 3: the others drop it as a peer, and what was behind it, within TTL + 1 s.
+    nodes[2].kill9();
+    let t = std::time::Instant::now();
+    for d in &nodes[..2] {
+        let gone = wait_until(TTL + 2, || {
+            let info: NetworkInfo = d.ctl_json(&["network", "inspect", "ov"]);
+            !info.peers.contains(&Underlay::ip(3).parse().unwrap())
+                && !remote_macs(d, "ov").contains(&eps[2].mac)
+        });
+        assert!(gone, "h3 still a peer: {:?}", cluster(d));
+    }
+    let took = t.elapsed().as_secs_f64();
+    assert!(took <= (TTL + 1) as f64 + 0.5, "dropped after {took:.1} s");
+    let down = cluster(&nodes[0]);
+    assert!(
+        down.nodes
+            .iter()
+            .any(|n| n.name == "h3" && n.state == "down"),
+        "{down:?}"
+    );
+    // Restarted with --live-restore: it rejoins with its endpoint and address.
+    nodes[2].spawn(&[
+        "--cluster",
+        &etcd.url(),
+        "--node",
+        "h3",
+        "--underlay-ip",
+        &Underlay::ip(3),
+        "--cluster-ttl",
+        &TTL.to_string(),
+        "--live-restore",
+    ]);
+    wait_nodes_up(&nodes[0], 3);
+    assert!(
+        ns[0].ping(&eps[2].ip.to_string(), 3),
+        "h1 -> h3 after the restart: {}\n{}\nh3: {}\n{}\n{}",
+        nodes[2].log(),
+        nodes[0].ctl_ok(&["fdb", "ov"]),
+        nodes[2].ctl_ok(&["fdb", "ov"]),
+        nodes[2].ctl_ok(&["network", "inspect", "ov"]),
+        nodes[2].ctl_ok(&["stats"]),
+    );
+    // etcd gone: traffic keeps flowing, changes that need it fail with one line.
+    etcd.kill(0);
+    assert!(
+        ns[1].ping(&eps[0].ip.to_string(), 2),
+        "h2 -> h1 with etcd down"
+    );
+    let late = Netns::new("late");
+    let (code, err) = nodes[1].ctl_err(&["attach", &late.name, "ov"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cluster") && err.contains("etcd"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!cluster(&nodes[1]).connected);
+    // etcd back: the nodes resync and changes work again.
+    etcd.restart(0);
+    assert!(
+        wait_until(10, || cluster(&nodes[1]).connected),
+        "{:?}",
+        cluster(&nodes[1])
+    );
+    let e = attach(&nodes[1], &late, "ov");
+    assert!(
+        ns[0].ping(&e.ip.to_string(), 2),
+        "to an endpoint attached after the outage"
+    );
+}
+
+#[test]
+fn bad_cluster_input_is_refused_or_skipped_never_a_crash() {
+    let (u, etcd) = lab(1, 1);
+    // Garbage under the prefix (written with etcdctl before and after the node starts).
+    etcd.ctl(&["put", "/vswitch/nodes/evil", "not json"]);
+    etcd.ctl(&["put", "/vswitch/networks/x", "{\"name\":\"y\"}"]);
+    let d = node(&u, &etcd, 1, &[]);
+    etcd.ctl(&["put", "/vswitch/endpoints/ov/h9/n", "\u{1}\u{2}"]);
+    etcd.ctl(&["put", "/vswitch/what/is/this", "{}"]);
+    assert!(
+        wait_until(5, || cluster(&d).skipped >= 4),
+        "skipped: {:?}",
+        cluster(&d)
+    );
+    d.ctl_ok(&[
+        "network",
+        "create",
+        "ov",
+        "--subnet",
+        "10.79.0.0/24",
+        "--overlay",
+    ]);
+    let ns = Netns::new("b");
+    attach(&d, &ns, "ov");
+    // An --ip another node holds (written by hand) is refused, naming the holder.
+    etcd.ctl(&[
+        "put",
+        "/vswitch/addrs/ov/10.79.0.9",
+        "{\"node\":\"h7\",\"netns\":\"web\"}",
+    ]);
+    let other = Netns::new("c");
+    let (code, err) = d.ctl_err(&["attach", &other.name, "ov", "--ip", "10.79.0.9"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("held by h7/web"), "{err}");
+    // An unreachable --cluster address, and a server that is not etcd: the daemon runs, says
+    // why, and refuses cluster changes with one line.
+    let dead = Daemon::start_in(
+        &u.hosts[0],
+        &[
+            "--cluster",
+            "etcd://10.240.0.1:1",
+            "--node",
+            "lonely",
+            "--underlay-ip",
+            &Underlay::ip(1),
+        ],
+    );
+    let (code, err) = dead.ctl_err(&[
+        "network",
+        "create",
+        "o2",
+        "--subnet",
+        "10.80.0.0/24",
+        "--overlay",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("etcd unreachable") && err.contains("10.240.0.1:1"),
+        "{err}"
+    );
+    let _http = u.hosts[0].spawn(&[
+        "python3",
+        "-m",
+        "http.server",
+        "--bind",
+        "10.240.0.1",
+        "2390",
+    ]);
+    wait_listening(&u.hosts[0], "tcp", 2390);
+    let notetcd = Daemon::start_in(
+        &u.hosts[0],
+        &[
+            "--cluster",
+            "etcd://10.240.0.1:2390",
+            "--node",
+            "n2",
+            "--underlay-ip",
+            &Underlay::ip(1),
+        ],
+    );
+    let (code, err) = notetcd.ctl_err(&[
+        "network",
+        "create",
+        "o3",
+        "--subnet",
+        "10.81.0.0/24",
+        "--overlay",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("10.240.0.1:2390"), "{err}");
+    assert!(!cluster(&notetcd).connected);
+    // Nothing crashed.
+    for x in [&d, &dead, &notetcd] {
+        assert!(x.ctl(&["status"]).status.success(), "{}", x.log());
+    }
+    // Options: --cluster without --underlay-ip is refused at start.
+    let o = run(&[
+        env!("CARGO_BIN_EXE_vswitchd"),
+        "--cluster",
+        "etcd://127.0.0.1:1",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--underlay-ip"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
