@@ -179,13 +179,15 @@ fn a_network_created_once_spans_every_host_with_cluster_wide_addresses() {
 
 #[test]
 fn a_dead_node_is_dropped_and_etcd_outages_keep_traffic_flowing() {
-    let (u, mut etcd) = lab(3, 1);
+    // Hosts 1-3 run vswitchd; host 4 is a plain Linux VTEP (kernel vxlan), a static peer.
+    let (u, mut etcd) = lab(4, 1);
     let mut nodes: Vec<Daemon> = (1..=3)
         .map(|i| node(&u, &etcd, i, &["--live-restore"]))
         .collect();
     for d in &nodes {
         wait_nodes_up(d, 3);
     }
+    let kernel = Underlay::ip(4);
     nodes[0].ctl_ok(&[
         "network",
         "create",
@@ -194,6 +196,8 @@ fn a_dead_node_is_dropped_and_etcd_outages_keep_traffic_flowing() {
         "10.78.0.0/24",
         "--vni",
         "42",
+        "--peer",
+        &kernel,
     ]);
     let ns: Vec<Netns> = (0..3).map(|i| Netns::new(&format!("d{i}"))).collect();
     for d in &nodes {
@@ -205,6 +209,93 @@ fn a_dead_node_is_dropped_and_etcd_outages_keep_traffic_flowing() {
     }
     let eps: Vec<EndpointInfo> = (0..3).map(|i| attach(&nodes[i], &ns[i], "ov")).collect();
     assert!(ns[0].ping(&eps[2].ip.to_string(), 2));
+    // Inspect lists the other nodes' endpoints with their node.
+    let info: NetworkInfo = nodes[0].ctl_json(&["network", "inspect", "ov"]);
+    let mut remote: Vec<(String, String)> = info
+        .remote_endpoints
+        .iter()
+        .map(|r| (r.node.clone(), r.netns.clone()))
+        .collect();
+    remote.sort();
+    assert_eq!(
+        remote,
+        vec![
+            ("h2".to_string(), ns[1].name.clone()),
+            ("h3".to_string(), ns[2].name.clone())
+        ]
+    );
+    // The kernel host joins with head-end replication to every vswitch host.
+    let k = &u.hosts[3];
+    kernel_vxlan_host(k, "42", &kernel, &Underlay::ip(1), "10.78.0.200/24", 1450);
+    for i in [2, 3] {
+        k.exec_ok(&[
+            "bridge",
+            "fdb",
+            "append",
+            "00:00:00:00:00:00",
+            "dev",
+            "vx0",
+            "dst",
+            &Underlay::ip(i),
+        ]);
+    }
+    for e in &eps[..2] {
+        assert!(
+            wait_until(10, || k.ping(&e.ip.to_string(), 1)),
+            "kernel host -> {}",
+            e.ip
+        );
+    }
+    // A link made on one host routes on every host; unlinked on another, it is gone everywhere.
+    nodes[1].ctl_ok(&[
+        "network",
+        "create",
+        "ov2",
+        "--subnet",
+        "10.82.0.0/24",
+        "--overlay",
+    ]);
+    for d in &nodes {
+        assert!(
+            wait_until(5, || network_on(d, "ov2").is_some()),
+            "{}",
+            d.log()
+        );
+    }
+    nodes[0].ctl_ok(&["network", "link", "ov", "ov2"]);
+    let blue = Netns::new("blue");
+    let b = attach(&nodes[2], &blue, "ov2");
+    for d in &nodes {
+        assert!(
+            wait_until(5, || network_on(d, "ov").unwrap().links == ["ov2"]),
+            "{}",
+            d.log()
+        );
+    }
+    assert!(
+        wait_until(10, || ns[1].ping(&b.ip.to_string(), 1)),
+        "h2 (ov) -> h3 (ov2) through the link"
+    );
+    nodes[1].ctl_ok(&["network", "unlink", "ov2", "ov"]);
+    for d in &nodes {
+        assert!(
+            wait_until(5, || network_on(d, "ov").unwrap().links.is_empty()),
+            "{}",
+            d.log()
+        );
+    }
+    nodes[0].ctl_ok(&["network", "link", "ov", "ov2"]);
+    nodes[2].ctl_ok(&["detach", &blue.name, "ov2"]);
+    nodes[0].ctl_ok(&["network", "rm", "ov2"]);
+    for d in &nodes {
+        assert!(
+            wait_until(5, || network_on(d, "ov2").is_none()),
+            "{}",
+            d.log()
+        );
+    }
+    let left = etcd.ctl(&["get", "--prefix", "--keys-only", "/vswitch/links/"]);
+    assert!(left.trim().is_empty(), "links left behind: {left}");
     // kill -9 host 3: the others drop it as a peer, and what was behind it, within TTL + 1 s.
     nodes[2].kill9();
     let t = std::time::Instant::now();

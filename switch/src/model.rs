@@ -88,6 +88,26 @@ pub struct NetworkInfo {
     pub endpoints: Vec<EndpointInfo>,
     /// Ports published from endpoints of this network.
     pub published: Vec<PublishInfo>,
+    /// Cluster mode: the network's endpoints on the other live nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remote_endpoints: Vec<RemoteEndpointInfo>,
+}
+
+/// Cluster mode: an endpoint on another node, from the cluster's directory.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RemoteEndpointInfo {
+    /// The node it is on.
+    pub node: String,
+    /// Its namespace there.
+    pub netns: String,
+    /// Its address.
+    pub ip: Ipv4Addr,
+    /// Its MAC.
+    pub mac: String,
+    /// The names the gateways answer with its address.
+    pub names: Vec<String>,
+    /// The node's VTEP.
+    pub vtep: Ipv4Addr,
 }
 
 /// `POST /v1/networks/{name}/links`: route between two networks without NAT.

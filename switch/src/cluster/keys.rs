@@ -11,6 +11,7 @@
 //! | `vnis/VNI` | the network's name: one network per VNI | until `network rm` |
 //! | `addrs/NET/IP` | [`AddrRecord`]: node and namespace holding the address | until `detach` |
 //! | `endpoints/NET/NODE/NETNS` | [`EndpointRecord`]: address, MAC, DNS names | until `detach` |
+//! | `links/A/B` | `{}` (A sorts before B): the two networks route to each other | until `unlink` |
 //!
 //! Presence (the lease) is kept apart from allocations (no lease): a node that restarts or loses
 //! its lease for a while keeps its addresses and endpoints.
@@ -72,6 +73,8 @@ pub enum Item {
     Addr(String, Ipv4Addr, AddrRecord),
     /// `endpoints/NET/NODE/NETNS`.
     Endpoint(EndpointKey, EndpointRecord),
+    /// `links/A/B`.
+    Link(String, String),
 }
 
 /// Where an endpoint is: network, node, namespace.
@@ -128,6 +131,12 @@ impl Keys {
         )
     }
 
+    /// `links/A/B`, the two names in order.
+    pub fn link(&self, a: &str, b: &str) -> String {
+        let (a, b) = if a <= b { (a, b) } else { (b, a) };
+        format!("{}links/{a}/{b}", self.prefix)
+    }
+
     /// What key `key` holds, read from `value`; an error names what is wrong with it (a key
     /// of the prefix the cluster does not know, or a value that is not its record).
     pub fn parse(&self, key: &str, value: &[u8]) -> Result<Item, String> {
@@ -174,6 +183,8 @@ impl Keys {
                 },
                 serde_json::from_slice(value).map_err(bad)?,
             )),
+            ["links", a, b] if a < b => Ok(Item::Link(a.to_string(), b.to_string())),
+            ["links", ..] => Err(format!("key {key}: a link names two networks in order")),
             _ => Err(format!("key {key} is not one the cluster uses")),
         }
     }
@@ -192,6 +203,8 @@ pub struct View {
     pub addrs: BTreeMap<(String, Ipv4Addr), AddrRecord>,
     /// Published endpoints.
     pub endpoints: BTreeMap<EndpointKey, EndpointRecord>,
+    /// Linked network pairs (names in order).
+    pub links: std::collections::BTreeSet<(String, String)>,
     /// The etcd revision this view is as of.
     pub revision: i64,
 }
@@ -247,6 +260,9 @@ impl View {
             Item::Endpoint(k, r) => {
                 self.endpoints.insert(k, r);
             }
+            Item::Link(a, b) => {
+                self.links.insert((a, b));
+            }
         }
     }
 
@@ -280,8 +296,17 @@ impl View {
                     netns: netns.to_string(),
                 });
             }
+            ["links", a, b] => {
+                self.links.remove(&(a.to_string(), b.to_string()));
+            }
             _ => {}
         }
+    }
+
+    /// Whether networks `a` and `b` are linked in the cluster.
+    pub fn linked(&self, a: &str, b: &str) -> bool {
+        let (a, b) = if a <= b { (a, b) } else { (b, a) };
+        self.links.contains(&(a.to_string(), b.to_string()))
     }
 
     /// The VTEPs of every live node but `me`.
@@ -355,6 +380,7 @@ mod test {
                     &br#"{"node":"b","netns":"web"}"#[..],
                 ),
                 ("/vswitch/endpoints/front/b/web", &ep[..]),
+                ("/vswitch/links/back/front", &b"{}"[..]),
                 ("/vswitch/garbage", &b"x"[..]),
                 ("/vswitch/nodes/c", &b"not json"[..]),
             ],
@@ -369,6 +395,10 @@ mod test {
         assert_eq!(remote[0].2, "192.0.2.2".parse::<Ipv4Addr>().unwrap());
         assert_eq!(v.remote_endpoints("front", "b").count(), 0, "b's own");
         assert_eq!(v.free_vni(42), Some(43));
+        assert!(v.linked("front", "back") && v.linked("back", "front"));
+        assert_eq!(k.link("front", "back"), "/vswitch/links/back/front");
+        v.delete(&k, "/vswitch/links/back/front");
+        assert!(!v.linked("front", "back"));
         // Node b's lease expires: no peer, and its endpoints are not reachable (but kept).
         v.delete(&k, "/vswitch/nodes/b");
         assert!(v.peers("a").is_empty());

@@ -206,7 +206,46 @@ impl Switch {
         if let Some(vni) = net.vni {
             keys.push(agent.keys.vni(vni));
         }
+        // Its links go with it.
+        keys.extend(
+            agent
+                .view()
+                .links
+                .iter()
+                .filter(|(a, b)| a == name || b == name)
+                .map(|(a, b)| agent.keys.link(a, b)),
+        );
         Ok(keys)
+    }
+
+    /// `network link` / `unlink` of two cluster networks: the link key is written to (or
+    /// deleted from) etcd; the caller then changes the link here.
+    pub(super) fn write_cluster_link(
+        &self,
+        agent: &Agent,
+        st: &mut State,
+        a: &str,
+        b: &str,
+        link: bool,
+    ) -> Result<(), Error> {
+        let key = agent.keys.link(a, b);
+        let r = if link {
+            agent.etcd.put(&key, b"{}", 0).map(|_| ())
+        } else {
+            agent.etcd.delete(&key).map(|_| ())
+        };
+        agent.note(&r);
+        r.map_err(etcd_err)?;
+        if link {
+            st.undo.push(Undo::ClusterKeys(vec![key.clone()]));
+        }
+        let rev = written_revision(agent, &key);
+        for n in [a, b] {
+            if let Ok(n) = st.net_mut(n) {
+                n.cluster_rev = rev;
+            }
+        }
+        Ok(())
     }
 
     /// Delete `keys` from etcd (a removal saved there first).
@@ -409,6 +448,64 @@ impl Switch {
                 log::info!("cluster: network {name} removed (by another host)");
             }
         }
+        self.adopt_links(st, view);
+    }
+
+    /// Link the cluster networks the cluster links; unlink the ones it does not (unless this
+    /// node's own change is newer than the view).
+    fn adopt_links(&self, st: &mut State, view: &View) {
+        let cluster_nets: Vec<(String, i64, Vec<String>)> = st
+            .networks()
+            .values()
+            .filter(|n| n.vni.is_some())
+            .map(|n| {
+                (
+                    n.name.clone(),
+                    n.cluster_rev,
+                    n.links.iter().cloned().collect(),
+                )
+            })
+            .collect();
+        let rev = |name: &str| {
+            cluster_nets
+                .iter()
+                .find(|(n, ..)| n == name)
+                .map(|(_, r, _)| *r)
+        };
+        let mut changes = Vec::new();
+        for (a, b) in &view.links {
+            let (Some(ra), Some(rb)) = (rev(a), rev(b)) else {
+                continue; // not both here (yet)
+            };
+            let linked = st.net(a).is_ok_and(|n| n.links.contains(b.as_str()));
+            if !linked && view.revision >= ra.max(rb) {
+                changes.push((a.clone(), b.clone(), true));
+            }
+        }
+        for (a, r, links) in &cluster_nets {
+            for b in links.iter().filter(|b| a < *b) {
+                let Some(rb) = rev(b) else { continue };
+                if !view.linked(a, b) && view.revision >= (*r).max(rb) {
+                    changes.push((a.clone(), b.clone(), false));
+                }
+            }
+        }
+        for (a, b, link) in changes {
+            match st.link(&a, &b, link) {
+                Ok(()) => {
+                    st.journal.push(Record::Link {
+                        a: a.clone(),
+                        b: b.clone(),
+                        linked: link,
+                    });
+                    log::info!(
+                        "cluster: networks {a} and {b} {} (by another host)",
+                        if link { "linked" } else { "unlinked" }
+                    );
+                }
+                Err(e) => log::warn!("cluster: cannot link {a} and {b} here: {e}"),
+            }
+        }
     }
 
     /// Each cluster network's peers, remote MACs, ARP answers and DNS names as `view` has them.
@@ -461,6 +558,15 @@ impl Switch {
             n.remote_eps = remote;
         }
     }
+}
+
+/// The etcd revision that holds this node's write of `key` (at least): a view older than that
+/// does not show the write yet. Unknown (etcd did not answer): the highest, so no view is taken
+/// to undo the write until one shows it.
+fn written_revision(agent: &Agent, key: &str) -> i64 {
+    agent.etcd.get(key).map_or(i64::MAX, |(kv, rev)| {
+        kv.map_or(rev, |kv| kv.mod_revision.max(rev))
+    })
 }
 
 /// Delete `keys` from etcd, logging what fails (a clean-up after a refused change).

@@ -91,6 +91,14 @@ impl Switch {
         link: bool,
     ) -> Result<(), Error> {
         let was = st.net(a).is_ok_and(|n| n.links.contains(b));
+        // Two cluster networks: linked on every node, through etcd first.
+        let both = [a, b]
+            .iter()
+            .all(|n| st.net(n).is_ok_and(|n| self.is_cluster_net(n.vni)));
+        if let Some(agent) = self.cluster().filter(|_| both && was != link) {
+            st.check_link(a, b, link)?;
+            self.write_cluster_link(agent, st, a, b, link)?;
+        }
         st.link(a, b, link)?;
         if was != link {
             st.journal.push(Record::Link {

@@ -74,8 +74,8 @@ pub(super) struct Net {
     pub(super) member_peers: BTreeSet<Ipv4Addr>,
     /// Cluster mode: endpoints on other live nodes, from the directory (not saved).
     pub(super) remote_eps: BTreeMap<crate::cluster::EndpointKey, RemoteEndpoint>,
-    /// Cluster mode: the etcd revision that created this network, when this node created it
-    /// (0 otherwise): a view older than that does not know it yet (not saved).
+    /// Cluster mode: the etcd revision of this node's last change to this network or its
+    /// links (0: none): a view older than that does not show the change yet (not saved).
     pub(super) cluster_rev: i64,
 }
 
@@ -156,6 +156,18 @@ impl Net {
                 .iter()
                 .filter(|p| p.network == self.name)
                 .filter_map(|p| p.info(self))
+                .collect(),
+            remote_endpoints: self
+                .remote_eps
+                .iter()
+                .map(|(k, r)| RemoteEndpointInfo {
+                    node: k.node.clone(),
+                    netns: k.netns.clone(),
+                    ip: r.ip,
+                    mac: r.mac.to_string(),
+                    names: r.names.clone(),
+                    vtep: r.vtep,
+                })
                 .collect(),
         }
     }
@@ -640,6 +652,20 @@ impl State {
 
     /// `network link A B` (`link == false`: unlink).
     pub(super) fn link(&mut self, a: &str, b: &str, link: bool) -> Result<(), Error> {
+        self.check_link(a, b, link)?;
+        for (x, y) in [(a, b), (b, a)] {
+            let links = &mut self.net_mut(x)?.links;
+            if link {
+                links.insert(y.to_string());
+            } else {
+                links.remove(y);
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuse a `network link A B` (or unlink) that [`State::link`] would refuse.
+    pub(super) fn check_link(&self, a: &str, b: &str, link: bool) -> Result<(), Error> {
         let (x, y) = (self.net(a)?, self.net(b)?);
         if a == b {
             return Err(Error::SelfLink(a.to_string()));
@@ -653,14 +679,6 @@ impl State {
         }
         if !link && !x.links.contains(b) {
             return Err(Error::NotLinked(a.to_string(), b.to_string()));
-        }
-        for (x, y) in [(a, b), (b, a)] {
-            let links = &mut self.net_mut(x)?.links;
-            if link {
-                links.insert(y.to_string());
-            } else {
-                links.remove(y);
-            }
         }
         Ok(())
     }
