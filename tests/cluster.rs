@@ -387,7 +387,16 @@ fn bad_cluster_input_is_refused_or_skipped_never_a_crash() {
         "--overlay",
     ]);
     let ns = Netns::new("b");
-    attach(&d, &ns, "ov");
+    let e = attach(&d, &ns, "ov");
+    // etcd loses the node's keys (wiped by hand): the node puts them back.
+    etcd.ctl(&["del", "--prefix", "/vswitch/endpoints/"]);
+    etcd.ctl(&["del", "--prefix", "/vswitch/addrs/"]);
+    let back = wait_until(5, || {
+        let keys = etcd.ctl(&["get", "--prefix", "--keys-only", "/vswitch/"]);
+        keys.contains(&format!("/vswitch/endpoints/ov/h1/{}", ns.name))
+            && keys.contains(&format!("/vswitch/addrs/ov/{}", e.ip))
+    });
+    assert!(back, "{}", d.log());
     // An --ip another node holds (written by hand) is refused, naming the holder.
     etcd.ctl(&[
         "put",

@@ -78,6 +78,8 @@ pub struct Agent {
     seen: Mutex<BTreeMap<String, Seen>>,
     /// Keys under the prefix that could not be read (logged and skipped).
     pub skipped: AtomicU64,
+    /// The highest etcd revision this node's own verbs wrote at.
+    written: std::sync::atomic::AtomicI64,
     stop: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -105,6 +107,7 @@ impl Agent {
             conn: Mutex::new(Conn::default()),
             seen: Mutex::new(BTreeMap::new()),
             skipped: AtomicU64::new(0),
+            written: std::sync::atomic::AtomicI64::new(0),
             stop: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
         }))
@@ -123,6 +126,17 @@ impl Agent {
     /// Every node ever seen, by name.
     pub fn seen(&self) -> BTreeMap<String, Seen> {
         self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Note that this node wrote at etcd revision `rev`.
+    pub fn wrote(&self, rev: i64) {
+        self.written.fetch_max(rev, Ordering::SeqCst);
+    }
+
+    /// The highest revision this node's verbs wrote at: a view older than that does not show
+    /// all of this node's own changes yet.
+    pub fn written(&self) -> i64 {
+        self.written.load(Ordering::SeqCst)
     }
 
     /// Note the outcome of a call to etcd.

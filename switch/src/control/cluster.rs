@@ -354,6 +354,9 @@ impl Switch {
                 .etcd
                 .put(&ep_key, &serde_json::to_vec(&rec).unwrap_or_default(), 0);
             agent.note(&r);
+            if let Ok(rev) = r {
+                agent.wrote(rev);
+            }
             if let Err(e) = r {
                 let _ = self.remove_endpoint(st, &req.netns, &req.network);
                 st.journal.clear();
@@ -399,6 +402,11 @@ impl Switch {
             self.sync(st);
             Ok(())
         });
+        // What this node has that the cluster lost (etcd's data wiped or restored from an
+        // old backup): published again, so the other nodes see it.
+        if let (Some(agent), Ok(st)) = (self.cluster.as_ref(), self.lock()) {
+            republish(agent, &st, view);
+        }
         if let Err(e) = r {
             if !matches!(e, Error::ShuttingDown) {
                 log::warn!("cluster: applying the cluster's state failed: {e}");
@@ -567,6 +575,58 @@ fn written_revision(agent: &Agent, key: &str) -> i64 {
     agent.etcd.get(key).map_or(i64::MAX, |(kv, rev)| {
         kv.map_or(rev, |kv| kv.mod_revision.max(rev))
     })
+}
+
+/// Put back the directory entries and address claims of this node's endpoints on cluster
+/// networks that `view` lacks. A view older than a fresh attach lacks its keys too: putting the
+/// same values again changes nothing.
+fn republish(agent: &Agent, st: &State, view: &View) {
+    if view.revision < agent.written() {
+        return; // this node's own latest writes are not in this view yet
+    }
+    let me = &agent.opts.node;
+    for n in st.networks().values().filter(|n| n.vni.is_some()) {
+        if !view.networks.contains_key(&n.name) {
+            continue; // not a cluster network (yet): nothing to publish it in
+        }
+        for e in &n.endpoints {
+            let key = EndpointKey {
+                network: n.name.clone(),
+                node: me.clone(),
+                netns: e.netns.clone(),
+            };
+            let ip = e.port.ip;
+            if !view.addrs.contains_key(&(n.name.clone(), ip)) {
+                let holder = AddrRecord {
+                    node: me.clone(),
+                    netns: e.netns.clone(),
+                };
+                let value = serde_json::to_vec(&holder).unwrap_or_default();
+                match agent.etcd.create(&agent.keys.addr(&n.name, ip), &value, 0) {
+                    Ok(true) => log::warn!(
+                        "cluster: the claim of {ip} by {}/{} was missing: put back",
+                        me,
+                        e.netns
+                    ),
+                    Ok(false) => {} // there after all (the view is older)
+                    Err(err) => log::warn!("cluster: putting back the claim of {ip} failed: {err}"),
+                }
+            }
+            if !view.endpoints.contains_key(&key) {
+                let rec = EndpointRecord {
+                    ip,
+                    mac: e.port.mac.to_string(),
+                    names: std::iter::once(e.netns.clone())
+                        .chain(e.aliases.iter().cloned())
+                        .collect(),
+                };
+                let value = serde_json::to_vec(&rec).unwrap_or_default();
+                if let Err(err) = agent.etcd.put(&agent.keys.endpoint(&key), &value, 0) {
+                    log::warn!("cluster: publishing {}/{} failed: {err}", me, e.netns);
+                }
+            }
+        }
+    }
 }
 
 /// Delete `keys` from etcd, logging what fails (a clean-up after a refused change).
