@@ -90,6 +90,10 @@ named_enum!(
         DnsAnswered => "dns_answered",
         /// DNS queries forwarded to the upstream resolver.
         DnsForwarded => "dns_forwarded",
+        /// MLDv2 membership reports (to ff02::16, which only multicast routers read) kept off
+        /// the other ports: no network has a multicast router, and a kernel bridge with its
+        /// default multicast snooping sends them only to router ports too.
+        MldAbsorbed => "mld_absorbed",
     }
 );
 

@@ -112,6 +112,16 @@ fn broadcast_multicast_and_unknown_unicast_flood_to_every_other_port() {
         }
     }
     assert_eq!(l.events("flooded"), 9);
+    // An MLDv2 report (to ff02::16's MAC: only multicast routers read it) reaches no port; the
+    // all-nodes group (ff02::1) still floods.
+    let mut report = udp_between(&a, [0x33, 0x33, 0, 0, 0, 0x16], bcast);
+    report[12..14].copy_from_slice(&[0x86, 0xdd]);
+    l.send(&a, &report).assert_none();
+    assert_eq!(l.events("mld_absorbed"), 1);
+    let mut all_nodes = report.clone();
+    all_nodes[5] = 0x01;
+    assert_eq!(l.send(&a, &all_nodes).total(), 2);
+    assert_eq!(l.events("flooded"), 10);
     // A learned destination on the port the frame came from: dropped, not reflected.
     let out = l.send(&a, &udp_between(&a, a.mac, a.ip));
     out.assert_none();

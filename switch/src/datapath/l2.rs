@@ -5,12 +5,15 @@
 
 use wire::arp::{self, Arp};
 use wire::ethernet::{EthFrame, EtherType};
-use wire::{Parsed, VirtioNetHdr, L3};
+use wire::{MacAddr, Parsed, VirtioNetHdr, L3};
 
 use super::{Ctx, Ingress, NetRt};
 use crate::capture::Dir;
 use crate::counters::{Drop, Event};
 use crate::local::{self, NotAnswered};
+
+/// The MAC of ff02::16, all MLDv2-capable routers: where hosts send their membership reports.
+const MLDV2_ROUTERS: MacAddr = MacAddr([0x33, 0x33, 0, 0, 0, 0x16]);
 
 impl Ctx<'_> {
     /// L2 decision for a frame of network `net`: local delivery, unicast, or flood.
@@ -36,6 +39,12 @@ impl Ctx<'_> {
             return;
         }
         if eth.dst.is_multicast() {
+            if eth.dst == MLDV2_ROUTERS {
+                // Every new interface sends a few; flooded, 1000 interfaces coming up at once
+                // cost each other a million copies.
+                c.event(Event::MldAbsorbed);
+                return;
+            }
             self.flood(net, ing, p);
             return;
         }
