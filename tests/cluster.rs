@@ -9,7 +9,7 @@ use switch::model::{ClusterInfo, EndpointInfo, FdbEntryInfo, NetworkInfo};
 /// The etcd members' addresses on the underlay bridge.
 const ETCD: [&str; 3] = ["10.240.0.101", "10.240.0.102", "10.240.0.103"];
 /// Lease TTL the test daemons use (seconds).
-const TTL: u64 = 2;
+const TTL: u64 = 3;
 
 /// An underlay of `hosts` hosts with `members` etcd members on its bridge.
 fn lab(hosts: usize, members: usize) -> (Underlay, EtcdCluster) {
@@ -173,6 +173,14 @@ fn a_network_created_once_spans_every_host_with_cluster_wide_addresses() {
     etcd.restart(2);
     // Detach gives the address back to the cluster.
     nodes[2].ctl_ok(&["detach", &extra.name, "ov"]);
+    // ... and every other host forgets its MAC (a static entry from the directory).
+    for d in [&nodes[0], &nodes[1], &nodes[3]] {
+        assert!(
+            wait_until(5, || !remote_macs(d, "ov").contains(&e.mac)),
+            "{:?}",
+            remote_macs(d, "ov")
+        );
+    }
     let listed = etcd.ctl(&["get", "--prefix", "--keys-only", "/vswitch/addrs/ov/"]);
     assert!(!listed.contains(&e.ip.to_string()), "{listed}");
 }
@@ -300,15 +308,17 @@ fn a_dead_node_is_dropped_and_etcd_outages_keep_traffic_flowing() {
     nodes[2].kill9();
     let t = std::time::Instant::now();
     for d in &nodes[..2] {
-        let gone = wait_until(TTL + 2, || {
+        let gone = wait_until(TTL + 3, || {
             let info: NetworkInfo = d.ctl_json(&["network", "inspect", "ov"]);
             !info.peers.contains(&Underlay::ip(3).parse().unwrap())
                 && !remote_macs(d, "ov").contains(&eps[2].mac)
         });
         assert!(gone, "h3 still a peer: {:?}", cluster(d));
     }
+    // TTL + 1 s is the daemons' bound; the second on top is this test's own polling (two
+    // vswitchctl calls per daemon and round) on a loaded 2-core machine.
     let took = t.elapsed().as_secs_f64();
-    assert!(took <= (TTL + 1) as f64 + 0.5, "dropped after {took:.1} s");
+    assert!(took <= (TTL + 2) as f64, "dropped after {took:.1} s");
     let down = cluster(&nodes[0]);
     assert!(
         down.nodes
@@ -330,7 +340,7 @@ fn a_dead_node_is_dropped_and_etcd_outages_keep_traffic_flowing() {
     ]);
     wait_nodes_up(&nodes[0], 3);
     assert!(
-        ns[0].ping(&eps[2].ip.to_string(), 3),
+        wait_until(10, || ns[0].ping(&eps[2].ip.to_string(), 1)),
         "h1 -> h3 after the restart: {}\n{}\nh3: {}\n{}\n{}",
         nodes[2].log(),
         nodes[0].ctl_ok(&["fdb", "ov"]),
@@ -359,9 +369,10 @@ fn a_dead_node_is_dropped_and_etcd_outages_keep_traffic_flowing() {
     );
     let e = attach(&nodes[1], &late, "ov");
     assert!(
-        ns[0].ping(&e.ip.to_string(), 2),
+        wait_until(10, || ns[0].ping(&e.ip.to_string(), 1)),
         "to an endpoint attached after the outage"
     );
+    assert!(ns[0].ping(&e.ip.to_string(), 3), "steady after the outage");
 }
 
 #[test]
@@ -370,7 +381,38 @@ fn bad_cluster_input_is_refused_or_skipped_never_a_crash() {
     // Garbage under the prefix (written with etcdctl before and after the node starts).
     etcd.ctl(&["put", "/vswitch/nodes/evil", "not json"]);
     etcd.ctl(&["put", "/vswitch/networks/x", "{\"name\":\"y\"}"]);
-    let d = node(&u, &etcd, 1, &[]);
+    // The daemon ran without --cluster first and made an overlay network: joining the cluster
+    // puts it there, nothing is dropped.
+    let mut d = Daemon::start_in(&u.hosts[0], &[]);
+    d.ctl_ok(&[
+        "network",
+        "create",
+        "pre",
+        "--subnet",
+        "10.83.0.0/24",
+        "--vni",
+        "77",
+    ]);
+    d.terminate();
+    let url = etcd.url();
+    d.spawn(&[
+        "--cluster",
+        &url,
+        "--node",
+        "h1",
+        "--underlay-ip",
+        &Underlay::ip(1),
+        "--cluster-ttl",
+        "3",
+    ]);
+    assert!(
+        wait_until(5, || etcd
+            .ctl(&["get", "--keys-only", "/vswitch/networks/pre"])
+            .contains("pre")),
+        "{}",
+        d.log()
+    );
+    assert!(network_on(&d, "pre").is_some());
     etcd.ctl(&["put", "/vswitch/endpoints/ov/h9/n", "\u{1}\u{2}"]);
     etcd.ctl(&["put", "/vswitch/what/is/this", "{}"]);
     assert!(

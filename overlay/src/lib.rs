@@ -68,6 +68,11 @@ impl RemoteFdb {
         self.table.forget(MacAddr(*mac));
     }
 
+    /// Remove `mac`'s entry, static ones too (a remote endpoint gone from the directory).
+    pub fn remove(&self, mac: &[u8; 6]) {
+        self.table.remove(MacAddr(*mac));
+    }
+
     /// Forget everything behind `vtep` (the peer was removed).
     pub fn forget_vtep(&self, vtep: Ipv4Addr) {
         self.table.forget_where(vtep);

@@ -150,6 +150,11 @@ where
         self.map.remove_if(&mac, |_, e| !e.is_static).is_some()
     }
 
+    /// Forget the entry of `mac`, static or learned; true when one was removed.
+    pub fn remove(&self, mac: MacAddr) -> bool {
+        self.map.remove(&mac).is_some()
+    }
+
     /// Forget every entry, static ones too, whose value is `value`; returns how many.
     pub fn forget_where(&self, value: V) -> usize {
         let bits = u32::from(value);

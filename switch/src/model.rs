@@ -39,6 +39,10 @@ pub struct NetworkCreate {
     /// An overlay network whose VNI the cluster allocates (cluster mode; without `vni`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub overlay: bool,
+    /// Set by the daemon, not by clients: the network is (or was) in the cluster's etcd, so
+    /// its absence there means another node removed it. Saved with the network.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cluster: bool,
 }
 
 impl NetworkCreate {
@@ -55,6 +59,7 @@ impl NetworkCreate {
             peers: vec![],
             vxlan_port: None,
             overlay: false,
+            cluster: false,
         }
     }
 }

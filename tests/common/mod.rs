@@ -1204,6 +1204,18 @@ impl EtcdCluster {
 impl Drop for EtcdCluster {
     fn drop(&mut self) {
         self.members.clear();
+        if std::thread::panicking() {
+            // A failed test: the members' logs go to its output before the directory goes.
+            for i in 0..self.addrs.len() {
+                let log =
+                    std::fs::read_to_string(self.dir.join(format!("m{i}.log"))).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                eprintln!("--- etcd m{i} (last lines) ---");
+                for l in tail.iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -416,6 +416,7 @@ fn command(c: &Client, json: bool, cmd: Cmd) -> Result<(), ClientError> {
                 peers,
                 vxlan_port,
                 overlay,
+                cluster: false,
             };
             let n: NetworkInfo = c.call("POST", routes::NETWORKS, Some(&req))?;
             show(json, &n, |n| {

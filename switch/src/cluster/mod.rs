@@ -194,7 +194,8 @@ impl Agent {
         }
     }
 
-    fn stopping(&self) -> bool {
+    /// Whether [`Agent::stop`] was called.
+    pub fn stopping(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
     }
 
@@ -219,16 +220,31 @@ impl Agent {
         let value = serde_json::to_vec(&record).unwrap_or_default();
         let key = self.keys.node(&self.opts.node);
         let mut lease = 0;
+        let mut registered_at = 0;
         while !self.stopping() {
             if lease == 0 {
+                // Another live daemon with this node name? (Its lease would have to expire
+                // first; two daemons with one name confuse every node.)
+                if let Ok((Some(kv), _)) = self.etcd.get(&key) {
+                    let other = serde_json::from_slice::<NodeRecord>(&kv.value).ok();
+                    if kv.lease != 0 && other.as_ref().is_some_and(|o| o.vtep != record.vtep) {
+                        log::error!(
+                            "cluster: node name {} is registered by another daemon (VTEP {}): \
+                             give each daemon its own --node",
+                            self.opts.node,
+                            other.map_or_else(String::new, |o| o.vtep.to_string())
+                        );
+                    }
+                }
                 let r = self.etcd.grant(ttl).and_then(|l| {
-                    self.etcd.put(&key, &value, l)?;
-                    Ok(l)
+                    let rev = self.etcd.put(&key, &value, l)?;
+                    Ok((l, rev))
                 });
                 self.note(&r);
                 match r {
-                    Ok(l) => {
+                    Ok((l, rev)) => {
                         lease = l;
+                        registered_at = rev;
                         self.conn.lock().unwrap_or_else(|p| p.into_inner()).lease = l;
                         log::info!(
                             "cluster: node {} registered (VTEP {}, lease {l:x}, TTL {ttl} s)",
@@ -249,7 +265,20 @@ impl Agent {
             let r = self.etcd.keepalive(lease);
             self.note(&r);
             match r {
-                Ok(_) => {}
+                Ok(_) => {
+                    // The key deleted by hand while the lease lives: written again.
+                    let gone = {
+                        let v = self.view();
+                        v.revision > registered_at && !v.nodes.contains_key(&self.opts.node)
+                    };
+                    if gone {
+                        log::warn!("cluster: this node's key {key} was deleted; registering again");
+                        match self.etcd.put(&key, &value, lease) {
+                            Ok(rev) => registered_at = rev,
+                            Err(e) => log::warn!("cluster: registering again failed: {e}"),
+                        }
+                    }
+                }
                 Err(EtcdError::LeaseNotFound) => {
                     log::warn!("cluster: lease {lease:x} expired; registering again");
                     lease = 0;

@@ -24,8 +24,24 @@ use crate::error::Error;
 use crate::model::*;
 use crate::wire::MacAddr;
 
+/// Addresses an attach tries to take before it gives up (others were taking them meanwhile).
+const MAX_TRIES: usize = 32;
+
 /// Automatically allocated VNIs start here (as Docker's overlay driver's do).
 const FIRST_VNI: u32 = 4096;
+
+/// Refuse at once while etcd is known to be unreachable (the follow thread retries every
+/// second), instead of waiting for every member's timeout under the control lock.
+fn connected(agent: &Agent) -> Result<(), Error> {
+    let c = agent.conn();
+    if c.connected {
+        return Ok(());
+    }
+    Err(Error::Cluster(format!(
+        "{}; nothing was changed",
+        c.error.as_deref().unwrap_or("etcd not reached yet")
+    )))
+}
 
 /// An etcd failure as the client sees it.
 fn etcd_err(e: EtcdError) -> Error {
@@ -94,8 +110,10 @@ impl Switch {
         underlay_mtu: Option<u32>,
     ) -> Result<NetworkInfo, Error> {
         self.mutate(|st| {
+            connected(agent)?;
             let mut spec = req.clone();
             spec.overlay = false;
+            spec.cluster = true;
             let auto = spec.vni.is_none();
             let mut vni = match spec.vni {
                 Some(v) => v,
@@ -187,6 +205,7 @@ impl Switch {
         name: &str,
     ) -> Result<Vec<String>, Error> {
         let net = st.net(name)?;
+        connected(agent)?;
         let prefix = format!("{}endpoints/{name}/", agent.keys.prefix());
         let r = agent.etcd.get_prefix(&prefix);
         agent.note(&r);
@@ -228,6 +247,7 @@ impl Switch {
         b: &str,
         link: bool,
     ) -> Result<(), Error> {
+        connected(agent)?;
         let key = agent.keys.link(a, b);
         let r = if link {
             agent.etcd.put(&key, b"{}", 0).map(|_| ())
@@ -250,10 +270,14 @@ impl Switch {
 
     /// Delete `keys` from etcd (a removal saved there first).
     pub(super) fn delete_cluster_keys(&self, agent: &Agent, keys: &[String]) -> Result<(), Error> {
+        connected(agent)?;
         for k in keys {
             let r = agent.etcd.delete(k);
             agent.note(&r);
             r.map_err(etcd_err)?;
+        }
+        if let Some(k) = keys.first() {
+            written_revision(agent, k);
         }
         Ok(())
     }
@@ -269,6 +293,7 @@ impl Switch {
         self.mutate(|st| {
             let want = AttachWant::parse(req)?;
             st.check_attachable(req)?;
+            connected(agent)?;
             let net = st.net(&req.network)?;
             let me = &agent.opts.node;
             let holder = AddrRecord {
@@ -310,21 +335,40 @@ impl Switch {
                     ip
                 }
                 None => {
-                    let taken: BTreeSet<Ipv4Addr> = agent
-                        .view()
-                        .addrs
-                        .keys()
-                        .filter(|(n, _)| *n == req.network)
-                        .map(|(_, ip)| *ip)
+                    // The claims as etcd has them now (one range read), then compare-and-swap
+                    // on the first free ones: another node may take one meanwhile.
+                    let prefix = format!("{}addrs/{}/", agent.keys.prefix(), req.network);
+                    let r = agent.etcd.get_prefix(&prefix);
+                    agent.note(&r);
+                    let taken: BTreeSet<Ipv4Addr> = r
+                        .map_err(etcd_err)?
+                        .0
+                        .iter()
+                        .filter_map(|kv| kv.key.strip_prefix(&prefix)?.parse().ok())
                         .collect();
                     let mut found = None;
-                    for ip in net.free_addresses().filter(|ip| !taken.contains(ip)) {
+                    let mut tried = 0;
+                    let free = net.free_addresses().filter(|ip| !taken.contains(ip));
+                    for ip in free.take(MAX_TRIES) {
+                        tried += 1;
                         if take(ip)? {
                             found = Some(ip);
                             break;
                         }
                     }
-                    found.ok_or(Error::Ipam(crate::ipam::IpamError::Exhausted(net.subnet)))?
+                    match found {
+                        Some(ip) => ip,
+                        None if tried < MAX_TRIES => {
+                            return Err(Error::Ipam(crate::ipam::IpamError::Exhausted(net.subnet)))
+                        }
+                        None => {
+                            return Err(Error::Cluster(format!(
+                                "{MAX_TRIES} free addresses of {} were taken by other nodes \
+                                 meanwhile; try again",
+                                req.network
+                            )))
+                        }
+                    }
                 }
             };
             let addr_key = agent.keys.addr(&req.network, ip);
@@ -392,10 +436,22 @@ impl Switch {
 
     /// Make this host match `view` (called by the cluster agent with every new view).
     pub fn reconcile(&self, view: &View) {
-        if self.cluster.is_none() {
+        let Some(agent) = self.cluster.clone() else {
+            return;
+        };
+        // Applied on the restored state; a stop meanwhile ends the wait (the agent's threads
+        // are joined before the switch takes its lock to stop).
+        while self.restoring().is_some() {
+            if agent.stopping() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // A view older than this node's own latest change would take it back: the view that
+        // has it is on its way.
+        if view.revision < agent.written() {
             return;
         }
-        self.wait_restored();
         let r = self.mutate(|st| {
             self.adopt_networks(st, view);
             self.follow_view(st, view);
@@ -419,44 +475,99 @@ impl Switch {
     fn adopt_networks(&self, st: &mut State, view: &View) {
         for (name, spec) in &view.networks {
             match st.networks().get(name) {
-                None => match self.create_network_locked(st, spec, None) {
-                    Ok(_) => log::info!("cluster: network {name} (VNI {:?}) joined", spec.vni),
-                    Err(e) => log::warn!("cluster: cannot make cluster network {name} here: {e}"),
-                },
+                None => {
+                    let spec = NetworkCreate {
+                        cluster: true,
+                        ..spec.clone()
+                    };
+                    match self.create_network_locked(st, &spec, None) {
+                        Ok(_) => log::info!("cluster: network {name} (VNI {:?}) joined", spec.vni),
+                        Err(e) => {
+                            log::warn!("cluster: cannot make cluster network {name} here: {e}")
+                        }
+                    }
+                }
                 Some(n) if n.vni != spec.vni => log::warn!(
                     "cluster: network {name} here has VNI {:?}, the cluster's has {:?}: left as it is",
                     n.vni,
                     spec.vni
                 ),
+                Some(n) if !n.cluster => {
+                    // Made here before, the same as the cluster's: it is the cluster's now.
+                    if let Ok(n) = st.net_mut(name) {
+                        n.cluster = true;
+                        let spec = n.spec();
+                        st.journal.push(Record::Network { spec });
+                    }
+                }
                 Some(_) => {}
             }
         }
-        let gone: Vec<String> = st
+        let missing: Vec<(String, bool, bool)> = st
             .networks()
             .values()
-            .filter(|n| {
-                n.vni.is_some()
-                    && !view.networks.contains_key(&n.name)
-                    && view.revision >= n.cluster_rev
-            })
-            .map(|n| n.name.clone())
+            .filter(|n| n.vni.is_some() && !view.networks.contains_key(&n.name))
+            .map(|n| (n.name.clone(), n.cluster, n.endpoints.is_empty()))
             .collect();
-        for name in gone {
-            let in_use = st.net(&name).is_ok_and(|n| !n.endpoints.is_empty());
-            if in_use {
-                log::warn!(
-                    "cluster: network {name} is not in the cluster (removed, or etcd lost it) \
-                     but has endpoints here: kept"
-                );
+        for (name, was_in_cluster, unused) in missing {
+            if was_in_cluster && unused {
+                if st.remove_network(&name).is_ok() {
+                    st.journal.push(Record::NetworkRm { name: name.clone() });
+                    self.drop_unused_vteps(st);
+                    log::info!("cluster: network {name} removed (by another node)");
+                }
                 continue;
             }
-            if st.remove_network(&name).is_ok() {
-                st.journal.push(Record::NetworkRm { name: name.clone() });
-                self.drop_unused_vteps(st);
-                log::info!("cluster: network {name} removed (by another host)");
-            }
+            // Made here before cluster mode, or the cluster lost it (etcd wiped) while this
+            // node has endpoints on it: published (again), nothing dropped.
+            self.publish_network(st, &name);
         }
         self.adopt_links(st, view);
+    }
+
+    /// Put network `name` of this node into the cluster (its name and VNI, if free there).
+    fn publish_network(&self, st: &mut State, name: &str) {
+        let Some(agent) = self.cluster.as_ref() else {
+            return;
+        };
+        let Ok(n) = st.net(name) else { return };
+        let Some(vni) = n.vni else { return };
+        let spec = NetworkCreate {
+            cluster: true,
+            ..n.spec()
+        };
+        let value = serde_json::to_vec(&spec).unwrap_or_default();
+        let name_json = serde_json::to_vec(name).unwrap_or_default();
+        let vni_key = agent.keys.vni(vni);
+        let r = agent
+            .etcd
+            .create(&vni_key, &name_json, 0)
+            .and_then(|fresh| {
+                if !fresh {
+                    return Ok(false);
+                }
+                let made = agent.etcd.create(&agent.keys.network(name), &value, 0)?;
+                if !made {
+                    let _ = agent.etcd.delete(&vni_key);
+                }
+                Ok(made)
+            });
+        agent.note(&r);
+        match r {
+            Ok(true) => {
+                written_revision(agent, &vni_key);
+                if let Ok(n) = st.net_mut(name) {
+                    n.cluster = true;
+                }
+                st.journal.push(Record::Network { spec });
+                log::warn!("cluster: network {name} (VNI {vni}) of this node put into the cluster");
+            }
+            Ok(false) => log::warn!(
+                "cluster: network {name} (VNI {vni}) of this node cannot join the cluster: its \
+                 name or VNI is another network's there; kept here only"
+            ),
+            Err(e) => log::warn!("cluster: publishing network {name} failed: {e}"),
+        }
     }
 
     /// Link the cluster networks the cluster links; unlink the ones it does not (unless this
@@ -530,21 +641,48 @@ impl Switch {
             .collect();
         let peers: BTreeSet<Ipv4Addr> = view.peers(me).into_iter().collect();
         for name in names {
-            let remote: BTreeMap<EndpointKey, RemoteEndpoint> = view
-                .remote_endpoints(&name, me)
-                .filter_map(|(k, r, vtep)| {
-                    Some((
-                        k.clone(),
-                        RemoteEndpoint {
-                            ip: r.ip,
-                            mac: r.mac.parse::<MacAddr>().ok()?,
-                            names: r.names.clone(),
-                            vtep,
-                        },
-                    ))
-                })
-                .collect();
             let Ok(n) = st.net(&name) else { continue };
+            let remote: BTreeMap<EndpointKey, RemoteEndpoint> =
+                view.remote_endpoints(&name, me)
+                    .filter_map(|(k, r, vtep)| {
+                        let mac = r.mac.parse::<MacAddr>().ok();
+                        // Only what cannot take over another's traffic: an address of the subnet
+                        // that the node holds for that namespace, a unicast MAC that is not the
+                        // gateway's or a local endpoint's.
+                        let held = view
+                            .addrs
+                            .get(&(name.clone(), r.ip))
+                            .is_some_and(|h| h.node == k.node && h.netns == k.netns);
+                        let sound = mac.is_some_and(|m| {
+                            m.is_valid_unicast()
+                                && m != n.gateway_mac
+                                && n.endpoints
+                                    .iter()
+                                    .all(|e| e.port.mac != m && e.port.ip != r.ip)
+                        }) && n.subnet.is_host(r.ip)
+                            && r.ip != n.gateway;
+                        if !(held && sound) {
+                            log::debug!(
+                            "cluster: directory entry {}/{} on {name} ({} {}) not installed: {}",
+                            k.node,
+                            k.netns,
+                            r.ip,
+                            r.mac,
+                            if held { "bad address or MAC" } else { "address not held by it" }
+                        );
+                            return None;
+                        }
+                        Some((
+                            k.clone(),
+                            RemoteEndpoint {
+                                ip: r.ip,
+                                mac: mac?,
+                                names: r.names.clone(),
+                                vtep,
+                            },
+                        ))
+                    })
+                    .collect();
             if n.member_peers == peers && n.remote_eps == remote {
                 continue;
             }
@@ -554,7 +692,7 @@ impl Switch {
             }
             for (k, old) in &n.remote_eps {
                 if remote.get(k) != Some(old) {
-                    n.remote.forget(&old.mac.0);
+                    n.remote.remove(&old.mac.0);
                     n.neigh.remove_if(&old.ip, |_, m| *m == old.mac);
                 }
             }
@@ -568,13 +706,15 @@ impl Switch {
     }
 }
 
-/// The etcd revision that holds this node's write of `key` (at least): a view older than that
-/// does not show the write yet. Unknown (etcd did not answer): the highest, so no view is taken
-/// to undo the write until one shows it.
+/// The etcd revision that holds this node's write of `key` (at least), noted as written: a view
+/// older than that does not show the write yet. Unknown (etcd did not answer): 0.
 fn written_revision(agent: &Agent, key: &str) -> i64 {
-    agent.etcd.get(key).map_or(i64::MAX, |(kv, rev)| {
-        kv.map_or(rev, |kv| kv.mod_revision.max(rev))
-    })
+    let rev = agent
+        .etcd
+        .get(key)
+        .map_or(0, |(kv, rev)| kv.map_or(rev, |kv| kv.mod_revision.max(rev)));
+    agent.wrote(rev);
+    rev
 }
 
 /// Put back the directory entries and address claims of this node's endpoints on cluster
@@ -602,13 +742,32 @@ fn republish(agent: &Agent, st: &State, view: &View) {
                     netns: e.netns.clone(),
                 };
                 let value = serde_json::to_vec(&holder).unwrap_or_default();
-                match agent.etcd.create(&agent.keys.addr(&n.name, ip), &value, 0) {
+                let addr_key = agent.keys.addr(&n.name, ip);
+                match agent.etcd.create(&addr_key, &value, 0) {
                     Ok(true) => log::warn!(
                         "cluster: the claim of {ip} by {}/{} was missing: put back",
                         me,
                         e.netns
                     ),
-                    Ok(false) => {} // there after all (the view is older)
+                    Ok(false) => {
+                        // There after all: whose?
+                        let holder_now = agent.etcd.get(&addr_key).ok().and_then(|(kv, _)| {
+                            serde_json::from_slice::<AddrRecord>(&kv?.value).ok()
+                        });
+                        if holder_now.as_ref().is_some_and(|h| *h != holder) {
+                            let h = holder_now.unwrap_or(holder.clone());
+                            log::error!(
+                                "cluster: {ip} of {}/{} on {} is claimed by {}/{} in the \
+                                 cluster: two endpoints with one address; detach one",
+                                me,
+                                e.netns,
+                                n.name,
+                                h.node,
+                                h.netns
+                            );
+                            continue; // not published: the other holder keeps the directory
+                        }
+                    }
                     Err(err) => log::warn!("cluster: putting back the claim of {ip} failed: {err}"),
                 }
             }
@@ -627,6 +786,36 @@ fn republish(agent: &Agent, st: &State, view: &View) {
             }
         }
     }
+    // And the other way: this node's keys for endpoints it no longer has (a detach or a
+    // refused attach whose clean-up did not reach etcd) go, so they block no `network rm` and
+    // hold no address.
+    let has = |net: &str, netns: &str| {
+        st.networks()
+            .get(net)
+            .is_some_and(|n| n.endpoints.iter().any(|e| e.netns == netns))
+    };
+    let has_ip = |net: &str, netns: &str, ip: Ipv4Addr| {
+        st.networks().get(net).is_some_and(|n| {
+            n.endpoints
+                .iter()
+                .any(|e| e.netns == netns && e.port.ip == ip)
+        })
+    };
+    let stale_eps = view
+        .endpoints
+        .keys()
+        .filter(|k| k.node == *me && !has(&k.network, &k.netns))
+        .map(|k| agent.keys.endpoint(k));
+    let stale_addrs = view
+        .addrs
+        .iter()
+        .filter(|((net, ip), h)| h.node == *me && !has_ip(net, &h.netns, *ip))
+        .map(|((net, ip), _)| agent.keys.addr(net, *ip));
+    let stale: Vec<String> = stale_eps.chain(stale_addrs).collect();
+    for k in &stale {
+        log::warn!("cluster: {k} names an endpoint this node does not have: removed");
+    }
+    delete_keys(agent, &stale);
 }
 
 /// Delete `keys` from etcd, logging what fails (a clean-up after a refused change).

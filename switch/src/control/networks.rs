@@ -13,6 +13,11 @@ use crate::wire::MacAddr;
 impl Switch {
     /// `network create`.
     pub fn create_network(&self, req: &NetworkCreate) -> Result<NetworkInfo, Error> {
+        // `cluster` is the daemon's to set.
+        let req = &NetworkCreate {
+            cluster: false,
+            ..req.clone()
+        };
         let underlay_mtu = underlay_mtu(req);
         if let Some(agent) = self.cluster().filter(|_| req.vni.is_some() || req.overlay) {
             return self.create_cluster_network(agent, req, underlay_mtu);
@@ -80,7 +85,18 @@ impl Switch {
 
     /// `network link A B` (or `unlink` with `link == false`).
     pub fn link(&self, a: &str, b: &str, link: bool) -> Result<(), Error> {
-        self.mutate(|st| self.link_locked(st, a, b, link))
+        self.mutate(|st| {
+            // Two cluster networks: linked on every node, through etcd first.
+            let was = st.net(a).is_ok_and(|n| n.links.contains(b));
+            let both = [a, b]
+                .iter()
+                .all(|n| st.net(n).is_ok_and(|n| self.is_cluster_net(n.vni)));
+            if let Some(agent) = self.cluster().filter(|_| both && was != link) {
+                st.check_link(a, b, link)?;
+                self.write_cluster_link(agent, st, a, b, link)?;
+            }
+            self.link_locked(st, a, b, link)
+        })
     }
 
     pub(super) fn link_locked(
@@ -91,14 +107,6 @@ impl Switch {
         link: bool,
     ) -> Result<(), Error> {
         let was = st.net(a).is_ok_and(|n| n.links.contains(b));
-        // Two cluster networks: linked on every node, through etcd first.
-        let both = [a, b]
-            .iter()
-            .all(|n| st.net(n).is_ok_and(|n| self.is_cluster_net(n.vni)));
-        if let Some(agent) = self.cluster().filter(|_| both && was != link) {
-            st.check_link(a, b, link)?;
-            self.write_cluster_link(agent, st, a, b, link)?;
-        }
         st.link(a, b, link)?;
         if was != link {
             st.journal.push(Record::Link {

@@ -74,6 +74,8 @@ pub(super) struct Net {
     pub(super) member_peers: BTreeSet<Ipv4Addr>,
     /// Cluster mode: endpoints on other live nodes, from the directory (not saved).
     pub(super) remote_eps: BTreeMap<crate::cluster::EndpointKey, RemoteEndpoint>,
+    /// Cluster mode: the network is (or was) in the cluster (saved).
+    pub(super) cluster: bool,
     /// Cluster mode: the etcd revision of this node's last change to this network or its
     /// links (0: none): a view older than that does not show the change yet (not saved).
     pub(super) cluster_rev: i64,
@@ -101,6 +103,7 @@ pub(super) struct NetworkPlan {
     pub(super) vni: Option<u32>,
     pub(super) peers: BTreeSet<Ipv4Addr>,
     pub(super) vxlan_port: u16,
+    pub(super) cluster: bool,
 }
 
 impl Net {
@@ -128,6 +131,7 @@ impl Net {
             mtu: plan.mtu,
             internal: plan.internal,
             icc: plan.icc,
+            cluster: plan.cluster,
             vni: plan.vni,
             peers: plan.peers,
             vxlan_port: plan.vxlan_port,
@@ -200,6 +204,7 @@ impl Net {
             peers: self.peers.iter().map(|p| p.to_string()).collect(),
             vxlan_port: self.vni.map(|_| self.vxlan_port),
             overlay: false,
+            cluster: self.cluster,
         }
     }
 
@@ -623,6 +628,7 @@ impl State {
             vni: req.vni,
             peers,
             vxlan_port,
+            cluster: req.cluster,
         })
     }
 
