@@ -431,7 +431,9 @@ echo "h1_before $(rss_kib "${daemons[0]}")" >>"$dir/rss.txt"
 etcdctl_u get --prefix /vswitch/ --keys-only -w json >"$dir/rev0.json"
 rev0=$(py revision "$dir/rev0.json")
 # From the next revision on, whenever the watch itself starts.
-etcdctl_u watch --prefix /vswitch/ --rev $((rev0 + 1)) >"$dir/watch.out" 2>"$dir/watch.err" &
+# exec: $! is etcdctl itself (a backgrounded function would leave it behind when killed).
+(exec ip netns exec vsclus-u env ETCDCTL_API=3 etcdctl --endpoints "$ETCD_EP" --dial-timeout 2s \
+  watch --prefix /vswitch/ --rev $((rev0 + 1)) >"$dir/watch.out" 2>"$dir/watch.err") &
 watch_pid=$!
 
 log "attaching $ENDPOINTS endpoints over $HOSTS hosts"

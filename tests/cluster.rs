@@ -348,6 +348,23 @@ fn a_dead_node_is_dropped_and_etcd_outages_keep_traffic_flowing() {
         nodes[2].ctl_ok(&["network", "inspect", "ov"]),
         nodes[2].ctl_ok(&["stats"]),
     );
+    // A partition longer than the TTL (host 2's underlay link down): the others drop it; when
+    // it is back it registers again, by itself.
+    u.hosts[1].exec_ok(&["ip", "link", "set", "ul0", "down"]);
+    let dropped = wait_until(TTL + 3, || {
+        cluster(&nodes[0])
+            .nodes
+            .iter()
+            .any(|n| n.name == "h2" && n.state == "down")
+    });
+    assert!(dropped, "{:?}", cluster(&nodes[0]));
+    u.hosts[1].exec_ok(&["ip", "link", "set", "ul0", "up"]);
+    wait_nodes_up(&nodes[0], 3);
+    assert!(
+        wait_until(10, || ns[0].ping(&eps[1].ip.to_string(), 1)),
+        "h1 -> h2 after the partition: {}",
+        nodes[1].log()
+    );
     // etcd gone: traffic keeps flowing, changes that need it fail with one line.
     etcd.kill(0);
     assert!(
