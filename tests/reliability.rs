@@ -225,10 +225,13 @@ fn hostile_frames_floods_and_a_syn_flood_leave_everyone_else_forwarding() {
 
     // 2. A MAC flood of 200 000 random sources from the --allow-spoof endpoint, and a broadcast
     //    storm of 100 000 ARP requests from the ordinary one.
+    //    The TAPs have no queue discipline (noqueue), so when the switch is behind, the kernel
+    //    refuses the flooder's sends (ENOBUFS) instead of queueing them: a few percent may be
+    //    refused on a loaded machine (2.7% seen with the suite and a package install running).
     let mf = hostile(&f, &["macflood", "eth0", "200000"]);
-    assert!(sent(&mf) >= 199_000, "MAC flood sent too little: {mf}");
+    assert!(sent(&mf) >= 180_000, "MAC flood sent too little: {mf}");
     let st = hostile(&m, &["storm", "eth0", "100000", &ip]);
-    assert!(sent(&st) >= 99_000, "broadcast storm sent too little: {st}");
+    assert!(sent(&st) >= 90_000, "broadcast storm sent too little: {st}");
     let fdb: Vec<FdbEntryInfo> = l.d.ctl_json(&["fdb", "front"]);
     assert!(fdb.len() <= 1000, "FDB grew past --fdb-max: {}", fdb.len());
     still_talking(&c, &bip);

@@ -3,6 +3,7 @@
 //! response types of [`switch::model`] and the routes below.
 
 pub mod client;
+pub mod cni;
 pub mod server;
 pub mod table;
 
