@@ -452,3 +452,28 @@ fn direct_plugin_calls_with_bad_input_get_the_spec_error_codes() {
     assert!(ports(&d).is_empty(), "{:?}", ports(&d));
     assert!(Path::new(&path).exists());
 }
+
+#[test]
+fn port_mappings_publish_on_the_uplink_keeping_the_client_address() {
+    let l = Lab::new(&[]);
+    l.d.ctl_ok(&["network", "create", "front", "--subnet", "10.69.0.0/24"]);
+    let ns = Netns::new("pm");
+    let path = format!("/run/netns/{}", ns.name);
+    let conf = format!(
+        r#"{{"cniVersion":"1.0.0","name":"vstest","type":"vswitch-cni","network":"front","socket":"{}","runtimeConfig":{{"portMappings":[{{"hostPort":8080,"containerPort":80,"protocol":"tcp"}}]}}}}"#,
+        l.d.socket.display()
+    );
+    let (code, out) = plugin("ADD", "pm1", Some(&path), &conf);
+    assert_eq!(code, 0, "{out}");
+    let _server = peer_server(&ns, "tcp", "0.0.0.0", 80);
+    wait_listening(&ns, "tcp", 80);
+    assert_eq!(
+        ask(&l.out, "tcp", UPLINK, 8080),
+        format!("peer={OUTSIDE}"),
+        "through the published port, with the client's address"
+    );
+    let (code, out) = plugin("DEL", "pm1", Some(&path), &conf);
+    assert_eq!(code, 0, "{out}");
+    let published: Vec<String> = ports(&l.d).into_iter().flat_map(|p| p.published).collect();
+    assert!(published.is_empty(), "{published:?}");
+}
