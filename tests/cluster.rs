@@ -236,16 +236,7 @@ fn a_dead_node_is_dropped_and_etcd_outages_keep_traffic_flowing() {
     let k = &u.hosts[3];
     kernel_vxlan_host(k, "42", &kernel, &Underlay::ip(1), "10.78.0.200/24", 1450);
     for i in [2, 3] {
-        k.exec_ok(&[
-            "bridge",
-            "fdb",
-            "append",
-            "00:00:00:00:00:00",
-            "dev",
-            "vx0",
-            "dst",
-            &Underlay::ip(i),
-        ]);
+        vxlan_flood_to(k, &Underlay::ip(i));
     }
     for e in &eps[..2] {
         assert!(
@@ -468,26 +459,21 @@ fn bad_cluster_input_is_refused_or_skipped_never_a_crash() {
     assert!(err.contains("held by h7/web"), "{err}");
     // An unreachable --cluster address, and a server that is not etcd: the daemon runs, says
     // why, and refuses cluster changes with one line.
-    let dead = Daemon::start_in(
-        &u.hosts[0],
-        &[
+    let lone = |url: &str, subnet: &str| {
+        let args = [
             "--cluster",
-            "etcd://10.240.0.1:1",
+            url,
             "--node",
             "lonely",
             "--underlay-ip",
-            &Underlay::ip(1),
-        ],
-    );
-    let (code, err) = dead.ctl_err(&[
-        "network",
-        "create",
-        "o2",
-        "--subnet",
-        "10.80.0.0/24",
-        "--overlay",
-    ]);
-    assert_eq!(code, 1);
+            "10.240.0.1",
+        ];
+        let x = Daemon::start_in(&u.hosts[0], &args);
+        let (code, err) = x.ctl_err(&["network", "create", "o2", "--subnet", subnet, "--overlay"]);
+        assert_eq!(code, 1, "{err}");
+        (x, err)
+    };
+    let (dead, err) = lone("etcd://10.240.0.1:1", "10.80.0.0/24");
     assert!(
         err.contains("etcd unreachable") && err.contains("10.240.0.1:1"),
         "{err}"
@@ -501,26 +487,7 @@ fn bad_cluster_input_is_refused_or_skipped_never_a_crash() {
         "2390",
     ]);
     wait_listening(&u.hosts[0], "tcp", 2390);
-    let notetcd = Daemon::start_in(
-        &u.hosts[0],
-        &[
-            "--cluster",
-            "etcd://10.240.0.1:2390",
-            "--node",
-            "n2",
-            "--underlay-ip",
-            &Underlay::ip(1),
-        ],
-    );
-    let (code, err) = notetcd.ctl_err(&[
-        "network",
-        "create",
-        "o3",
-        "--subnet",
-        "10.81.0.0/24",
-        "--overlay",
-    ]);
-    assert_eq!(code, 1);
+    let (notetcd, err) = lone("etcd://10.240.0.1:2390", "10.81.0.0/24");
     assert!(err.contains("10.240.0.1:2390"), "{err}");
     assert!(!cluster(&notetcd).connected);
     // Nothing crashed.

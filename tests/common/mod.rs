@@ -1052,6 +1052,15 @@ pub fn kernel_vxlan_host(host: &Netns, vni: &str, local: &str, remote: &str, add
         "ip", "link", "add", "vx0", "type", "vxlan", "id", vni, "dstport", "4789", "local", local,
         "dev", "ul0",
     ]);
+    vxlan_flood_to(host, remote);
+    host.exec_ok(&["ip", "link", "set", "vx0", "mtu", &mtu.to_string()]);
+    host.exec_ok(&["ip", "addr", "add", addr, "dev", "vx0"]);
+    host.exec_ok(&["ip", "link", "set", "vx0", "up"]);
+}
+
+/// Head-end replication on a [`kernel_vxlan_host`]: broadcasts and unknown unicast of `vx0`
+/// also go to `remote` (an all-zeros FDB entry appended).
+pub fn vxlan_flood_to(host: &Netns, remote: &str) {
     host.exec_ok(&[
         "bridge",
         "fdb",
@@ -1062,9 +1071,6 @@ pub fn kernel_vxlan_host(host: &Netns, vni: &str, local: &str, remote: &str, add
         "dst",
         remote,
     ]);
-    host.exec_ok(&["ip", "link", "set", "vx0", "mtu", &mtu.to_string()]);
-    host.exec_ok(&["ip", "addr", "add", addr, "dev", "vx0"]);
-    host.exec_ok(&["ip", "link", "set", "vx0", "up"]);
 }
 
 /// A cluster of real etcd members (Debian's etcd-server), each a process in namespace `ns` on
@@ -1147,7 +1153,17 @@ impl EtcdCluster {
 
     /// Run `etcdctl ARGS` against the cluster (from its namespace); stdout.
     pub fn ctl(&self, args: &[&str]) -> String {
-        let eps = self.endpoints();
+        let o = self.etcdctl(&self.endpoints(), args);
+        assert!(
+            o.status.success(),
+            "etcdctl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// `etcdctl --endpoints ENDPOINTS ARGS` in the cluster's namespace.
+    fn etcdctl(&self, endpoints: &str, args: &[&str]) -> Output {
         let mut a = vec![
             "ip",
             "netns",
@@ -1157,31 +1173,15 @@ impl EtcdCluster {
             "ETCDCTL_API=3",
             "etcdctl",
         ];
-        a.extend(["--endpoints", &eps, "--dial-timeout", "2s"]);
+        a.extend(["--endpoints", endpoints, "--dial-timeout", "2s"]);
         a.extend_from_slice(args);
-        run_ok(&a)
+        run(&a)
     }
 
     fn wait_healthy(&self, i: usize) {
         let ep = format!("http://{}:2379", self.addrs[i]);
         let ok = wait_until(20, || {
-            run(&[
-                "ip",
-                "netns",
-                "exec",
-                &self.ns,
-                "env",
-                "ETCDCTL_API=3",
-                "etcdctl",
-                "--endpoints",
-                &ep,
-                "--dial-timeout",
-                "1s",
-                "endpoint",
-                "health",
-            ])
-            .status
-            .success()
+            self.etcdctl(&ep, &["endpoint", "health"]).status.success()
         });
         let log = std::fs::read_to_string(self.dir.join(format!("m{i}.log"))).unwrap_or_default();
         assert!(ok, "etcd member m{i} not healthy within 20 s: {log}");
