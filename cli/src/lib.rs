@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod cni;
+pub mod docker;
 pub mod server;
 pub mod table;
 

@@ -265,6 +265,11 @@ pub struct AttachRequest {
     /// frames from any source but the endpoint's own are dropped and counted (`spoofed`).
     #[serde(default)]
     pub allow_spoof: bool,
+    /// Make the device in vswitchd's own namespace with its MAC and MTU but no address, route
+    /// or carrier, for a runtime that moves it into `netns` and configures it itself (Docker's
+    /// plugin). Not saved: a restore makes the device inside the namespace as usual.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub handoff: bool,
 }
 
 impl AttachRequest {
@@ -278,6 +283,7 @@ impl AttachRequest {
             ifname: None,
             aliases: vec![],
             allow_spoof: false,
+            handoff: false,
         }
     }
 }

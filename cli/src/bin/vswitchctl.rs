@@ -473,6 +473,7 @@ fn command(c: &Client, json: bool, cmd: Cmd) -> Result<(), ClientError> {
                 mac,
                 ifname,
                 aliases,
+                handoff: false,
             };
             let e: EndpointInfo = c.call("POST", routes::ENDPOINTS, Some(&req))?;
             show(json, &e, |e| {

@@ -59,6 +59,11 @@ struct Args {
     /// [default: the kernel picks the source of the route to each peer].
     #[arg(long, value_name = "IP")]
     underlay_ip: Option<std::net::Ipv4Addr>,
+    /// Serve Docker's network plugin protocol (a remote network driver) on this socket, where
+    /// dockerd finds it: `docker network create -d vswitch --subnet ...`. The driver's name is
+    /// the socket's file name without `.sock`.
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = vswitch_cli::docker::DEFAULT_PLUGIN_SOCKET)]
+    docker_plugin: Option<PathBuf>,
     /// Cluster mode: join the cluster whose state is in etcd at these client URLs
     /// (`etcd://HOST:PORT[,HOST:PORT...]`, several members for failover). Overlay networks then
     /// are cluster objects: created once, on every host; VNIs and addresses allocated
@@ -250,6 +255,16 @@ fn run(args: Args) -> Result<(), String> {
             limits.header_timeout.as_secs(),
             limits.idle_timeout.as_secs()
         );
+        if let Some(path) = &args.docker_plugin {
+            let plugin = server::listen(path).map_err(|e| format!("--docker-plugin: {e}"))?;
+            let app = vswitch_cli::docker::router(sw.clone());
+            log::info!("Docker network plugin listening on {}", path.display());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(plugin, app).await {
+                    log::error!("Docker network plugin stopped: {e}");
+                }
+            });
+        }
         let conns = Arc::new(server::Connections::new(limits));
         let app = server::router_with(sw.clone(), conns.clone());
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -260,6 +275,9 @@ fn run(args: Args) -> Result<(), String> {
             _ = tokio::signal::ctrl_c() => log::info!("SIGINT: shutting down"),
         }
         let _ = std::fs::remove_file(&args.socket);
+        if let Some(path) = &args.docker_plugin {
+            let _ = std::fs::remove_file(path);
+        }
         tokio::task::spawn_blocking(move || sw.shutdown())
             .await
             .map_err(|e| e.to_string())?;

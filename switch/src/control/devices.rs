@@ -219,6 +219,7 @@ pub(super) fn make_endpoint_device(
         mtu,
         ..
     } = net;
+
     // Everything on one thread inside the namespace: the TAP is created there with its final
     // name (opening /dev/net/tun from inside makes the device in that namespace), so it is
     // never moved. Moving a device between namespaces waits for an RCU grace period in the
@@ -292,6 +293,51 @@ pub(super) fn make_endpoint_device(
         Ok((tap, ifname))
     })
     .map_err(Error::device("enter network namespace"))?
+}
+
+/// The device of a hand-over attach (`AttachRequest::handoff`): a TAP made in vswitchd's own
+/// namespace with the endpoint's MAC and MTU, no address, route or carrier: the runtime moves
+/// it into the container and configures it.
+pub(super) fn make_handoff_device(
+    req: &AttachRequest,
+    mac: MacAddr,
+    net: DevNet,
+    (queues, mark): (usize, &str),
+) -> Result<(Tap, String), Error> {
+    let offloads = if !net.overlay {
+        crate::sys::tap::OFFLOADS_ALL
+    } else {
+        crate::sys::tap::OFFLOADS_OVERLAY
+    };
+    let name = req.ifname.clone().ok_or_else(|| Error::Device {
+        step: "hand a device over (no interface name given)",
+        source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+    })?;
+    let tap = Tap::create(&name, offloads, queues).map_err(|e| match e.raw_os_error() {
+        Some(libc::EINVAL | libc::EBUSY | libc::EEXIST) => Error::IfnameInUse {
+            ifname: name.clone(),
+            netns: "vswitchd's own".into(),
+        },
+        _ => Error::Device {
+            step: "create TAP device",
+            source: e,
+        },
+    })?;
+    let mut nl = Netlink::open().map_err(Error::device("open netlink socket"))?;
+    nl.set_link(
+        tap.ifindex(),
+        &LinkChange {
+            mtu: Some(net.mtu),
+            mac: Some(mac.0),
+            alias: Some(mark),
+            ..Default::default()
+        },
+    )
+    .map_err(Error::device("set TAP MAC address and MTU"))?;
+    if let Err(e) = nl.set_noqueue(tap.ifindex()) {
+        log::debug!("{name}: keeping the default qdisc ({e})");
+    }
+    Ok((tap, name))
 }
 
 /// Take over the TAP `name` a previous daemon left in namespace `ns` (`--live-restore`), and make

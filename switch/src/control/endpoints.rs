@@ -60,7 +60,7 @@ impl Switch {
             _ => self.make_device(&plan, mode == AttachMode::Adopt),
         };
         let made = made.inspect_err(|_| unplan(st, &plan))?;
-        let real = made.netns_id.is_some();
+        let real = !matches!(made.dev, Device::Sink(_));
         let (info, port) = self.install_endpoint(st, &plan, made);
         self.sync(st);
         if !real {
@@ -108,6 +108,20 @@ impl Switch {
 
     /// The device of a planned attach (no lock needed: it touches only the namespace).
     pub(super) fn make_device(&self, plan: &AttachPlan, adopt: bool) -> Result<Made, Error> {
+        if plan.req.handoff {
+            // The namespace may not exist yet (Docker makes it when the container starts): its
+            // identity is noted later (`Switch::bind_endpoint_namespace`).
+            let how = (self.tap_queues(), self.mark.as_str());
+            let (tap, ifname) =
+                devices::make_handoff_device(&plan.req, plan.mac, plan.dev_net, how)?;
+            tap.set_persist(self.opts.live_restore)
+                .map_err(Error::device("set TAP persistence"))?;
+            return Ok(Made {
+                dev: Device::Tap(tap),
+                ifname,
+                netns_id: None,
+            });
+        }
         let ns = devices::open_netns(&plan.req.netns)?;
         let how = (self.tap_queues(), adopt, self.mark.as_str());
         let (tap, ifname) =
@@ -164,6 +178,26 @@ impl Switch {
             network: req.network.clone(),
         });
         (info, port)
+    }
+
+    /// A handed-over endpoint's namespace now exists under its name (the runtime made it and
+    /// it was mounted in /run/netns): note its identity, so that its deletion or replacement
+    /// is noticed from now on.
+    pub fn bind_endpoint_namespace(&self, netns: &str, network: &str) -> Result<(), Error> {
+        let id = crate::sys::netns::id_of(netns)
+            .ok_or_else(|| Error::NetnsNotFound(netns.to_string()))?;
+        let mut st = self.read();
+        let net = st.net_mut(network)?;
+        let e = net
+            .endpoints
+            .iter_mut()
+            .find(|e| e.netns == netns)
+            .ok_or_else(|| Error::NotAttached {
+                netns: netns.to_string(),
+                network: network.to_string(),
+            })?;
+        e.netns_id = Some(id);
+        Ok(())
     }
 
     /// `detach`: remove `netns`'s endpoint on `network` (up or pending). Saved before it is

@@ -218,6 +218,7 @@ impl Net {
             ifname: (!e.ifname.is_empty()).then(|| e.ifname.clone()),
             aliases: e.aliases.clone(),
             allow_spoof: !e.port.spoof_check,
+            handoff: false,
         }
     }
 

@@ -43,6 +43,7 @@ impl Switch {
         if self.restoring.load(Ordering::Acquire) {
             return;
         }
+        self.follow_renames();
         let look = {
             let st = self.read();
             if st.shutting_down {
@@ -118,6 +119,50 @@ impl Switch {
         st.journal.clear();
         st.undo.clear();
         Self::unlock(st);
+    }
+
+    /// Endpoint devices renamed by someone else (Docker names the interface a plugin hands it
+    /// `ethN` in the container): the new name is kept and saved, so a restart makes the
+    /// device under the name the container knows.
+    fn follow_renames(&self) {
+        let renamed: Vec<(String, String, String)> = {
+            let st = self.read();
+            st.networks()
+                .values()
+                .flat_map(|n| n.endpoints.iter().map(move |e| (n, e)))
+                .filter_map(|(n, e)| {
+                    let Device::Tap(tap) = &e.port.dev else {
+                        return None;
+                    };
+                    let now = tap.current_name().ok()?;
+                    (now != e.ifname).then(|| (n.name.clone(), e.netns.clone(), now))
+                })
+                .collect()
+        };
+        if renamed.is_empty() {
+            return;
+        }
+        let r = self.mutate(|st| {
+            for (network, netns, now) in &renamed {
+                let Ok(net) = st.net_mut(network) else {
+                    continue;
+                };
+                let Some(i) = net.endpoints.iter().position(|e| e.netns == *netns) else {
+                    continue;
+                };
+                log::info!(
+                    "{netns}/{} on {network} was renamed {now}",
+                    net.endpoints[i].ifname
+                );
+                net.endpoints[i].ifname = now.clone();
+                let spec = net.endpoint_spec(&net.endpoints[i]);
+                st.journal.push(super::journal::Record::Endpoint { spec });
+            }
+            Ok(())
+        });
+        if let Err(e) = r {
+            log::warn!("saving renamed endpoint interfaces failed: {e}");
+        }
     }
 
     /// The namespace of `netns`'s endpoint on `network` went away: free its device, keep the

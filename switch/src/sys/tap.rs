@@ -17,6 +17,7 @@ const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
 const TUNGETFEATURES: libc::c_ulong = 0x8004_54cf;
 const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
 const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
+const TUNGETIFF: libc::c_ulong = 0x8004_54d2;
 
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
@@ -188,6 +189,22 @@ impl Tap {
     /// The device name in the namespace it was created in.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The device's name now (another process may have renamed it, or moved it to another
+    /// namespace and renamed it there, as Docker does with the interface a plugin hands it).
+    pub fn current_name(&self) -> io::Result<String> {
+        let mut req = IfReq {
+            name: [0; libc::IFNAMSIZ],
+            flags: 0,
+            _pad: [0; 22],
+        };
+        // SAFETY: TUNGETIFF writes a struct ifreq; `IfReq` has its layout and size.
+        cvt(unsafe { libc::ioctl(self.queues[0].as_raw_fd(), TUNGETIFF, &mut req) })?;
+        // SAFETY: the kernel NUL-terminates the name within IFNAMSIZ bytes.
+        Ok(unsafe { CStr::from_ptr(req.name.as_ptr()) }
+            .to_string_lossy()
+            .into_owned())
     }
 
     /// The device's interface index at creation.

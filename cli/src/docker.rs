@@ -1,0 +1,408 @@
+//! Docker's remote network driver (libnetwork's plugin protocol), served by vswitchd with
+//! `--docker-plugin [PATH]` on `/run/docker/plugins/NAME.sock`, where dockerd finds it as driver
+//! `NAME`: `docker network create -d vswitch --subnet ... NET`, `docker run --net NET`.
+//!
+//! - `CreateNetwork` makes a vswitch network `d-ID12` (the first 12 characters of Docker's
+//!   network id) with the pool and gateway Docker's IPAM chose; `-o vni=N` (with `-o
+//!   peer=IP,IP`), `-o mtu=N`, `-o icc=false` and `--internal` as for `vswitchctl network
+//!   create`. `DeleteNetwork` removes it.
+//! - `CreateEndpoint` remembers the address Docker's IPAM gave and answers the MAC
+//!   (`02:42:` + the address, as Docker's own bridge does).
+//! - `Join` bind-mounts the container's namespace (`SandboxKey`) at `/run/netns/vsd-EP12` and
+//!   attaches it with a hand-over device: a TAP made in vswitchd's namespace (`vsdEP8`) that
+//!   Docker moves into the container, renames `ethN` and configures; vswitchd follows the
+//!   rename and saves it. `Leave` detaches (the device goes); `DeleteEndpoint` removes the mount.
+//!
+//! Every error is `{"Err": "one line"}`, as Docker shows plugin errors to its user.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use switch::model::{AttachRequest, NetworkCreate};
+use switch::Switch;
+
+/// Where dockerd looks for plugin sockets; the file name (without `.sock`) is the driver name.
+pub const DEFAULT_PLUGIN_SOCKET: &str = "/run/docker/plugins/vswitch.sock";
+
+/// What the plugin keeps between calls: the address Docker gave each endpoint (from
+/// `CreateEndpoint` to `Join`).
+#[derive(Default)]
+pub struct Plugin {
+    endpoints: Mutex<HashMap<String, Ipv4Addr>>,
+}
+
+type St = (Arc<Switch>, Arc<Plugin>);
+
+/// The plugin's routes.
+pub fn router(sw: Arc<Switch>) -> Router {
+    Router::new()
+        .route("/Plugin.Activate", post(activate))
+        .route("/NetworkDriver.GetCapabilities", post(capabilities))
+        .route("/NetworkDriver.CreateNetwork", post(create_network))
+        .route("/NetworkDriver.DeleteNetwork", post(delete_network))
+        .route("/NetworkDriver.CreateEndpoint", post(create_endpoint))
+        .route("/NetworkDriver.DeleteEndpoint", post(delete_endpoint))
+        .route("/NetworkDriver.EndpointOperInfo", post(oper_info))
+        .route("/NetworkDriver.Join", post(join))
+        .route("/NetworkDriver.Leave", post(leave))
+        .route("/NetworkDriver.DiscoverNew", post(nothing))
+        .route("/NetworkDriver.DiscoverDelete", post(nothing))
+        .route("/NetworkDriver.ProgramExternalConnectivity", post(nothing))
+        .route("/NetworkDriver.RevokeExternalConnectivity", post(nothing))
+        .with_state((sw, Arc::new(Plugin::default())))
+}
+
+fn err(msg: impl std::fmt::Display) -> Json<Value> {
+    Json(json!({ "Err": msg.to_string() }))
+}
+
+/// Run a blocking switch verb off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    tokio::task::spawn_blocking(f).await.ok()
+}
+
+/// The body as JSON (Docker sends `application/vnd.docker.plugins.v1.2+json`, which axum's
+/// `Json` extractor refuses).
+fn body<T: for<'a> Deserialize<'a>>(b: &[u8]) -> Result<T, Json<Value>> {
+    serde_json::from_slice(b).map_err(|e| err(format!("vswitch plugin: bad request: {e}")))
+}
+
+async fn activate() -> Json<Value> {
+    Json(json!({ "Implements": ["NetworkDriver"] }))
+}
+
+async fn capabilities() -> Json<Value> {
+    Json(json!({ "Scope": "local", "ConnectivityScope": "local" }))
+}
+
+async fn nothing() -> Json<Value> {
+    Json(json!({}))
+}
+
+async fn oper_info() -> Json<Value> {
+    Json(json!({ "Value": {} }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CreateNetworkReq {
+    #[serde(rename = "NetworkID")]
+    network_id: String,
+    #[serde(default)]
+    options: HashMap<String, Value>,
+    #[serde(default, rename = "IPv4Data")]
+    ipv4_data: Vec<IpData>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct IpData {
+    pool: String,
+    #[serde(default)]
+    gateway: Option<String>,
+}
+
+/// The vswitch network of Docker network `id` (Docker sends only the id, never the name).
+fn network_name(id: &str) -> String {
+    format!("d-{}", short(id, 12))
+}
+
+/// The first `n` letters and digits of a Docker id (ids are hex; anything else is dropped, so
+/// no id can make a name vswitchd refuses or cut a character in two).
+fn short(id: &str, n: usize) -> String {
+    id.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(n)
+        .collect()
+}
+
+async fn create_network(State((sw, _)): State<St>, b: axum::body::Bytes) -> Json<Value> {
+    let req: CreateNetworkReq = match body(&b) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let Some(v4) = req.ipv4_data.first() else {
+        return err("vswitch plugin: the network needs an IPv4 subnet (--subnet)");
+    };
+    let generic = req
+        .options
+        .get("com.docker.network.generic")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let opt = |k: &str| generic.get(k).and_then(|v| v.as_str().map(str::to_string));
+    let mut create = NetworkCreate::flat(&network_name(&req.network_id), &v4.pool);
+    create.gateway = v4
+        .gateway
+        .as_deref()
+        .map(|g| g.split('/').next().unwrap_or(g).to_string());
+    create.internal = req
+        .options
+        .get("com.docker.network.internal")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if let Some(v) = opt("vni") {
+        match v.parse() {
+            Ok(n) => create.vni = Some(n),
+            Err(_) => return err(format!("vswitch plugin: -o vni={v} is not a number")),
+        }
+    }
+    if let Some(m) = opt("mtu") {
+        match m.parse() {
+            Ok(n) => create.mtu = Some(n),
+            Err(_) => return err(format!("vswitch plugin: -o mtu={m} is not a number")),
+        }
+    }
+    if let Some(p) = opt("peer") {
+        create.peers = p.split(',').map(str::to_string).collect();
+    }
+    if let Some(icc) = opt("icc") {
+        create.icc = Some(icc != "false");
+    }
+    match blocking(move || sw.create_network(&create)).await {
+        Some(Ok(_)) => Json(json!({})),
+        Some(Err(e)) => err(e),
+        None => err("vswitch plugin: internal error"),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct NetworkReq {
+    #[serde(rename = "NetworkID")]
+    network_id: String,
+}
+
+async fn delete_network(State((sw, _)): State<St>, b: axum::body::Bytes) -> Json<Value> {
+    let req: NetworkReq = match body(&b) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let name = network_name(&req.network_id);
+    match blocking(move || sw.remove_network(&name)).await {
+        Some(Ok(())) | Some(Err(switch::error::Error::NetworkNotFound(_))) => Json(json!({})),
+        Some(Err(e)) => err(e),
+        None => err("vswitch plugin: internal error"),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct EndpointReq {
+    #[serde(rename = "NetworkID")]
+    network_id: String,
+    #[serde(rename = "EndpointID")]
+    endpoint_id: String,
+    #[serde(default)]
+    interface: Option<InterfaceReq>,
+    #[serde(default)]
+    sandbox_key: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct InterfaceReq {
+    #[serde(default)]
+    address: String,
+    #[serde(default)]
+    mac_address: String,
+}
+
+/// The namespace name an endpoint's container namespace is mounted at.
+fn netns_of(endpoint: &str) -> String {
+    format!("vsd-{}", short(endpoint, 12))
+}
+
+/// The name of the device handed over to Docker (in vswitchd's namespace until moved).
+fn handoff_name(endpoint: &str) -> String {
+    format!("vsd{}", short(endpoint, 8))
+}
+
+async fn create_endpoint(State((_, p)): State<St>, b: axum::body::Bytes) -> Json<Value> {
+    let req: EndpointReq = match body(&b) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let Some(i) = req.interface else {
+        return err("vswitch plugin: no interface address from Docker's IPAM");
+    };
+    let Some(ip) = i
+        .address
+        .split('/')
+        .next()
+        .and_then(|a| a.parse::<Ipv4Addr>().ok())
+    else {
+        return err(format!(
+            "vswitch plugin: endpoint address '{}' is not IPv4",
+            i.address
+        ));
+    };
+    p.endpoints
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(req.endpoint_id.clone(), ip);
+    if i.mac_address.is_empty() {
+        let o = ip.octets();
+        let mac = format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3]);
+        return Json(json!({ "Interface": { "MacAddress": mac } }));
+    }
+    Json(json!({}))
+}
+
+async fn join(State((sw, p)): State<St>, b: axum::body::Bytes) -> Json<Value> {
+    let req: EndpointReq = match body(&b) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let Some(key) = req.sandbox_key.clone() else {
+        return err("vswitch plugin: Join without a SandboxKey");
+    };
+    let ip = p
+        .endpoints
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&req.endpoint_id)
+        .copied();
+    let network = network_name(&req.network_id);
+    let netns = netns_of(&req.endpoint_id);
+    let dev = handoff_name(&req.endpoint_id);
+    let r = blocking(move || -> Result<Value, String> {
+        let attach = AttachRequest {
+            ip: ip.map(|i| i.to_string()),
+            ifname: Some(dev.clone()),
+            handoff: true,
+            ..AttachRequest::new(&netns, &network)
+        };
+        sw.attach(&attach).map_err(|e| e.to_string())?;
+        let gw = sw
+            .network(&network)
+            .map(|n| n.gateway.to_string())
+            .map_err(|e| e.to_string())?;
+        // The container's namespace exists only once Docker starts it (after this answer):
+        // mounted under the endpoint's name as soon as it does.
+        let bind = (sw.clone(), key, netns.clone(), network.clone());
+        std::thread::spawn(move || bind_when_ready(bind));
+        Ok(json!({
+            "InterfaceName": { "SrcName": dev, "DstPrefix": "eth" },
+            "Gateway": gw,
+        }))
+    })
+    .await;
+    match r {
+        Some(Ok(v)) => Json(v),
+        Some(Err(e)) => err(e),
+        None => err("vswitch plugin: internal error"),
+    }
+}
+
+async fn leave(State((sw, _)): State<St>, b: axum::body::Bytes) -> Json<Value> {
+    let req: EndpointReq = match body(&b) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let network = network_name(&req.network_id);
+    let netns = netns_of(&req.endpoint_id);
+    match blocking(move || sw.detach(&netns, &network)).await {
+        Some(Ok(())) | Some(Err(switch::error::Error::NotAttached { .. })) => Json(json!({})),
+        Some(Err(switch::error::Error::NetworkNotFound(_))) => Json(json!({})),
+        Some(Err(e)) => err(e),
+        None => err("vswitch plugin: internal error"),
+    }
+}
+
+async fn delete_endpoint(State((sw, p)): State<St>, b: axum::body::Bytes) -> Json<Value> {
+    let req: EndpointReq = match body(&b) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    p.endpoints
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&req.endpoint_id);
+    let network = network_name(&req.network_id);
+    let netns = netns_of(&req.endpoint_id);
+    let _ = blocking(move || {
+        let _ = sw.detach(&netns, &network);
+        unbind_netns(&netns);
+    })
+    .await;
+    Json(json!({}))
+}
+
+/// Wait (up to a minute) until `key` is a network namespace (Docker mounts the container's
+/// there when it starts it), then mount it at `/run/netns/NETNS` and let the switch note it.
+fn bind_when_ready((sw, key, netns, network): (Arc<Switch>, String, String, String)) {
+    use std::os::unix::fs::MetadataExt;
+    let nsfs = std::fs::metadata("/proc/self/ns/net").map(|m| m.dev()).ok();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        let ready = std::fs::metadata(&key).ok().map(|m| m.dev()) == nsfs && nsfs.is_some();
+        if ready {
+            match bind_netns(&key, &netns).and_then(|()| {
+                sw.bind_endpoint_namespace(&netns, &network)
+                    .map_err(|e| e.to_string())
+            }) {
+                Ok(()) => return,
+                Err(e) => {
+                    log::warn!("Docker plugin: naming {key} {netns} failed: {e}");
+                    return;
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    log::warn!("Docker plugin: {key} never became a network namespace (container not started?)");
+}
+
+/// `mount --bind KEY /run/netns/NAME` (the container's namespace, by a name vswitchd knows).
+fn bind_netns(key: &str, name: &str) -> Result<(), String> {
+    let target = Path::new("/run/netns").join(name);
+    std::fs::create_dir_all("/run/netns").map_err(|e| format!("create /run/netns: {e}"))?;
+    std::fs::write(&target, b"").map_err(|e| format!("create {}: {e}", target.display()))?;
+    let out = std::process::Command::new("mount")
+        .arg("--bind")
+        .arg(key)
+        .arg(&target)
+        .output()
+        .map_err(|e| format!("run mount: {e}"))?;
+    if !out.status.success() {
+        let _ = std::fs::remove_file(&target);
+        return Err(format!(
+            "mount --bind {key} {} failed: {}",
+            target.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+fn unbind_netns(name: &str) {
+    let target = Path::new("/run/netns").join(name);
+    let _ = std::process::Command::new("umount").arg(&target).output();
+    let _ = std::fs::remove_file(&target);
+    let _ = std::fs::remove_dir(Path::new("/etc/netns").join(name));
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn names_from_any_id_are_valid() {
+        assert_eq!(network_name("aa7126f34e8d0732f145"), "d-aa7126f34e8d");
+        assert_eq!(netns_of("é/../x"), "vsd-x");
+        assert_eq!(handoff_name("0123456789abcdef"), "vsd01234567");
+        assert!(
+            handoff_name("0123456789abcdef").len() <= 15,
+            "an interface name"
+        );
+        assert!(body::<EndpointReq>(b"{not json").is_err());
+    }
+}
