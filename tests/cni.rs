@@ -191,13 +191,7 @@ impl Drop for Runtime {
         }
         self.containerd = None;
         // containerd's mounts under its root (the shim's rootfs bind mounts) go with it.
-        let _ = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "grep -o ' {}[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l",
-                self.dir.display()
-            ))
-            .status();
+        unmount_under(&self.dir);
         for f in &self.created {
             let _ = std::fs::remove_file(f);
         }

@@ -111,13 +111,7 @@ impl Drop for Dockerd {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let _ = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "grep -o ' {}[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l",
-                self.dir.display()
-            ))
-            .status();
+        unmount_under(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -1073,6 +1073,18 @@ pub fn vxlan_flood_to(host: &Netns, remote: &str) {
     ]);
 }
 
+/// Unmount (lazily, deepest first) everything mounted under `dir`: what a container runtime
+/// the test started left there (rootfs and namespace bind mounts).
+pub fn unmount_under(dir: &Path) {
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "grep -o ' {}[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l",
+            dir.display()
+        ))
+        .status();
+}
+
 /// A cluster of real etcd members (Debian's etcd-server), each a process in namespace `ns` on
 /// its own address there, with its own data directory; stopped and removed on drop.
 pub struct EtcdCluster {
