@@ -27,7 +27,10 @@ impl Dockerd {
             "mount",
             "tar",
         ]);
-        let dir = std::env::temp_dir().join(format!("vsdk-{}", std::process::id()));
+        // One directory per daemon (two tests may run at once in this process).
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("vsdk-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
         let child = Command::new("dockerd")
@@ -52,11 +55,12 @@ impl Dockerd {
         assert!(up, "dockerd did not answer: {}", d.log());
         // An image from busybox-static: sh, ip, ping, sleep.
         let root = d.dir.join("rootfs");
-        for sub in ["bin", "proc", "dev", "sys", "etc"] {
+        for sub in ["bin", "proc", "dev", "sys", "etc", "www"] {
             std::fs::create_dir_all(root.join(sub)).unwrap();
         }
+        std::fs::write(root.join("www/index.html"), "served from a container\n").unwrap();
         std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-        for t in ["sh", "ip", "ping", "sleep"] {
+        for t in ["sh", "ip", "ping", "sleep", "httpd"] {
             std::os::unix::fs::symlink("busybox", root.join("bin").join(t)).unwrap();
         }
         let o = Command::new("sh")
@@ -219,4 +223,83 @@ fn docker_containers_on_a_vswitch_network_talk_and_leave_nothing_behind() {
         d.ctl_err(&["network", "inspect", &vs_net]).0 != 0,
         "the vswitch network went"
     );
+}
+
+/// The uplink cable in vswitchd's (the root) namespace: veth `NAME` to `eth0` (10.210.0.2/24)
+/// in `out`; deleted on drop.
+struct RootUplink(String);
+
+impl RootUplink {
+    fn new(out: &Netns) -> RootUplink {
+        let name = format!("vsup{}", std::process::id() % 100_000);
+        run_ok(&[
+            "ip", "link", "add", &name, "type", "veth", "peer", "name", "eth0", "netns", &out.name,
+        ]);
+        let u = RootUplink(name);
+        out.exec_ok(&["ip", "addr", "add", "10.210.0.2/24", "dev", "eth0"]);
+        out.exec_ok(&["ip", "link", "set", "eth0", "up"]);
+        u
+    }
+}
+
+impl Drop for RootUplink {
+    fn drop(&mut self) {
+        let _ = run(&["ip", "link", "del", &self.0]);
+    }
+}
+
+#[test]
+fn docker_run_p_publishes_on_the_uplink() {
+    require(&["curl"]);
+    let driver = format!("vspub{}", std::process::id());
+    let plugin = format!("/run/docker/plugins/{driver}.sock");
+    let out = Netns::new("dout");
+    let cable = RootUplink::new(&out);
+    let d = Daemon::start_with(&["--docker-plugin", &plugin]);
+    d.ctl_ok(&["uplink", "set", &cable.0, "--ip", "10.210.0.1/24"]);
+    let dk = Dockerd::start();
+    dk.ok(&[
+        "network",
+        "create",
+        "-d",
+        &driver,
+        "--subnet",
+        "10.76.0.0/24",
+        "pnet",
+    ]);
+    dk.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "vsweb",
+        "--net",
+        "pnet",
+        "-p",
+        "8080:80",
+        "vsbox",
+        "/bin/httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    ]);
+    let get = || {
+        let o = out.exec(&["curl", "-s", "-m", "3", "http://10.210.0.1:8080/index.html"]);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert!(
+        wait_until(10, || get().contains("served from a container")),
+        "{:?}\n{}",
+        ports(&d),
+        d.log()
+    );
+    dk.ok(&["rm", "-f", "vsweb"]);
+    assert!(
+        wait_until(5, || ports(&d).iter().all(|p| p.published.is_empty())),
+        "{:?}",
+        ports(&d)
+    );
+    assert!(!get().contains("served"), "still answered after docker rm");
+    dk.ok(&["network", "rm", "pnet"]);
 }

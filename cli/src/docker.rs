@@ -54,7 +54,10 @@ pub fn router(sw: Arc<Switch>) -> Router {
         .route("/NetworkDriver.Leave", post(leave))
         .route("/NetworkDriver.DiscoverNew", post(nothing))
         .route("/NetworkDriver.DiscoverDelete", post(nothing))
-        .route("/NetworkDriver.ProgramExternalConnectivity", post(nothing))
+        .route(
+            "/NetworkDriver.ProgramExternalConnectivity",
+            post(program_external),
+        )
         .route("/NetworkDriver.RevokeExternalConnectivity", post(nothing))
         .with_state((sw, Arc::new(Plugin::default())))
 }
@@ -297,6 +300,81 @@ async fn join(State((sw, p)): State<St>, b: axum::body::Bytes) -> Json<Value> {
     .await;
     match r {
         Some(Ok(v)) => Json(v),
+        Some(Err(e)) => err(e),
+        None => err("vswitch plugin: internal error"),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ExternalReq {
+    #[serde(rename = "NetworkID")]
+    network_id: String,
+    #[serde(rename = "EndpointID")]
+    endpoint_id: String,
+    #[serde(default)]
+    options: HashMap<String, Value>,
+}
+
+/// One `docker run -p` binding.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PortBinding {
+    /// IP protocol number (6 TCP, 17 UDP).
+    proto: u8,
+    /// Container port.
+    port: u16,
+    #[serde(default, rename = "HostIP")]
+    host_ip: String,
+    #[serde(default)]
+    host_port: u16,
+}
+
+/// `docker run -p HOST:CTR`: published on the uplink (the bindings go with the endpoint at
+/// Leave, so Revoke has nothing to do).
+async fn program_external(State((sw, _)): State<St>, b: axum::body::Bytes) -> Json<Value> {
+    let req: ExternalReq = match body(&b) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let bindings: Vec<PortBinding> = match req.options.get("com.docker.network.portmap") {
+        Some(v) => match serde_json::from_value(v.clone()) {
+            Ok(b) => b,
+            Err(e) => return err(format!("vswitch plugin: bad port map: {e}")),
+        },
+        None => return Json(json!({})),
+    };
+    let network = network_name(&req.network_id);
+    let netns = netns_of(&req.endpoint_id);
+    let r = blocking(move || -> Result<(), String> {
+        for b in bindings {
+            let proto = match b.proto {
+                6 => "tcp",
+                17 => "udp",
+                p => return Err(format!("vswitch plugin: cannot publish IP protocol {p}")),
+            };
+            let host = match b.host_ip.as_str() {
+                "" | "0.0.0.0" => String::new(),
+                ip if ip.contains(':') => continue, // IPv6: not switched yet
+                ip => format!("{ip}:"),
+            };
+            let spec = if b.host_port == 0 {
+                format!("{host}{}/{proto}", b.port)
+            } else {
+                format!("{host}{}:{}/{proto}", b.host_port, b.port)
+            };
+            sw.publish(&switch::model::PublishRequest {
+                netns: netns.clone(),
+                spec,
+                network: Some(network.clone()),
+            })
+            .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    })
+    .await;
+    match r {
+        Some(Ok(())) => Json(json!({})),
         Some(Err(e)) => err(e),
         None => err("vswitch plugin: internal error"),
     }
