@@ -128,7 +128,8 @@ fn ports(d: &Daemon) -> Vec<PortInfo> {
 fn docker_containers_on_a_vswitch_network_talk_and_leave_nothing_behind() {
     let driver = format!("vstest{}", std::process::id());
     let plugin = format!("/run/docker/plugins/{driver}.sock");
-    let d = Daemon::start_with(&["--docker-plugin", &plugin]);
+    let args = ["--docker-plugin", plugin.as_str(), "--live-restore"];
+    let mut d = Daemon::start_with(&args);
     let dk = Dockerd::start();
     let net_id = dk.ok(&[
         "network",
@@ -202,6 +203,26 @@ fn docker_containers_on_a_vswitch_network_talk_and_leave_nothing_behind() {
     let plain = Netns::new("dk");
     attach(&d, &plain, &vs_net);
     assert!(plain.ping(&ipa, 2), "netns -> container");
+    // vswitchd restarted under running containers (--live-restore): they stay connected, and
+    // the switch and Docker still agree.
+    d.terminate();
+    d.spawn(&args);
+    let o = dk.docker(&["exec", "vsa", "/bin/ping", "-c", "2", "-W", "2", &ipb]);
+    assert!(
+        o.status.success(),
+        "after a restart: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        d.log()
+    );
+    assert_eq!(
+        ports(&d)
+            .iter()
+            .filter(|p| p.netns.starts_with("vsd-") && p.ifname == "eth0" && p.state == "up")
+            .count(),
+        2,
+        "{:?}",
+        ports(&d)
+    );
     // Docker refuses to remove a network in use; disconnect and rm take the endpoints away.
     assert!(!dk.docker(&["network", "rm", "dnet"]).status.success());
     dk.ok(&["network", "disconnect", "dnet", "vsb"]);
