@@ -28,13 +28,11 @@ use serde_json::{json, Value};
 use switch::model::{AttachRequest, EndpointInfo, NetworkInfo, PublishRequest};
 
 use crate::client::{encode, Client, ClientError};
+use crate::netns_mount::{self, NETNS_DIR};
 use crate::{routes, DEFAULT_SOCKET};
 
 /// The spec versions this plugin speaks.
 pub const SUPPORTED: &[&str] = &["1.0.0", "1.1.0"];
-
-/// Where named network namespaces live (`ip netns`).
-const NETNS_DIR: &str = "/run/netns";
 
 /// Prefix of the namespace names this plugin makes for namespaces given by path.
 const OWN_PREFIX: &str = "vscni-";
@@ -281,64 +279,16 @@ fn namespace(id: &str, path: &str, make: bool) -> Result<String, CniError> {
     }
     let name = own_netns_name(id);
     if make {
-        bind_netns(path, &name)?;
+        if !Path::new(path).exists() {
+            return Err(CniError::new(
+                4,
+                format!("CNI_NETNS {path} does not exist"),
+                "",
+            ));
+        }
+        netns_mount::bind(path, &name).map_err(|e| CniError::new(5, e, ""))?;
     }
     Ok(name)
-}
-
-/// `mount --bind PATH /run/netns/NAME`, as `ip netns attach` does (unless already there).
-fn bind_netns(path: &str, name: &str) -> Result<(), CniError> {
-    let target = Path::new(NETNS_DIR).join(name);
-    let io = |what: &str, e: std::io::Error| CniError::new(5, format!("{what}: {e}"), "");
-    if !Path::new(path).exists() {
-        return Err(CniError::new(
-            4,
-            format!("CNI_NETNS {path} does not exist"),
-            "",
-        ));
-    }
-    if is_mount_of(path, &target) {
-        return Ok(());
-    }
-    std::fs::create_dir_all(NETNS_DIR).map_err(|e| io("create /run/netns", e))?;
-    std::fs::write(&target, b"").map_err(|e| io(&format!("create {}", target.display()), e))?;
-    let out = std::process::Command::new("mount")
-        .arg("--bind")
-        .arg(path)
-        .arg(&target)
-        .output()
-        .map_err(|e| io("run mount", e))?;
-    if !out.status.success() {
-        let _ = std::fs::remove_file(&target);
-        return Err(CniError::new(
-            5,
-            format!(
-                "mount --bind {path} {} failed: {}",
-                target.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-            "",
-        ));
-    }
-    Ok(())
-}
-
-/// Whether `target` is already a mount of the namespace `path` names (same inode).
-fn is_mount_of(path: &str, target: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(path), std::fs::metadata(target)) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-        _ => false,
-    }
-}
-
-/// Undo [`bind_netns`].
-fn unbind_netns(name: &str) {
-    let target = Path::new(NETNS_DIR).join(name);
-    let _ = std::process::Command::new("umount").arg(&target).output();
-    let _ = std::fs::remove_file(&target);
-    // vswitchd's resolver file for the namespace, if it left its directory behind.
-    let _ = std::fs::remove_dir(Path::new("/etc/netns").join(name));
 }
 
 fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
@@ -380,7 +330,7 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
         Ok(ep) => ep,
         Err(e) => {
             if netns.starts_with(OWN_PREFIX) && !attached_anywhere(&c, &netns) {
-                unbind_netns(&netns);
+                netns_mount::unbind(&netns);
             }
             return Err(api_err(&format!("attach to {network}"), e));
         }
@@ -403,7 +353,7 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
         if let Err(e) = c.call::<Value>("POST", routes::PUBLISH, Some(&p)) {
             let _ = detach(&c, &netns, network);
             if netns.starts_with(OWN_PREFIX) && !attached_anywhere(&c, &netns) {
-                unbind_netns(&netns);
+                netns_mount::unbind(&netns);
             }
             return Err(api_err(
                 &format!("publish {}->{}", m.host_port, m.container_port),
@@ -501,7 +451,7 @@ fn del(env: &Env, conf: &NetConf) -> Result<(), CniError> {
         detach(&c, &netns, network)?;
     }
     if netns.starts_with(OWN_PREFIX) && !attached_anywhere(&c, &netns) {
-        unbind_netns(&netns);
+        netns_mount::unbind(&netns);
     }
     Ok(())
 }
@@ -591,7 +541,7 @@ fn gc(conf: &NetConf) -> Result<(), CniError> {
     for netns in stale {
         detach(&c, &netns, network)?;
         if !attached_anywhere(&c, &netns) {
-            unbind_netns(&netns);
+            netns_mount::unbind(&netns);
         }
     }
     Ok(())

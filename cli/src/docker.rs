@@ -17,7 +17,6 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
@@ -66,9 +65,49 @@ fn err(msg: impl std::fmt::Display) -> Json<Value> {
     Json(json!({ "Err": msg.to_string() }))
 }
 
-/// Run a blocking switch verb off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-    tokio::task::spawn_blocking(f).await.ok()
+/// Run a blocking switch verb off the async threads and answer with its outcome: `{}` (or the
+/// value it gave) when it succeeded or `ok_anyway` says the failure is nothing to report,
+/// `{"Err": ...}` otherwise.
+async fn answer<T, E>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+    ok_anyway: impl Fn(&E) -> bool,
+) -> Json<Value>
+where
+    T: Into<Answer> + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Json(v.into().0),
+        Ok(Err(e)) if ok_anyway(&e) => Json(json!({})),
+        Ok(Err(e)) => err(e),
+        Err(_) => err("vswitch plugin: internal error"),
+    }
+}
+
+/// A plugin answer's body: `{}` for a verb that returns nothing to Docker.
+struct Answer(Value);
+
+impl From<()> for Answer {
+    fn from((): ()) -> Answer {
+        Answer(json!({}))
+    }
+}
+
+impl From<Value> for Answer {
+    fn from(v: Value) -> Answer {
+        Answer(v)
+    }
+}
+
+impl From<switch::model::NetworkInfo> for Answer {
+    fn from(_: switch::model::NetworkInfo) -> Answer {
+        Answer(json!({}))
+    }
+}
+
+/// No failure is ignored.
+fn never<E>(_: &E) -> bool {
+    false
 }
 
 /// The body as JSON (Docker sends `application/vnd.docker.plugins.v1.2+json`, which axum's
@@ -169,11 +208,7 @@ async fn create_network(State((sw, _)): State<St>, b: axum::body::Bytes) -> Json
     if let Some(icc) = opt("icc") {
         create.icc = Some(icc != "false");
     }
-    match blocking(move || sw.create_network(&create)).await {
-        Some(Ok(_)) => Json(json!({})),
-        Some(Err(e)) => err(e),
-        None => err("vswitch plugin: internal error"),
-    }
+    answer(move || sw.create_network(&create), never).await
 }
 
 #[derive(Deserialize)]
@@ -189,11 +224,11 @@ async fn delete_network(State((sw, _)): State<St>, b: axum::body::Bytes) -> Json
         Err(e) => return e,
     };
     let name = network_name(&req.network_id);
-    match blocking(move || sw.remove_network(&name)).await {
-        Some(Ok(())) | Some(Err(switch::error::Error::NetworkNotFound(_))) => Json(json!({})),
-        Some(Err(e)) => err(e),
-        None => err("vswitch plugin: internal error"),
-    }
+    answer(
+        move || sw.remove_network(&name),
+        |e| matches!(e, switch::error::Error::NetworkNotFound(_)),
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -276,33 +311,31 @@ async fn join(State((sw, p)): State<St>, b: axum::body::Bytes) -> Json<Value> {
     let network = network_name(&req.network_id);
     let netns = netns_of(&req.endpoint_id);
     let dev = handoff_name(&req.endpoint_id);
-    let r = blocking(move || -> Result<Value, String> {
-        let attach = AttachRequest {
-            ip: ip.map(|i| i.to_string()),
-            ifname: Some(dev.clone()),
-            handoff: true,
-            ..AttachRequest::new(&netns, &network)
-        };
-        sw.attach(&attach).map_err(|e| e.to_string())?;
-        let gw = sw
-            .network(&network)
-            .map(|n| n.gateway.to_string())
-            .map_err(|e| e.to_string())?;
-        // The container's namespace exists only once Docker starts it (after this answer):
-        // mounted under the endpoint's name as soon as it does.
-        let bind = (sw.clone(), key, netns.clone(), network.clone());
-        std::thread::spawn(move || bind_when_ready(bind));
-        Ok(json!({
-            "InterfaceName": { "SrcName": dev, "DstPrefix": "eth" },
-            "Gateway": gw,
-        }))
-    })
-    .await;
-    match r {
-        Some(Ok(v)) => Json(v),
-        Some(Err(e)) => err(e),
-        None => err("vswitch plugin: internal error"),
-    }
+    answer(
+        move || -> Result<Value, String> {
+            let attach = AttachRequest {
+                ip: ip.map(|i| i.to_string()),
+                ifname: Some(dev.clone()),
+                handoff: true,
+                ..AttachRequest::new(&netns, &network)
+            };
+            sw.attach(&attach).map_err(|e| e.to_string())?;
+            let gw = sw
+                .network(&network)
+                .map(|n| n.gateway.to_string())
+                .map_err(|e| e.to_string())?;
+            // The container's namespace exists only once Docker starts it (after this answer):
+            // mounted under the endpoint's name as soon as it does.
+            let bind = (sw.clone(), key, netns.clone(), network.clone());
+            std::thread::spawn(move || bind_when_ready(bind));
+            Ok(json!({
+                "InterfaceName": { "SrcName": dev, "DstPrefix": "eth" },
+                "Gateway": gw,
+            }))
+        },
+        never,
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -346,38 +379,36 @@ async fn program_external(State((sw, _)): State<St>, b: axum::body::Bytes) -> Js
     };
     let network = network_name(&req.network_id);
     let netns = netns_of(&req.endpoint_id);
-    let r = blocking(move || -> Result<(), String> {
-        for b in bindings {
-            let proto = match b.proto {
-                6 => "tcp",
-                17 => "udp",
-                p => return Err(format!("vswitch plugin: cannot publish IP protocol {p}")),
-            };
-            let host = match b.host_ip.as_str() {
-                "" | "0.0.0.0" => String::new(),
-                ip if ip.contains(':') => continue, // IPv6: not switched yet
-                ip => format!("{ip}:"),
-            };
-            let spec = if b.host_port == 0 {
-                format!("{host}{}/{proto}", b.port)
-            } else {
-                format!("{host}{}:{}/{proto}", b.host_port, b.port)
-            };
-            sw.publish(&switch::model::PublishRequest {
-                netns: netns.clone(),
-                spec,
-                network: Some(network.clone()),
-            })
-            .map_err(|e| e.to_string())?;
-        }
-        Ok(())
-    })
-    .await;
-    match r {
-        Some(Ok(())) => Json(json!({})),
-        Some(Err(e)) => err(e),
-        None => err("vswitch plugin: internal error"),
-    }
+    answer(
+        move || -> Result<(), String> {
+            for b in bindings {
+                let proto = match b.proto {
+                    6 => "tcp",
+                    17 => "udp",
+                    p => return Err(format!("vswitch plugin: cannot publish IP protocol {p}")),
+                };
+                let host = match b.host_ip.as_str() {
+                    "" | "0.0.0.0" => String::new(),
+                    ip if ip.contains(':') => continue, // IPv6: not switched yet
+                    ip => format!("{ip}:"),
+                };
+                let spec = if b.host_port == 0 {
+                    format!("{host}{}/{proto}", b.port)
+                } else {
+                    format!("{host}{}:{}/{proto}", b.host_port, b.port)
+                };
+                sw.publish(&switch::model::PublishRequest {
+                    netns: netns.clone(),
+                    spec,
+                    network: Some(network.clone()),
+                })
+                .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        },
+        never,
+    )
+    .await
 }
 
 async fn leave(State((sw, _)): State<St>, b: axum::body::Bytes) -> Json<Value> {
@@ -387,12 +418,17 @@ async fn leave(State((sw, _)): State<St>, b: axum::body::Bytes) -> Json<Value> {
     };
     let network = network_name(&req.network_id);
     let netns = netns_of(&req.endpoint_id);
-    match blocking(move || sw.detach(&netns, &network)).await {
-        Some(Ok(())) | Some(Err(switch::error::Error::NotAttached { .. })) => Json(json!({})),
-        Some(Err(switch::error::Error::NetworkNotFound(_))) => Json(json!({})),
-        Some(Err(e)) => err(e),
-        None => err("vswitch plugin: internal error"),
-    }
+    // Nothing left to remove is no error.
+    answer(
+        move || sw.detach(&netns, &network),
+        |e| {
+            matches!(
+                e,
+                switch::error::Error::NotAttached { .. } | switch::error::Error::NetworkNotFound(_)
+            )
+        },
+    )
+    .await
 }
 
 async fn delete_endpoint(State((sw, p)): State<St>, b: axum::body::Bytes) -> Json<Value> {
@@ -406,12 +442,15 @@ async fn delete_endpoint(State((sw, p)): State<St>, b: axum::body::Bytes) -> Jso
         .remove(&req.endpoint_id);
     let network = network_name(&req.network_id);
     let netns = netns_of(&req.endpoint_id);
-    let _ = blocking(move || {
-        let _ = sw.detach(&netns, &network);
-        unbind_netns(&netns);
-    })
-    .await;
-    Json(json!({}))
+    answer(
+        move || -> Result<(), String> {
+            let _ = sw.detach(&netns, &network);
+            crate::netns_mount::unbind(&netns);
+            Ok(())
+        },
+        never,
+    )
+    .await
 }
 
 /// Wait (up to a minute) until `key` is a network namespace (Docker mounts the container's
@@ -423,7 +462,7 @@ fn bind_when_ready((sw, key, netns, network): (Arc<Switch>, String, String, Stri
     while std::time::Instant::now() < deadline {
         let ready = std::fs::metadata(&key).ok().map(|m| m.dev()) == nsfs && nsfs.is_some();
         if ready {
-            match bind_netns(&key, &netns).and_then(|()| {
+            match crate::netns_mount::bind(&key, &netns).and_then(|()| {
                 sw.bind_endpoint_namespace(&netns, &network)
                     .map_err(|e| e.to_string())
             }) {
@@ -437,35 +476,6 @@ fn bind_when_ready((sw, key, netns, network): (Arc<Switch>, String, String, Stri
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     log::warn!("Docker plugin: {key} never became a network namespace (container not started?)");
-}
-
-/// `mount --bind KEY /run/netns/NAME` (the container's namespace, by a name vswitchd knows).
-fn bind_netns(key: &str, name: &str) -> Result<(), String> {
-    let target = Path::new("/run/netns").join(name);
-    std::fs::create_dir_all("/run/netns").map_err(|e| format!("create /run/netns: {e}"))?;
-    std::fs::write(&target, b"").map_err(|e| format!("create {}: {e}", target.display()))?;
-    let out = std::process::Command::new("mount")
-        .arg("--bind")
-        .arg(key)
-        .arg(&target)
-        .output()
-        .map_err(|e| format!("run mount: {e}"))?;
-    if !out.status.success() {
-        let _ = std::fs::remove_file(&target);
-        return Err(format!(
-            "mount --bind {key} {} failed: {}",
-            target.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(())
-}
-
-fn unbind_netns(name: &str) {
-    let target = Path::new("/run/netns").join(name);
-    let _ = std::process::Command::new("umount").arg(&target).output();
-    let _ = std::fs::remove_file(&target);
-    let _ = std::fs::remove_dir(Path::new("/etc/netns").join(name));
 }
 
 #[cfg(test)]

@@ -818,16 +818,12 @@ fn republish(agent: &Agent, st: &State, view: &View) {
     delete_keys(agent, &stale);
 }
 
-/// Delete `keys` from etcd, logging what fails (a clean-up after a refused change).
-fn delete_keys(agent: &Agent, keys: &[String]) {
+/// Delete `keys` from etcd, logging what fails (a clean-up after a refused change, or a change
+/// taken back because its local part could not be saved).
+pub(super) fn delete_keys(agent: &Agent, keys: &[String]) {
     for k in keys {
         if let Err(e) = agent.etcd.delete(k) {
             log::warn!("cluster: removing {k} from etcd failed ({e}); it stays until removed");
         }
     }
-}
-
-/// Take back cluster keys a change wrote (its local part could not be saved).
-pub(super) fn undo_keys(agent: &Agent, keys: &[String]) {
-    delete_keys(agent, keys);
 }

@@ -258,33 +258,13 @@ pub(super) fn make_endpoint_device(
                 })?
             }
         };
-        let tap = Tap::create(&ifname, offloads, queues).map_err(|e| match e.raw_os_error() {
-            // Made meanwhile by someone else, as another kind of device.
-            Some(libc::EINVAL | libc::EBUSY | libc::EEXIST) => Error::IfnameInUse {
-                ifname: ifname.clone(),
-                netns: netns.clone(),
-            },
-            _ => Error::Device {
-                step: "create TAP device",
-                source: e,
-            },
-        })?;
+        let tap = new_tap(
+            &mut nl,
+            (&ifname, &netns),
+            (offloads, queues),
+            (mac, mtu, mark),
+        )?;
         let idx = tap.ifindex();
-        nl.set_link(
-            idx,
-            &LinkChange {
-                mtu: Some(mtu),
-                mac: Some(mac.0),
-                alias: Some(mark),
-                ..Default::default()
-            },
-        )
-        .map_err(Error::device("set TAP MAC address and MTU"))?;
-        // A TAP never pushes back (it drops when its ring is full), so a queue discipline in
-        // front of it queues nothing; without one, `up` is several ms faster (256 queues).
-        if let Err(e) = nl.set_noqueue(idx) {
-            log::debug!("{ifname}: keeping the default qdisc ({e})");
-        }
         set_up(&mut nl, idx, "bring interface up")?;
         nl.add_addr_v4(idx, ip, prefix)
             .map_err(Error::device("add address"))?;
@@ -313,31 +293,52 @@ pub(super) fn make_handoff_device(
         step: "hand a device over (no interface name given)",
         source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
     })?;
-    let tap = Tap::create(&name, offloads, queues).map_err(|e| match e.raw_os_error() {
+    let mut nl = Netlink::open().map_err(Error::device("open netlink socket"))?;
+    let own = "vswitchd's own";
+    let tap = new_tap(
+        &mut nl,
+        (&name, own),
+        (offloads, queues),
+        (mac, net.mtu, mark),
+    )?;
+    Ok((tap, name))
+}
+
+/// A new TAP `name` in the calling thread's namespace (`netns` names it in errors) with the
+/// endpoint's MAC, MTU and this daemon's mark, and no queue discipline. Not up, no address.
+fn new_tap(
+    nl: &mut Netlink,
+    (name, netns): (&str, &str),
+    (offloads, queues): (u32, usize),
+    (mac, mtu, mark): (MacAddr, u32, &str),
+) -> Result<Tap, Error> {
+    let tap = Tap::create(name, offloads, queues).map_err(|e| match e.raw_os_error() {
+        // Made meanwhile by someone else, as another kind of device.
         Some(libc::EINVAL | libc::EBUSY | libc::EEXIST) => Error::IfnameInUse {
-            ifname: name.clone(),
-            netns: "vswitchd's own".into(),
+            ifname: name.to_string(),
+            netns: netns.to_string(),
         },
         _ => Error::Device {
             step: "create TAP device",
             source: e,
         },
     })?;
-    let mut nl = Netlink::open().map_err(Error::device("open netlink socket"))?;
     nl.set_link(
         tap.ifindex(),
         &LinkChange {
-            mtu: Some(net.mtu),
+            mtu: Some(mtu),
             mac: Some(mac.0),
             alias: Some(mark),
             ..Default::default()
         },
     )
     .map_err(Error::device("set TAP MAC address and MTU"))?;
+    // A TAP never pushes back (it drops when its ring is full), so a queue discipline in front
+    // of it queues nothing; without one, `up` is several ms faster (256 queues).
     if let Err(e) = nl.set_noqueue(tap.ifindex()) {
         log::debug!("{name}: keeping the default qdisc ({e})");
     }
-    Ok((tap, name))
+    Ok(tap)
 }
 
 /// Take over the TAP `name` a previous daemon left in namespace `ns` (`--live-restore`), and make

@@ -392,7 +392,7 @@ impl Switch {
                 }
                 Undo::ClusterKeys(keys) => {
                     if let Some(agent) = &self.cluster {
-                        cluster::undo_keys(agent, &keys);
+                        cluster::delete_keys(agent, &keys);
                     }
                     Ok(())
                 }
