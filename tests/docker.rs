@@ -59,8 +59,18 @@ impl Dockerd {
             std::fs::create_dir_all(root.join(sub)).unwrap();
         }
         std::fs::write(root.join("www/index.html"), "served from a container\n").unwrap();
+        // A CGI script that answers with the address the request came from.
+        std::fs::create_dir_all(root.join("www/cgi-bin")).unwrap();
+        let cgi = root.join("www/cgi-bin/peer");
+        std::fs::write(
+            &cgi,
+            "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho \"peer=$REMOTE_ADDR\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&cgi, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
         std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-        for t in ["sh", "ip", "ping", "sleep", "httpd"] {
+        for t in ["sh", "ip", "ping", "sleep", "httpd", "nc", "echo"] {
             std::os::unix::fs::symlink("busybox", root.join("bin").join(t)).unwrap();
         }
         let o = Command::new("sh")
@@ -142,37 +152,28 @@ fn docker_containers_on_a_vswitch_network_talk_and_leave_nothing_behind() {
     ]);
     let vs_net = format!("d-{}", &net_id[..12]);
     d.ctl_ok(&["network", "inspect", &vs_net]);
-    dk.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "vsa",
-        "--net",
-        "dnet",
-        "vsbox",
-        "/bin/sleep",
-        "600",
-    ]);
-    dk.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "vsb",
-        "--net",
-        "dnet",
-        "vsbox",
-        "/bin/sleep",
-        "600",
-    ]);
-    let ip_of = |name: &str| {
+    for name in ["vsa", "vsb"] {
+        dk.ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--net",
+            "dnet",
+            "vsbox",
+            "/bin/sleep",
+            "600",
+        ]);
+    }
+    let ip_on = |name: &str, net: &str| {
         dk.ok(&[
             "inspect",
             "-f",
-            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"),
             name,
         ])
     };
-    let (ipa, ipb) = (ip_of("vsa"), ip_of("vsb"));
+    let (ipa, ipb) = (ip_on("vsa", "dnet"), ip_on("vsb", "dnet"));
     // vswitch sees both, under the names Docker gave the interfaces in the containers.
     assert!(
         wait_until(5, || {
@@ -191,42 +192,170 @@ fn docker_containers_on_a_vswitch_network_talk_and_leave_nothing_behind() {
         listed, docker_ips,
         "vswitchctl ports and docker inspect agree"
     );
-    // Container to container both ways, and an `ip netns` endpoint of the same network.
-    for (from, to) in [("vsa", &ipb), ("vsb", &ipa)] {
-        let o = dk.docker(&["exec", from, "/bin/ping", "-c", "2", "-W", "2", to]);
-        assert!(
-            o.status.success(),
-            "{from} -> {to}: {}",
-            String::from_utf8_lossy(&o.stdout)
-        );
+    // Container to container both ways, by address and by name (Docker's embedded DNS), and
+    // TCP; and an `ip netns` endpoint of the same network.
+    let pings = |from: &str, to: &str| {
+        dk.docker(&["exec", from, "/bin/ping", "-c", "2", "-W", "2", to])
+            .status
+            .success()
+    };
+    for (from, to) in [("vsa", ipb.as_str()), ("vsb", ipa.as_str()), ("vsa", "vsb")] {
+        assert!(pings(from, to), "{from} -> {to}\n{}", d.log());
     }
+    let tcp = |server: &str, client: &str| {
+        let said = format!("tcp-from-{server}");
+        dk.ok(&[
+            "exec",
+            "-d",
+            server,
+            "/bin/sh",
+            "-c",
+            &format!("echo {said} | /bin/nc -l -p 7000"),
+        ]);
+        wait_until(5, || {
+            let o = dk.docker(&["exec", client, "/bin/nc", "-w", "2", server, "7000"]);
+            String::from_utf8_lossy(&o.stdout).contains(&said)
+        })
+    };
+    assert!(tcp("vsb", "vsa"), "TCP vsa -> vsb by name");
     let plain = Netns::new("dk");
     attach(&d, &plain, &vs_net);
     assert!(plain.ping(&ipa, 2), "netns -> container");
+
+    // A second network with vswitch's own IPAM (no --subnet: it picks a free /24), connected
+    // to a running container as eth1.
+    let inet_id = dk.ok(&[
+        "network",
+        "create",
+        "-d",
+        &driver,
+        "--ipam-driver",
+        &driver,
+        "inet",
+    ]);
+    let vs_inet = format!("d-{}", &inet_id[..12]);
+    let subnet = dk.ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{range .IPAM.Config}}{{.Subnet}} {{.Gateway}}{{end}}",
+        "inet",
+    ]);
+    let info: serde_json::Value = d.ctl_json(&["network", "inspect", &vs_inet]);
+    assert_eq!(
+        format!(
+            "{} {}",
+            info["subnet"].as_str().unwrap(),
+            info["gateway"].as_str().unwrap()
+        ),
+        subnet,
+        "the pool vswitch's IPAM gave is the vswitch network's subnet and gateway"
+    );
+    assert!(
+        !subnet.starts_with("10.75."),
+        "the pool overlaps dnet: {subnet}"
+    );
+    dk.ok(&["network", "connect", "inet", "vsa"]);
+    dk.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "vsc",
+        "--net",
+        "inet",
+        "vsbox",
+        "/bin/sleep",
+        "600",
+    ]);
+    let eth1 = dk.ok(&["exec", "vsa", "/bin/ip", "-o", "-4", "addr", "show", "eth1"]);
+    assert!(
+        eth1.contains(&format!("{}/", ip_on("vsa", "inet"))),
+        "vsa's eth1: {eth1}"
+    );
+    assert!(pings("vsa", "vsc"), "over inet by name\n{}", d.log());
+    assert!(pings("vsc", &ip_on("vsa", "inet")), "vsc -> vsa over inet");
+
     // vswitchd restarted under running containers (--live-restore): they stay connected, and
-    // the switch and Docker still agree.
+    // the switch and Docker still agree; the IPAM driver still knows what it gave.
     d.terminate();
     d.spawn(&args);
-    let o = dk.docker(&["exec", "vsa", "/bin/ping", "-c", "2", "-W", "2", &ipb]);
     assert!(
-        o.status.success(),
-        "after a restart: {}\n{}",
-        String::from_utf8_lossy(&o.stdout),
+        pings("vsa", &ipb) && pings("vsa", "vsc"),
+        "after a restart\n{}",
         d.log()
     );
-    assert_eq!(
-        ports(&d)
+    let agree = |d: &Daemon| {
+        let mut have: Vec<(String, String, String)> = ports(d)
             .iter()
-            .filter(|p| p.netns.starts_with("vsd-") && p.ifname == "eth0" && p.state == "up")
-            .count(),
-        2,
+            .filter(|p| p.netns.starts_with("vsd-") && p.state == "up")
+            .map(|p| (p.network.clone(), p.ifname.clone(), p.ip.to_string()))
+            .collect();
+        have.sort();
+        let mut want = vec![
+            (vs_net.clone(), "eth0".to_string(), ipa.clone()),
+            (vs_net.clone(), "eth0".to_string(), ipb.clone()),
+            (vs_inet.clone(), "eth1".to_string(), ip_on("vsa", "inet")),
+            (vs_inet.clone(), "eth0".to_string(), ip_on("vsc", "inet")),
+        ];
+        want.sort();
+        (have == want, format!("vswitch {have:?}\ndocker {want:?}"))
+    };
+    assert!(wait_until(5, || agree(&d).0), "{}", agree(&d).1);
+    dk.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "vsd",
+        "--net",
+        "inet",
+        "vsbox",
+        "/bin/sleep",
+        "600",
+    ]);
+    let mut inet_ips = vec![
+        ip_on("vsa", "inet"),
+        ip_on("vsc", "inet"),
+        ip_on("vsd", "inet"),
+    ];
+    inet_ips.sort();
+    inet_ips.dedup();
+    assert_eq!(
+        inet_ips.len(),
+        3,
+        "an address handed out twice: {inet_ips:?}"
+    );
+    dk.ok(&["rm", "-f", "vsd"]);
+
+    // docker kill, then docker start: the container comes back on the switch.
+    dk.ok(&["kill", "vsb"]);
+    assert!(
+        wait_until(5, || ports(&d).len() == 4),
+        "vsb's port stays after kill: {:?}",
+        ports(&d)
+    );
+    dk.ok(&["start", "vsb"]);
+    let ipb2 = ip_on("vsb", "dnet");
+    assert!(pings("vsa", "vsb"), "after docker start\n{}", d.log());
+    assert!(
+        wait_until(5, || ports(&d).iter().any(|p| p.ip.to_string() == ipb2
+            && p.ifname == "eth0"
+            && p.state == "up")),
         "{:?}",
         ports(&d)
     );
+
     // Docker refuses to remove a network in use; disconnect and rm take the endpoints away.
     assert!(!dk.docker(&["network", "rm", "dnet"]).status.success());
+    dk.ok(&["network", "disconnect", "inet", "vsa"]);
+    assert!(
+        wait_until(5, || !ports(&d)
+            .iter()
+            .any(|p| p.network == vs_inet && p.ifname == "eth1")),
+        "{:?}",
+        ports(&d)
+    );
     dk.ok(&["network", "disconnect", "dnet", "vsb"]);
-    dk.ok(&["rm", "-f", "vsa"]);
+    dk.ok(&["rm", "-f", "vsa", "vsc"]);
     assert!(
         wait_until(5, || ports(&d).iter().all(|p| p.netns == plain.name)),
         "{:?}",
@@ -239,11 +368,17 @@ fn docker_containers_on_a_vswitch_network_talk_and_leave_nothing_behind() {
         .collect();
     assert!(left.is_empty(), "namespace mounts left: {left:?}");
     d.ctl_ok(&["detach", &plain.name, &vs_net]);
-    dk.ok(&["network", "rm", "dnet"]);
-    assert!(
-        d.ctl_err(&["network", "inspect", &vs_net]).0 != 0,
-        "the vswitch network went"
-    );
+    dk.ok(&["network", "rm", "dnet", "inet"]);
+    for net in [&vs_net, &vs_inet] {
+        assert!(
+            d.ctl_err(&["network", "inspect", net]).0 != 0,
+            "the vswitch network {net} went"
+        );
+    }
+    // The IPAM driver gave everything back.
+    let book = std::fs::read_to_string(d.dir.join("state/docker-ipam.json")).unwrap();
+    let book: serde_json::Value = serde_json::from_str(&book).unwrap();
+    assert_eq!(book["pools"], serde_json::json!({}), "{book}");
 }
 
 /// The uplink cable in vswitchd's (the root) namespace: veth `NAME` to `eth0` (10.210.0.2/24)
@@ -305,15 +440,23 @@ fn docker_run_p_publishes_on_the_uplink() {
         "-h",
         "/www",
     ]);
-    let get = || {
-        let o = out.exec(&["curl", "-s", "-m", "3", "http://10.210.0.1:8080/index.html"]);
+    let get = |path: &str| {
+        let url = format!("http://10.210.0.1:8080/{path}");
+        let o = out.exec(&["curl", "-s", "-m", "3", &url]);
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
     assert!(
-        wait_until(10, || get().contains("served from a container")),
+        wait_until(10, || get("index.html").contains("served from a container")),
         "{:?}\n{}",
         ports(&d),
         d.log()
+    );
+    // The container sees the client's own address, not the uplink's.
+    let peer = get("cgi-bin/peer");
+    // (busybox httpd listens on a dual-stack socket: a v4 client shows as ::ffff:A.B.C.D.)
+    assert!(
+        ["peer=10.210.0.2", "peer=[::ffff:10.210.0.2]"].contains(&peer.trim()),
+        "{peer}"
     );
     dk.ok(&["rm", "-f", "vsweb"]);
     assert!(
@@ -321,6 +464,9 @@ fn docker_run_p_publishes_on_the_uplink() {
         "{:?}",
         ports(&d)
     );
-    assert!(!get().contains("served"), "still answered after docker rm");
+    assert!(
+        !get("index.html").contains("served"),
+        "still answered after docker rm"
+    );
     dk.ok(&["network", "rm", "pnet"]);
 }

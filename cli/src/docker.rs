@@ -13,10 +13,15 @@
 //!   Docker moves into the container, renames `ethN` and configures; vswitchd follows the
 //!   rename and saves it. `Leave` detaches (the device goes); `DeleteEndpoint` removes the mount.
 //!
-//! Every error is `{"Err": "one line"}`, as Docker shows plugin errors to its user.
+//! - The IPAM driver of the same name (`--ipam-driver`) is `crate::docker_ipam`'s pools,
+//!   answered by the `IpamDriver.*` routes here.
+//!
+//! Every error is `{"Err": "one line"}` (`{"Error": ...}` for the IPAM calls, as that protocol
+//! names it), as Docker shows plugin errors to its user.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
@@ -27,21 +32,28 @@ use serde_json::{json, Value};
 use switch::model::{AttachRequest, NetworkCreate};
 use switch::Switch;
 
+use crate::docker_ipam::{Elsewhere, Ipam};
+
 /// Where dockerd looks for plugin sockets; the file name (without `.sock`) is the driver name.
 pub const DEFAULT_PLUGIN_SOCKET: &str = "/run/docker/plugins/vswitch.sock";
 
 /// What the plugin keeps between calls: the address Docker gave each endpoint (from
-/// `CreateEndpoint` to `Join`).
-#[derive(Default)]
+/// `CreateEndpoint` to `Join`), and the IPAM driver's pools.
 pub struct Plugin {
     endpoints: Mutex<HashMap<String, Ipv4Addr>>,
+    ipam: Ipam,
 }
 
 type St = (Arc<Switch>, Arc<Plugin>);
 
-/// The plugin's routes.
-pub fn router(sw: Arc<Switch>) -> Router {
-    Router::new()
+/// The plugin's routes: the network driver and the IPAM driver. The IPAM driver's pools are
+/// kept in `state_dir` (an error when what is there cannot be read).
+pub fn router(sw: Arc<Switch>, state_dir: Option<&Path>) -> Result<Router, String> {
+    let plugin = Plugin {
+        endpoints: Mutex::default(),
+        ipam: Ipam::load(state_dir)?,
+    };
+    Ok(Router::new()
         .route("/Plugin.Activate", post(activate))
         .route("/NetworkDriver.GetCapabilities", post(capabilities))
         .route("/NetworkDriver.CreateNetwork", post(create_network))
@@ -58,7 +70,13 @@ pub fn router(sw: Arc<Switch>) -> Router {
             post(program_external),
         )
         .route("/NetworkDriver.RevokeExternalConnectivity", post(nothing))
-        .with_state((sw, Arc::new(Plugin::default())))
+        .route("/IpamDriver.GetCapabilities", post(ipam_capabilities))
+        .route("/IpamDriver.GetDefaultAddressSpaces", post(address_spaces))
+        .route("/IpamDriver.RequestPool", post(request_pool))
+        .route("/IpamDriver.ReleasePool", post(release_pool))
+        .route("/IpamDriver.RequestAddress", post(request_address))
+        .route("/IpamDriver.ReleaseAddress", post(release_address))
+        .with_state((sw, Arc::new(plugin))))
 }
 
 fn err(msg: impl std::fmt::Display) -> Json<Value> {
@@ -117,7 +135,7 @@ fn body<T: for<'a> Deserialize<'a>>(b: &[u8]) -> Result<T, Json<Value>> {
 }
 
 async fn activate() -> Json<Value> {
-    Json(json!({ "Implements": ["NetworkDriver"] }))
+    Json(json!({ "Implements": ["NetworkDriver", "IpamDriver"] }))
 }
 
 async fn capabilities() -> Json<Value> {
@@ -451,6 +469,142 @@ async fn delete_endpoint(State((sw, p)): State<St>, b: axum::body::Bytes) -> Jso
         never,
     )
     .await
+}
+
+async fn ipam_capabilities() -> Json<Value> {
+    Json(json!({ "RequiresMACAddress": false, "RequiresRequestReplay": false }))
+}
+
+async fn address_spaces() -> Json<Value> {
+    Json(json!({
+        "LocalDefaultAddressSpace": crate::docker_ipam::LOCAL_SPACE,
+        "GlobalDefaultAddressSpace": crate::docker_ipam::GLOBAL_SPACE,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PoolReq {
+    #[serde(default)]
+    pool: String,
+    #[serde(default)]
+    sub_pool: String,
+    #[serde(default, rename = "V6")]
+    v6: bool,
+}
+
+async fn request_pool(State((sw, p)): State<St>, b: axum::body::Bytes) -> Json<Value> {
+    let req: PoolReq = match body(&b) {
+        Ok(r) => r,
+        Err(e) => return ipam_answer(e),
+    };
+    ipam_answer(
+        answer(
+            move || {
+                let other = Elsewhere {
+                    networks: sw
+                        .networks()
+                        .into_iter()
+                        .filter_map(|n| Some((n.name, n.subnet.parse().ok()?)))
+                        .collect(),
+                    routes: crate::docker_ipam::kernel_routes(),
+                };
+                let (id, pool) = p
+                    .ipam
+                    .change(|b| b.request_pool(&req.pool, &req.sub_pool, req.v6, &other))?;
+                Ok::<_, String>(json!({ "PoolID": id, "Pool": pool.to_string(), "Data": {} }))
+            },
+            never,
+        )
+        .await,
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct AddressReq {
+    #[serde(rename = "PoolID")]
+    pool_id: String,
+    #[serde(default)]
+    address: String,
+    /// Docker sends `null` for none.
+    #[serde(default)]
+    options: Option<HashMap<String, String>>,
+}
+
+/// The IPAM protocol names its error field `Error` (the network driver's is `Err`).
+fn ipam_answer(Json(mut v): Json<Value>) -> Json<Value> {
+    if let Some(e) = v.as_object_mut().and_then(|o| o.remove("Err")) {
+        return Json(json!({ "Error": e }));
+    }
+    Json(v)
+}
+
+async fn release_pool(State((_, p)): State<St>, b: axum::body::Bytes) -> Json<Value> {
+    let req: AddressReq = match body(&b) {
+        Ok(r) => r,
+        Err(e) => return ipam_answer(e),
+    };
+    ipam_answer(
+        answer(
+            move || {
+                p.ipam.change(|b| {
+                    b.release_pool(&req.pool_id);
+                    Ok(())
+                })
+            },
+            never,
+        )
+        .await,
+    )
+}
+
+async fn request_address(State((sw, p)): State<St>, b: axum::body::Bytes) -> Json<Value> {
+    let req: AddressReq = match body(&b) {
+        Ok(r) => r,
+        Err(e) => return ipam_answer(e),
+    };
+    let gateway = req
+        .options
+        .as_ref()
+        .and_then(|o| o.get("RequestAddressType"))
+        .map(String::as_str)
+        == Some("com.docker.network.gateway");
+    ipam_answer(
+        answer(
+            move || {
+                // Held by a vswitch endpoint or gateway (endpoints attached with vswitchctl).
+                let mut held: std::collections::HashSet<Ipv4Addr> =
+                    sw.ports().into_iter().map(|p| p.ip).collect();
+                held.extend(sw.networks().into_iter().map(|n| n.gateway));
+                let ip = p.ipam.change(|b| {
+                    b.request_address(&req.pool_id, &req.address, gateway, |ip| held.contains(&ip))
+                })?;
+                Ok::<_, String>(json!({ "Address": ip, "Data": {} }))
+            },
+            never,
+        )
+        .await,
+    )
+}
+
+async fn release_address(State((_, p)): State<St>, b: axum::body::Bytes) -> Json<Value> {
+    let req: AddressReq = match body(&b) {
+        Ok(r) => r,
+        Err(e) => return ipam_answer(e),
+    };
+    ipam_answer(
+        answer(
+            move || {
+                p.ipam.change(|b| {
+                    b.release_address(&req.pool_id, &req.address);
+                    Ok(())
+                })
+            },
+            never,
+        )
+        .await,
+    )
 }
 
 /// Wait (up to a minute) until `key` is a network namespace (Docker mounts the container's

@@ -5,6 +5,7 @@
 pub mod client;
 pub mod cni;
 pub mod docker;
+pub mod docker_ipam;
 pub mod netns_mount;
 pub mod server;
 pub mod table;

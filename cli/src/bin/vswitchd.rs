@@ -59,9 +59,10 @@ struct Args {
     /// [default: the kernel picks the source of the route to each peer].
     #[arg(long, value_name = "IP")]
     underlay_ip: Option<std::net::Ipv4Addr>,
-    /// Serve Docker's network plugin protocol (a remote network driver) on this socket, where
-    /// dockerd finds it: `docker network create -d vswitch --subnet ...`. The driver's name is
-    /// the socket's file name without `.sock`.
+    /// Serve Docker's network plugin protocol (a remote network driver and IPAM driver) on this
+    /// socket, where dockerd finds it: `docker network create -d vswitch --ipam-driver vswitch
+    /// NET`. The drivers' name is the socket's file name without `.sock`; the IPAM driver's
+    /// pools are kept in the state directory (docker-ipam.json).
     #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = vswitch_cli::docker::DEFAULT_PLUGIN_SOCKET)]
     docker_plugin: Option<PathBuf>,
     /// Cluster mode: join the cluster whose state is in etcd at these client URLs
@@ -256,8 +257,9 @@ fn run(args: Args) -> Result<(), String> {
             limits.idle_timeout.as_secs()
         );
         if let Some(path) = &args.docker_plugin {
+            let app = vswitch_cli::docker::router(sw.clone(), Some(&args.state_dir))
+                .map_err(|e| format!("--docker-plugin: {e}"))?;
             let plugin = server::listen(path).map_err(|e| format!("--docker-plugin: {e}"))?;
-            let app = vswitch_cli::docker::router(sw.clone());
             log::info!("Docker network plugin listening on {}", path.display());
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(plugin, app).await {

@@ -55,7 +55,7 @@ mod watch;
 
 use journal::Store;
 
-pub use persist::StateDirLock;
+pub use persist::{write_atomic, StateDirLock};
 pub use state::{parse_publish_spec, parse_unpublish_spec};
 
 /// Work a verb leaves for after the control lock is released (see [`Switch::mutate`]): what

@@ -18,7 +18,7 @@ use crate::Error;
 /// Replace `path` with `data`: write a temporary file beside it, flush it to disk, rename it
 /// over `path`, then flush the directory so the rename itself survives a crash. On an error
 /// `path` keeps its old content and the temporary file is removed.
-pub(super) fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
