@@ -320,19 +320,28 @@ async fn join(State((sw, p)): State<St>, b: axum::body::Bytes) -> Json<Value> {
     let Some(key) = req.sandbox_key.clone() else {
         return err("vswitch plugin: Join without a SandboxKey");
     };
-    let ip = p
+    let Some(ip) = p
         .endpoints
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .get(&req.endpoint_id)
-        .copied();
+        .copied()
+    else {
+        // Attaching with an address of the switch's choosing would leave Docker and the switch
+        // disagreeing: refused, and Docker's next start of the container asks again.
+        return err(format!(
+            "vswitch plugin: endpoint {} was not created here (vswitchd restarted between \
+             CreateEndpoint and Join?): start the container again",
+            short(&req.endpoint_id, 12)
+        ));
+    };
     let network = network_name(&req.network_id);
     let netns = netns_of(&req.endpoint_id);
     let dev = handoff_name(&req.endpoint_id);
     answer(
         move || -> Result<Value, String> {
             let attach = AttachRequest {
-                ip: ip.map(|i| i.to_string()),
+                ip: Some(ip.to_string()),
                 ifname: Some(dev.clone()),
                 handoff: true,
                 ..AttachRequest::new(&netns, &network)
