@@ -608,6 +608,7 @@ mod test {
             port: "p1".into(),
             ip: "10.1.0.2".parse().unwrap(),
             prefix_len: 24,
+            ip6: None,
             mac: "02:42:0a:01:00:02".into(),
             mtu: 1500,
             aliases: vec![],

@@ -2,7 +2,7 @@
 //! one line that names what was wrong.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::ipam::IpamError;
 use crate::wire::MacParseError;
@@ -66,6 +66,31 @@ pub enum Error {
         gateway: Ipv4Addr,
         /// The subnet.
         subnet: String,
+    },
+    /// The IPv6 gateway is not a host address of the IPv6 subnet.
+    #[error("IPv6 gateway {gateway} is not a host address of subnet {subnet}")]
+    Gateway6Outside {
+        /// The gateway given.
+        gateway: Ipv6Addr,
+        /// The subnet.
+        subnet: String,
+    },
+    /// An IPv6 address or gateway for a network without an IPv6 subnet.
+    #[error(
+        "network '{0}' has no IPv6 subnet (make it dual stack at creation: a second --subnet, \
+         e.g. --subnet fd00:20::/64)"
+    )]
+    NoIpv6(String),
+    /// More than one subnet of a family.
+    #[error("{0}: give at most one IPv4 and one IPv6 subnet (and gateway)")]
+    TwoSubnets(String),
+    /// The IPv6 address is taken in the network.
+    #[error("address {ip} is already in use in network '{network}'")]
+    Address6InUse {
+        /// The address.
+        ip: Ipv6Addr,
+        /// The network.
+        network: String,
     },
     /// The network still has endpoints.
     #[error("network '{network}' has endpoints attached: {endpoints} (detach them first)")]
@@ -270,6 +295,7 @@ impl Error {
             | Error::NetworkInUse { .. }
             | Error::AlreadyAttached { .. }
             | Error::AddressInUse { .. }
+            | Error::Address6InUse { .. }
             | Error::AddressHeld { .. }
             | Error::MacInUse { .. }
             | Error::IfnameInUse { .. }

@@ -1,9 +1,9 @@
-//! IPv4 subnets and address management: parse CIDRs, check overlap, hand out the next free host
-//! address with no duplicates.
+//! IPv4 and IPv6 subnets and address management: parse CIDRs, check overlap, hand out the next
+//! free host address with no duplicates.
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 /// An IPv4 subnet (network address and prefix length; host bits are zero).
@@ -44,6 +44,26 @@ pub enum IpamError {
     /// Every host address is taken.
     #[error("subnet {0} has no free address left")]
     Exhausted(Ipv4Cidr),
+    /// Not `ADDR/N` with an IPv6 address.
+    #[error("malformed IPv6 CIDR '{0}' (expected an IPv6 subnet like fd00:20::/64)")]
+    MalformedCidr6(String),
+    /// An IPv6 prefix out of range.
+    #[error("IPv6 subnet '{0}': the prefix length must be between 16 and 120")]
+    PrefixOutOfRange6(String),
+    /// Not an IPv6 address.
+    #[error("malformed IPv6 address '{0}'")]
+    MalformedAddr6(String),
+    /// The address is not a usable host address of the IPv6 subnet.
+    #[error("address {addr} is outside subnet {subnet} (or is its subnet-router anycast address)")]
+    OutsideSubnet6 {
+        /// The address.
+        addr: Ipv6Addr,
+        /// The subnet.
+        subnet: Ipv6Cidr,
+    },
+    /// Every host address is taken (or the search for one gave up).
+    #[error("subnet {0} has no free address left")]
+    Exhausted6(Ipv6Cidr),
 }
 
 impl Ipv4Cidr {
@@ -137,6 +157,164 @@ impl FromStr for Ipv4Cidr {
 pub fn parse_ipv4(s: &str) -> Result<Ipv4Addr, IpamError> {
     s.parse()
         .map_err(|_| IpamError::MalformedAddr(crate::error::shown(s)))
+}
+
+/// An IPv6 subnet (network address and prefix length; host bits are zero).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ipv6Cidr {
+    addr: Ipv6Addr,
+    prefix_len: u8,
+}
+
+impl Ipv6Cidr {
+    /// A subnet from a network address and prefix length (16..=120; host bits must be zero).
+    pub fn new(addr: Ipv6Addr, prefix_len: u8) -> Result<Ipv6Cidr, IpamError> {
+        let text = format!("{addr}/{prefix_len}");
+        if !(16..=120).contains(&prefix_len) {
+            return Err(IpamError::PrefixOutOfRange6(text));
+        }
+        let c = Ipv6Cidr { addr, prefix_len };
+        if u128::from(addr) & !c.mask() != 0 {
+            let suggested = Ipv6Cidr {
+                addr: Ipv6Addr::from(u128::from(addr) & c.mask()),
+                prefix_len,
+            };
+            return Err(IpamError::HostBitsSet {
+                given: text,
+                suggested: suggested.to_string(),
+            });
+        }
+        Ok(c)
+    }
+
+    /// The network address.
+    pub fn network(&self) -> Ipv6Addr {
+        self.addr
+    }
+
+    /// The prefix length.
+    pub fn prefix_len(&self) -> u8 {
+        self.prefix_len
+    }
+
+    fn mask(&self) -> u128 {
+        u128::MAX << (128 - u32::from(self.prefix_len))
+    }
+
+    /// True when `ip` lies in the subnet.
+    pub fn contains(&self, ip: Ipv6Addr) -> bool {
+        u128::from(ip) & self.mask() == u128::from(self.addr)
+    }
+
+    /// True when `ip` is a usable host address (in the subnet, not the subnet-router anycast
+    /// address, which is the network address).
+    pub fn is_host(&self, ip: Ipv6Addr) -> bool {
+        self.contains(ip) && ip != self.addr
+    }
+
+    /// The first host address (the default gateway, `::1` of the subnet).
+    pub fn first_host(&self) -> Ipv6Addr {
+        Ipv6Addr::from(u128::from(self.addr) + 1)
+    }
+
+    /// The last address of the subnet.
+    pub fn last(&self) -> Ipv6Addr {
+        Ipv6Addr::from(u128::from(self.addr) | !self.mask())
+    }
+
+    /// True when the two subnets share any address.
+    pub fn overlaps(&self, other: &Ipv6Cidr) -> bool {
+        let p = self.prefix_len.min(other.prefix_len);
+        let m = u128::MAX << (128 - u32::from(p));
+        u128::from(self.addr) & m == u128::from(other.addr) & m
+    }
+}
+
+impl fmt::Display for Ipv6Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)
+    }
+}
+
+impl FromStr for Ipv6Cidr {
+    type Err = IpamError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let malformed = || IpamError::MalformedCidr6(crate::error::shown(s));
+        let (a, p) = s.split_once('/').ok_or_else(malformed)?;
+        let addr: Ipv6Addr = a.parse().map_err(|_| malformed())?;
+        if p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(malformed());
+        }
+        let prefix_len: u8 = p.parse().map_err(|_| malformed())?;
+        if prefix_len > 128 {
+            return Err(malformed());
+        }
+        Ipv6Cidr::new(addr, prefix_len)
+    }
+}
+
+/// Parse an IPv6 address with an error that names the text.
+pub fn parse_ipv6(s: &str) -> Result<Ipv6Addr, IpamError> {
+    s.parse()
+        .map_err(|_| IpamError::MalformedAddr6(crate::error::shown(s)))
+}
+
+/// The IPv6 addresses in use in one subnet (the gateway is reserved at creation).
+#[derive(Debug, Clone)]
+pub struct Pool6 {
+    subnet: Ipv6Cidr,
+    used: BTreeSet<Ipv6Addr>,
+}
+
+impl Pool6 {
+    /// A pool for `subnet` with `reserved` (the gateway) taken.
+    pub fn new(subnet: Ipv6Cidr, reserved: Ipv6Addr) -> Pool6 {
+        Pool6 {
+            subnet,
+            used: BTreeSet::from([reserved]),
+        }
+    }
+
+    /// Take a specific address; `Ok(false)` when it is already taken.
+    pub fn take(&mut self, ip: Ipv6Addr) -> Result<bool, IpamError> {
+        if !self.subnet.is_host(ip) {
+            return Err(IpamError::OutsideSubnet6 {
+                addr: ip,
+                subnet: self.subnet,
+            });
+        }
+        Ok(self.used.insert(ip))
+    }
+
+    /// Take the lowest free host address (at most as many tries as addresses are taken, plus
+    /// one: the used set is walked in order).
+    pub fn next_free(&mut self) -> Result<Ipv6Addr, IpamError> {
+        let mut want = u128::from(self.subnet.first_host());
+        for &u in self.used.range(self.subnet.first_host()..) {
+            match u128::from(u).cmp(&want) {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal => want += 1,
+                std::cmp::Ordering::Greater => break,
+            }
+        }
+        let ip = Ipv6Addr::from(want);
+        if !self.subnet.contains(ip) || want == 0 {
+            return Err(IpamError::Exhausted6(self.subnet));
+        }
+        self.used.insert(ip);
+        Ok(ip)
+    }
+
+    /// Give an address back.
+    pub fn release(&mut self, ip: Ipv6Addr) {
+        self.used.remove(&ip);
+    }
+
+    /// True when `ip` is taken.
+    pub fn is_used(&self, ip: Ipv6Addr) -> bool {
+        self.used.contains(&ip)
+    }
 }
 
 /// The addresses in use in one subnet (the gateway is reserved at creation).
@@ -248,6 +426,50 @@ mod test {
         assert!(matches!(p.next_free(), Err(IpamError::Exhausted(_))));
         p.release(Ipv4Addr::new(10, 9, 0, 3));
         assert_eq!(p.next_free().unwrap(), Ipv4Addr::new(10, 9, 0, 3));
+    }
+
+    #[test]
+    fn ipv6_subnets_and_pools() {
+        let c: Ipv6Cidr = "fd00:20::/64".parse().unwrap();
+        assert_eq!(c.first_host(), "fd00:20::1".parse::<Ipv6Addr>().unwrap());
+        assert!(c.overlaps(&"fd00::/16".parse().unwrap()));
+        assert!(!c.overlaps(&"fd00:21::/64".parse().unwrap()));
+        for bad in [
+            "fd00::",
+            "fd00::/",
+            "fd00::/129",
+            "10.0.0.0/24",
+            "fd00::/6x",
+            "zz::/64",
+        ] {
+            assert!(
+                matches!(bad.parse::<Ipv6Cidr>(), Err(IpamError::MalformedCidr6(_))),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            "fd00::/8".parse::<Ipv6Cidr>(),
+            Err(IpamError::PrefixOutOfRange6(_))
+        ));
+        let e = "fd00::5/64".parse::<Ipv6Cidr>().unwrap_err();
+        assert!(e.to_string().contains("fd00::/64"), "{e}");
+        let mut p = Pool6::new(c, c.first_host());
+        let a = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        assert_eq!(p.next_free().unwrap(), a("fd00:20::2"));
+        assert_eq!(p.take(a("fd00:20::4")), Ok(true));
+        assert_eq!(p.take(a("fd00:20::4")), Ok(false));
+        assert_eq!(p.next_free().unwrap(), a("fd00:20::3"));
+        assert_eq!(p.next_free().unwrap(), a("fd00:20::5"));
+        assert!(p.take(a("fd00:21::1")).is_err());
+        assert!(p.take(a("fd00:20::")).is_err(), "subnet-router anycast");
+        p.release(a("fd00:20::3"));
+        assert_eq!(p.next_free().unwrap(), a("fd00:20::3"));
+        let small: Ipv6Cidr = "fd00::/120".parse().unwrap();
+        let mut p = Pool6::new(small, small.first_host());
+        for _ in 0..254 {
+            p.next_free().unwrap();
+        }
+        assert!(matches!(p.next_free(), Err(IpamError::Exhausted6(_))));
     }
 
     #[test]

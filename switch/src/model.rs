@@ -2,7 +2,7 @@
 //! `vswitchctl` client. Every field is documented because these are the wire format of the API.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +17,13 @@ pub struct NetworkCreate {
     /// Gateway address inside the subnet; defaults to the first host address.
     #[serde(default)]
     pub gateway: Option<String>,
+    /// IPv6 subnet in CIDR form, e.g. `fd00:20::/64` (prefix length 16..=120): the network
+    /// is dual stack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<String>,
+    /// IPv6 gateway address inside `subnet6`; defaults to its first host address (`::1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<String>,
     /// MTU given to every endpoint of this network (68-65535); defaults to 1500, and for an
     /// overlay network to the underlay interface's MTU less the 50 bytes VXLAN adds.
     #[serde(default)]
@@ -52,6 +59,8 @@ impl NetworkCreate {
             name: name.into(),
             subnet: subnet.into(),
             gateway: None,
+            subnet6: None,
+            gateway6: None,
             mtu: None,
             internal: false,
             icc: None,
@@ -73,6 +82,12 @@ pub struct NetworkInfo {
     pub subnet: String,
     /// Gateway address (answered by the switch itself).
     pub gateway: Ipv4Addr,
+    /// IPv6 subnet (dual-stack networks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<String>,
+    /// IPv6 gateway address (dual-stack networks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<Ipv6Addr>,
     /// Gateway MAC address, derived from the network name.
     pub gateway_mac: String,
     /// Endpoint MTU.
@@ -252,6 +267,10 @@ pub struct AttachRequest {
     /// Address inside the network's subnet; defaults to the next free one.
     #[serde(default)]
     pub ip: Option<String>,
+    /// IPv6 address inside the network's IPv6 subnet (dual-stack networks); defaults to the
+    /// next free one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<String>,
     /// MAC address; defaults to `02:42:` followed by the four bytes of the IP.
     #[serde(default)]
     pub mac: Option<String>,
@@ -279,6 +298,7 @@ impl AttachRequest {
             netns: netns.into(),
             network: network.into(),
             ip: None,
+            ip6: None,
             mac: None,
             ifname: None,
             aliases: vec![],
@@ -303,6 +323,9 @@ pub struct EndpointInfo {
     pub ip: Ipv4Addr,
     /// Prefix length of the network's subnet.
     pub prefix_len: u8,
+    /// Endpoint IPv6 address (dual-stack networks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
     /// Endpoint MAC address.
     pub mac: String,
     /// Endpoint MTU.
@@ -356,6 +379,9 @@ pub struct PortInfo {
     pub mac: String,
     /// Endpoint address.
     pub ip: Ipv4Addr,
+    /// Endpoint IPv6 address (dual-stack networks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
     /// Index of the worker thread serving the port's receive queue.
     pub worker: usize,
     /// Ports published from this endpoint, as `[IP:]HOSTPORT->CTRPORT/PROTO`.

@@ -2,7 +2,7 @@
 //! endpoint in a namespace, the uplink's packet sockets, a VTEP's UDP and raw sockets, or a sink
 //! for the device-less harness), with its counters, flood limiter and capture taps.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -189,6 +189,8 @@ pub struct Port {
     pub mac: MacAddr,
     /// Endpoint address.
     pub ip: Ipv4Addr,
+    /// Endpoint IPv6 address (dual-stack networks).
+    pub ip6: Option<Ipv6Addr>,
     /// Worker serving this port's receive queue (a multi-queue TAP's queues are served by
     /// every worker, one each).
     pub worker: usize,

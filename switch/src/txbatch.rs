@@ -147,6 +147,7 @@ mod test {
             dev: Device::Sink(10),
             mac: Default::default(),
             ip: Ipv4Addr::UNSPECIFIED,
+            ip6: None,
             worker: 0,
             stats: PortStats::default(),
             taps: Arc::new(Taps::default()),

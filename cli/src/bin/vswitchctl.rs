@@ -80,6 +80,10 @@ enum Cmd {
         /// Address in the network's subnet [default: next free].
         #[arg(long)]
         ip: Option<String>,
+        /// IPv6 address in the network's IPv6 subnet (dual-stack networks) [default: next
+        /// free].
+        #[arg(long)]
+        ip6: Option<String>,
         /// MAC address [default: 02:42 followed by the four bytes of the IP].
         #[arg(long)]
         mac: Option<String>,
@@ -256,12 +260,13 @@ enum NetCmd {
     Create {
         /// Network name.
         name: String,
-        /// IPv4 subnet, e.g. 172.20.0.0/24 (must not overlap another network).
-        #[arg(long)]
-        subnet: String,
-        /// Gateway address [default: first host address of the subnet].
-        #[arg(long)]
-        gateway: Option<String>,
+        /// IPv4 subnet, e.g. 172.20.0.0/24 (must not overlap another network); give a second
+        /// --subnet with an IPv6 subnet (fd00:20::/64) for a dual-stack network.
+        #[arg(long, required = true, value_name = "CIDR")]
+        subnet: Vec<String>,
+        /// Gateway address [default: first host address of the subnet]; one per family.
+        #[arg(long, value_name = "IP")]
+        gateway: Vec<String>,
         /// MTU of the network's endpoints.
         /// Endpoint MTU [default: 1500; overlay networks: the underlay route's MTU minus 50].
         #[arg(long)]
@@ -391,6 +396,24 @@ fn ago(secs: u64) -> String {
     }
 }
 
+/// Split repeated `--subnet`/`--gateway` values by address family: (IPv4, IPv6), at most one
+/// each. A value with a ':' is IPv6; the daemon checks the values themselves.
+fn by_family(
+    flag: &str,
+    values: Vec<String>,
+) -> Result<(Option<String>, Option<String>), ClientError> {
+    let (mut v4, mut v6) = (None, None);
+    for v in values {
+        let slot = if v.contains(':') { &mut v6 } else { &mut v4 };
+        if slot.replace(v).is_some() {
+            return Err(ClientError::Api(format!(
+                "{flag}: give at most one IPv4 and one IPv6 value"
+            )));
+        }
+    }
+    Ok((v4, v6))
+}
+
 fn command(c: &Client, json: bool, cmd: Cmd) -> Result<(), ClientError> {
     match cmd {
         Cmd::Network(NetCmd::Create {
@@ -405,10 +428,20 @@ fn command(c: &Client, json: bool, cmd: Cmd) -> Result<(), ClientError> {
             vxlan_port,
             overlay,
         }) => {
+            let (subnet, subnet6) = by_family("--subnet", subnet)?;
+            let subnet = subnet.ok_or_else(|| {
+                ClientError::Api(
+                    "--subnet: an IPv4 subnet is needed (IPv6-only networks are not supported)"
+                        .into(),
+                )
+            })?;
+            let (gateway, gateway6) = by_family("--gateway", gateway)?;
             let req = NetworkCreate {
                 name,
                 subnet,
                 gateway,
+                subnet6,
+                gateway6,
                 mtu,
                 internal,
                 icc: Some(icc),
@@ -420,8 +453,12 @@ fn command(c: &Client, json: bool, cmd: Cmd) -> Result<(), ClientError> {
             };
             let n: NetworkInfo = c.call("POST", routes::NETWORKS, Some(&req))?;
             show(json, &n, |n| {
+                let v6 = match (&n.subnet6, n.gateway6) {
+                    (Some(s), Some(g)) => format!(", subnet {s} gateway {g}"),
+                    _ => String::new(),
+                };
                 format!(
-                    "network {} created: subnet {} gateway {} ({})",
+                    "network {} created: subnet {} gateway {}{v6} ({})",
                     n.name, n.subnet, n.gateway, n.gateway_mac
                 )
             })?;
@@ -460,6 +497,7 @@ fn command(c: &Client, json: bool, cmd: Cmd) -> Result<(), ClientError> {
             netns,
             network,
             ip,
+            ip6,
             mac,
             ifname,
             aliases,
@@ -470,6 +508,7 @@ fn command(c: &Client, json: bool, cmd: Cmd) -> Result<(), ClientError> {
                 netns,
                 network,
                 ip,
+                ip6,
                 mac,
                 ifname,
                 aliases,
@@ -477,8 +516,9 @@ fn command(c: &Client, json: bool, cmd: Cmd) -> Result<(), ClientError> {
             };
             let e: EndpointInfo = c.call("POST", routes::ENDPOINTS, Some(&req))?;
             show(json, &e, |e| {
+                let v6 = e.ip6.map(|a| format!(" {a}")).unwrap_or_default();
                 format!(
-                    "{} {}: {} {}/{} mac {} mtu {} (port {})",
+                    "{} {}: {} {}/{}{v6} mac {} mtu {} (port {})",
                     e.netns, e.network, e.ifname, e.ip, e.prefix_len, e.mac, e.mtu, e.port
                 )
             })?;

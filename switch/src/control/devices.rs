@@ -48,6 +48,7 @@ impl Switch {
             dev,
             mac,
             ip,
+            ip6: None,
             worker,
             stats: PortStats::default(),
             taps: Arc::new(Taps::default()),
@@ -173,6 +174,8 @@ impl Switch {
 pub(super) struct DevNet {
     pub(super) gateway: Ipv4Addr,
     pub(super) prefix: u8,
+    /// Dual stack: the IPv6 prefix length and gateway.
+    pub(super) v6: Option<(u8, std::net::Ipv6Addr)>,
     pub(super) mtu: u32,
     pub(super) overlay: bool,
 }
@@ -182,6 +185,7 @@ impl Net {
         DevNet {
             gateway: self.gateway,
             prefix: self.subnet.prefix_len(),
+            v6: self.v6.as_ref().map(|v| (v.subnet.prefix_len(), v.gateway)),
             mtu: self.mtu,
             overlay: self.vni.is_some(),
         }
@@ -196,7 +200,7 @@ pub(super) fn make_endpoint_device(
     ns: &Netns,
     req: &AttachRequest,
     mac: MacAddr,
-    ip: Ipv4Addr,
+    (ip, ip6): (Ipv4Addr, Option<std::net::Ipv6Addr>),
     net: DevNet,
     (queues, adopt, mark): (usize, bool, &str),
 ) -> Result<(Tap, String), Error> {
@@ -206,7 +210,8 @@ pub(super) fn make_endpoint_device(
         crate::sys::tap::OFFLOADS_OVERLAY
     };
     if let (true, Some(name)) = (adopt, req.ifname.clone()) {
-        if let Some(tap) = adopt_endpoint_device(ns, &name, (offloads, queues, mark), mac, ip, net)?
+        if let Some(tap) =
+            adopt_endpoint_device(ns, &name, (offloads, queues, mark), mac, (ip, ip6), net)?
         {
             return Ok((tap, name));
         }
@@ -270,6 +275,12 @@ pub(super) fn make_endpoint_device(
             .map_err(Error::device("add address"))?;
         nl.add_default_route_v4(gateway, idx)
             .map_err(Error::device("add default route"))?;
+        if let (Some(ip6), Some((prefix6, gateway6))) = (ip6, net.v6) {
+            nl.add_addr_v6(idx, ip6, prefix6)
+                .map_err(Error::device("add IPv6 address"))?;
+            nl.add_default_route_v6(gateway6, idx)
+                .map_err(Error::device("add IPv6 default route"))?;
+        }
         Ok((tap, ifname))
     })
     .map_err(Error::device("enter network namespace"))?
@@ -349,7 +360,7 @@ fn adopt_endpoint_device(
     name: &str,
     (offloads, queues, mark): (u32, usize, &str),
     mac: MacAddr,
-    ip: Ipv4Addr,
+    (ip, ip6): (Ipv4Addr, Option<std::net::Ipv6Addr>),
     net: DevNet,
 ) -> Result<Option<Tap>, Error> {
     let DevNet {
@@ -395,6 +406,16 @@ fn adopt_endpoint_device(
             nl.add_default_route_v4(gateway, tap.ifindex()).map(|_| ()),
             "add default route",
         )?;
+        if let (Some(ip6), Some((prefix6, gateway6))) = (ip6, net.v6) {
+            exists(
+                nl.add_addr_v6(tap.ifindex(), ip6, prefix6),
+                "add IPv6 address",
+            )?;
+            exists(
+                nl.add_default_route_v6(gateway6, tap.ifindex()).map(|_| ()),
+                "add IPv6 default route",
+            )?;
+        }
         Ok(Some(tap))
     })
     .map_err(Error::device("enter network namespace"))?

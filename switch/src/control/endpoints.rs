@@ -93,12 +93,13 @@ impl Switch {
         let worker = st.least_loaded_for_endpoint(self.epolls.len());
         let port_id = st.next_port;
         let net = st.net_mut(&req.network)?;
-        let (ip, mac) = net.reserve(&want, req)?;
+        let (ip, ip6, mac) = net.reserve(&want, req)?;
         let dev_net = net.dev_net();
         st.next_port += 1;
         Ok(AttachPlan {
             req: req.clone(),
             ip,
+            ip6,
             mac,
             port_id,
             worker,
@@ -124,8 +125,14 @@ impl Switch {
         }
         let ns = devices::open_netns(&plan.req.netns)?;
         let how = (self.tap_queues(), adopt, self.mark.as_str());
-        let (tap, ifname) =
-            make_endpoint_device(&ns, &plan.req, plan.mac, plan.ip, plan.dev_net, how)?;
+        let (tap, ifname) = make_endpoint_device(
+            &ns,
+            &plan.req,
+            plan.mac,
+            (plan.ip, plan.ip6),
+            plan.dev_net,
+            how,
+        )?;
         // Persistent only under --live-restore; an adopted device of a daemon that had the
         // flag goes with this one when it does not.
         tap.set_persist(self.opts.live_restore)
@@ -152,6 +159,7 @@ impl Switch {
         let net = st.net_mut(&req.network).expect("planned under this lock");
         let port = Arc::new(Port {
             spoof_check: !req.allow_spoof,
+            ip6: plan.ip6,
             ..self.new_port(
                 plan.port_id,
                 net.id,
@@ -275,9 +283,10 @@ impl Switch {
         st.check_attachable(req)?;
         let port_id = st.next_port;
         let net = st.net_mut(&req.network)?;
-        let (ip, mac) = net.reserve(&want, req)?;
+        let (ip, ip6, mac) = net.reserve(&want, req)?;
         let port = Arc::new(Port {
             spoof_check: !req.allow_spoof,
+            ip6,
             ..self.new_port(
                 port_id,
                 net.id,
@@ -304,6 +313,7 @@ impl Switch {
 pub(super) struct AttachPlan {
     pub(super) req: AttachRequest,
     ip: Ipv4Addr,
+    ip6: Option<std::net::Ipv6Addr>,
     mac: crate::wire::MacAddr,
     port_id: crate::fdb::PortId,
     worker: usize,
@@ -321,7 +331,7 @@ pub(super) struct Made {
 /// Give back what a plan reserved (its device could not be made).
 pub(super) fn unplan(st: &mut State, plan: &AttachPlan) {
     if let Ok(net) = st.net_mut(&plan.req.network) {
-        net.pool.release(plan.ip);
+        net.release(plan.ip, plan.ip6);
     }
 }
 

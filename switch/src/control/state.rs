@@ -4,7 +4,7 @@
 //! is testable on its own (an endpoint's port may be a [`Device::Sink`]).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -15,7 +15,7 @@ use crate::capture::Taps;
 use crate::datapath::{NeighTable, NetRt};
 use crate::error::{check_name, Error};
 use crate::fdb::{Fdb, PortId};
-use crate::ipam::{parse_ipv4, Ipv4Cidr, Pool};
+use crate::ipam::{parse_ipv4, parse_ipv6, Ipv4Cidr, Ipv6Cidr, Pool, Pool6};
 use crate::model::*;
 use crate::neigh::NeighCache;
 use crate::port::{NetId, Port};
@@ -54,6 +54,8 @@ pub(super) struct Net {
     pub(super) gateway_mac: MacAddr,
     pub(super) mtu: u32,
     pub(super) pool: Pool,
+    /// Dual stack: the IPv6 subnet, gateway and addresses in use.
+    pub(super) v6: Option<Net6>,
     pub(super) fdb: Arc<Fdb>,
     pub(super) neigh: Arc<NeighTable>,
     pub(super) taps: Arc<Taps>,
@@ -81,6 +83,14 @@ pub(super) struct Net {
     pub(super) cluster_rev: i64,
 }
 
+/// A dual-stack network's IPv6 side.
+#[derive(Debug, Clone)]
+pub(super) struct Net6 {
+    pub(super) subnet: Ipv6Cidr,
+    pub(super) gateway: Ipv6Addr,
+    pub(super) pool: Pool6,
+}
+
 /// An endpoint of a cluster network on another node, as this node installs it: a static remote
 /// MAC behind the node's VTEP, an ARP answer and DNS names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +107,8 @@ pub(super) struct NetworkPlan {
     pub(super) name: String,
     pub(super) subnet: Ipv4Cidr,
     pub(super) gateway: Ipv4Addr,
+    /// Dual stack: the IPv6 subnet and gateway.
+    pub(super) v6: Option<(Ipv6Cidr, Ipv6Addr)>,
     pub(super) mtu: u32,
     pub(super) internal: bool,
     pub(super) icc: bool,
@@ -114,6 +126,11 @@ impl Net {
             id,
             gateway_mac: MacAddr::gateway_for(&plan.name),
             pool: Pool::new(plan.subnet, plan.gateway),
+            v6: plan.v6.map(|(subnet, gateway)| Net6 {
+                subnet,
+                gateway,
+                pool: Pool6::new(subnet, gateway),
+            }),
             fdb: Arc::new(Fdb::new(aging_ms, opts.fdb_limit)),
             neigh: Arc::new(NeighTable::default()),
             taps: Arc::new(Taps::default()),
@@ -143,6 +160,8 @@ impl Net {
             name: self.name.clone(),
             subnet: self.subnet.to_string(),
             gateway: self.gateway,
+            subnet6: self.v6.as_ref().map(|v| v.subnet.to_string()),
+            gateway6: self.v6.as_ref().map(|v| v.gateway),
             gateway_mac: self.gateway_mac.to_string(),
             mtu: self.mtu,
             internal: self.internal,
@@ -197,6 +216,8 @@ impl Net {
             name: self.name.clone(),
             subnet: self.subnet.to_string(),
             gateway: Some(self.gateway.to_string()),
+            subnet6: self.v6.as_ref().map(|v| v.subnet.to_string()),
+            gateway6: self.v6.as_ref().map(|v| v.gateway.to_string()),
             mtu: Some(self.mtu),
             internal: self.internal,
             icc: Some(self.icc),
@@ -214,6 +235,7 @@ impl Net {
             netns: e.netns.clone(),
             network: self.name.clone(),
             ip: Some(e.port.ip.to_string()),
+            ip6: e.port.ip6.map(|i| i.to_string()),
             mac: Some(e.port.mac.to_string()),
             ifname: (!e.ifname.is_empty()).then(|| e.ifname.clone()),
             aliases: e.aliases.clone(),
@@ -230,6 +252,7 @@ impl Net {
             port: e.port.name.clone(),
             ip: e.port.ip,
             prefix_len: self.subnet.prefix_len(),
+            ip6: e.port.ip6,
             mac: e.port.mac.to_string(),
             mtu: self.mtu,
             aliases: e.aliases.clone(),
@@ -289,7 +312,7 @@ impl Net {
         &mut self,
         want: &AttachWant,
         req: &AttachRequest,
-    ) -> Result<(Ipv4Addr, MacAddr), Error> {
+    ) -> Result<(Ipv4Addr, Option<Ipv6Addr>, MacAddr), Error> {
         let ip = match want.ip {
             Some(ip) => {
                 if !self.pool.take(ip)? {
@@ -302,15 +325,57 @@ impl Net {
             }
             None => self.pool.next_free()?,
         };
+        let ip6 = match self.reserve6(want, req) {
+            Ok(ip6) => ip6,
+            Err(e) => {
+                self.pool.release(ip);
+                return Err(e);
+            }
+        };
         let mac = want.mac.unwrap_or_else(|| MacAddr::from_ipv4(ip));
         if mac == self.gateway_mac || self.endpoints.iter().any(|e| e.port.mac == mac) {
-            self.pool.release(ip);
+            self.release(ip, ip6);
             return Err(Error::MacInUse {
                 mac: mac.to_string(),
                 network: req.network.clone(),
             });
         }
-        Ok((ip, mac))
+        Ok((ip, ip6, mac))
+    }
+
+    /// The IPv6 side of [`Net::reserve`]: the address asked for or the next free one on a
+    /// dual-stack network; `--ip6` on a network without an IPv6 subnet is refused.
+    fn reserve6(
+        &mut self,
+        want: &AttachWant,
+        req: &AttachRequest,
+    ) -> Result<Option<Ipv6Addr>, Error> {
+        let Some(v6) = &mut self.v6 else {
+            return match want.ip6 {
+                Some(_) => Err(Error::NoIpv6(req.network.clone())),
+                None => Ok(None),
+            };
+        };
+        match want.ip6 {
+            Some(ip) => {
+                if !v6.pool.take(ip)? {
+                    return Err(Error::Address6InUse {
+                        ip,
+                        network: req.network.clone(),
+                    });
+                }
+                Ok(Some(ip))
+            }
+            None => Ok(Some(v6.pool.next_free()?)),
+        }
+    }
+
+    /// Give back an endpoint's addresses.
+    pub(super) fn release(&mut self, ip: Ipv4Addr, ip6: Option<Ipv6Addr>) {
+        self.pool.release(ip);
+        if let (Some(v6), Some(ip6)) = (&mut self.v6, ip6) {
+            v6.pool.release(ip6);
+        }
     }
 }
 
@@ -435,6 +500,7 @@ pub(super) struct State {
 pub(super) struct AttachWant {
     pub(super) mac: Option<MacAddr>,
     pub(super) ip: Option<Ipv4Addr>,
+    pub(super) ip6: Option<Ipv6Addr>,
 }
 
 impl AttachWant {
@@ -452,7 +518,8 @@ impl AttachWant {
             return Err(Error::MacNotUnicast(m.to_string()));
         }
         let ip = req.ip.as_deref().map(parse_ipv4).transpose()?;
-        Ok(AttachWant { mac, ip })
+        let ip6 = req.ip6.as_deref().map(parse_ipv6).transpose()?;
+        Ok(AttachWant { mac, ip, ip6 })
     }
 }
 
@@ -619,10 +686,12 @@ impl State {
                 other_subnet: o.subnet.to_string(),
             });
         }
+        let v6 = self.plan_v6(req)?;
         Ok(NetworkPlan {
             name: req.name.clone(),
             subnet,
             gateway,
+            v6,
             mtu,
             internal: req.internal,
             icc: req.icc.unwrap_or(true),
@@ -631,6 +700,39 @@ impl State {
             vxlan_port,
             cluster: req.cluster,
         })
+    }
+
+    /// The IPv6 side of a `network create`: subnet and gateway, checked like the IPv4 ones.
+    fn plan_v6(&self, req: &NetworkCreate) -> Result<Option<(Ipv6Cidr, Ipv6Addr)>, Error> {
+        let Some(s) = &req.subnet6 else {
+            return match req.gateway6 {
+                Some(_) => Err(Error::NoIpv6(req.name.clone())),
+                None => Ok(None),
+            };
+        };
+        let subnet: Ipv6Cidr = s.trim().parse()?;
+        let gateway = match &req.gateway6 {
+            Some(g) => parse_ipv6(g)?,
+            None => subnet.first_host(),
+        };
+        if !subnet.is_host(gateway) {
+            return Err(Error::Gateway6Outside {
+                gateway,
+                subnet: subnet.to_string(),
+            });
+        }
+        if let Some((o, os)) = self.networks.values().find_map(|n| {
+            let v = n.v6.as_ref()?;
+            (v.subnet.overlaps(&subnet) && !(req.vni.is_some() && n.vni.is_some()))
+                .then(|| (n.name.clone(), v.subnet))
+        }) {
+            return Err(Error::SubnetOverlap {
+                subnet: subnet.to_string(),
+                other: o,
+                other_subnet: os.to_string(),
+            });
+        }
+        Ok(Some((subnet, gateway)))
     }
 
     /// Add the network `plan` describes (checked by [`State::plan_network`]); its info.
@@ -683,6 +785,15 @@ impl State {
                 other: b.to_string(),
                 other_subnet: y.subnet.to_string(),
             });
+        }
+        if let (true, Some(v), Some(w)) = (link, &x.v6, &y.v6) {
+            if v.subnet.overlaps(&w.subnet) {
+                return Err(Error::SubnetOverlap {
+                    subnet: v.subnet.to_string(),
+                    other: b.to_string(),
+                    other_subnet: w.subnet.to_string(),
+                });
+            }
         }
         if !link && !x.links.contains(b) {
             return Err(Error::NotLinked(a.to_string(), b.to_string()));
@@ -807,7 +918,7 @@ impl State {
         if let Ok(net) = self.net_mut(network) {
             net.fdb.flush_port(ep.port.id);
             net.neigh.remove_if(&ep.port.ip, |_, m| *m == ep.port.mac);
-            net.pool.release(ep.port.ip);
+            net.release(ep.port.ip, ep.port.ip6);
         }
         self.published
             .retain(|p| !(p.netns == ep.netns && p.network == network));
@@ -1164,7 +1275,7 @@ pub(super) mod testing {
         let id = st.next_port;
         st.next_port += 1;
         let net = st.net_mut(network).expect("network");
-        let (ip, mac) = net.reserve(&want, &req).expect("address");
+        let (ip, ip6, mac) = net.reserve(&want, &req).expect("address");
         let port = Arc::new(Port {
             id,
             name: format!("p{id}"),
@@ -1172,6 +1283,7 @@ pub(super) mod testing {
             dev: Device::Sink(VirtioNetHdr::LEN),
             mac,
             ip,
+            ip6,
             worker: 0,
             stats: PortStats::default(),
             taps: Arc::new(Taps::default()),
@@ -1399,6 +1511,66 @@ mod test {
         ));
         let free = AttachWant::parse(&req(None, Some("10.1.0.3"))).unwrap();
         assert!(net.reserve(&free, &req(None, None)).is_ok());
+    }
+
+    #[test]
+    fn dual_stack_networks_hand_out_both_families() {
+        let mut st = State::new();
+        let opts = Options::default();
+        let create = |name: &str, s6: Option<&str>, g6: Option<&str>| NetworkCreate {
+            subnet6: s6.map(Into::into),
+            gateway6: g6.map(Into::into),
+            ..NetworkCreate::flat(name, "10.1.0.0/24")
+        };
+        let plan = st
+            .plan_network(&create("a", Some("fd00:1::/64"), None), None)
+            .unwrap();
+        assert_eq!(
+            plan.v6,
+            Some(("fd00:1::/64".parse().unwrap(), "fd00:1::1".parse().unwrap()))
+        );
+        st.add_network(plan, &opts);
+        let mut b = create("b", Some("fd00:1::/80"), None);
+        b.subnet = "10.2.0.0/24".into();
+        assert!(matches!(
+            st.plan_network(&b, None),
+            Err(Error::SubnetOverlap { .. })
+        ));
+        b.subnet6 = Some("fd00:2::/64".into());
+        b.gateway6 = Some("fd00:3::1".into());
+        assert!(matches!(
+            st.plan_network(&b, None),
+            Err(Error::Gateway6Outside { .. })
+        ));
+        b.subnet6 = None;
+        assert!(matches!(st.plan_network(&b, None), Err(Error::NoIpv6(_))));
+        b.gateway6 = None;
+        let plan = st.plan_network(&b, None).unwrap();
+        st.add_network(plan, &opts);
+        let req = |net: &str, ip6: Option<&str>| AttachRequest {
+            ip6: ip6.map(Into::into),
+            ..AttachRequest::new("ns", net)
+        };
+        let want = |r: &AttachRequest| AttachWant::parse(r).unwrap();
+        let net = st.net_mut("a").unwrap();
+        let r = req("a", None);
+        let (_, ip6, _) = net.reserve(&want(&r), &r).unwrap();
+        assert_eq!(ip6, Some("fd00:1::2".parse().unwrap()));
+        let r = req("a", Some("fd00:1::2"));
+        assert!(matches!(
+            net.reserve(&want(&r), &r),
+            Err(Error::Address6InUse { .. })
+        ));
+        // Refused: the IPv4 address it took is free again.
+        assert!(!net.pool.is_used(Ipv4Addr::new(10, 1, 0, 3)));
+        let r = req("a", Some("fd00:9::2"));
+        assert!(net.reserve(&want(&r), &r).is_err());
+        let r = req("b", Some("fd00:2::5"));
+        let net = st.net_mut("b").unwrap();
+        assert!(matches!(net.reserve(&want(&r), &r), Err(Error::NoIpv6(_))));
+        let r = req("b", None);
+        assert_eq!(net.reserve(&want(&r), &r).unwrap().1, None, "v4 only");
+        assert!(AttachWant::parse(&req("a", Some("nonsense"))).is_err());
     }
 
     #[test]

@@ -51,6 +51,7 @@ impl Switch {
                     network: n.name.clone(),
                     mac: e.port.mac.to_string(),
                     ip: e.port.ip,
+                    ip6: e.port.ip6,
                     worker: e.port.worker,
                     published: st
                         .published
@@ -74,6 +75,7 @@ impl Switch {
                 network: "-".into(),
                 mac: "-".into(),
                 ip: vt.ip,
+                ip6: None,
                 worker: vt.worker,
                 published: Vec::new(),
                 counters: vt.stats.snapshot(),
@@ -90,6 +92,7 @@ impl Switch {
                 network: "-".into(),
                 mac: u.port.mac.to_string(),
                 ip: u.ip,
+                ip6: None,
                 worker: u.port.worker,
                 published: Vec::new(),
                 counters: u.port.stats.snapshot(),

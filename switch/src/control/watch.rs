@@ -233,7 +233,7 @@ impl Switch {
         };
         let e = net.endpoints.remove(i);
         let spec: AttachRequest = net.endpoint_spec(&e);
-        net.pool.release(e.port.ip);
+        net.release(e.port.ip, e.port.ip6);
         let old_reason = e.pending.unwrap_or_default();
         match self.attach_locked(st, &spec, AttachMode::Adopt) {
             Ok(info) => log::info!(

@@ -7,7 +7,7 @@
 //! `ifinfomsg`, `ifaddrmsg`, `rtmsg` and 4-byte-aligned `rtattr`s (see rtnetlink(7)).
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::cvt;
@@ -299,6 +299,44 @@ impl Netlink {
             m.attr(IFA_BROADCAST, &brd.octets());
         }
         self.request(m.finish(), seq)
+    }
+
+    /// Add `addr/prefix_len` to link `ifindex` without duplicate address detection (the
+    /// switch hands out the addresses: no other holder to detect, and no tentative wait).
+    pub fn add_addr_v6(&mut self, ifindex: u32, addr: Ipv6Addr, prefix_len: u8) -> io::Result<()> {
+        const IFA_F_NODAD: u8 = 0x02;
+        let seq = self.next_seq();
+        let mut m = Msg::new(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, seq);
+        m.bytes(&[libc::AF_INET6 as u8, prefix_len, IFA_F_NODAD, 0])
+            .bytes(&ifindex.to_ne_bytes());
+        m.attr(IFA_LOCAL, &addr.octets())
+            .attr(IFA_ADDRESS, &addr.octets());
+        self.request(m.finish(), seq)
+    }
+
+    /// Add an IPv6 default route via `gateway` on link `ifindex` in the main table.
+    /// `Ok(false)` when one already exists (it is left alone).
+    pub fn add_default_route_v6(&mut self, gateway: Ipv6Addr, ifindex: u32) -> io::Result<bool> {
+        let seq = self.next_seq();
+        let mut m = Msg::new(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, seq);
+        m.bytes(&[
+            libc::AF_INET6 as u8,
+            0,
+            0,
+            0,
+            RT_TABLE_MAIN,
+            RTPROT_STATIC,
+            RT_SCOPE_UNIVERSE,
+            RTN_UNICAST,
+        ])
+        .bytes(&0u32.to_ne_bytes());
+        m.attr(RTA_GATEWAY, &gateway.octets())
+            .attr(RTA_OIF, &ifindex.to_ne_bytes());
+        match self.request(m.finish(), seq) {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Add a default route via `gateway` on link `ifindex` in the main table. `Ok(false)` when
