@@ -120,7 +120,16 @@ fn net_rt(st: &State, n: &Net) -> NetRt {
         icc: n.icc,
         links: linked().map(|l| l.id).collect(),
         mtu: n.mtu,
-        dns: n.names().chain(linked().flat_map(|l| l.names())).collect(),
+        dns: {
+            let mut t = crate::dns::Table::default();
+            for (name, ip) in n.names().chain(linked().flat_map(|l| l.names())) {
+                t.insert4(name, ip);
+            }
+            for (name, ip) in n.names6().chain(linked().flat_map(|l| l.names6())) {
+                t.insert6(name, ip);
+            }
+            t
+        },
         vni: n.vni,
         peers: n.all_peers(),
         remote: n.vni.map(|_| n.remote.clone()),
@@ -203,12 +212,16 @@ mod test {
             [web_a.id]
         );
         // DNS: the network's own names and the linked network's, lower case.
-        assert_eq!(na.dns.get("db"), Some(&db.ip));
-        assert_eq!(cfg.networks[&b.id].dns.get("db"), Some(&db.ip));
-        assert!(na.dns.contains_key("web"));
+        assert_eq!(na.dns.get("db").and_then(|f| f.a), Some(db.ip));
+        assert_eq!(
+            cfg.networks[&b.id].dns.get("db").and_then(|f| f.a),
+            Some(db.ip)
+        );
+        assert!(na.dns.get("web").is_some());
         assert!(!cfg.networks[&st.net("ov").unwrap().id]
             .dns
-            .contains_key("web"));
+            .get("web")
+            .is_some());
         // The namespace on two networks may send from either address on both ports.
         assert_eq!(cfg.own_addrs[&web_a.id], vec![web_b.ip]);
         assert_eq!(cfg.own_addrs[&web_b.id], vec![web_a.ip]);
@@ -244,7 +257,7 @@ mod test {
         assert!(!Arc::ptr_eq(&first.networks[&a], &second.networks[&a]));
         assert!(!Arc::ptr_eq(&first.networks[&b], &second.networks[&b]));
         assert!(Arc::ptr_eq(&first.networks[&c], &second.networks[&c]));
-        assert!(second.networks[&b].dns.contains_key("web"));
+        assert!(second.networks[&b].dns.get("web").is_some());
         // Nothing changed: nothing is built.
         let third = build(&mut st);
         for n in [a, b, c] {
@@ -260,7 +273,7 @@ mod test {
             "the state holds no snapshot of a stale network"
         );
         let third = build(&mut st);
-        assert!(!third.networks[&b].dns.contains_key("web"));
+        assert!(!third.networks[&b].dns.get("web").is_some());
         // A removed network leaves the snapshot and its links.
         st.link("a", "b", false).unwrap();
         st.remove_network("b").unwrap();

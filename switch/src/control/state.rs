@@ -276,6 +276,16 @@ impl Net {
         }))
     }
 
+    /// DNS names of this network's endpoints that have an IPv6 address.
+    pub(super) fn names6(&self) -> impl Iterator<Item = (String, Ipv6Addr)> + '_ {
+        self.endpoints.iter().filter(|e| e.is_up()).flat_map(|e| {
+            let ip6 = e.port.ip6;
+            std::iter::once(&e.netns)
+                .chain(e.aliases.iter())
+                .filter_map(move |n| Some((n.to_ascii_lowercase(), ip6?)))
+        })
+    }
+
     /// Every peer VTEP: the static ones and, in cluster mode, the other live nodes'.
     pub(super) fn all_peers(&self) -> Vec<Ipv4Addr> {
         let mut v: Vec<Ipv4Addr> = self.peers.union(&self.member_peers).copied().collect();

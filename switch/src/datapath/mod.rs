@@ -71,8 +71,9 @@ pub struct NetRt {
     pub links: Vec<NetId>,
     /// Endpoint MTU.
     pub mtu: u32,
-    /// Names the gateway's DNS answers (endpoints and aliases of this and linked networks).
-    pub dns: FxHashMap<String, Ipv4Addr>,
+    /// Names the gateway's DNS answers (endpoints and aliases of this and linked networks),
+    /// and their addresses' PTR records.
+    pub dns: crate::dns::Table,
     /// Overlay networks: the VNI.
     pub vni: Option<u32>,
     /// Overlay networks: peer VTEPs (head-end replication list).

@@ -260,7 +260,6 @@ impl Ctx<'_> {
         let frame = self.buf.data();
         // The receive parse checked that the total length fits the frame.
         let total = EthFrame::HEADER_LEN + ip4.total_len;
-        let lookup = |n: &str| net.dns.get(n).copied();
         let mut out = [0u8; DNS_MAX + 2];
         match t.proto {
             Proto::Udp => {
@@ -272,7 +271,7 @@ impl Ctx<'_> {
                     .as_deref()
                     .filter(|_| !net.internal)
                     .and_then(|u| u.resolver.map(|r| (u, r)));
-                match dns::answer(query, lookup, upstream.is_some(), &mut out) {
+                match dns::answer(query, &net.dns, upstream.is_some(), &mut out) {
                     dns::Verdict::Malformed => c.drop(Drop::Malformed),
                     dns::Verdict::Answered(n) => {
                         c.event(Event::DnsAnswered);
@@ -348,8 +347,7 @@ impl Ctx<'_> {
             let Some(query) = msg.get(..qlen) else {
                 return self.c.drop(Drop::Malformed); // a query split over segments: unsupported
             };
-            let lookup = |n: &str| net.dns.get(n).copied();
-            match dns::answer(query, lookup, false, &mut seg[HDR + 2..]) {
+            match dns::answer(query, &net.dns, false, &mut seg[HDR + 2..]) {
                 dns::Verdict::Answered(n) => {
                     seg[HDR..HDR + 2].copy_from_slice(&(n as u16).to_be_bytes());
                     self.c.event(Event::DnsAnswered);
