@@ -276,6 +276,7 @@ pub(super) fn make_endpoint_device(
         nl.add_default_route_v4(gateway, idx)
             .map_err(Error::device("add default route"))?;
         if let (Some(ip6), Some((prefix6, gateway6))) = (ip6, net.v6) {
+            enable_ipv6(&ifname)?;
             nl.add_addr_v6(idx, ip6, prefix6)
                 .map_err(Error::device("add IPv6 address"))?;
             nl.add_default_route_v6(gateway6, idx)
@@ -407,6 +408,7 @@ fn adopt_endpoint_device(
             "add default route",
         )?;
         if let (Some(ip6), Some((prefix6, gateway6))) = (ip6, net.v6) {
+            enable_ipv6(name)?;
             exists(
                 nl.add_addr_v6(tap.ifindex(), ip6, prefix6),
                 "add IPv6 address",
@@ -419,6 +421,20 @@ fn adopt_endpoint_device(
         Ok(Some(tap))
     })
     .map_err(Error::device("enter network namespace"))?
+}
+
+/// Turn IPv6 on for interface `ifname` of the calling thread's namespace: an endpoint of a
+/// dual-stack network needs it even where the namespace's default has it off.
+fn enable_ipv6(ifname: &str) -> Result<(), Error> {
+    let path = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
+    std::fs::write(&path, "0").map_err(|e| Error::Device {
+        step: if e.kind() == std::io::ErrorKind::NotFound {
+            "enable IPv6 on the interface (is IPv6 off in this kernel? ipv6.disable=1)"
+        } else {
+            "enable IPv6 on the interface"
+        },
+        source: e,
+    })
 }
 
 /// Open host interface `iface` as the uplink: bring it up and bind `queues` packet sockets to
