@@ -218,10 +218,10 @@ mod test {
             Some(db.ip)
         );
         assert!(na.dns.get("web").is_some());
-        assert!(!cfg.networks[&st.net("ov").unwrap().id]
+        assert!(cfg.networks[&st.net("ov").unwrap().id]
             .dns
             .get("web")
-            .is_some());
+            .is_none());
         // The namespace on two networks may send from either address on both ports.
         assert_eq!(cfg.own_addrs[&web_a.id], vec![web_b.ip]);
         assert_eq!(cfg.own_addrs[&web_b.id], vec![web_a.ip]);
@@ -273,7 +273,7 @@ mod test {
             "the state holds no snapshot of a stale network"
         );
         let third = build(&mut st);
-        assert!(!third.networks[&b].dns.get("web").is_some());
+        assert!(third.networks[&b].dns.get("web").is_none());
         // A removed network leaves the snapshot and its links.
         st.link("a", "b", false).unwrap();
         st.remove_network("b").unwrap();
