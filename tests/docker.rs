@@ -414,13 +414,17 @@ fn docker_run_p_publishes_on_the_uplink() {
     let d = Daemon::start_with(&["--docker-plugin", &plugin]);
     d.ctl_ok(&["uplink", "set", &cable.0, "--ip", "10.210.0.1/24"]);
     let dk = Dockerd::start();
-    dk.ok(&[
+    // Dual stack (Docker's IPAM hands out both families; the switch takes them).
+    let pnet_id = dk.ok(&[
         "network",
         "create",
         "-d",
         &driver,
         "--subnet",
         "10.76.0.0/24",
+        "--ipv6",
+        "--subnet",
+        "fd00:76::/64",
         "pnet",
     ]);
     dk.ok(&[
@@ -451,6 +455,28 @@ fn docker_run_p_publishes_on_the_uplink() {
         ports(&d),
         d.log()
     );
+    // Both families agree with Docker, and IPv6 works between the container and an `ip netns`
+    // endpoint of the same network.
+    let ip6 = dk.ok(&[
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.GlobalIPv6Address}}{{end}}",
+        "vsweb",
+    ]);
+    let web = ports(&d)
+        .into_iter()
+        .find(|p| p.netns.starts_with("vsd-"))
+        .unwrap();
+    assert_eq!(web.ip6.map(|a| a.to_string()), Some(ip6.clone()), "{web:?}");
+    let plain = Netns::new("dk6");
+    attach(&d, &plain, &format!("d-{}", &pnet_id[..12]));
+    let p = plain.exec(&["ping", "-6", "-c", "2", "-W", "2", &ip6]);
+    assert!(
+        p.status.success(),
+        "ping -6 {ip6}: {}",
+        String::from_utf8_lossy(&p.stdout)
+    );
+    d.ctl_ok(&["detach", &plain.name, &format!("d-{}", &pnet_id[..12])]);
     // The container sees the client's own address, not the uplink's.
     let peer = get("cgi-bin/peer");
     // (busybox httpd listens on a dual-stack socket: a v4 client shows as ::ffff:A.B.C.D.)

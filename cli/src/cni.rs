@@ -20,7 +20,6 @@
 //! available (`STATUS`), 100 and up this plugin's own (100: vswitchd refused the request).
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -314,15 +313,19 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
             e => api_err(&format!("network {network}"), e),
         })?;
     let netns = namespace(id, path, true)?;
-    let ip = conf
-        .runtime_config
-        .ips
-        .first()
-        .map(|s| s.split('/').next().unwrap_or(s).to_string())
-        .or_else(|| env.arg_ip());
+    // Addresses asked for (the `ips` capability, else CNI_ARGS IP=A[,B]): one of each family.
+    let asked: Vec<String> = if conf.runtime_config.ips.is_empty() {
+        env.arg_ip()
+            .map(|s| s.split(',').map(str::to_string).collect())
+            .unwrap_or_default()
+    } else {
+        conf.runtime_config.ips.clone()
+    };
+    let bare = |s: &String| s.split('/').next().unwrap_or(s).trim().to_string();
     let req = AttachRequest {
         ifname: Some(ifname.to_string()),
-        ip,
+        ip: asked.iter().find(|s| !s.contains(':')).map(bare),
+        ip6: asked.iter().find(|s| s.contains(':')).map(bare),
         ..AttachRequest::new(&netns, network)
     };
     let made = c.call::<EndpointInfo>("POST", routes::ENDPOINTS, Some(&req));
@@ -361,12 +364,14 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
             ));
         }
     }
-    Ok(result(conf, path, &ep, net.gateway))
+    Ok(result(conf, path, &ep, &net))
 }
 
-/// The ADD result: this interface, its address, the default route and the gateway as DNS
-/// server, after what a previous plugin in the chain returned.
-fn result(conf: &NetConf, sandbox: &str, ep: &EndpointInfo, gateway: Ipv4Addr) -> Value {
+/// The ADD result: this interface, its addresses (IPv6 too on a dual-stack network), the
+/// default routes and the gateway as DNS server, after what a previous plugin in the chain
+/// returned.
+fn result(conf: &NetConf, sandbox: &str, ep: &EndpointInfo, net: &NetworkInfo) -> Value {
+    let gateway = net.gateway;
     let prev = conf.prev_result.clone().unwrap_or_else(|| json!({}));
     let list = |k: &str| {
         prev.get(k)
@@ -385,6 +390,15 @@ fn result(conf: &NetConf, sandbox: &str, ep: &EndpointInfo, gateway: Ipv4Addr) -
     }));
     let mut routes = list("routes");
     routes.push(json!({"dst": "0.0.0.0/0", "gw": gateway.to_string()}));
+    if let (Some(ip6), Some(subnet6), Some(gw6)) = (ep.ip6, &net.subnet6, net.gateway6) {
+        let prefix = subnet6.rsplit('/').next().unwrap_or("64");
+        ips.push(json!({
+            "address": format!("{ip6}/{prefix}"),
+            "gateway": gw6.to_string(),
+            "interface": index,
+        }));
+        routes.push(json!({"dst": "::/0", "gw": gw6.to_string()}));
+    }
     let mut dns = prev.get("dns").cloned().unwrap_or_else(|| json!({}));
     let mut servers = dns
         .get("nameservers")
@@ -616,11 +630,34 @@ mod test {
             state: "up".into(),
             reason: None,
         };
-        let r = result(&conf, "/proc/1/ns/net", &ep, "10.1.0.1".parse().unwrap());
+        let mut net: NetworkInfo = serde_json::from_value(json!({
+            "name": "front", "subnet": "10.1.0.0/24", "gateway": "10.1.0.1",
+            "gateway_mac": "02:00:00:00:00:01", "mtu": 1500, "internal": false, "icc": true,
+            "links": [], "vni": null, "peers": [], "vxlan_port": null, "endpoints": [],
+            "published": []
+        }))
+        .unwrap();
+        let r = result(&conf, "/proc/1/ns/net", &ep, &net);
         assert_eq!(r["interfaces"][1]["name"], "eth0");
         assert_eq!(r["ips"][1]["address"], "10.1.0.2/24");
         assert_eq!(r["ips"][1]["interface"], 1);
         assert_eq!(r["routes"][0]["gw"], "10.1.0.1");
         assert_eq!(r["dns"]["nameservers"], json!(["192.0.2.53", "10.1.0.1"]));
+        assert_eq!(
+            r["ips"].as_array().unwrap().len(),
+            2,
+            "no IPv6 on a v4 network"
+        );
+        // Dual stack: the IPv6 address and default route too.
+        net.subnet6 = Some("fd00:1::/64".into());
+        net.gateway6 = Some("fd00:1::1".parse().unwrap());
+        let ep = EndpointInfo {
+            ip6: Some("fd00:1::2".parse().unwrap()),
+            ..ep
+        };
+        let r = result(&conf, "/proc/1/ns/net", &ep, &net);
+        assert_eq!(r["ips"][2]["address"], "fd00:1::2/64");
+        assert_eq!(r["ips"][2]["gateway"], "fd00:1::1");
+        assert_eq!(r["routes"][1], json!({"dst": "::/0", "gw": "fd00:1::1"}));
     }
 }

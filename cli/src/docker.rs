@@ -20,7 +20,7 @@
 //! names it), as Docker shows plugin errors to its user.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -40,7 +40,7 @@ pub const DEFAULT_PLUGIN_SOCKET: &str = "/run/docker/plugins/vswitch.sock";
 /// What the plugin keeps between calls: the address Docker gave each endpoint (from
 /// `CreateEndpoint` to `Join`), and the IPAM driver's pools.
 pub struct Plugin {
-    endpoints: Mutex<HashMap<String, Ipv4Addr>>,
+    endpoints: Mutex<HashMap<String, (Ipv4Addr, Option<Ipv6Addr>)>>,
     ipam: Ipam,
 }
 
@@ -159,6 +159,9 @@ struct CreateNetworkReq {
     options: HashMap<String, Value>,
     #[serde(default, rename = "IPv4Data")]
     ipv4_data: Vec<IpData>,
+    /// `--ipv6 --subnet fd00::/64`: the network is dual stack.
+    #[serde(default, rename = "IPv6Data")]
+    ipv6_data: Option<Vec<IpData>>,
 }
 
 #[derive(Deserialize)]
@@ -203,6 +206,13 @@ async fn create_network(State((sw, _)): State<St>, b: axum::body::Bytes) -> Json
         .gateway
         .as_deref()
         .map(|g| g.split('/').next().unwrap_or(g).to_string());
+    if let Some(v6) = req.ipv6_data.as_ref().and_then(|d| d.first()) {
+        create.subnet6 = Some(v6.pool.clone());
+        create.gateway6 = v6
+            .gateway
+            .as_deref()
+            .map(|g| g.split('/').next().unwrap_or(g).to_string());
+    }
     create.internal = req
         .options
         .get("com.docker.network.internal")
@@ -267,6 +277,8 @@ struct EndpointReq {
 struct InterfaceReq {
     #[serde(default)]
     address: String,
+    #[serde(default, rename = "AddressIPv6")]
+    address_ipv6: String,
     #[serde(default)]
     mac_address: String,
 }
@@ -300,10 +312,22 @@ async fn create_endpoint(State((_, p)): State<St>, b: axum::body::Bytes) -> Json
             i.address
         ));
     };
+    let ip6 = match i.address_ipv6.split('/').next().filter(|a| !a.is_empty()) {
+        None => None,
+        Some(a) => match a.parse::<Ipv6Addr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                return err(format!(
+                    "vswitch plugin: endpoint IPv6 address '{}' is not IPv6",
+                    i.address_ipv6
+                ))
+            }
+        },
+    };
     p.endpoints
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .insert(req.endpoint_id.clone(), ip);
+        .insert(req.endpoint_id.clone(), (ip, ip6));
     if i.mac_address.is_empty() {
         let o = ip.octets();
         let mac = format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3]);
@@ -320,7 +344,7 @@ async fn join(State((sw, p)): State<St>, b: axum::body::Bytes) -> Json<Value> {
     let Some(key) = req.sandbox_key.clone() else {
         return err("vswitch plugin: Join without a SandboxKey");
     };
-    let Some(ip) = p
+    let Some((ip, ip6)) = p
         .endpoints
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -342,23 +366,25 @@ async fn join(State((sw, p)): State<St>, b: axum::body::Bytes) -> Json<Value> {
         move || -> Result<Value, String> {
             let attach = AttachRequest {
                 ip: Some(ip.to_string()),
+                ip6: ip6.map(|i| i.to_string()),
                 ifname: Some(dev.clone()),
                 handoff: true,
                 ..AttachRequest::new(&netns, &network)
             };
             sw.attach(&attach).map_err(|e| e.to_string())?;
-            let gw = sw
-                .network(&network)
-                .map(|n| n.gateway.to_string())
-                .map_err(|e| e.to_string())?;
+            let n = sw.network(&network).map_err(|e| e.to_string())?;
             // The container's namespace exists only once Docker starts it (after this answer):
             // mounted under the endpoint's name as soon as it does.
             let bind = (sw.clone(), key, netns.clone(), network.clone());
             std::thread::spawn(move || bind_when_ready(bind));
-            Ok(json!({
+            let mut answer = json!({
                 "InterfaceName": { "SrcName": dev, "DstPrefix": "eth" },
-                "Gateway": gw,
-            }))
+                "Gateway": n.gateway.to_string(),
+            });
+            if let (Some(g6), Some(_)) = (n.gateway6, ip6) {
+                answer["GatewayIPv6"] = json!(g6.to_string());
+            }
+            Ok(answer)
         },
         never,
     )
