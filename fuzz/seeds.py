@@ -92,6 +92,30 @@ for k, f in frames.items():
         corpora["nat"][k] = b"\0" + sel + f[14:]
         if f[23] in (6, 17):
             corpora["nat"][k + "_partial"] = b"\1" + sel + f[14:]
+# IPv6 for the frame target's classification oracle: a neighbour solicitation (to the
+# solicited-node group, source link-layer option), an echo request, and a TCP SYN behind
+# hop-by-hop, atomic-fragment and destination-options headers.
+def a6(text):
+    return socket.inet_pton(socket.AF_INET6, text)
+
+
+def ip6(src, dst, nh, payload, hop=64):
+    return struct.pack("!IHBB", 0x60000000, len(payload), nh, hop) + a6(src) + a6(dst) + payload
+
+
+def l4_6(src, dst, proto, seg, off):
+    ph = a6(src) + a6(dst) + struct.pack("!IxxxB", len(seg), proto)
+    return seg[:off] + struct.pack("!H", csum(ph + seg)) + seg[off + 2:]
+
+
+A6, B6, LL6, SN6 = "fd00::2", "2001:db8::7", "fe80::42:acff:fe14:2", "ff02::1:ff00:7"
+ns6 = struct.pack("!BBHI", 135, 0, 0, 0) + a6("fd00::7") + bytes([1, 1]) + MA
+corpora["frame"]["v6_ns"] = vnet() + eth(b"\x33\x33\xff\x00\x00\x07", MA, 0x86DD, ip6(LL6, SN6, 58, l4_6(LL6, SN6, 58, ns6, 2), 255))
+echo6 = struct.pack("!BBHHH", 128, 0, 0, 7, 1) + b"ping" * 4
+corpora["frame"]["v6_echo"] = vnet() + eth(MGW, MA, 0x86DD, ip6(A6, B6, 58, l4_6(A6, B6, 58, echo6, 2)))
+syn6 = struct.pack("!HHIIBBHHH", 40000, 443, 1000, 0, 5 << 4, 0x02, 65535, 0, 0)
+exts6 = bytes([44, 0, 1, 4, 0, 0, 0, 0]) + bytes([60, 0, 0, 0, 0, 0, 0, 0]) + bytes([6, 0, 1, 4, 0, 0, 0, 0])
+corpora["frame"]["v6_syn_ext"] = vnet() + eth(MGW, MA, 0x86DD, ip6(A6, B6, 0, exts6 + l4_6(A6, B6, 6, syn6, 16)))
 # ICMP errors for the nat target quoting a TCP SYN (first 8 bytes of TCP, as routers do), a whole
 # UDP datagram, and an echo request; the new tuple is the error's direction (remote -> endpoint).
 err_sel = socket.inet_aton(OUT) + struct.pack("!H", 443) + socket.inet_aton(A) + struct.pack("!H", 40000)

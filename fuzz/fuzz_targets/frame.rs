@@ -1,9 +1,16 @@
 //! A frame as a TAP hands it over: `[virtio-net header (12) | Ethernet frame]`. Runs what the
 //! datapath runs on every received frame before it decides where the frame goes: the buffer's
-//! header handling, the one Ethernet parse, ARP and IPv4 classification, checksum completion of
-//! partial checksums, and the overlay's software segmentation and coalescing of super-frames.
+//! header handling, the one Ethernet parse, ARP, IPv4 and IPv6 classification, checksum
+//! completion of partial checksums, and the overlay's software segmentation and coalescing of
+//! super-frames.
 //!
 //! Oracles (checked with the target's own checksum arithmetic, `oracle.rs`):
+//! - the one parse of an IPv6 frame agrees with a walk of its extension headers worked out here:
+//!   malformed exactly when the header, the payload length (a jumbogram included) or the chain
+//!   (truncated, overrunning, hop-by-hop not first, more than 8 headers) is bad; otherwise the
+//!   addresses, hop limit, lengths, upper-layer protocol and offset, fragment or not (an atomic
+//!   fragment is not), and the TCP/UDP/ICMPv6 fields or why they are malformed; a
+//!   neighbour-discovery message that parses came with hop limit 255 and code 0;
 //! - completion of a partial checksum (virtio `NEEDS_CSUM`, as a TAP hands an IPv4 TCP/UDP
 //!   frame over, and as a VTEP on veth leaves it) changes only the L4 checksum field and makes
 //!   the TCP/UDP checksum verify; the IPv4 header is untouched; anything else is left alone;
@@ -27,7 +34,7 @@ use oracle::{addr, be16, put16};
 use overlay::gso::{segment_tcp4, tcp4, Coalesce};
 use switch::frame::FrameBuf;
 use switch::wire::checksum::{complete_partial_l4, finish as finish_checksum};
-use switch::wire::{EthFrame, VirtioNetHdr};
+use switch::wire::{icmpv6, EthFrame, EtherType, Parsed, VirtioNetHdr, L3, L4 as Upper};
 
 const ETH: usize = 14;
 const VNI: u32 = 42;
@@ -387,6 +394,132 @@ fn check_coalesced(acc: &[u8], v: &VirtioNetHdr, t: &Tcp, first: &[u8], parts: &
     );
 }
 
+/// An IPv6 packet as the one parse must see it, worked out here: `None` for one it must call
+/// malformed, else (upper-layer protocol, its offset, fragment or not, packet length).
+fn ipv6_layout(ip: &[u8]) -> Option<(u8, usize, bool, usize)> {
+    if ip.len() < 40 || ip[0] >> 4 != 6 {
+        return None;
+    }
+    let total = 40 + usize::from(be16(ip, 4));
+    if total > ip.len() || (total == 40 && ip[6] == 0) {
+        return None; // cut short, or a jumbogram
+    }
+    let (mut nh, mut at, mut fragment) = (ip[6], 40, false);
+    for n in 0.. {
+        let (fixed, len) = match nh {
+            0 | 43 | 60 => (2, ip.get(at + 1).map(|&l| (usize::from(l) + 1) * 8)),
+            51 => (2, ip.get(at + 1).map(|&l| (usize::from(l) + 2) * 4)),
+            44 => (8, Some(8)),
+            _ => return Some((nh, at, fragment, total)),
+        };
+        if (nh == 0 && n > 0) || n == 8 || at + fixed > total {
+            return None;
+        }
+        let len = len?;
+        if at + len > total {
+            return None;
+        }
+        if nh == 44 {
+            let (offset, more) = (be16(ip, at + 2) >> 3, ip[at + 3] & 1 == 1);
+            if offset > 0 {
+                return Some((ip[at], at + 8, true, total));
+            }
+            fragment |= more;
+        }
+        nh = ip[at];
+        at += len;
+    }
+    None
+}
+
+/// The one parse of an IPv6 frame against [`ipv6_layout`].
+fn check_ipv6(frame: &[u8]) {
+    let p = Parsed::parse(frame).expect("an Ethernet header");
+    let ip = &frame[ETH..];
+    let (proto, off, fragment, total) = match (ipv6_layout(ip), p.l3) {
+        (None, L3::Malformed) => return,
+        (Some(l), L3::Ipv6(v)) => {
+            assert_eq!(
+                (v.proto, v.header_len, v.total_len),
+                (l.0, l.1, l.3),
+                "IPv6 upper layer, its offset, packet length"
+            );
+            assert_eq!(v.src.octets(), ip[8..24], "IPv6 source");
+            assert_eq!(v.dst.octets(), ip[24..40], "IPv6 destination");
+            assert_eq!(v.hop_limit, ip[7], "hop limit");
+            assert_eq!(p.ip6(), Some(&v));
+            l
+        }
+        (want, got) => panic!("IPv6 classification: worked out {want:?}, parsed {got:?}"),
+    };
+    let v = p.ip6().expect("IPv6");
+    let seg = &ip[off..total];
+    let icmp = 58;
+    match v.l4 {
+        Upper::Fragment => assert!(fragment, "not a fragment, parsed as one"),
+        _ if fragment => panic!("a fragment parsed as {:?}", v.l4),
+        Upper::Tcp {
+            sport,
+            dport,
+            flags,
+            header_len,
+        } => {
+            assert_eq!(proto, 6);
+            assert!(header_len >= 20 && seg.len() >= header_len, "TCP header");
+            assert_eq!(
+                (sport, dport, flags, header_len),
+                (
+                    be16(seg, 0),
+                    be16(seg, 2),
+                    seg[13],
+                    usize::from(seg[12] >> 4) * 4
+                )
+            );
+            assert_eq!(p.tcp_headers_len(), Some(ETH + off + header_len));
+        }
+        Upper::Udp { sport, dport } => {
+            assert_eq!(proto, 17);
+            assert!(seg.len() >= 8 && be16(seg, 4) >= 8, "UDP header");
+            assert_eq!((sport, dport), (be16(seg, 0), be16(seg, 2)));
+        }
+        Upper::Icmp {
+            msg_type,
+            code,
+            ident,
+        } => {
+            assert_eq!(proto, icmp);
+            assert!(seg.len() >= 8, "ICMPv6 header");
+            assert_eq!((msg_type, code, ident), (seg[0], seg[1], be16(seg, 4)));
+        }
+        Upper::Malformed => {
+            let ok = match proto {
+                6 => {
+                    seg.len() >= 20
+                        && seg[12] >> 4 >= 5
+                        && seg.len() >= usize::from(seg[12] >> 4) * 4
+                }
+                17 => seg.len() >= 8 && be16(seg, 4) >= 8,
+                58 => seg.len() >= 8,
+                _ => panic!("protocol {proto} parsed as a malformed TCP/UDP/ICMPv6 header"),
+            };
+            assert!(!ok, "a whole {proto} header parsed as malformed");
+        }
+        Upper::Other => assert!(
+            ![6, 17, icmp].contains(&proto),
+            "TCP/UDP/ICMPv6 parsed as another protocol"
+        ),
+    }
+    if proto == icmp && !fragment {
+        if let Ok(nd) = icmpv6::parse_nd(seg, ip[7]) {
+            assert!(
+                ip[7] == 255 && seg[1] == 0,
+                "ND accepted off-link or with a code"
+            );
+            assert!((133..=137).contains(&seg[0]), "not an ND type: {nd:?}");
+        }
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let mut buf = FrameBuf::new();
     let area = buf.rx_area(VirtioNetHdr::LEN);
@@ -408,6 +541,9 @@ fuzz_target!(|data: &[u8]| {
     };
     let _ = (eth.src.is_valid_unicast(), eth.dst.is_broadcast());
     let _ = switch::wire::arp::Arp::parse(buf.data());
+    if eth.ethertype == EtherType::IPV6 {
+        check_ipv6(buf.data());
+    }
     let frame = buf.data_mut();
     check_needs_csum(frame);
     check_complete_partial(frame);

@@ -1,6 +1,8 @@
-//! TCP, UDP and ICMP headers: checked views, the TCP flag bits, where each keeps its checksum.
+//! TCP, UDP and ICMP headers: checked views, the TCP flag bits, where each keeps its checksum
+//! and how it is filled in under IPv4 and IPv6. The ICMP view reads ICMPv6's common header too
+//! (same layout; its message types are in [`crate::icmpv6`]).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::ipv4::proto;
 use crate::{be16, be32, put16};
@@ -55,6 +57,35 @@ pub fn fill_checksum(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, seg: &mut [u8])
     put16(seg, at, 0);
     let c = match crate::checksum::checksum_pseudo(src, dst, protocol, seg) {
         0 if protocol == proto::UDP => 0xffff,
+        c => c,
+    };
+    put16(seg, at, c);
+}
+
+/// Offset of the checksum field in the upper-layer header of IPv6 next header `p` (TCP, UDP,
+/// ICMPv6); `None` for another protocol.
+#[inline]
+pub fn csum_offset6(p: u8) -> Option<usize> {
+    match p {
+        crate::ipv6::next_header::TCP => Some(16),
+        crate::ipv6::next_header::UDP => Some(6),
+        crate::ipv6::next_header::ICMPV6 => Some(2),
+        _ => None,
+    }
+}
+
+/// Fill in the checksum of the TCP, UDP or ICMPv6 message `seg` (header and data) sent
+/// `src -> dst` over IPv6: zeroed, then the sum under the IPv6 pseudo-header (which ICMPv6's
+/// checksum covers too, unlike ICMPv4's); a UDP checksum that comes out zero is sent as all
+/// ones (RFC 8200 §8.1). Another protocol, or a message too short for its checksum field, is
+/// left as it is.
+pub fn fill_checksum6(src: Ipv6Addr, dst: Ipv6Addr, proto: u8, seg: &mut [u8]) {
+    let Some(at) = csum_offset6(proto).filter(|&at| seg.len() >= at + 2) else {
+        return;
+    };
+    put16(seg, at, 0);
+    let c = match crate::checksum::checksum_pseudo6(src, dst, proto, seg) {
+        0 if proto == crate::ipv6::next_header::UDP => 0xffff,
         c => c,
     };
     put16(seg, at, c);
@@ -333,6 +364,51 @@ mod test {
         let mut short = [0u8; 7];
         fill_checksum(s, d, proto::UDP, &mut short);
         assert_eq!(short, [0; 7]);
+    }
+
+    #[test]
+    fn filled_v6_checksums_verify_under_the_v6_pseudo_header() {
+        use crate::ipv6::next_header;
+        let s: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        let d: Ipv6Addr = "fd00::2".parse().unwrap();
+        let mut udp = [0u8; 13];
+        let h: &mut [u8; UDP_HEADER_LEN] = (&mut udp[..8]).try_into().unwrap();
+        write_udp(h, 53, 5353, 5);
+        fill_checksum6(s, d, next_header::UDP, &mut udp);
+        assert_eq!(crate::checksum::checksum_pseudo6(s, d, 17, &udp), 0);
+        let mut tcp = [0u8; 24];
+        TcpRepr {
+            sport: 1,
+            dport: 2,
+            seq: 3,
+            ack: 4,
+            flags: tcp_flags::ACK,
+        }
+        .write((&mut tcp[..20]).try_into().unwrap());
+        fill_checksum6(s, d, next_header::TCP, &mut tcp);
+        assert_eq!(crate::checksum::checksum_pseudo6(s, d, 6, &tcp), 0);
+        let mut icmp = [128u8, 0, 0xde, 0xad, 0, 7, 0, 1, 0x61];
+        fill_checksum6(s, d, next_header::ICMPV6, &mut icmp);
+        assert_eq!(crate::checksum::checksum_pseudo6(s, d, 58, &icmp), 0);
+        // The sum over the message alone (ICMPv4's rule) does not verify it.
+        assert_ne!(crate::checksum::checksum(&icmp), 0);
+        // A UDP sum of zero is sent as all ones: find a payload word that makes it zero.
+        let mut u = [0u8; 10];
+        write_udp((&mut u[..8]).try_into().unwrap(), 1, 2, 2);
+        fill_checksum6(s, d, next_header::UDP, &mut u);
+        let c = u16::from_be_bytes([u[6], u[7]]);
+        u[6..8].copy_from_slice(&[0, 0]);
+        u[8..10].copy_from_slice(&c.to_be_bytes());
+        fill_checksum6(s, d, next_header::UDP, &mut u);
+        assert_eq!(u[6..8], [0xff, 0xff]);
+        assert_eq!(crate::checksum::checksum_pseudo6(s, d, 17, &u), 0);
+        // Too short, or not a protocol with a checksum: untouched.
+        let mut short = [0u8; 3];
+        fill_checksum6(s, d, next_header::ICMPV6, &mut short);
+        assert_eq!(short, [0; 3]);
+        let mut other = [1u8; 20];
+        fill_checksum6(s, d, next_header::NO_NEXT, &mut other);
+        assert_eq!(other, [1; 20]);
     }
 
     #[test]

@@ -7,31 +7,36 @@
 //! exist only where the buffer is mutable (`T: AsMut<[u8]>`). Small fixed headers the switch
 //! writes from scratch have a `Repr`-like writer beside their view ([`ipv4::Ipv4Header`]).
 //!
-//! - [`checksum`]: RFC 1071 sums, pseudo-headers, RFC 1624 incremental updates, completing a
-//!   partial checksum;
+//! - [`checksum`]: RFC 1071 sums, IPv4 and IPv6 pseudo-headers, RFC 1624 incremental updates,
+//!   completing a partial checksum;
 //! - [`ethernet`]: [`MacAddr`], [`EtherType`], [`EthFrame`] (the one Ethernet parse per frame);
 //! - [`arp`]: Ethernet/IPv4 ARP: parse, reply in place, request;
 //! - [`ipv4`]: the IPv4 view and header writer, protocol numbers;
-//! - [`l4`]: TCP, UDP and ICMP views, TCP flag bits;
+//! - [`ipv6`]: the IPv6 view and header writer, next-header numbers, the walk over extension
+//!   headers to the upper layer;
+//! - [`l4`]: TCP, UDP and ICMP views, TCP flag bits, filling checksums under IPv4 and IPv6;
+//! - [`icmpv6`]: ICMPv6 message types, the addresses IPv6 derives (solicited-node, multicast
+//!   MAC, EUI-64), neighbour discovery: parse with RFC 4861's checks, NA/NS/RA and error
+//!   builders;
 //! - [`parsed`]: the one parse of a frame into a `Copy` summary every stage reads;
 //! - [`vnet`]: the virtio-net header carried with every frame (offload metadata);
 //! - [`vxlan`]: the VXLAN header and the outer IPv4/UDP headers in front of it.
-//!
-//! An IPv6 view slots in beside [`ipv4`], with its pseudo-header in [`checksum`].
 
 #![forbid(unsafe_code)]
 
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;
+pub mod icmpv6;
 pub mod ipv4;
+pub mod ipv6;
 pub mod l4;
 pub mod parsed;
 pub mod vnet;
 pub mod vxlan;
 
 pub use ethernet::{EthFrame, EtherType, MacAddr, MacParseError};
-pub use parsed::{Ip4, Parsed, L3, L4};
+pub use parsed::{Ip4, Ip6, Parsed, L3, L4};
 pub use vnet::VirtioNetHdr;
 
 /// Text from a client or the wire, made fit for a one-line message: control characters (a
