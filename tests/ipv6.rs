@@ -175,3 +175,163 @@ fn dual_stack_endpoints_talk_both_families_and_resolve_aaaa_and_ptr() {
     let p = a.exec(&["ping", "-6", "-c", "2", "-W", "2", "fd00:80::99"]);
     assert!(p.status.success(), "after a restart: {}", d.log());
 }
+
+/// Send one ICMPv6 message from `ns` with a raw socket (the kernel fills in the checksum):
+/// `msg` as hex, to `dst` on `dev`, with hop limit `hops`.
+fn send_icmp6(ns: &Netns, dev: &str, dst: &str, hops: u32, msg: &str) {
+    let script = format!(
+        "import socket\n\
+         s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)\n\
+         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, {hops})\n\
+         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, {hops})\n\
+         s.sendto(bytes.fromhex('{msg}'), ('{dst}', 0, 0, socket.if_nametoindex('{dev}')))\n"
+    );
+    ns.exec_ok(&["python3", "-c", &script]);
+}
+
+/// `ping -6` from `ns` with extra arguments; (success, output).
+fn ping6(ns: &Netns, args: &[&str]) -> (bool, String) {
+    let mut a = vec!["ping", "-6", "-n", "-c", "2", "-W", "2"];
+    a.extend_from_slice(args);
+    let o = ns.exec(&a);
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn the_gateway_answers_nd_ping_and_rs_and_routes_linked_networks_with_icmpv6_errors() {
+    require(&["ping", "iperf3", "python3"]);
+    let d = Daemon::start();
+    for (name, v4, v6, mtu) in [
+        ("r1", "10.90.0.0/24", "fd00:90::/64", "1500"),
+        ("r2", "10.91.0.0/24", "fd00:91::/64", "1280"),
+    ] {
+        d.ctl_ok(&[
+            "network", "create", name, "--subnet", v4, "--subnet", v6, "--mtu", mtu,
+        ]);
+    }
+    let (a, a2, b) = (Netns::new("ra"), Netns::new("ra2"), Netns::new("rb"));
+    attach(&d, &a, "r1");
+    attach(&d, &a2, "r1");
+    attach(&d, &b, "r2");
+    // The gateway: neighbour discovery and echo, on its global and its link-local address.
+    let (ok, out) = ping6(&a, &["fd00:90::1"]);
+    assert!(ok, "ping the gateway: {out}\n{}", d.log());
+    assert!(event(&d, "nd_gateway") >= 1 && event(&d, "icmp_gateway") >= 2);
+    // Between endpoints of one network the switch answers neighbour solicitations itself.
+    let (ok, out) = ping6(&a, &["fd00:90::3"]);
+    assert!(ok, "{out}");
+    assert!(event(&d, "nd_suppressed") >= 1, "{:?}", stats(&d).events);
+
+    // Not linked: refused, and the sender told so (administratively prohibited).
+    let policy = drops(&d, "policy");
+    let (ok, out) = ping6(&a, &["fd00:91::2"]);
+    assert!(!ok && out.contains("prohibited"), "{out}");
+    assert!(drops(&d, "policy") > policy);
+    let (ok, out) = ping6(&a, &["2001:db8::1"]);
+    assert!(
+        !ok && out.to_lowercase().contains("no route"),
+        "no IPv6 egress yet: {out}"
+    );
+
+    // Linked: routed both ways, ICMP, TCP and UDP; the hop limit is spent on the way.
+    d.ctl_ok(&["network", "link", "r1", "r2"]);
+    let (ok, out) = ping6(&a, &["fd00:91::2"]);
+    assert!(ok, "routed: {out}\n{}", d.log());
+    let (ok, out) = ping6(&b, &["fd00:90::2"]);
+    assert!(ok, "routed back: {out}");
+    let (ok, out) = ping6(&a, &["-t", "1", "fd00:91::2"]);
+    assert!(!ok && out.contains("Time exceeded"), "hop limit 1: {out}");
+    iperf3_6("r1 -> r2 TCP", &a, &b, "fd00:91::2", false);
+    iperf3_6("r2 -> r1 TCP", &b, &a, "fd00:90::2", false);
+    iperf3_6("r1 -> r2 UDP", &a, &b, "fd00:91::2", true);
+    // r2's MTU is 1280: a 1400-byte packet gets "packet too big", the sender's kernel learns
+    // the path MTU, and its next tries go through fragmented at the source.
+    let (_, out) = ping6(&a, &["-M", "do", "-s", "1400", "-c", "1", "fd00:91::2"]);
+    assert!(out.contains("mtu=1280") || out.contains("too big"), "{out}");
+    let route = a.exec_ok(&["ip", "-6", "route", "get", "fd00:91::2"]);
+    assert!(route.contains("mtu 1280"), "PMTU not learned: {route}");
+    let (ok, out) = ping6(&a, &["-s", "1400", "fd00:91::2"]);
+    assert!(ok, "after PMTU discovery: {out}");
+    assert!(event(&d, "icmp6_errors") >= 3);
+
+    // Router solicitations get an advertisement: the kernel's own RA handling makes a SLAAC
+    // address in the prefix and a default route via the gateway's link-local address, and
+    // port security lets the SLAAC address through.
+    let slaac = wait_until(15, || {
+        a.exec_ok(&["ip", "-6", "-o", "addr", "show", "dev", "eth0", "dynamic"])
+            .contains("fd00:90::")
+    });
+    assert!(slaac, "no SLAAC address: {}", addrs6(&a, "eth0"));
+    assert!(event(&d, "router_adverts") >= 1);
+    let ra = a.exec_ok(&["ip", "-6", "route", "show", "default", "proto", "ra"]);
+    assert!(ra.contains("via fe80::"), "{ra}");
+    let dynamic = a.exec_ok(&["ip", "-6", "-o", "addr", "show", "dev", "eth0", "dynamic"]);
+    let sl = dynamic
+        .split_whitespace()
+        .find(|w| w.starts_with("fd00:90::"))
+        .and_then(|w| w.split('/').next())
+        .unwrap()
+        .to_string();
+    let (ok, out) = ping6(&a, &["-I", &sl, "fd00:91::2"]);
+    assert!(ok, "from the SLAAC address {sl}: {out}");
+
+    // Port security: another address, a neighbour advertisement claiming a neighbour's
+    // address, a router advertisement from an endpoint, an ND message with hop limit 64.
+    let spoofed = drops(&d, "spoofed");
+    a.exec_ok(&[
+        "ip",
+        "addr",
+        "add",
+        "fd00:90::77/64",
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    let (ok, _) = ping6(&a, &["-I", "fd00:90::77", "fd00:90::3"]);
+    assert!(!ok, "a foreign source got through");
+    assert!(drops(&d, "spoofed") > spoofed);
+    let spoofed = drops(&d, "spoofed");
+    // NA (type 136), override flag, target fd00:90::3 (a2's address).
+    let na = [
+        "88",
+        "00",
+        "0000",
+        "20000000",
+        "fd000090000000000000000000000003",
+    ]
+    .concat();
+    send_icmp6(&a, "eth0", "ff02::1", 255, &na);
+    assert!(wait_until(2, || drops(&d, "spoofed") > spoofed), "NA spoof");
+    let rogue = drops(&d, "rogue_router");
+    // RA: hop limit 64, router lifetime 1800, no options.
+    send_icmp6(
+        &a,
+        "eth0",
+        "ff02::1",
+        255,
+        "86000000400007080000000000000000",
+    );
+    assert!(
+        wait_until(2, || drops(&d, "rogue_router") > rogue),
+        "rogue RA"
+    );
+    // a2 took no route via a (its link-local address, from its MAC 02:42:0a:5a:00:02).
+    let routes = a2.exec_ok(&["ip", "-6", "route", "show", "default"]);
+    assert!(!routes.contains("fe80::42:aff:fe5a:2"), "{routes}");
+    let malformed = drops(&d, "malformed");
+    // NS for fd00:90::3 with hop limit 64: invalid neighbour discovery.
+    send_icmp6(
+        &a,
+        "eth0",
+        "ff02::1:ff00:3",
+        64,
+        "8700000000000000fd000090000000000000000000000003",
+    );
+    assert!(
+        wait_until(2, || drops(&d, "malformed") > malformed),
+        "NS with hop limit 64"
+    );
+}

@@ -56,8 +56,14 @@ named_enum!(
         VxlanUnknownVni => "vxlan_unknown_vni",
         /// VXLAN packet from an address that is not a peer of the network.
         VxlanUnknownPeer => "vxlan_unknown_peer",
-        /// An endpoint sent from a MAC or IPv4 address that is not its own, or ARP claiming one.
+        /// An endpoint sent from a MAC or IP address that is not its own, or ARP or an IPv6
+        /// neighbour advertisement claiming one.
         Spoofed => "spoofed",
+        /// An IPv6 router advertisement or redirect from an endpoint (only the gateway is a
+        /// router; `--allow-spoof` endpoints may send them).
+        RogueRouter => "rogue_router",
+        /// No MAC for an IPv6 destination of a linked network (no endpoint has the address).
+        NeighborUnknown => "neighbor_unknown",
     }
 );
 
@@ -94,6 +100,14 @@ named_enum!(
         /// the other ports: no network has a multicast router, and a kernel bridge with its
         /// default multicast snooping sends them only to router ports too.
         MldAbsorbed => "mld_absorbed",
+        /// IPv6 neighbour solicitations for the gateway answered.
+        NdGateway => "nd_gateway",
+        /// IPv6 neighbour solicitations answered by the switch for a known endpoint.
+        NdSuppressed => "nd_suppressed",
+        /// IPv6 router solicitations answered with a router advertisement.
+        RouterAdverts => "router_adverts",
+        /// ICMPv6 errors the gateway sent (hop limit exceeded, unreachable, packet too big).
+        Icmp6Errors => "icmp6_errors",
     }
 );
 

@@ -1,9 +1,10 @@
 //! Local delivery: what the switch answers itself instead of forwarding, as pure functions that
 //! turn a received frame into the reply in place (no allocation), unit-tested without devices.
 //! ARP answers (for the gateway, and for known endpoints: ARP suppression) are
-//! [`wire::arp::reply_in_place`]; here is the gateway's answer to ICMP echo requests.
+//! [`wire::arp::reply_in_place`]; here is the gateway's answer to ICMP echo requests, of both
+//! families.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use wire::ethernet::{self, EthFrame};
 use wire::ipv4::{self, Ipv4Packet};
@@ -68,6 +69,57 @@ pub fn icmp_echo_reply_in_place(
     icmp.fill_checksum();
     ethernet::set_addrs(frame, gateway_mac, p.eth.src);
     Ok(new_len)
+}
+
+/// If `frame` (parsed once as `p`) is an ICMPv6 echo request to one of the gateway's addresses
+/// (`is_gateway`), rewrite it into the echo reply from that address and `gateway_mac` back to
+/// the sender (hop limit 64), and return the new frame length (trailing padding cut).
+pub fn icmp6_echo_reply_in_place(
+    frame: &mut [u8],
+    p: &Parsed,
+    is_gateway: impl Fn(Ipv6Addr) -> bool,
+    gateway_mac: MacAddr,
+) -> Result<usize, NotAnswered> {
+    use wire::icmpv6::msg_type;
+    use wire::ipv6::{next_header, Ipv6Packet};
+    let Some(ip) = p.ip6() else {
+        return Err(NotAnswered::Malformed);
+    };
+    if !is_gateway(ip.dst) || ip.proto != next_header::ICMPV6 || ip.l4 == L4::Fragment {
+        return Err(NotAnswered::NotForUs);
+    }
+    match ip.l4 {
+        L4::Malformed => return Err(NotAnswered::Malformed),
+        L4::Icmp {
+            msg_type: msg_type::ECHO_REQUEST,
+            code: 0,
+            ..
+        } => {}
+        _ => return Err(NotAnswered::NotForUs),
+    }
+    let end = EthFrame::HEADER_LEN + ip.total_len;
+    let at = EthFrame::HEADER_LEN + ip.header_len;
+    let icmp = frame.get(at..end).ok_or(NotAnswered::Malformed)?;
+    if wire::checksum::checksum_pseudo6(ip.src, ip.dst, next_header::ICMPV6, icmp) != 0 {
+        return Err(NotAnswered::Malformed);
+    }
+    let mut pkt =
+        Ipv6Packet::new_checked(EthFrame::payload_mut(frame)).ok_or(NotAnswered::Malformed)?;
+    pkt.set_src(ip.dst);
+    pkt.set_dst(ip.src);
+    pkt.set_hop_limit(64);
+    // Type 128 -> 129; the pseudo-header holds the same two addresses: one word changes.
+    let icmp = &mut frame[at..end];
+    icmp[0] = msg_type::ECHO_REPLY;
+    let old = u16::from_be_bytes([icmp[2], icmp[3]]);
+    let sum = wire::checksum::update16(
+        old,
+        u16::from(msg_type::ECHO_REQUEST) << 8,
+        u16::from(msg_type::ECHO_REPLY) << 8,
+    );
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    ethernet::set_addrs(frame, gateway_mac, p.eth.src);
+    Ok(end)
 }
 
 /// [`icmp_echo_reply_in_place`] for a frame not parsed yet (tests, fuzzing).

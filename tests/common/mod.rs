@@ -890,6 +890,14 @@ pub fn stats(d: &Daemon) -> StatsInfo {
     d.ctl_json(&["stats"])
 }
 
+/// The event counter `name` of `d`; a counter the daemon does not report fails the test.
+pub fn event(d: &Daemon, name: &str) -> u64 {
+    let s = stats(d);
+    *s.events
+        .get(name)
+        .unwrap_or_else(|| panic!("no event counter {name}: {:?}", s.events))
+}
+
 /// The drop counter `name` of `d`; a counter the daemon does not report fails the test.
 pub fn drops(d: &Daemon, name: &str) -> u64 {
     let s = stats(d);

@@ -9,7 +9,7 @@ use rustc_hash::FxHashMap;
 
 use super::state::{Net, State};
 use super::Switch;
-use crate::datapath::{Config, NetRt, Published, UplinkRt};
+use crate::datapath::{Config, NetRt, NetRt6, Published, UplinkRt};
 use crate::fdb::PortId;
 use crate::port::Port;
 
@@ -135,6 +135,27 @@ fn net_rt(st: &State, n: &Net) -> NetRt {
         remote: n.vni.map(|_| n.remote.clone()),
         vtep: n.vni.and_then(|_| st.vteps().get(&n.vxlan_port).cloned()),
         probes: n.probes.clone(),
+        v6: n.v6.as_ref().map(|v| NetRt6 {
+            subnet: v.subnet,
+            gateway: v.gateway,
+            link_local: wire::icmpv6::link_local_eui64(n.gateway_mac),
+            neigh: n
+                .endpoints
+                .iter()
+                .filter(|e| e.is_up())
+                .flat_map(|e| {
+                    let mac = e.port.mac;
+                    let slaac = (v.subnet.prefix_len() == 64)
+                        .then(|| wire::icmpv6::eui64_in(v.subnet.network(), mac));
+                    e.port
+                        .ip6
+                        .into_iter()
+                        .chain(slaac)
+                        .chain(std::iter::once(wire::icmpv6::link_local_eui64(mac)))
+                        .map(move |ip| (ip, mac))
+                })
+                .collect(),
+        }),
     }
 }
 
@@ -165,7 +186,8 @@ fn check_same(kept: &NetRt, fresh: &NetRt, name: &str) {
         && kept.peers == fresh.peers
         && kept.remote.as_ref().map(Arc::as_ptr) == fresh.remote.as_ref().map(Arc::as_ptr)
         && ptr(&kept.vtep) == ptr(&fresh.vtep)
-        && Arc::ptr_eq(&kept.probes, &fresh.probes);
+        && Arc::ptr_eq(&kept.probes, &fresh.probes)
+        && kept.v6 == fresh.v6;
     assert!(
         same,
         "the datapath snapshot of network {name} is stale: a change did not mark it changed"

@@ -8,7 +8,7 @@ use rustc_hash::FxHashMap;
 use wire::ethernet::{EthFrame, EtherType};
 use wire::{ipv4, Parsed, VirtioNetHdr, L3};
 
-use super::{Ctx, Ingress};
+use super::{ip6, Ctx, Ingress, NetRt6};
 use crate::capture::Dir;
 use crate::counters::{Drop, Event};
 use crate::fdb::{Learn, PortId};
@@ -39,13 +39,16 @@ impl Ctx<'_> {
             self.uplink_in(inp, &p);
             return;
         }
-        if inp.spoof_check && spoofed(inp, &cfg.own_addrs, &p, self.buf.data()) {
-            c.drop(Drop::Spoofed);
-            return;
-        }
         let Some(net) = cfg.networks.get(&inp.network) else {
             return;
         };
+        if inp.spoof_check {
+            let also = &cfg.own_addrs;
+            if let Some(d) = refused(inp, also, &p, self.buf.data(), net.v6.as_ref()) {
+                c.drop(d);
+                return;
+            }
+        }
         if oversize(&p, self.buf.len(), self.buf.vnet, net.mtu) {
             // Larger than the network's MTU (the endpoint raised its own): no other endpoint
             // is set up to take it.
@@ -88,9 +91,41 @@ fn oversize(p: &Parsed, len: usize, vnet: VirtioNetHdr, mtu: u32) -> bool {
 /// Port security: the frame's source MAC, its IPv4 source and an ARP sender must be the
 /// endpoint's own (`0.0.0.0` is allowed: address probes), or for the IPv4 source and ARP
 /// sender, one of the port's entries in `also` (the namespace's addresses on its other
-/// networks, [`Config::own_addrs`]). Truncated frames
-/// are left for the parsers to count as malformed.
-fn spoofed(port: &Port, also: &FxHashMap<PortId, Vec<Ipv4Addr>>, p: &Parsed, frame: &[u8]) -> bool {
+/// networks, [`Config::own_addrs`]); an IPv6 source one of its own (configured, link-local,
+/// SLAAC on the network's /64 `v6`, or `::`), and its neighbour discovery no claim on another's
+/// address and no router's messages ([`ip6::nd_refusal`]). The drop to count, if refused.
+/// Truncated frames are left for the parsers to count as malformed.
+fn refused(
+    port: &Port,
+    also: &FxHashMap<PortId, Vec<Ipv4Addr>>,
+    p: &Parsed,
+    frame: &[u8],
+    v6: Option<&NetRt6>,
+) -> Option<Drop> {
+    let ip6_ok = |ip: std::net::Ipv6Addr| match v6 {
+        Some(v6) => ip6::own_ip6(ip, port.mac, port.ip6, v6),
+        None => ip.is_unspecified() || ip == wire::icmpv6::link_local_eui64(port.mac),
+    };
+    let spoofed = spoofed(port, also, p, frame, ip6_ok);
+    if spoofed {
+        return Some(Drop::Spoofed);
+    }
+    match &p.l3 {
+        L3::Ipv6(ip) if ip.proto == wire::ipv6::next_header::ICMPV6 => {
+            ip6::nd_refusal(frame, ip, port.mac, port.ip6, v6)
+        }
+        _ => None,
+    }
+}
+
+/// The source checks of [`refused`].
+fn spoofed(
+    port: &Port,
+    also: &FxHashMap<PortId, Vec<Ipv4Addr>>,
+    p: &Parsed,
+    frame: &[u8],
+    ip6_ok: impl Fn(std::net::Ipv6Addr) -> bool,
+) -> bool {
     if p.eth.src != port.mac {
         return true;
     }
@@ -104,6 +139,10 @@ fn spoofed(port: &Port, also: &FxHashMap<PortId, Vec<Ipv4Addr>>, p: &Parsed, fra
         // An IPv4 header that does not parse is judged by the source it claims.
         L3::Malformed if p.eth.ethertype == EtherType::IPV4 => {
             ipv4::claimed_src(EthFrame::payload(frame)).is_some_and(|ip| !ip_ok(ip))
+        }
+        L3::Ipv6(ip) => !ip6_ok(ip.src),
+        L3::Malformed if p.eth.ethertype == EtherType::IPV6 => {
+            wire::ipv6::claimed_src(EthFrame::payload(frame)).is_some_and(|ip| !ip6_ok(ip))
         }
         _ => false,
     }

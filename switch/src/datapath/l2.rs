@@ -22,6 +22,11 @@ impl Ctx<'_> {
         let now = self.now;
         let c = self.c;
         let eth = &p.eth;
+        if let (L3::Ipv6(_), Some(v6)) = (&p.l3, &net.v6) {
+            if self.nd(net, v6, ing, p) {
+                return;
+            }
+        }
         if let L3::Arp(arp) = &p.l3 {
             if self.arp(net, ing, eth, arp) {
                 return;
@@ -124,6 +129,7 @@ impl Ctx<'_> {
         let c = self.c;
         let ip = match p.l3 {
             L3::Ipv4(ip) => ip,
+            L3::Ipv6(ip) => return self.for_gateway6(net, ing, p, ip),
             L3::Malformed if p.eth.ethertype == EtherType::IPV4 => return c.drop(Drop::Malformed),
             _ => return c.drop(Drop::NoRoute),
         };

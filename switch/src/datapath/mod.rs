@@ -84,6 +84,31 @@ pub struct NetRt {
     pub vtep: Option<Arc<Port>>,
     /// Rate limit of the gateway's ARP probes for addresses it has to route to.
     pub probes: Arc<NeighCache>,
+    /// Dual-stack networks: the IPv6 side.
+    pub v6: Option<NetRt6>,
+}
+
+/// A dual-stack network's IPv6 side, as the datapath sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetRt6 {
+    /// The IPv6 subnet.
+    pub subnet: crate::ipam::Ipv6Cidr,
+    /// The gateway's address in it.
+    pub gateway: std::net::Ipv6Addr,
+    /// The gateway's link-local address (from its MAC), the source of its router
+    /// advertisements.
+    pub link_local: std::net::Ipv6Addr,
+    /// Endpoint addresses (configured, link-local and, on a /64, SLAAC) to their MACs: the
+    /// neighbour solicitations the switch answers, and the next hops it routes to.
+    pub neigh: FxHashMap<std::net::Ipv6Addr, MacAddr>,
+}
+
+impl NetRt6 {
+    /// True for the gateway's own addresses.
+    #[inline]
+    pub fn is_gateway(&self, ip: std::net::Ipv6Addr) -> bool {
+        ip == self.gateway || ip == self.link_local
+    }
 }
 
 /// The uplink as the datapath sees it.
@@ -365,6 +390,7 @@ pub(crate) enum Ingress<'a> {
 }
 
 mod classify;
+mod ip6;
 mod l2;
 mod route;
 mod rx;

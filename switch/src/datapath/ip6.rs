@@ -1,0 +1,298 @@
+//! IPv6 on dual-stack networks, called from the L2 stage: what the gateway answers itself
+//! (neighbour solicitations for its addresses and, ND suppression, for known endpoints; router
+//! solicitations; echo requests), routing between linked networks (hop limit, packet too big,
+//! next hop from the network's endpoint table), and the ICMPv6 errors the gateway sends.
+//! IPv6 is not translated: there is no egress through the uplink for it yet.
+
+use std::net::Ipv6Addr;
+
+use wire::icmpv6::{self, msg_type, NdKind};
+use wire::ipv6::next_header;
+use wire::{ethernet, EthFrame, Ip6, MacAddr, Parsed, VirtioNetHdr, L4};
+
+use super::{Ctx, Ingress, NetRt, NetRt6};
+use crate::counters::{Drop, Event};
+use crate::local::{self, NotAnswered};
+
+/// Router lifetime the gateway advertises (seconds): a default router while it runs.
+const ROUTER_LIFETIME: u16 = 1800;
+
+/// All-nodes multicast (ff02::1), where answers to the unspecified address go.
+const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+
+/// The ICMPv6 message of a parsed IPv6 frame: its bytes in `frame`.
+fn icmp6<'f>(frame: &'f [u8], ip: &Ip6) -> Option<&'f [u8]> {
+    frame.get(EthFrame::HEADER_LEN + ip.header_len..EthFrame::HEADER_LEN + ip.total_len)
+}
+
+/// True when `ip` is one of the addresses port security lets an endpoint with `mac` and `ip6`
+/// send from on network `v6`: its configured address, its link-local and (on a /64) its
+/// SLAAC address, or the unspecified address (duplicate address detection).
+#[inline]
+pub(super) fn own_ip6(ip: Ipv6Addr, mac: MacAddr, ip6: Option<Ipv6Addr>, v6: &NetRt6) -> bool {
+    Some(ip) == ip6
+        || ip.is_unspecified()
+        || ip == icmpv6::link_local_eui64(mac)
+        || (v6.subnet.prefix_len() == 64 && ip == icmpv6::eui64_in(v6.subnet.network(), mac))
+}
+
+/// Port security for IPv6 neighbour discovery from an endpoint: a neighbour advertisement only
+/// for its own addresses, no router advertisement or redirect (only the gateway routes).
+/// Invalid messages (hop limit not 255, bad options) are malformed.
+pub(super) fn nd_refusal(
+    frame: &[u8],
+    ip: &Ip6,
+    mac: MacAddr,
+    ip6: Option<Ipv6Addr>,
+    v6: Option<&NetRt6>,
+) -> Option<Drop> {
+    let L4::Icmp { msg_type: t, .. } = ip.l4 else {
+        return None;
+    };
+    if !(msg_type::ROUTER_SOLICIT..=msg_type::REDIRECT).contains(&t) {
+        return None;
+    }
+    let nd = icmp6(frame, ip)
+        .ok_or(Drop::Malformed)
+        .and_then(|m| icmpv6::parse_nd(m, ip.hop_limit).map_err(|_| Drop::Malformed))
+        .and_then(|nd| {
+            nd.check_ip(ip.src, ip.dst)
+                .map(|()| nd)
+                .map_err(|_| Drop::Malformed)
+        });
+    match nd {
+        Err(d) => Some(d),
+        Ok(nd) => match nd.kind {
+            NdKind::Ra | NdKind::Redirect => Some(Drop::RogueRouter),
+            NdKind::Na => {
+                let target = nd.target.unwrap_or(Ipv6Addr::UNSPECIFIED);
+                let own = match v6 {
+                    Some(v6) => own_ip6(target, mac, ip6, v6) && !target.is_unspecified(),
+                    None => target == icmpv6::link_local_eui64(mac),
+                };
+                (!own || nd.target_mac.is_some_and(|m| m != mac)).then_some(Drop::Spoofed)
+            }
+            NdKind::Rs | NdKind::Ns => None,
+        },
+    }
+}
+
+impl Ctx<'_> {
+    /// Neighbour and router solicitations the switch answers itself: for the gateway's
+    /// addresses, for known endpoints (ND suppression), and router solicitations with a router
+    /// advertisement. Returns true when the frame was consumed.
+    pub(super) fn nd(&mut self, net: &NetRt, v6: &NetRt6, ing: Ingress<'_>, p: &Parsed) -> bool {
+        let Some(ip) = p.ip6() else { return false };
+        let L4::Icmp { msg_type: t, .. } = ip.l4 else {
+            return false;
+        };
+        if t != msg_type::NEIGHBOR_SOLICIT && t != msg_type::ROUTER_SOLICIT {
+            return false;
+        }
+        let nd = icmp6(self.buf.data(), ip)
+            .and_then(|m| icmpv6::parse_nd(m, ip.hop_limit).ok())
+            .filter(|nd| nd.check_ip(ip.src, ip.dst).is_ok());
+        let Some(nd) = nd else {
+            self.c.drop(Drop::Malformed);
+            return true;
+        };
+        let (to_ip, to_mac, solicited) = if ip.src.is_unspecified() {
+            (ALL_NODES, icmpv6::multicast_mac(ALL_NODES), false)
+        } else {
+            (ip.src, p.eth.src, true)
+        };
+        let mut out = [0u8; 128];
+        let n = match nd.kind {
+            NdKind::Rs => {
+                self.c.event(Event::RouterAdverts);
+                icmpv6::write_ra(
+                    &mut out,
+                    net.gateway_mac,
+                    to_mac,
+                    v6.link_local,
+                    to_ip,
+                    v6.subnet.network(),
+                    v6.subnet.prefix_len(),
+                    v6.subnet.prefix_len() == 64,
+                    net.mtu,
+                    ROUTER_LIFETIME,
+                )
+            }
+            _ => {
+                let Some(target) = nd.target else {
+                    return false;
+                };
+                if v6.is_gateway(target) {
+                    self.c.event(Event::NdGateway);
+                    icmpv6::write_na(
+                        &mut out,
+                        net.gateway_mac,
+                        to_mac,
+                        target,
+                        to_ip,
+                        target,
+                        net.gateway_mac,
+                        true,
+                        solicited,
+                    )
+                } else {
+                    // Suppression: only for an endpoint that is not the asker, to an asker
+                    // that has an address (address probes must reach the holder), and
+                    // endpoints may talk to each other.
+                    let Some(&mac) = v6.neigh.get(&target) else {
+                        return false;
+                    };
+                    if mac == p.eth.src
+                        || !solicited
+                        || !net.icc
+                        || matches!(ing, Ingress::Remote(_))
+                    {
+                        return false;
+                    }
+                    self.c.event(Event::NdSuppressed);
+                    icmpv6::write_na(
+                        &mut out, mac, to_mac, target, to_ip, target, mac, false, true,
+                    )
+                }
+            }
+        };
+        let Some(n) = n else { return false };
+        self.buf.set(&out[..n]);
+        self.reply(net, ing);
+        true
+    }
+
+    /// An IPv6 frame to the gateway MAC: an echo request to the gateway answered, the rest
+    /// routed to a linked network or refused with an ICMPv6 error.
+    pub(super) fn for_gateway6(&mut self, net: &NetRt, ing: Ingress<'_>, p: &Parsed, ip: Ip6) {
+        let c = self.c;
+        let Some(v6) = &net.v6 else {
+            return c.drop(Drop::NoRoute);
+        };
+        match local::icmp6_echo_reply_in_place(
+            self.buf.data_mut(),
+            p,
+            |a| v6.is_gateway(a),
+            net.gateway_mac,
+        ) {
+            Ok(len) => {
+                c.event(Event::IcmpGateway);
+                self.buf.set_len(len);
+                self.reply(net, ing);
+            }
+            Err(NotAnswered::Malformed) => c.drop(Drop::Malformed),
+            Err(NotAnswered::NotForUs) if v6.is_gateway(ip.dst) || ip.dst.is_multicast() => {
+                // Nothing else is served on the gateway's IPv6 addresses yet.
+                c.drop(Drop::NoRoute)
+            }
+            Err(NotAnswered::NotForUs) => self.route6(net, v6, ing, p, ip),
+        }
+    }
+
+    /// Route an IPv6 packet from `net` to the network of its destination, if that is `net`
+    /// itself or a network linked to it: hop limit, the target network's MTU, the next hop
+    /// from the target's endpoint table. Refusals answer the sender with an ICMPv6 error.
+    fn route6(&mut self, net: &NetRt, v6: &NetRt6, ing: Ingress<'_>, p: &Parsed, ip: Ip6) {
+        let cfg = self.cfg;
+        let now = self.now;
+        let c = self.c;
+        let to = cfg.networks.values().find(|n| {
+            n.v6.as_ref().is_some_and(|w| w.subnet.contains(ip.dst))
+                && (n.id == net.id || net.links.contains(&n.id))
+        });
+        let Some((to, w)) = to.and_then(|n| Some((n, n.v6.as_ref()?))) else {
+            let ours = cfg
+                .networks
+                .values()
+                .any(|n| n.v6.as_ref().is_some_and(|w| w.subnet.contains(ip.dst)));
+            // 1: administratively prohibited (an isolated network here); 0: no route.
+            let (code, drop) = if ours {
+                (1, Drop::Policy)
+            } else {
+                (0, Drop::NoRoute)
+            };
+            self.icmp6_error(net, v6, ing, p, &ip, (msg_type::DEST_UNREACH, code, 0));
+            return c.drop(drop);
+        };
+        if ip.hop_limit <= 1 {
+            self.icmp6_error(net, v6, ing, p, &ip, (msg_type::TIME_EXCEEDED, 0, 0));
+            return c.drop(Drop::Ttl);
+        }
+        let vnet = self.buf.vnet;
+        let too_big = if vnet.gso_type == 0 {
+            ip.total_len > to.mtu as usize
+        } else {
+            p.tcp_headers_len().is_none_or(|h| {
+                h - EthFrame::HEADER_LEN + usize::from(vnet.gso_size) > to.mtu as usize
+            })
+        };
+        if too_big {
+            self.icmp6_error(net, v6, ing, p, &ip, (msg_type::PACKET_TOO_BIG, 0, to.mtu));
+            return c.drop(Drop::Oversize);
+        }
+        let Some(&mac) = w.neigh.get(&ip.dst) else {
+            self.icmp6_error(net, v6, ing, p, &ip, (msg_type::DEST_UNREACH, 3, 0));
+            return c.drop(Drop::NeighborUnknown);
+        };
+        // Hop limit: the IPv6 header has no checksum to mend.
+        if let Some(h) = self.buf.data_mut().get_mut(EthFrame::HEADER_LEN + 7) {
+            *h = ip.hop_limit - 1;
+        }
+        ethernet::set_addrs(self.buf.data_mut(), to.gateway_mac, mac);
+        c.event(Event::Routed);
+        let bytes = self.buf.tap_bytes();
+        to.taps
+            .emit_counted(crate::capture::Dir::Tx, &bytes[VirtioNetHdr::LEN..], c);
+        match to
+            .fdb
+            .lookup(mac, now)
+            .and_then(|id| cfg.ports.get(&id))
+            .filter(|port| port.network == to.id)
+        {
+            Some(port) => port.transmit(bytes, c),
+            None => match to.remote.as_ref().and_then(|r| r.lookup(&mac.0, now)) {
+                Some(vtep) => self.encap(to, &[vtep], p),
+                None => self.replicate(to, None, true, p),
+            },
+        }
+    }
+
+    /// Answer the sender of the IPv6 packet in the buffer with the ICMPv6 error
+    /// `(type, code, param)` from the gateway, quoting the packet; nothing for a packet that
+    /// is itself an error or from an address that cannot be answered (RFC 4443 §2.4(e)).
+    fn icmp6_error(
+        &mut self,
+        net: &NetRt,
+        v6: &NetRt6,
+        ing: Ingress<'_>,
+        p: &Parsed,
+        ip: &Ip6,
+        (t, code, param): (u8, u8, u32),
+    ) {
+        let is_error = ip.proto == next_header::ICMPV6
+            && matches!(ip.l4, L4::Icmp { msg_type, .. } if msg_type < 128);
+        if is_error || ip.src.is_unspecified() || ip.src.is_multicast() {
+            return;
+        }
+        let frame = self.buf.data();
+        let end = (EthFrame::HEADER_LEN + ip.total_len).min(frame.len());
+        let quoted = &frame[EthFrame::HEADER_LEN..end];
+        let mut out = [0u8; EthFrame::HEADER_LEN + wire::ipv6::MIN_MTU];
+        let Some(n) = icmpv6::write_error(
+            &mut out,
+            net.gateway_mac,
+            p.eth.src,
+            v6.gateway,
+            ip.src,
+            t,
+            code,
+            param,
+            quoted,
+        ) else {
+            return;
+        };
+        self.c.event(Event::Icmp6Errors);
+        self.buf.set(&out[..n]);
+        self.reply(net, ing);
+    }
+}
