@@ -138,7 +138,9 @@ def udp_zero_sum(src, dst, sport, dport, data):
 
 
 corpora["frame"]["udp_zero_csum"] = vnet(1, 0, 0, 0, 34, 6) + eth(MB, MA, 0x0800, ip4(A, B, 17, udp_zero_sum(A, B, 5000, 53, b"hello world!")))
-for name, q in {"a_web": dnsq("web"), "aaaa": dnsq("db.front", 28), "any": dnsq("x.y.z", 255), "long": dnsq("a" * 63 + ".b")}.items():
+rev6 = ".".join(reversed(socket.inet_pton(socket.AF_INET6, "fd00::4").hex())) + ".ip6.arpa"
+for name, q in {"a_web": dnsq("web"), "aaaa": dnsq("db.front", 28), "any": dnsq("x.y.z", 255), "long": dnsq("a" * 63 + ".b"),
+                "aaaa_dual": dnsq("dual", 28), "any_dual": dnsq("dual", 255), "ptr4": dnsq("2.0.0.10.in-addr.arpa", 12), "ptr6": dnsq(rev6, 12)}.items():
     corpora["dns"][name] = q
 bodies = [
     (0, {"name": "front", "subnet": "172.20.0.0/24", "gateway": "172.20.0.1", "mtu": 1500, "icc": False}),
@@ -197,6 +199,22 @@ dp.update({
     "d_to_remote": (4, eth(MRD, MFD, 0x0800, ip4(FD, RD, 17, udp(FD, RD, 5000, 7000, b"over")))),
     "d_out_syn": (4, eth(GO, MFD, 0x0800, ip4(FD, REMOTE, 6, tcp(FD, REMOTE, 40002, 443, 0x02, opts=TS)))),
     "d_super": (4, eth(MRD, MFD, 0x0800, ip4(FD, RD, 6, tcp(FD, RD, 40003, 80, 0x18, bytes(range(256)) * 12, TS)))),
+})
+
+# IPv6 on the dual-stack networks: front is fd00:9::/64 (a = fd00:9::2), back fd00:9:1::/64
+# (c = fd00:9:1::2).
+A6F, G6F, C6 = "fd00:9::2", "fd00:9::1", "fd00:9:1::2"
+LLA = "fe80::42:aff:fe09:2"
+ns_gw = struct.pack("!BBHI", 135, 0, 0, 0) + a6(G6F) + bytes([1, 1]) + MFA
+rs = struct.pack("!BBHI", 133, 0, 0, 0) + bytes([1, 1]) + MFA
+echo_gw6 = struct.pack("!BBHHH", 128, 0, 0, 9, 1) + b"v6" * 8
+u6 = struct.pack("!HHHH", 5000, 53, 8 + 5, 0) + b"hello"
+dp.update({
+    "a_ns_gw6": (0, eth(b"\x33\x33\xff\x00\x00\x01", MFA, 0x86DD, ip6(LLA, "ff02::1:ff00:1", 58, l4_6(LLA, "ff02::1:ff00:1", 58, ns_gw, 2), 255))),
+    "a_rs": (0, eth(b"\x33\x33\x00\x00\x00\x02", MFA, 0x86DD, ip6(LLA, "ff02::2", 58, l4_6(LLA, "ff02::2", 58, rs, 2), 255))),
+    "a_ping6_gw": (0, eth(GF, MFA, 0x86DD, ip6(A6F, G6F, 58, l4_6(A6F, G6F, 58, echo_gw6, 2)))),
+    "a_to_c_v6": (0, eth(GF, MFA, 0x86DD, ip6(A6F, C6, 17, l4_6(A6F, C6, 17, u6, 6)))),
+    "a_to_c_v6_hop1": (0, eth(GF, MFA, 0x86DD, ip6(A6F, C6, 17, l4_6(A6F, C6, 17, u6, 6), 1))),
 })
 
 

@@ -105,6 +105,11 @@ fn dual_stack_endpoints_talk_both_families_and_resolve_aaaa_and_ptr() {
     };
     assert_eq!(ask(&["AAAA", &b.name]), "fd00:80::99");
     assert_eq!(ask(&["AAAA", "db"]), "fd00:80::99");
+    // Over IPv6 too, at the gateway's IPv6 address.
+    assert_eq!(
+        dig(&a, &["@fd00:80::1", "+short", "A", &b.name]),
+        "10.80.0.3"
+    );
     assert_eq!(ask(&["A", "db"]), "10.80.0.3");
     assert_eq!(ask(&["-x", "10.80.0.3"]), format!("{}.", b.name));
     assert_eq!(ask(&["-x", "fd00:80::99"]), format!("{}.", b.name));
@@ -334,4 +339,115 @@ fn the_gateway_answers_nd_ping_and_rs_and_routes_linked_networks_with_icmpv6_err
         wait_until(2, || drops(&d, "malformed") > malformed),
         "NS with hop limit 64"
     );
+}
+
+#[test]
+fn hostile_ipv6_frames_are_counted_drops_and_forwarding_goes_on() {
+    require(&["python3", "ping"]);
+    let d = Daemon::start();
+    for (name, v4, v6) in [
+        ("h1", "10.95.0.0/24", "fd00:95::/64"),
+        ("h2", "10.96.0.0/24", "fd00:96::/64"),
+    ] {
+        d.ctl_ok(&["network", "create", name, "--subnet", v4, "--subnet", v6]);
+    }
+    d.ctl_ok(&["network", "link", "h1", "h2"]);
+    let (m, b, c) = (Netns::new("hm"), Netns::new("hb"), Netns::new("hc"));
+    let em = attach(&d, &m, "h1");
+    let eb = attach(&d, &b, "h1");
+    let ec = attach(&d, &c, "h2");
+    let net: switch::model::NetworkInfo = d.ctl_json(&["network", "inspect", "h1"]);
+    let (ip6, bip6, cip6) = (
+        em.ip6.unwrap().to_string(),
+        eb.ip6.unwrap().to_string(),
+        ec.ip6.unwrap().to_string(),
+    );
+    let (ok, out) = ping6(&b, &[&cip6]);
+    assert!(ok, "before: {out}");
+    // To the gateway, to another endpoint, to all nodes, and routed to the linked network.
+    let gw = &net.gateway_mac;
+    let targets = format!(
+        "{gw}=fd00:95::1,{}={bip6},33:33:00:00:00:01=ff02::1,{gw}={cip6}",
+        eb.mac
+    );
+    let r = hostile(
+        &m,
+        &["frames6", "eth0", "20000", "6", &em.mac, &ip6, &targets],
+    );
+    assert!(sent(&r) >= 19_000, "sent too little: {r}");
+    for kind in [
+        "ext_long",
+        "ext_loop",
+        "jumbogram",
+        "frag_later",
+        "nd_hop_limit",
+        "rogue_ra",
+    ] {
+        assert!(r["kinds"][kind].as_u64().unwrap_or(0) > 0, "no {kind}: {r}");
+    }
+    // Alive, everyone else still talking both families, and the drops counted by name.
+    let (ok, out) = ping6(&b, &[&cip6]);
+    assert!(ok, "after: {out}\n{}", d.log());
+    let (ok, out) = ping6(&c, &["fd00:96::1"]);
+    assert!(ok, "the gateway after: {out}");
+    assert!(b.ping(&ec.ip.to_string(), 2), "IPv4 after");
+    for name in ["malformed", "spoofed", "rogue_router", "ttl"] {
+        assert!(
+            drops(&d, name) > 0,
+            "no {name} drops: {:?}",
+            stats(&d).drops
+        );
+    }
+    let inspect: switch::model::NetworkInfo = d.ctl_json(&["network", "inspect", "h1"]);
+    assert_eq!(inspect.endpoints.len(), 2, "endpoints lost");
+}
+
+#[test]
+fn ipv6_inside_an_overlay_with_a_kernel_vxlan_host_both_ways() {
+    require(&["ping", "iperf3", "bridge"]);
+    let u = Underlay::new(2);
+    let d1 = Daemon::start_in(&u.hosts[0], &[]);
+    overlay_network(
+        &d1,
+        "ov",
+        "10.250.0.0/24",
+        "42",
+        &[&Underlay::ip(2)],
+        &["--subnet", "fd00:250::/64"],
+    );
+    let a = Netns::new("oa");
+    d1.ctl_ok(&[
+        "attach",
+        &a.name,
+        "ov",
+        "--ip",
+        "10.250.0.11",
+        "--ip6",
+        "fd00:250::11",
+    ]);
+    // Host 2 is plain Linux: a kernel vxlan device, IPv6 on, an address of the same prefix.
+    let k = &u.hosts[1];
+    kernel_vxlan_host(k, "42", "10.240.0.2", "10.240.0.1", "10.250.0.50/24", 1450);
+    k.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.vx0.disable_ipv6=0"]);
+    k.exec_ok(&[
+        "ip",
+        "addr",
+        "add",
+        "fd00:250::50/64",
+        "dev",
+        "vx0",
+        "nodad",
+    ]);
+    let up = wait_until(10, || ping6(&a, &["-c", "1", "fd00:250::50"]).0);
+    assert!(up, "ping -6 across the overlay\n{}", d1.log());
+    let (ok, out) = ping6(k, &["fd00:250::11"]);
+    assert!(ok, "from the kernel host: {out}");
+    // Full-size packets: 1450 - 40 - 8 bytes of ICMPv6 payload, unfragmented.
+    let (ok, out) = ping6(&a, &["-M", "do", "-s", "1402", "fd00:250::50"]);
+    assert!(ok, "full size: {out}");
+    // TCP and UDP both ways: the kernel's VTEP leaves inner checksums partial.
+    iperf3_6("overlay a -> kernel TCP", &a, k, "fd00:250::50", false);
+    iperf3_6("overlay kernel -> a TCP", k, &a, "fd00:250::11", false);
+    iperf3_6("overlay a -> kernel UDP", &a, k, "fd00:250::50", true);
+    iperf3_6("overlay kernel -> a UDP", k, &a, "fd00:250::11", true);
 }

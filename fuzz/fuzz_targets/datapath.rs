@@ -1,4 +1,5 @@
-//! The whole datapath on frames from any port: a switch with three linked networks, one of them
+//! The whole datapath on frames from any port: a switch with three linked networks (two of them
+//! dual stack, so IPv6 neighbour discovery, the gateway's answers and routing run too), one of them
 //! an overlay (VNI 42, one peer VTEP), four endpoints (one with port security off), a published
 //! port and an uplink, all of them sink ports (no devices), and the overlay's VTEP. Each input
 //! is `[port selector | virtio-net header | frame]` and runs through everything a worker does
@@ -17,7 +18,9 @@
 //!   network, comes from its gateway, and every IPv4 one is addressed to `c` (MAC and IP) with a
 //!   valid header checksum, a length within the frame and TTL >= 1; every frame sent to the
 //!   uplink comes from the uplink's MAC, and every IPv4 one has a valid header checksum, a length
-//!   within the frame and TTL >= 1 (both only ever get routed, translated or generated frames).
+//!   within the frame and TTL >= 1 (both only ever get routed, translated or generated frames);
+//!   every IPv6 frame sent to `c` has a payload length within the frame, a hop limit >= 1 and,
+//!   unless it is multicast, `c`'s MAC as destination.
 //!
 //! The overlay's VTEP binds a UDP socket (127.0.0.1, any port) and opens a raw IP socket, which
 //! needs CAP_NET_RAW; without it the target fails at start. What it sends goes
@@ -86,9 +89,15 @@ fn lab() -> &'static Lab {
         })
         .expect("start switch");
         let mut gw_macs = BTreeMap::new();
-        for (name, subnet) in [("front", "10.9.0.0/24"), ("back", "10.9.1.0/24")] {
+        for (name, subnet, subnet6) in [
+            ("front", "10.9.0.0/24", "fd00:9::/64"),
+            ("back", "10.9.1.0/24", "fd00:9:1::/64"),
+        ] {
             let n = sw
-                .create_network(&NetworkCreate::flat(name, subnet))
+                .create_network(&NetworkCreate {
+                    subnet6: Some(subnet6.into()),
+                    ..NetworkCreate::flat(name, subnet)
+                })
                 .expect("network");
             gw_macs.insert(name, mac(&n.gateway_mac));
         }
@@ -193,6 +202,23 @@ fn check_sent(w: &Watched, port: u32, wire: &[u8]) {
             "source MAC of a frame sent to port {}",
             w.port
         );
+        if f[12..14] == [0x86, 0xdd] {
+            let ip = &f[ETH..];
+            assert!(ip.len() >= 40, "a cut IPv6 header sent to port {}", w.port);
+            assert!(
+                40 + usize::from(oracle::be16(ip, 4)) <= ip.len(),
+                "IPv6 length past the frame"
+            );
+            assert!(ip[7] >= 1, "hop limit 0 sent to port {}", w.port);
+            if let Some((m, _)) = w.to {
+                assert!(
+                    f[0] & 1 == 1 || f[..6] == m.0,
+                    "destination MAC of an IPv6 frame sent to port {}",
+                    w.port
+                );
+            }
+            continue;
+        }
         if f[12..14] != [0x08, 0x00] {
             continue;
         }

@@ -24,6 +24,32 @@ fn three(opts: Options) -> (Lab, Mac, [Port; 3]) {
     (l, mac(&net.gateway_mac), ports)
 }
 
+/// An MLDv2 report from `from`'s link-local address to ff02::16 (on `dmac`), as a kernel sends
+/// one when an interface comes up (no records; hop limit 1).
+fn mldv2_report(from: &Port, dmac: Mac) -> Vec<u8> {
+    use switch::wire::{icmpv6, ipv6};
+    let src = icmpv6::link_local_eui64(switch::wire::MacAddr(from.mac));
+    let dst: std::net::Ipv6Addr = "ff02::16".parse().unwrap();
+    let mut f = Vec::new();
+    f.extend_from_slice(&dmac);
+    f.extend_from_slice(&from.mac);
+    f.extend_from_slice(&[0x86, 0xdd]);
+    let mut h = [0u8; 40];
+    ipv6::Ipv6Header {
+        src,
+        dst,
+        next_header: ipv6::next_header::ICMPV6,
+        payload_len: 8,
+        hop_limit: 1,
+    }
+    .write(&mut h);
+    f.extend_from_slice(&h);
+    let mut m = [icmpv6::msg_type::MLDV2_REPORT, 0, 0, 0, 0, 0, 0, 0];
+    switch::wire::l4::fill_checksum6(src, dst, ipv6::next_header::ICMPV6, &mut m);
+    f.extend_from_slice(&m);
+    f
+}
+
 fn udp_between(from: &Port, dmac: Mac, dst: Ipv4Addr) -> Vec<u8> {
     udp_frame(dmac, from.mac, from.ip, dst, 5000, 6000)
 }
@@ -114,8 +140,7 @@ fn broadcast_multicast_and_unknown_unicast_flood_to_every_other_port() {
     assert_eq!(l.events("flooded"), 9);
     // An MLDv2 report (to ff02::16's MAC: only multicast routers read it) reaches no port; the
     // all-nodes group (ff02::1) still floods.
-    let mut report = udp_between(&a, [0x33, 0x33, 0, 0, 0, 0x16], bcast);
-    report[12..14].copy_from_slice(&[0x86, 0xdd]);
+    let report = mldv2_report(&a, [0x33, 0x33, 0, 0, 0, 0x16]);
     l.send(&a, &report).assert_none();
     assert_eq!(l.events("mld_absorbed"), 1);
     let mut all_nodes = report.clone();

@@ -7,6 +7,12 @@ runs in, to the addresses the test gives it, and prints one JSON line: how many 
       malformed and unusual frames (AF_PACKET): short and truncated headers, lying IPv4/UDP/TCP
       lengths, bad IHL and checksums, IP options, fragments, VLAN and QinQ tags, bad ARP,
       truncated ICMP errors, TTL 0/1, oversized frames (when the interface MTU allows them)
+  frames6 IFACE COUNT SEED SRC_MAC SRC_IP6 DST_MAC=IP6[,...]
+      malformed and unusual IPv6 frames: truncated headers, lying payload lengths, long,
+      looping, unknown and truncated extension-header chains, fragments (first, later,
+      atomic), jumbograms, neighbour discovery with hop limit 64, zero-length and overrunning
+      options, router advertisements and redirects, spoofed neighbour advertisements and
+      sources, bad ICMPv6 checksums, hop limit 0/1
   vnet IFACE COUNT SEED SRC_MAC SRC_IP DST_MAC=IP[,...]
       TCP/UDP frames behind lying virtio-net headers (PACKET_VNET_HDR): GSO type and size,
       header length and checksum offsets that do not fit the frame
@@ -165,6 +171,94 @@ def malformed(rng, smac, sip, dmac, dip, mtu):
     return "zero_l4", eth + b"\x08\x00" + ip4(sip, dip, rng.choice([6, 17, 1]), b"")
 
 
+def ip6(src, dst, nh, payload, hop=64, plen=None, ver=6):
+    a = lambda t: socket.inet_pton(socket.AF_INET6, t)
+    return struct.pack("!IHBB", ver << 28, len(payload) if plen is None else plen, nh, hop) + a(src) + a(dst) + payload
+
+
+def l4_6(src, dst, proto, seg, off):
+    a = lambda t: socket.inet_pton(socket.AF_INET6, t)
+    ph = a(src) + a(dst) + struct.pack("!IxxxB", len(seg), proto)
+    seg = seg[:off] + b"\0\0" + seg[off + 2:]
+    return seg[:off] + struct.pack("!H", csum(ph + seg)) + seg[off + 2:]
+
+
+def ext(nh, body=b"\0" * 6):
+    """An extension header (hop-by-hop, routing, destination options) of 8 bytes."""
+    return bytes([nh, 0]) + body
+
+
+def malformed6(rng, smac, sip, dmac, dip):
+    """One hostile IPv6 frame: (kind, bytes)."""
+    eth = dmac + smac + b"\x86\xdd"
+    sport, dport = rng.randrange(1024, 65535), rng.choice([53, 80, rng.randrange(1, 65535)])
+    u = l4_6(sip, dip, 17, udp(sport, dport, os.urandom(rng.randrange(0, 64))), 6)
+    sn = "ff02::1:ff" + "%02x:%04x" % (rng.randrange(256), rng.randrange(65536))
+    nd_dst = rng.choice([dip, sn, "ff02::1", "ff02::2"])
+    k = rng.randrange(20)
+    if k == 0:
+        return "short", eth + ip6(sip, dip, 17, u)[: rng.randrange(0, 40)]
+    if k == 1:
+        return "plen_long", eth + ip6(sip, dip, 17, u, plen=rng.randrange(len(u) + 1, 65536))
+    if k == 2:
+        return "plen_short", eth + ip6(sip, dip, 17, u, plen=rng.randrange(0, 8))
+    if k == 3:
+        n = rng.randrange(9, 40)
+        return "ext_long", eth + ip6(sip, dip, 60, b"".join(ext(60) for _ in range(n - 1)) + ext(17) + u)
+    if k == 4:
+        return "ext_loop", eth + ip6(sip, dip, 60, ext(0) + ext(0) + ext(17) + u)
+    if k == 5:
+        return "ext_unknown", eth + ip6(sip, dip, 60, ext(rng.choice([253, 254, 139, 140, rng.randrange(256)])) + os.urandom(rng.randrange(0, 40)))
+    if k == 6:
+        return "ext_truncated", eth + ip6(sip, dip, rng.choice([0, 43, 60, 51]), bytes([17, rng.randrange(1, 255)]) + os.urandom(rng.randrange(0, 30)))
+    if k == 7:
+        off = rng.choice([0, rng.randrange(1, 8192)])
+        m = rng.choice([0, 1])
+        frag = bytes([17, 0]) + struct.pack("!HI", (off << 3) | m, rng.randrange(1 << 32))
+        kind = "frag_atomic" if off == 0 and m == 0 else ("frag_first" if off == 0 else "frag_later")
+        return kind, eth + ip6(sip, dip, 44, frag + u[: rng.randrange(0, len(u) + 1)])
+    if k == 8:
+        jumbo = bytes([17, 0, 0xC2, 4]) + struct.pack("!I", rng.choice([0, 70000, 1 << 31]))
+        return "jumbogram", eth + ip6(sip, dip, 0, jumbo + u, plen=0)
+    if k in (9, 10, 11):
+        t = rng.choice([133, 135, 136])
+        body = struct.pack("!BBHI", t, 0, 0, 0x20000000 if t == 136 else 0)
+        if t != 133:
+            body += socket.inet_pton(socket.AF_INET6, rng.choice([dip, sip]))
+        if k == 9:
+            kind, hop, opts = "nd_hop_limit", rng.choice([0, 1, 64, 254]), bytes([1, 1]) + smac
+        elif k == 10:
+            kind, hop, opts = "nd_zero_option", 255, bytes([1, 0]) + os.urandom(6)
+        else:
+            kind, hop, opts = "nd_option_overrun", 255, bytes([rng.choice([1, 2, 3, 5]), rng.randrange(2, 255)]) + os.urandom(6)
+        return kind, eth + ip6(sip, nd_dst, 58, l4_6(sip, nd_dst, 58, body + opts, 2), hop=hop)
+    # Router messages come from the sender's link-local address (from its MAC, EUI-64), as a
+    # router's would; from any other source they are invalid (and counted as malformed).
+    lla = socket.inet_ntop(socket.AF_INET6, b"\xfe\x80" + bytes(6) + bytes([smac[0] ^ 2]) + smac[1:3] + b"\xff\xfe" + smac[3:6])
+    if k == 12:
+        ra = struct.pack("!BBHBBHII", 134, 0, 0, 64, 0, 1800, 0, 0) + bytes([1, 1]) + smac
+        return "rogue_ra", eth + ip6(lla, "ff02::1", 58, l4_6(lla, "ff02::1", 58, ra, 2), hop=255)
+    if k == 13:
+        rd = struct.pack("!BBHI", 137, 0, 0, 0) + socket.inet_pton(socket.AF_INET6, sip) + socket.inet_pton(socket.AF_INET6, dip)
+        return "redirect", eth + ip6(lla, dip, 58, l4_6(lla, dip, 58, rd, 2), hop=255)
+    if k == 14:
+        na = struct.pack("!BBHI", 136, 0, 0, 0x20000000) + socket.inet_pton(socket.AF_INET6, dip) + bytes([2, 1]) + smac
+        return "na_spoof", eth + ip6(sip, "ff02::1", 58, l4_6(sip, "ff02::1", 58, na, 2), hop=255)
+    if k == 15:
+        other = "fd00:dead::%x" % rng.randrange(1, 65535)
+        return "src_spoof", eth + ip6(other, dip, 17, l4_6(other, dip, 17, udp(sport, dport, b"x"), 6))
+    if k == 16:
+        echo = bytearray(l4_6(sip, dip, 58, struct.pack("!BBHHH", 128, 0, 0, 7, 1) + b"p" * 8, 2))
+        echo[2] ^= 0x55
+        return "bad_icmp6_csum", eth + ip6(sip, dip, 58, bytes(echo))
+    if k == 17:
+        return "hop_limit", eth + ip6(sip, dip, 17, u, hop=rng.choice([0, 1]))
+    if k == 18:
+        return "ip_version", eth + ip6(sip, dip, 17, u, ver=rng.choice([0, 4, 7, 15]))
+    err = struct.pack("!BBHI", rng.choice([1, 2, 3, 4]), rng.randrange(8), 0, 1280) + ip6(dip, sip, 17, u)[: rng.randrange(0, 60)]
+    return "icmp6_error", eth + ip6(sip, dip, 58, l4_6(sip, dip, 58, err, 2))
+
+
 def vnet_frame(rng, smac, sip, dmac, dip):
     eth = dmac + smac + b"\x08\x00"
     if rng.random() < 0.5:
@@ -184,7 +278,18 @@ def vnet_frame(rng, smac, sip, dmac, dip):
 def main():
     mode = sys.argv[1]
     a = sys.argv[2:]
-    if mode in ("frames", "vnet"):
+    if mode == "frames6":
+        iface, count, seed, smac, sip, tg = a[0], int(a[1]), int(a[2]), mac(a[3]), a[4], targets(a[5])
+        rng = random.Random(seed)
+        s = Sender(iface)
+        kinds = {}
+        for _ in range(count):
+            dmac, dip = rng.choice(tg)
+            kind, f = malformed6(rng, smac, sip, dmac, dip)
+            kinds[kind] = kinds.get(kind, 0) + 1
+            s.send(f)
+        s.report(kinds=kinds)
+    elif mode in ("frames", "vnet"):
         iface, count, seed, smac, sip, tg = a[0], int(a[1]), int(a[2]), mac(a[3]), a[4], targets(a[5])
         rng = random.Random(seed)
         mtu = int(open("/sys/class/net/%s/mtu" % iface).read())

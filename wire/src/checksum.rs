@@ -128,10 +128,12 @@ pub fn finish(frame: &mut [u8], start: usize, offset: usize) {
 /// Ethernet `frame` partial: the field holds only the pseudo-header sum, which a UDP socket hands
 /// over as it is. If the field is exactly that sum, complete the checksum; otherwise (a finished
 /// checksum, right or wrong) leave it for the endpoint to verify. The test costs no pass over
-/// the data.
+/// the data. IPv4 and IPv6 (TCP and UDP after any extension headers; not fragments).
 pub fn complete_partial_l4(frame: &mut [u8]) {
-    if EthFrame::parse(frame).map(|e| e.ethertype) != Some(EtherType::IPV4) {
-        return;
+    match EthFrame::parse(frame).map(|e| e.ethertype) {
+        Some(EtherType::IPV4) => {}
+        Some(EtherType::IPV6) => return complete_partial_l4_v6(frame),
+        _ => return,
     }
     let eth = EthFrame::HEADER_LEN;
     let Some(ip) = Ipv4Packet::new_checked(&frame[eth..]) else {
@@ -150,6 +152,36 @@ pub fn complete_partial_l4(frame: &mut [u8]) {
         return;
     }
     finish(&mut frame[..eth + total], eth + ihl, co);
+}
+
+/// [`complete_partial_l4`] for an IPv6 frame.
+fn complete_partial_l4_v6(frame: &mut [u8]) {
+    let eth = EthFrame::HEADER_LEN;
+    let Some(ip) = crate::ipv6::Ipv6Packet::new_checked(&frame[eth..]) else {
+        return;
+    };
+    let (src, dst, total) = (ip.src(), ip.dst(), ip.len());
+    let Ok(up) = crate::ipv6::upper_layer(&frame[eth..eth + total]) else {
+        return;
+    };
+    let proto = up.proto;
+    if up.fragment
+        || !(proto == crate::ipv6::next_header::TCP || proto == crate::ipv6::next_header::UDP)
+    {
+        return;
+    }
+    let Some(co) = l4::csum_offset(proto) else {
+        return;
+    };
+    if total < up.offset + co + 2 {
+        return;
+    }
+    let sum = pseudo_sum6(src, dst, proto, total - up.offset);
+    let at = eth + up.offset + co;
+    if crate::be16(frame, at) != sum {
+        return;
+    }
+    finish(&mut frame[..eth + total], eth + up.offset, co);
 }
 
 #[cfg(test)]
@@ -258,5 +290,43 @@ mod test {
         finish(&mut f, 7, 2);
         finish(&mut f, 8, 0);
         assert_eq!(f, before);
+    }
+
+    #[test]
+    fn partial_ipv6_checksums_are_completed_behind_extension_headers() {
+        let (src, dst): (Ipv6Addr, Ipv6Addr) =
+            ("fd00::2".parse().unwrap(), "fd00::3".parse().unwrap());
+        for ext in [false, true] {
+            let data = b"partial udp over ipv6";
+            let udp_len = 8 + data.len();
+            let mut f = vec![0u8; 14];
+            f[12..14].copy_from_slice(&[0x86, 0xdd]);
+            let plen = udp_len + if ext { 8 } else { 0 };
+            let mut h = [0u8; 40];
+            crate::ipv6::Ipv6Header {
+                src,
+                dst,
+                next_header: if ext { 60 } else { 17 },
+                payload_len: plen,
+                hop_limit: 64,
+            }
+            .write(&mut h);
+            f.extend_from_slice(&h);
+            if ext {
+                f.extend_from_slice(&[17, 0, 0, 0, 0, 0, 0, 0]);
+            }
+            let at = f.len();
+            f.extend_from_slice(&5000u16.to_be_bytes());
+            f.extend_from_slice(&53u16.to_be_bytes());
+            f.extend_from_slice(&(udp_len as u16).to_be_bytes());
+            f.extend_from_slice(&pseudo_sum6(src, dst, 17, udp_len).to_be_bytes());
+            f.extend_from_slice(data);
+            complete_partial_l4(&mut f);
+            assert_eq!(checksum_pseudo6(src, dst, 17, &f[at..]), 0, "ext {ext}");
+            // A finished checksum (right or wrong) is left alone.
+            let before = f.clone();
+            complete_partial_l4(&mut f);
+            assert_eq!(f, before);
+        }
     }
 }

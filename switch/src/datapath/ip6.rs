@@ -181,12 +181,56 @@ impl Ctx<'_> {
                 self.reply(net, ing);
             }
             Err(NotAnswered::Malformed) => c.drop(Drop::Malformed),
-            Err(NotAnswered::NotForUs) if v6.is_gateway(ip.dst) || ip.dst.is_multicast() => {
-                // Nothing else is served on the gateway's IPv6 addresses yet.
-                c.drop(Drop::NoRoute)
-            }
+            Err(NotAnswered::NotForUs) if v6.is_gateway(ip.dst) => self.dns6(net, ing, p, &ip),
+            Err(NotAnswered::NotForUs) if ip.dst.is_multicast() => c.drop(Drop::NoRoute),
             Err(NotAnswered::NotForUs) => self.route6(net, v6, ing, p, ip),
         }
+    }
+
+    /// UDP to port 53 of the gateway's IPv6 address: answered from the network's names, as
+    /// over IPv4 (names it does not know get SERVFAIL: there is no IPv6 way upstream yet).
+    /// Anything else to the gateway is dropped.
+    fn dns6(&mut self, net: &NetRt, ing: Ingress<'_>, p: &Parsed, ip: &Ip6) {
+        use super::route::DNS_MAX;
+        const HDR: usize = EthFrame::HEADER_LEN + wire::ipv6::HEADER_LEN + wire::l4::UDP_HEADER_LEN;
+        let L4::Udp { sport, dport: 53 } = ip.l4 else {
+            return self.c.drop(Drop::NoRoute);
+        };
+        let start = EthFrame::HEADER_LEN + ip.header_len + wire::l4::UDP_HEADER_LEN;
+        let end = EthFrame::HEADER_LEN + ip.total_len;
+        let Some(query) = self.buf.data().get(start..end) else {
+            return self.c.drop(Drop::Malformed);
+        };
+        let mut out = [0u8; HDR + DNS_MAX];
+        let n = match crate::dns::answer(query, &net.dns, false, &mut out[HDR..]) {
+            crate::dns::Verdict::Answered(n) => n,
+            _ => return self.c.drop(Drop::Malformed),
+        };
+        self.c.event(Event::DnsAnswered);
+        let udp_len = wire::l4::UDP_HEADER_LEN + n;
+        wire::l4::write_udp(
+            (&mut out[HDR - 8..HDR]).try_into().expect("8 bytes"),
+            53,
+            sport,
+            n,
+        );
+        wire::l4::fill_checksum6(ip.dst, ip.src, next_header::UDP, &mut out[HDR - 8..HDR + n]);
+        wire::ipv6::Ipv6Header {
+            src: ip.dst,
+            dst: ip.src,
+            next_header: next_header::UDP,
+            payload_len: udp_len,
+            hop_limit: 64,
+        }
+        .write(
+            (&mut out[EthFrame::HEADER_LEN..EthFrame::HEADER_LEN + 40])
+                .try_into()
+                .expect("40 bytes"),
+        );
+        out[12..14].copy_from_slice(&[0x86, 0xdd]);
+        ethernet::set_addrs(&mut out, net.gateway_mac, p.eth.src);
+        self.buf.set(&out[..HDR + n]);
+        self.reply(net, ing);
     }
 
     /// Route an IPv6 packet from `net` to the network of its destination, if that is `net`

@@ -237,7 +237,7 @@ impl Ctx<'_> {
 }
 
 /// Largest DNS message the gateway handles in one datagram or segment.
-const DNS_MAX: usize = 1232;
+pub(super) const DNS_MAX: usize = 1232;
 
 impl Ctx<'_> {
     /// TCP/UDP/ICMP-error addressed to a network's gateway address (ping was answered before):
