@@ -451,3 +451,115 @@ fn ipv6_inside_an_overlay_with_a_kernel_vxlan_host_both_ways() {
     iperf3_6("overlay a -> kernel UDP", &a, k, "fd00:250::50", true);
     iperf3_6("overlay kernel -> a UDP", k, &a, "fd00:250::11", true);
 }
+
+#[test]
+fn routed_ipv6_out_of_the_uplink_and_back_with_neighbour_discovery() {
+    require(&["ping", "iperf3"]);
+    let l = Lab::new(&[]);
+    // The outside: 2001:db8:50::1 on the uplink's cable, the networks' prefix routed to the
+    // switch's uplink address (what an operator who owns the prefix configures).
+    l.out
+        .exec_ok(&["sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=0"]);
+    l.out.exec_ok(&[
+        "ip",
+        "addr",
+        "add",
+        "2001:db8:50::1/64",
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    l.out.exec_ok(&[
+        "ip",
+        "-6",
+        "route",
+        "add",
+        "fd00:97::/64",
+        "via",
+        "2001:db8:50::2",
+    ]);
+    let (_, e) = l.d.ctl_err(&[
+        "uplink",
+        "set",
+        "up0",
+        "--ip",
+        "10.210.0.1/24",
+        "--ip",
+        "2001:db8:50::2/64",
+    ]);
+    assert!(
+        e.contains("--ipv6-routed"),
+        "NAT66 refused with the way out: {e}"
+    );
+    let up = l.d.ctl_ok(&[
+        "uplink",
+        "set",
+        "up0",
+        "--ip",
+        "10.210.0.1/24",
+        "--ip",
+        "2001:db8:50::2/64",
+        "--ipv6-routed",
+    ]);
+    assert!(up.contains("2001:db8:50::2/64"), "{up}");
+    l.d.ctl_ok(&[
+        "network",
+        "create",
+        "pub",
+        "--subnet",
+        "10.97.0.0/24",
+        "--subnet",
+        "fd00:97::/64",
+    ]);
+    l.d.ctl_ok(&[
+        "network",
+        "create",
+        "int",
+        "--subnet",
+        "10.98.0.0/24",
+        "--subnet",
+        "fd00:98::/64",
+        "--internal",
+    ]);
+    let (a, i) = (Netns::new("ua"), Netns::new("ui"));
+    attach(&l.d, &a, "pub");
+    attach(&l.d, &i, "int");
+    // Out and back, the outside seeing the endpoint's own address (no translation).
+    let up = wait_until(5, || ping6(&a, &["-c", "1", "2001:db8:50::1"]).0);
+    assert!(up, "ping -6 out of the uplink\n{}", l.d.log());
+    let (ok, out) = ping6(&l.out, &["fd00:97::2"]);
+    assert!(ok, "from the outside in: {out}");
+    let _srv = answer_server_v6(&l.out, 7000);
+    let said = a.exec_ok(&["socat", "-T", "3", "-", "TCP6:[2001:db8:50::1]:7000"]);
+    // (socat writes the address in full, bracketed.)
+    assert_eq!(
+        said.trim(),
+        "peer=[fd00:0097:0000:0000:0000:0000:0000:0002]",
+        "the outside sees the endpoint's address"
+    );
+    iperf3_6("routed out TCP", &a, &l.out, "2001:db8:50::1", false);
+    iperf3_6("routed in TCP", &l.out, &a, "fd00:97::2", false);
+    iperf3_6("routed out UDP", &a, &l.out, "2001:db8:50::1", true);
+    // The uplink learned its neighbour by neighbour discovery.
+    let info: switch::model::UplinkInfo = l.d.ctl_json(&["uplink", "show"]);
+    assert!(
+        info.neighbours
+            .iter()
+            .any(|n| n.ip.to_string() == "2001:db8:50::1"),
+        "{info:?}"
+    );
+    // --internal: no IPv6 egress either.
+    let (ok, out) = ping6(&i, &["2001:db8:50::1"]);
+    assert!(!ok && out.to_lowercase().contains("unreachable"), "{out}");
+}
+
+/// A TCP server on `port` (IPv6) in `ns` that answers `peer=ADDR` (the client's address).
+fn answer_server_v6(ns: &Netns, port: u16) -> KillOnDrop {
+    let k = ns.spawn(&[
+        "socat",
+        &format!("TCP6-LISTEN:{port},fork,reuseaddr"),
+        "SYSTEM:echo peer=$SOCAT_PEERADDR",
+    ]);
+    wait_listening(ns, "tcp", port);
+    k
+}

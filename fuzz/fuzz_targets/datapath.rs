@@ -125,6 +125,9 @@ fn lab() -> &'static Lab {
                 iface: "up0".into(),
                 ip: "198.51.100.1/24".into(),
                 gateway: Some("198.51.100.254".into()),
+                ip6: None,
+                gateway6: None,
+                ipv6_routed: false,
             })
             .expect("uplink");
         let up_id = sw.port_id("uplink").expect("uplink");

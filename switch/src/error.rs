@@ -193,6 +193,26 @@ pub enum Error {
     /// A malformed uplink address.
     #[error("malformed uplink address '{0}' (expected ADDR/PREFIX like 192.168.50.2/24)")]
     BadUplinkAddr(String),
+    /// A malformed IPv6 uplink address.
+    #[error("malformed IPv6 uplink address '{0}' (expected ADDR/PREFIX, e.g. 2001:db8:50::2/64)")]
+    BadUplinkAddr6(String),
+    /// IPv6 on the uplink without routed mode.
+    #[error(
+        "uplink: IPv6 egress is routed, not translated (NAT66 is not there yet): add \
+         --ipv6-routed and route the networks' IPv6 prefixes to {0}"
+    )]
+    Nat66NotYet(String),
+    /// An IPv6 uplink gateway that is neither in the uplink's prefix nor link-local.
+    #[error("uplink IPv6 gateway {gateway} is neither in {prefix} nor link-local (fe80::/10)")]
+    Gateway6OffLink {
+        /// The gateway.
+        gateway: Ipv6Addr,
+        /// The uplink's prefix.
+        prefix: String,
+    },
+    /// An IPv6 uplink gateway without an IPv6 uplink address.
+    #[error("uplink: an IPv6 --gateway needs an IPv6 --ip")]
+    Gateway6WithoutIp,
     /// A malformed publish/unpublish spec.
     #[error(
         "malformed port spec '{0}' (expected [IP:][HOSTPORT:]CTRPORT[/tcp|/udp], e.g. 8080:80/tcp)"

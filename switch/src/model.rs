@@ -149,13 +149,37 @@ pub struct UplinkSet {
     /// Next hop for destinations outside that subnet.
     #[serde(default)]
     pub gateway: Option<String>,
+    /// The IPv6 address the switch owns on it, with prefix length: `2001:db8:50::2/64`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<String>,
+    /// IPv6 next hop for destinations outside that prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<String>,
+    /// IPv6 is routed, not translated: the networks' IPv6 prefixes are reachable from outside
+    /// (the operator routes them to `ip6`). Needed with `ip6` (NAT66 is not there yet).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ipv6_routed: bool,
+}
+
+impl UplinkSet {
+    /// Take `iface` with IPv4 address `ip` (with prefix length), no gateway, no IPv6.
+    pub fn v4(iface: &str, ip: &str, gateway: Option<&str>) -> UplinkSet {
+        UplinkSet {
+            iface: iface.into(),
+            ip: ip.into(),
+            gateway: gateway.map(Into::into),
+            ip6: None,
+            gateway6: None,
+            ipv6_routed: false,
+        }
+    }
 }
 
 /// A resolved next hop on the uplink.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct NeighInfo {
-    /// Address.
-    pub ip: Ipv4Addr,
+    /// Address (IPv4, or IPv6 on an uplink with an IPv6 address).
+    pub ip: std::net::IpAddr,
     /// MAC address.
     pub mac: String,
     /// Seconds since it was last confirmed by ARP.
@@ -173,6 +197,15 @@ pub struct UplinkInfo {
     pub prefix_len: u8,
     /// Next hop for other destinations.
     pub gateway: Option<Ipv4Addr>,
+    /// The switch's IPv6 address on it (routed IPv6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
+    /// Prefix length of the uplink's IPv6 prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix6_len: Option<u8>,
+    /// IPv6 next hop for other destinations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<Ipv6Addr>,
     /// The switch's MAC on the uplink (not the interface's own).
     pub mac: String,
     /// Switch port name.

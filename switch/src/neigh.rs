@@ -1,6 +1,6 @@
-//! The uplink's neighbour cache: next-hop IPv4 -> MAC, learned from ARP, with entries that age,
-//! and a short queue of frames waiting while a resolution is pending (the slow path: frames are
-//! copied only here).
+//! The uplink's neighbour caches: next-hop address -> MAC (IPv4 learned from ARP, IPv6 from
+//! neighbour discovery), with entries that age, and a short queue of frames waiting while a
+//! resolution is pending (the slow path: frames are copied only here).
 
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
@@ -21,9 +21,9 @@ pub const REQUEST_INTERVAL_MS: u64 = 200;
 /// A frame waiting for its next hop's MAC: `[vnet hdr | frame]` ready to write once the
 /// destination MAC is filled in at `dst_mac_at`.
 #[derive(Debug)]
-pub struct Pending {
+pub struct Pending<A = Ipv4Addr> {
     /// Next hop being resolved.
-    pub hop: Ipv4Addr,
+    pub hop: A,
     /// When it was queued.
     pub at_ms: u64,
     /// Offset of the destination MAC within `wire`.
@@ -34,26 +34,26 @@ pub struct Pending {
 
 /// One cache entry as listed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NeighEntry {
+pub struct NeighEntry<A = Ipv4Addr> {
     /// Address.
-    pub ip: Ipv4Addr,
+    pub ip: A,
     /// MAC address.
     pub mac: MacAddr,
     /// Milliseconds since it was last confirmed.
     pub age_ms: u64,
 }
 
-/// The cache.
-pub struct NeighCache {
-    map: DashMap<Ipv4Addr, (MacAddr, u64), FxBuildHasher>,
-    requested: DashMap<Ipv4Addr, u64, FxBuildHasher>,
-    pending: Mutex<VecDeque<Pending>>,
+/// The cache, for addresses `A` (IPv4 or IPv6).
+pub struct NeighCache<A = Ipv4Addr> {
+    map: DashMap<A, (MacAddr, u64), FxBuildHasher>,
+    requested: DashMap<A, u64, FxBuildHasher>,
+    pending: Mutex<VecDeque<Pending<A>>>,
     ttl_ms: u64,
 }
 
-impl NeighCache {
+impl<A: Copy + Eq + std::hash::Hash + Ord> NeighCache<A> {
     /// An empty cache whose entries are trusted for `ttl_ms` after the last ARP from them.
-    pub fn new(ttl_ms: u64) -> NeighCache {
+    pub fn new(ttl_ms: u64) -> NeighCache<A> {
         NeighCache {
             map: DashMap::with_hasher(FxBuildHasher),
             requested: DashMap::with_hasher(FxBuildHasher),
@@ -63,26 +63,27 @@ impl NeighCache {
     }
 
     /// The MAC of `ip`, unless unknown or stale. // HOT PATH
-    pub fn lookup(&self, ip: Ipv4Addr, now: u64) -> Option<MacAddr> {
+    pub fn lookup(&self, ip: A, now: u64) -> Option<MacAddr> {
         let e = self.map.get(&ip)?;
         (now.saturating_sub(e.1) <= self.ttl_ms).then_some(e.0)
     }
 
     /// Record `ip` at `mac` and hand back the frames that were waiting for it.
-    pub fn learn(&self, ip: Ipv4Addr, mac: MacAddr, now: u64) -> Vec<Pending> {
+    pub fn learn(&self, ip: A, mac: MacAddr, now: u64) -> Vec<Pending<A>> {
         self.map.insert(ip, (mac, now));
         self.requested.remove(&ip);
         let mut q = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         if q.is_empty() {
             return Vec::new();
         }
-        let (ready, rest): (Vec<Pending>, Vec<Pending>) = q.drain(..).partition(|p| p.hop == ip);
+        let (ready, rest): (Vec<Pending<A>>, Vec<Pending<A>>) =
+            q.drain(..).partition(|p| p.hop == ip);
         q.extend(rest);
         ready
     }
 
     /// Queue a frame for `hop`; false (frame dropped) when the queue is full.
-    pub fn enqueue(&self, p: Pending) -> bool {
+    pub fn enqueue(&self, p: Pending<A>) -> bool {
         let mut q = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         if q.len() >= PENDING_MAX {
             return false;
@@ -92,7 +93,7 @@ impl NeighCache {
     }
 
     /// True when an ARP request for `ip` should be sent now (rate-limited per address).
-    pub fn should_request(&self, ip: Ipv4Addr, now: u64) -> bool {
+    pub fn should_request(&self, ip: A, now: u64) -> bool {
         let last = self.requested.get(&ip).map(|v| *v);
         if last.is_some_and(|l| now.saturating_sub(l) < REQUEST_INTERVAL_MS) {
             return false;
@@ -113,8 +114,8 @@ impl NeighCache {
     }
 
     /// Every entry, sorted by address.
-    pub fn entries(&self, now: u64) -> Vec<NeighEntry> {
-        let mut v: Vec<NeighEntry> = self
+    pub fn entries(&self, now: u64) -> Vec<NeighEntry<A>> {
+        let mut v: Vec<NeighEntry<A>> = self
             .map
             .iter()
             .map(|e| NeighEntry {

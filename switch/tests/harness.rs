@@ -40,6 +40,9 @@ fn injected_frames_run_the_whole_datapath() {
         iface: "up0".into(),
         ip: "198.51.100.1/24".into(),
         gateway: None,
+        ip6: None,
+        gateway6: None,
+        ipv6_routed: false,
     })
     .expect("uplink");
     let pa = sw.port_id(&a.port).expect("a's port");

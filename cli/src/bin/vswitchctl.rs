@@ -241,12 +241,19 @@ enum UplinkCmd {
     Set {
         /// Host interface.
         iface: String,
-        /// ADDR/PREFIX the switch owns on the uplink, e.g. 192.168.50.2/24.
+        /// ADDR/PREFIX the switch owns on the uplink, e.g. 192.168.50.2/24; a second --ip with
+        /// an IPv6 address (2001:db8:50::2/64) routes the networks' IPv6 out of it too (with
+        /// --ipv6-routed).
+        #[arg(long, required = true, value_name = "ADDR/PREFIX")]
+        ip: Vec<String>,
+        /// Next hop for destinations outside that subnet; one per family.
+        #[arg(long, value_name = "IP")]
+        gateway: Vec<String>,
+        /// Route IPv6 without translation: the outside reaches the endpoints' IPv6 addresses
+        /// (the operator routes the networks' IPv6 prefixes to the uplink's IPv6 address).
+        /// Needed with an IPv6 --ip: NAT66 is not there yet.
         #[arg(long)]
-        ip: String,
-        /// Next hop for destinations outside that subnet.
-        #[arg(long)]
-        gateway: Option<String>,
+        ipv6_routed: bool,
     },
     /// Show the uplink and its neighbour cache.
     Show,
@@ -559,12 +566,26 @@ fn command(c: &Client, json: bool, cmd: Cmd) -> Result<(), ClientError> {
                 println!("networks {a} and {b} unlinked");
             }
         }
-        Cmd::Uplink(UplinkCmd::Set { iface, ip, gateway }) => {
-            let u: UplinkInfo = c.call(
-                "PUT",
-                routes::UPLINK,
-                Some(&UplinkSet { iface, ip, gateway }),
-            )?;
+        Cmd::Uplink(UplinkCmd::Set {
+            iface,
+            ip,
+            gateway,
+            ipv6_routed,
+        }) => {
+            let (ip, ip6) = by_family("--ip", ip)?;
+            let ip = ip.ok_or_else(|| {
+                ClientError::Api("--ip: an IPv4 address is needed (ADDR/PREFIX)".into())
+            })?;
+            let (gateway, gateway6) = by_family("--gateway", gateway)?;
+            let req = UplinkSet {
+                iface,
+                ip,
+                gateway,
+                ip6,
+                gateway6,
+                ipv6_routed,
+            };
+            let u: UplinkInfo = c.call("PUT", routes::UPLINK, Some(&req))?;
             show(json, &u, uplink_line)?;
         }
         Cmd::Uplink(UplinkCmd::Show) => {
@@ -832,8 +853,17 @@ fn uplink_line(u: &UplinkInfo) -> String {
         Some(r) => format!(" {} ({r})", u.state),
         None => format!(" {}", u.state),
     };
+    let v6 = match (u.ip6, u.prefix6_len) {
+        (Some(a), Some(l)) => {
+            let g = u
+                .gateway6
+                .map_or(String::new(), |g| format!(" gateway {g}"));
+            format!(", {a}/{l}{g} (routed)")
+        }
+        _ => String::new(),
+    };
     format!(
-        "uplink {}: {}/{} mac {}{gw}{state}",
+        "uplink {}: {}/{} mac {}{gw}{v6}{state}",
         u.iface, u.ip, u.prefix_len, u.mac
     )
 }

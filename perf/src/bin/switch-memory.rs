@@ -63,6 +63,9 @@ fn main() {
         iface: "up0".into(),
         ip: "100.64.0.1/10".into(),
         gateway: Some("100.64.0.254".into()),
+        ip6: None,
+        gateway6: None,
+        ipv6_routed: false,
     })
     .expect("uplink");
     let (pa, pb) = (

@@ -251,6 +251,10 @@ impl Switch {
                     for _ in 0..up.neigh.expire(now) {
                         WorkerCounters::drop(&hk_counters, crate::counters::Drop::ArpTimeout);
                     }
+                    let unresolved = up.v6.as_ref().map_or(0, |v| v.neigh.expire(now));
+                    for _ in 0..unresolved {
+                        WorkerCounters::drop(&hk_counters, crate::counters::Drop::NeighborUnknown);
+                    }
                 }
                 drop(cfg);
                 sw.watch();
@@ -618,6 +622,9 @@ mod test {
             iface: "up0".into(),
             ip: "192.168.50.2/24".into(),
             gateway: None,
+            ip6: None,
+            gateway6: None,
+            ipv6_routed: false,
         })
         .unwrap();
         for (ns, spec) in [("x", "8080:80"), ("y", "8081:80/udp"), ("z", "8082:22")] {
@@ -684,6 +691,9 @@ mod test {
             iface: "up0".into(),
             ip: "192.168.50.2/24".into(),
             gateway: None,
+            ip6: None,
+            gateway6: None,
+            ipv6_routed: false,
         })
         .unwrap();
         sw.publish(&PublishRequest {
@@ -737,6 +747,9 @@ mod test {
                     iface: "up1".into(),
                     ip: "192.168.60.2/24".into(),
                     gateway: None,
+                    ip6: None,
+                    gateway6: None,
+                    ipv6_routed: false,
                 })
                 .map(drop),
             ),

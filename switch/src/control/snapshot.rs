@@ -92,6 +92,13 @@ pub(super) fn build(st: &mut State) -> Config {
             neigh: u.neigh.clone(),
             extra_ips,
             resolver: u.resolver,
+            v6: u.v6.map(|v| crate::datapath::UplinkRt6 {
+                ip: v.ip,
+                subnet: v.subnet,
+                gateway: v.gateway,
+                link_local: wire::icmpv6::link_local_eui64(u.port.mac),
+                neigh: u.neigh6.clone(),
+            }),
         }));
     }
     cfg

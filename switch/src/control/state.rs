@@ -397,6 +397,9 @@ pub(super) struct UplinkState {
     pub(super) gateway: Option<Ipv4Addr>,
     pub(super) port: Arc<Port>,
     pub(super) neigh: Arc<NeighCache>,
+    /// Routed IPv6: the address, prefix and gateway, and the IPv6 neighbour cache.
+    pub(super) v6: Option<Uplink6>,
+    pub(super) neigh6: Arc<NeighCache<Ipv6Addr>>,
     pub(super) resolver: Option<Ipv4Addr>,
     /// Why the uplink is down (its interface is missing), or `None` when it is up. A down
     /// uplink is kept, saved and listed; `watch` brings it back when the interface returns.
@@ -412,6 +415,15 @@ pub(super) struct UplinkPlan {
     pub(super) ip: Ipv4Addr,
     pub(super) subnet: Ipv4Cidr,
     pub(super) gateway: Option<Ipv4Addr>,
+    pub(super) v6: Option<Uplink6>,
+}
+
+/// The uplink's IPv6 side (routed): the switch's address, its prefix, the next hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Uplink6 {
+    pub(super) ip: Ipv6Addr,
+    pub(super) subnet: Ipv6Cidr,
+    pub(super) gateway: Option<Ipv6Addr>,
 }
 
 /// A published port.
@@ -958,7 +970,62 @@ impl State {
             ip,
             subnet,
             gateway,
+            v6: self.plan_uplink6(req)?,
         })
+    }
+
+    /// The IPv6 side of an `uplink set`: routed mode only, an address and prefix that overlap
+    /// no network's, a gateway in the prefix or link-local.
+    fn plan_uplink6(&self, req: &UplinkSet) -> Result<Option<Uplink6>, Error> {
+        let Some(a) = &req.ip6 else {
+            return match req.gateway6 {
+                Some(_) => Err(Error::Gateway6WithoutIp),
+                None => Ok(None),
+            };
+        };
+        let bad = || Error::BadUplinkAddr6(crate::error::shown(a));
+        let (addr, p) = a.trim().split_once('/').ok_or_else(bad)?;
+        let ip: Ipv6Addr = addr.parse().map_err(|_| bad())?;
+        let prefix: u8 = p.parse().map_err(|_| bad())?;
+        if !(16..=120).contains(&prefix) {
+            return Err(bad());
+        }
+        let mask = u128::MAX << (128 - u32::from(prefix));
+        let subnet =
+            Ipv6Cidr::new(Ipv6Addr::from(u128::from(ip) & mask), prefix).map_err(|_| bad())?;
+        if !subnet.is_host(ip) {
+            return Err(bad());
+        }
+        if !req.ipv6_routed {
+            return Err(Error::Nat66NotYet(ip.to_string()));
+        }
+        let gateway = req.gateway6.as_deref().map(parse_ipv6).transpose()?;
+        if let Some(g) = gateway {
+            let link_local = g.segments()[0] & 0xffc0 == 0xfe80;
+            if g == ip || !(subnet.is_host(g) || link_local) {
+                return Err(Error::Gateway6OffLink {
+                    gateway: g,
+                    prefix: subnet.to_string(),
+                });
+            }
+        }
+        if let Some((n, s)) = self.networks.values().find_map(|n| {
+            let v = n.v6.as_ref()?;
+            v.subnet
+                .overlaps(&subnet)
+                .then(|| (n.name.clone(), v.subnet))
+        }) {
+            return Err(Error::UplinkOverlap {
+                uplink: subnet.to_string(),
+                network: n,
+                subnet: s.to_string(),
+            });
+        }
+        Ok(Some(Uplink6 {
+            ip,
+            subnet,
+            gateway,
+        }))
     }
 
     /// `publish`: a port of `req.netns`'s endpoint (on `req.network`, or on its first network)
@@ -1635,6 +1702,9 @@ mod test {
             iface: "eth0".into(),
             ip: ip.into(),
             gateway: gw.map(Into::into),
+            ip6: None,
+            gateway6: None,
+            ipv6_routed: false,
         };
         let p = st
             .plan_uplink(&up("192.168.1.2/24", Some("192.168.1.1")))

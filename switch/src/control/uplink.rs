@@ -42,6 +42,7 @@ impl Switch {
             ip,
             subnet,
             gateway,
+            v6,
         } = plan;
         let ifindex = match &dev {
             Device::Packet(_) => crate::sys::if_nametoindex(&req.iface).ok().flatten(),
@@ -57,6 +58,8 @@ impl Switch {
             gateway,
             port,
             neigh: Arc::new(NeighCache::new(300_000)),
+            v6,
+            neigh6: Arc::new(NeighCache::new(300_000)),
             resolver,
             down: None,
             ifindex,

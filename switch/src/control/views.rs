@@ -243,6 +243,9 @@ impl Switch {
             ip: u.ip,
             prefix_len: u.subnet.prefix_len(),
             gateway: u.gateway,
+            ip6: u.v6.map(|v| v.ip),
+            prefix6_len: u.v6.map(|v| v.subnet.prefix_len()),
+            gateway6: u.v6.and_then(|v| v.gateway),
             mac: u.port.mac.to_string(),
             port: u.port.name.clone(),
             neighbours: u
@@ -250,10 +253,15 @@ impl Switch {
                 .entries(now)
                 .into_iter()
                 .map(|e| NeighInfo {
-                    ip: e.ip,
+                    ip: e.ip.into(),
                     mac: e.mac.to_string(),
                     age_secs: e.age_ms / 1000,
                 })
+                .chain(u.neigh6.entries(now).into_iter().map(|e| NeighInfo {
+                    ip: e.ip.into(),
+                    mac: e.mac.to_string(),
+                    age_secs: e.age_ms / 1000,
+                }))
                 .collect(),
             state: if u.down.is_none() { "up" } else { "down" }.into(),
             reason: u.down.clone(),

@@ -1,8 +1,9 @@
 //! IPv6 on dual-stack networks, called from the L2 stage: what the gateway answers itself
 //! (neighbour solicitations for its addresses and, ND suppression, for known endpoints; router
 //! solicitations; echo requests), routing between linked networks (hop limit, packet too big,
-//! next hop from the network's endpoint table), and the ICMPv6 errors the gateway sends.
-//! IPv6 is not translated: there is no egress through the uplink for it yet.
+//! next hop from the network's endpoint table), and the ICMPv6 errors the gateway sends; and on
+//! an uplink with an IPv6 address, routed IPv6 (no translation) out of it and back in, with
+//! next hops resolved by neighbour discovery.
 
 use std::net::Ipv6Addr;
 
@@ -10,9 +11,12 @@ use wire::icmpv6::{self, msg_type, NdKind};
 use wire::ipv6::next_header;
 use wire::{ethernet, EthFrame, Ip6, MacAddr, Parsed, VirtioNetHdr, L4};
 
-use super::{Ctx, Ingress, NetRt, NetRt6};
+use super::{Ctx, Ingress, NetRt, NetRt6, UplinkRt, UplinkRt6};
 use crate::counters::{Drop, Event};
 use crate::local::{self, NotAnswered};
+use crate::neigh::Pending;
+use crate::port::Port;
+use crate::sys::packet::VNET_HDR_LEN as PACKET_HDR_LEN;
 
 /// Router lifetime the gateway advertises (seconds): a default router while it runs.
 const ROUTER_LIFETIME: u16 = 1800;
@@ -23,6 +27,17 @@ const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
 /// The ICMPv6 message of a parsed IPv6 frame: its bytes in `frame`.
 fn icmp6<'f>(frame: &'f [u8], ip: &Ip6) -> Option<&'f [u8]> {
     frame.get(EthFrame::HEADER_LEN + ip.header_len..EthFrame::HEADER_LEN + ip.total_len)
+}
+
+/// True when the IPv6 packet (parsed as `p`, `ip`) is larger than `mtu`; for a TCP
+/// super-frame (offload metadata `vnet`), when its segments would be.
+fn too_big(p: &Parsed, ip: &Ip6, vnet: VirtioNetHdr, mtu: u32) -> bool {
+    if vnet.gso_type == 0 {
+        ip.total_len > mtu as usize
+    } else {
+        p.tcp_headers_len()
+            .is_none_or(|h| h - EthFrame::HEADER_LEN + usize::from(vnet.gso_size) > mtu as usize)
+    }
 }
 
 /// True when `ip` is one of the addresses port security lets an endpoint with `mac` and `ip6`
@@ -234,17 +249,27 @@ impl Ctx<'_> {
     }
 
     /// Route an IPv6 packet from `net` to the network of its destination, if that is `net`
-    /// itself or a network linked to it: hop limit, the target network's MTU, the next hop
+    /// itself or a network linked to it, or out of the uplink (routed IPv6): hop limit, the target network's MTU, the next hop
     /// from the target's endpoint table. Refusals answer the sender with an ICMPv6 error.
     fn route6(&mut self, net: &NetRt, v6: &NetRt6, ing: Ingress<'_>, p: &Parsed, ip: Ip6) {
         let cfg = self.cfg;
-        let now = self.now;
         let c = self.c;
         let to = cfg.networks.values().find(|n| {
             n.v6.as_ref().is_some_and(|w| w.subnet.contains(ip.dst))
                 && (n.id == net.id || net.links.contains(&n.id))
         });
         let Some((to, w)) = to.and_then(|n| Some((n, n.v6.as_ref()?))) else {
+            let up = cfg.uplink.as_deref();
+            if let (Some(up), Some(u6), false) = (up, up.and_then(|u| u.v6.as_ref()), net.internal)
+            {
+                let ours = cfg
+                    .networks
+                    .values()
+                    .any(|n| n.v6.as_ref().is_some_and(|w| w.subnet.contains(ip.dst)));
+                if !ours && !ip.dst.is_multicast() && !ip.dst.is_unspecified() {
+                    return self.egress6(net, v6, ing, p, ip, (up, u6));
+                }
+            }
             let ours = cfg
                 .networks
                 .values()
@@ -262,21 +287,25 @@ impl Ctx<'_> {
             self.icmp6_error(net, v6, ing, p, &ip, (msg_type::TIME_EXCEEDED, 0, 0));
             return c.drop(Drop::Ttl);
         }
-        let vnet = self.buf.vnet;
-        let too_big = if vnet.gso_type == 0 {
-            ip.total_len > to.mtu as usize
-        } else {
-            p.tcp_headers_len().is_none_or(|h| {
-                h - EthFrame::HEADER_LEN + usize::from(vnet.gso_size) > to.mtu as usize
-            })
-        };
-        if too_big {
+        if too_big(p, &ip, self.buf.vnet, to.mtu) {
             self.icmp6_error(net, v6, ing, p, &ip, (msg_type::PACKET_TOO_BIG, 0, to.mtu));
             return c.drop(Drop::Oversize);
         }
-        let Some(&mac) = w.neigh.get(&ip.dst) else {
+        if !self.deliver6(to, w, p, &ip) {
             self.icmp6_error(net, v6, ing, p, &ip, (msg_type::DEST_UNREACH, 3, 0));
-            return c.drop(Drop::NeighborUnknown);
+            c.drop(Drop::NeighborUnknown);
+        }
+    }
+
+    /// Send the IPv6 packet in the buffer (hop limit checked) to its destination on network
+    /// `to`: one hop spent, from `to`'s gateway to the endpoint's MAC. False when no endpoint
+    /// has the address (nothing sent).
+    fn deliver6(&mut self, to: &NetRt, w: &NetRt6, p: &Parsed, ip: &Ip6) -> bool {
+        let cfg = self.cfg;
+        let now = self.now;
+        let c = self.c;
+        let Some(&mac) = w.neigh.get(&ip.dst) else {
+            return false;
         };
         // Hop limit: the IPv6 header has no checksum to mend.
         if let Some(h) = self.buf.data_mut().get_mut(EthFrame::HEADER_LEN + 7) {
@@ -298,6 +327,159 @@ impl Ctx<'_> {
                 Some(vtep) => self.encap(to, &[vtep], p),
                 None => self.replicate(to, None, true, p),
             },
+        }
+        true
+    }
+
+    /// Routed IPv6 out of the uplink: one hop spent, to the destination on the uplink's prefix
+    /// or to its IPv6 gateway, resolved by neighbour discovery (the packet waits up to a second
+    /// while a solicitation is out).
+    fn egress6(
+        &mut self,
+        net: &NetRt,
+        v6: &NetRt6,
+        ing: Ingress<'_>,
+        p: &Parsed,
+        ip: Ip6,
+        (up, u6): (&UplinkRt, &UplinkRt6),
+    ) {
+        let now = self.now;
+        let c = self.c;
+        if ip.hop_limit <= 1 {
+            self.icmp6_error(net, v6, ing, p, &ip, (msg_type::TIME_EXCEEDED, 0, 0));
+            return c.drop(Drop::Ttl);
+        }
+        let hop = if u6.subnet.contains(ip.dst) {
+            ip.dst
+        } else if let Some(g) = u6.gateway {
+            g
+        } else {
+            self.icmp6_error(net, v6, ing, p, &ip, (msg_type::DEST_UNREACH, 0, 0));
+            return c.drop(Drop::NoRoute);
+        };
+        if let Some(h) = self.buf.data_mut().get_mut(EthFrame::HEADER_LEN + 7) {
+            *h = ip.hop_limit - 1;
+        }
+        c.event(Event::Routed);
+        match u6.neigh.lookup(hop, now) {
+            Some(mac) => {
+                ethernet::set_addrs(self.buf.data_mut(), up.mac, mac);
+                self.send_uplink(&up.port);
+            }
+            None => {
+                ethernet::set_addrs(self.buf.data_mut(), up.mac, MacAddr::default());
+                let wire = self.buf.wire_bytes(PACKET_HDR_LEN).to_vec();
+                if !u6.neigh.enqueue(Pending {
+                    hop,
+                    at_ms: now,
+                    dst_mac_at: PACKET_HDR_LEN,
+                    wire,
+                }) {
+                    c.drop(Drop::NeighborUnknown);
+                }
+                if u6.neigh.should_request(hop, now) {
+                    let mut ns = [0u8; PACKET_HDR_LEN + 96];
+                    if let Some(n) = icmpv6::write_ns(&mut ns[PACKET_HDR_LEN..], up.mac, u6.ip, hop)
+                    {
+                        up.port.transmit(&ns[..PACKET_HDR_LEN + n], c);
+                    }
+                }
+            }
+        }
+    }
+
+    /// An IPv6 frame received on the uplink: neighbour discovery for the switch's uplink
+    /// addresses (answered; what neighbours say learned), echo requests to them answered, and
+    /// packets for the networks' prefixes routed in (routed IPv6). Anything else is not ours.
+    pub(super) fn uplink_in6(&mut self, inp: &Port, up: &UplinkRt, p: &Parsed, ip: Ip6) {
+        let cfg = self.cfg;
+        let now = self.now;
+        let c = self.c;
+        let Some(u6) = up.v6.as_ref() else {
+            return c.event(Event::UplinkOther);
+        };
+        let ours = |a: Ipv6Addr| a == u6.ip || a == u6.link_local;
+        if let L4::Icmp { msg_type: t, .. } = ip.l4 {
+            if t == msg_type::NEIGHBOR_SOLICIT || t == msg_type::NEIGHBOR_ADVERT {
+                let nd = icmp6(self.buf.data(), &ip)
+                    .and_then(|m| icmpv6::parse_nd(m, ip.hop_limit).ok())
+                    .filter(|nd| nd.check_ip(ip.src, ip.dst).is_ok());
+                let Some(nd) = nd else {
+                    return c.drop(Drop::Malformed);
+                };
+                let target = nd.target.unwrap_or(Ipv6Addr::UNSPECIFIED);
+                // What a neighbour says of itself: learned, and its waiting frames sent.
+                let learned = match nd.kind {
+                    NdKind::Na => nd.target_mac.map(|m| (target, m)),
+                    _ if !ip.src.is_unspecified() && ours(target) => {
+                        nd.source_mac.map(|m| (ip.src, m))
+                    }
+                    _ => None,
+                };
+                if let Some((a, m)) = learned {
+                    for w in u6.neigh.learn(a, m, now) {
+                        let mut wire = w.wire;
+                        wire[w.dst_mac_at..w.dst_mac_at + 6].copy_from_slice(&m.0);
+                        self.send_uplink_bytes(&up.port, &wire);
+                    }
+                }
+                if nd.kind == NdKind::Ns && ours(target) {
+                    let (to_ip, to_mac, solicited) = if ip.src.is_unspecified() {
+                        (ALL_NODES, icmpv6::multicast_mac(ALL_NODES), false)
+                    } else {
+                        (ip.src, p.eth.src, true)
+                    };
+                    let mut out = [0u8; PACKET_HDR_LEN + 96];
+                    if let Some(n) = icmpv6::write_na(
+                        &mut out[PACKET_HDR_LEN..],
+                        up.mac,
+                        to_mac,
+                        target,
+                        to_ip,
+                        target,
+                        up.mac,
+                        true,
+                        solicited,
+                    ) {
+                        inp.transmit(&out[..PACKET_HDR_LEN + n], c);
+                    }
+                } else {
+                    c.event(Event::UplinkOther);
+                }
+                return;
+            }
+        }
+        if p.eth.dst != up.mac {
+            return c.event(Event::UplinkOther);
+        }
+        match local::icmp6_echo_reply_in_place(self.buf.data_mut(), p, ours, up.mac) {
+            Ok(len) => {
+                self.buf.set_len(len);
+                self.buf.vnet = VirtioNetHdr::default();
+                return inp.transmit(self.buf.wire_bytes(PACKET_HDR_LEN), c);
+            }
+            Err(NotAnswered::Malformed) => return c.drop(Drop::Malformed),
+            Err(NotAnswered::NotForUs) => {}
+        }
+        // Routed in: to an endpoint of a network with that prefix (not an internal one).
+        let to = cfg
+            .networks
+            .values()
+            .find(|n| n.v6.as_ref().is_some_and(|w| w.subnet.contains(ip.dst)));
+        let Some((to, w)) = to.and_then(|n| Some((n, n.v6.as_ref()?))) else {
+            return c.drop(Drop::NoRoute);
+        };
+        if to.internal {
+            return c.drop(Drop::Policy);
+        }
+        if ip.hop_limit <= 1 {
+            return c.drop(Drop::Ttl);
+        }
+        if too_big(p, &ip, self.buf.vnet, to.mtu) {
+            return c.drop(Drop::Oversize);
+        }
+        if !self.deliver6(to, w, p, &ip) {
+            c.drop(Drop::NeighborUnknown);
         }
     }
 

@@ -130,6 +130,22 @@ pub struct UplinkRt {
     /// Upstream DNS resolver for names the gateway does not know (from the host's
     /// /etc/resolv.conf when the uplink was set).
     pub resolver: Option<Ipv4Addr>,
+    /// Routed IPv6 (the uplink has an IPv6 address).
+    pub v6: Option<UplinkRt6>,
+}
+
+/// The uplink's IPv6 side: routed, not translated.
+pub struct UplinkRt6 {
+    /// The switch's address on the uplink.
+    pub ip: std::net::Ipv6Addr,
+    /// The uplink's on-link prefix.
+    pub subnet: crate::ipam::Ipv6Cidr,
+    /// Next hop for destinations outside `subnet`.
+    pub gateway: Option<std::net::Ipv6Addr>,
+    /// The switch's link-local address on the uplink (from its MAC).
+    pub link_local: std::net::Ipv6Addr,
+    /// Next-hop resolution by neighbour discovery.
+    pub neigh: Arc<NeighCache<std::net::Ipv6Addr>>,
 }
 
 /// A published port: traffic for `(proto, port)` on the uplink goes to `to_ip:to_port`.

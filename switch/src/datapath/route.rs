@@ -59,6 +59,7 @@ impl Ctx<'_> {
                     inp.transmit(self.buf.wire_bytes(PACKET_HDR_LEN), c);
                 }
             }
+            L3::Ipv6(ip) => self.uplink_in6(inp, up, p, ip),
             L3::Ipv4(_) | L3::Malformed if eth.dst == up.mac => {
                 match local::icmp_echo_reply_in_place(self.buf.data_mut(), p, up.ip, up.mac) {
                     Ok(len) => {

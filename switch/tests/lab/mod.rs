@@ -135,6 +135,9 @@ impl Lab {
                 iface: "up0".into(),
                 ip: ip.into(),
                 gateway: gateway.map(Into::into),
+                ip6: None,
+                gateway6: None,
+                ipv6_routed: false,
             })
             .expect("uplink");
         self.port(&u.port, UPLINK_HDR, mac(&u.mac), u.ip)
