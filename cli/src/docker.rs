@@ -575,16 +575,22 @@ fn ipam_answer(Json(mut v): Json<Value>) -> Json<Value> {
     Json(v)
 }
 
-async fn release_pool(State((_, p)): State<St>, b: axum::body::Bytes) -> Json<Value> {
-    let req: AddressReq = match body(&b) {
+/// `ReleasePool` and `ReleaseAddress`: nothing to answer, and releasing what is not held is no
+/// error.
+async fn release(p: Arc<Plugin>, b: &[u8], pool: bool) -> Json<Value> {
+    let req: AddressReq = match body(b) {
         Ok(r) => r,
         Err(e) => return ipam_answer(e),
     };
     ipam_answer(
         answer(
             move || {
-                p.ipam.change(|b| {
-                    b.release_pool(&req.pool_id);
+                p.ipam.change(|book| {
+                    if pool {
+                        book.release_pool(&req.pool_id);
+                    } else {
+                        book.release_address(&req.pool_id, &req.address);
+                    }
                     Ok(())
                 })
             },
@@ -592,6 +598,14 @@ async fn release_pool(State((_, p)): State<St>, b: axum::body::Bytes) -> Json<Va
         )
         .await,
     )
+}
+
+async fn release_pool(State((_, p)): State<St>, b: axum::body::Bytes) -> Json<Value> {
+    release(p, &b, true).await
+}
+
+async fn release_address(State((_, p)): State<St>, b: axum::body::Bytes) -> Json<Value> {
+    release(p, &b, false).await
 }
 
 async fn request_address(State((sw, p)): State<St>, b: axum::body::Bytes) -> Json<Value> {
@@ -616,25 +630,6 @@ async fn request_address(State((sw, p)): State<St>, b: axum::body::Bytes) -> Jso
                     b.request_address(&req.pool_id, &req.address, gateway, |ip| held.contains(&ip))
                 })?;
                 Ok::<_, String>(json!({ "Address": ip, "Data": {} }))
-            },
-            never,
-        )
-        .await,
-    )
-}
-
-async fn release_address(State((_, p)): State<St>, b: axum::body::Bytes) -> Json<Value> {
-    let req: AddressReq = match body(&b) {
-        Ok(r) => r,
-        Err(e) => return ipam_answer(e),
-    };
-    ipam_answer(
-        answer(
-            move || {
-                p.ipam.change(|b| {
-                    b.release_address(&req.pool_id, &req.address);
-                    Ok(())
-                })
             },
             never,
         )

@@ -14,7 +14,6 @@ use wire::{ethernet, EthFrame, Ip6, MacAddr, Parsed, VirtioNetHdr, L4};
 use super::{Ctx, Ingress, NetRt, NetRt6, UplinkRt, UplinkRt6};
 use crate::counters::{Drop, Event};
 use crate::local::{self, NotAnswered};
-use crate::neigh::Pending;
 use crate::port::Port;
 use crate::sys::packet::VNET_HDR_LEN as PACKET_HDR_LEN;
 
@@ -343,7 +342,6 @@ impl Ctx<'_> {
         ip: Ip6,
         (up, u6): (&UplinkRt, &UplinkRt6),
     ) {
-        let now = self.now;
         let c = self.c;
         if ip.hop_limit <= 1 {
             self.icmp6_error(net, v6, ing, p, &ip, (msg_type::TIME_EXCEEDED, 0, 0));
@@ -361,29 +359,10 @@ impl Ctx<'_> {
             *h = ip.hop_limit - 1;
         }
         c.event(Event::Routed);
-        match u6.neigh.lookup(hop, now) {
-            Some(mac) => {
-                ethernet::set_addrs(self.buf.data_mut(), up.mac, mac);
-                self.send_uplink(&up.port);
-            }
-            None => {
-                ethernet::set_addrs(self.buf.data_mut(), up.mac, MacAddr::default());
-                let wire = self.buf.wire_bytes(PACKET_HDR_LEN).to_vec();
-                if !u6.neigh.enqueue(Pending {
-                    hop,
-                    at_ms: now,
-                    dst_mac_at: PACKET_HDR_LEN,
-                    wire,
-                }) {
-                    c.drop(Drop::NeighborUnknown);
-                }
-                if u6.neigh.should_request(hop, now) {
-                    let mut ns = [0u8; PACKET_HDR_LEN + 96];
-                    if let Some(n) = icmpv6::write_ns(&mut ns[PACKET_HDR_LEN..], up.mac, u6.ip, hop)
-                    {
-                        up.port.transmit(&ns[..PACKET_HDR_LEN + n], c);
-                    }
-                }
+        if self.send_to_uplink_hop(up, &u6.neigh, hop, Drop::NeighborUnknown) {
+            let mut ns = [0u8; PACKET_HDR_LEN + 96];
+            if let Some(n) = icmpv6::write_ns(&mut ns[PACKET_HDR_LEN..], up.mac, u6.ip, hop) {
+                up.port.transmit(&ns[..PACKET_HDR_LEN + n], c);
             }
         }
     }

@@ -213,27 +213,38 @@ impl Ctx<'_> {
                 None => return c.drop(Drop::NoRoute),
             }
         };
-        match up.neigh.lookup(hop, now) {
-            Some(mac) => {
-                ethernet::set_addrs(self.buf.data_mut(), up.mac, mac);
-                self.send_uplink(&up.port);
-            }
-            None => {
-                ethernet::set_addrs(self.buf.data_mut(), up.mac, MacAddr::default());
-                let wire = self.buf.wire_bytes(PACKET_HDR_LEN).to_vec();
-                if !up.neigh.enqueue(Pending {
-                    hop,
-                    at_ms: now,
-                    dst_mac_at: PACKET_HDR_LEN,
-                    wire,
-                }) {
-                    c.drop(Drop::ArpTimeout);
-                }
-                if up.neigh.should_request(hop, now) {
-                    send_arp_request(up, hop, c);
-                }
-            }
+        if self.send_to_uplink_hop(up, &up.neigh, hop, Drop::ArpTimeout) {
+            send_arp_request(up, hop, c);
         }
+    }
+
+    /// Send the frame in the buffer out of the uplink `up` to next hop `hop`, whose MAC `neigh`
+    /// resolves: at once when it is known, else queued (for up to a second; `full` counted when
+    /// the queue is). True when the caller should ask for `hop`'s MAC now (rate-limited).
+    pub(super) fn send_to_uplink_hop<A: Copy + Eq + std::hash::Hash + Ord>(
+        &mut self,
+        up: &UplinkRt,
+        neigh: &crate::neigh::NeighCache<A>,
+        hop: A,
+        full: Drop,
+    ) -> bool {
+        let now = self.now;
+        if let Some(mac) = neigh.lookup(hop, now) {
+            ethernet::set_addrs(self.buf.data_mut(), up.mac, mac);
+            self.send_uplink(&up.port);
+            return false;
+        }
+        ethernet::set_addrs(self.buf.data_mut(), up.mac, MacAddr::default());
+        let wire = self.buf.wire_bytes(PACKET_HDR_LEN).to_vec();
+        if !neigh.enqueue(Pending {
+            hop,
+            at_ms: now,
+            dst_mac_at: PACKET_HDR_LEN,
+            wire,
+        }) {
+            self.c.drop(full);
+        }
+        neigh.should_request(hop, now)
     }
 }
 

@@ -317,35 +317,21 @@ impl Netlink {
     /// Add an IPv6 default route via `gateway` on link `ifindex` in the main table.
     /// `Ok(false)` when one already exists (it is left alone).
     pub fn add_default_route_v6(&mut self, gateway: Ipv6Addr, ifindex: u32) -> io::Result<bool> {
-        let seq = self.next_seq();
-        let mut m = Msg::new(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, seq);
-        m.bytes(&[
-            libc::AF_INET6 as u8,
-            0,
-            0,
-            0,
-            RT_TABLE_MAIN,
-            RTPROT_STATIC,
-            RT_SCOPE_UNIVERSE,
-            RTN_UNICAST,
-        ])
-        .bytes(&0u32.to_ne_bytes());
-        m.attr(RTA_GATEWAY, &gateway.octets())
-            .attr(RTA_OIF, &ifindex.to_ne_bytes());
-        match self.request(m.finish(), seq) {
-            Ok(()) => Ok(true),
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
-            Err(e) => Err(e),
-        }
+        self.add_default_route(libc::AF_INET6 as u8, &gateway.octets(), ifindex)
     }
 
     /// Add a default route via `gateway` on link `ifindex` in the main table. `Ok(false)` when
     /// a default route already exists (it is left alone).
     pub fn add_default_route_v4(&mut self, gateway: Ipv4Addr, ifindex: u32) -> io::Result<bool> {
+        self.add_default_route(libc::AF_INET as u8, &gateway.octets(), ifindex)
+    }
+
+    /// A default route of address `family` via `gateway` (its bytes) on link `ifindex`.
+    fn add_default_route(&mut self, family: u8, gateway: &[u8], ifindex: u32) -> io::Result<bool> {
         let seq = self.next_seq();
         let mut m = Msg::new(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, seq);
         m.bytes(&[
-            libc::AF_INET as u8,
+            family,
             0,
             0,
             0,
@@ -355,7 +341,7 @@ impl Netlink {
             RTN_UNICAST,
         ])
         .bytes(&0u32.to_ne_bytes());
-        m.attr(RTA_GATEWAY, &gateway.octets())
+        m.attr(RTA_GATEWAY, gateway)
             .attr(RTA_OIF, &ifindex.to_ne_bytes());
         match self.request(m.finish(), seq) {
             Ok(()) => Ok(true),
