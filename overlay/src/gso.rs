@@ -1,17 +1,19 @@
 //! Tunnel offloads in software, so TCP super-frames cross the overlay whole.
 //!
-//! Send: [`segment_tcp4`] cuts a TAP super-frame (IPv4/TCP, up to 64 KiB, with its virtio-net
-//! GSO metadata) into MSS-sized inner segments written back to back into one buffer, each behind
-//! its VXLAN header, with IP lengths, IDs, sequence numbers, flags and checksums fixed. The
+//! Send: [`segment_tcp4`] cuts a TAP super-frame (TCP over IPv4 or IPv6, up to 64 KiB, with its
+//! virtio-net GSO metadata) into MSS-sized inner segments written back to back into one buffer,
+//! each behind its VXLAN header, with IP lengths, IDs (IPv4), sequence numbers, flags and
+//! checksums fixed. The
 //! buffer goes out with one UDP GSO `sendmsg` (`UDP_SEGMENT`): the kernel writes the outer
 //! IPv4/UDP headers of every datagram.
 //!
 //! Receive: the VTEP socket has `UDP_GRO`, so one read returns many datagrams. [`Coalesce`]
 //! merges consecutive in-order TCP segments of one flow (identical headers but the sequence
 //! number, as Linux GRO requires) back into one super-frame, which goes to the TAP with GSO
-//! metadata and a partial checksum. Pure code: no sockets, unit-tested below.
+//! metadata and a partial checksum (IPv4; IPv6 segments go to the TAP one by one). Pure code: no
+//! sockets, unit-tested below.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use wire::l4::tcp_flags::{ACK, CWR, ECE, FIN, PSH, RST, SYN, URG};
 use wire::{EthFrame, Parsed, VirtioNetHdr, L4};
@@ -19,29 +21,39 @@ use wire::{EthFrame, Parsed, VirtioNetHdr, L4};
 const ETH: usize = EthFrame::HEADER_LEN;
 /// `VIRTIO_NET_HDR_GSO_TCPV4`.
 pub const GSO_TCPV4: u8 = VirtioNetHdr::GSO_TCPV4;
+/// `VIRTIO_NET_HDR_GSO_TCPV6`.
+pub const GSO_TCPV6: u8 = VirtioNetHdr::GSO_TCPV6;
 /// Largest IPv4 total length: a coalesced frame never grows past it.
 const IP_MAX: usize = 65_535;
 
-/// Layout of an Ethernet/IPv4/TCP frame.
+/// Layout of an Ethernet/IPv4/TCP or Ethernet/IPv6/TCP frame (the name is older than IPv6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tcp4 {
-    /// Bytes of IPv4 header.
+    /// Bytes of IP header (IPv6: with its extension headers).
     pub ihl: usize,
     /// Bytes of Ethernet + IPv4 + TCP headers (where the payload starts).
     pub hdr_len: usize,
     /// Payload bytes (from the frame length, not the IP total length).
     pub payload: usize,
+    /// IPv6 (no header checksum, no ID; a payload length instead of a total length).
+    pub v6: bool,
 }
 
 impl Tcp4 {
     /// The layout of a frame of `len` bytes parsed as `p`, if it is an unfragmented IPv4/TCP
     /// frame whose headers fit.
     pub fn of(p: &Parsed, len: usize) -> Option<Tcp4> {
-        let hdr_len = p.tcp4_headers_len()?;
+        let hdr_len = p.tcp_headers_len()?;
+        let (ihl, v6) = match (p.ip4(), p.ip6()) {
+            (Some(ip), _) => (ip.header_len, false),
+            (None, Some(ip)) => (ip.header_len, true),
+            _ => return None,
+        };
         Some(Tcp4 {
-            ihl: p.ip4()?.header_len,
+            ihl,
             hdr_len,
             payload: len.checked_sub(hdr_len)?,
+            v6,
         })
     }
 }
@@ -89,6 +101,17 @@ pub fn segment_tcp4(
     let id0 = u16::from_be_bytes([hdr[ip + 4], hdr[ip + 5]]);
     let seq0 = u32::from_be_bytes([hdr[tcp + 4], hdr[tcp + 5], hdr[tcp + 6], hdr[tcp + 7]]);
     let flags0 = hdr[tcp + 13];
+    let addr6 = |at: usize| -> Ipv6Addr {
+        let b: [u8; 16] = hdr[at..at + 16]
+            .try_into()
+            .expect("an IPv6 header's address");
+        Ipv6Addr::from(b)
+    };
+    let (src6, dst6) = if t.v6 {
+        (addr6(ip + 8), addr6(ip + 24))
+    } else {
+        (Ipv6Addr::UNSPECIFIED, Ipv6Addr::UNSPECIFIED)
+    };
     let src = Ipv4Addr::new(hdr[ip + 12], hdr[ip + 13], hdr[ip + 14], hdr[ip + 15]);
     let dst = Ipv4Addr::new(hdr[ip + 16], hdr[ip + 17], hdr[ip + 18], hdr[ip + 19]);
     let mut at = 0;
@@ -101,11 +124,17 @@ pub fn segment_tcp4(
         inner[..t.hdr_len].copy_from_slice(hdr);
         inner[t.hdr_len..].copy_from_slice(chunk);
         let ip_len = (t.hdr_len - ETH + chunk.len()) as u16;
-        inner[ip + 2..ip + 4].copy_from_slice(&ip_len.to_be_bytes());
-        inner[ip + 4..ip + 6].copy_from_slice(&id0.wrapping_add(i as u16).to_be_bytes());
-        inner[ip + 10..ip + 12].fill(0);
-        let ipc = wire::checksum::checksum(&inner[ip..ip + t.ihl]);
-        inner[ip + 10..ip + 12].copy_from_slice(&ipc.to_be_bytes());
+        if t.v6 {
+            // The payload length: all but the 40-byte fixed header.
+            let plen = ip_len - wire::ipv6::HEADER_LEN as u16;
+            inner[ip + 4..ip + 6].copy_from_slice(&plen.to_be_bytes());
+        } else {
+            inner[ip + 2..ip + 4].copy_from_slice(&ip_len.to_be_bytes());
+            inner[ip + 4..ip + 6].copy_from_slice(&id0.wrapping_add(i as u16).to_be_bytes());
+            inner[ip + 10..ip + 12].fill(0);
+            let ipc = wire::checksum::checksum(&inner[ip..ip + t.ihl]);
+            inner[ip + 10..ip + 12].copy_from_slice(&ipc.to_be_bytes());
+        }
         let seq = seq0.wrapping_add((i * mss) as u32);
         inner[tcp + 4..tcp + 8].copy_from_slice(&seq.to_be_bytes());
         let mut flags = flags0;
@@ -117,7 +146,11 @@ pub fn segment_tcp4(
         }
         inner[tcp + 13] = flags;
         inner[tcp + 16..tcp + 18].fill(0);
-        let c = wire::checksum::checksum_pseudo(src, dst, 6, &inner[tcp..]);
+        let c = if t.v6 {
+            wire::checksum::checksum_pseudo6(src6, dst6, 6, &inner[tcp..])
+        } else {
+            wire::checksum::checksum_pseudo(src, dst, 6, &inner[tcp..])
+        };
         inner[tcp + 16..tcp + 18].copy_from_slice(&c.to_be_bytes());
         at += seg_len;
     }
@@ -338,6 +371,65 @@ mod test {
         );
         f[tcp + 16..tcp + 18].copy_from_slice(&c.to_be_bytes());
         f
+    }
+
+    /// [`frame`] as IPv6 (fd00::1 -> fd00::2): the same TCP segment behind a 40-byte header.
+    fn frame6(seq: u32, payload: usize, flags: u8) -> Vec<u8> {
+        let v4 = frame(seq, payload, flags);
+        let tcp = &v4[ETH + 20..];
+        let (src, dst): (Ipv6Addr, Ipv6Addr) =
+            ("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap());
+        let mut f = v4[..ETH].to_vec();
+        f[12..14].copy_from_slice(&[0x86, 0xdd]);
+        let mut h = [0u8; 40];
+        wire::ipv6::Ipv6Header {
+            src,
+            dst,
+            next_header: 6,
+            payload_len: tcp.len(),
+            hop_limit: 64,
+        }
+        .write(&mut h);
+        f.extend_from_slice(&h);
+        let at = f.len();
+        f.extend_from_slice(tcp);
+        f[at + 16..at + 18].fill(0);
+        let c = wire::checksum::checksum_pseudo6(src, dst, 6, &f[at..]);
+        f[at + 16..at + 18].copy_from_slice(&c.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn ipv6_super_frames_are_segmented_with_lengths_and_checksums_fixed() {
+        let sup = frame6(1000, 10_000, 0x18);
+        let t = tcp4(&sup).unwrap();
+        assert!(t.v6);
+        assert_eq!((t.ihl, t.hdr_len), (40, ETH + 40 + 32));
+        let mut out = vec![0u8; 20_000];
+        let s = segment_tcp4(&sup, t, 1378, 42, &mut out).expect("segments");
+        assert_eq!(s.count, 8);
+        let mut payload = Vec::new();
+        for i in 0..s.count {
+            let seg = &out[i * s.size..((i + 1) * s.size).min(s.len)];
+            let inner = &seg[8..];
+            let p = Parsed::parse(inner).expect("parses");
+            let ip = p.ip6().expect("IPv6");
+            assert_eq!(ip.total_len, inner.len() - ETH, "payload length of {i}");
+            let c = wire::checksum::checksum_pseudo6(
+                "fd00::1".parse().unwrap(),
+                "fd00::2".parse().unwrap(),
+                6,
+                &inner[ETH + 40..],
+            );
+            assert_eq!(c, 0, "tcp csum {i}");
+            let seq = u32::from_be_bytes(inner[ETH + 44..ETH + 48].try_into().unwrap());
+            assert_eq!(seq, 1000 + (i * 1378) as u32);
+            payload.extend_from_slice(&inner[ETH + 40 + 32..]);
+        }
+        assert_eq!(payload, sup[ETH + 40 + 32..]);
+        // Not coalesced back: IPv6 segments go to the endpoint one by one.
+        let mut c = Coalesce::default();
+        assert!(!start(&mut c, &frame6(1, 100, 0x10)));
     }
 
     #[test]

@@ -32,6 +32,8 @@ impl VirtioNetHdr {
     pub const F_NEEDS_CSUM: u8 = 1;
     /// `VIRTIO_NET_HDR_GSO_TCPV4`: a TCP/IPv4 super-frame to be cut into `gso_size` segments.
     pub const GSO_TCPV4: u8 = 1;
+    /// `VIRTIO_NET_HDR_GSO_TCPV6`: a TCP/IPv6 super-frame to be cut into `gso_size` segments.
+    pub const GSO_TCPV6: u8 = 4;
 
     /// Read the header from the first [`Self::LEN`] bytes; `None` if `b` is shorter.
     #[inline]

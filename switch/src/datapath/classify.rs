@@ -83,7 +83,7 @@ fn oversize(p: &Parsed, len: usize, vnet: VirtioNetHdr, mtu: u32) -> bool {
     if vnet.gso_type == 0 {
         len > limit
     } else {
-        p.tcp4_headers_len()
+        p.tcp_headers_len()
             .is_some_and(|h| h + usize::from(vnet.gso_size) > limit)
     }
 }

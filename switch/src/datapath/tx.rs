@@ -126,10 +126,10 @@ impl Ctx<'_> {
     ) {
         let c = self.c;
         let vnet = self.buf.vnet;
-        let Some(t) =
-            gso::Tcp4::of(p, self.buf.len()).filter(|_| vnet.gso_type & 0x7f == gso::GSO_TCPV4)
+        let Some(t) = gso::Tcp4::of(p, self.buf.len())
+            .filter(|t| vnet.gso_type & 0x7f == if t.v6 { gso::GSO_TCPV6 } else { gso::GSO_TCPV4 })
         else {
-            // Only TCPv4 super-frames are segmented (overlay TAPs offer TSO4 alone).
+            // Only TCP super-frames are segmented (overlay TAPs offer TSO4 and TSO6 alone).
             return c.drop(Drop::Oversize);
         };
         // Segments must fit the overlay MTU, whatever MSS the sender's network had.

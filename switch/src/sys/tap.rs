@@ -34,8 +34,9 @@ pub const TUN_F_TSO6: u32 = 0x04;
 pub const TUN_F_TSO_ECN: u32 = 0x08;
 /// Every offload the switch handles on endpoints of flat networks.
 pub const OFFLOADS_ALL: u32 = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN;
-/// Offloads of overlay endpoints: checksums and IPv4 TSO, which the switch segments itself.
-pub const OFFLOADS_OVERLAY: u32 = TUN_F_CSUM | TUN_F_TSO4;
+/// Offloads of overlay endpoints: checksums and TSO (IPv4 and IPv6), which the switch segments
+/// itself.
+pub const OFFLOADS_OVERLAY: u32 = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
 /// UDP segmentation offload, IPv4.
 pub const TUN_F_USO4: u32 = 0x20;
 /// UDP segmentation offload, IPv6.
@@ -154,8 +155,8 @@ impl Tap {
         cvt(unsafe { libc::ioctl(fd, TUNSETVNETHDRSZ, &hdr_len) })?;
         // The switch carries the virtio-net header end to end, so the kernel may hand over
         // partial checksums and TCP super-frames (up to 64 KiB) instead of segmenting first.
-        // `offloads` says which (`TUN_F_*`): overlay endpoints get TSO4 only, since the switch
-        // segments their super-frames itself.
+        // `offloads` says which (`TUN_F_*`): overlay endpoints get TSO4 and TSO6 without ECN,
+        // since the switch segments their super-frames itself.
         let flags = offloads;
         // SAFETY: TUNSETOFFLOAD takes its argument by value.
         cvt(unsafe { libc::ioctl(fd, TUNSETOFFLOAD, flags as libc::c_ulong) })?;
