@@ -5,7 +5,7 @@
 #   sudo perf/bench.sh            # T=5 seconds per measurement; about 5 minutes in all
 #   sudo T=10 perf/bench.sh       # longer runs
 #   sudo perf/bench.sh --no-ovs   # skip Open vSwitch even when it is installed
-#   sudo perf/bench.sh --only overlay    # one group: l2, l2v6, nat, overlay or ovs (comma-separated)
+#   sudo perf/bench.sh --only overlay    # one group: l2, ipv6, nat, overlay or ovs (comma-separated)
 #   sudo PROFILE=/tmp/prof perf/bench.sh # also `perf record -a` (the whole machine) during the
 #                                          # 1-stream TCP and the UDP test of every row, kernel rows
 #                                          # too, with a text summary beside each profile
@@ -24,7 +24,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 T=${T:-5}
 OVS=1
-ONLY=l2,l2v6,nat,overlay,ovs
+ONLY=l2,ipv6,nat,overlay,ovs
 while [ $# -gt 0 ]; do
   a=$1; shift
   case "$a" in
@@ -160,8 +160,8 @@ veth() { # ns1 if1 ns2 if2
 }
 
 want() { case ",$ONLY," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
-[[ "$ONLY" =~ ^(l2|l2v6|nat|overlay|ovs)(,(l2|l2v6|nat|overlay|ovs))*$ ]] \
-  || { echo "bench.sh: --only takes l2, l2v6, nat, overlay, ovs (comma-separated), not '$ONLY'" >&2; exit 2; }
+[[ "$ONLY" =~ ^(l2|ipv6|nat|overlay|ovs)(,(l2|ipv6|nat|overlay|ovs))*$ ]] \
+  || { echo "bench.sh: --only takes l2, ipv6, nat, overlay, ovs (comma-separated), not '$ONLY'" >&2; exit 2; }
 want ovs || OVS=0
 
 # --- L2 ---
@@ -181,13 +181,13 @@ ip -n "${tag}ka" addr add 10.90.0.2/24 dev eth0; ip -n "${tag}kb" addr add 10.90
 measure "Linux bridge (veth)" "" ka kb 10.90.0.3 10.90.0.3
 fi
 
-# --- L2 over IPv6 (a dual-stack network) ---
-if want l2v6; then
+# --- IPv6: L2 on a dual-stack network, and IPv6 inside a VXLAN overlay ---
+if want ipv6; then
 ns a6; ns b6
-daemon "" l2v6
-ctl l2v6 network create bench6 --subnet 10.91.0.0/24 --subnet fd00:91::/64
-ctl l2v6 attach "${tag}a6" bench6 --ip 10.91.0.2 --ip6 fd00:91::2
-ctl l2v6 attach "${tag}b6" bench6 --ip 10.91.0.3 --ip6 fd00:91::3
+daemon "" ipv6
+ctl ipv6 network create bench6 --subnet 10.91.0.0/24 --subnet fd00:91::/64
+ctl ipv6 attach "${tag}a6" bench6 --ip 10.91.0.2 --ip6 fd00:91::2
+ctl ipv6 attach "${tag}b6" bench6 --ip 10.91.0.3 --ip6 fd00:91::3
 measure "vswitchd L2 IPv6 (TAP)" "Linux bridge IPv6 (veth)" a6 b6 fd00:91::3 fd00:91::3
 stop_daemons
 
@@ -196,6 +196,32 @@ ip -n "${tag}kh6" link add br0 type bridge; ip -n "${tag}kh6" link set br0 up
 for x in a6 b6; do veth kh6 v$x k$x eth0; ip -n "${tag}kh6" link set v$x master br0; done
 ip -n "${tag}ka6" addr add fd00:91::2/64 dev eth0 nodad; ip -n "${tag}kb6" addr add fd00:91::3/64 dev eth0 nodad
 measure "Linux bridge IPv6 (veth)" "" ka6 kb6 fd00:91::3 fd00:91::3
+
+ns u61; ns u62; ns x61; ns x62
+veth u61 ul0 u62 ul0
+ip -n "${tag}u61" addr add 10.95.0.1/24 dev ul0; ip -n "${tag}u62" addr add 10.95.0.2/24 dev ul0
+daemon u61 ov61; daemon u62 ov62
+ctl ov61 network create ov6 --subnet 10.96.0.0/24 --subnet fd00:96::/64 --vni 43 --peer 10.95.0.2
+ctl ov62 network create ov6 --subnet 10.96.0.0/24 --subnet fd00:96::/64 --vni 43 --peer 10.95.0.1
+ctl ov61 attach "${tag}x61" ov6 --ip 10.96.0.2 --ip6 fd00:96::2
+ctl ov62 attach "${tag}x62" ov6 --ip 10.96.0.3 --ip6 fd00:96::3
+measure "vswitchd VXLAN overlay IPv6" "kernel VXLAN + bridge IPv6" x61 x62 fd00:96::3 fd00:96::3
+stop_daemons
+
+ns k61; ns k62; ns ky61; ns ky62
+veth k61 ul0 k62 ul0
+for i in 1 2; do
+  o=$((3 - i))
+  ip -n "${tag}k6$i" addr add 10.95.0.$i/24 dev ul0
+  ip -n "${tag}k6$i" link add vx0 type vxlan id 43 local 10.95.0.$i remote 10.95.0.$o dstport 4789
+  ip -n "${tag}k6$i" link add br0 type bridge
+  veth k6$i ve ky6$i eth0
+  ip -n "${tag}k6$i" link set vx0 master br0 up; ip -n "${tag}k6$i" link set ve master br0
+  ip -n "${tag}k6$i" link set br0 up
+  ip -n "${tag}ky6$i" link set eth0 mtu 1450
+  ip -n "${tag}ky6$i" addr add fd00:96::$((i + 1))/64 dev eth0 nodad
+done
+measure "kernel VXLAN + bridge IPv6" "" ky61 ky62 fd00:96::3 fd00:96::3
 fi
 
 # --- NAT: a host namespace whose uplink is a veth to an "outside" namespace with no route back ---

@@ -293,8 +293,12 @@ fn check_tables(lab: &Lab) {
     }
     let (net, mask) = lab.uplink_subnet;
     for n in sw.uplink().expect("uplink").neighbours {
+        // The lab's uplink has no IPv6 address: every neighbour is IPv4, on its subnet.
+        let std::net::IpAddr::V4(ip) = n.ip else {
+            panic!("an IPv6 neighbour {} on an IPv4-only uplink", n.ip);
+        };
         assert_eq!(
-            u32::from(n.ip) & mask,
+            u32::from(ip) & mask,
             net,
             "uplink neighbour {} off its subnet",
             n.ip

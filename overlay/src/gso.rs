@@ -165,8 +165,10 @@ pub struct Coalesce {
     pub segs: usize,
     /// Headers of the pending frame.
     pub hdr_len: usize,
-    /// Bytes of IPv4 header.
+    /// Bytes of IP header (IPv6: with extension headers).
     ihl: usize,
+    /// IPv6 segments.
+    v6: bool,
     /// Payload bytes of each merged segment (the first's).
     pub mss: usize,
     /// Sequence number the next segment must carry.
@@ -177,14 +179,26 @@ pub struct Coalesce {
     psh: bool,
 }
 
-/// Whether the TCP segment `frame` (IPv4 header of `ihl` bytes, no padding after the packet)
-/// may be merged as far as its checksums go: the IPv4 header checksum verifies, and the TCP
+/// Whether the TCP segment `frame` (IP header of `ihl` bytes, IPv6 if `v6`, no padding after
+/// the packet) may be merged as far as its checksums go: the IPv4 header checksum verifies, and
+/// the TCP
 /// checksum verifies or is partial (only the pseudo-header sum, as a kernel VTEP on a veth
 /// leaves it). A merged frame goes to the endpoint with a partial checksum that its kernel
 /// trusts, so a segment that would fail its own checksum must be delivered alone instead,
 /// for the endpoint to drop and count (Linux GRO validates before merging too).
-fn checksums_ok(frame: &[u8], ihl: usize) -> bool {
+fn checksums_ok(frame: &[u8], ihl: usize, v6: bool) -> bool {
     let ip = &frame[ETH..];
+    if v6 {
+        let addr = |at: usize| -> Ipv6Addr {
+            let b: [u8; 16] = ip[at..at + 16].try_into().expect("an IPv6 address");
+            Ipv6Addr::from(b)
+        };
+        let (src, dst) = (addr(8), addr(24));
+        let seg = &ip[ihl..];
+        let field = u16::from_be_bytes([seg[16], seg[17]]);
+        return field == wire::checksum::pseudo_sum6(src, dst, 6, seg.len())
+            || wire::checksum::checksum_pseudo6(src, dst, 6, seg) == 0;
+    }
     if wire::checksum::checksum(&ip[..ihl]) != 0 {
         return false;
     }
@@ -206,18 +220,22 @@ impl Coalesce {
     /// false (and stays empty) otherwise.
     pub fn start(&mut self, p: &Parsed, frame: &[u8]) -> bool {
         *self = Coalesce::default();
-        let (Some(t), Some(ip)) = (Tcp4::of(p, frame.len()), p.ip4()) else {
+        let Some(t) = Tcp4::of(p, frame.len()) else {
             return false;
         };
-        let ip_total = ip.total_len;
-        let L4::Tcp { flags, .. } = ip.l4 else {
+        let (ip_total, l4) = match (p.ip4(), p.ip6()) {
+            (Some(ip), _) => (ip.total_len, ip.l4),
+            (None, Some(ip)) => (ip.total_len, ip.l4),
+            _ => return false,
+        };
+        let L4::Tcp { flags, .. } = l4 else {
             return false;
         };
         // Padding after the IP packet (tiny frames) or an empty payload: deliver as it is.
         if t.payload == 0
             || ip_total != frame.len() - ETH
             || !mergeable_flags(flags)
-            || !checksums_ok(frame, t.ihl)
+            || !checksums_ok(frame, t.ihl, t.v6)
         {
             return false;
         }
@@ -232,6 +250,7 @@ impl Coalesce {
             segs: 1,
             hdr_len: t.hdr_len,
             ihl: t.ihl,
+            v6: t.v6,
             mss: t.payload,
             next_seq: seq.wrapping_add(t.payload as u32),
             closed: flags & PSH != 0,
@@ -252,20 +271,28 @@ impl Coalesce {
         if payload > self.mss || len + payload - ETH > IP_MAX {
             return false;
         }
-        let ip_total = usize::from(u16::from_be_bytes([seg[ip + 2], seg[ip + 3]]));
+        let be16 = |at: usize| usize::from(u16::from_be_bytes([seg[at], seg[at + 1]]));
         let seq = u32::from_be_bytes([seg[tcp + 4], seg[tcp + 5], seg[tcp + 6], seg[tcp + 7]]);
         let flags = seg[tcp + 13];
+        let ip_same = if self.v6 {
+            be16(ip + 4) + wire::ipv6::HEADER_LEN == seg.len() - ETH
+                && head[..ip + 4] == seg[..ip + 4] // Ethernet, version, class, flow label
+                && head[ip + 6..tcp + 4] == seg[ip + 6..tcp + 4] // next header, hop limit,
+                                                                 // addresses, ext headers, ports
+        } else {
+            be16(ip + 2) == seg.len() - ETH
+                && head[..ip + 2] == seg[..ip + 2] // Ethernet, IP version/IHL, TOS
+                && head[ip + 6..ip + 10] == seg[ip + 6..ip + 10] // flags/fragment, TTL, protocol
+                && head[ip + 12..tcp + 4] == seg[ip + 12..tcp + 4] // addresses, options, ports
+        };
         // The data offset byte (tcp + 12) is compared below, so the header lengths agree.
-        ip_total == seg.len() - ETH
+        ip_same
             && seq == self.next_seq
             && mergeable_flags(flags)
-            && head[..ip + 2] == seg[..ip + 2] // Ethernet, IP version/IHL, TOS
-            && head[ip + 6..ip + 10] == seg[ip + 6..ip + 10] // flags/fragment, TTL, protocol
-            && head[ip + 12..tcp + 4] == seg[ip + 12..tcp + 4] // addresses, options, ports
             && head[tcp + 8..tcp + 13] == seg[tcp + 8..tcp + 13] // ack, data offset
             && head[tcp + 14..tcp + 16] == seg[tcp + 14..tcp + 16] // window
             && head[tcp + 18..h] == seg[tcp + 18..h] // urgent pointer, options (timestamps)
-            && checksums_ok(seg, self.ihl)
+            && checksums_ok(seg, self.ihl, self.v6)
     }
 
     /// Record that a segment of `payload` bytes with TCP `flags` was appended.
@@ -292,14 +319,26 @@ impl Coalesce {
             return None;
         }
         let (ip, tcp) = (ETH, ETH + done.ihl);
+        if done.psh {
+            frame[tcp + 13] |= PSH;
+        }
+        if done.v6 {
+            let plen = (frame.len() - ETH - wire::ipv6::HEADER_LEN) as u16;
+            frame[ip + 4..ip + 6].copy_from_slice(&plen.to_be_bytes());
+            let addr = |at: usize| -> Ipv6Addr {
+                let b: [u8; 16] = frame[at..at + 16].try_into().expect("an IPv6 address");
+                Ipv6Addr::from(b)
+            };
+            let (src, dst) = (addr(ip + 8), addr(ip + 24));
+            let partial = wire::checksum::pseudo_sum6(src, dst, 6, frame.len() - tcp);
+            frame[tcp + 16..tcp + 18].copy_from_slice(&partial.to_be_bytes());
+            return Some(done.vnet(GSO_TCPV6, tcp));
+        }
         let total = (frame.len() - ETH) as u16;
         frame[ip + 2..ip + 4].copy_from_slice(&total.to_be_bytes());
         frame[ip + 10..ip + 12].fill(0);
         let c = wire::checksum::checksum(&frame[ip..ip + done.ihl]);
         frame[ip + 10..ip + 12].copy_from_slice(&c.to_be_bytes());
-        if done.psh {
-            frame[tcp + 13] |= PSH;
-        }
         let src = Ipv4Addr::new(
             frame[ip + 12],
             frame[ip + 13],
@@ -314,15 +353,21 @@ impl Coalesce {
         );
         let partial = wire::checksum::pseudo_sum(src, dst, 6, frame.len() - tcp);
         frame[tcp + 16..tcp + 18].copy_from_slice(&partial.to_be_bytes());
-        Some(VirtioNetHdr {
+        Some(done.vnet(GSO_TCPV4, tcp))
+    }
+
+    /// The virtio-net header of a finished frame: `gso_type`, the first segment's size, the
+    /// TCP checksum at `tcp` partial.
+    fn vnet(&self, gso_type: u8, tcp: usize) -> VirtioNetHdr {
+        VirtioNetHdr {
             flags: VirtioNetHdr::F_NEEDS_CSUM,
-            gso_type: GSO_TCPV4,
-            hdr_len: done.hdr_len as u16,
-            gso_size: done.mss as u16,
+            gso_type,
+            hdr_len: self.hdr_len as u16,
+            gso_size: self.mss as u16,
             csum_start: tcp as u16,
             csum_offset: 16,
             num_buffers: 0,
-        })
+        }
     }
 }
 
@@ -427,9 +472,35 @@ mod test {
             payload.extend_from_slice(&inner[ETH + 40 + 32..]);
         }
         assert_eq!(payload, sup[ETH + 40 + 32..]);
-        // Not coalesced back: IPv6 segments go to the endpoint one by one.
+        // And coalesced back into the super-frame, with a partial checksum.
+        let h = ETH + 40 + 32;
         let mut c = Coalesce::default();
-        assert!(!start(&mut c, &frame6(1, 100, 0x10)));
+        let mut buf: Vec<u8> = out[8..s.size].to_vec();
+        assert!(start(&mut c, &buf));
+        for i in 1..s.count {
+            let seg = &out[i * s.size + 8..((i + 1) * s.size).min(s.len)];
+            assert!(c.accepts(&buf, buf.len(), seg), "segment {i}");
+            let f = c.flags_of(seg);
+            buf.extend_from_slice(&seg[h..]);
+            c.appended(seg.len() - h, f);
+        }
+        let v = c.finish(&mut buf).expect("merged");
+        assert_eq!(
+            (v.gso_type, v.gso_size, v.hdr_len),
+            (GSO_TCPV6, 1378, h as u16)
+        );
+        assert_eq!(buf[..ETH + 40], sup[..ETH + 40], "payload length restored");
+        let mut full = buf.clone();
+        let sum = wire::checksum::checksum(&full[ETH + 40..]);
+        full[ETH + 56..ETH + 58].copy_from_slice(&sum.to_be_bytes());
+        assert_eq!(full, sup, "the checksum completes to the original");
+        // A segment of another flow (other addresses) is not merged.
+        let mut c = Coalesce::default();
+        let first = frame6(1, 100, 0x10);
+        assert!(start(&mut c, &first));
+        let mut other = frame6(101, 100, 0x10);
+        other[ETH + 8 + 15] ^= 1;
+        assert!(!c.accepts(&first, first.len(), &other));
     }
 
     #[test]
