@@ -193,6 +193,12 @@ pub enum Error {
     /// A malformed uplink address.
     #[error("malformed uplink address '{0}' (expected ADDR/PREFIX like 192.168.50.2/24)")]
     BadUplinkAddr(String),
+    /// A dual-stack cluster network.
+    #[error(
+        "network '{0}': IPv6 on cluster networks is not there yet (each node would hand out the \
+         same IPv6 addresses): create it without the IPv6 --subnet"
+    )]
+    ClusterIpv6(String),
     /// A malformed IPv6 uplink address.
     #[error("malformed IPv6 uplink address '{0}' (expected ADDR/PREFIX, e.g. 2001:db8:50::2/64)")]
     BadUplinkAddr6(String),

@@ -109,6 +109,10 @@ impl Switch {
         req: &NetworkCreate,
         underlay_mtu: Option<u32>,
     ) -> Result<NetworkInfo, Error> {
+        if req.subnet6.is_some() {
+            // Each node's IPAM would hand out the same IPv6 addresses: no claims for them yet.
+            return Err(Error::ClusterIpv6(req.name.clone()));
+        }
         self.mutate(|st| {
             connected(agent)?;
             let mut spec = req.clone();
