@@ -563,3 +563,34 @@ fn answer_server_v6(ns: &Netns, port: u16) -> KillOnDrop {
     wait_listening(ns, "tcp", port);
     k
 }
+
+#[test]
+fn icc_false_isolates_ipv6_endpoints_but_not_from_the_gateway() {
+    require(&["ping"]);
+    let d = Daemon::start();
+    d.ctl_ok(&[
+        "network",
+        "create",
+        "iso",
+        "--subnet",
+        "10.99.0.0/24",
+        "--subnet",
+        "fd00:99::/64",
+        "--icc=false",
+    ]);
+    let (a, b) = (Netns::new("ia"), Netns::new("ib"));
+    attach(&d, &a, "iso");
+    attach(&d, &b, "iso");
+    let (ok, out) = ping6(&a, &["fd00:99::1"]);
+    assert!(ok, "the gateway stays reachable: {out}");
+    let policy = drops(&d, "policy");
+    let (ok, out) = ping6(&a, &["fd00:99::3"]);
+    assert!(!ok, "icc=false let IPv6 through: {out}");
+    assert!(drops(&d, "policy") > policy, "{:?}", stats(&d).drops);
+    assert_eq!(
+        event(&d, "nd_suppressed"),
+        0,
+        "no answers for other endpoints"
+    );
+    assert!(!a.ping("10.99.0.3", 1), "nor IPv4");
+}
