@@ -900,7 +900,11 @@ fn port_row(p: &PortInfo) -> Vec<String> {
         p.ifname.clone(),
         p.network.clone(),
         p.mac.clone(),
-        p.ip.to_string(),
+        // Both families of a dual-stack endpoint in one column.
+        match p.ip6 {
+            Some(a) => format!("{},{a}", p.ip),
+            None => p.ip.to_string(),
+        },
         match &p.reason {
             Some(r) => format!("{} ({r})", p.state),
             None => p.state.clone(),
