@@ -473,10 +473,14 @@ fn command(c: &Client, json: bool, cmd: Cmd) -> Result<(), ClientError> {
         Cmd::Network(NetCmd::Ls) => {
             let header = ["NAME", "SUBNET", "GATEWAY", "MTU", "ENDPOINTS"];
             list(c, routes::NETWORKS, json, &header, |n: &NetworkInfo| {
+                let both = |a: String, b: Option<String>| match b {
+                    Some(b) => format!("{a},{b}"),
+                    None => a,
+                };
                 vec![
                     n.name.clone(),
-                    n.subnet.clone(),
-                    n.gateway.to_string(),
+                    both(n.subnet.clone(), n.subnet6.clone()),
+                    both(n.gateway.to_string(), n.gateway6.map(|g| g.to_string())),
                     n.mtu.to_string(),
                     n.endpoints.len().to_string(),
                 ]
