@@ -180,7 +180,11 @@ impl Book {
             }
             ip
         } else if gateway {
-            subnet.first_host()
+            let g = subnet.first_host();
+            if p.addresses.contains(&g) || in_use(g) {
+                return Err(format!("vswitch IPAM: gateway {g} is already in use"));
+            }
+            g
         } else {
             let range = match &p.range {
                 Some(r) => r.parse::<Ipv4Cidr>().unwrap_or(subnet),

@@ -193,6 +193,9 @@ pub enum Error {
     /// A malformed uplink address.
     #[error("malformed uplink address '{0}' (expected ADDR/PREFIX like 192.168.50.2/24)")]
     BadUplinkAddr(String),
+    /// An MTU too small for IPv6.
+    #[error("MTU {0} is below IPv6's minimum of 1280 (the network is dual stack)")]
+    Mtu6(u32),
     /// A dual-stack cluster network.
     #[error(
         "network '{0}': IPv6 on cluster networks is not there yet (each node would hand out the \

@@ -82,6 +82,12 @@ impl<A: Copy + Eq + std::hash::Hash + Ord> NeighCache<A> {
         ready
     }
 
+    /// True when `ip` is known or was asked for: an unsolicited answer for any other address is
+    /// not learned (the cache stays bounded by what the switch itself resolves).
+    pub fn expects(&self, ip: A) -> bool {
+        self.map.contains_key(&ip) || self.requested.contains_key(&ip)
+    }
+
     /// Queue a frame for `hop`; false (frame dropped) when the queue is full.
     pub fn enqueue(&self, p: Pending<A>) -> bool {
         let mut q = self.pending.lock().unwrap_or_else(|p| p.into_inner());

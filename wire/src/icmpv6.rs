@@ -126,7 +126,7 @@ pub fn eui64_in(prefix: Ipv6Addr, mac: MacAddr) -> Ipv6Addr {
 }
 
 /// A link-local unicast address (`fe80::/10`).
-fn is_link_local(a: Ipv6Addr) -> bool {
+pub fn is_link_local(a: Ipv6Addr) -> bool {
     a.segments()[0] & 0xffc0 == 0xfe80
 }
 

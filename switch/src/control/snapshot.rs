@@ -52,6 +52,24 @@ pub(super) fn build(st: &mut State) -> Config {
             cfg.own_addrs.insert(id, others);
         }
     }
+    // The same for IPv6 addresses (dual-stack networks).
+    let mut by_netns6: FxHashMap<&str, Vec<(PortId, std::net::Ipv6Addr)>> = FxHashMap::default();
+    for n in st.networks().values() {
+        for e in n.endpoints.iter().filter(|e| e.is_up()) {
+            if let Some(ip6) = e.port.ip6 {
+                by_netns6
+                    .entry(e.netns.as_str())
+                    .or_default()
+                    .push((e.port.id, ip6));
+            }
+        }
+    }
+    for eps in by_netns6.values().filter(|eps| eps.len() > 1) {
+        for &(id, ip) in eps {
+            let others = eps.iter().map(|e| e.1).filter(|o| *o != ip).collect();
+            cfg.own_addrs6.insert(id, others);
+        }
+    }
     for v in st.vteps().values() {
         cfg.ports.insert(v.id, v.clone());
     }

@@ -368,7 +368,13 @@ impl Net {
         };
         match want.ip6 {
             Some(ip) => {
-                if !v6.pool.take(ip)? {
+                // Another endpoint's SLAAC address (on a /64) is taken too.
+                let slaac = v6.subnet.prefix_len() == 64
+                    && self
+                        .endpoints
+                        .iter()
+                        .any(|e| wire::icmpv6::eui64_in(v6.subnet.network(), e.port.mac) == ip);
+                if slaac || !v6.pool.take(ip)? {
                     return Err(Error::Address6InUse {
                         ip,
                         network: req.network.clone(),
@@ -709,6 +715,9 @@ impl State {
             });
         }
         let v6 = self.plan_v6(req)?;
+        if v6.is_some() && mtu < 1280 {
+            return Err(Error::Mtu6(mtu));
+        }
         Ok(NetworkPlan {
             name: req.name.clone(),
             subnet,
@@ -743,9 +752,12 @@ impl State {
                 subnet: subnet.to_string(),
             });
         }
+        // Unlike IPv4 subnets, IPv6 prefixes never overlap, overlays included: routed IPv6 comes
+        // back in from the uplink by prefix alone.
         if let Some((o, os)) = self.networks.values().find_map(|n| {
             let v = n.v6.as_ref()?;
-            (v.subnet.overlaps(&subnet) && !(req.vni.is_some() && n.vni.is_some()))
+            v.subnet
+                .overlaps(&subnet)
                 .then(|| (n.name.clone(), v.subnet))
         }) {
             return Err(Error::SubnetOverlap {
@@ -1648,6 +1660,30 @@ mod test {
         let r = req("b", None);
         assert_eq!(net.reserve(&want(&r), &r).unwrap().1, None, "v4 only");
         assert!(AttachWant::parse(&req("a", Some("nonsense"))).is_err());
+        // Another endpoint's SLAAC address on the /64 is refused as taken.
+        let taken = endpoint(&mut st, "slaac", "a");
+        let sl = wire::icmpv6::eui64_in("fd00:1::".parse().unwrap(), taken.mac).to_string();
+        let r = req("a", Some(&sl));
+        let net = st.net_mut("a").unwrap();
+        assert!(matches!(
+            net.reserve(&want(&r), &r),
+            Err(Error::Address6InUse { .. })
+        ));
+        // No IPv6 below 1280 bytes; IPv6 prefixes never overlap, overlays included.
+        let mut small = create("c", Some("fd00:3::/64"), None);
+        small.subnet = "10.3.0.0/24".into();
+        small.mtu = Some(1200);
+        assert!(matches!(
+            st.plan_network(&small, None),
+            Err(Error::Mtu6(1200))
+        ));
+        let mut ov = create("d", Some("fd00:1::/64"), None);
+        ov.subnet = "10.4.0.0/24".into();
+        ov.vni = Some(77);
+        assert!(matches!(
+            st.plan_network(&ov, None),
+            Err(Error::SubnetOverlap { .. })
+        ));
     }
 
     #[test]

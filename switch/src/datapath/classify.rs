@@ -43,7 +43,7 @@ impl Ctx<'_> {
             return;
         };
         if inp.spoof_check {
-            let also = &cfg.own_addrs;
+            let also = (&cfg.own_addrs, &cfg.own_addrs6);
             if let Some(d) = refused(inp, also, &p, self.buf.data(), net.v6.as_ref()) {
                 c.drop(d);
                 return;
@@ -95,16 +95,24 @@ fn oversize(p: &Parsed, len: usize, vnet: VirtioNetHdr, mtu: u32) -> bool {
 /// SLAAC on the network's /64 `v6`, or `::`), and its neighbour discovery no claim on another's
 /// address and no router's messages ([`ip6::nd_refusal`]). The drop to count, if refused.
 /// Truncated frames are left for the parsers to count as malformed.
+#[allow(clippy::type_complexity)]
 fn refused(
     port: &Port,
-    also: &FxHashMap<PortId, Vec<Ipv4Addr>>,
+    (also, also6): (
+        &FxHashMap<PortId, Vec<Ipv4Addr>>,
+        &FxHashMap<PortId, Vec<std::net::Ipv6Addr>>,
+    ),
     p: &Parsed,
     frame: &[u8],
     v6: Option<&NetRt6>,
 ) -> Option<Drop> {
-    let ip6_ok = |ip: std::net::Ipv6Addr| match v6 {
-        Some(v6) => ip6::own_ip6(ip, port.mac, port.ip6, v6),
-        None => ip.is_unspecified() || ip == wire::icmpv6::link_local_eui64(port.mac),
+    let ip6_ok = |ip: std::net::Ipv6Addr| {
+        let own = match v6 {
+            Some(v6) => ip6::own_ip6(ip, port.mac, port.ip6, v6),
+            None => ip.is_unspecified() || ip == wire::icmpv6::link_local_eui64(port.mac),
+        };
+        // The table is looked up only for a source that is not the port's own (rare).
+        own || also6.get(&port.id).is_some_and(|a| a.contains(&ip))
     };
     let spoofed = spoofed(port, also, p, frame, ip6_ok);
     if spoofed {

@@ -248,15 +248,26 @@ impl Ctx<'_> {
     }
 
     /// Route an IPv6 packet from `net` to the network of its destination, if that is `net`
-    /// itself or a network linked to it, or out of the uplink (routed IPv6): hop limit, the target network's MTU, the next hop
-    /// from the target's endpoint table. Refusals answer the sender with an ICMPv6 error.
+    /// itself or a network linked to it, or out of the uplink (routed IPv6): hop limit, the
+    /// target network's MTU, the next hop from the target's endpoint table. Refusals answer the
+    /// sender with an ICMPv6 error. The unspecified and link-local addresses are never routed
+    /// (RFC 4291 §2.5.2, §2.5.6).
     fn route6(&mut self, net: &NetRt, v6: &NetRt6, ing: Ingress<'_>, p: &Parsed, ip: Ip6) {
         let cfg = self.cfg;
         let c = self.c;
+        if ip.src.is_unspecified() || icmpv6::is_link_local(ip.src) || icmpv6::is_link_local(ip.dst)
+        {
+            return c.drop(Drop::NoRoute);
+        }
         let to = cfg.networks.values().find(|n| {
             n.v6.as_ref().is_some_and(|w| w.subnet.contains(ip.dst))
                 && (n.id == net.id || net.links.contains(&n.id))
         });
+        if to.is_some_and(|t| t.id == net.id && !net.icc) {
+            // Through the gateway to an endpoint of its own icc=false network: still isolated.
+            self.icmp6_error(net, v6, ing, p, &ip, (msg_type::DEST_UNREACH, 1, 0));
+            return c.drop(Drop::Policy);
+        }
         let Some((to, w)) = to.and_then(|n| Some((n, n.v6.as_ref()?))) else {
             let up = cfg.uplink.as_deref();
             if let (Some(up), Some(u6), false) = (up, up.and_then(|u| u.v6.as_ref()), net.internal)
@@ -265,7 +276,7 @@ impl Ctx<'_> {
                     .networks
                     .values()
                     .any(|n| n.v6.as_ref().is_some_and(|w| w.subnet.contains(ip.dst)));
-                if !ours && !ip.dst.is_multicast() && !ip.dst.is_unspecified() {
+                if !ours && !ip.dst.is_multicast() && ip.dst != u6.ip {
                     return self.egress6(net, v6, ing, p, ip, (up, u6));
                 }
             }
@@ -387,10 +398,15 @@ impl Ctx<'_> {
                     return c.drop(Drop::Malformed);
                 };
                 let target = nd.target.unwrap_or(Ipv6Addr::UNSPECIFIED);
-                // What a neighbour says of itself: learned, and its waiting frames sent.
+                // What a neighbour says of itself: learned (only addresses of the uplink's
+                // link, and from an advertisement only one asked for or known: RFC 4861
+                // §7.2.5), and its waiting frames sent.
+                let on_link = |a: Ipv6Addr| u6.subnet.contains(a) || icmpv6::is_link_local(a);
                 let learned = match nd.kind {
-                    NdKind::Na => nd.target_mac.map(|m| (target, m)),
-                    _ if !ip.src.is_unspecified() && ours(target) => {
+                    NdKind::Na if on_link(target) && u6.neigh.expects(target) => {
+                        nd.target_mac.map(|m| (target, m))
+                    }
+                    NdKind::Ns if on_link(ip.src) && ours(target) => {
                         nd.source_mac.map(|m| (ip.src, m))
                     }
                     _ => None,

@@ -179,6 +179,8 @@ pub struct Config {
     /// by destination, so an answer from its second network's address (a port published there)
     /// leaves by its default route, through its first network's port; that is not spoofing.
     pub own_addrs: FxHashMap<PortId, Vec<Ipv4Addr>>,
+    /// [`Config::own_addrs`] for IPv6 (dual-stack networks).
+    pub own_addrs6: FxHashMap<PortId, Vec<std::net::Ipv6Addr>>,
 }
 
 impl Config {
