@@ -594,3 +594,61 @@ fn icc_false_isolates_ipv6_endpoints_but_not_from_the_gateway() {
     );
     assert!(!a.ping("10.99.0.3", 1), "nor IPv4");
 }
+
+#[test]
+fn linked_dual_stack_overlays_route_ipv6_across_hosts_by_probing_for_remote_endpoints() {
+    require(&["ping", "iperf3"]);
+    let u = Underlay::new(2);
+    let d1 = Daemon::start_in(&u.hosts[0], &[]);
+    let d2 = Daemon::start_in(&u.hosts[1], &[]);
+    for (d, peer) in [(&d1, "10.240.0.2"), (&d2, "10.240.0.1")] {
+        overlay_network(
+            d,
+            "red",
+            "10.250.0.0/24",
+            "100",
+            &[peer],
+            &["--subnet", "fd00:250::/64"],
+        );
+        overlay_network(
+            d,
+            "blue",
+            "10.251.0.0/24",
+            "200",
+            &[peer],
+            &["--subnet", "fd00:251::/64"],
+        );
+        d.ctl_ok(&["network", "link", "red", "blue"]);
+    }
+    let (a, b) = (Netns::new("a6"), Netns::new("b6"));
+    d1.ctl_ok(&[
+        "attach",
+        &a.name,
+        "red",
+        "--ip",
+        "10.250.0.11",
+        "--ip6",
+        "fd00:250::11",
+    ]);
+    d2.ctl_ok(&[
+        "attach",
+        &b.name,
+        "blue",
+        "--ip",
+        "10.251.0.12",
+        "--ip6",
+        "fd00:251::12",
+    ]);
+    // a (red, host 1) -> b (blue, host 2): host 1 does not know b; its gateway asks on blue's
+    // every host, b's answer to the (anycast) gateway comes back over the overlay, and the
+    // sender's next try gets through.
+    assert!(
+        wait_until(10, || ping6(&a, &["-c", "1", "fd00:251::12"]).0),
+        "a never reached b across hosts and networks\n{}",
+        d1.log()
+    );
+    let (ok, out) = ping6(&b, &["fd00:250::11"]);
+    assert!(ok, "b -> a: {out}");
+    iperf3_6("red -> blue across hosts", &a, &b, "fd00:251::12", false);
+    assert!(drops(&d1, "neighbor_unknown") >= 1, "no probe was needed?");
+}

@@ -69,6 +69,9 @@ pub(super) struct Net {
     pub(super) vxlan_port: u16,
     pub(super) remote: Arc<RemoteFdb>,
     pub(super) probes: Arc<NeighCache>,
+    /// Dual stack: IPv6 neighbours learned from neighbour discovery, and the probe limit.
+    pub(super) neigh6: Arc<crate::datapath::Neigh6Table>,
+    pub(super) probes6: Arc<NeighCache<Ipv6Addr>>,
     /// The datapath's snapshot of this network as last built; `None` once it changed (see
     /// [`RtCache`]).
     pub(super) rt: Option<Arc<NetRt>>,
@@ -137,6 +140,8 @@ impl Net {
             endpoints: Vec::new(),
             links: BTreeSet::new(),
             probes: Arc::new(NeighCache::new(0)),
+            neigh6: Arc::default(),
+            probes6: Arc::new(NeighCache::new(0)),
             rt: None,
             member_peers: BTreeSet::new(),
             remote_eps: BTreeMap::new(),
@@ -277,6 +282,13 @@ impl Net {
     }
 
     /// DNS names of this network's endpoints that have an IPv6 address.
+    /// The IPv6 side's tables that live across snapshots: learned neighbours, probe limits.
+    pub(super) fn v6_tables(
+        &self,
+    ) -> (Arc<crate::datapath::Neigh6Table>, Arc<NeighCache<Ipv6Addr>>) {
+        (self.neigh6.clone(), self.probes6.clone())
+    }
+
     pub(super) fn names6(&self) -> impl Iterator<Item = (String, Ipv6Addr)> + '_ {
         self.endpoints.iter().filter(|e| e.is_up()).flat_map(|e| {
             let ip6 = e.port.ip6;

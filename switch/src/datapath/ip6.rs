@@ -23,6 +23,17 @@ const ROUTER_LIFETIME: u16 = 1800;
 /// All-nodes multicast (ff02::1), where answers to the unspecified address go.
 const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
 
+/// What [`Ctx::deliver6`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    /// Sent towards the endpoint.
+    Sent,
+    /// Not known yet: the gateway is asking (an overlay network).
+    Probing,
+    /// No endpoint has the address.
+    Unknown,
+}
+
 /// The ICMPv6 message of a parsed IPv6 frame: its bytes in `frame`.
 fn icmp6<'f>(frame: &'f [u8], ip: &Ip6) -> Option<&'f [u8]> {
     frame.get(EthFrame::HEADER_LEN + ip.header_len..EthFrame::HEADER_LEN + ip.total_len)
@@ -100,7 +111,8 @@ impl Ctx<'_> {
         let L4::Icmp { msg_type: t, .. } = ip.l4 else {
             return false;
         };
-        if t != msg_type::NEIGHBOR_SOLICIT && t != msg_type::ROUTER_SOLICIT {
+        let na = t == msg_type::NEIGHBOR_ADVERT;
+        if !na && t != msg_type::NEIGHBOR_SOLICIT && t != msg_type::ROUTER_SOLICIT {
             return false;
         }
         let nd = icmp6(self.buf.data(), ip)
@@ -110,6 +122,32 @@ impl Ctx<'_> {
             self.c.drop(Drop::Malformed);
             return true;
         };
+        // Learn what neighbours say of themselves (port security has checked local senders):
+        // the next hops of endpoints the control plane does not know (on other hosts).
+        let said = match nd.kind {
+            NdKind::Na => nd.target.zip(nd.target_mac),
+            NdKind::Ns if !ip.src.is_unspecified() => Some(ip.src).zip(nd.source_mac),
+            _ => None,
+        };
+        if let Some((a, m)) = said.filter(|(a, _)| v6.subnet.is_host(*a) && !v6.is_gateway(*a)) {
+            if v6.learned.get(&a).map(|e| *e) != Some(m)
+                && (v6.learned.len() < crate::datapath::NEIGH6_LEARNED_MAX
+                    || v6.learned.contains_key(&a))
+            {
+                v6.learned.insert(a, m);
+            }
+        }
+        if na {
+            if p.eth.dst != net.gateway_mac {
+                return false; // for an endpoint: forwarded as usual
+            }
+            // An answer to the gateway's probe. The gateway is the same MAC on every host of an
+            // overlay network, so one a host sent ends here: replicate it to the peers too.
+            if matches!(ing, Ingress::Local(_)) && !net.peers.is_empty() {
+                self.encap(net, &net.peers, p);
+            }
+            return true;
+        }
         let (to_ip, to_mac, solicited) = if ip.src.is_unspecified() {
             (ALL_NODES, icmpv6::multicast_mac(ALL_NODES), false)
         } else {
@@ -301,21 +339,41 @@ impl Ctx<'_> {
             self.icmp6_error(net, v6, ing, p, &ip, (msg_type::PACKET_TOO_BIG, 0, to.mtu));
             return c.drop(Drop::Oversize);
         }
-        if !self.deliver6(to, w, p, &ip) {
-            self.icmp6_error(net, v6, ing, p, &ip, (msg_type::DEST_UNREACH, 3, 0));
-            c.drop(Drop::NeighborUnknown);
+        match self.deliver6(to, w, p, &ip) {
+            Delivery::Sent => {}
+            // The sender's retransmission gets through once the endpoint answered.
+            Delivery::Probing => c.drop(Drop::NeighborUnknown),
+            Delivery::Unknown => {
+                self.icmp6_error(net, v6, ing, p, &ip, (msg_type::DEST_UNREACH, 3, 0));
+                c.drop(Drop::NeighborUnknown);
+            }
         }
     }
 
     /// Send the IPv6 packet in the buffer (hop limit checked) to its destination on network
     /// `to`: one hop spent, from `to`'s gateway to the endpoint's MAC. False when no endpoint
     /// has the address (nothing sent).
-    fn deliver6(&mut self, to: &NetRt, w: &NetRt6, p: &Parsed, ip: &Ip6) -> bool {
+    fn deliver6(&mut self, to: &NetRt, w: &NetRt6, p: &Parsed, ip: &Ip6) -> Delivery {
         let cfg = self.cfg;
         let now = self.now;
         let c = self.c;
-        let Some(&mac) = w.neigh.get(&ip.dst) else {
-            return false;
+        let known = w.neigh.get(&ip.dst).copied();
+        let Some(mac) = known.or_else(|| w.learned.get(&ip.dst).map(|m| *m)) else {
+            if to.vni.is_none() {
+                return Delivery::Unknown;
+            }
+            // An overlay network: the endpoint may live on another host. Ask, from the
+            // gateway, on every host of the network (rate-limited per address).
+            if w.probes.should_request(ip.dst, now) {
+                let mut ns = [0u8; 96];
+                if let Some(n) = icmpv6::write_ns(&mut ns, to.gateway_mac, w.gateway, ip.dst) {
+                    self.buf.set(&ns[..n]);
+                    if let Some(q) = Parsed::parse(&ns[..n]) {
+                        self.replicate(to, None, true, &q);
+                    }
+                }
+            }
+            return Delivery::Probing;
         };
         // Hop limit: the IPv6 header has no checksum to mend.
         if let Some(h) = self.buf.data_mut().get_mut(EthFrame::HEADER_LEN + 7) {
@@ -338,7 +396,7 @@ impl Ctx<'_> {
                 None => self.replicate(to, None, true, p),
             },
         }
-        true
+        Delivery::Sent
     }
 
     /// Routed IPv6 out of the uplink: one hop spent, to the destination on the uplink's prefix
@@ -473,7 +531,7 @@ impl Ctx<'_> {
         if too_big(p, &ip, self.buf.vnet, to.mtu) {
             return c.drop(Drop::Oversize);
         }
-        if !self.deliver6(to, w, p, &ip) {
+        if self.deliver6(to, w, p, &ip) != Delivery::Sent {
             c.drop(Drop::NeighborUnknown);
         }
     }

@@ -88,8 +88,14 @@ pub struct NetRt {
     pub v6: Option<NetRt6>,
 }
 
+/// IPv6 neighbours a network learned from neighbour discovery (endpoints on other hosts of an
+/// overlay, whose addresses the control plane does not know), shared across snapshots.
+pub type Neigh6Table = DashMap<std::net::Ipv6Addr, MacAddr, FxBuildHasher>;
+
+/// Most IPv6 neighbours one network learns.
+pub const NEIGH6_LEARNED_MAX: usize = 4096;
+
 /// A dual-stack network's IPv6 side, as the datapath sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetRt6 {
     /// The IPv6 subnet.
     pub subnet: crate::ipam::Ipv6Cidr,
@@ -101,6 +107,10 @@ pub struct NetRt6 {
     /// Endpoint addresses (configured, link-local and, on a /64, SLAAC) to their MACs: the
     /// neighbour solicitations the switch answers, and the next hops it routes to.
     pub neigh: FxHashMap<std::net::Ipv6Addr, MacAddr>,
+    /// Neighbours learned from neighbour discovery (shared across snapshots).
+    pub learned: Arc<Neigh6Table>,
+    /// Rate limit of the gateway's neighbour solicitations for addresses it routes to.
+    pub probes: Arc<NeighCache<std::net::Ipv6Addr>>,
 }
 
 impl NetRt6 {
