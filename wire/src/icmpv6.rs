@@ -334,13 +334,38 @@ fn is_solicited_node(a: Ipv6Addr) -> bool {
     a.octets()[..13] == [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0xff]
 }
 
-/// The addresses of a frame a builder writes.
+/// Who a built frame is from and to: its Ethernet and IPv6 source and destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addrs {
+    /// Ethernet source.
+    pub eth_src: MacAddr,
+    /// Ethernet destination.
+    pub eth_dst: MacAddr,
+    /// IPv6 source.
+    pub ip_src: Ipv6Addr,
+    /// IPv6 destination.
+    pub ip_dst: Ipv6Addr,
+}
+
+/// The addresses of a frame a builder writes, and its hop limit.
 struct Ends {
     eth_src: MacAddr,
     eth_dst: MacAddr,
     ip_src: Ipv6Addr,
     ip_dst: Ipv6Addr,
     hop_limit: u8,
+}
+
+impl Ends {
+    fn of(a: Addrs, hop_limit: u8) -> Ends {
+        Ends {
+            eth_src: a.eth_src,
+            eth_dst: a.eth_dst,
+            ip_src: a.ip_src,
+            ip_dst: a.ip_dst,
+            hop_limit,
+        }
+    }
 }
 
 impl Ends {
@@ -388,26 +413,16 @@ fn ll_option(o: &mut [u8], t: u8, mac: MacAddr) {
 /// `eth_dst`/`ip_dst` into `out`, with the override flag, `router` and `solicited` flags, and the
 /// target link-layer address option; hop limit 255. Returns the frame's length (86), or `None`
 /// when `out` is too short.
-#[allow(clippy::too_many_arguments)]
 pub fn write_na(
     out: &mut [u8],
-    eth_src: MacAddr,
-    eth_dst: MacAddr,
-    ip_src: Ipv6Addr,
-    ip_dst: Ipv6Addr,
+    to: Addrs,
     target: Ipv6Addr,
     target_mac: MacAddr,
     router: bool,
     solicited: bool,
 ) -> Option<usize> {
     const LEN: usize = 32;
-    let ends = Ends {
-        eth_src,
-        eth_dst,
-        ip_src,
-        ip_dst,
-        hop_limit: ND_HOP_LIMIT,
-    };
+    let ends = Ends::of(to, ND_HOP_LIMIT);
     let m = ends.headers(out, LEN)?;
     m[0] = msg_type::NEIGHBOR_ADVERT;
     m[4] = na_flag::OVERRIDE
@@ -453,13 +468,9 @@ pub fn write_ns(
 /// (`prefix`/`prefix_len`, its bits past the length cleared; on-link, autonomous if
 /// `autonomous`; valid 86400 s, preferred 14400 s); hop limit 255. Returns the frame's length
 /// (118), or `None` when `out` is too short or `prefix_len` is over 128.
-#[allow(clippy::too_many_arguments)]
 pub fn write_ra(
     out: &mut [u8],
-    eth_src: MacAddr,
-    eth_dst: MacAddr,
-    ip_src: Ipv6Addr,
-    ip_dst: Ipv6Addr,
+    to: Addrs,
     prefix: Ipv6Addr,
     prefix_len: u8,
     autonomous: bool,
@@ -470,19 +481,13 @@ pub fn write_ra(
     if prefix_len > 128 {
         return None;
     }
-    let ends = Ends {
-        eth_src,
-        eth_dst,
-        ip_src,
-        ip_dst,
-        hop_limit: ND_HOP_LIMIT,
-    };
+    let ends = Ends::of(to, ND_HOP_LIMIT);
     let m = ends.headers(out, LEN)?;
     m[0] = msg_type::ROUTER_ADVERT;
     m[4] = RA_CUR_HOP_LIMIT;
     put16(m, 6, router_lifetime_s);
     // Reachable time and retransmission timer 0: unspecified by this router.
-    ll_option(&mut m[16..24], opt::SOURCE_LL, eth_src);
+    ll_option(&mut m[16..24], opt::SOURCE_LL, to.eth_src);
     let o = &mut m[24..32];
     o[0] = opt::MTU;
     o[1] = 1;
@@ -514,13 +519,9 @@ pub fn write_ra(
 /// error may be sent at all (not about an error, not to a multicast source, rate limits) is the
 /// caller's. Returns the frame's length, or `None` when `out` cannot hold it (a buffer of
 /// `14 + 1280` bytes always can).
-#[allow(clippy::too_many_arguments)]
 pub fn write_error(
     out: &mut [u8],
-    eth_src: MacAddr,
-    eth_dst: MacAddr,
-    ip_src: Ipv6Addr,
-    ip_dst: Ipv6Addr,
+    to: Addrs,
     msg_type: u8,
     code: u8,
     param: u32,
@@ -528,13 +529,7 @@ pub fn write_error(
 ) -> Option<usize> {
     let quoted = &quoted[..quoted.len().min(MAX_QUOTE)];
     let len = ERROR_HEADER_LEN + quoted.len();
-    let ends = Ends {
-        eth_src,
-        eth_dst,
-        ip_src,
-        ip_dst,
-        hop_limit: ERROR_HOP_LIMIT,
-    };
+    let ends = Ends::of(to, ERROR_HOP_LIMIT);
     let m = ends.headers(out, len)?;
     m[0] = msg_type;
     m[1] = code;
@@ -642,10 +637,12 @@ mod test {
         let mut out = [0u8; 128];
         let n = write_na(
             &mut out,
-            GW_MAC,
-            HOST_MAC,
-            gw_ll(),
-            host(),
+            Addrs {
+                eth_src: GW_MAC,
+                eth_dst: HOST_MAC,
+                ip_src: gw_ll(),
+                ip_dst: host(),
+            },
             gw_ll(),
             GW_MAC,
             true,
@@ -703,10 +700,12 @@ mod test {
         // Unsolicited, not a router: only the override flag.
         let n = write_na(
             &mut out,
-            GW_MAC,
-            MacAddr([0x33, 0x33, 0, 0, 0, 1]),
-            gw_ll(),
-            "ff02::1".parse().unwrap(),
+            Addrs {
+                eth_src: GW_MAC,
+                eth_dst: MacAddr([0x33, 0x33, 0, 0, 0, 1]),
+                ip_src: gw_ll(),
+                ip_dst: "ff02::1".parse().unwrap(),
+            },
             gw_ll(),
             GW_MAC,
             false,
@@ -723,10 +722,12 @@ mod test {
             assert_eq!(
                 write_na(
                     &mut o,
-                    GW_MAC,
-                    HOST_MAC,
-                    gw_ll(),
-                    host(),
+                    Addrs {
+                        eth_src: GW_MAC,
+                        eth_dst: HOST_MAC,
+                        ip_src: gw_ll(),
+                        ip_dst: host()
+                    },
                     gw_ll(),
                     GW_MAC,
                     true,
@@ -786,10 +787,12 @@ mod test {
         let all_nodes: Ipv6Addr = "ff02::1".parse().unwrap();
         let n = write_ra(
             &mut out,
-            GW_MAC,
-            multicast_mac(all_nodes),
-            gw_ll(),
-            all_nodes,
+            Addrs {
+                eth_src: GW_MAC,
+                eth_dst: multicast_mac(all_nodes),
+                ip_src: gw_ll(),
+                ip_dst: all_nodes,
+            },
             prefix,
             64,
             true,
@@ -837,10 +840,12 @@ mod test {
         // Not autonomous, an odd prefix length: only L, the prefix masked to 60 bits.
         let n = write_ra(
             &mut out,
-            GW_MAC,
-            HOST_MAC,
-            gw_ll(),
-            host(),
+            Addrs {
+                eth_src: GW_MAC,
+                eth_dst: HOST_MAC,
+                ip_src: gw_ll(),
+                ip_dst: host(),
+            },
             prefix,
             60,
             false,
@@ -860,10 +865,12 @@ mod test {
         for plen in [0, 128] {
             let n = write_ra(
                 &mut out,
-                GW_MAC,
-                HOST_MAC,
-                gw_ll(),
-                host(),
+                Addrs {
+                    eth_src: GW_MAC,
+                    eth_dst: HOST_MAC,
+                    ip_src: gw_ll(),
+                    ip_dst: host(),
+                },
                 prefix,
                 plen,
                 true,
@@ -877,10 +884,12 @@ mod test {
         assert_eq!(
             write_ra(
                 &mut out,
-                GW_MAC,
-                HOST_MAC,
-                gw_ll(),
-                host(),
+                Addrs {
+                    eth_src: GW_MAC,
+                    eth_dst: HOST_MAC,
+                    ip_src: gw_ll(),
+                    ip_dst: host()
+                },
                 prefix,
                 129,
                 true,
@@ -892,10 +901,12 @@ mod test {
         assert_eq!(
             write_ra(
                 &mut out[..117],
-                GW_MAC,
-                HOST_MAC,
-                gw_ll(),
-                host(),
+                Addrs {
+                    eth_src: GW_MAC,
+                    eth_dst: HOST_MAC,
+                    ip_src: gw_ll(),
+                    ip_dst: host()
+                },
                 prefix,
                 64,
                 true,
@@ -919,10 +930,12 @@ mod test {
         ] {
             let n = write_error(
                 &mut out,
-                GW_MAC,
-                HOST_MAC,
-                gw_ll(),
-                host(),
+                Addrs {
+                    eth_src: GW_MAC,
+                    eth_dst: HOST_MAC,
+                    ip_src: gw_ll(),
+                    ip_dst: host(),
+                },
                 t,
                 code,
                 param,
@@ -945,10 +958,12 @@ mod test {
         let inner = crate::ipv6::test::packet(&[], (next_header::UDP, &[0; 1452]));
         let n = write_error(
             &mut out,
-            GW_MAC,
-            HOST_MAC,
-            gw_ll(),
-            host(),
+            Addrs {
+                eth_src: GW_MAC,
+                eth_dst: HOST_MAC,
+                ip_src: gw_ll(),
+                ip_dst: host(),
+            },
             msg_type::PACKET_TOO_BIG,
             0,
             1400,
@@ -969,10 +984,12 @@ mod test {
             let mut o = vec![0u8; len];
             let r = write_error(
                 &mut o,
-                GW_MAC,
-                HOST_MAC,
-                gw_ll(),
-                host(),
+                Addrs {
+                    eth_src: GW_MAC,
+                    eth_dst: HOST_MAC,
+                    ip_src: gw_ll(),
+                    ip_dst: host(),
+                },
                 1,
                 0,
                 0,
@@ -1165,10 +1182,12 @@ mod test {
         let mut out = [0u8; 1400];
         let n = write_na(
             &mut out,
-            GW_MAC,
-            HOST_MAC,
-            gw_ll(),
-            host(),
+            Addrs {
+                eth_src: GW_MAC,
+                eth_dst: HOST_MAC,
+                ip_src: gw_ll(),
+                ip_dst: host(),
+            },
             gw_ll(),
             GW_MAC,
             true,
@@ -1180,10 +1199,12 @@ mod test {
         let p = "2001:db8::".parse().unwrap();
         let n = write_ra(
             &mut out,
-            GW_MAC,
-            HOST_MAC,
-            gw_ll(),
-            host(),
+            Addrs {
+                eth_src: GW_MAC,
+                eth_dst: HOST_MAC,
+                ip_src: gw_ll(),
+                ip_dst: host(),
+            },
             p,
             64,
             true,
@@ -1193,10 +1214,12 @@ mod test {
         frames.push(out[..n.unwrap()].to_vec());
         let n = write_error(
             &mut out,
-            GW_MAC,
-            HOST_MAC,
-            gw_ll(),
-            host(),
+            Addrs {
+                eth_src: GW_MAC,
+                eth_dst: HOST_MAC,
+                ip_src: gw_ll(),
+                ip_dst: host(),
+            },
             3,
             0,
             0,

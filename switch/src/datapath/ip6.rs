@@ -159,10 +159,12 @@ impl Ctx<'_> {
                 self.c.event(Event::RouterAdverts);
                 icmpv6::write_ra(
                     &mut out,
-                    net.gateway_mac,
-                    to_mac,
-                    v6.link_local,
-                    to_ip,
+                    icmpv6::Addrs {
+                        eth_src: net.gateway_mac,
+                        eth_dst: to_mac,
+                        ip_src: v6.link_local,
+                        ip_dst: to_ip,
+                    },
                     v6.subnet.network(),
                     v6.subnet.prefix_len(),
                     v6.subnet.prefix_len() == 64,
@@ -178,10 +180,12 @@ impl Ctx<'_> {
                     self.c.event(Event::NdGateway);
                     icmpv6::write_na(
                         &mut out,
-                        net.gateway_mac,
-                        to_mac,
-                        target,
-                        to_ip,
+                        icmpv6::Addrs {
+                            eth_src: net.gateway_mac,
+                            eth_dst: to_mac,
+                            ip_src: target,
+                            ip_dst: to_ip,
+                        },
                         target,
                         net.gateway_mac,
                         true,
@@ -203,7 +207,17 @@ impl Ctx<'_> {
                     }
                     self.c.event(Event::NdSuppressed);
                     icmpv6::write_na(
-                        &mut out, mac, to_mac, target, to_ip, target, mac, false, true,
+                        &mut out,
+                        icmpv6::Addrs {
+                            eth_src: mac,
+                            eth_dst: to_mac,
+                            ip_src: target,
+                            ip_dst: to_ip,
+                        },
+                        target,
+                        mac,
+                        false,
+                        true,
                     )
                 }
             }
@@ -485,10 +499,12 @@ impl Ctx<'_> {
                     let mut out = [0u8; PACKET_HDR_LEN + 96];
                     if let Some(n) = icmpv6::write_na(
                         &mut out[PACKET_HDR_LEN..],
-                        up.mac,
-                        to_mac,
-                        target,
-                        to_ip,
+                        icmpv6::Addrs {
+                            eth_src: up.mac,
+                            eth_dst: to_mac,
+                            ip_src: target,
+                            ip_dst: to_ip,
+                        },
                         target,
                         up.mac,
                         true,
@@ -559,10 +575,12 @@ impl Ctx<'_> {
         let mut out = [0u8; EthFrame::HEADER_LEN + wire::ipv6::MIN_MTU];
         let Some(n) = icmpv6::write_error(
             &mut out,
-            net.gateway_mac,
-            p.eth.src,
-            v6.gateway,
-            ip.src,
+            icmpv6::Addrs {
+                eth_src: net.gateway_mac,
+                eth_dst: p.eth.src,
+                ip_src: v6.gateway,
+                ip_dst: ip.src,
+            },
             t,
             code,
             param,
