@@ -548,9 +548,29 @@ fn routed_ipv6_out_of_the_uplink_and_back_with_neighbour_discovery() {
             .any(|n| n.ip.to_string() == "2001:db8:50::1"),
         "{info:?}"
     );
-    // --internal: no IPv6 egress either.
+    // --internal: no IPv6 egress either, and nothing in: the outside is told so.
     let (ok, out) = ping6(&i, &["2001:db8:50::1"]);
     assert!(!ok && out.to_lowercase().contains("unreachable"), "{out}");
+    l.out.exec_ok(&[
+        "ip",
+        "-6",
+        "route",
+        "add",
+        "fd00:98::/64",
+        "via",
+        "2001:db8:50::2",
+    ]);
+    let (ok, out) = ping6(&l.out, &["fd00:98::2"]);
+    assert!(
+        !ok && out.contains("prohibited"),
+        "into an internal network: {out}"
+    );
+    // The hop limit spent coming in is reported to the outside too.
+    let (ok, out) = ping6(&l.out, &["-t", "1", "fd00:97::2"]);
+    assert!(
+        !ok && out.contains("Time exceeded") && out.contains("2001:db8:50::2"),
+        "{out}"
+    );
 }
 
 /// A TCP server on `port` (IPv6) in `ns` that answers `peer=ADDR` (the client's address).

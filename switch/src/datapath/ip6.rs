@@ -538,18 +538,54 @@ impl Ctx<'_> {
         let Some((to, w)) = to.and_then(|n| Some((n, n.v6.as_ref()?))) else {
             return c.drop(Drop::NoRoute);
         };
-        if to.internal {
-            return c.drop(Drop::Policy);
+        let error = if to.internal {
+            (Drop::Policy, (msg_type::DEST_UNREACH, 1, 0))
+        } else if ip.hop_limit <= 1 {
+            (Drop::Ttl, (msg_type::TIME_EXCEEDED, 0, 0))
+        } else if too_big(p, &ip, self.buf.vnet, to.mtu) {
+            (Drop::Oversize, (msg_type::PACKET_TOO_BIG, 0, to.mtu))
+        } else {
+            if self.deliver6(to, w, p, &ip) != Delivery::Sent {
+                c.drop(Drop::NeighborUnknown);
+            }
+            return;
+        };
+        // Told back to the sender on the uplink, from the switch's uplink address.
+        if self.error_frame(p, &ip, (up.mac, u6.ip), error.1).is_some() {
+            inp.transmit(self.buf.wire_bytes(PACKET_HDR_LEN), c);
         }
-        if ip.hop_limit <= 1 {
-            return c.drop(Drop::Ttl);
+        c.drop(error.0);
+    }
+
+    /// Put into the buffer the ICMPv6 error `(type, code, param)` about the IPv6 packet in it,
+    /// from `(mac, ip)` to its sender, quoting it; `None` (buffer untouched) for a packet that is
+    /// itself an error or from an address that cannot be answered (RFC 4443 §2.4(e)).
+    fn error_frame(
+        &mut self,
+        p: &Parsed,
+        ip: &Ip6,
+        (mac, from): (MacAddr, Ipv6Addr),
+        (t, code, param): (u8, u8, u32),
+    ) -> Option<()> {
+        let is_error = ip.proto == next_header::ICMPV6
+            && matches!(ip.l4, L4::Icmp { msg_type, .. } if msg_type < 128);
+        if is_error || ip.src.is_unspecified() || ip.src.is_multicast() {
+            return None;
         }
-        if too_big(p, &ip, self.buf.vnet, to.mtu) {
-            return c.drop(Drop::Oversize);
-        }
-        if self.deliver6(to, w, p, &ip) != Delivery::Sent {
-            c.drop(Drop::NeighborUnknown);
-        }
+        let frame = self.buf.data();
+        let end = (EthFrame::HEADER_LEN + ip.total_len).min(frame.len());
+        let quoted = &frame[EthFrame::HEADER_LEN..end];
+        let mut out = [0u8; EthFrame::HEADER_LEN + wire::ipv6::MIN_MTU];
+        let to = icmpv6::Addrs {
+            eth_src: mac,
+            eth_dst: p.eth.src,
+            ip_src: from,
+            ip_dst: ip.src,
+        };
+        let n = icmpv6::write_error(&mut out, to, t, code, param, quoted)?;
+        self.c.event(Event::Icmp6Errors);
+        self.buf.set(&out[..n]);
+        Some(())
     }
 
     /// Answer the sender of the IPv6 packet in the buffer with the ICMPv6 error
@@ -564,32 +600,11 @@ impl Ctx<'_> {
         ip: &Ip6,
         (t, code, param): (u8, u8, u32),
     ) {
-        let is_error = ip.proto == next_header::ICMPV6
-            && matches!(ip.l4, L4::Icmp { msg_type, .. } if msg_type < 128);
-        if is_error || ip.src.is_unspecified() || ip.src.is_multicast() {
-            return;
+        if self
+            .error_frame(p, ip, (net.gateway_mac, v6.gateway), (t, code, param))
+            .is_some()
+        {
+            self.reply(net, ing);
         }
-        let frame = self.buf.data();
-        let end = (EthFrame::HEADER_LEN + ip.total_len).min(frame.len());
-        let quoted = &frame[EthFrame::HEADER_LEN..end];
-        let mut out = [0u8; EthFrame::HEADER_LEN + wire::ipv6::MIN_MTU];
-        let Some(n) = icmpv6::write_error(
-            &mut out,
-            icmpv6::Addrs {
-                eth_src: net.gateway_mac,
-                eth_dst: p.eth.src,
-                ip_src: v6.gateway,
-                ip_dst: ip.src,
-            },
-            t,
-            code,
-            param,
-            quoted,
-        ) else {
-            return;
-        };
-        self.c.event(Event::Icmp6Errors);
-        self.buf.set(&out[..n]);
-        self.reply(net, ing);
     }
 }
