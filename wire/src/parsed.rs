@@ -279,38 +279,34 @@ impl Parsed {
     /// payload starts).
     #[inline]
     pub fn tcp4_headers_len(&self) -> Option<usize> {
-        match self.ip4()? {
-            Ip4 {
-                header_len,
-                l4: L4::Tcp { header_len: t, .. },
-                ..
-            } => Some(EthFrame::HEADER_LEN + header_len + t),
-            _ => None,
-        }
+        self.ip4().and_then(|ip| tcp_end(ip.header_len, ip.l4))
     }
 
     /// Bytes of Ethernet, IPv6 (extension headers included) and TCP headers of an unfragmented
     /// TCP/IPv6 frame (where its payload starts).
     #[inline]
     pub fn tcp6_headers_len(&self) -> Option<usize> {
-        match self.ip6()? {
-            Ip6 {
-                header_len,
-                l4: L4::Tcp { header_len: t, .. },
-                ..
-            } => Some(EthFrame::HEADER_LEN + header_len + t),
-            _ => None,
-        }
+        self.ip6().and_then(|ip| tcp_end(ip.header_len, ip.l4))
     }
 
     /// [`Self::tcp4_headers_len`] or [`Self::tcp6_headers_len`], whichever family the frame is.
     #[inline]
     pub fn tcp_headers_len(&self) -> Option<usize> {
-        match self.l3 {
-            L3::Ipv4(_) => self.tcp4_headers_len(),
-            L3::Ipv6(_) => self.tcp6_headers_len(),
+        match &self.l3 {
+            L3::Ipv4(ip) => tcp_end(ip.header_len, ip.l4),
+            L3::Ipv6(ip) => tcp_end(ip.header_len, ip.l4),
             _ => None,
         }
+    }
+}
+
+/// Where the payload of a TCP segment starts in its frame: the Ethernet header, `ip_len` bytes
+/// of IP headers and the TCP header `l4` gives; `None` when `l4` is not TCP.
+#[inline]
+fn tcp_end(ip_len: usize, l4: L4) -> Option<usize> {
+    match l4 {
+        L4::Tcp { header_len, .. } => Some(EthFrame::HEADER_LEN + ip_len + header_len),
+        _ => None,
     }
 }
 

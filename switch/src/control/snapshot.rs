@@ -180,8 +180,8 @@ fn net_rt(st: &State, n: &Net) -> NetRt {
                         .map(move |ip| (ip, mac))
                 })
                 .collect(),
-            learned: n.v6_tables().0,
-            probes: n.v6_tables().1,
+            learned: n.neigh6.clone(),
+            probes: n.probes6.clone(),
         }),
     }
 }

@@ -282,13 +282,6 @@ impl Net {
     }
 
     /// DNS names of this network's endpoints that have an IPv6 address.
-    /// The IPv6 side's tables that live across snapshots: learned neighbours, probe limits.
-    pub(super) fn v6_tables(
-        &self,
-    ) -> (Arc<crate::datapath::Neigh6Table>, Arc<NeighCache<Ipv6Addr>>) {
-        (self.neigh6.clone(), self.probes6.clone())
-    }
-
     pub(super) fn names6(&self) -> impl Iterator<Item = (String, Ipv6Addr)> + '_ {
         self.endpoints.iter().filter(|e| e.is_up()).flat_map(|e| {
             let ip6 = e.port.ip6;
