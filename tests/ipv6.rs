@@ -480,19 +480,6 @@ fn routed_ipv6_out_of_the_uplink_and_back_with_neighbour_discovery() {
         "via",
         "2001:db8:50::2",
     ]);
-    let (_, e) = l.d.ctl_err(&[
-        "uplink",
-        "set",
-        "up0",
-        "--ip",
-        "10.210.0.1/24",
-        "--ip",
-        "2001:db8:50::2/64",
-    ]);
-    assert!(
-        e.contains("--ipv6-routed"),
-        "NAT66 refused with the way out: {e}"
-    );
     let up = l.d.ctl_ok(&[
         "uplink",
         "set",
@@ -503,7 +490,7 @@ fn routed_ipv6_out_of_the_uplink_and_back_with_neighbour_discovery() {
         "2001:db8:50::2/64",
         "--ipv6-routed",
     ]);
-    assert!(up.contains("2001:db8:50::2/64"), "{up}");
+    assert!(up.contains("2001:db8:50::2/64 (routed)"), "{up}");
     l.d.ctl_ok(&[
         "network",
         "create",
@@ -673,4 +660,208 @@ fn linked_dual_stack_overlays_route_ipv6_across_hosts_by_probing_for_remote_endp
     assert!(ok, "b -> a: {out}");
     iperf3_6("red -> blue across hosts", &a, &b, "fd00:251::12", false);
     assert!(drops(&d1, "neighbor_unknown") >= 1, "no probe was needed?");
+}
+
+/// A datagram from `ns` to `[addr]:port` (a closed port): "refused" when the port-unreachable
+/// error came back to the sending socket, "timeout" when nothing did.
+fn udp6_to_closed_port(ns: &Netns, addr: &str, port: u16) -> String {
+    let script = format!(
+        r#"
+import socket
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.settimeout(3)
+s.connect(("{addr}", {port}))
+s.send(b"anyone?")
+try:
+    s.recv(100)
+    print("answer")
+except ConnectionRefusedError:
+    print("refused")
+except socket.timeout:
+    print("timeout")
+"#
+    );
+    ns.exec_ok(&["python3", "-c", &script]).trim().to_string()
+}
+
+/// An HTTP server on `[::]:port` in `ns` (both families) answering every GET with
+/// `peer=<client address>` (IPv4 clients as `::ffff:a.b.c.d`). It reads the request before
+/// answering, as curl expects.
+fn http_peer_server(ns: &Netns, port: u16) -> KillOnDrop {
+    let script = format!(
+        r#"
+import http.server, socket
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = ("peer=" + self.client_address[0]).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+class S(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+S(("::", {port}), H).serve_forever()
+"#
+    );
+    let k = ns.spawn(&["python3", "-c", &script]);
+    wait_listening(ns, "tcp", port);
+    k
+}
+
+#[test]
+fn nat66_masquerades_out_and_publishes_ports_over_ipv6_keeping_the_client_address() {
+    require(&["ping", "iperf3", "socat", "curl", "python3"]);
+    let l = Lab::new(&[]);
+    // The outside knows nothing of the networks' prefix: only translation gets answers back.
+    l.out
+        .exec_ok(&["sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=0"]);
+    l.out.exec_ok(&[
+        "ip",
+        "addr",
+        "add",
+        "2001:db8:60::1/64",
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    let up = l.d.ctl_ok(&[
+        "uplink",
+        "set",
+        "up0",
+        "--ip",
+        "10.210.0.1/24",
+        "--ip",
+        "2001:db8:60::2/64",
+    ]);
+    assert!(up.contains("2001:db8:60::2/64 (nat66)"), "{up}");
+    l.d.ctl_ok(&[
+        "network",
+        "create",
+        "front",
+        "--subnet",
+        "10.96.0.0/24",
+        "--subnet",
+        "fd00:96::/64",
+    ]);
+    let (a, b) = (Netns::new("na"), Netns::new("nb"));
+    attach(&l.d, &a, "front");
+    attach(&l.d, &b, "front");
+    let out_ok = wait_until(5, || ping6(&a, &["-c", "1", "2001:db8:60::1"]).0);
+    assert!(out_ok, "ping -6 out through NAT66\n{}", l.d.log());
+    // The outside sees the uplink's address, not the endpoint's.
+    let _srv = answer_server_v6(&l.out, 7000);
+    let said = a.exec_ok(&["socat", "-T", "3", "-", "TCP6:[2001:db8:60::1]:7000"]);
+    assert_eq!(
+        said.trim(),
+        "peer=[2001:0db8:0060:0000:0000:0000:0000:0002]",
+        "masqueraded to the uplink's IPv6 address"
+    );
+    let ct = l.d.ctl_ok(&["conntrack", "ls"]);
+    assert!(
+        ct.contains("[fd00:96::2]") && ct.contains("snat"),
+        "the IPv6 flow is tracked:\n{ct}"
+    );
+    iperf3_6("nat66 out TCP", &a, &l.out, "2001:db8:60::1", false);
+    iperf3_6("nat66 out UDP", &a, &l.out, "2001:db8:60::1", true);
+    // An ICMPv6 error about a translated flow finds its way back (outer and quoted headers).
+    assert_eq!(
+        udp6_to_closed_port(&a, "2001:db8:60::1", 9),
+        "refused",
+        "port unreachable was not translated back"
+    );
+    // Nothing comes in unasked: the endpoints' addresses are not reachable from outside.
+    l.out.exec_ok(&[
+        "ip",
+        "-6",
+        "route",
+        "add",
+        "fd00:96::/64",
+        "via",
+        "2001:db8:60::2",
+    ]);
+    let (ok, _) = ping6(&l.out, &["-c", "1", "fd00:96::2"]);
+    assert!(!ok, "NAT66 lets nothing in unasked");
+
+    // A published port over IPv6, answered by the endpoint, which sees the client's address.
+    let _web = http_peer_server(&b, 80);
+    let info: switch::model::PublishInfo = l.d.ctl_json(&["publish", &b.name, "[::]:8080:80"]);
+    assert_eq!(
+        info.endpoint_ip6.map(|a| a.to_string()).as_deref(),
+        Some("fd00:96::3")
+    );
+    let got = l.out.exec_ok(&[
+        "curl",
+        "-6",
+        "-sS",
+        "--max-time",
+        "5",
+        "http://[2001:db8:60::2]:8080/",
+    ]);
+    assert_eq!(
+        got.trim(),
+        "peer=2001:db8:60::1",
+        "curl -6 through the published port keeps the client's address"
+    );
+    // Hairpin: an endpoint reaching the published port through the uplink's address.
+    let said = a.exec_ok(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "5",
+        "http://[2001:db8:60::2]:8080/",
+    ]);
+    assert_eq!(said.trim(), "peer=fd00:96::1", "hairpin: from the gateway");
+    let ports = l.d.ctl_ok(&["ports"]);
+    assert!(ports.contains("[::]:8080->80/tcp"), "{ports}");
+    // IPv6 only: IPv4 to the same port finds nothing.
+    let v4 = l.out.exec(&[
+        "curl",
+        "-4",
+        "-s",
+        "--max-time",
+        "2",
+        "http://10.210.0.1:8080/",
+    ]);
+    assert!(!v4.status.success(), "[::] publishes IPv6 only");
+    // A specific IPv6 address other than the uplink's is refused with the way to say it.
+    let (_, e) =
+        l.d.ctl_err(&["publish", &b.name, "[2001:db8:60::9]:8081:80"]);
+    assert!(e.contains("[::]"), "{e}");
+    l.d.ctl_ok(&["unpublish", &b.name, "[::]:8080"]);
+    let gone = l.out.exec(&[
+        "curl",
+        "-6",
+        "-s",
+        "--max-time",
+        "2",
+        "http://[2001:db8:60::2]:8080/",
+    ]);
+    assert!(!gone.status.success(), "unpublished");
+    // No address: both families.
+    l.d.ctl_ok(&["publish", &b.name, "9090:80"]);
+    for url in ["http://[2001:db8:60::2]:9090/", "http://10.210.0.1:9090/"] {
+        let o = l.out.exec(&["curl", "-sS", "--max-time", "5", url]);
+        let got = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            got.starts_with("peer="),
+            "{url}: {got:?} {}\n{}\n{}\n{:?}",
+            String::from_utf8_lossy(&o.stderr),
+            l.d.ctl_ok(&["ports"]),
+            l.d.ctl_ok(&["conntrack", "ls"]),
+            stats(&l.d).drops
+        );
+    }
+    let s = stats(&l.d);
+    assert!(
+        s.events.get("snat_flows").copied().unwrap_or(0) > 0,
+        "{:?}",
+        s.events
+    );
+    assert!(
+        s.events.get("dnat_flows").copied().unwrap_or(0) > 0,
+        "{:?}",
+        s.events
+    );
 }

@@ -18,7 +18,7 @@ use rustc_hash::FxBuildHasher;
 
 use wire::l4::tcp_flags;
 
-use crate::packet::{FiveTuple, Proto};
+use crate::packet::{Addr, FiveTuple, Proto};
 
 /// Which way a packet travels relative to the flow's first packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,11 +181,11 @@ impl NatKind {
 /// A flow's lasting facts, as saved across a daemon restart (times are not kept: a restored flow
 /// counts as just seen).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SavedFlow {
+pub struct SavedFlow<A: Addr = Ipv4Addr> {
     /// The first packet's tuple.
-    pub orig: FiveTuple,
+    pub orig: FiveTuple<A>,
     /// The answer's tuple.
-    pub reply: FiveTuple,
+    pub reply: FiveTuple<A>,
     /// The translation.
     pub kind: NatKind,
     /// The caller's network identifier.
@@ -198,11 +198,11 @@ pub struct SavedFlow {
 
 /// A tracked connection.
 #[derive(Debug)]
-pub struct Flow {
+pub struct Flow<A: Addr = Ipv4Addr> {
     /// The first packet's tuple, as it arrived.
-    pub orig: FiveTuple,
+    pub orig: FiveTuple<A>,
     /// The answer's tuple, as it arrives (after translation).
-    pub reply: FiveTuple,
+    pub reply: FiveTuple<A>,
     /// The translation.
     pub kind: NatKind,
     /// The network of the endpoint side (the caller's identifier).
@@ -212,9 +212,9 @@ pub struct Flow {
     replied: AtomicBool,
 }
 
-impl Flow {
+impl<A: Addr> Flow<A> {
     /// What a packet travelling in `dir` must be rewritten to.
-    pub fn translate(&self, dir: FlowDir) -> FiveTuple {
+    pub fn translate(&self, dir: FlowDir) -> FiveTuple<A> {
         match dir {
             FlowDir::Original => self.reply.reversed(),
             FlowDir::Reply => self.orig.reversed(),
@@ -275,7 +275,7 @@ impl Flow {
     }
 
     /// What [`Conntrack::import`] needs to recreate this flow.
-    pub fn saved(&self) -> SavedFlow {
+    pub fn saved(&self) -> SavedFlow<A> {
         SavedFlow {
             orig: self.orig,
             reply: self.reply,
@@ -313,17 +313,17 @@ pub enum CtError {
     NoPort,
 }
 
-/// The connection table.
-pub struct Conntrack {
+/// The connection table (one per address family).
+pub struct Conntrack<A: Addr = Ipv4Addr> {
     /// Both tuples of every flow map to it; the direction is whether the key is `orig`. (No
     /// direction stored beside the pointer: 8 bytes less per slot, two slots per flow.)
-    map: DashMap<FiveTuple, Arc<Flow>, FxBuildHasher>,
+    map: DashMap<FiveTuple<A>, Arc<Flow<A>>, FxBuildHasher>,
     flows: AtomicUsize,
     max: usize,
     /// Flows in creation order, for early drop: when the table is full, the oldest flow that is
     /// not yet assured (see [`Flow::assured`]) makes room for the new one, so a SYN flood cannot
     /// lock out real connections. Touched once per new flow, never per packet.
-    young: Mutex<VecDeque<Weak<Flow>>>,
+    young: Mutex<VecDeque<Weak<Flow<A>>>>,
     early_drops: AtomicU64,
     /// Timeouts in force.
     pub timeouts: Timeouts,
@@ -350,9 +350,9 @@ impl Drop for Room<'_> {
     }
 }
 
-impl Conntrack {
+impl<A: Addr> Conntrack<A> {
     /// An empty table holding at most `max` flows.
-    pub fn new(max: usize, timeouts: Timeouts) -> Conntrack {
+    pub fn new(max: usize, timeouts: Timeouts) -> Conntrack<A> {
         Conntrack {
             map: DashMap::with_hasher(FxBuildHasher),
             flows: AtomicUsize::new(0),
@@ -369,7 +369,7 @@ impl Conntrack {
     }
 
     /// The flow a packet with tuple `t` belongs to, and its direction. // HOT PATH
-    pub fn lookup(&self, t: &FiveTuple, now: u64) -> Option<(Arc<Flow>, FlowDir)> {
+    pub fn lookup(&self, t: &FiveTuple<A>, now: u64) -> Option<(Arc<Flow<A>>, FlowDir)> {
         let f = self.map.get(t)?.clone();
         let d = if f.orig == *t {
             FlowDir::Original
@@ -386,12 +386,12 @@ impl Conntrack {
     fn insert(
         &self,
         room: &mut Room<'_>,
-        orig: FiveTuple,
-        reply: FiveTuple,
+        orig: FiveTuple<A>,
+        reply: FiveTuple<A>,
         kind: NatKind,
         zone: u32,
         now: u64,
-    ) -> Result<Option<Arc<Flow>>, CtError> {
+    ) -> Result<Option<Arc<Flow<A>>>, CtError> {
         // A flow whose answer looks like itself (source = destination = the NAT address) would
         // index one slot twice and vanish on insertion (found by fuzzing): not a usable tuple.
         if orig == reply {
@@ -488,13 +488,13 @@ impl Conntrack {
     /// `reserved`) is chosen so that no two flows share a reply tuple.
     pub fn create_snat(
         &self,
-        orig: FiveTuple,
-        nat_ip: Ipv4Addr,
-        dnat: Option<(Ipv4Addr, u16)>,
+        orig: FiveTuple<A>,
+        nat_ip: A,
+        dnat: Option<(A, u16)>,
         zone: u32,
         reserved: impl Fn(Proto, u16) -> bool,
         now: u64,
-    ) -> Result<Arc<Flow>, CtError> {
+    ) -> Result<Arc<Flow<A>>, CtError> {
         let kind = if dnat.is_some() {
             NatKind::Hairpin
         } else {
@@ -508,19 +508,19 @@ impl Conntrack {
     pub fn create_snat_as(
         &self,
         kind: NatKind,
-        orig: FiveTuple,
-        nat_ip: Ipv4Addr,
-        dnat: Option<(Ipv4Addr, u16)>,
+        orig: FiveTuple<A>,
+        nat_ip: A,
+        dnat: Option<(A, u16)>,
         zone: u32,
         reserved: impl Fn(Proto, u16) -> bool,
         now: u64,
-    ) -> Result<Arc<Flow>, CtError> {
+    ) -> Result<Arc<Flow<A>>, CtError> {
         let mut room = self.claim_room()?;
         let (dst, dport) = dnat.unwrap_or((orig.dst, orig.dport));
         let span = u32::from(PORT_RANGE.end() - PORT_RANGE.start()) + 1;
         // Start the search at a hash of the tuple so concurrent flows spread over the range.
         let seed =
-            (u32::from(orig.src) ^ u32::from(orig.sport).rotate_left(16) ^ u32::from(orig.dport))
+            (orig.src.digest() ^ u32::from(orig.sport).rotate_left(16) ^ u32::from(orig.dport))
                 .wrapping_mul(0x9e37_79b1);
         let candidates = std::iter::once(orig.sport)
             .chain((0..span).map(|i| PORT_RANGE.start() + ((seed.wrapping_add(i)) % span) as u16))
@@ -555,12 +555,12 @@ impl Conntrack {
     /// `to_ip:to_port`; the client's address is kept.
     pub fn create_dnat(
         &self,
-        orig: FiveTuple,
-        to_ip: Ipv4Addr,
+        orig: FiveTuple<A>,
+        to_ip: A,
         to_port: u16,
         zone: u32,
         now: u64,
-    ) -> Result<Arc<Flow>, CtError> {
+    ) -> Result<Arc<Flow<A>>, CtError> {
         let mut room = self.claim_room()?;
         let reply = FiveTuple {
             proto: orig.proto,
@@ -575,7 +575,7 @@ impl Conntrack {
 
     /// Recreate a saved flow as seen at `now`. `Ok(false)` when either tuple is already tracked
     /// (the saved flow is stale) or the tuples do not belong together.
-    pub fn import(&self, f: &SavedFlow, now: u64) -> Result<bool, CtError> {
+    pub fn import(&self, f: &SavedFlow<A>, now: u64) -> Result<bool, CtError> {
         let mut room = self.claim_room()?;
         if f.orig.proto != f.reply.proto || f.orig == f.reply {
             return Ok(false);
@@ -594,7 +594,7 @@ impl Conntrack {
 
     /// Remove flows idle longer than their timeout; returns how many were removed.
     pub fn expire(&self, now: u64) -> usize {
-        let dead: Vec<Arc<Flow>> = self
+        let dead: Vec<Arc<Flow<A>>> = self
             .map
             .iter()
             .filter(|e| {
@@ -610,7 +610,7 @@ impl Conntrack {
     }
 
     /// Remove `f`, giving back its place.
-    fn remove(&self, f: &Flow) {
+    fn remove(&self, f: &Flow<A>) {
         if self.map.remove(&f.orig).is_some() {
             self.flows.fetch_sub(1, Ordering::Relaxed);
         }
@@ -627,8 +627,8 @@ impl Conntrack {
     }
 
     /// Remove the flows for which `pred` holds.
-    pub fn remove_where(&self, pred: impl Fn(&Flow) -> bool) -> usize {
-        let all: Vec<Arc<Flow>> = self.flows(None).into_iter().filter(|f| pred(f)).collect();
+    pub fn remove_where(&self, pred: impl Fn(&Flow<A>) -> bool) -> usize {
+        let all: Vec<Arc<Flow<A>>> = self.flows(None).into_iter().filter(|f| pred(f)).collect();
         for f in &all {
             self.remove(f);
         }
@@ -636,7 +636,7 @@ impl Conntrack {
     }
 
     /// Every flow (or those of `zone`).
-    pub fn flows(&self, zone: Option<u32>) -> Vec<Arc<Flow>> {
+    pub fn flows(&self, zone: Option<u32>) -> Vec<Arc<Flow<A>>> {
         self.map
             .iter()
             .filter(|e| e.value().orig == *e.key() && zone.is_none_or(|z| e.zone == z))

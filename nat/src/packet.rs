@@ -6,7 +6,7 @@
 //! tuple *reversed* (the direction the error travels), so the error finds the flow it belongs to,
 //! and [`rewrite`] translates outer and inner headers together.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use wire::checksum::{checksum, update16 as checksum_update16, update32 as checksum_update32};
 use wire::ipv4::{self, Ipv4Packet};
@@ -44,24 +44,56 @@ impl Proto {
     }
 }
 
+/// An address family's address, as connection tracking uses it: [`Ipv4Addr`] or
+/// [`Ipv6Addr`]. The table, its flows and the verdict are generic over it, so each family has
+/// its own table with keys no larger than its addresses.
+pub trait Addr:
+    Copy + Eq + std::hash::Hash + Ord + std::fmt::Debug + std::fmt::Display + Send + Sync + 'static
+{
+    /// Whether the address is written in brackets before a port (`[2001:db8::1]:80`).
+    const BRACKETED: bool;
+
+    /// A 32-bit digest of the address (where a port search starts).
+    fn digest(&self) -> u32;
+}
+
+impl Addr for Ipv4Addr {
+    const BRACKETED: bool = false;
+
+    #[inline]
+    fn digest(&self) -> u32 {
+        u32::from(*self)
+    }
+}
+
+impl Addr for Ipv6Addr {
+    const BRACKETED: bool = true;
+
+    #[inline]
+    fn digest(&self) -> u32 {
+        let b = self.to_bits();
+        (b ^ (b >> 32) ^ (b >> 64) ^ (b >> 96)) as u32
+    }
+}
+
 /// A connection's addresses as seen in one direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FiveTuple {
+pub struct FiveTuple<A: Addr = Ipv4Addr> {
     /// Protocol.
     pub proto: Proto,
     /// Source address.
-    pub src: Ipv4Addr,
+    pub src: A,
     /// Source port (ICMP: identifier).
     pub sport: u16,
     /// Destination address.
-    pub dst: Ipv4Addr,
+    pub dst: A,
     /// Destination port (ICMP: identifier).
     pub dport: u16,
 }
 
-impl FiveTuple {
+impl<A: Addr> FiveTuple<A> {
     /// The same connection seen from the other end.
-    pub fn reversed(&self) -> FiveTuple {
+    pub fn reversed(&self) -> FiveTuple<A> {
         FiveTuple {
             proto: self.proto,
             src: self.dst,
@@ -72,11 +104,12 @@ impl FiveTuple {
     }
 }
 
-impl std::fmt::Display for FiveTuple {
+impl<A: Addr> std::fmt::Display for FiveTuple<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (o, c) = if A::BRACKETED { ("[", "]") } else { ("", "") };
         write!(
             f,
-            "{}:{} -> {}:{}",
+            "{o}{}{c}:{} -> {o}{}{c}:{}",
             self.src, self.sport, self.dst, self.dport
         )
     }
@@ -91,23 +124,23 @@ pub enum IcmpKind {
     Echo,
     /// An error about the packet embedded at `inner` (offset from the start of the IP header).
     Error {
-        /// Offset of the embedded IPv4 header.
+        /// Offset of the embedded IP header.
         inner: usize,
     },
 }
 
 /// The result of parsing a packet for translation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct L4Info {
+pub struct L4Info<A: Addr = Ipv4Addr> {
     /// The tuple to look up (for ICMP errors: the embedded packet's, reversed).
-    pub tuple: FiveTuple,
+    pub tuple: FiveTuple<A>,
     /// TCP flags (0 for other protocols).
     pub tcp_flags: u8,
     /// ICMP kind.
     pub icmp: IcmpKind,
     /// Offset of the L4 header.
     pub l4: usize,
-    /// Time to live.
+    /// Time to live (IPv6: hop limit).
     pub ttl: u8,
 }
 

@@ -6,7 +6,7 @@
 use std::net::Ipv4Addr;
 
 use crate::conntrack::{Conntrack, CtError};
-use crate::packet::{FiveTuple, IcmpKind, L4Info, Proto};
+use crate::packet::{Addr, FiveTuple, IcmpKind, L4Info, Proto};
 use crate::FlowDir;
 
 /// A network, as the switch numbers them (the conntrack zone of its flows).
@@ -14,31 +14,37 @@ pub type Zone = u32;
 
 /// A published port: traffic for it on the uplink side goes to `to_ip:to_port` in `zone`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Target {
+pub struct Target<A: Addr = Ipv4Addr> {
     /// The endpoint's network.
     pub zone: Zone,
     /// The endpoint's address.
-    pub to_ip: Ipv4Addr,
+    pub to_ip: A,
     /// The endpoint's port.
     pub to_port: u16,
 }
 
-/// What the verdict needs to know of the switch's networks, uplink and published ports.
-pub trait Topology {
+/// What the verdict needs to know of the switch's networks, uplink and published ports, in
+/// address family `A`.
+pub trait Topology<A: Addr = Ipv4Addr> {
     /// The published port a packet with tuple `t` (TCP or UDP) addressed to the uplink side hits.
-    fn published(&self, t: &FiveTuple) -> Option<Target>;
+    fn published(&self, t: &FiveTuple<A>) -> Option<Target<A>>;
     /// Whether `port` of `proto` is published on the uplink (masquerade must not take it).
     fn is_published(&self, proto: Proto, port: u16) -> bool;
     /// The gateway address of network `zone`.
-    fn gateway(&self, zone: Zone) -> Option<Ipv4Addr>;
+    fn gateway(&self, zone: Zone) -> Option<A>;
     /// The network `dst` is in as seen from network `from`: `from` itself or one linked to it.
-    fn reachable(&self, from: Zone, dst: Ipv4Addr) -> Option<Zone>;
+    fn reachable(&self, from: Zone, dst: A) -> Option<Zone>;
     /// Whether any network holds `dst`.
-    fn is_internal_address(&self, dst: Ipv4Addr) -> bool;
+    fn is_internal_address(&self, dst: A) -> bool;
     /// Whether network `zone` may not leave through the uplink (`--internal`).
     fn is_internal_network(&self, zone: Zone) -> bool;
     /// The uplink's address, when an uplink is set.
-    fn uplink_ip(&self) -> Option<Ipv4Addr>;
+    fn uplink_ip(&self) -> Option<A>;
+    /// Whether traffic to the outside leaves untranslated (routed: the operator owns the
+    /// networks' prefixes and routes them to the switch) rather than masqueraded.
+    fn routes_out(&self) -> bool {
+        false
+    }
 }
 
 /// How a packet that opened a flow is translated.
@@ -52,11 +58,11 @@ pub enum Opened {
 
 /// What to do with a routed packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Verdict<A: Addr = Ipv4Addr> {
     /// A tracked flow: rewrite to `tuple`; the destination is in `zone` when known.
     Tracked {
         /// The translated tuple.
-        tuple: FiveTuple,
+        tuple: FiveTuple<A>,
         /// The flow's network.
         zone: Zone,
     },
@@ -64,13 +70,14 @@ pub enum Verdict {
     /// an endpoint.
     Opened {
         /// The translated tuple.
-        tuple: FiveTuple,
+        tuple: FiveTuple<A>,
         /// Which kind of translation.
         kind: Opened,
         /// The destination's network, when it is an endpoint.
         zone: Option<Zone>,
     },
-    /// Route untranslated (between linked networks), into `zone` when known.
+    /// Route untranslated (between linked networks, or out of a routed uplink), into `zone`
+    /// when known.
     Route {
         /// The destination's network.
         zone: Option<Zone>,
@@ -102,14 +109,14 @@ impl From<CtError> for Refusal {
 /// The verdict for the packet parsed as `info`, arriving from network `from` (`None`: the
 /// uplink) at `now`. A tracked flow is refreshed (TCP state, timers); a new flow is created in
 /// `ct` when the verdict opens one.
-pub fn decide(
-    ct: &Conntrack,
-    topo: &impl Topology,
+pub fn decide<A: Addr>(
+    ct: &Conntrack<A>,
+    topo: &impl Topology<A>,
     from: Option<Zone>,
-    gateway: Option<Ipv4Addr>,
-    info: &L4Info,
+    gateway: Option<A>,
+    info: &L4Info<A>,
     now: u64,
-) -> Verdict {
+) -> Verdict<A> {
     if let Some((flow, dir)) = ct.lookup(&info.tuple, now) {
         flow.seen(dir, info.tcp_flags, now);
         return Verdict::Tracked {
@@ -127,13 +134,13 @@ pub fn decide(
 }
 
 /// The decision for a packet without a flow.
-fn open(
-    ct: &Conntrack,
-    topo: &impl Topology,
+fn open<A: Addr>(
+    ct: &Conntrack<A>,
+    topo: &impl Topology<A>,
     from: Option<Zone>,
-    info: &L4Info,
+    info: &L4Info<A>,
     now: u64,
-) -> Result<Verdict, Refusal> {
+) -> Result<Verdict<A>, Refusal> {
     let t = info.tuple;
     let is_error = matches!(info.icmp, IcmpKind::Error { .. });
     let published = || {
@@ -142,7 +149,7 @@ fn open(
             .flatten()
     };
     let reserved = |proto, port| topo.is_published(proto, port);
-    let opened = |f: std::sync::Arc<crate::Flow>, kind, zone| Verdict::Opened {
+    let opened = |f: std::sync::Arc<crate::Flow<A>>, kind, zone| Verdict::Opened {
         tuple: f.translate(FlowDir::Original),
         kind,
         zone,
@@ -166,7 +173,7 @@ fn open(
     if topo.is_internal_address(t.dst) {
         return Err(Refusal::Policy);
     }
-    if is_error {
+    if is_error && !topo.routes_out() {
         return Err(Refusal::NoRoute);
     }
     if topo.is_internal_network(net) {
@@ -175,6 +182,9 @@ fn open(
     let up = topo.uplink_ip().ok_or(Refusal::NoRoute)?;
     if t.dst == up {
         return Err(Refusal::NoRoute);
+    }
+    if topo.routes_out() {
+        return Ok(Verdict::Route { zone: None });
     }
     let f = ct.create_snat(t, up, None, net, reserved, now)?;
     Ok(opened(f, Opened::Snat, None))

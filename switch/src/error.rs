@@ -81,6 +81,12 @@ pub enum Error {
          e.g. --subnet fd00:20::/64)"
     )]
     NoIpv6(String),
+    /// A port published on a specific IPv6 address.
+    #[error(
+        "publish: IPv6 ports are published on the uplink's IPv6 address: give [::] instead of \
+         [{0}] (or no address, for both families)"
+    )]
+    Publish6Addr(String),
     /// More than one subnet of a family.
     #[error("{0}: give at most one IPv4 and one IPv6 subnet (and gateway)")]
     TwoSubnets(String),
@@ -205,12 +211,6 @@ pub enum Error {
     /// A malformed IPv6 uplink address.
     #[error("malformed IPv6 uplink address '{0}' (expected ADDR/PREFIX, e.g. 2001:db8:50::2/64)")]
     BadUplinkAddr6(String),
-    /// IPv6 on the uplink without routed mode.
-    #[error(
-        "uplink: IPv6 egress is routed, not translated (NAT66 is not there yet): add \
-         --ipv6-routed and route the networks' IPv6 prefixes to {0}"
-    )]
-    Nat66NotYet(String),
     /// An IPv6 uplink gateway that is neither in the uplink's prefix nor link-local.
     #[error("uplink IPv6 gateway {gateway} is neither in {prefix} nor link-local (fe80::/10)")]
     Gateway6OffLink {

@@ -156,7 +156,8 @@ pub struct UplinkSet {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway6: Option<String>,
     /// IPv6 is routed, not translated: the networks' IPv6 prefixes are reachable from outside
-    /// (the operator routes them to `ip6`). Needed with `ip6` (NAT66 is not there yet).
+    /// (the operator routes them to `ip6`). Without it, IPv6 egress is masqueraded to `ip6`
+    /// (NAT66), as IPv4 is to `ip`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ipv6_routed: bool,
 }
@@ -206,6 +207,9 @@ pub struct UplinkInfo {
     /// IPv6 next hop for other destinations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway6: Option<Ipv6Addr>,
+    /// IPv6 is routed untranslated (`--ipv6-routed`); otherwise masqueraded (NAT66).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ipv6_routed: bool,
     /// The switch's MAC on the uplink (not the interface's own).
     pub mac: String,
     /// Switch port name.
@@ -253,12 +257,15 @@ pub struct PublishInfo {
     pub network: String,
     /// `tcp` or `udp`.
     pub proto: String,
-    /// The uplink-side address, when not the uplink address itself.
-    pub ip: Option<Ipv4Addr>,
+    /// The uplink-side address as given (`0.0.0.0`: IPv4 only, `::`: IPv6 only), when one was.
+    pub ip: Option<std::net::IpAddr>,
     /// The uplink-side port.
     pub host_port: u16,
     /// The endpoint's address.
     pub endpoint_ip: Ipv4Addr,
+    /// The endpoint's IPv6 address, when the port is published over IPv6 too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_ip6: Option<std::net::Ipv6Addr>,
     /// The endpoint's port.
     pub endpoint_port: u16,
 }

@@ -116,6 +116,33 @@ pub enum L4 {
     Other,
 }
 
+impl Ip6 {
+    /// The same packet after a translation to `src:sport -> dst:dport` (ports ignored where the
+    /// transport has none; for ICMPv6 echo the identifier becomes `sport` for a request and
+    /// `dport` for a reply, as NAT66 writes it). The hop limit is left as it was.
+    #[inline]
+    pub fn translated(mut self, src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16) -> Ip6 {
+        (self.src, self.dst) = (src, dst);
+        match &mut self.l4 {
+            L4::Tcp {
+                sport: s, dport: d, ..
+            }
+            | L4::Udp { sport: s, dport: d } => (*s, *d) = (sport, dport),
+            L4::Icmp {
+                msg_type, ident, ..
+            } => {
+                *ident = if *msg_type == crate::icmpv6::msg_type::ECHO_REPLY {
+                    dport
+                } else {
+                    sport
+                }
+            }
+            _ => {}
+        }
+        self
+    }
+}
+
 impl Ip4 {
     /// The same packet after a translation to `src:sport -> dst:dport` (ports ignored where the
     /// transport has none; for ICMP echo the identifier becomes `sport` for a request and

@@ -242,8 +242,8 @@ enum UplinkCmd {
         /// Host interface.
         iface: String,
         /// ADDR/PREFIX the switch owns on the uplink, e.g. 192.168.50.2/24; a second --ip with
-        /// an IPv6 address (2001:db8:50::2/64) routes the networks' IPv6 out of it too (with
-        /// --ipv6-routed).
+        /// an IPv6 address (2001:db8:50::2/64) takes the networks' IPv6 out of it too,
+        /// masqueraded to that address (NAT66) unless --ipv6-routed.
         #[arg(long, required = true, value_name = "ADDR/PREFIX")]
         ip: Vec<String>,
         /// Next hop for destinations outside that subnet; one per family.
@@ -251,7 +251,7 @@ enum UplinkCmd {
         gateway: Vec<String>,
         /// Route IPv6 without translation: the outside reaches the endpoints' IPv6 addresses
         /// (the operator routes the networks' IPv6 prefixes to the uplink's IPv6 address).
-        /// Needed with an IPv6 --ip: NAT66 is not there yet.
+        /// Without it, IPv6 is masqueraded (NAT66), as IPv4 is.
         #[arg(long)]
         ipv6_routed: bool,
     },
@@ -862,7 +862,8 @@ fn uplink_line(u: &UplinkInfo) -> String {
             let g = u
                 .gateway6
                 .map_or(String::new(), |g| format!(" gateway {g}"));
-            format!(", {a}/{l}{g} (routed)")
+            let mode = if u.ipv6_routed { "routed" } else { "nat66" };
+            format!(", {a}/{l}{g} ({mode})")
         }
         _ => String::new(),
     };

@@ -248,6 +248,19 @@ impl Switch {
             (f.zone == zone && (f.orig.src == ip || f.reply.src == ip))
                 || (f.kind == nat::NatKind::Hairpin && f.reply.src == ip && f.reply.dst == gateway)
         });
+        if let Some(ip) = ep.port.ip6 {
+            let gateway = st
+                .networks()
+                .get(network)
+                .and_then(|n| n.v6.as_ref())
+                .map(|v| v.gateway);
+            self.shared.ct6.remove_where(|f| {
+                (f.zone == zone && (f.orig.src == ip || f.reply.src == ip))
+                    || (f.kind == nat::NatKind::Hairpin
+                        && f.reply.src == ip
+                        && Some(f.reply.dst) == gateway)
+            });
+        }
         self.sync(st);
         // A pending endpoint had a device once (or its namespace's resolv.conf was written at
         // restore): its file goes too. Harness sinks never had one.

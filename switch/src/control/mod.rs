@@ -188,6 +188,7 @@ impl Switch {
             clock: Instant::now(),
             shutdown: AtomicBool::new(false),
             ct: Arc::new(Conntrack::new(opts.ct_max, opts.ct_timeouts)),
+            ct6: Arc::new(Conntrack::new(opts.ct_max, opts.ct_timeouts)),
         });
         let mut epolls = Vec::new();
         let mut counters = Vec::new();
@@ -247,6 +248,7 @@ impl Switch {
                     }
                 }
                 sw.shared.ct.expire(now);
+                sw.shared.ct6.expire(now);
                 if let Some(up) = &cfg.uplink {
                     for _ in 0..up.neigh.expire(now) {
                         WorkerCounters::drop(&hk_counters, crate::counters::Drop::ArpTimeout);

@@ -45,62 +45,17 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
 }
 
 impl Switch {
-    /// Write the tracked connections (except DNS forwards, which are short-lived) for the next
-    /// start to take back.
+    /// Write the tracked connections of both families (except DNS forwards, which are
+    /// short-lived) for the next start to take back.
     pub(super) fn save_conntrack(&self, st: &State) {
-        let Some(dir) = &self.opts.state_dir else {
-            return;
-        };
-        let names = st.net_names();
-        let conns: Vec<SavedConn> = self
-            .shared
-            .ct
-            .flows(None)
-            .iter()
-            .map(|f| f.saved())
-            .filter(|f| f.kind != nat::NatKind::Dns)
-            .filter_map(|f| Some(SavedConn::from_flow(&f, names.get(&f.zone)?)))
-            .collect();
-        let path = dir.join("conntrack.json");
-        let r = serde_json::to_vec(&conns)
-            .map_err(std::io::Error::other)
-            .and_then(|d| write_atomic(&path, &d));
-        match r {
-            Ok(()) => log::info!("saved {} tracked connection(s)", conns.len()),
-            Err(e) => log::error!("saving connections to {} failed: {e}", path.display()),
-        }
+        save_flows(self, st, &self.shared.ct, "conntrack.json");
+        save_flows(self, st, &self.shared.ct6, "conntrack6.json");
     }
 
-    /// Take back the connections a graceful stop saved; the file is used once.
+    /// Take back the connections a graceful stop saved; the files are used once.
     fn restore_conntrack(&self, st: &State) {
-        let Some(dir) = &self.opts.state_dir else {
-            return;
-        };
-        let path = dir.join("conntrack.json");
-        let Some(data) = read_if_present(&path, "") else {
-            return;
-        };
-        let _ = std::fs::remove_file(&path);
-        let conns: Vec<SavedConn> = match serde_json::from_slice(&data) {
-            Ok(c) => c,
-            Err(e) => {
-                log::error!(
-                    "{} is unreadable ({e}); connections not restored",
-                    path.display()
-                );
-                return;
-            }
-        };
-        let now = self.shared.now_ms();
-        let (mut ok, mut skipped) = (0, 0);
-        for c in &conns {
-            let flow = st.networks().get(c.network()).and_then(|n| c.to_flow(n.id));
-            match flow.map(|f| self.shared.ct.import(&f, now)) {
-                Some(Ok(true)) => ok += 1,
-                _ => skipped += 1,
-            }
-        }
-        log::info!("restored {ok} tracked connection(s), skipped {skipped}");
+        restore_flows(self, st, &self.shared.ct, "conntrack.json");
+        restore_flows(self, st, &self.shared.ct6, "conntrack6.json");
     }
 
     /// Recreate what the state directory holds (on start, in the background: reads answer
@@ -432,4 +387,65 @@ impl StateDirLock {
             .map_err(Error::device("write the state directory's lock file"))?;
         Ok(StateDirLock { _file: file })
     }
+}
+
+/// Write the flows of `ct` to `file` in the state directory.
+fn save_flows<A>(sw: &Switch, st: &State, ct: &nat::Conntrack<A>, file: &str)
+where
+    A: nat::Addr + serde::Serialize,
+{
+    let Some(dir) = &sw.opts.state_dir else {
+        return;
+    };
+    let names = st.net_names();
+    let conns: Vec<SavedConn<A>> = ct
+        .flows(None)
+        .iter()
+        .map(|f| f.saved())
+        .filter(|f| f.kind != nat::NatKind::Dns)
+        .filter_map(|f| Some(SavedConn::from_flow(&f, names.get(&f.zone)?)))
+        .collect();
+    let path = dir.join(file);
+    let r = serde_json::to_vec(&conns)
+        .map_err(std::io::Error::other)
+        .and_then(|d| write_atomic(&path, &d));
+    match r {
+        Ok(()) => log::info!("saved {} tracked connection(s) to {file}", conns.len()),
+        Err(e) => log::error!("saving connections to {} failed: {e}", path.display()),
+    }
+}
+
+/// Take back the flows saved in `file` into `ct`; the file is used once.
+fn restore_flows<A>(sw: &Switch, st: &State, ct: &nat::Conntrack<A>, file: &str)
+where
+    A: nat::Addr + serde::de::DeserializeOwned,
+{
+    let Some(dir) = &sw.opts.state_dir else {
+        return;
+    };
+    let path = dir.join(file);
+    let Some(data) = read_if_present(&path, "") else {
+        return;
+    };
+    let _ = std::fs::remove_file(&path);
+    let conns: Vec<SavedConn<A>> = match serde_json::from_slice(&data) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!(
+                "{} is unreadable ({e}); connections not restored",
+                path.display()
+            );
+            return;
+        }
+    };
+    let now = sw.shared.now_ms();
+    let (mut ok, mut skipped) = (0, 0);
+    for c in &conns {
+        let flow = st.networks().get(c.network()).and_then(|n| c.to_flow(n.id));
+        match flow.map(|f| ct.import(&f, now)) {
+            Some(Ok(true)) => ok += 1,
+            _ => skipped += 1,
+        }
+    }
+    log::info!("restored {ok} tracked connection(s) from {file}, skipped {skipped}");
 }

@@ -83,9 +83,11 @@ pub(super) fn build(st: &mut State) -> Config {
         cfg.published.insert(
             (p.proto, p.host_port),
             Published {
-                ip: p.ip,
+                ip: p.ip4(),
+                v4: p.v4(),
                 net: n.id,
                 to_ip,
+                to_ip6: p.v6().then(|| n.endpoint_ip6(&p.netns)).flatten(),
                 to_port: p.ctr_port,
             },
         );
@@ -96,7 +98,7 @@ pub(super) fn build(st: &mut State) -> Config {
         let mut extra_ips: Vec<Ipv4Addr> = st
             .published
             .iter()
-            .filter_map(|p| p.ip)
+            .filter_map(|p| p.ip4())
             .filter(|ip| *ip != u.ip)
             .collect();
         extra_ips.sort();
@@ -116,6 +118,7 @@ pub(super) fn build(st: &mut State) -> Config {
                 gateway: v.gateway,
                 link_local: wire::icmpv6::link_local_eui64(u.port.mac),
                 neigh: u.neigh6.clone(),
+                routed: v.routed,
             }),
         }));
     }

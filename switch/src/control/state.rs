@@ -4,7 +4,7 @@
 //! is testable on its own (an endpoint's port may be a [`Device::Sink`]).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -213,6 +213,14 @@ impl Net {
             .iter()
             .find(|e| e.netns == netns && e.is_up())
             .map(|e| e.port.ip)
+    }
+
+    /// The IPv6 address of `netns`'s endpoint, when it has one.
+    pub(super) fn endpoint_ip6(&self, netns: &str) -> Option<Ipv6Addr> {
+        self.endpoints
+            .iter()
+            .find(|e| e.netns == netns)
+            .and_then(|e| e.port.ip6)
     }
 
     /// The request that recreates this network as it is (what is persisted).
@@ -429,12 +437,14 @@ pub(super) struct UplinkPlan {
     pub(super) v6: Option<Uplink6>,
 }
 
-/// The uplink's IPv6 side (routed): the switch's address, its prefix, the next hop.
+/// The uplink's IPv6 side: the switch's address, its prefix, the next hop, and whether the
+/// networks' IPv6 is routed (`--ipv6-routed`) or masqueraded (NAT66).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Uplink6 {
     pub(super) ip: Ipv6Addr,
     pub(super) subnet: Ipv6Cidr,
     pub(super) gateway: Option<Ipv6Addr>,
+    pub(super) routed: bool,
 }
 
 /// A published port.
@@ -443,7 +453,9 @@ pub(super) struct PublishState {
     pub(super) netns: String,
     pub(super) network: String,
     pub(super) proto: Proto,
-    pub(super) ip: Option<Ipv4Addr>,
+    /// The uplink-side address as given: none for both families on the uplink's addresses,
+    /// `0.0.0.0` for IPv4 only, `::` for IPv6 only, another IPv4 address for that one only.
+    pub(super) ip: Option<IpAddr>,
     pub(super) host_port: u16,
     pub(super) ctr_port: u16,
 }
@@ -457,8 +469,27 @@ impl PublishState {
             ip: self.ip,
             host_port: self.host_port,
             endpoint_ip: net.endpoint_ip(&self.netns)?,
+            endpoint_ip6: self.v6().then(|| net.endpoint_ip6(&self.netns)).flatten(),
             endpoint_port: self.ctr_port,
         })
+    }
+
+    /// Published over IPv4 (no address given, or an IPv4 one).
+    pub(super) fn v4(&self) -> bool {
+        !matches!(self.ip, Some(IpAddr::V6(_)))
+    }
+
+    /// Published over IPv6, to the endpoint's IPv6 address (no address given, or `::`).
+    pub(super) fn v6(&self) -> bool {
+        !matches!(self.ip, Some(IpAddr::V4(_)))
+    }
+
+    /// The specific uplink-side IPv4 address it is published on, when not the uplink's own.
+    pub(super) fn ip4(&self) -> Option<Ipv4Addr> {
+        match self.ip {
+            Some(IpAddr::V4(a)) if !a.is_unspecified() => Some(a),
+            _ => None,
+        }
     }
 
     /// The request that publishes this port again (the host port resolved), as persisted.
@@ -483,6 +514,7 @@ impl PublishState {
     fn joined(&self, arrow: &str) -> String {
         let (h, c, p) = (self.host_port, self.ctr_port, self.proto.name());
         match self.ip {
+            Some(IpAddr::V6(ip)) => format!("[{ip}]:{h}{arrow}{c}/{p}"),
             Some(ip) => format!("{ip}:{h}{arrow}{c}/{p}"),
             None => format!("{h}{arrow}{c}/{p}"),
         }
@@ -991,8 +1023,8 @@ impl State {
         })
     }
 
-    /// The IPv6 side of an `uplink set`: routed mode only, an address and prefix that overlap
-    /// no network's, a gateway in the prefix or link-local.
+    /// The IPv6 side of an `uplink set`: an address and prefix that overlap no network's, a
+    /// gateway in the prefix or link-local.
     fn plan_uplink6(&self, req: &UplinkSet) -> Result<Option<Uplink6>, Error> {
         let Some(a) = &req.ip6 else {
             return match req.gateway6 {
@@ -1012,9 +1044,6 @@ impl State {
             Ipv6Cidr::new(Ipv6Addr::from(u128::from(ip) & mask), prefix).map_err(|_| bad())?;
         if !subnet.is_host(ip) {
             return Err(bad());
-        }
-        if !req.ipv6_routed {
-            return Err(Error::Nat66NotYet(ip.to_string()));
         }
         let gateway = req.gateway6.as_deref().map(parse_ipv6).transpose()?;
         if let Some(g) = gateway {
@@ -1042,6 +1071,7 @@ impl State {
             ip,
             subnet,
             gateway,
+            routed: req.ipv6_routed,
         }))
     }
 
@@ -1064,6 +1094,14 @@ impl State {
                 netns: req.netns.clone(),
                 network: net.name.clone(),
             });
+        }
+        if let Some(IpAddr::V6(a)) = ip {
+            if !a.is_unspecified() {
+                return Err(Error::Publish6Addr(a.to_string()));
+            }
+            if net.v6.is_none() {
+                return Err(Error::NoIpv6(net.name.clone()));
+            }
         }
         let taken = |port: u16| {
             self.published
@@ -1210,26 +1248,26 @@ pub(super) struct Persisted {
     pub(super) journal: u64,
 }
 
-/// One tracked connection as saved on a graceful stop (`conntrack.json`), so established NAT
-/// flows survive a restart.
+/// One tracked connection as saved on a graceful stop (`conntrack.json`, and
+/// `conntrack6.json` for IPv6), so established NAT flows survive a restart.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct SavedConn {
+pub(super) struct SavedConn<A: nat::Addr = Ipv4Addr> {
     network: String,
     kind: String,
     proto: String,
     /// The first packet's `[src, sport, dst, dport]`.
-    orig: (Ipv4Addr, u16, Ipv4Addr, u16),
+    orig: (A, u16, A, u16),
     /// The answer's `[src, sport, dst, dport]`.
-    reply: (Ipv4Addr, u16, Ipv4Addr, u16),
+    reply: (A, u16, A, u16),
     state: u8,
     replied: bool,
 }
 
-impl SavedConn {
+impl<A: nat::Addr> SavedConn<A> {
     /// A flow of the network `network` as saved.
-    pub(super) fn from_flow(f: &nat::SavedFlow, network: &str) -> SavedConn {
-        let t = |t: nat::FiveTuple| (t.src, t.sport, t.dst, t.dport);
+    pub(super) fn from_flow(f: &nat::SavedFlow<A>, network: &str) -> SavedConn<A> {
+        let t = |t: nat::FiveTuple<A>| (t.src, t.sport, t.dst, t.dport);
         SavedConn {
             network: network.to_string(),
             kind: f.kind.name().into(),
@@ -1246,7 +1284,7 @@ impl SavedConn {
         &self.network
     }
 
-    fn tuple(proto: Proto, t: (Ipv4Addr, u16, Ipv4Addr, u16)) -> nat::FiveTuple {
+    fn tuple(proto: Proto, t: (A, u16, A, u16)) -> nat::FiveTuple<A> {
         nat::FiveTuple {
             proto,
             src: t.0,
@@ -1257,7 +1295,7 @@ impl SavedConn {
     }
 
     /// The flow to import into zone `zone`; `None` when a name in the file is unknown.
-    pub(super) fn to_flow(&self, zone: NetId) -> Option<nat::SavedFlow> {
+    pub(super) fn to_flow(&self, zone: NetId) -> Option<nat::SavedFlow<A>> {
         let proto = [Proto::Tcp, Proto::Udp, Proto::Icmp]
             .into_iter()
             .find(|p| p.name() == self.proto)?;
@@ -1287,15 +1325,35 @@ pub(super) fn zone_of(st: &State, name: Option<&str>) -> Result<Option<NetId>, E
     name.map(|n| st.net(n).map(|n| n.id)).transpose()
 }
 
+/// Split a leading `IP:` off a port spec: an IPv6 address in brackets (`[::]:8080:80`), or an
+/// IPv4 address when the spec has `ports` colons after it. `bad` is the spec's error.
+fn split_spec_ip(
+    body: &str,
+    ports: usize,
+    bad: impl Fn() -> Error,
+) -> Result<(Option<IpAddr>, &str), Error> {
+    if let Some(r) = body.strip_prefix('[') {
+        let (a, rest) = r.split_once(']').ok_or_else(&bad)?;
+        let rest = rest.strip_prefix(':').ok_or_else(&bad)?;
+        let ip: Ipv6Addr = a.parse().map_err(|_| bad())?;
+        return Ok((Some(IpAddr::V6(ip)), rest));
+    }
+    if body.matches(':').count() == ports {
+        let (ip, rest) = body.split_once(':').ok_or_else(&bad)?;
+        let ip: Ipv4Addr = ip.parse().map_err(|_| bad())?;
+        return Ok((Some(IpAddr::V4(ip)), rest));
+    }
+    Ok((None, body))
+}
+
 /// Parse `[IP:][HOSTPORT:]CTRPORT[/tcp|/udp]` into (IP, host port, container port, protocol).
-/// An empty or missing host port means "pick a free one".
-pub fn parse_publish_spec(
-    spec: &str,
-) -> Result<(Option<Ipv4Addr>, Option<u16>, u16, Proto), Error> {
+/// An empty or missing host port means "pick a free one". IP is IPv4 or, in brackets, IPv6
+/// (`[::]:8080:80`).
+pub fn parse_publish_spec(spec: &str) -> Result<(Option<IpAddr>, Option<u16>, u16, Proto), Error> {
     let bad = || Error::BadPortSpec(crate::error::shown(spec));
     let (body, proto) = split_proto(spec)?;
     let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad);
-    let parts: Vec<&str> = body.split(':').collect();
+    let (ip, body) = split_spec_ip(body, 2, bad)?;
     let opt_port = |p: &str| {
         if p.is_empty() {
             Ok(None)
@@ -1303,28 +1361,20 @@ pub fn parse_publish_spec(
             port(p).map(Some)
         }
     };
-    match parts.as_slice() {
-        [c] => Ok((None, None, port(c)?, proto)),
-        [h, c] => Ok((None, opt_port(h)?, port(c)?, proto)),
-        [ip, h, c] => Ok((
-            Some(ip.parse().map_err(|_| bad())?),
-            opt_port(h)?,
-            port(c)?,
-            proto,
-        )),
+    match body.split(':').collect::<Vec<_>>().as_slice() {
+        [c] if ip.is_none() => Ok((None, None, port(c)?, proto)),
+        [h, c] => Ok((ip, opt_port(h)?, port(c)?, proto)),
         _ => Err(bad()),
     }
 }
 
-/// Parse `[IP:]HOSTPORT[/tcp|/udp]` (what `unpublish` takes).
-pub fn parse_unpublish_spec(spec: &str) -> Result<(Option<Ipv4Addr>, u16, Proto), Error> {
+/// Parse `[IP:]HOSTPORT[/tcp|/udp]` (what `unpublish` takes; IPv6 in brackets).
+pub fn parse_unpublish_spec(spec: &str) -> Result<(Option<IpAddr>, u16, Proto), Error> {
     let bad = || Error::BadPortSpec(crate::error::shown(spec));
     let (body, proto) = split_proto(spec)?;
     let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad);
-    match body.rsplit_once(':') {
-        Some((ip, h)) => Ok((Some(ip.parse().map_err(|_| bad())?), port(h)?, proto)),
-        None => Ok((None, port(body)?, proto)),
-    }
+    let (ip, body) = split_spec_ip(body, 1, bad)?;
+    Ok((ip, port(body)?, proto))
 }
 
 /// Parse an uplink address `ADDR/PREFIX` (host bits set, unlike a network's subnet).
@@ -1417,11 +1467,24 @@ mod test {
         );
         assert_eq!(
             parse_publish_spec("10.0.0.1:8080:80/tcp").unwrap(),
-            (Some(Ipv4Addr::new(10, 0, 0, 1)), Some(8080), 80, Proto::Tcp)
+            (Some([10, 0, 0, 1].into()), Some(8080), 80, Proto::Tcp)
         );
         assert_eq!(
             parse_publish_spec("10.0.0.1::80").unwrap(),
-            (Some(Ipv4Addr::new(10, 0, 0, 1)), None, 80, Proto::Tcp)
+            (Some([10, 0, 0, 1].into()), None, 80, Proto::Tcp)
+        );
+        assert_eq!(
+            parse_publish_spec("[::]:8080:80/udp").unwrap(),
+            (
+                Some(Ipv6Addr::UNSPECIFIED.into()),
+                Some(8080),
+                80,
+                Proto::Udp
+            )
+        );
+        assert_eq!(
+            parse_publish_spec("[2001:db8::1]::80").unwrap(),
+            (Some("2001:db8::1".parse().unwrap()), None, 80, Proto::Tcp)
         );
         for bad in [
             "",
@@ -1432,6 +1495,11 @@ mod test {
             "1:2:3:4",
             "banana:80:80",
             "8080:0",
+            "[::]:80",
+            "[::]8080:80",
+            "[::1:8080:80",
+            "[10.0.0.1]:8080:80",
+            "::1:8080:80",
         ] {
             assert!(
                 matches!(parse_publish_spec(bad), Err(Error::BadPortSpec(_))),
@@ -1444,9 +1512,14 @@ mod test {
         );
         assert_eq!(
             parse_unpublish_spec("10.0.0.1:53/udp").unwrap(),
-            (Some(Ipv4Addr::new(10, 0, 0, 1)), 53, Proto::Udp)
+            (Some([10, 0, 0, 1].into()), 53, Proto::Udp)
+        );
+        assert_eq!(
+            parse_unpublish_spec("[::]:8080").unwrap(),
+            (Some(Ipv6Addr::UNSPECIFIED.into()), 8080, Proto::Tcp)
         );
         assert!(parse_unpublish_spec("x/udp").is_err());
+        assert!(parse_unpublish_spec("[::]8080").is_err());
     }
 
     #[test]

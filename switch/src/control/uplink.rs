@@ -88,6 +88,7 @@ impl Switch {
         self.unregister(&u.port);
         self.sync(st);
         self.shared.ct.flush(None);
+        self.shared.ct6.flush(None);
         st.after_unlock.push(AfterUnlock::Release(u.port.clone()));
         Some(u)
     }
@@ -125,7 +126,11 @@ impl Switch {
         self.sync(st);
         log::info!(
             "published {}:{}/{} -> {} {}:{}",
-            info.ip.map_or("*".into(), |i| i.to_string()),
+            match info.ip {
+                Some(std::net::IpAddr::V6(i)) => format!("[{i}]"),
+                Some(i) => i.to_string(),
+                None => "*".into(),
+            },
             info.host_port,
             info.proto,
             req.netns,
@@ -153,6 +158,11 @@ impl Switch {
                     && f.orig.proto == gone.proto
                     && f.orig.dport == gone.host_port
             });
+            self.shared.ct6.remove_where(|f| {
+                f.kind != nat::conntrack::NatKind::Snat
+                    && f.orig.proto == gone.proto
+                    && f.orig.dport == gone.host_port
+            });
             self.sync(st);
             Ok(())
         })
@@ -165,7 +175,7 @@ impl Switch {
         let st = self.read();
         let zone = zone_of(&st, network)?;
         Ok(FlushInfo {
-            flushed: self.shared.ct.flush(zone),
+            flushed: self.shared.ct.flush(zone) + self.shared.ct6.flush(zone),
         })
     }
 }

@@ -152,7 +152,7 @@ impl Switch {
         }
         events.insert(
             "conntrack_early_drop".to_string(),
-            self.shared.ct.early_drops(),
+            self.shared.ct.early_drops() + self.shared.ct6.early_drops(),
         );
         StatsInfo {
             ports: self.ports(),
@@ -209,22 +209,8 @@ impl Switch {
         let zone = zone_of(&st, network)?;
         let names = st.net_names();
         let now = self.shared.now_ms();
-        let ct = &self.shared.ct;
-        let mut v: Vec<ConntrackEntry> = ct
-            .flows(zone)
-            .iter()
-            .map(|f| ConntrackEntry {
-                proto: f.orig.proto.name().into(),
-                kind: f.kind.name().into(),
-                network: names
-                    .get(&f.zone)
-                    .map_or_else(|| "-".into(), |s| s.to_string()),
-                orig: f.orig.to_string(),
-                reply: f.reply.to_string(),
-                state: f.state_name().into(),
-                expires_secs: (f.last_seen() + f.timeout(&ct.timeouts)).saturating_sub(now) / 1000,
-            })
-            .collect();
+        let mut v = entries(&self.shared.ct, zone, &names, now);
+        v.extend(entries(&self.shared.ct6, zone, &names, now));
         v.sort_by(|a, b| (&a.proto, &a.orig).cmp(&(&b.proto, &b.orig)));
         Ok(v)
     }
@@ -246,6 +232,7 @@ impl Switch {
             ip6: u.v6.map(|v| v.ip),
             prefix6_len: u.v6.map(|v| v.subnet.prefix_len()),
             gateway6: u.v6.and_then(|v| v.gateway),
+            ipv6_routed: u.v6.is_some_and(|v| v.routed),
             mac: u.port.mac.to_string(),
             port: u.port.name.clone(),
             neighbours: u
@@ -267,4 +254,27 @@ impl Switch {
             reason: u.down.clone(),
         })
     }
+}
+
+/// The flows of `ct` (those of `zone`, when given) as `conntrack ls` shows them.
+fn entries<A: nat::Addr>(
+    ct: &nat::Conntrack<A>,
+    zone: Option<crate::port::NetId>,
+    names: &BTreeMap<crate::port::NetId, &str>,
+    now: u64,
+) -> Vec<ConntrackEntry> {
+    ct.flows(zone)
+        .iter()
+        .map(|f| ConntrackEntry {
+            proto: f.orig.proto.name().into(),
+            kind: f.kind.name().into(),
+            network: names
+                .get(&f.zone)
+                .map_or_else(|| "-".into(), |s| s.to_string()),
+            orig: f.orig.to_string(),
+            reply: f.reply.to_string(),
+            state: f.state_name().into(),
+            expires_secs: (f.last_seen() + f.timeout(&ct.timeouts)).saturating_sub(now) / 1000,
+        })
+        .collect()
 }

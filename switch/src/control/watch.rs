@@ -206,6 +206,11 @@ impl Switch {
         self.shared
             .ct
             .remove_where(|f| f.zone == zone && (f.orig.src == ip || f.reply.src == ip));
+        if let Some(ip) = old.ip6 {
+            self.shared
+                .ct6
+                .remove_where(|f| f.zone == zone && (f.orig.src == ip || f.reply.src == ip));
+        }
         if let Device::Tap(t) = &old.dev {
             let _ = t.set_persist(false);
         }

@@ -11,9 +11,14 @@ use wire::icmpv6::{self, msg_type, NdKind};
 use wire::ipv6::next_header;
 use wire::{ethernet, EthFrame, Ip6, MacAddr, Parsed, VirtioNetHdr, L4};
 
-use super::{Ctx, Ingress, NetRt, NetRt6, UplinkRt, UplinkRt6};
+use nat::packet::ParseError;
+use nat::verdict::{Opened, Refusal, Topology, Verdict};
+
+use super::nat6::From6;
+use super::{Config, Ctx, Ingress, NetRt, NetRt6, UplinkRt};
 use crate::counters::{Drop, Event};
 use crate::local::{self, NotAnswered};
+use crate::port::NetId;
 use crate::port::Port;
 use crate::sys::packet::VNET_HDR_LEN as PACKET_HDR_LEN;
 
@@ -25,7 +30,7 @@ const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
 
 /// What [`Ctx::deliver6`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Delivery {
+pub(super) enum Delivery {
     /// Sent towards the endpoint.
     Sent,
     /// Not known yet: the gateway is asking (an overlay network).
@@ -41,7 +46,7 @@ fn icmp6<'f>(frame: &'f [u8], ip: &Ip6) -> Option<&'f [u8]> {
 
 /// True when the IPv6 packet (parsed as `p`, `ip`) is larger than `mtu`; for a TCP
 /// super-frame (offload metadata `vnet`), when its segments would be.
-fn too_big(p: &Parsed, ip: &Ip6, vnet: VirtioNetHdr, mtu: u32) -> bool {
+pub(super) fn too_big(p: &Parsed, ip: &Ip6, vnet: VirtioNetHdr, mtu: u32) -> bool {
     if vnet.gso_type == 0 {
         ip.total_len > mtu as usize
     } else {
@@ -247,7 +252,6 @@ impl Ctx<'_> {
                 self.reply(net, ing);
             }
             Err(NotAnswered::Malformed) => c.drop(Drop::Malformed),
-            Err(NotAnswered::NotForUs) if v6.is_gateway(ip.dst) => self.dns6(net, ing, p, &ip),
             Err(NotAnswered::NotForUs) if ip.dst.is_multicast() => c.drop(Drop::NoRoute),
             Err(NotAnswered::NotForUs) => self.route6(net, v6, ing, p, ip),
         }
@@ -299,55 +303,104 @@ impl Ctx<'_> {
         self.reply(net, ing);
     }
 
-    /// Route an IPv6 packet from `net` to the network of its destination, if that is `net`
-    /// itself or a network linked to it, or out of the uplink (routed IPv6): hop limit, the
-    /// target network's MTU, the next hop from the target's endpoint table. Refusals answer the
-    /// sender with an ICMPv6 error. The unspecified and link-local addresses are never routed
-    /// (RFC 4291 §2.5.2, §2.5.6).
+    /// Route an IPv6 packet from `net` through NAT's verdict, as IPv4 is: a tracked flow's
+    /// translation, a new masquerade (NAT66), published-port or hairpin flow, plain routing to
+    /// `net` itself or a network linked to it, out of a routed uplink, the gateway's DNS, or a
+    /// refusal answered with an ICMPv6 error. Hop limit, the target network's MTU and the next
+    /// hop from the target's endpoint table are checked on the way. Fragments and protocols
+    /// the translator does not handle are routed untranslated where no translation is needed.
+    /// The unspecified and link-local addresses are never routed (RFC 4291 §2.5.2, §2.5.6).
     fn route6(&mut self, net: &NetRt, v6: &NetRt6, ing: Ingress<'_>, p: &Parsed, ip: Ip6) {
         let cfg = self.cfg;
         let c = self.c;
+        if ip.dst == v6.link_local {
+            return self.dns6(net, ing, p, &ip);
+        }
         if ip.src.is_unspecified() || icmpv6::is_link_local(ip.src) || icmpv6::is_link_local(ip.dst)
         {
             return c.drop(Drop::NoRoute);
         }
-        let to = cfg.networks.values().find(|n| {
-            n.v6.as_ref().is_some_and(|w| w.subnet.contains(ip.dst))
-                && (n.id == net.id || net.links.contains(&n.id))
-        });
-        if to.is_some_and(|t| t.id == net.id && !net.icc) {
+        let to_gateway = v6.is_gateway(ip.dst);
+        if ip.hop_limit <= 1 && !to_gateway {
+            self.icmp6_error(net, v6, ing, p, &ip, (msg_type::TIME_EXCEEDED, 0, 0));
+            return c.drop(Drop::Ttl);
+        }
+        let from = From6::Net(net, v6, ing);
+        let (info, verdict) = match self.verdict6(Some((net, v6)), &ip) {
+            Ok((info, v)) => (Some(info), v),
+            Err(ParseError::Malformed) => return c.drop(Drop::Malformed),
+            Err(e) => match untranslated6(cfg, net, v6, ip.dst) {
+                Some(v) => (None, v),
+                None if e == ParseError::Fragment => return c.drop(Drop::Fragment),
+                None => return c.drop(Drop::Unsupported),
+            },
+        };
+        let translated = match verdict {
+            Verdict::Gateway => return self.dns6(net, ing, p, &ip),
+            Verdict::Tracked { tuple, zone } => (tuple, Some(zone)),
+            Verdict::Opened { tuple, kind, zone } => {
+                c.event(match kind {
+                    Opened::Snat => Event::SnatFlows,
+                    Opened::Dnat => Event::DnatFlows,
+                });
+                (tuple, zone)
+            }
+            Verdict::Route { zone: Some(z) } => return self.linked6(net, v6, ing, p, ip, z),
+            Verdict::Route { zone: None } => {
+                let Some((up, u6)) = cfg
+                    .uplink
+                    .as_deref()
+                    .and_then(|u| Some((u, u.v6.as_ref()?)))
+                else {
+                    return c.drop(Drop::NoRoute);
+                };
+                if !self.out6(up, u6, &ip) {
+                    self.icmp6_error(net, v6, ing, p, &ip, (msg_type::DEST_UNREACH, 0, 0));
+                    c.drop(Drop::NoRoute);
+                }
+                return;
+            }
+            Verdict::Refused(r) => {
+                // 1: administratively prohibited (an isolated network here); 0: no route.
+                let (code, drop) = match r {
+                    Refusal::Policy => (1, Drop::Policy),
+                    Refusal::NoRoute => (0, Drop::NoRoute),
+                    Refusal::Full => return c.drop(Drop::ConntrackFull),
+                };
+                self.icmp6_error(net, v6, ing, p, &ip, (msg_type::DEST_UNREACH, code, 0));
+                return c.drop(drop);
+            }
+        };
+        match info {
+            Some(info) => self.forward6_translated(from, p, &ip, &info, translated),
+            None => c.drop(Drop::Unsupported),
+        }
+    }
+
+    /// Route an IPv6 packet from `net` untranslated to network `zone` (`net` itself or one
+    /// linked to it): isolation, the target's MTU, the endpoint's MAC.
+    fn linked6(
+        &mut self,
+        net: &NetRt,
+        v6: &NetRt6,
+        ing: Ingress<'_>,
+        p: &Parsed,
+        ip: Ip6,
+        zone: NetId,
+    ) {
+        let c = self.c;
+        let Some((to, w)) = self
+            .cfg
+            .networks
+            .get(&zone)
+            .and_then(|n| Some((n, n.v6.as_ref()?)))
+        else {
+            return c.drop(Drop::NoRoute);
+        };
+        if to.id == net.id && !net.icc {
             // Through the gateway to an endpoint of its own icc=false network: still isolated.
             self.icmp6_error(net, v6, ing, p, &ip, (msg_type::DEST_UNREACH, 1, 0));
             return c.drop(Drop::Policy);
-        }
-        let Some((to, w)) = to.and_then(|n| Some((n, n.v6.as_ref()?))) else {
-            let up = cfg.uplink.as_deref();
-            if let (Some(up), Some(u6), false) = (up, up.and_then(|u| u.v6.as_ref()), net.internal)
-            {
-                let ours = cfg
-                    .networks
-                    .values()
-                    .any(|n| n.v6.as_ref().is_some_and(|w| w.subnet.contains(ip.dst)));
-                if !ours && !ip.dst.is_multicast() && ip.dst != u6.ip {
-                    return self.egress6(net, v6, ing, p, ip, (up, u6));
-                }
-            }
-            let ours = cfg
-                .networks
-                .values()
-                .any(|n| n.v6.as_ref().is_some_and(|w| w.subnet.contains(ip.dst)));
-            // 1: administratively prohibited (an isolated network here); 0: no route.
-            let (code, drop) = if ours {
-                (1, Drop::Policy)
-            } else {
-                (0, Drop::NoRoute)
-            };
-            self.icmp6_error(net, v6, ing, p, &ip, (msg_type::DEST_UNREACH, code, 0));
-            return c.drop(drop);
-        };
-        if ip.hop_limit <= 1 {
-            self.icmp6_error(net, v6, ing, p, &ip, (msg_type::TIME_EXCEEDED, 0, 0));
-            return c.drop(Drop::Ttl);
         }
         if too_big(p, &ip, self.buf.vnet, to.mtu) {
             self.icmp6_error(net, v6, ing, p, &ip, (msg_type::PACKET_TOO_BIG, 0, to.mtu));
@@ -367,7 +420,7 @@ impl Ctx<'_> {
     /// Send the IPv6 packet in the buffer (hop limit checked) to its destination on network
     /// `to`: one hop spent, from `to`'s gateway to the endpoint's MAC. False when no endpoint
     /// has the address (nothing sent).
-    fn deliver6(&mut self, to: &NetRt, w: &NetRt6, p: &Parsed, ip: &Ip6) -> Delivery {
+    pub(super) fn deliver6(&mut self, to: &NetRt, w: &NetRt6, p: &Parsed, ip: &Ip6) -> Delivery {
         let cfg = self.cfg;
         let now = self.now;
         let c = self.c;
@@ -411,43 +464,6 @@ impl Ctx<'_> {
             },
         }
         Delivery::Sent
-    }
-
-    /// Routed IPv6 out of the uplink: one hop spent, to the destination on the uplink's prefix
-    /// or to its IPv6 gateway, resolved by neighbour discovery (the packet waits up to a second
-    /// while a solicitation is out).
-    fn egress6(
-        &mut self,
-        net: &NetRt,
-        v6: &NetRt6,
-        ing: Ingress<'_>,
-        p: &Parsed,
-        ip: Ip6,
-        (up, u6): (&UplinkRt, &UplinkRt6),
-    ) {
-        let c = self.c;
-        if ip.hop_limit <= 1 {
-            self.icmp6_error(net, v6, ing, p, &ip, (msg_type::TIME_EXCEEDED, 0, 0));
-            return c.drop(Drop::Ttl);
-        }
-        let hop = if u6.subnet.contains(ip.dst) {
-            ip.dst
-        } else if let Some(g) = u6.gateway {
-            g
-        } else {
-            self.icmp6_error(net, v6, ing, p, &ip, (msg_type::DEST_UNREACH, 0, 0));
-            return c.drop(Drop::NoRoute);
-        };
-        if let Some(h) = self.buf.data_mut().get_mut(EthFrame::HEADER_LEN + 7) {
-            *h = ip.hop_limit - 1;
-        }
-        c.event(Event::Routed);
-        if self.send_to_uplink_hop(up, &u6.neigh, hop, Drop::NeighborUnknown) {
-            let mut ns = [0u8; PACKET_HDR_LEN + 96];
-            if let Some(n) = icmpv6::write_ns(&mut ns[PACKET_HDR_LEN..], up.mac, u6.ip, hop) {
-                up.port.transmit(&ns[..PACKET_HDR_LEN + n], c);
-            }
-        }
     }
 
     /// An IPv6 frame received on the uplink: neighbour discovery for the switch's uplink
@@ -530,13 +546,15 @@ impl Ctx<'_> {
             Err(NotAnswered::Malformed) => return c.drop(Drop::Malformed),
             Err(NotAnswered::NotForUs) => {}
         }
-        // Routed in: to an endpoint of a network with that prefix (not an internal one).
+        // Routed in (routed IPv6): to an endpoint of a network with that prefix (not an
+        // internal one). Anything else (NAT66, the uplink's address): NAT's verdict.
         let to = cfg
             .networks
             .values()
+            .filter(|_| u6.routed)
             .find(|n| n.v6.as_ref().is_some_and(|w| w.subnet.contains(ip.dst)));
         let Some((to, w)) = to.and_then(|n| Some((n, n.v6.as_ref()?))) else {
-            return c.drop(Drop::NoRoute);
+            return self.uplink_nat6(inp, (up, u6), p, &ip);
         };
         let error = if to.internal {
             (Drop::Policy, (msg_type::DEST_UNREACH, 1, 0))
@@ -560,7 +578,7 @@ impl Ctx<'_> {
     /// Put into the buffer the ICMPv6 error `(type, code, param)` about the IPv6 packet in it,
     /// from `(mac, ip)` to its sender, quoting it; `None` (buffer untouched) for a packet that is
     /// itself an error or from an address that cannot be answered (RFC 4443 §2.4(e)).
-    fn error_frame(
+    pub(super) fn error_frame(
         &mut self,
         p: &Parsed,
         ip: &Ip6,
@@ -591,7 +609,7 @@ impl Ctx<'_> {
     /// Answer the sender of the IPv6 packet in the buffer with the ICMPv6 error
     /// `(type, code, param)` from the gateway, quoting the packet; nothing for a packet that
     /// is itself an error or from an address that cannot be answered (RFC 4443 §2.4(e)).
-    fn icmp6_error(
+    pub(super) fn icmp6_error(
         &mut self,
         net: &NetRt,
         v6: &NetRt6,
@@ -607,4 +625,29 @@ impl Ctx<'_> {
             self.reply(net, ing);
         }
     }
+}
+
+/// The verdict for an IPv6 packet from `net` to `dst` that cannot be translated (a fragment, a
+/// protocol NAT does not handle): routed where no translation is needed (to `net` or a linked
+/// network, out of a routed uplink), refused for another network's prefix; `None` where it
+/// would need translation (masquerade).
+fn untranslated6(
+    cfg: &Config,
+    net: &NetRt,
+    v6: &NetRt6,
+    dst: Ipv6Addr,
+) -> Option<Verdict<Ipv6Addr>> {
+    if v6.is_gateway(dst) {
+        return Some(Verdict::Gateway);
+    }
+    if let Some(z) = Topology::<Ipv6Addr>::reachable(cfg, net.id, dst) {
+        return Some(Verdict::Route { zone: Some(z) });
+    }
+    if Topology::<Ipv6Addr>::is_internal_address(cfg, dst) {
+        return Some(Verdict::Refused(Refusal::Policy));
+    }
+    let out = Topology::<Ipv6Addr>::routes_out(cfg)
+        && !net.internal
+        && Topology::<Ipv6Addr>::uplink_ip(cfg) != Some(dst);
+    out.then_some(Verdict::Route { zone: None })
 }

@@ -144,7 +144,7 @@ pub struct UplinkRt {
     pub v6: Option<UplinkRt6>,
 }
 
-/// The uplink's IPv6 side: routed, not translated.
+/// The uplink's IPv6 side: masqueraded (NAT66) or routed.
 pub struct UplinkRt6 {
     /// The switch's address on the uplink.
     pub ip: std::net::Ipv6Addr,
@@ -156,6 +156,8 @@ pub struct UplinkRt6 {
     pub link_local: std::net::Ipv6Addr,
     /// Next-hop resolution by neighbour discovery.
     pub neigh: Arc<NeighCache<std::net::Ipv6Addr>>,
+    /// The networks' IPv6 leaves untranslated (`--ipv6-routed`), not masqueraded.
+    pub routed: bool,
 }
 
 /// A published port: traffic for `(proto, port)` on the uplink goes to `to_ip:to_port`.
@@ -163,10 +165,15 @@ pub struct UplinkRt6 {
 pub struct Published {
     /// Only this uplink-side address (default: the uplink address).
     pub ip: Option<Ipv4Addr>,
+    /// Published over IPv4.
+    pub v4: bool,
     /// Network of the endpoint.
     pub net: NetId,
     /// Endpoint address.
     pub to_ip: Ipv4Addr,
+    /// The endpoint's IPv6 address, when the port is published over IPv6 (on the uplink's
+    /// IPv6 address) too.
+    pub to_ip6: Option<std::net::Ipv6Addr>,
     /// Endpoint port.
     pub to_port: u16,
 }
@@ -207,7 +214,21 @@ impl Config {
         let up_ip = self.uplink.as_ref().map(|u| u.ip);
         self.published
             .get(&(t.proto, t.dport))
-            .filter(|p| Some(t.dst) == p.ip.or(up_ip))
+            .filter(|p| p.v4 && Some(t.dst) == p.ip.or(up_ip))
+    }
+
+    /// The published port an IPv6 packet with tuple `t` arriving for the uplink side hits
+    /// (addressed to the uplink's IPv6 address), with the endpoint's IPv6 address.
+    pub fn published_for6(
+        &self,
+        t: &FiveTuple<std::net::Ipv6Addr>,
+    ) -> Option<(&Published, std::net::Ipv6Addr)> {
+        if t.proto == Proto::Icmp {
+            return None;
+        }
+        let up = self.uplink.as_ref()?.v6.as_ref()?;
+        let p = self.published.get(&(t.proto, t.dport))?;
+        Some((p, p.to_ip6?)).filter(|_| t.dst == up.ip)
     }
 }
 
@@ -221,6 +242,8 @@ pub struct Shared {
     pub shutdown: AtomicBool,
     /// Connection tracking for NAT.
     pub ct: Arc<Conntrack>,
+    /// Connection tracking for NAT66 (IPv6 masquerade, IPv6 published ports).
+    pub ct6: Arc<Conntrack<std::net::Ipv6Addr>>,
 }
 
 impl Shared {
@@ -339,6 +362,7 @@ impl Worker {
                 c: &self.counters,
                 epoll: &self.epoll,
                 ct: &self.shared.ct,
+                ct6: &self.shared.ct6,
                 now: self.shared.now_ms(),
             };
             for &token in &ready {
@@ -390,6 +414,7 @@ impl Scratch {
             c: counters,
             epoll,
             ct: &shared.ct,
+            ct6: &shared.ct6,
             now: shared.now_ms(),
         }
     }
@@ -405,6 +430,7 @@ pub(crate) struct Ctx<'a> {
     pub(crate) c: &'a WorkerCounters,
     pub(crate) epoll: &'a Epoll,
     pub(crate) ct: &'a Conntrack,
+    pub(crate) ct6: &'a Conntrack<std::net::Ipv6Addr>,
     pub(crate) now: u64,
 }
 
@@ -420,6 +446,7 @@ pub(crate) enum Ingress<'a> {
 mod classify;
 mod ip6;
 mod l2;
+mod nat6;
 mod route;
 mod rx;
 mod tx;
