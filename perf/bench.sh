@@ -12,8 +12,9 @@
 #   sudo VSWITCHD_ARGS="--tap-queues 1" perf/bench.sh   # extra vswitchd options (A/B runs)
 #
 # Rows: L2 between two namespaces (vswitchd vs a Linux bridge; IPv4 and IPv6), NAT egress and a published port
-# (vswitchd vs a Linux bridge + iptables MASQUERADE/DNAT), VXLAN overlay between two host
-# namespaces (vswitchd vs kernel vxlan + bridge), and Open vSwitch's userspace datapath on TAP
+# (vswitchd vs a Linux bridge + iptables MASQUERADE/DNAT), NAT66 egress (group ipv6: vswitchd vs a
+# bridge + ip6tables MASQUERADE), VXLAN overlay between two host namespaces, IPv4 and IPv6
+# (vswitchd vs kernel vxlan + bridge), and Open vSwitch's userspace datapath on TAP
 # ports with and without userspace TSO (when installed). Columns: iperf3 TCP with 1 and 4
 # streams, iperf3 UDP with 64-byte payloads (received packets/s), sockperf UDP round trip, and the
 # ratio of the vswitchd row to the kernel row of the same path.
@@ -37,7 +38,7 @@ done
 [ "$(id -u)" = 0 ] || { echo "bench.sh: run as root (it creates namespaces and TAP devices)" >&2; exit 1; }
 
 need=()
-for t in ip:iproute2 iperf3:iperf3 sockperf:sockperf iptables:iptables python3:python3 bridge:iproute2; do
+for t in ip:iproute2 iperf3:iperf3 sockperf:sockperf iptables:iptables ip6tables:iptables python3:python3 bridge:iproute2; do
   command -v "${t%%:*}" >/dev/null 2>&1 || need+=("${t#*:}")
 done
 if [ "$OVS" = 1 ] && ! command -v ovs-vswitchd >/dev/null 2>&1; then need+=(openvswitch-switch); fi
@@ -83,6 +84,7 @@ nx() { local n=$1; shift; ip netns exec "$tag$n" "$@"; }
 
 # --- measurements: client namespace, server namespace, address the client dials, server bind ---
 rows=()
+notes=() # rows that could not be measured on this machine, printed under the table
 measure() { # name kernel-row-name cns sns dial bind
   local name=$1 ref=$2 c=$3 s=$4 dial=$5 bind=$6 out
   log "measuring: $name"
@@ -222,6 +224,44 @@ for i in 1 2; do
   ip -n "${tag}ky6$i" addr add fd00:96::$((i + 1))/64 dev eth0 nodad
 done
 measure "kernel VXLAN + bridge IPv6" "" ky61 ky62 fd00:96::3 fd00:96::3
+
+# NAT66 egress, as the NAT group's egress row: a host namespace whose uplink is a veth to an
+# outside namespace that has 2001:db8:97::1/64 on the cable and no route to fd00:98::/64 (nor a
+# default route), so the server's answers reach the endpoint only if its address was translated.
+ns h66; ns o66; ns c66
+veth h66 up0 o66 eth0
+ip -n "${tag}o66" addr add 10.97.0.2/24 dev eth0
+ip -n "${tag}o66" addr add 2001:db8:97::1/64 dev eth0 nodad
+daemon h66 nat66
+# An IPv6 --ip without --ipv6-routed is NAT66 (masquerade to 2001:db8:97::2).
+if ! err=$("$BIN/vswitchctl" --socket "$dir/nat66.sock" uplink set up0 --ip 10.97.0.1/24 --ip 2001:db8:97::2/64 2>&1 >/dev/null); then
+  log "vswitchd NAT66 egress not measured: 'vswitchctl uplink set up0 --ip 10.97.0.1/24 --ip 2001:db8:97::2/64' failed: $err"
+  rows+=("vswitchd NAT66 egress|bridge + MASQUERADE IPv6|fail|fail|fail|n/a")
+else
+  ctl nat66 network create nat66net --subnet 10.98.0.0/24 --subnet fd00:98::/64
+  ctl nat66 attach "${tag}c66" nat66net --ip 10.98.0.2 --ip6 fd00:98::2
+  measure "vswitchd NAT66 egress" "bridge + MASQUERADE IPv6" c66 o66 2001:db8:97::1 2001:db8:97::1
+fi
+stop_daemons
+
+ns kr66; ns ko66; ns kc66
+veth kr66 up0 ko66 eth0
+veth kr66 vc kc66 eth0
+ip -n "${tag}ko66" addr add 2001:db8:97::1/64 dev eth0 nodad
+ip -n "${tag}kr66" addr add 2001:db8:97::2/64 dev up0 nodad
+ip -n "${tag}kr66" link add br0 type bridge; ip -n "${tag}kr66" link set br0 up
+ip -n "${tag}kr66" link set vc master br0
+ip -n "${tag}kr66" addr add fd00:98::1/64 dev br0 nodad
+ip -n "${tag}kc66" addr add fd00:98::2/64 dev eth0 nodad
+ip -n "${tag}kc66" -6 route add default via fd00:98::1
+nx kr66 sysctl -qw net.ipv6.conf.all.forwarding=1
+if err=$(nx kr66 ip6tables -t nat -A POSTROUTING -s fd00:98::/64 -o up0 -j MASQUERADE 2>&1); then
+  measure "bridge + MASQUERADE IPv6" "" kc66 ko66 2001:db8:97::1 2001:db8:97::1
+else
+  notes+=("bridge + MASQUERADE IPv6 not measured: this kernel has no ip6tables nat (ip6tables -t nat -A POSTROUTING -j MASQUERADE: ${err//$'\n'/ }); the kernel needs ip6table_nat or nft_chain_nat, and nf_nat's masquerade, for IPv6")
+  log "${notes[-1]}"
+  rows+=("bridge + MASQUERADE IPv6||n/a|n/a|n/a|n/a")
+fi
 fi
 
 # --- NAT: a host namespace whose uplink is a veth to an "outside" namespace with no route back ---
@@ -340,6 +380,7 @@ for name, ref, t1, t4, u, l in rows:
         ratio = " / ".join(parts) + " vs " + ref
     print(f"| {name} | {t1} | {t4} | {u} | {l} | {ratio} |")
 EOF
+for n in "${notes[@]}"; do echo; echo "note: $n"; done
 # A failed measurement is a failed run: the table above shows which cells ("fail"), and the
 # script exits non-zero so no one mistakes a partial table for a result.
 failed=0
