@@ -865,3 +865,112 @@ fn nat66_masquerades_out_and_publishes_ports_over_ipv6_keeping_the_client_addres
         s.events
     );
 }
+
+#[test]
+fn an_ipv6_underlay_carries_the_overlay_to_a_kernel_vxlan_host_and_another_switch() {
+    require(&["ping", "iperf3", "bridge"]);
+    let u = Underlay::new(3);
+    let v6 = |i: usize| format!("2001:db8:240::{i}");
+    for (i, h) in u.hosts.iter().enumerate() {
+        h.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.ul0.disable_ipv6=0"]);
+        h.exec_ok(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/64", v6(i + 1)),
+            "dev",
+            "ul0",
+            "nodad",
+        ]);
+    }
+    let d1 = Daemon::start_in(&u.hosts[0], &["--underlay-ip", &v6(1)]);
+    let d3 = Daemon::start_in(&u.hosts[2], &["--underlay-ip", &v6(3)]);
+    // An IPv4 peer on an IPv6 underlay is refused with the reason.
+    let (_, e) = d1.ctl_err(&[
+        "network",
+        "create",
+        "bad",
+        "--subnet",
+        "10.251.9.0/24",
+        "--vni",
+        "9",
+        "--peer",
+        "10.240.0.2",
+    ]);
+    assert!(e.contains("IPv6"), "{e}");
+    for (d, peers) in [(&d1, [v6(2), v6(3)]), (&d3, [v6(1), v6(2)])] {
+        overlay_network(
+            d,
+            "ov",
+            "10.251.0.0/24",
+            "43",
+            &[&peers[0], &peers[1]],
+            &["--subnet", "fd00:252::/64"],
+        );
+    }
+    let (a, c) = (Netns::new("ua6"), Netns::new("uc6"));
+    let ea = attach_with(
+        &d1,
+        &a,
+        "ov",
+        &["--ip", "10.251.0.11", "--ip6", "fd00:252::11"],
+    );
+    attach_with(
+        &d3,
+        &c,
+        "ov",
+        &["--ip", "10.251.0.13", "--ip6", "fd00:252::13"],
+    );
+    // The endpoint MTU leaves room for VXLAN over IPv6: 70 bytes.
+    assert_eq!(ea.mtu, 1430, "{ea:?}");
+    // Host 2 is plain Linux: a kernel vxlan device over IPv6, flooding to the switch.
+    let k = &u.hosts[1];
+    kernel_vxlan_host(k, "43", &v6(2), &v6(1), "10.251.0.50/24", 1430);
+    vxlan_flood_to(k, &v6(3));
+    k.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.vx0.disable_ipv6=0"]);
+    k.exec_ok(&[
+        "ip",
+        "addr",
+        "add",
+        "fd00:252::50/64",
+        "dev",
+        "vx0",
+        "nodad",
+    ]);
+    let up = wait_until(10, || {
+        a.exec(&["ping", "-n", "-c", "1", "-W", "1", "10.251.0.50"])
+            .status
+            .success()
+    });
+    assert!(up, "ping over the IPv6 underlay\n{}", d1.log());
+    let (ok, out) = ping6(k, &["fd00:252::11"]);
+    assert!(ok, "ping -6 from the kernel host: {out}");
+    // Full size, unfragmented: 1430 - 20 - 8 bytes of ICMP payload.
+    let full = a.exec(&[
+        "ping",
+        "-n",
+        "-c",
+        "2",
+        "-W",
+        "2",
+        "-M",
+        "do",
+        "-s",
+        "1402",
+        "10.251.0.50",
+    ]);
+    assert!(full.status.success(), "full size over the IPv6 underlay");
+    // TCP and UDP both ways with the kernel's VTEP (its UDP checksums over IPv6 are real).
+    iperf3_6("v6 underlay a -> kernel TCP", &a, k, "fd00:252::50", false);
+    iperf3_6("v6 underlay kernel -> a TCP", k, &a, "fd00:252::11", false);
+    iperf3_6("v6 underlay a -> kernel UDP", &a, k, "fd00:252::50", true);
+    // Switch to switch over the IPv6 underlay, both families inside.
+    let up = wait_until(10, || ping6(&a, &["-c", "1", "fd00:252::13"]).0);
+    assert!(up, "switch to switch\n{}\n{}", d1.log(), d3.log());
+    let o = c.exec(&["ping", "-n", "-c", "2", "-W", "2", "10.251.0.11"]);
+    assert!(o.status.success(), "IPv4 inside, switch to switch");
+    iperf3_6("v6 underlay a -> c TCP", &a, &c, "fd00:252::13", false);
+    // The remote FDB shows IPv6 VTEPs.
+    let fdb = d1.ctl_ok(&["fdb", "ov"]);
+    assert!(fdb.contains(&v6(3)) && fdb.contains(&v6(2)), "{fdb}");
+}

@@ -84,7 +84,7 @@ fn lab() -> &'static Lab {
             workers: 1,
             fdb_limit: FDB_LIMIT,
             ct_max: CT_MAX,
-            underlay_ip: Some(UNDERLAY),
+            underlay_ip: Some(UNDERLAY.into()),
             ..Options::default()
         })
         .expect("start switch");

@@ -128,7 +128,10 @@ fuzz_target!(|data: &[u8]| {
                     assert_eq!(rr[..2], [0xc0, 0x0c], "points at the question");
                     assert_eq!(rr[4..6], [0, 1], "class IN");
                     let len = usize::from(u16::from_be_bytes([rr[10], rr[11]]));
-                    got.push((u16::from_be_bytes([rr[2], rr[3]]), rr[12..12 + len].to_vec()));
+                    got.push((
+                        u16::from_be_bytes([rr[2], rr[3]]),
+                        rr[12..12 + len].to_vec(),
+                    ));
                     at += 12 + len;
                 }
                 assert_eq!(at, n, "length for {ancount} answers");

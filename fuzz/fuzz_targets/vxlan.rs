@@ -16,7 +16,7 @@
 
 mod oracle;
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use libfuzzer_sys::fuzz_target;
 use oracle::{addr, be16};
@@ -78,7 +78,7 @@ fn check_outer(
 }
 
 /// The one peer VTEP of the networks the receive decision knows.
-const PEER: Ipv4Addr = Ipv4Addr::new(10, 240, 0, 2);
+const PEER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 240, 0, 2));
 
 fuzz_target!(|data: &[u8]| {
     // The receive decision: VNIs not divisible by 3 are networks here; the sender is the peer
@@ -86,7 +86,7 @@ fuzz_target!(|data: &[u8]| {
     let from = if data.last().is_some_and(|b| b & 1 == 0) {
         PEER
     } else {
-        Ipv4Addr::new(10, 240, 0, 9)
+        IpAddr::V4(Ipv4Addr::new(10, 240, 0, 9))
     };
     let want = if data.len() < HEADER_LEN + 14 || data[0] & 0x08 == 0 {
         Err(Refused::Malformed)
@@ -126,7 +126,12 @@ fuzz_target!(|data: &[u8]| {
     let inner = &data[HEADER_LEN..];
     let eth = EthFrame::parse(inner).expect("decap guarantees an Ethernet header");
     let fdb = RemoteFdb::new(1000, 4);
-    let vtep = Ipv4Addr::new(10, 240, 0, 2);
+    // VTEPs of either family (the table numbers them).
+    let vtep: IpAddr = if data.len() % 2 == 0 {
+        Ipv4Addr::new(10, 240, 0, 2).into()
+    } else {
+        "2001:db8:240::2".parse().expect("address")
+    };
     if eth.src.is_valid_unicast() {
         fdb.learn(eth.src.0, vtep, 1);
         assert_eq!(fdb.lookup(&eth.src.0, 2), Some(vtep));

@@ -3,7 +3,7 @@
 //! network's peers; the inner frame then goes to the network. The switch performs the verdict
 //! on its sockets and counts each refusal.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use wire::vxlan::{self, DecapError};
 
@@ -29,9 +29,9 @@ impl From<DecapError> for Refused {
 /// network's peers from `peers`) and the inner frame, or why not.
 pub fn accept<N>(
     datagram: &[u8],
-    from: Ipv4Addr,
+    from: IpAddr,
     network: impl FnOnce(u32) -> Option<N>,
-    peers: impl FnOnce(&N) -> &[Ipv4Addr],
+    peers: impl FnOnce(&N) -> &[IpAddr],
 ) -> Result<(N, &[u8]), Refused> {
     let vni = vxlan::decap(datagram)?;
     let net = network(vni).ok_or(Refused::UnknownVni)?;
@@ -45,7 +45,7 @@ pub fn accept<N>(
 mod test {
     use super::*;
 
-    const PEER: Ipv4Addr = Ipv4Addr::new(10, 240, 0, 2);
+    const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 240, 0, 2));
 
     fn datagram(vni: u32) -> Vec<u8> {
         let mut d = vec![0u8; vxlan::HEADER_LEN + 14];
@@ -55,7 +55,7 @@ mod test {
         d
     }
 
-    fn accept42(d: &[u8], from: Ipv4Addr) -> Result<(u32, &[u8]), Refused> {
+    fn accept42(d: &[u8], from: IpAddr) -> Result<(u32, &[u8]), Refused> {
         accept(d, from, |vni| (vni == 42).then_some(vni), |_| &[PEER][..])
     }
 
@@ -70,7 +70,7 @@ mod test {
     fn every_refusal_has_its_reason() {
         assert_eq!(accept42(&datagram(7), PEER), Err(Refused::UnknownVni));
         assert_eq!(
-            accept42(&datagram(42), Ipv4Addr::new(10, 240, 0, 9)),
+            accept42(&datagram(42), [10, 240, 0, 9].into()),
             Err(Refused::UnknownPeer)
         );
         assert_eq!(accept42(&datagram(42)[..21], PEER), Err(Refused::Malformed));

@@ -102,7 +102,9 @@ fn vxlan(c: &mut Criterion) {
                 i = (i + 1) % picks.len();
                 let dst = mac(picks[i]);
                 pkt[wire::vxlan::OUTER_LEN..wire::vxlan::OUTER_LEN + 6].copy_from_slice(&dst.0);
-                let vtep = r.lookup(&dst.0, 1).expect("known");
+                let std::net::IpAddr::V4(vtep) = r.lookup(&dst.0, 1).expect("known") else {
+                    unreachable!("IPv4 VTEPs only here")
+                };
                 let (hdr, frame) = pkt.split_at_mut(wire::vxlan::OUTER_LEN);
                 black_box(&frame);
                 let sport = wire::vxlan::source_port(black_box(&parsed));
@@ -141,7 +143,7 @@ fn vxlan(c: &mut Criterion) {
                 let p = black_box(&pkts[i]);
                 let vni = wire::vxlan::decap(p).expect("vxlan");
                 let eth = EthFrame::parse(&p[wire::vxlan::HEADER_LEN..]).expect("inner");
-                black_box(r.learn(eth.src.0, Ipv4Addr::new(192, 168, 0, 7), 1));
+                black_box(r.learn(eth.src.0, Ipv4Addr::new(192, 168, 0, 7).into(), 1));
                 black_box(vni)
             })
         });

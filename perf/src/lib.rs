@@ -40,7 +40,7 @@ pub fn fdb_with(n: u32) -> Fdb {
 pub fn remote_with(n: u32) -> overlay::RemoteFdb {
     let r = overlay::RemoteFdb::new(300_000, n as usize + 1);
     for i in 0..n {
-        r.learn(mac(i).0, Ipv4Addr::new(192, 168, 0, i as u8), 0);
+        r.learn(mac(i).0, Ipv4Addr::new(192, 168, 0, i as u8).into(), 0);
     }
     r
 }

@@ -81,6 +81,19 @@ pub enum Error {
          e.g. --subnet fd00:20::/64)"
     )]
     NoIpv6(String),
+    /// A peer VTEP of the other address family than the underlay's.
+    #[error(
+        "peer {peer}: the underlay is {family} (vswitchd --underlay-ip {underlay}); peers must be \
+         {family} addresses"
+    )]
+    PeerFamily {
+        /// The peer.
+        peer: std::net::IpAddr,
+        /// "IPv4" or "IPv6".
+        family: &'static str,
+        /// The underlay address, or "(none)".
+        underlay: String,
+    },
     /// A port published on a specific IPv6 address.
     #[error(
         "publish: IPv6 ports are published on the uplink's IPv6 address: give [::] instead of \
@@ -275,7 +288,7 @@ pub enum Error {
     #[error("{ip} is not a peer of network '{network}'")]
     NotAPeer {
         /// The address.
-        ip: Ipv4Addr,
+        ip: std::net::IpAddr,
         /// The network.
         network: String,
     },

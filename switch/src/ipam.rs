@@ -159,6 +159,12 @@ pub fn parse_ipv4(s: &str) -> Result<Ipv4Addr, IpamError> {
         .map_err(|_| IpamError::MalformedAddr(crate::error::shown(s)))
 }
 
+/// Parse an IPv4 or IPv6 address (a VTEP's).
+pub fn parse_ip(s: &str) -> Result<std::net::IpAddr, IpamError> {
+    s.parse()
+        .map_err(|_| IpamError::MalformedAddr(crate::error::shown(s)))
+}
+
 /// An IPv6 subnet (network address and prefix length; host bits are zero).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Ipv6Cidr {

@@ -101,7 +101,7 @@ pub struct NetworkInfo {
     /// VXLAN network identifier (overlay networks).
     pub vni: Option<u32>,
     /// Peer VTEPs (overlay networks).
-    pub peers: Vec<Ipv4Addr>,
+    pub peers: Vec<std::net::IpAddr>,
     /// VXLAN UDP port (overlay networks).
     pub vxlan_port: Option<u16>,
     /// Endpoints attached to this network.
@@ -127,7 +127,7 @@ pub struct RemoteEndpointInfo {
     /// The names the gateways answer with its address.
     pub names: Vec<String>,
     /// The node's VTEP.
-    pub vtep: Ipv4Addr,
+    pub vtep: std::net::IpAddr,
 }
 
 /// `POST /v1/networks/{name}/links`: route between two networks without NAT.
@@ -449,7 +449,7 @@ pub struct FdbEntryInfo {
     /// Seconds since a frame from this MAC was last seen.
     pub age_secs: u64,
     /// For remote entries of overlay networks: the VTEP the MAC lives behind.
-    pub vtep: Option<Ipv4Addr>,
+    pub vtep: Option<std::net::IpAddr>,
 }
 
 /// `POST /v1/networks/{name}/peers`.

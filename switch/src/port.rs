@@ -38,8 +38,9 @@ pub struct VxlanDev {
     pub raw: crate::sys::udp::RawIpSender,
     /// The UDP port.
     pub port: u16,
-    /// Outer source address (`0.0.0.0`: the kernel picks per route).
-    pub src: std::net::Ipv4Addr,
+    /// Outer source address (`0.0.0.0`: the kernel picks per route). An IPv6 address makes
+    /// an IPv6 underlay: the socket is IPv6 and the kernel writes the outer headers.
+    pub src: std::net::IpAddr,
 }
 
 impl Device {

@@ -12,6 +12,8 @@ use crate::parsed::Parsed;
 pub const VXLAN_PORT: u16 = 4789;
 /// Bytes VXLAN adds over IPv4 on the wire: outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8.
 pub const VXLAN_OVERHEAD_V4: u32 = 50;
+/// Bytes VXLAN adds over an IPv6 underlay (outer IPv6, UDP, VXLAN and inner Ethernet headers).
+pub const VXLAN_OVERHEAD_V6: u32 = 70;
 /// Length of the VXLAN header.
 pub const HEADER_LEN: usize = 8;
 /// Outer IPv4 + UDP + VXLAN headers the switch writes.

@@ -55,10 +55,11 @@ struct Args {
     /// Seconds an ICMP echo flow lives without traffic.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     ct_icmp_timeout: u64,
-    /// Local VTEP address: source of VXLAN packets and the address the VXLAN socket binds
-    /// [default: the kernel picks the source of the route to each peer].
+    /// Local VTEP address: source of VXLAN packets and the address the VXLAN socket binds;
+    /// an IPv6 address makes an IPv6 underlay (peers are then IPv6 addresses too)
+    /// [default: the kernel picks the source of the route to each peer, over IPv4].
     #[arg(long, value_name = "IP")]
-    underlay_ip: Option<std::net::Ipv4Addr>,
+    underlay_ip: Option<std::net::IpAddr>,
     /// Serve Docker's network plugin protocol (a remote network driver and IPAM driver) on this
     /// socket, where dockerd finds it: `docker network create -d vswitch --ipam-driver vswitch
     /// NET`. The drivers' name is the socket's file name without `.sock`; the IPAM driver's

@@ -17,7 +17,7 @@
 //! its lease for a while keeps its addresses and endpoints.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 
@@ -33,7 +33,7 @@ pub struct Keys {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
     /// Where the node receives VXLAN.
-    pub vtep: Ipv4Addr,
+    pub vtep: IpAddr,
     /// Its VXLAN UDP port.
     pub port: u16,
     /// When it registered (seconds since the epoch).
@@ -310,7 +310,7 @@ impl View {
     }
 
     /// The VTEPs of every live node but `me`.
-    pub fn peers(&self, me: &str) -> Vec<Ipv4Addr> {
+    pub fn peers(&self, me: &str) -> Vec<IpAddr> {
         self.nodes
             .iter()
             .filter(|(n, _)| n.as_str() != me)
@@ -323,7 +323,7 @@ impl View {
         &'a self,
         network: &'a str,
         me: &'a str,
-    ) -> impl Iterator<Item = (&'a EndpointKey, &'a EndpointRecord, Ipv4Addr)> + 'a {
+    ) -> impl Iterator<Item = (&'a EndpointKey, &'a EndpointRecord, IpAddr)> + 'a {
         self.endpoints
             .iter()
             .filter(move |(k, _)| k.network == network && k.node != me)
@@ -389,10 +389,10 @@ mod test {
         assert_eq!(skipped.len(), 2, "{skipped:?}");
         assert!(skipped[1].contains("nodes/c"), "{skipped:?}");
         assert_eq!(v.revision, 7);
-        assert_eq!(v.peers("a"), vec!["192.0.2.2".parse::<Ipv4Addr>().unwrap()]);
+        assert_eq!(v.peers("a"), vec!["192.0.2.2".parse::<IpAddr>().unwrap()]);
         let remote: Vec<_> = v.remote_endpoints("front", "a").collect();
         assert_eq!(remote.len(), 1);
-        assert_eq!(remote[0].2, "192.0.2.2".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(remote[0].2, "192.0.2.2".parse::<IpAddr>().unwrap());
         assert_eq!(v.remote_endpoints("front", "b").count(), 0, "b's own");
         assert_eq!(v.free_vni(42), Some(43));
         assert!(v.linked("front", "back") && v.linked("back", "front"));

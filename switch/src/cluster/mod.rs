@@ -15,7 +15,6 @@ pub mod etcd;
 pub mod keys;
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -33,7 +32,7 @@ pub struct ClusterOptions {
     /// This node's name (unique in the cluster).
     pub node: String,
     /// Where the other nodes send this node's VXLAN.
-    pub vtep: Ipv4Addr,
+    pub vtep: std::net::IpAddr,
     /// The lease TTL: a node gone this long is dropped by every other node.
     pub ttl: Duration,
     /// Key prefix in etcd.

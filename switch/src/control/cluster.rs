@@ -643,7 +643,7 @@ impl Switch {
             .filter(|n| n.vni.is_some())
             .map(|n| n.name.clone())
             .collect();
-        let peers: BTreeSet<Ipv4Addr> = view.peers(me).into_iter().collect();
+        let peers: BTreeSet<std::net::IpAddr> = view.peers(me).into_iter().collect();
         for name in names {
             let Ok(n) = st.net(&name) else { continue };
             let remote: BTreeMap<EndpointKey, RemoteEndpoint> =

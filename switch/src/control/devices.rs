@@ -90,8 +90,11 @@ impl Switch {
         if st.vteps().contains_key(&port) {
             return Ok(());
         }
-        let src = self.opts.underlay_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
-        let udp = std::net::UdpSocket::bind(std::net::SocketAddrV4::new(src, port))
+        let src = self
+            .opts
+            .underlay_ip
+            .unwrap_or(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let udp = std::net::UdpSocket::bind(std::net::SocketAddr::new(src, port))
             .map_err(Error::device("bind VXLAN socket"))?;
         udp.set_nonblocking(true)
             .map_err(Error::device("configure VXLAN socket"))?;
@@ -115,7 +118,10 @@ impl Switch {
             crate::port::VXLAN_NET,
             dev,
             MacAddr::default(),
-            src,
+            match src {
+                std::net::IpAddr::V4(a) => a,
+                std::net::IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+            },
         )?;
         log::info!("VTEP listening on {src}:{port}");
         st.add_vtep(port, p);

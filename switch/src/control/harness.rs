@@ -72,7 +72,7 @@ impl Switch {
         else {
             return false;
         };
-        self.on_scratch(&cfg, |ctx| ctx.run_vxlan(p, from, datagrams, gso));
+        self.on_scratch(&cfg, |ctx| ctx.run_vxlan(p, from.into(), datagrams, gso));
         true
     }
 

@@ -94,7 +94,7 @@ pub(in crate::control) enum Undo {
     /// Unlink (`true`) or link again (`false`) two networks.
     Link(String, String, bool),
     /// Remove (`true`) or add back (`false`) a peer.
-    Peer(String, Ipv4Addr, bool),
+    Peer(String, std::net::IpAddr, bool),
     /// Detach the endpoint attached (its device goes).
     Endpoint { netns: String, network: String },
     /// Remove the published port (protocol, host port).
@@ -122,8 +122,9 @@ pub struct Options {
     pub ct_max: usize,
     /// Connection-tracking timeouts.
     pub ct_timeouts: Timeouts,
-    /// Local VTEP address (the source of VXLAN packets); `None` lets the kernel pick per route.
-    pub underlay_ip: Option<Ipv4Addr>,
+    /// Local VTEP address (the source of VXLAN packets), IPv4 or IPv6 (an IPv6 underlay: the
+    /// peers are IPv6 too); `None` lets the kernel pick per route (IPv4).
+    pub underlay_ip: Option<std::net::IpAddr>,
     /// Keep endpoint devices when the daemon stops or dies (persistent TAPs), and take them back
     /// by name on the next start.
     pub live_restore: bool,

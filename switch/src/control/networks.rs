@@ -6,7 +6,6 @@ use super::journal::Record;
 use super::state::{parse_peers, State};
 use super::{Switch, Undo};
 use crate::error::Error;
-use crate::ipam::parse_ipv4;
 use crate::model::*;
 use crate::wire::MacAddr;
 
@@ -18,6 +17,9 @@ impl Switch {
             cluster: false,
             ..req.clone()
         };
+        for p in parse_peers(req)? {
+            self.check_peer_family(p)?;
+        }
         let underlay_mtu = underlay_mtu(req);
         if let Some(agent) = self.cluster().filter(|_| req.vni.is_some() || req.overlay) {
             return self.create_cluster_network(agent, req, underlay_mtu);
@@ -126,7 +128,8 @@ impl Switch {
 
     /// `peer add` (`add == true`) and `peer rm`.
     pub fn peer(&self, network: &str, ip: &str, add: bool) -> Result<NetworkInfo, Error> {
-        let ip = parse_ipv4(ip)?;
+        let ip = crate::ipam::parse_ip(ip)?;
+        self.check_peer_family(ip)?;
         self.mutate(|st| {
             let was = st.net(network).is_ok_and(|n| n.peers.contains(&ip));
             let info = st.peer(network, ip, add)?;
@@ -144,13 +147,28 @@ impl Switch {
         })
     }
 
+    /// Refuse a peer VTEP of the other family than the underlay's (`--underlay-ip`; IPv4 when
+    /// none is given): the VTEP socket speaks one family.
+    fn check_peer_family(&self, peer: std::net::IpAddr) -> Result<(), Error> {
+        let u = self.opts.underlay_ip;
+        let v6 = u.is_some_and(|a| a.is_ipv6());
+        if peer.is_ipv6() == v6 {
+            return Ok(());
+        }
+        Err(Error::PeerFamily {
+            peer,
+            family: if v6 { "IPv6" } else { "IPv4" },
+            underlay: u.map_or_else(|| "not given".into(), |a| a.to_string()),
+        })
+    }
+
     /// `fdb add NETWORK MAC --vtep IP`: a static remote entry (not persisted across restarts).
     pub fn fdb_add(&self, req: &FdbAdd) -> Result<(), Error> {
         let mac: MacAddr = req.mac.parse()?;
         if !mac.is_valid_unicast() {
             return Err(Error::MacNotUnicast(mac.to_string()));
         }
-        let vtep = parse_ipv4(&req.vtep)?;
+        let vtep = crate::ipam::parse_ip(&req.vtep)?;
         // Not `mutate`: the entry goes into the network's remote FDB (a datapath table), not
         // into the state, and is not persisted; there is nothing to save.
         let st = self.lock()?;

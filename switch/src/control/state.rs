@@ -65,7 +65,7 @@ pub(super) struct Net {
     pub(super) links: BTreeSet<String>,
     /// Overlay: VNI, peer VTEPs, VXLAN port, remote MACs.
     pub(super) vni: Option<u32>,
-    pub(super) peers: BTreeSet<Ipv4Addr>,
+    pub(super) peers: BTreeSet<IpAddr>,
     pub(super) vxlan_port: u16,
     pub(super) remote: Arc<RemoteFdb>,
     pub(super) probes: Arc<NeighCache>,
@@ -76,7 +76,7 @@ pub(super) struct Net {
     /// [`RtCache`]).
     pub(super) rt: Option<Arc<NetRt>>,
     /// Cluster mode: the other live nodes' VTEPs (peers besides the static `peers`; not saved).
-    pub(super) member_peers: BTreeSet<Ipv4Addr>,
+    pub(super) member_peers: BTreeSet<IpAddr>,
     /// Cluster mode: endpoints on other live nodes, from the directory (not saved).
     pub(super) remote_eps: BTreeMap<crate::cluster::EndpointKey, RemoteEndpoint>,
     /// Cluster mode: the network is (or was) in the cluster (saved).
@@ -101,7 +101,7 @@ pub(super) struct RemoteEndpoint {
     pub(super) ip: Ipv4Addr,
     pub(super) mac: MacAddr,
     pub(super) names: Vec<String>,
-    pub(super) vtep: Ipv4Addr,
+    pub(super) vtep: IpAddr,
 }
 
 /// A `network create` request, checked against the state: what the new network will be.
@@ -116,7 +116,7 @@ pub(super) struct NetworkPlan {
     pub(super) internal: bool,
     pub(super) icc: bool,
     pub(super) vni: Option<u32>,
-    pub(super) peers: BTreeSet<Ipv4Addr>,
+    pub(super) peers: BTreeSet<IpAddr>,
     pub(super) vxlan_port: u16,
     pub(super) cluster: bool,
 }
@@ -300,8 +300,8 @@ impl Net {
     }
 
     /// Every peer VTEP: the static ones and, in cluster mode, the other live nodes'.
-    pub(super) fn all_peers(&self) -> Vec<Ipv4Addr> {
-        let mut v: Vec<Ipv4Addr> = self.peers.union(&self.member_peers).copied().collect();
+    pub(super) fn all_peers(&self) -> Vec<IpAddr> {
+        let mut v: Vec<IpAddr> = self.peers.union(&self.member_peers).copied().collect();
         v.dedup();
         v
     }
@@ -725,11 +725,15 @@ impl State {
         } else if !peers.is_empty() || req.vxlan_port.is_some() {
             return Err(Error::NotOverlay(req.name.clone()));
         }
-        // Overlay endpoints get the underlay MTU minus VXLAN's 50 bytes, so nothing fragments.
+        // Overlay endpoints get the underlay MTU minus VXLAN's 50 bytes (70 over IPv6), so
+        // nothing fragments.
+        let overhead = if peers.iter().any(|p| p.is_ipv6()) {
+            wire::vxlan::VXLAN_OVERHEAD_V6
+        } else {
+            wire::vxlan::VXLAN_OVERHEAD_V4
+        };
         let mtu = req.mtu.unwrap_or(if req.vni.is_some() {
-            underlay_mtu
-                .unwrap_or(1500)
-                .saturating_sub(wire::vxlan::VXLAN_OVERHEAD_V4)
+            underlay_mtu.unwrap_or(1500).saturating_sub(overhead)
         } else {
             1500
         });
@@ -876,7 +880,7 @@ impl State {
     pub(super) fn peer(
         &mut self,
         network: &str,
-        ip: Ipv4Addr,
+        ip: IpAddr,
         add: bool,
     ) -> Result<NetworkInfo, Error> {
         let net = self
@@ -1221,8 +1225,8 @@ fn least_loaded<'a>(workers: usize, ports: impl Iterator<Item = &'a Arc<Port>>) 
 }
 
 /// A `network create` request's peers.
-pub(super) fn parse_peers(req: &NetworkCreate) -> Result<BTreeSet<Ipv4Addr>, Error> {
-    let peers: Result<_, _> = req.peers.iter().map(|p| parse_ipv4(p)).collect();
+pub(super) fn parse_peers(req: &NetworkCreate) -> Result<BTreeSet<IpAddr>, Error> {
+    let peers: Result<_, _> = req.peers.iter().map(|p| crate::ipam::parse_ip(p)).collect();
     Ok(peers?)
 }
 

@@ -77,7 +77,7 @@ pub struct NetRt {
     /// Overlay networks: the VNI.
     pub vni: Option<u32>,
     /// Overlay networks: peer VTEPs (head-end replication list).
-    pub peers: Vec<Ipv4Addr>,
+    pub peers: Vec<std::net::IpAddr>,
     /// Overlay networks: MACs behind remote VTEPs.
     pub remote: Option<Arc<overlay::RemoteFdb>>,
     /// Overlay networks: the VTEP port that sends and receives this network's VXLAN.
@@ -270,7 +270,7 @@ enum Got {
     /// One frame, in the worker's buffer.
     One(usize),
     /// A UDP GRO read from the VTEP socket: bytes, sender, segment size.
-    Vxlan(usize, std::net::SocketAddrV4, Option<u16>),
+    Vxlan(usize, std::net::SocketAddr, Option<u16>),
     /// This many frames in the batch buffers (the uplink).
     Batch(usize),
 }
@@ -288,7 +288,7 @@ struct GsoBufs {
     /// The super-frame being coalesced in the frame buffer, and where it came from.
     co: Coalesce,
     co_net: NetId,
-    co_vtep: Ipv4Addr,
+    co_vtep: std::net::IpAddr,
     /// Frame buffers a `recvmmsg` on the uplink fills, and the lengths it reported.
     batch: Vec<FrameBuf>,
     batch_lens: [usize; UPLINK_BATCH],
@@ -304,7 +304,7 @@ impl GsoBufs {
             tx: vec![0u8; 192 * 1024].into_boxed_slice(),
             co: Coalesce::default(),
             co_net: 0,
-            co_vtep: Ipv4Addr::UNSPECIFIED,
+            co_vtep: Ipv4Addr::UNSPECIFIED.into(),
             batch: (0..UPLINK_BATCH).map(|_| FrameBuf::new()).collect(),
             batch_lens: [0; UPLINK_BATCH],
             txb: TxBatch::default(),
@@ -440,7 +440,7 @@ pub(crate) enum Ingress<'a> {
     /// A local port.
     Local(&'a Port),
     /// A peer VTEP.
-    Remote(Ipv4Addr),
+    Remote(std::net::IpAddr),
 }
 
 mod classify;
@@ -474,7 +474,7 @@ impl Ctx<'_> {
     pub(crate) fn run_vxlan(
         &mut self,
         port: &Port,
-        from: std::net::SocketAddrV4,
+        from: std::net::SocketAddr,
         datagrams: &[u8],
         gso: Option<u16>,
     ) {

@@ -5,7 +5,6 @@
 //! the classify stage).
 
 use std::io;
-use std::net::Ipv4Addr;
 
 use overlay::rx::Refused;
 
@@ -98,14 +97,14 @@ impl Ctx<'_> {
         &mut self,
         inp: &Port,
         n: usize,
-        from: std::net::SocketAddrV4,
+        from: std::net::SocketAddr,
         gso: Option<u16>,
     ) {
         let size = gso.map_or(n, usize::from).max(1);
         let mut off = 0;
         while off < n {
             let end = (off + size).min(n);
-            self.vxlan_datagram(inp, off..end, *from.ip());
+            self.vxlan_datagram(inp, off..end, from.ip());
             off = end;
         }
         if n == 0 {
@@ -119,7 +118,7 @@ impl Ctx<'_> {
         &mut self,
         inp: &Port,
         at: std::ops::Range<usize>,
-        vtep: Ipv4Addr,
+        vtep: std::net::IpAddr,
     ) {
         let cfg = self.cfg;
         let c = self.c;
@@ -198,7 +197,7 @@ impl Ctx<'_> {
 
     /// The inner frame in `self.buf` came from `vtep` in `net`: learn its source behind the
     /// VTEP and switch it within its network (never back to the overlay: split horizon).
-    pub(super) fn vxlan_deliver(&mut self, net: &NetRt, vtep: Ipv4Addr, p: Parsed) {
+    pub(super) fn vxlan_deliver(&mut self, net: &NetRt, vtep: std::net::IpAddr, p: Parsed) {
         let now = self.now;
         let c = self.c;
         let eth = p.eth;

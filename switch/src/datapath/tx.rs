@@ -2,7 +2,7 @@
 //! and sent with UDP GSO), and the uplink's and VTEPs' batched sends. TAP ports are written
 //! directly by the stage that chose them ([`crate::port::Port::transmit`]).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use overlay::gso;
@@ -54,7 +54,7 @@ impl Ctx<'_> {
     }
 
     /// Encapsulate the frame in VXLAN for `net` and send one copy to each VTEP in `vteps`.
-    pub(crate) fn encap(&mut self, net: &NetRt, vteps: &[Ipv4Addr], p: &Parsed) {
+    pub(crate) fn encap(&mut self, net: &NetRt, vteps: &[IpAddr], p: &Parsed) {
         let c = self.c;
         let (Some(vni), Some(vtep)) = (net.vni, net.vtep.as_ref()) else {
             return;
@@ -78,6 +78,9 @@ impl Ctx<'_> {
             );
             self.buf.vnet = Default::default();
         }
+        let IpAddr::V4(src) = dev.src else {
+            return self.encap_udp(vni, vtep, dev, vteps);
+        };
         let sport = vxlan::source_port(p);
         let inner_len = self.buf.len();
         // Unicast is held for a batched send. Head-end replication rewrites the outer
@@ -87,13 +90,17 @@ impl Ctx<'_> {
             self.flush_tx();
         }
         for (i, dst) in vteps.iter().enumerate() {
+            let IpAddr::V4(dst) = dst else {
+                c.drop(Drop::TxError); // a peer of the other family (refused at configuration)
+                continue;
+            };
             let hdr: &mut [u8; vxlan::OUTER_LEN] = self
                 .buf
                 .headroom_mut(vxlan::OUTER_LEN)
                 .try_into()
                 .expect("headroom holds outer headers");
             if i == 0 {
-                vxlan::write_outer(hdr, dev.src, *dst, sport, dev.port, vni, inner_len);
+                vxlan::write_outer(hdr, src, *dst, sport, dev.port, vni, inner_len);
             } else {
                 vxlan::set_outer_dst(hdr, *dst);
             }
@@ -112,6 +119,30 @@ impl Ctx<'_> {
         }
     }
 
+    /// Encapsulate the frame in VXLAN over an IPv6 underlay: the VXLAN header in the headroom,
+    /// one UDP send per VTEP (the kernel writes the outer IPv6 and UDP headers and the UDP
+    /// checksum IPv6 requires).
+    fn encap_udp(&mut self, vni: u32, vtep: &Port, dev: &VxlanDev, vteps: &[IpAddr]) {
+        let c = self.c;
+        self.flush_tx();
+        let hdr: &mut [u8; vxlan::HEADER_LEN] = self
+            .buf
+            .headroom_mut(vxlan::HEADER_LEN)
+            .try_into()
+            .expect("headroom holds the VXLAN header");
+        vxlan::write_header(hdr, vni);
+        let pkt = self.buf.with_headroom(vxlan::HEADER_LEN);
+        for dst in vteps {
+            match dev.udp.send_to(pkt, SocketAddr::new(*dst, dev.port)) {
+                Ok(_) => vtep.count_tx(pkt.len()),
+                Err(_) => {
+                    vtep.count_tx_drop();
+                    c.drop(Drop::TxError);
+                }
+            }
+        }
+    }
+
     /// Encapsulate a TCP super-frame: cut it into segments that fit the overlay MTU (each with
     /// its VXLAN header, in one buffer) and send them with as few UDP GSO sends as the kernel's
     /// limits allow (64 segments, 64 KiB), to each VTEP.
@@ -121,7 +152,7 @@ impl Ctx<'_> {
         vni: u32,
         vtep: &Port,
         dev: &VxlanDev,
-        vteps: &[Ipv4Addr],
+        vteps: &[IpAddr],
         p: &Parsed,
     ) {
         let c = self.c;
@@ -143,7 +174,7 @@ impl Ctx<'_> {
         let per_send = (MAX_GSO_SEGS).min(MAX_GSO_BYTES / s.size).max(1);
         let chunk = per_send * s.size;
         for dst in vteps {
-            let to = std::net::SocketAddrV4::new(*dst, dev.port);
+            let to = SocketAddr::new(*dst, dev.port);
             for part in self.gso.tx[..s.len].chunks(chunk) {
                 match crate::sys::udp::send_segments(&dev.udp, part, to, s.size as u16) {
                     Ok(n) => vtep.count_tx_many(part.len().div_ceil(s.size), n),

@@ -3,7 +3,7 @@
 //! the path MTU/source address towards a peer.
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::cvt;
@@ -66,29 +66,97 @@ impl AsRawFd for RawIpSender {
     }
 }
 
-/// The source address and route MTU the kernel would use towards `peer`.
-pub fn route_to(peer: Ipv4Addr) -> io::Result<(Ipv4Addr, u32)> {
-    let s = UdpSocket::bind("0.0.0.0:0")?;
-    s.connect(SocketAddrV4::new(peer, 4789))?;
-    let src = match s.local_addr()? {
-        std::net::SocketAddr::V4(a) => *a.ip(),
-        std::net::SocketAddr::V6(_) => {
-            return Err(io::Error::other("IPv6 source for an IPv4 peer"))
-        }
+/// The source address and route MTU the kernel would use towards `peer` (either family).
+pub fn route_to(peer: IpAddr) -> io::Result<(IpAddr, u32)> {
+    let (s, level, opt) = match peer {
+        IpAddr::V4(_) => (
+            UdpSocket::bind("0.0.0.0:0")?,
+            libc::IPPROTO_IP,
+            libc::IP_MTU,
+        ),
+        IpAddr::V6(_) => (
+            UdpSocket::bind("[::]:0")?,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU,
+        ),
     };
+    s.connect(SocketAddr::new(peer, 4789))?;
+    let src = s.local_addr()?.ip();
     let mut mtu: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: IP_MTU writes one int through the pointer; `len` says how much room there is.
+    // SAFETY: IP_MTU/IPV6_MTU write one int through the pointer; `len` says how much room
+    // there is.
     cvt(unsafe {
         libc::getsockopt(
             s.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_MTU,
+            level,
+            opt,
             (&mut mtu as *mut libc::c_int).cast(),
             &mut len,
         )
     })?;
     Ok((src, u32::try_from(mtu).unwrap_or(1500)))
+}
+
+/// `a` as a socket address for the kernel, with its length.
+fn to_storage(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid value for this plain C struct.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    match a {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is large enough and suitably aligned for sockaddr_in.
+            let sa = unsafe {
+                &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+            };
+            sa.sin_family = libc::AF_INET as libc::sa_family_t;
+            sa.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+            sa.sin_port = a.port().to_be();
+            (
+                ss,
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: sockaddr_storage is large enough and suitably aligned for sockaddr_in6.
+            let sa = unsafe {
+                &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sa.sin6_addr.s6_addr = a.ip().octets();
+            sa.sin6_port = a.port().to_be();
+            sa.sin6_scope_id = a.scope_id();
+            (
+                ss,
+                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            )
+        }
+    }
+}
+
+/// The socket address the kernel wrote into `ss` (`None` for another family).
+fn from_storage(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(ss.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let sa = unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr)),
+                u16::from_be(sa.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let sa =
+                unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(sa.sin6_addr.s6_addr),
+                u16::from_be(sa.sin6_port),
+                0,
+                sa.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
 }
 
 /// `UDP_SEGMENT` (linux/udp.h): the segment size of a UDP GSO send, as a cmsg or socket option.
@@ -98,17 +166,17 @@ const UDP_GRO: libc::c_int = 104;
 /// Room for one cmsg carrying an int (the largest control message exchanged here).
 const CMSG_SPACE: usize = 32;
 
-/// A `msghdr` for one buffer, an IPv4 address and a control buffer (length left to the caller).
-/// The pointers it holds are only valid while the three arguments live.
+/// A `msghdr` for one buffer, a socket address of `len` bytes and a control buffer (length
+/// left to the caller). The pointers it holds are only valid while the three arguments live.
 fn msghdr(
-    sa: &mut libc::sockaddr_in,
+    (sa, len): (&mut libc::sockaddr_storage, libc::socklen_t),
     iov: &mut libc::iovec,
     ctl: &mut [u64; CMSG_SPACE / 8],
 ) -> libc::msghdr {
     // SAFETY: all-zero is a valid value for this plain C struct.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = (sa as *mut libc::sockaddr_in).cast();
-    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    msg.msg_name = (sa as *mut libc::sockaddr_storage).cast();
+    msg.msg_namelen = len;
     msg.msg_iov = iov;
     msg.msg_iovlen = 1;
     msg.msg_control = ctl.as_mut_ptr().cast();
@@ -124,18 +192,16 @@ pub fn enable_gro(sock: &UdpSocket) -> io::Result<()> {
 
 /// Receive into `buf`: the byte count, the sender, and the size of each datagram when the
 /// kernel coalesced several (`None`: one datagram).
-pub fn recv_gro(
-    sock: &UdpSocket,
-    buf: &mut [u8],
-) -> io::Result<(usize, SocketAddrV4, Option<u16>)> {
+pub fn recv_gro(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<u16>)> {
     // SAFETY: all-zero is a valid value for these plain C structs.
-    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    let mut sa: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let sa_len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     let mut ctl = [0u64; CMSG_SPACE / 8];
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
-    let mut msg = msghdr(&mut sa, &mut iov, &mut ctl);
+    let mut msg = msghdr((&mut sa, sa_len), &mut iov, &mut ctl);
     msg.msg_controllen = CMSG_SPACE;
     // SAFETY: every pointer in `msg` refers to a live buffer of the length recorded with it.
     let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
@@ -155,32 +221,20 @@ pub fn recv_gro(
             c = libc::CMSG_NXTHDR(&msg, c);
         }
     }
-    let from = SocketAddrV4::new(
-        Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr)),
-        u16::from_be(sa.sin_port),
-    );
+    let from = from_storage(&sa).ok_or_else(|| io::Error::other("datagram from no address"))?;
     Ok((n as usize, from, gso))
 }
 
 /// Send `buf` to `dst` as datagrams of `seg` bytes each (the last may be shorter) with one
 /// `sendmsg` (UDP GSO: the kernel, or the NIC, cuts it and writes each outer header).
-pub fn send_segments(
-    sock: &UdpSocket,
-    buf: &[u8],
-    dst: SocketAddrV4,
-    seg: u16,
-) -> io::Result<usize> {
-    // SAFETY: all-zero is a valid value for these plain C structs.
-    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-    sa.sin_family = libc::AF_INET as libc::sa_family_t;
-    sa.sin_addr.s_addr = u32::from(*dst.ip()).to_be();
-    sa.sin_port = dst.port().to_be();
+pub fn send_segments(sock: &UdpSocket, buf: &[u8], dst: SocketAddr, seg: u16) -> io::Result<usize> {
+    let (mut sa, sa_len) = to_storage(dst);
     let mut ctl = [0u64; CMSG_SPACE / 8];
     let mut iov = libc::iovec {
         iov_base: buf.as_ptr() as *mut libc::c_void,
         iov_len: buf.len(),
     };
-    let mut msg = msghdr(&mut sa, &mut iov, &mut ctl);
+    let mut msg = msghdr((&mut sa, sa_len), &mut iov, &mut ctl);
     // SAFETY: CMSG_SPACE/CMSG_LEN are arithmetic; the first header lies within `ctl`, which is
     // large enough for one u16 payload, and the kernel only reads `buf` (iov_base is *mut only
     // by the C signature).
@@ -207,18 +261,15 @@ mod test {
 
     use super::*;
 
-    fn local() -> (UdpSocket, SocketAddrV4) {
+    fn local() -> (UdpSocket, SocketAddr) {
         let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let a = match s.local_addr().expect("addr") {
-            std::net::SocketAddr::V4(a) => a,
-            a => panic!("{a}"),
-        };
+        let a = s.local_addr().expect("addr");
         (s, a)
     }
 
     /// `recv_gro` until `want` bytes arrived (or a second passed): the reads, as
     /// (bytes, sender, segment size).
-    fn recv_all(s: &UdpSocket, want: usize) -> Vec<(Vec<u8>, SocketAddrV4, Option<u16>)> {
+    fn recv_all(s: &UdpSocket, want: usize) -> Vec<(Vec<u8>, SocketAddr, Option<u16>)> {
         let deadline = Instant::now() + Duration::from_secs(1);
         let mut got = Vec::new();
         let mut buf = vec![0u8; 65_536];
@@ -242,9 +293,28 @@ mod test {
 
     #[test]
     fn route_to_loopback() {
-        let (src, mtu) = route_to(Ipv4Addr::LOCALHOST).expect("route");
-        assert_eq!(src, Ipv4Addr::LOCALHOST);
+        let (src, mtu) = route_to(Ipv4Addr::LOCALHOST.into()).expect("route");
+        assert_eq!(src, IpAddr::from(Ipv4Addr::LOCALHOST));
         assert!(mtu >= 1500, "{mtu}");
+    }
+
+    #[test]
+    fn ipv6_addresses_go_through_gso_sends_and_gro_reads() {
+        let Ok(rx) = UdpSocket::bind("[::1]:0") else {
+            panic!("no IPv6 loopback (::1) to test the IPv6 underlay's socket calls on");
+        };
+        let rx_addr = rx.local_addr().expect("addr");
+        enable_gro(&rx).expect("UDP GRO");
+        let tx = UdpSocket::bind("[::1]:0").expect("bind");
+        let data = vec![7u8; 300];
+        assert_eq!(send_segments(&tx, &data, rx_addr, 100).expect("send"), 300);
+        let got = recv_all(&rx, 300);
+        assert!(
+            got.iter().all(|g| g.1 == tx.local_addr().unwrap()),
+            "{got:?}"
+        );
+        let (src, _) = route_to(Ipv6Addr::LOCALHOST.into()).expect("route");
+        assert_eq!(src, IpAddr::from(Ipv6Addr::LOCALHOST));
     }
 
     #[test]
