@@ -434,7 +434,15 @@ async fn program_external(State((sw, _)): State<St>, b: axum::body::Bytes) -> Js
     let netns = netns_of(&req.endpoint_id);
     answer(
         move || -> Result<(), String> {
-            for b in bindings {
+            // "" and "0.0.0.0" publish on both families (the uplink's two addresses); "::"
+            // beside them adds nothing, alone it publishes IPv6 only.
+            let both = |b: &PortBinding| {
+                bindings.iter().any(|o| {
+                    matches!(o.host_ip.as_str(), "" | "0.0.0.0")
+                        && (o.proto, o.host_port, o.port) == (b.proto, b.host_port, b.port)
+                })
+            };
+            for b in &bindings {
                 let proto = match b.proto {
                     6 => "tcp",
                     17 => "udp",
@@ -442,7 +450,10 @@ async fn program_external(State((sw, _)): State<St>, b: axum::body::Bytes) -> Js
                 };
                 let host = match b.host_ip.as_str() {
                     "" | "0.0.0.0" => String::new(),
-                    ip if ip.contains(':') => continue, // IPv6: not switched yet
+                    "::" if both(b) => continue,
+                    "::" => "[::]:".to_string(),
+                    // A specific IPv6 address: publishing is on the uplink's one only; skipped.
+                    ip if ip.contains(':') => continue,
                     ip => format!("{ip}:"),
                 };
                 let spec = if b.host_port == 0 {
