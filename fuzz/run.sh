@@ -13,7 +13,7 @@ cd "$(dirname "$0")"
 secs=${1:-10}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(datapath frame arp nat vxlan dns control)
+[ ${#targets[@]} -gt 0 ] || targets=(datapath frame arp nat nat6 vxlan dns control)
 command -v c++ >/dev/null || { echo "fuzz/run.sh: a C++ compiler is needed to build libFuzzer (apt-get install g++)" >&2; exit 1; }
 triple=$(rustc -vV | sed -n 's/^host: //p')
 export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \

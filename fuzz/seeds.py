@@ -244,6 +244,23 @@ vtep = {
     "v_unknown_vni": (0, [vx(43, eth(MFD, MRD, 0x0800, ip4(RD, FD, 17, udp(RD, FD, 1, 2, b""))))]),
     "v_stranger": (1, [vx(42, eth(MFD, MRD, 0x0800, ip4(RD, FD, 17, udp(RD, FD, 1, 2, b""))))]),
 }
+# The nat6 target: [mode (bit 0: partial L4 checksum) | new tuple (src, sport, dst, dport) |
+# IPv6 packet]: UDP, a TCP SYN, an echo request (masquerade to the uplink's IPv6 address), and a
+# port unreachable quoting the translated UDP datagram (the error's direction back).
+E6, U6, R6 = "fd00:96::2", "2001:db8:60::2", "2001:db8:60::1"
+sel6 = a6(U6) + struct.pack("!H", 61000) + a6(R6) + struct.pack("!H", 53)
+corpora["nat6"] = {}
+u6s = struct.pack("!HHHH", 40000, 53, 8 + 5, 0) + b"query"
+corpora["nat6"]["udp"] = b"\0" + sel6 + ip6(E6, R6, 17, l4_6(E6, R6, 17, u6s, 6))
+corpora["nat6"]["udp_partial"] = b"\1" + sel6 + ip6(E6, R6, 17, l4_6(E6, R6, 17, u6s, 6))
+syn6n = struct.pack("!HHIIBBHHH", 40000, 53, 1000, 0, 5 << 4, 0x02, 65535, 0, 0)
+corpora["nat6"]["tcp_syn"] = b"\0" + sel6 + ip6(E6, R6, 6, l4_6(E6, R6, 6, syn6n, 16))
+echo6n = struct.pack("!BBHHH", 128, 0, 0, 7, 1) + b"ping"
+corpora["nat6"]["echo"] = b"\0" + sel6 + ip6(E6, R6, 58, l4_6(E6, R6, 58, echo6n, 2))
+q6 = ip6(U6, R6, 17, l4_6(U6, R6, 17, struct.pack("!HHHH", 61000, 53, 13, 0) + b"query", 6))
+err6 = struct.pack("!BBHI", 1, 4, 0, 0) + q6
+err_sel6 = a6(R6) + struct.pack("!H", 53) + a6(E6) + struct.pack("!H", 40000)
+corpora["nat6"]["port_unreachable"] = b"\0" + err_sel6 + ip6(R6, U6, 58, l4_6(R6, U6, 58, err6, 2))
 corpora["datapath"] = {}
 for name, (sel, f) in dp.items():
     hdr = vnet()[:10] if sel == 3 else vnet()

@@ -898,6 +898,17 @@ fn an_ipv6_underlay_carries_the_overlay_to_a_kernel_vxlan_host_and_another_switc
         "10.240.0.2",
     ]);
     assert!(e.contains("IPv6"), "{e}");
+    // The MTU follows the underlay's family even before any peer is known.
+    let late: switch::model::NetworkInfo = d1.ctl_json(&[
+        "network",
+        "create",
+        "late",
+        "--subnet",
+        "10.251.5.0/24",
+        "--vni",
+        "44",
+    ]);
+    assert_eq!(late.mtu, 1430, "{late:?}");
     for (d, peers) in [(&d1, [v6(2), v6(3)]), (&d3, [v6(1), v6(2)])] {
         overlay_network(
             d,
@@ -973,4 +984,76 @@ fn an_ipv6_underlay_carries_the_overlay_to_a_kernel_vxlan_host_and_another_switc
     // The remote FDB shows IPv6 VTEPs.
     let fdb = d1.ctl_ok(&["fdb", "ov"]);
     assert!(fdb.contains(&v6(3)) && fdb.contains(&v6(2)), "{fdb}");
+}
+
+#[test]
+fn icmpv6_errors_are_rate_limited_and_every_one_is_accounted_for() {
+    require(&["ping", "python3"]);
+    let l = Lab::new(&[]);
+    l.d.ctl_ok(&[
+        "network",
+        "create",
+        "rl",
+        "--subnet",
+        "10.95.0.0/24",
+        "--subnet",
+        "fd00:95::/64",
+    ]);
+    let a = Netns::new("rl");
+    attach(&l.d, &a, "rl");
+    let up = wait_until(5, || ping6(&a, &["-c", "1", "fd00:95::1"]).0);
+    assert!(up, "ping -6 the gateway");
+    let before = stats(&l.d);
+    // 20 000 datagrams with hop limit 1 through the gateway: each one is a time-exceeded error
+    // the switch would send, far more than the 1000 a second it allows.
+    let script = r#"
+import socket
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 1)
+s.setblocking(False)
+sent = 0
+for i in range(20000):
+    try:
+        s.sendto(b"x", ("2001:db8:99::1", 9))
+        sent += 1
+    except (BlockingIOError, OSError):
+        pass
+print(sent)
+"#;
+    let sent: u64 = a
+        .exec_ok(&["python3", "-c", script])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(sent > 5000, "only {sent} datagrams went out");
+    let delta = |s: &switch::model::StatsInfo, b: &switch::model::StatsInfo, k: &str, ev: bool| {
+        let m = |x: &switch::model::StatsInfo| {
+            if ev { x.events.get(k) } else { x.drops.get(k) }
+                .copied()
+                .unwrap_or(0)
+        };
+        m(s) - m(b)
+    };
+    // Settled when the hop-limit drops stop growing.
+    let mut last = u64::MAX;
+    let after = loop {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let s = stats(&l.d);
+        let ttl = delta(&s, &before, "ttl", false);
+        if ttl == last {
+            break s;
+        }
+        last = ttl;
+    };
+    let ttl = delta(&after, &before, "ttl", false);
+    let errors = delta(&after, &before, "icmp6_errors", true);
+    let limited = delta(&after, &before, "icmp6_rate_limited", true);
+    assert!(ttl > 5000, "the switch saw {ttl} of {sent}");
+    assert_eq!(
+        ttl,
+        errors + limited,
+        "each refusal: an error sent or one counted as limited"
+    );
+    assert!(limited > 0, "{errors} errors sent for {ttl} refusals");
+    assert!(errors < ttl / 2, "{errors} errors sent for {ttl} refusals");
 }

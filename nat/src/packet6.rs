@@ -169,8 +169,10 @@ fn rewrite_headers(
         Proto::Udp => 6,
         Proto::Icmp => return,
     };
-    let Some(mut c) = be16(ip, l4 + co) else {
-        // A quote cut before the checksum: the ports, where present, still follow.
+    let zero_udp = old.proto == Proto::Udp && !partial_l4 && be16(ip, l4 + co) == Some(0);
+    let (Some(mut c), false) = (be16(ip, l4 + co), zero_udp) else {
+        // A quote cut before the checksum, or a UDP datagram without one (a tunnel's, RFC
+        // 6935): the ports, where present, still follow; no checksum is made up.
         put16(ip, l4, new.sport);
         put16(ip, l4 + 2, new.dport);
         return;
@@ -376,6 +378,21 @@ mod test {
             got == want || (got ^ want) == 0xffff && (got == 0 || want == 0),
             "{got:x} vs {want:x}"
         );
+    }
+
+    #[test]
+    fn a_udp_datagram_without_checksum_keeps_none() {
+        let mut p = packet(17, E, R, &udp(40000, 4789, b"tunnel"));
+        p[46..48].copy_from_slice(&[0, 0]); // RFC 6935: a tunnel's zero checksum
+        let info = parse(&p);
+        let new = FiveTuple {
+            src: U,
+            sport: 61000,
+            ..info.tuple
+        };
+        rewrite(&mut p, &info, &new, false);
+        assert_eq!(p[46..48], [0, 0], "no checksum made up");
+        assert_eq!(parse(&p).tuple, new);
     }
 
     #[test]

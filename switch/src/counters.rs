@@ -108,6 +108,8 @@ named_enum!(
         RouterAdverts => "router_adverts",
         /// ICMPv6 errors the gateway sent (hop limit exceeded, unreachable, packet too big).
         Icmp6Errors => "icmp6_errors",
+        /// ICMPv6 errors not sent: more than the rate allows (1000 a second).
+        Icmp6RateLimited => "icmp6_rate_limited",
     }
 );
 

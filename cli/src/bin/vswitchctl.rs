@@ -625,9 +625,16 @@ fn command(c: &Client, json: bool, cmd: Cmd) -> Result<(), ClientError> {
             if json {
                 return print_json(&p);
             }
-            let ip = p.ip.map_or_else(|| "uplink".to_string(), |i| i.to_string());
+            let ip = match p.ip {
+                None => "uplink".to_string(),
+                Some(std::net::IpAddr::V6(i)) => format!("[{i}]"),
+                Some(i) => i.to_string(),
+            };
+            let to6 = p
+                .endpoint_ip6
+                .map_or_else(String::new, |a| format!(", [{a}]:{}", p.endpoint_port));
             println!(
-                "{ip}:{}/{} -> {} {}:{} ({})",
+                "{ip}:{}/{} -> {} {}:{}{to6} ({})",
                 p.host_port, p.proto, p.netns, p.endpoint_ip, p.endpoint_port, p.network
             );
         }

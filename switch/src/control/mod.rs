@@ -183,6 +183,7 @@ pub struct Switch {
 impl Switch {
     /// Start the worker threads and the housekeeping thread, and restore persisted state.
     pub fn start(opts: Options) -> Result<Arc<Switch>, Error> {
+        let underlay_v6 = opts.underlay_ip.is_some_and(|a| a.is_ipv6());
         let workers = opts.workers.max(1);
         let shared = Arc::new(Shared {
             config: ArcSwap::from_pointee(Config::default()),
@@ -190,6 +191,7 @@ impl Switch {
             shutdown: AtomicBool::new(false),
             ct: Arc::new(Conntrack::new(opts.ct_max, opts.ct_timeouts)),
             ct6: Arc::new(Conntrack::new(opts.ct_max, opts.ct_timeouts)),
+            icmp6_errors: crate::port::FloodLimiter::new(crate::datapath::ICMP6_ERRORS_PER_S),
         });
         let mut epolls = Vec::new();
         let mut counters = Vec::new();
@@ -221,7 +223,11 @@ impl Switch {
             epolls,
             counters,
             threads: Mutex::new(threads),
-            state: Mutex::new(State::new()),
+            state: Mutex::new({
+                let mut st = State::new();
+                st.underlay_v6 = underlay_v6;
+                st
+            }),
             store: Mutex::new(None),
             mark,
             restoring: AtomicBool::new(false),

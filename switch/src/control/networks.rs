@@ -169,6 +169,7 @@ impl Switch {
             return Err(Error::MacNotUnicast(mac.to_string()));
         }
         let vtep = crate::ipam::parse_ip(&req.vtep)?;
+        self.check_peer_family(vtep)?;
         // Not `mutate`: the entry goes into the network's remote FDB (a datapath table), not
         // into the state, and is not persisted; there is nothing to save.
         let st = self.lock()?;

@@ -542,6 +542,8 @@ pub(super) struct State {
     pub(super) rt: RtCache,
     pub(super) next_net: NetId,
     pub(super) next_port: PortId,
+    /// The underlay is IPv6 (`--underlay-ip` an IPv6 address): overlays leave 70 bytes, not 50.
+    pub(super) underlay_v6: bool,
     pub(super) shutting_down: bool,
     pub(super) uplink: Option<UplinkState>,
     pub(super) published: Vec<PublishState>,
@@ -727,7 +729,7 @@ impl State {
         }
         // Overlay endpoints get the underlay MTU minus VXLAN's 50 bytes (70 over IPv6), so
         // nothing fragments.
-        let overhead = if peers.iter().any(|p| p.is_ipv6()) {
+        let overhead = if self.underlay_v6 {
             wire::vxlan::VXLAN_OVERHEAD_V6
         } else {
             wire::vxlan::VXLAN_OVERHEAD_V4

@@ -313,14 +313,15 @@ impl Ctx<'_> {
     fn route6(&mut self, net: &NetRt, v6: &NetRt6, ing: Ingress<'_>, p: &Parsed, ip: Ip6) {
         let cfg = self.cfg;
         let c = self.c;
-        if ip.dst == v6.link_local {
+        let to_gateway = v6.is_gateway(ip.dst);
+        if ip.dst == v6.link_local || (to_gateway && icmpv6::is_link_local(ip.src)) {
+            // The gateway's own services, asked from or at a link-local address.
             return self.dns6(net, ing, p, &ip);
         }
         if ip.src.is_unspecified() || icmpv6::is_link_local(ip.src) || icmpv6::is_link_local(ip.dst)
         {
             return c.drop(Drop::NoRoute);
         }
-        let to_gateway = v6.is_gateway(ip.dst);
         if ip.hop_limit <= 1 && !to_gateway {
             self.icmp6_error(net, v6, ing, p, &ip, (msg_type::TIME_EXCEEDED, 0, 0));
             return c.drop(Drop::Ttl);
@@ -335,6 +336,12 @@ impl Ctx<'_> {
                 None => return c.drop(Drop::Unsupported),
             },
         };
+        if ip.hop_limit <= 1 && !matches!(verdict, Verdict::Gateway) {
+            // To the gateway's address, yet not for the gateway: a tracked flow's packet (the
+            // answer of a hairpin flow), which has a hop to go.
+            self.icmp6_error(net, v6, ing, p, &ip, (msg_type::TIME_EXCEEDED, 0, 0));
+            return c.drop(Drop::Ttl);
+        }
         let translated = match verdict {
             Verdict::Gateway => return self.dns6(net, ing, p, &ip),
             Verdict::Tracked { tuple, zone } => (tuple, Some(zone)),
@@ -444,7 +451,7 @@ impl Ctx<'_> {
         };
         // Hop limit: the IPv6 header has no checksum to mend.
         if let Some(h) = self.buf.data_mut().get_mut(EthFrame::HEADER_LEN + 7) {
-            *h = ip.hop_limit - 1;
+            *h = ip.hop_limit.saturating_sub(1);
         }
         ethernet::set_addrs(self.buf.data_mut(), to.gateway_mac, mac);
         c.event(Event::Routed);
@@ -577,7 +584,8 @@ impl Ctx<'_> {
 
     /// Put into the buffer the ICMPv6 error `(type, code, param)` about the IPv6 packet in it,
     /// from `(mac, ip)` to its sender, quoting it; `None` (buffer untouched) for a packet that is
-    /// itself an error or from an address that cannot be answered (RFC 4443 §2.4(e)).
+    /// itself an error or from an address that cannot be answered (RFC 4443 §2.4(e)), and
+    /// beyond [`super::ICMP6_ERRORS_PER_S`] (§2.4(f); counted as `icmp6_rate_limited`).
     pub(super) fn error_frame(
         &mut self,
         p: &Parsed,
@@ -588,6 +596,10 @@ impl Ctx<'_> {
         let is_error = ip.proto == next_header::ICMPV6
             && matches!(ip.l4, L4::Icmp { msg_type, .. } if msg_type < 128);
         if is_error || ip.src.is_unspecified() || ip.src.is_multicast() {
+            return None;
+        }
+        if !self.icmp6_limit.allow(self.now) {
+            self.c.event(Event::Icmp6RateLimited);
             return None;
         }
         let frame = self.buf.data();

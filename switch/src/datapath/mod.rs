@@ -244,7 +244,13 @@ pub struct Shared {
     pub ct: Arc<Conntrack>,
     /// Connection tracking for NAT66 (IPv6 masquerade, IPv6 published ports).
     pub ct6: Arc<Conntrack<std::net::Ipv6Addr>>,
+    /// The rate the switch sends ICMPv6 errors at (RFC 4443 §2.4(f)), all workers together.
+    pub icmp6_errors: crate::port::FloodLimiter,
 }
+
+/// ICMPv6 errors the switch sends per second at most (a burst of as many), as Linux's
+/// `net.ipv6.icmp.ratelimit` bounds its own.
+pub const ICMP6_ERRORS_PER_S: u64 = 1000;
 
 impl Shared {
     /// Milliseconds since the daemon started.
@@ -363,6 +369,7 @@ impl Worker {
                 epoll: &self.epoll,
                 ct: &self.shared.ct,
                 ct6: &self.shared.ct6,
+                icmp6_limit: &self.shared.icmp6_errors,
                 now: self.shared.now_ms(),
             };
             for &token in &ready {
@@ -415,6 +422,7 @@ impl Scratch {
             epoll,
             ct: &shared.ct,
             ct6: &shared.ct6,
+            icmp6_limit: &shared.icmp6_errors,
             now: shared.now_ms(),
         }
     }
@@ -431,6 +439,7 @@ pub(crate) struct Ctx<'a> {
     pub(crate) epoll: &'a Epoll,
     pub(crate) ct: &'a Conntrack,
     pub(crate) ct6: &'a Conntrack<std::net::Ipv6Addr>,
+    pub(crate) icmp6_limit: &'a crate::port::FloodLimiter,
     pub(crate) now: u64,
 }
 

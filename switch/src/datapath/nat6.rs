@@ -261,7 +261,7 @@ impl Ctx<'_> {
             return false;
         };
         if let Some(h) = self.buf.data_mut().get_mut(EthFrame::HEADER_LEN + 7) {
-            *h = ip.hop_limit - 1;
+            *h = ip.hop_limit.saturating_sub(1);
         }
         c.event(Event::Routed);
         if self.send_to_uplink_hop(up, &u6.neigh, hop, Drop::NeighborUnknown) {

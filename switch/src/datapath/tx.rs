@@ -89,7 +89,8 @@ impl Ctx<'_> {
         if !unicast {
             self.flush_tx();
         }
-        for (i, dst) in vteps.iter().enumerate() {
+        let mut written = false;
+        for dst in vteps {
             let IpAddr::V4(dst) = dst else {
                 c.drop(Drop::TxError); // a peer of the other family (refused at configuration)
                 continue;
@@ -99,8 +100,9 @@ impl Ctx<'_> {
                 .headroom_mut(vxlan::OUTER_LEN)
                 .try_into()
                 .expect("headroom holds outer headers");
-            if i == 0 {
+            if !written {
                 vxlan::write_outer(hdr, src, *dst, sport, dev.port, vni, inner_len);
+                written = true;
             } else {
                 vxlan::set_outer_dst(hdr, *dst);
             }
