@@ -522,3 +522,81 @@ fn bad_cluster_input_is_refused_or_skipped_never_a_crash() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+#[test]
+fn dual_stack_cluster_networks_give_cluster_wide_ipv6_addresses_and_names() {
+    let (u, _etcd) = lab(2, 1);
+    let nodes: Vec<Daemon> = (1..=2).map(|i| node(&u, &_etcd, i, &[])).collect();
+    for d in &nodes {
+        wait_nodes_up(d, 2);
+    }
+    // The IPv6 prefix must leave 32 bits for the IPv4 address.
+    let (_, e) = nodes[0].ctl_err(&[
+        "network",
+        "create",
+        "narrow",
+        "--subnet",
+        "10.76.0.0/24",
+        "--subnet",
+        "fd00:76::/112",
+        "--overlay",
+    ]);
+    assert!(e.contains("/96"), "{e}");
+    nodes[0].ctl_ok(&[
+        "network",
+        "create",
+        "ds",
+        "--subnet",
+        "10.78.0.0/24",
+        "--subnet",
+        "fd00:78::/64",
+        "--overlay",
+    ]);
+    assert!(
+        wait_until(5, || network_on(&nodes[1], "ds")
+            .is_some_and(|n| n.subnet6.is_some())),
+        "the dual-stack network reached host 2: {}",
+        nodes[1].log()
+    );
+    let (a, b) = (Netns::new("da"), Netns::new("db"));
+    let ea = attach(&nodes[0], &a, "ds");
+    let eb = attach(&nodes[1], &b, "ds");
+    // Each IPv6 address is the endpoint's cluster-wide IPv4 address in the prefix.
+    for e in [&ea, &eb] {
+        let v4 = u32::from(e.ip);
+        let want = std::net::Ipv6Addr::from((0xfd00_0078u128 << 96) | u128::from(v4));
+        assert_eq!(e.ip6, Some(want), "{e:?}");
+    }
+    assert_ne!(ea.ip6, eb.ip6);
+    // --ip6 other than the one the IPv4 address gives is refused, saying how to choose.
+    let c = Netns::new("dc");
+    let (_, e) = nodes[0].ctl_err(&["attach", &c.name, "ds", "--ip6", "fd00:78::99"]);
+    assert!(e.contains("--ip"), "{e}");
+    // IPv6 across hosts, and the other host's endpoint by name (AAAA) at the local gateway.
+    let b6 = eb.ip6.unwrap().to_string();
+    let ok = wait_until(10, || {
+        a.exec(&["ping", "-6", "-n", "-c", "1", "-W", "1", &b6])
+            .status
+            .success()
+    });
+    assert!(
+        ok,
+        "ping -6 across hosts\n{}\n{}",
+        nodes[0].log(),
+        nodes[1].log()
+    );
+    let ok = wait_until(5, || {
+        a.exec(&["dig", "+short", "@10.78.0.1", &b.name, "AAAA"])
+            .stdout
+            .starts_with(b6.as_bytes())
+    });
+    assert!(ok, "AAAA for the remote endpoint");
+    let info = network_on(&nodes[0], "ds").unwrap();
+    assert!(
+        info.remote_endpoints
+            .iter()
+            .any(|r| r.ip6 == eb.ip6 && r.netns == b.name),
+        "{:?}",
+        info.remote_endpoints
+    );
+}

@@ -215,12 +215,25 @@ pub enum Error {
     /// An MTU too small for IPv6.
     #[error("MTU {0} is below IPv6's minimum of 1280 (the network is dual stack)")]
     Mtu6(u32),
-    /// A dual-stack cluster network.
+    /// A dual-stack cluster network whose IPv6 prefix cannot hold the IPv4 addresses.
     #[error(
-        "network '{0}': IPv6 on cluster networks is not there yet (each node would hand out the \
-         same IPv6 addresses): create it without the IPv6 --subnet"
+        "network '{0}': a cluster network's IPv6 subnet must be a /96 or shorter (an endpoint's \
+         IPv6 address is its cluster-wide IPv4 address in the prefix's last 32 bits)"
     )]
     ClusterIpv6(String),
+    /// `--ip6` on a cluster network other than the one its IPv4 address gives.
+    #[error(
+        "network '{network}': on cluster networks the IPv6 address follows the IPv4 one ({want} \
+         for {ip}); choose the endpoint with --ip"
+    )]
+    ClusterIp6 {
+        /// The network.
+        network: String,
+        /// The IPv4 address.
+        ip: Ipv4Addr,
+        /// The IPv6 address it gives.
+        want: String,
+    },
     /// A malformed IPv6 uplink address.
     #[error("malformed IPv6 uplink address '{0}' (expected ADDR/PREFIX, e.g. 2001:db8:50::2/64)")]
     BadUplinkAddr6(String),

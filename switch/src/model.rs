@@ -128,6 +128,9 @@ pub struct RemoteEndpointInfo {
     pub names: Vec<String>,
     /// The node's VTEP.
     pub vtep: std::net::IpAddr,
+    /// Its IPv6 address (a dual-stack network: its IPv4 address in the prefix's last 32 bits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
 }
 
 /// `POST /v1/networks/{name}/links`: route between two networks without NAT.

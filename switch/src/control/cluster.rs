@@ -109,9 +109,16 @@ impl Switch {
         req: &NetworkCreate,
         underlay_mtu: Option<u32>,
     ) -> Result<NetworkInfo, Error> {
-        if req.subnet6.is_some() {
-            // Each node's IPAM would hand out the same IPv6 addresses: no claims for them yet.
-            return Err(Error::ClusterIpv6(req.name.clone()));
+        if let Some(s6) = &req.subnet6 {
+            // IPv6 addresses follow the IPv4 ones, which etcd's claims keep unique: the prefix
+            // must leave 32 bits for them.
+            let short = s6
+                .split_once('/')
+                .and_then(|(_, l)| l.parse::<u8>().ok())
+                .is_some_and(|l| l <= 96);
+            if !short {
+                return Err(Error::ClusterIpv6(req.name.clone()));
+            }
         }
         self.mutate(|st| {
             connected(agent)?;
@@ -378,6 +385,19 @@ impl Switch {
             let addr_key = agent.keys.addr(&req.network, ip);
             let mut local = req.clone();
             local.ip = Some(ip.to_string());
+            // Dual stack: the IPv6 address is the IPv4 one in the prefix (unique as it is).
+            let net = st.net(&req.network)?;
+            if let Some(ip6) = net.derived6(ip) {
+                if want.ip6.is_some_and(|a| a != ip6) {
+                    delete_keys(agent, &[addr_key]);
+                    return Err(Error::ClusterIp6 {
+                        network: req.network.clone(),
+                        ip,
+                        want: ip6.to_string(),
+                    });
+                }
+                local.ip6 = Some(ip6.to_string());
+            }
             let info = match self.attach_locked(st, &local, super::endpoints::AttachMode::Create) {
                 Ok(info) => info,
                 Err(e) => {

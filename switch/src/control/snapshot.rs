@@ -182,6 +182,12 @@ fn net_rt(st: &State, n: &Net) -> NetRt {
                         .chain(std::iter::once(wire::icmpv6::link_local_eui64(mac)))
                         .map(move |ip| (ip, mac))
                 })
+                // Endpoints on other nodes of a cluster network, by their derived address.
+                .chain(
+                    n.remote_eps
+                        .values()
+                        .filter_map(|r| Some((n.derived6(r.ip)?, r.mac))),
+                )
                 .collect(),
             learned: n.neigh6.clone(),
             probes: n.probes6.clone(),

@@ -195,6 +195,7 @@ impl Net {
                     mac: r.mac.to_string(),
                     names: r.names.clone(),
                     vtep: r.vtep,
+                    ip6: self.derived6(r.ip),
                 })
                 .collect(),
         }
@@ -289,14 +290,21 @@ impl Net {
         }))
     }
 
-    /// DNS names of this network's endpoints that have an IPv6 address.
+    /// DNS names of this network's endpoints that have an IPv6 address (on a cluster network,
+    /// those on other nodes too).
     pub(super) fn names6(&self) -> impl Iterator<Item = (String, Ipv6Addr)> + '_ {
-        self.endpoints.iter().filter(|e| e.is_up()).flat_map(|e| {
+        let remote = self.remote_eps.values().flat_map(|r| {
+            let ip6 = self.derived6(r.ip);
+            r.names
+                .iter()
+                .filter_map(move |n| Some((n.to_ascii_lowercase(), ip6?)))
+        });
+        remote.chain(self.endpoints.iter().filter(|e| e.is_up()).flat_map(|e| {
             let ip6 = e.port.ip6;
             std::iter::once(&e.netns)
                 .chain(e.aliases.iter())
                 .filter_map(move |n| Some((n.to_ascii_lowercase(), ip6?)))
-        })
+        }))
     }
 
     /// Every peer VTEP: the static ones and, in cluster mode, the other live nodes'.
@@ -304,6 +312,15 @@ impl Net {
         let mut v: Vec<IpAddr> = self.peers.union(&self.member_peers).copied().collect();
         v.dedup();
         v
+    }
+
+    /// A cluster network's IPv6 address for the endpoint with IPv4 address `ip`: `ip` in the
+    /// last 32 bits of the IPv6 prefix (a /96 or shorter), so that etcd's claims on IPv4
+    /// addresses keep the IPv6 ones unique too. `None` off the cluster or without IPv6.
+    pub(super) fn derived6(&self, ip: Ipv4Addr) -> Option<Ipv6Addr> {
+        let v6 = self.v6.as_ref().filter(|_| self.cluster)?;
+        (v6.subnet.prefix_len() <= 96)
+            .then(|| Ipv6Addr::from(u128::from(v6.subnet.network()) | u128::from(u32::from(ip))))
     }
 
     /// Addresses a new endpoint could get here, in order: the subnet's hosts that are not the
