@@ -161,21 +161,6 @@ fn a_network_created_once_spans_every_host_with_cluster_wide_addresses() {
     let (code, err) = nodes[3].ctl_err(&["network", "rm", "ov"]);
     assert_eq!(code, 1);
     assert!(err.contains("h1/") && err.contains("h2/"), "{err}");
-    // Dual stack is not for cluster networks yet: refused, saying why.
-    let (code, err) = nodes[3].ctl_err(&[
-        "network",
-        "create",
-        "ov6",
-        "--subnet",
-        "10.61.0.0/24",
-        "--subnet",
-        "fd00:61::/64",
-        "--overlay",
-    ]);
-    assert!(
-        code != 0 && err.contains("IPv6 on cluster networks"),
-        "{err}"
-    );
     // One etcd member down: nothing noticeable.
     etcd.kill(2);
     let extra = Netns::new("x");
