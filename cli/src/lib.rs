@@ -6,6 +6,7 @@ pub mod client;
 pub mod cni;
 pub mod docker;
 pub mod docker_ipam;
+pub mod metrics;
 pub mod netns_mount;
 pub mod server;
 pub mod table;
@@ -60,6 +61,8 @@ pub struct ApiStatus {
 
 /// API routes (HTTP/1.1, JSON bodies; errors are `{"error": "..."}` with a 4xx/5xx status).
 pub mod routes {
+    /// `GET`: the Prometheus text exposition of the counters and table sizes.
+    pub const METRICS: &str = "/metrics";
     /// `GET` list, `POST` create ([`switch::model::NetworkCreate`]).
     pub const NETWORKS: &str = "/v1/networks";
     /// `GET` inspect, `DELETE` remove: `/v1/networks/{name}`.

@@ -126,6 +126,29 @@ async fn stats(State(sw): State<Sw>) -> Json<StatsInfo> {
     Json(sw.stats())
 }
 
+/// `GET /metrics`: the Prometheus text exposition.
+async fn metrics(State(sw): State<Sw>) -> axum::response::Response {
+    let body = tokio::task::spawn_blocking(move || crate::metrics::render(&sw.metrics()))
+        .await
+        .unwrap_or_default();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// What `vswitchd --metrics-listen` serves: `GET /metrics` alone (read-only, no root needed:
+/// it is a TCP port, loopback unless the operator says otherwise).
+pub fn metrics_router(sw: Arc<Switch>) -> Router {
+    Router::new()
+        .route(routes::METRICS, get(metrics))
+        .with_state(sw)
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CaptureQuery {
@@ -539,6 +562,7 @@ fn app(sw: Arc<Switch>, conns: Arc<Connections>, progress: Progress) -> Router {
         .route(routes::PEERS, axum::routing::post(peer_add))
         .route(routes::PEER, delete(peer_rm))
         .route(routes::STATS, get(stats))
+        .route(routes::METRICS, get(metrics))
         .route(routes::STATUS, get(status))
         .route(routes::CLUSTER, get(cluster_status))
         .route(routes::CAPTURE, get(capture))

@@ -215,6 +215,7 @@ impl Session {
     /// Attach a new session to `taps` (each with the directions given).
     pub fn start(id: u64, taps: Vec<(Arc<Taps>, bool, bool)>) -> Session {
         let (tx, rx) = crossbeam_channel::bounded(SESSION_QUEUE);
+        ACTIVE.fetch_add(1, Ordering::Relaxed);
         let mut s = Session {
             id,
             frames: rx,
@@ -271,7 +272,16 @@ impl std::ops::Drop for Session {
         for t in &self.taps {
             t.remove(self.id);
         }
+        ACTIVE.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// Capture sessions open in this process.
+static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// How many capture sessions are open (the metrics' `vswitch_capture_sessions`).
+pub fn active_sessions() -> usize {
+    ACTIVE.load(Ordering::Relaxed)
 }
 
 /// pcap link type for Ethernet.

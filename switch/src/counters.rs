@@ -118,6 +118,8 @@ named_enum!(
 pub struct WorkerCounters {
     drops: Vec<AtomicU64>,
     events: Vec<AtomicU64>,
+    /// Nanoseconds spent handling frames (from a wake-up with work to the end of its batch).
+    busy_ns: AtomicU64,
     /// The worker's index: the TAP queue it reads and writes.
     pub queue: usize,
 }
@@ -134,6 +136,7 @@ impl WorkerCounters {
         WorkerCounters {
             drops: Drop::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
             events: Event::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+            busy_ns: AtomicU64::new(0),
             queue: i,
         }
     }
@@ -148,6 +151,19 @@ impl WorkerCounters {
     #[inline]
     pub fn event(&self, ev: Event) {
         bump(&self.events[ev as usize]);
+    }
+
+    /// Count `ns` nanoseconds of work (the worker's own thread only).
+    pub fn add_busy(&self, ns: u64) {
+        self.busy_ns.store(
+            self.busy_ns.load(Ordering::Relaxed).wrapping_add(ns),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Nanoseconds this worker spent handling frames.
+    pub fn busy_ns(&self) -> u64 {
+        self.busy_ns.load(Ordering::Relaxed)
     }
 
     /// Add these counters into `drops` and `events`, keyed by name.

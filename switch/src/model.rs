@@ -486,6 +486,58 @@ pub struct StatsInfo {
     pub events: BTreeMap<String, u64>,
 }
 
+/// What `GET /metrics` renders (Prometheus' text format): the counters of `stats` and the
+/// tables' sizes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MetricsInfo {
+    /// The daemon's version.
+    pub version: String,
+    /// Ports, drops and events, as `stats` has them.
+    pub stats: StatsInfo,
+    /// Per network: endpoints and table sizes.
+    pub networks: Vec<NetworkMetrics>,
+    /// Most MACs one network's FDB holds (`--fdb-limit`).
+    pub fdb_limit: u64,
+    /// Tracked connections by family (`ipv4`, `ipv6`) and state.
+    pub conntrack: Vec<ConntrackCount>,
+    /// Most connections one family's table holds (`--ct-max`).
+    pub conntrack_limit: u64,
+    /// Next hops the uplink has resolved (ARP and neighbour discovery).
+    pub uplink_neighbours: u64,
+    /// Capture sessions open.
+    pub capture_sessions: u64,
+    /// Per worker: nanoseconds spent handling frames.
+    pub worker_busy_ns: Vec<u64>,
+}
+
+/// One network's share of [`MetricsInfo`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NetworkMetrics {
+    /// The network.
+    pub network: String,
+    /// Endpoints attached here (up or pending).
+    pub endpoints: u64,
+    /// Learned local MACs.
+    pub fdb_entries: u64,
+    /// MACs behind peer VTEPs (overlay networks).
+    pub remote_entries: u64,
+    /// IPv4 neighbours the gateway knows (ARP table).
+    pub neighbours: u64,
+    /// IPv6 neighbours learned from neighbour discovery.
+    pub neighbours6: u64,
+}
+
+/// Tracked connections of one family in one state.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ConntrackCount {
+    /// `ipv4` or `ipv6`.
+    pub family: String,
+    /// TCP state, or `REPLIED`/`UNREPLIED` for UDP and ICMP.
+    pub state: String,
+    /// How many.
+    pub count: u64,
+}
+
 /// The body of every error response.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ErrorBody {

@@ -121,6 +121,9 @@ enum Cmd {
     Peer(PeerCmd),
     /// Per-port counters and named drop counters.
     Stats,
+    /// The counters and table sizes in Prometheus' text format (what `GET /metrics` answers
+    /// here and on `vswitchd --metrics-listen`), for a look at what a scraper gets.
+    Metrics,
     /// Whether vswitchd is up and done restoring its saved state; its API connections.
     ///
     /// While vswitchd restores its state after a start, reads answer with what is restored so
@@ -807,6 +810,10 @@ fn command(c: &Client, json: bool, cmd: Cmd) -> Result<(), ClientError> {
                     s.api.timed_out
                 )
             })?;
+        }
+        Cmd::Metrics => {
+            let mut out = std::io::stdout().lock();
+            c.stream(routes::METRICS, &mut out)?;
         }
         Cmd::Stats => {
             let s: StatsInfo = c.call("GET", routes::STATS, NONE)?;

@@ -60,6 +60,15 @@ struct Args {
     /// [default: the kernel picks the source of the route to each peer, over IPv4].
     #[arg(long, value_name = "IP")]
     underlay_ip: Option<std::net::IpAddr>,
+    /// Serve `GET /metrics` (Prometheus' text format) on this TCP address too, for a scraper
+    /// (the API socket answers `GET /metrics` as well). Loopback only unless
+    /// --metrics-listen-any.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// Let --metrics-listen take an address other than loopback (the counters name every
+    /// namespace and network).
+    #[arg(long, requires = "metrics_listen")]
+    metrics_listen_any: bool,
     /// Serve Docker's network plugin protocol (a remote network driver and IPAM driver) on this
     /// socket, where dockerd finds it: `docker network create -d vswitch --ipam-driver vswitch
     /// NET`. The drivers' name is the socket's file name without `.sock`; the IPAM driver's
@@ -202,6 +211,14 @@ fn run(args: Args) -> Result<(), String> {
         .map(usize::from)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let cluster = cluster_options(&args)?;
+    if let Some(a) = args.metrics_listen {
+        if !a.ip().is_loopback() && !args.metrics_listen_any {
+            return Err(format!(
+                "--metrics-listen {a}: not a loopback address (the metrics name every namespace \
+                 and network); add --metrics-listen-any to serve them there"
+            ));
+        }
+    }
     std::fs::create_dir_all(&args.state_dir).map_err(|e| {
         format!(
             "create state directory {} failed: {e}",
@@ -257,6 +274,18 @@ fn run(args: Args) -> Result<(), String> {
             limits.header_timeout.as_secs(),
             limits.idle_timeout.as_secs()
         );
+        if let Some(addr) = args.metrics_listen {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("--metrics-listen {addr}: {e}"))?;
+            log::info!("metrics on http://{addr}/metrics");
+            let app = server::metrics_router(sw.clone());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(l, app).await {
+                    log::error!("metrics listener stopped: {e}");
+                }
+            });
+        }
         if let Some(path) = &args.docker_plugin {
             let app = vswitch_cli::docker::router(sw.clone(), Some(&args.state_dir))
                 .map_err(|e| format!("--docker-plugin: {e}"))?;

@@ -161,6 +161,53 @@ impl Switch {
         }
     }
 
+    /// `GET /metrics`: what the Prometheus exposition renders.
+    pub fn metrics(&self) -> MetricsInfo {
+        let stats = self.stats();
+        let now = self.shared.now_ms();
+        let st = self.read();
+        let networks = st
+            .networks()
+            .values()
+            .map(|n| NetworkMetrics {
+                network: n.name.clone(),
+                endpoints: n.endpoints.len() as u64,
+                fdb_entries: n.fdb.len() as u64,
+                remote_entries: n.vni.map_or(0, |_| n.remote.entries(now).len() as u64),
+                neighbours: n.neigh.len() as u64,
+                neighbours6: n.neigh6.len() as u64,
+            })
+            .collect();
+        let mut conntrack = BTreeMap::new();
+        for f in self.shared.ct.flows(None) {
+            *conntrack.entry(("ipv4", f.state_name())).or_insert(0u64) += 1;
+        }
+        for f in self.shared.ct6.flows(None) {
+            *conntrack.entry(("ipv6", f.state_name())).or_insert(0u64) += 1;
+        }
+        let uplink_neighbours = st.uplink.as_ref().map_or(0, |u| {
+            (u.neigh.entries(now).len() + u.neigh6.entries(now).len()) as u64
+        });
+        MetricsInfo {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            stats,
+            networks,
+            fdb_limit: self.opts.fdb_limit as u64,
+            conntrack: conntrack
+                .into_iter()
+                .map(|((family, state), count)| ConntrackCount {
+                    family: family.into(),
+                    state: state.into(),
+                    count,
+                })
+                .collect(),
+            conntrack_limit: self.opts.ct_max as u64,
+            uplink_neighbours,
+            capture_sessions: crate::capture::active_sessions() as u64,
+            worker_busy_ns: self.counters.iter().map(|c| c.busy_ns()).collect(),
+        }
+    }
+
     /// Start a capture session on `target`: a port name, `NETNS/IFNAME`, or a network name.
     pub fn capture(&self, target: &str) -> Result<Session, Error> {
         // Also while restoring (what is restored so far can be captured); not once stopping.

@@ -378,6 +378,9 @@ impl Worker {
                 };
                 ctx.drain(port);
             }
+            let busy = last_work.elapsed().as_nanos();
+            self.counters
+                .add_busy(u64::try_from(busy).unwrap_or(u64::MAX));
         }
     }
 }
