@@ -63,6 +63,8 @@ pub struct ApiStatus {
 pub mod routes {
     /// `GET`: the Prometheus text exposition of the counters and table sizes.
     pub const METRICS: &str = "/metrics";
+    /// `GET`: the event stream, JSON lines (`?count=N&timeout=SECS`).
+    pub const EVENTS: &str = "/v1/events";
     /// `GET` list, `POST` create ([`switch::model::NetworkCreate`]).
     pub const NETWORKS: &str = "/v1/networks";
     /// `GET` inspect, `DELETE` remove: `/v1/networks/{name}`.

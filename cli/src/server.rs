@@ -141,6 +141,90 @@ async fn metrics(State(sw): State<Sw>) -> axum::response::Response {
         .into_response()
 }
 
+/// `?count=N&timeout=SECS` of a followed stream: stop after N lines or SECS seconds.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FollowQuery {
+    count: Option<u64>,
+    timeout: Option<f64>,
+}
+
+/// `GET /v1/events`: the event stream as JSON lines, for as long as the client reads.
+async fn events(State(sw): State<Sw>, Query(q): Query<FollowQuery>) -> Response {
+    follow(sw.subscribe(switch::events::Topic::Events), "events", q)
+}
+
+/// A subscription as a streamed body of JSON lines: first `{"type":"listening"}` (from then on
+/// nothing is missed), then the lines as they come, a `{"type":"lost","count":N}` line when the
+/// queue overflowed since the last one. Polled by the connection's own task every 100 ms.
+fn follow(sub: switch::events::Subscription, topic: &str, q: FollowQuery) -> Response {
+    let first = serde_json::json!({"type": "listening", "topic": topic}).to_string() + "\n";
+    let body = Body::from_stream(Lines {
+        sub,
+        first: Some(first),
+        tick: tokio::time::interval(Duration::from_millis(100)),
+        sent: 0,
+        count: q.count.unwrap_or(u64::MAX),
+        deadline: q
+            .timeout
+            .filter(|t| t.is_finite() && *t >= 0.0)
+            .map(|t| Box::pin(tokio::time::sleep(Duration::from_secs_f64(t.min(1e9))))),
+        lost_told: 0,
+    });
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+}
+
+struct Lines {
+    sub: switch::events::Subscription,
+    first: Option<String>,
+    tick: tokio::time::Interval,
+    sent: u64,
+    count: u64,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    lost_told: u64,
+}
+
+impl tokio_stream::Stream for Lines {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if let Some(f) = this.first.take() {
+            return Poll::Ready(Some(Ok(Bytes::from(f))));
+        }
+        loop {
+            let expired = this
+                .deadline
+                .as_mut()
+                .is_some_and(|d| d.as_mut().poll(cx).is_ready());
+            if this.sent >= this.count || expired {
+                return Poll::Ready(None);
+            }
+            if this.tick.poll_tick(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let mut out = String::new();
+            let lost = this.sub.lost.load(Ordering::Relaxed);
+            if lost > this.lost_told {
+                let n = lost - this.lost_told;
+                this.lost_told = lost;
+                out.push_str(&format!("{{\"type\":\"lost\",\"count\":{n}}}\n"));
+            }
+            while this.sent < this.count && out.len() < CHUNK_BYTES {
+                let Ok(line) = this.sub.rx.try_recv() else {
+                    break;
+                };
+                out.push_str(&line);
+                out.push('\n');
+                this.sent += 1;
+            }
+            if !out.is_empty() {
+                return Poll::Ready(Some(Ok(Bytes::from(out))));
+            }
+        }
+    }
+}
+
 /// What `vswitchd --metrics-listen` serves: `GET /metrics` alone (read-only, no root needed:
 /// it is a TCP port, loopback unless the operator says otherwise).
 pub fn metrics_router(sw: Arc<Switch>) -> Router {
@@ -563,6 +647,7 @@ fn app(sw: Arc<Switch>, conns: Arc<Connections>, progress: Progress) -> Router {
         .route(routes::PEER, delete(peer_rm))
         .route(routes::STATS, get(stats))
         .route(routes::METRICS, get(metrics))
+        .route(routes::EVENTS, get(events))
         .route(routes::STATUS, get(status))
         .route(routes::CLUSTER, get(cluster_status))
         .route(routes::CAPTURE, get(capture))

@@ -644,6 +644,11 @@ impl<A: Addr> Conntrack<A> {
             .collect()
     }
 
+    /// The most flows the table holds.
+    pub fn limit(&self) -> usize {
+        self.max
+    }
+
     /// Number of flows.
     pub fn len(&self) -> usize {
         self.flows.load(Ordering::Relaxed)

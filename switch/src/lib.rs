@@ -23,6 +23,7 @@ pub mod counters;
 pub mod datapath;
 pub mod dns;
 pub mod error;
+pub mod events;
 pub mod fdb;
 pub mod frame;
 pub mod ipam;

@@ -146,6 +146,8 @@ pub struct FloodLimiter {
     tokens: AtomicU64,
     last_ms: AtomicU64,
     rate_per_s: u64,
+    /// Refusing since the last allowed take (for the event stream's begin/end).
+    limited: std::sync::atomic::AtomicBool,
 }
 
 impl FloodLimiter {
@@ -155,7 +157,19 @@ impl FloodLimiter {
             tokens: AtomicU64::new(rate_per_s),
             last_ms: AtomicU64::new(0),
             rate_per_s,
+            limited: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Note the outcome of [`Self::allow`]: `Some(true)` when limiting just began, `Some(false)`
+    /// when it just ended, `None` otherwise. // HOT PATH (one relaxed load when nothing changed)
+    #[inline]
+    pub fn transition(&self, allowed: bool) -> Option<bool> {
+        if self.limited.load(Ordering::Relaxed) == allowed {
+            self.limited.store(!allowed, Ordering::Relaxed);
+            return Some(!allowed);
+        }
+        None
     }
 
     /// Take a token at `now_ms`; false when the bucket is empty. // HOT PATH

@@ -121,6 +121,18 @@ enum Cmd {
     Peer(PeerCmd),
     /// Per-port counters and named drop counters.
     Stats,
+    /// Follow what happens, as JSON lines: endpoints attached, detached or pending, MACs that
+    /// moved between ports (`fdb_moved`), peers added and removed, flood limiting beginning
+    /// and ending on a port, a full connection table. The first line (`"type":"listening"`)
+    /// says the stream is live; a `"type":"lost"` line counts lines a slow reader missed.
+    Events {
+        /// Stop after N events.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+        /// Stop after SECS seconds.
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<f64>,
+    },
     /// The counters and table sizes in Prometheus' text format (what `GET /metrics` answers
     /// here and on `vswitchd --metrics-listen`), for a look at what a scraper gets.
     Metrics,
@@ -810,6 +822,22 @@ fn command(c: &Client, json: bool, cmd: Cmd) -> Result<(), ClientError> {
                     s.api.timed_out
                 )
             })?;
+        }
+        Cmd::Events { count, timeout } => {
+            let mut q = Vec::new();
+            if let Some(n) = count {
+                q.push(format!("count={n}"));
+            }
+            if let Some(t) = timeout {
+                q.push(format!("timeout={t}"));
+            }
+            let path = if q.is_empty() {
+                routes::EVENTS.to_string()
+            } else {
+                format!("{}?{}", routes::EVENTS, q.join("&"))
+            };
+            let mut out = std::io::stdout().lock();
+            c.stream(&path, &mut out)?;
         }
         Cmd::Metrics => {
             let mut out = std::io::stdout().lock();

@@ -713,6 +713,16 @@ impl Switch {
             let Ok(n) = st.net_mut(&name) else { continue };
             for gone in n.member_peers.difference(&peers) {
                 n.remote.forget_vtep(*gone);
+                self.event(
+                    "peer_removed",
+                    || serde_json::json!({"network": name, "peer": gone, "source": "cluster"}),
+                );
+            }
+            for new in peers.difference(&n.member_peers) {
+                self.event(
+                    "peer_added",
+                    || serde_json::json!({"network": name, "peer": new, "source": "cluster"}),
+                );
             }
             for (k, old) in &n.remote_eps {
                 if remote.get(k) != Some(old) {

@@ -78,6 +78,12 @@ impl Switch {
         }
         write_resolv_conf(st, &req.netns);
         log_attached(&info);
+        self.event("endpoint_attached", || {
+            serde_json::json!({
+                "netns": info.netns, "network": info.network, "port": info.port,
+                "ifname": info.ifname, "ip": info.ip, "ip6": info.ip6, "mac": info.mac,
+            })
+        });
         Ok(info)
     }
 
@@ -273,6 +279,11 @@ impl Switch {
             ep.ifname,
             ep.port.name
         );
+        self.event("endpoint_detached", || {
+            serde_json::json!({
+                "netns": netns, "network": network, "port": ep.port.name, "ifname": ep.ifname,
+            })
+        });
         if let Device::Tap(t) = &ep.port.dev {
             // Detached for good, even under --live-restore.
             let _ = t.set_persist(false);

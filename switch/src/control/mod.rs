@@ -192,6 +192,8 @@ impl Switch {
             ct: Arc::new(Conntrack::new(opts.ct_max, opts.ct_timeouts)),
             ct6: Arc::new(Conntrack::new(opts.ct_max, opts.ct_timeouts)),
             icmp6_errors: crate::port::FloodLimiter::new(crate::datapath::ICMP6_ERRORS_PER_S),
+            bus: Arc::new(crate::events::Bus::default()),
+            ct_full_note: crate::port::FloodLimiter::new(1),
         });
         let mut epolls = Vec::new();
         let mut counters = Vec::new();

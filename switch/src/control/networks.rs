@@ -143,6 +143,10 @@ impl Switch {
                 "network {network}: peer {ip} {}",
                 if add { "added" } else { "removed" }
             );
+            if was != add {
+                let kind = if add { "peer_added" } else { "peer_removed" };
+                self.event(kind, || serde_json::json!({"network": network, "peer": ip}));
+            }
             Ok(info)
         })
     }

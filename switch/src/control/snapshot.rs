@@ -137,6 +137,7 @@ fn net_rt(st: &State, n: &Net) -> NetRt {
     let linked = || n.links.iter().filter_map(|l| st.networks().get(l));
     NetRt {
         id: n.id,
+        name: n.name.as_str().into(),
         subnet: n.subnet,
         gateway_ip: n.gateway,
         gateway_mac: n.gateway_mac,
@@ -218,6 +219,7 @@ fn same_v6(a: Option<&NetRt6>, b: Option<&NetRt6>) -> bool {
 fn check_same(kept: &NetRt, fresh: &NetRt, name: &str) {
     let ptr = |p: &Option<Arc<Port>>| p.as_ref().map(Arc::as_ptr);
     let same = kept.id == fresh.id
+        && kept.name == fresh.name
         && kept.subnet == fresh.subnet
         && kept.gateway_ip == fresh.gateway_ip
         && kept.gateway_mac == fresh.gateway_mac

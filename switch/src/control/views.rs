@@ -161,6 +161,19 @@ impl Switch {
         }
     }
 
+    /// Tell the event stream (`vswitchctl events`) of `kind` with `fields` (a JSON object,
+    /// built only when someone listens).
+    pub(super) fn event(&self, kind: &str, fields: impl FnOnce() -> serde_json::Value) {
+        self.shared
+            .bus
+            .publish(crate::events::Topic::Events, kind, fields);
+    }
+
+    /// Follow the event stream or the flow log.
+    pub fn subscribe(&self, topic: crate::events::Topic) -> crate::events::Subscription {
+        self.shared.bus.subscribe(topic)
+    }
+
     /// `GET /metrics`: what the Prometheus exposition renders.
     pub fn metrics(&self) -> MetricsInfo {
         let stats = self.stats();

@@ -220,6 +220,11 @@ impl Switch {
              until it is detached, and it is attached again when a namespace {netns} exists",
             old.name
         );
+        self.event("endpoint_pending", || {
+            serde_json::json!({
+                "netns": netns, "network": network, "port": old.name, "reason": why,
+            })
+        });
         st.after_unlock.push(super::AfterUnlock::Release(old));
     }
 

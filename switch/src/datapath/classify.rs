@@ -55,9 +55,22 @@ impl Ctx<'_> {
             c.drop(Drop::Oversize);
             return;
         }
-        match self.fdbc.learn(&net.fdb, net.id, p.eth.src, inp.id, now) {
+        let learned = self.fdbc.learn(&net.fdb, net.id, p.eth.src, inp.id, now);
+        match learned {
             Learn::Refreshed => {}
             Learn::New | Learn::Moved { .. } => {
+                if let Learn::Moved { from } = learned {
+                    let bus = &self.shared.bus;
+                    bus.publish(crate::events::Topic::Events, "fdb_moved", || {
+                        let name = |id| cfg.ports.get(&id).map(|p| p.name.clone());
+                        serde_json::json!({
+                            "network": &*net.name,
+                            "mac": p.eth.src.to_string(),
+                            "from": name(from),
+                            "to": inp.name,
+                        })
+                    });
+                }
                 c.event(Event::Learned);
                 if let Some(r) = &net.remote {
                     r.forget(&p.eth.src.0); // it lives here now

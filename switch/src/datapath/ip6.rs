@@ -372,7 +372,7 @@ impl Ctx<'_> {
                 let (code, drop) = match r {
                     Refusal::Policy => (1, Drop::Policy),
                     Refusal::NoRoute => (0, Drop::NoRoute),
-                    Refusal::Full => return c.drop(Drop::ConntrackFull),
+                    Refusal::Full => return self.conntrack_full("ipv6"),
                 };
                 self.icmp6_error(net, v6, ing, p, &ip, (msg_type::DEST_UNREACH, code, 0));
                 return c.drop(drop);

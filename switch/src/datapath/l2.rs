@@ -173,7 +173,20 @@ impl Ctx<'_> {
         let now = self.now;
         let c = self.c;
         if let Ingress::Local(inp) = ing {
-            if !inp.flood.allow(now) {
+            let allowed = inp.flood.allow(now);
+            if let Some(began) = inp.flood.transition(allowed) {
+                let kind = if began {
+                    "flood_limit_begin"
+                } else {
+                    "flood_limit_end"
+                };
+                self.shared.bus.publish(
+                    crate::events::Topic::Events,
+                    kind,
+                    || serde_json::json!({"port": inp.name, "network": &*net.name}),
+                );
+            }
+            if !allowed {
                 c.drop(Drop::FloodLimited);
                 return;
             }

@@ -49,6 +49,8 @@ pub type NeighTable = DashMap<Ipv4Addr, MacAddr, FxBuildHasher>;
 pub struct NetRt {
     /// Network identifier.
     pub id: NetId,
+    /// The network's name (for the event stream and the flow log).
+    pub name: Arc<str>,
     /// Subnet.
     pub subnet: Ipv4Cidr,
     /// Gateway address.
@@ -246,6 +248,10 @@ pub struct Shared {
     pub ct6: Arc<Conntrack<std::net::Ipv6Addr>>,
     /// The rate the switch sends ICMPv6 errors at (RFC 4443 §2.4(f)), all workers together.
     pub icmp6_errors: crate::port::FloodLimiter,
+    /// The event stream's and flow log's listeners.
+    pub bus: Arc<crate::events::Bus>,
+    /// At most one `conntrack_full` event a second.
+    pub ct_full_note: crate::port::FloodLimiter,
 }
 
 /// ICMPv6 errors the switch sends per second at most (a burst of as many), as Linux's
@@ -370,6 +376,7 @@ impl Worker {
                 ct: &self.shared.ct,
                 ct6: &self.shared.ct6,
                 icmp6_limit: &self.shared.icmp6_errors,
+                shared: &self.shared,
                 now: self.shared.now_ms(),
             };
             for &token in &ready {
@@ -426,6 +433,7 @@ impl Scratch {
             ct: &shared.ct,
             ct6: &shared.ct6,
             icmp6_limit: &shared.icmp6_errors,
+            shared,
             now: shared.now_ms(),
         }
     }
@@ -443,6 +451,7 @@ pub(crate) struct Ctx<'a> {
     pub(crate) ct: &'a Conntrack,
     pub(crate) ct6: &'a Conntrack<std::net::Ipv6Addr>,
     pub(crate) icmp6_limit: &'a crate::port::FloodLimiter,
+    pub(crate) shared: &'a Shared,
     pub(crate) now: u64,
 }
 

@@ -225,7 +225,7 @@ impl Ctx<'_> {
                 c.event(Event::DnatFlows);
                 self.inbound6(from, p, ip, &info, (tuple, zone));
             }
-            Verdict::Refused(nat::verdict::Refusal::Full) => c.drop(Drop::ConntrackFull),
+            Verdict::Refused(nat::verdict::Refusal::Full) => self.conntrack_full("ipv6"),
             _ => c.drop(Drop::NoRoute),
         }
     }

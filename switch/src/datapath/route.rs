@@ -125,11 +125,11 @@ impl Ctx<'_> {
                 }
                 return;
             }
+            Verdict::Refused(Refusal::Full) => return self.conntrack_full("ipv4"),
             Verdict::Refused(r) => {
                 return c.drop(match r {
-                    Refusal::NoRoute => Drop::NoRoute,
                     Refusal::Policy => Drop::Policy,
-                    Refusal::Full => Drop::ConntrackFull,
+                    _ => Drop::NoRoute,
                 })
             }
         };
@@ -248,6 +248,24 @@ impl Ctx<'_> {
     }
 }
 
+impl Ctx<'_> {
+    /// A new flow refused because the `family` connection table is full: counted, and told to
+    /// the event stream (at most once a second).
+    pub(super) fn conntrack_full(&self, family: &str) {
+        self.c.drop(Drop::ConntrackFull);
+        if self.shared.bus.listening(crate::events::Topic::Events)
+            && self.shared.ct_full_note.allow(self.now)
+        {
+            let limit = self.shared.ct.limit();
+            self.shared.bus.publish(
+                crate::events::Topic::Events,
+                "conntrack_full",
+                || serde_json::json!({"family": family, "limit": limit}),
+            );
+        }
+    }
+}
+
 /// Largest DNS message the gateway handles in one datagram or segment.
 pub(super) const DNS_MAX: usize = 1232;
 
@@ -311,7 +329,7 @@ impl Ctx<'_> {
                             now,
                         ) {
                             Ok(f) => f,
-                            Err(_) => return c.drop(Drop::ConntrackFull),
+                            Err(_) => return self.conntrack_full("ipv4"),
                         };
                         c.event(Event::DnsForwarded);
                         let ip = EthFrame::payload_mut(self.buf.data_mut());
