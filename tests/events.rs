@@ -18,10 +18,16 @@ struct Follower {
 
 impl Follower {
     fn start(d: &Daemon) -> Follower {
+        Self::start_with(d, &["events"])
+    }
+
+    /// `vswitchctl --json ARGS` (a stream command) against `d`.
+    fn start_with(d: &Daemon, args: &[&str]) -> Follower {
         let mut child = Command::new(env!("CARGO_BIN_EXE_vswitchctl"))
             .arg("--socket")
             .arg(&d.socket)
-            .arg("events")
+            .arg("--json")
+            .args(args)
             .stdout(Stdio::piped())
             .spawn()
             .expect("run vswitchctl events");
@@ -144,4 +150,65 @@ fn the_event_stream_tells_attach_detach_moves_peers_pending_and_flood_limiting()
         serde_json::from_slice(o.stdout.split(|b| *b == b'\n').next().unwrap_or_default())
             .expect("a JSON line");
     assert_eq!(first["type"], "listening");
+}
+
+#[test]
+fn the_flow_log_follows_connections_from_new_to_destroy_with_counts_and_refusals() {
+    require(&["socat"]);
+    let l = Lab::new(&[]);
+    l.d.ctl_ok(&["network", "create", "fl", "--subnet", "10.89.0.0/24"]);
+    l.d.ctl_ok(&["network", "create", "other", "--subnet", "10.88.0.0/24"]);
+    let (a, b, c) = (Netns::new("fa"), Netns::new("fb"), Netns::new("fc"));
+    let ea = attach(&l.d, &a, "fl");
+    attach(&l.d, &b, "fl");
+    let ec = attach(&l.d, &c, "other");
+    let mut all = Follower::start_with(&l.d, &["flows", "--follow"]);
+    let mut only_b = Follower::start_with(&l.d, &["flows", "--follow", "--netns", &b.name]);
+    let _srv = peer_server(&l.out, "tcp", OUTSIDE, 7100);
+    let said = a.exec_ok(&["socat", "-T", "3", "-", &format!("TCP:{OUTSIDE}:7100")]);
+    assert!(said.contains("peer=10.210.0.1"), "masqueraded: {said}");
+    let me = format!("{}:", ea.ip);
+    let new = all.wait_for("new", |v| {
+        v["orig"].as_str().is_some_and(|o| o.starts_with(&me))
+    });
+    assert_eq!(new["nat"], "snat");
+    assert_eq!(new["proto"], "tcp");
+    assert_eq!(new["network"], "fl");
+    assert!(
+        new["reply"].as_str().unwrap().contains("10.210.0.1"),
+        "{new}"
+    );
+    all.wait_for("state", |v| v["state"] == "ESTABLISHED");
+    // A packet NAT refuses: to a network that is not linked.
+    let _ = a.exec(&[
+        "socat",
+        "-T",
+        "1",
+        "-",
+        &format!("TCP:{}:80,connect-timeout=1", ec.ip),
+    ]);
+    let refused = all.wait_for("refused", |v| v["reason"] == "policy");
+    assert_eq!(refused["verdict"], "dropped");
+    // Flushed: the flow goes with its packets and bytes each way.
+    l.d.ctl_ok(&["conntrack", "flush"]);
+    let gone = all.wait_for("destroy", |v| {
+        v["orig"].as_str().is_some_and(|o| o.starts_with(&me))
+    });
+    assert_eq!(gone["reason"], "flushed");
+    assert!(gone["packets"]["orig"].as_u64().unwrap() >= 3, "{gone}");
+    assert!(gone["packets"]["reply"].as_u64().unwrap() >= 2, "{gone}");
+    assert!(gone["bytes"]["reply"].as_u64().unwrap() > 0, "{gone}");
+    // The follower filtered to b saw none of a's lines.
+    std::thread::sleep(Duration::from_millis(300));
+    while let Ok(v) = only_b.lines.try_recv() {
+        only_b.seen.push(v);
+    }
+    assert!(
+        only_b.seen.iter().all(|v| v["type"] == "listening"),
+        "{:#?}",
+        only_b.seen
+    );
+    // Without --follow: refused, saying what to use.
+    let (_, e) = l.d.ctl_err(&["flows"]);
+    assert!(e.contains("--follow") && e.contains("conntrack ls"), "{e}");
 }

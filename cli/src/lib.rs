@@ -65,6 +65,8 @@ pub mod routes {
     pub const METRICS: &str = "/metrics";
     /// `GET`: the event stream, JSON lines (`?count=N&timeout=SECS`).
     pub const EVENTS: &str = "/v1/events";
+    /// `GET`: the flow log, JSON lines (`?count=N&timeout=SECS`).
+    pub const FLOWS: &str = "/v1/flows";
     /// `GET` list, `POST` create ([`switch::model::NetworkCreate`]).
     pub const NETWORKS: &str = "/v1/networks";
     /// `GET` inspect, `DELETE` remove: `/v1/networks/{name}`.

@@ -154,6 +154,11 @@ async fn events(State(sw): State<Sw>, Query(q): Query<FollowQuery>) -> Response 
     follow(sw.subscribe(switch::events::Topic::Events), "events", q)
 }
 
+/// `GET /v1/flows`: the flow log as JSON lines, for as long as the client reads.
+async fn flows(State(sw): State<Sw>, Query(q): Query<FollowQuery>) -> Response {
+    follow(sw.subscribe(switch::events::Topic::Flows), "flows", q)
+}
+
 /// A subscription as a streamed body of JSON lines: first `{"type":"listening"}` (from then on
 /// nothing is missed), then the lines as they come, a `{"type":"lost","count":N}` line when the
 /// queue overflowed since the last one. Polled by the connection's own task every 100 ms.
@@ -648,6 +653,7 @@ fn app(sw: Arc<Switch>, conns: Arc<Connections>, progress: Progress) -> Router {
         .route(routes::STATS, get(stats))
         .route(routes::METRICS, get(metrics))
         .route(routes::EVENTS, get(events))
+        .route(routes::FLOWS, get(flows))
         .route(routes::STATUS, get(status))
         .route(routes::CLUSTER, get(cluster_status))
         .route(routes::CAPTURE, get(capture))

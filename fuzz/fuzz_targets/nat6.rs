@@ -125,7 +125,7 @@ fuzz_target!(|data: &[u8]| {
             ct.lookup(&back, 1).is_some(),
             "the answer's tuple finds the flow"
         );
-        f.seen(nat::FlowDir::Reply, info.tcp_flags, 2);
+        f.seen(nat::FlowDir::Reply, info.tcp_flags, info.len, 2);
     }
     let _ = ct.create_dnat(t, "fd00::2".parse().expect("address"), t.dport, 1, 3);
     ct.expire(u64::MAX);

@@ -210,9 +210,19 @@ pub struct Flow<A: Addr = Ipv4Addr> {
     state: AtomicU8,
     last_seen: AtomicU64,
     replied: AtomicBool,
+    /// Packets and bytes seen in each direction (`[original, reply]`; a TCP super-frame counts
+    /// as one packet of its whole length).
+    packets: [AtomicU64; 2],
+    bytes: [AtomicU64; 2],
 }
 
 impl<A: Addr> Flow<A> {
+    /// Packets and bytes seen `(original, reply)` so far.
+    pub fn counts(&self) -> ((u64, u64), (u64, u64)) {
+        let l = |a: &[AtomicU64; 2]| (a[0].load(Ordering::Relaxed), a[1].load(Ordering::Relaxed));
+        (l(&self.packets), l(&self.bytes))
+    }
+
     /// What a packet travelling in `dir` must be rewritten to.
     pub fn translate(&self, dir: FlowDir) -> FiveTuple<A> {
         match dir {
@@ -236,21 +246,27 @@ impl<A: Addr> Flow<A> {
         self.last_seen.load(Ordering::Relaxed)
     }
 
-    /// Record a packet in `dir` with TCP `flags` at `now`. // HOT PATH
-    pub fn seen(&self, dir: FlowDir, flags: u8, now: u64) {
+    /// Record a packet of `len` bytes in `dir` with TCP `flags` at `now`; the TCP state it
+    /// moved the flow to, when it changed. // HOT PATH
+    pub fn seen(&self, dir: FlowDir, flags: u8, len: usize, now: u64) -> Option<TcpState> {
         if self.last_seen.load(Ordering::Relaxed) != now {
             self.last_seen.store(now, Ordering::Relaxed);
         }
         if dir == FlowDir::Reply && !self.replied.load(Ordering::Relaxed) {
             self.replied.store(true, Ordering::Relaxed);
         }
+        let d = usize::from(dir == FlowDir::Reply);
+        self.packets[d].fetch_add(1, Ordering::Relaxed);
+        self.bytes[d].fetch_add(len as u64, Ordering::Relaxed);
         if self.orig.proto == Proto::Tcp {
             let s = self.tcp_state();
             let n = tcp_next(s, dir, flags);
             if n != s {
                 self.state.store(n as u8, Ordering::Relaxed);
+                return Some(n);
             }
         }
+        None
     }
 
     /// True for a connection worth keeping when the table is full: a TCP connection past its
@@ -409,6 +425,8 @@ impl<A: Addr> Conntrack<A> {
             }),
             last_seen: AtomicU64::new(now),
             replied: AtomicBool::new(false),
+            packets: Default::default(),
+            bytes: Default::default(),
         });
         match self.map.entry(reply) {
             Entry::Occupied(_) => return Ok(None),
@@ -594,6 +612,11 @@ impl<A: Addr> Conntrack<A> {
 
     /// Remove flows idle longer than their timeout; returns how many were removed.
     pub fn expire(&self, now: u64) -> usize {
+        self.expire_flows(now).len()
+    }
+
+    /// [`Self::expire`], returning the flows removed.
+    pub fn expire_flows(&self, now: u64) -> Vec<Arc<Flow<A>>> {
         let dead: Vec<Arc<Flow<A>>> = self
             .map
             .iter()
@@ -606,7 +629,7 @@ impl<A: Addr> Conntrack<A> {
         for f in &dead {
             self.remove(f);
         }
-        dead.len()
+        dead
     }
 
     /// Remove `f`, giving back its place.
@@ -617,22 +640,22 @@ impl<A: Addr> Conntrack<A> {
         self.map.remove(&f.reply);
     }
 
-    /// Remove every flow (or those of `zone`); returns how many.
-    pub fn flush(&self, zone: Option<u32>) -> usize {
+    /// Remove every flow (or those of `zone`); returns them.
+    pub fn flush(&self, zone: Option<u32>) -> Vec<Arc<Flow<A>>> {
         let all = self.flows(zone);
         for f in &all {
             self.remove(f);
         }
-        all.len()
+        all
     }
 
-    /// Remove the flows for which `pred` holds.
-    pub fn remove_where(&self, pred: impl Fn(&Flow<A>) -> bool) -> usize {
+    /// Remove the flows for which `pred` holds; returns them.
+    pub fn remove_where(&self, pred: impl Fn(&Flow<A>) -> bool) -> Vec<Arc<Flow<A>>> {
         let all: Vec<Arc<Flow<A>>> = self.flows(None).into_iter().filter(|f| pred(f)).collect();
         for f in &all {
             self.remove(f);
         }
-        all.len()
+        all
     }
 
     /// Every flow (or those of `zone`).
@@ -713,8 +736,8 @@ mod test {
         let f = a
             .create_dnat(t(Proto::Tcp, R, 40000, U, 8080), E, 80, 7, 1_000)
             .unwrap();
-        f.seen(FlowDir::Reply, SYN | ACK, 1_001);
-        f.seen(FlowDir::Original, ACK, 1_002);
+        f.seen(FlowDir::Reply, SYN | ACK, 60, 1_001);
+        f.seen(FlowDir::Original, ACK, 60, 1_002);
         let saved: Vec<SavedFlow> = a.flows(None).iter().map(|f| f.saved()).collect();
         assert_eq!(saved.len(), 1);
 
@@ -876,7 +899,7 @@ mod test {
         for p in [1, 2] {
             ct.create_snat(t(Proto::Udp, E, p, R, 53), U, None, 1, none, 0)
                 .unwrap()
-                .seen(FlowDir::Reply, 0, 1);
+                .seen(FlowDir::Reply, 0, 60, 1);
         }
         assert_eq!(
             ct.create_snat(t(Proto::Udp, E, 3, R, 53), U, None, 1, none, 0)
@@ -897,15 +920,15 @@ mod test {
         let est = ct
             .create_dnat(t(Proto::Tcp, R, 1, U, 80), E, 80, 1, 0)
             .unwrap();
-        est.seen(Reply, SYN | ACK, 1);
-        est.seen(Original, ACK, 2);
+        est.seen(Reply, SYN | ACK, 60, 1);
+        est.seen(Original, ACK, 60, 2);
         assert!(est.assured());
         // Two half-open connections (a SYN flood answered by the endpoint) fill the table.
         for p in [2, 3] {
             let f = ct
                 .create_dnat(t(Proto::Tcp, R, p, U, 80), E, 80, 1, 3)
                 .unwrap();
-            f.seen(Reply, SYN | ACK, 4);
+            f.seen(Reply, SYN | ACK, 60, 4);
             assert!(!f.assured());
         }
         assert_eq!(ct.len(), 3);
@@ -919,8 +942,8 @@ mod test {
         // Once every flow is assured, the table refuses.
         for p in [3, 4] {
             let (f, _) = ct.lookup(&t(Proto::Tcp, R, p, U, 80), 6).unwrap();
-            f.seen(Reply, SYN | ACK, 7);
-            f.seen(Original, ACK, 7);
+            f.seen(Reply, SYN | ACK, 60, 7);
+            f.seen(Original, ACK, 60, 7);
         }
         assert_eq!(
             ct.create_dnat(t(Proto::Tcp, R, 5, U, 80), E, 80, 1, 8)
@@ -964,7 +987,7 @@ mod test {
         let u = ct
             .create_snat(t(Proto::Udp, E, 1, R, 53), U, None, 1, none, 10_000)
             .unwrap();
-        u.seen(FlowDir::Reply, 0, 10_500);
+        u.seen(FlowDir::Reply, 0, 60, 10_500);
         assert_eq!(u.state_name(), "REPLIED");
         assert_eq!(ct.expire(14_000), 0);
         assert_eq!(ct.expire(15_501), 1);
@@ -976,14 +999,14 @@ mod test {
         let f = ct
             .create_snat(t(Proto::Tcp, E, 9, R, 80), U, None, 1, none, 0)
             .unwrap();
-        f.seen(FlowDir::Reply, SYN | ACK, 1);
-        f.seen(FlowDir::Original, ACK, 2);
+        f.seen(FlowDir::Reply, SYN | ACK, 60, 1);
+        f.seen(FlowDir::Original, ACK, 60, 2);
         assert_eq!(f.state_name(), "ESTABLISHED");
         ct.create_snat(t(Proto::Udp, E, 9, R, 53), U, None, 2, none, 0)
             .unwrap();
-        assert_eq!(ct.flush(Some(2)), 1);
+        assert_eq!(ct.flush(Some(2)).len(), 1);
         assert_eq!(ct.len(), 1);
-        assert_eq!(ct.flush(None), 1);
+        assert_eq!(ct.flush(None).len(), 1);
         assert!(ct.lookup(&f.reply, 3).is_none());
     }
 }

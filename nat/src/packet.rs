@@ -142,6 +142,9 @@ pub struct L4Info<A: Addr = Ipv4Addr> {
     pub l4: usize,
     /// Time to live (IPv6: hop limit).
     pub ttl: u8,
+    /// The packet's length in bytes (a TCP super-frame's whole length), for the flow's byte
+    /// counts.
+    pub len: usize,
 }
 
 /// Why a packet cannot be translated.
@@ -179,6 +182,7 @@ pub fn classify(p: &Ip4, ip: &[u8]) -> Result<L4Info, ParseError> {
         icmp: IcmpKind::NotIcmp,
         l4: p.header_len,
         ttl: p.ttl,
+        len: p.total_len,
     };
     match p.l4 {
         L4::Fragment => return Err(Fragment),

@@ -30,6 +30,7 @@ pub fn classify(p: &Ip6, ip: &[u8]) -> Result<L4Info<Ipv6Addr>, ParseError> {
         icmp: IcmpKind::NotIcmp,
         l4: p.header_len,
         ttl: p.hop_limit,
+        len: p.total_len,
     };
     match p.l4 {
         L4::Fragment => return Err(Fragment),

@@ -65,6 +65,8 @@ pub enum Verdict<A: Addr = Ipv4Addr> {
         tuple: FiveTuple<A>,
         /// The flow's network.
         zone: Zone,
+        /// The TCP state this packet moved the flow to, when it changed.
+        state: Option<crate::conntrack::TcpState>,
     },
     /// A new flow was created: rewrite to `tuple`, into network `zone` when the destination is
     /// an endpoint.
@@ -118,10 +120,11 @@ pub fn decide<A: Addr>(
     now: u64,
 ) -> Verdict<A> {
     if let Some((flow, dir)) = ct.lookup(&info.tuple, now) {
-        flow.seen(dir, info.tcp_flags, now);
+        let state = flow.seen(dir, info.tcp_flags, info.len, now);
         return Verdict::Tracked {
             tuple: flow.translate(dir),
             zone: flow.zone,
+            state,
         };
     }
     if from.is_some() && gateway == Some(info.tuple.dst) {
@@ -245,6 +248,7 @@ mod test {
 
     fn info(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> L4Info {
         L4Info {
+            len: 100,
             tuple: FiveTuple {
                 proto: Proto::Tcp,
                 src,
@@ -292,7 +296,7 @@ mod test {
             1,
         );
         assert!(
-            matches!(back, Verdict::Tracked { tuple, zone: 1 } if tuple.dst == A),
+            matches!(back, Verdict::Tracked { tuple, zone: 1, .. } if tuple.dst == A),
             "{back:?}"
         );
         // A published port from outside, and hairpin from inside.
@@ -342,6 +346,7 @@ mod test {
         let ct = Conntrack::new(1, Timeouts::default());
         let topo = Topo { linked: false };
         let udp = |src, sport, dst, dport| L4Info {
+            len: 100,
             tuple: FiveTuple {
                 proto: Proto::Udp,
                 ..info(src, sport, dst, dport).tuple

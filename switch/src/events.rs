@@ -113,6 +113,37 @@ impl Bus {
     }
 }
 
+/// The family name of an address type (`ipv4`, `ipv6`).
+pub fn family<A: nat::Addr>() -> &'static str {
+    if A::BRACKETED {
+        "ipv6"
+    } else {
+        "ipv4"
+    }
+}
+
+/// A tracked flow as the flow log shows it when it goes: its tuples, translation, state, and
+/// the packets and bytes seen each way.
+pub fn flow_fields<A: nat::Addr>(
+    f: &nat::Flow<A>,
+    network: Option<&str>,
+    reason: &str,
+) -> serde_json::Value {
+    let ((po, pr), (bo, br)) = f.counts();
+    serde_json::json!({
+        "family": family::<A>(),
+        "proto": f.orig.proto.name(),
+        "nat": f.kind.name(),
+        "network": network,
+        "orig": f.orig.to_string(),
+        "reply": f.reply.to_string(),
+        "state": f.state_name(),
+        "reason": reason,
+        "packets": {"orig": po, "reply": pr},
+        "bytes": {"orig": bo, "reply": br},
+    })
+}
+
 #[cfg(test)]
 mod test {
     use super::*;

@@ -180,6 +180,30 @@ enum Cmd {
         #[arg(long)]
         network: Option<String>,
     },
+    /// The flow log: one line per connection as conntrack creates it (`new`), as its TCP
+    /// state changes (`state`) and as it goes (`destroy`, with packets and bytes each way and
+    /// why: timeout, flushed, detached), and one per packet NAT refused (`refused`, with the
+    /// reason), like `conntrack -E`. Lines a slow reader missed are counted (`lost`). The
+    /// current table is `conntrack ls`.
+    ///
+    /// Example: vswitchctl flows --follow --netns ns1
+    Flows {
+        /// Follow (required: the flow log is a stream).
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Only this network's connections.
+        #[arg(long)]
+        network: Option<String>,
+        /// Only connections of this namespace's addresses.
+        #[arg(long)]
+        netns: Option<String>,
+        /// Stop after N lines.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+        /// Stop after SECS seconds.
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<f64>,
+    },
     /// Capture frames as pcap (both directions) from a port, an endpoint or a whole network.
     ///
     /// Examples:
@@ -839,6 +863,58 @@ fn command(c: &Client, json: bool, cmd: Cmd) -> Result<(), ClientError> {
             let mut out = std::io::stdout().lock();
             c.stream(&path, &mut out)?;
         }
+        Cmd::Flows {
+            follow,
+            network,
+            netns,
+            count,
+            timeout,
+        } => {
+            if !follow {
+                return Err(ClientError::Api(
+                    "flows is a stream: add --follow (the current table is `vswitchctl \
+                     conntrack ls`)"
+                        .into(),
+                ));
+            }
+            // The namespace's addresses, to match in the tuples.
+            let addrs: Option<Vec<String>> = match &netns {
+                Some(ns) => {
+                    let ports: Vec<PortInfo> = c.call("GET", routes::PORTS, NONE)?;
+                    let mine: Vec<String> = ports
+                        .iter()
+                        .filter(|p| &p.netns == ns)
+                        .flat_map(|p| {
+                            std::iter::once(format!("{}:", p.ip))
+                                .chain(p.ip6.map(|a| format!("[{a}]:")))
+                        })
+                        .collect();
+                    if mine.is_empty() {
+                        return Err(ClientError::Api(format!(
+                            "namespace '{ns}' has no endpoint"
+                        )));
+                    }
+                    Some(mine)
+                }
+                None => None,
+            };
+            let mut q = Vec::new();
+            if let Some(n) = count {
+                q.push(format!("count={n}"));
+            }
+            if let Some(t) = timeout {
+                q.push(format!("timeout={t}"));
+            }
+            let path = format!("{}?{}", routes::FLOWS, q.join("&"));
+            let mut out = FlowLines {
+                out: std::io::stdout().lock(),
+                buf: Vec::new(),
+                json,
+                network,
+                addrs,
+            };
+            c.stream(&path, &mut out)?;
+        }
         Cmd::Metrics => {
             let mut out = std::io::stdout().lock();
             c.stream(routes::METRICS, &mut out)?;
@@ -967,4 +1043,102 @@ fn port_row(p: &PortInfo) -> Vec<String> {
             p.published.join(",")
         },
     ]
+}
+
+/// The flow log's lines on their way to stdout: filtered by network and namespace addresses,
+/// as they are (`--json`) or one readable line each.
+struct FlowLines<W: std::io::Write> {
+    out: W,
+    buf: Vec<u8>,
+    json: bool,
+    network: Option<String>,
+    addrs: Option<Vec<String>>,
+}
+
+impl<W: std::io::Write> FlowLines<W> {
+    fn line(&mut self, l: &[u8]) -> std::io::Result<()> {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(l) else {
+            return Ok(());
+        };
+        let kind = v["type"].as_str().unwrap_or("");
+        let meta = kind == "listening" || kind == "lost";
+        if !meta {
+            if let Some(n) = &self.network {
+                if v["network"].as_str() != Some(n) {
+                    return Ok(());
+                }
+            }
+            if let Some(addrs) = &self.addrs {
+                let text = ["orig", "reply", "packet", "to"]
+                    .iter()
+                    .filter_map(|k| v[*k].as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                if !addrs.iter().any(|a| text.contains(a.as_str())) {
+                    return Ok(());
+                }
+            }
+        }
+        if self.json {
+            self.out.write_all(l)?;
+            return self.out.write_all(b"\n");
+        }
+        let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
+        let text = match kind {
+            "listening" => "following the flow log".to_string(),
+            "lost" => format!("lost {} lines (reading too slowly)", v["count"]),
+            "new" => format!(
+                "new     {} {} {} {} | reply {}",
+                s("proto"),
+                s("nat"),
+                s("network"),
+                s("orig"),
+                s("reply")
+            ),
+            "state" => format!(
+                "state   {} {} {} -> {}",
+                s("proto"),
+                s("network"),
+                s("packet"),
+                s("state")
+            ),
+            "destroy" => format!(
+                "destroy {} {} {} {} ({}, {}) packets {}/{} bytes {}/{}",
+                s("proto"),
+                s("nat"),
+                s("network"),
+                s("orig"),
+                s("state"),
+                s("reason"),
+                v["packets"]["orig"],
+                v["packets"]["reply"],
+                v["bytes"]["orig"],
+                v["bytes"]["reply"]
+            ),
+            "refused" => format!(
+                "refused {} {} {} ({})",
+                s("proto"),
+                s("network"),
+                s("packet"),
+                s("reason")
+            ),
+            other => format!("{other} {v}"),
+        };
+        writeln!(self.out, "{text}")
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for FlowLines<W> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        while let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
+            let l: Vec<u8> = self.buf.drain(..=i).collect();
+            self.line(&l[..l.len() - 1])?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
 }

@@ -250,22 +250,24 @@ impl Switch {
         // other networks (those are in the client's zone; their answers come from the endpoint
         // to its own network's gateway).
         let ip = ep.port.ip;
-        self.shared.ct.remove_where(|f| {
+        let gone = self.shared.ct.remove_where(|f| {
             (f.zone == zone && (f.orig.src == ip || f.reply.src == ip))
                 || (f.kind == nat::NatKind::Hairpin && f.reply.src == ip && f.reply.dst == gateway)
         });
+        self.flows_gone(st, &gone, "detached");
         if let Some(ip) = ep.port.ip6 {
             let gateway = st
                 .networks()
                 .get(network)
                 .and_then(|n| n.v6.as_ref())
                 .map(|v| v.gateway);
-            self.shared.ct6.remove_where(|f| {
+            let gone = self.shared.ct6.remove_where(|f| {
                 (f.zone == zone && (f.orig.src == ip || f.reply.src == ip))
                     || (f.kind == nat::NatKind::Hairpin
                         && f.reply.src == ip
                         && Some(f.reply.dst) == gateway)
             });
+            self.flows_gone(st, &gone, "detached");
         }
         self.sync(st);
         // A pending endpoint had a device once (or its namespace's resolv.conf was written at

@@ -256,8 +256,15 @@ impl Switch {
                         r.age(now);
                     }
                 }
-                sw.shared.ct.expire(now);
-                sw.shared.ct6.expire(now);
+                let gone = sw.shared.ct.expire_flows(now);
+                let gone6 = sw.shared.ct6.expire_flows(now);
+                if (!gone.is_empty() || !gone6.is_empty())
+                    && sw.shared.bus.listening(crate::events::Topic::Flows)
+                {
+                    let st = sw.read();
+                    sw.flows_gone(&st, &gone, "timeout");
+                    sw.flows_gone(&st, &gone6, "timeout");
+                }
                 if let Some(up) = &cfg.uplink {
                     for _ in 0..up.neigh.expire(now) {
                         WorkerCounters::drop(&hk_counters, crate::counters::Drop::ArpTimeout);

@@ -174,8 +174,11 @@ impl Switch {
         // are not persisted; the lock only keeps `network`'s id stable while flushing.
         let st = self.read();
         let zone = zone_of(&st, network)?;
+        let (gone, gone6) = (self.shared.ct.flush(zone), self.shared.ct6.flush(zone));
+        self.flows_gone(&st, &gone, "flushed");
+        self.flows_gone(&st, &gone6, "flushed");
         Ok(FlushInfo {
-            flushed: self.shared.ct.flush(zone) + self.shared.ct6.flush(zone),
+            flushed: gone.len() + gone6.len(),
         })
     }
 }

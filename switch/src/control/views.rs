@@ -169,6 +169,26 @@ impl Switch {
             .publish(crate::events::Topic::Events, kind, fields);
     }
 
+    /// Tell the flow log of `flows` gone (`reason`: `timeout`, `flushed`, `detached`, ...).
+    pub(super) fn flows_gone<A: nat::Addr>(
+        &self,
+        st: &State,
+        flows: &[std::sync::Arc<nat::Flow<A>>],
+        reason: &str,
+    ) {
+        use crate::events::{flow_fields, Topic};
+        if flows.is_empty() || !self.shared.bus.listening(Topic::Flows) {
+            return;
+        }
+        let names = st.net_names();
+        for f in flows {
+            let net = names.get(&f.zone).copied();
+            self.shared
+                .bus
+                .publish(Topic::Flows, "destroy", || flow_fields(f, net, reason));
+        }
+    }
+
     /// Follow the event stream or the flow log.
     pub fn subscribe(&self, topic: crate::events::Topic) -> crate::events::Subscription {
         self.shared.bus.subscribe(topic)

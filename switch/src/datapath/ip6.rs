@@ -342,9 +342,12 @@ impl Ctx<'_> {
             self.icmp6_error(net, v6, ing, p, &ip, (msg_type::TIME_EXCEEDED, 0, 0));
             return c.drop(Drop::Ttl);
         }
+        if let Some(info) = &info {
+            Self::flow_log((self.shared, cfg), Some(net.id), info, &verdict);
+        }
         let translated = match verdict {
             Verdict::Gateway => return self.dns6(net, ing, p, &ip),
-            Verdict::Tracked { tuple, zone } => (tuple, Some(zone)),
+            Verdict::Tracked { tuple, zone, .. } => (tuple, Some(zone)),
             Verdict::Opened { tuple, kind, zone } => {
                 c.event(match kind {
                     Opened::Snat => Event::SnatFlows,

@@ -217,8 +217,9 @@ impl Ctx<'_> {
             Err(ParseError::Unsupported) => return c.drop(Drop::NoRoute),
         };
         let from = From6::Uplink(inp, up, u6);
+        Self::flow_log((self.shared, self.cfg), None, &info, &verdict);
         match verdict {
-            Verdict::Tracked { tuple, zone } => {
+            Verdict::Tracked { tuple, zone, .. } => {
                 self.inbound6(from, p, ip, &info, (tuple, Some(zone)))
             }
             Verdict::Opened { tuple, zone, .. } => {

@@ -14,7 +14,7 @@ use nat::verdict::{self, Opened, Refusal, Target, Topology, Verdict, Zone};
 use nat::Proto;
 use nat::{FiveTuple, FlowDir};
 
-use super::{Config, Ctx, NetRt, UplinkRt};
+use super::{Config, Ctx, NetRt, Shared, UplinkRt};
 use crate::counters::{Drop, Event};
 use crate::dns;
 use crate::local;
@@ -109,8 +109,9 @@ impl Ctx<'_> {
             &info,
             now,
         );
+        Self::flow_log((self.shared, cfg), from.map(|n| n.id), &info, &verdict);
         let (new, zone) = match verdict {
-            Verdict::Tracked { tuple, zone } => (Some(tuple), Some(zone)),
+            Verdict::Tracked { tuple, zone, .. } => (Some(tuple), Some(zone)),
             Verdict::Opened { tuple, kind, zone } => {
                 c.event(match kind {
                     Opened::Snat => Event::SnatFlows,
@@ -249,6 +250,61 @@ impl Ctx<'_> {
 }
 
 impl Ctx<'_> {
+    /// Tell the flow log (`vswitchctl flows --follow`) what NAT's verdict did with a packet
+    /// (parsed as `info`) from network `from` (`None`: the uplink): a new flow, a TCP state
+    /// change, or a refusal. Nothing is built when nobody listens. // HOT PATH (one load)
+    pub(super) fn flow_log<A: nat::Addr>(
+        (shared, cfg): (&Shared, &Config),
+        from: Option<NetId>,
+        info: &L4Info<A>,
+        v: &Verdict<A>,
+    ) {
+        use crate::events::{family, Topic};
+        let bus = &shared.bus;
+        if !bus.listening(Topic::Flows) {
+            return;
+        }
+        let name = |z: Option<NetId>| {
+            z.and_then(|z| cfg.networks.get(&z))
+                .map(|n| n.name.to_string())
+        };
+        let t = info.tuple;
+        match *v {
+            Verdict::Opened { tuple, kind, zone } => {
+                bus.publish(Topic::Flows, "new", || {
+                    serde_json::json!({
+                        "family": family::<A>(), "proto": t.proto.name(),
+                        "nat": match kind { Opened::Snat => "snat", Opened::Dnat => "dnat" },
+                        "network": name(from.or(zone)), "orig": t.to_string(),
+                        "reply": tuple.reversed().to_string(), "verdict": "forwarded",
+                    })
+                });
+            }
+            Verdict::Tracked {
+                tuple,
+                zone,
+                state: Some(s),
+            } => bus.publish(Topic::Flows, "state", || {
+                serde_json::json!({
+                    "family": family::<A>(), "proto": t.proto.name(), "network": name(Some(zone)),
+                    "packet": t.to_string(), "to": tuple.to_string(), "state": s.name(),
+                })
+            }),
+            Verdict::Refused(r) => bus.publish(Topic::Flows, "refused", || {
+                serde_json::json!({
+                    "family": family::<A>(), "proto": t.proto.name(), "network": name(from),
+                    "packet": t.to_string(), "verdict": "dropped",
+                    "reason": match r {
+                        Refusal::NoRoute => "no_route",
+                        Refusal::Policy => "policy",
+                        Refusal::Full => "conntrack_full",
+                    },
+                })
+            }),
+            _ => {}
+        }
+    }
+
     /// A new flow refused because the `family` connection table is full: counted, and told to
     /// the event stream (at most once a second).
     pub(super) fn conntrack_full(&self, family: &str) {
