@@ -75,7 +75,7 @@ fn nat(c: &mut Criterion) {
                 let ip = &mut work[14..];
                 let info = nat::packet::parse(ip).expect("udp");
                 let (f, dir) = ct.lookup(&info.tuple, 1).expect("established");
-                f.seen(dir, info.tcp_flags, 1);
+                f.seen(dir, info.tcp_flags, info.len, 1);
                 nat::packet::rewrite(ip, &info, &f.translate(dir), false);
                 black_box(&work);
             })
