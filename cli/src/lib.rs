@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod netns_mount;
 pub mod server;
 pub mod table;
+pub mod top;
 
 /// Default control socket, unless `--socket` or `VSWITCH_SOCKET` says otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/vswitchd/vswitchd.sock";

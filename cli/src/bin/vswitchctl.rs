@@ -136,6 +136,14 @@ enum Cmd {
     /// The counters and table sizes in Prometheus' text format (what `GET /metrics` answers
     /// here and on `vswitchd --metrics-listen`), for a look at what a scraper gets.
     Metrics,
+    /// Live per-port rates: packets, bits and drops per second, redrawn in place.
+    ///
+    /// Samples the counters (what `stats` shows) every --interval and shows each port's rates
+    /// between the last two samples, with the totals and the named drops per second in the
+    /// header. Keys: s sorts by the next column, r reverses, q quits. Needs a terminal; --once
+    /// prints the rates once instead (vswitchctl --json top --once for scripts).
+    #[command(after_help = vswitch_cli::top::AFTER_HELP)]
+    Top(vswitch_cli::top::Args),
     /// Whether vswitchd is up and done restoring its saved state; its API connections.
     ///
     /// While vswitchd restores its state after a start, reads answer with what is restored so
@@ -919,6 +927,7 @@ fn command(c: &Client, json: bool, cmd: Cmd) -> Result<(), ClientError> {
             let mut out = std::io::stdout().lock();
             c.stream(routes::METRICS, &mut out)?;
         }
+        Cmd::Top(args) => vswitch_cli::top::run(c, json, &args)?,
         Cmd::Stats => {
             let s: StatsInfo = c.call("GET", routes::STATS, NONE)?;
             if json {
