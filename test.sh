@@ -14,7 +14,7 @@ need=()
 for t in ip:iproute2 ping:iputils-ping tcpdump:tcpdump tshark:tshark socat:socat iperf3:iperf3 \
          dig:dnsutils curl:curl python3:python3 etcd:etcd-server etcdctl:etcd-client \
          containerd:containerd runc:runc busybox:busybox-static /usr/lib/cni/loopback:containernetworking-plugins \
-         dockerd:docker.io; do
+         dockerd:docker.io prometheus:prometheus promtool:prometheus tmux:tmux; do
   command -v "${t%%:*}" >/dev/null 2>&1 || need+=("${t#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
