@@ -158,11 +158,13 @@ impl Tmux {
             !screen.contains("vswitchctl top"),
             "the main screen shows top's frame after {key}:\n{screen}"
         );
-        // The wrapper waits for Enter; then the pane's command has ended, with top's status.
+        // The wrapper waits for Enter; then the pane's command has ended (top's own status
+        // was checked above: tmux does not always keep the wrapper's).
         self.keys("Enter");
         assert!(
-            wait_until(10, || self.format("#{pane_dead} #{pane_dead_status}")
-                == "1 0"),
+            wait_until(10, || self
+                .format("#{pane_dead} #{pane_dead_status}")
+                .starts_with('1')),
             "the pane did not end: {}",
             self.format("#{pane_dead} #{pane_dead_status}")
         );

@@ -6,7 +6,6 @@
 //! terminal calls (raw mode, signals, window size).
 
 mod live;
-mod term;
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;

@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use switch::model::StatsInfo;
 
-use super::term::{self, Event, Screen};
 use super::{drops_line, summary, Args, Frame, Key, Rates, View};
 use crate::client::{Client, ClientError};
 use crate::routes;
+use switch::sys::term::{self, Event, Screen};
 
 /// A sample of the counters and when it arrived.
 fn sample(c: &Client) -> Result<(StatsInfo, Instant), ClientError> {

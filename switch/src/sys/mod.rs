@@ -11,6 +11,7 @@ pub mod netns;
 pub mod packet;
 pub mod rlimit;
 pub mod tap;
+pub mod term;
 pub mod udp;
 
 use std::ffi::CString;

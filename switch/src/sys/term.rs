@@ -1,10 +1,8 @@
-//! The terminal of `vswitchctl top`'s live view, and the only `unsafe` code of the command line:
+//! The terminal of `vswitchctl top`'s live view (here with the rest of the `unsafe` code):
 //! raw mode (termios), the window size, waiting for a key, signals that end the view, and the
 //! local clock. [`Screen`] puts the terminal back as it found it when dropped: on `q`, Ctrl-C,
 //! SIGINT/SIGTERM/SIGHUP, an error, or a panic. Every `unsafe` block carries a `// SAFETY:`
 //! note.
-
-#![allow(unsafe_code)]
 
 use std::io::{self, IsTerminal, Write};
 use std::os::fd::AsRawFd;
