@@ -128,17 +128,14 @@ async fn stats(State(sw): State<Sw>) -> Json<StatsInfo> {
 
 /// `GET /metrics`: the Prometheus text exposition.
 async fn metrics(State(sw): State<Sw>) -> axum::response::Response {
-    let body = tokio::task::spawn_blocking(move || crate::metrics::render(&sw.metrics()))
-        .await
-        .unwrap_or_default();
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            crate::metrics::CONTENT_TYPE,
-        )],
-        body,
-    )
-        .into_response()
+    match tokio::task::spawn_blocking(move || crate::metrics::render(&sw.metrics())).await {
+        Ok(body) => ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("metrics failed: {e}\n"),
+        )
+            .into_response(),
+    }
 }
 
 /// `?count=N&timeout=SECS` of a followed stream: stop after N lines or SECS seconds.

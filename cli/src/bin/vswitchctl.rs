@@ -1078,12 +1078,14 @@ impl<W: std::io::Write> FlowLines<W> {
                 }
             }
             if let Some(addrs) = &self.addrs {
-                let text = ["orig", "reply", "packet", "to"]
+                // Each tuple is `ADDR:PORT -> ADDR:PORT`: an end matches when it starts with
+                // one of the namespace's `ADDR:` (exactly: 10.0.0.1 is not 110.0.0.1).
+                let mine = ["orig", "reply", "packet", "to"]
                     .iter()
                     .filter_map(|k| v[*k].as_str())
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                if !addrs.iter().any(|a| text.contains(a.as_str())) {
+                    .flat_map(|t| t.split(" -> "))
+                    .any(|end| addrs.iter().any(|a| end.starts_with(a.as_str())));
+                if !mine {
                     return Ok(());
                 }
             }

@@ -254,7 +254,7 @@ impl Switch {
             (f.zone == zone && (f.orig.src == ip || f.reply.src == ip))
                 || (f.kind == nat::NatKind::Hairpin && f.reply.src == ip && f.reply.dst == gateway)
         });
-        self.flows_gone(st, &gone, "detached");
+        self.flows_gone(&gone, "detached");
         if let Some(ip) = ep.port.ip6 {
             let gateway = st
                 .networks()
@@ -267,7 +267,7 @@ impl Switch {
                         && f.reply.src == ip
                         && Some(f.reply.dst) == gateway)
             });
-            self.flows_gone(st, &gone, "detached");
+            self.flows_gone(&gone, "detached");
         }
         self.sync(st);
         // A pending endpoint had a device once (or its namespace's resolv.conf was written at

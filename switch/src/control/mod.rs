@@ -194,6 +194,7 @@ impl Switch {
             icmp6_errors: crate::port::FloodLimiter::new(crate::datapath::ICMP6_ERRORS_PER_S),
             bus: Arc::new(crate::events::Bus::default()),
             ct_full_note: crate::port::FloodLimiter::new(1),
+            packet_notes: crate::port::FloodLimiter::new(crate::datapath::NOTES_PER_S),
         });
         let mut epolls = Vec::new();
         let mut counters = Vec::new();
@@ -258,13 +259,8 @@ impl Switch {
                 }
                 let gone = sw.shared.ct.expire_flows(now);
                 let gone6 = sw.shared.ct6.expire_flows(now);
-                if (!gone.is_empty() || !gone6.is_empty())
-                    && sw.shared.bus.listening(crate::events::Topic::Flows)
-                {
-                    let st = sw.read();
-                    sw.flows_gone(&st, &gone, "timeout");
-                    sw.flows_gone(&st, &gone6, "timeout");
-                }
+                sw.flows_gone(&gone, "timeout");
+                sw.flows_gone(&gone6, "timeout");
                 if let Some(up) = &cfg.uplink {
                     for _ in 0..up.neigh.expire(now) {
                         WorkerCounters::drop(&hk_counters, crate::counters::Drop::ArpTimeout);

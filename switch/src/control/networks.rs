@@ -130,8 +130,10 @@ impl Switch {
     pub fn peer(&self, network: &str, ip: &str, add: bool) -> Result<NetworkInfo, Error> {
         let ip = crate::ipam::parse_ip(ip)?;
         self.check_peer_family(ip)?;
-        self.mutate(|st| {
+        let mut changed = false;
+        let info = self.mutate(|st| {
             let was = st.net(network).is_ok_and(|n| n.peers.contains(&ip));
+            changed = was != add;
             let info = st.peer(network, ip, add)?;
             if was != add {
                 let spec = st.net(network)?.spec();
@@ -143,12 +145,14 @@ impl Switch {
                 "network {network}: peer {ip} {}",
                 if add { "added" } else { "removed" }
             );
-            if was != add {
-                let kind = if add { "peer_added" } else { "peer_removed" };
-                self.event(kind, || serde_json::json!({"network": network, "peer": ip}));
-            }
             Ok(info)
-        })
+        })?;
+        // Told once saved (a refused change was taken back and is not news).
+        if changed {
+            let kind = if add { "peer_added" } else { "peer_removed" };
+            self.event(kind, || serde_json::json!({"network": network, "peer": ip}));
+        }
+        Ok(info)
     }
 
     /// Refuse a peer VTEP of the other family than the underlay's (`--underlay-ip`; IPv4 when

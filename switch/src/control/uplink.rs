@@ -87,8 +87,9 @@ impl Switch {
         let u = st.uplink.take()?;
         self.unregister(&u.port);
         self.sync(st);
-        self.shared.ct.flush(None);
-        self.shared.ct6.flush(None);
+        let (gone, gone6) = (self.shared.ct.flush(None), self.shared.ct6.flush(None));
+        self.flows_gone(&gone, "uplink_changed");
+        self.flows_gone(&gone6, "uplink_changed");
         st.after_unlock.push(AfterUnlock::Release(u.port.clone()));
         Some(u)
     }
@@ -153,16 +154,18 @@ impl Switch {
             });
             self.commit(st)?;
             let gone = st.published.remove(i);
-            self.shared.ct.remove_where(|f| {
+            let flows = self.shared.ct.remove_where(|f| {
                 f.kind != nat::conntrack::NatKind::Snat
                     && f.orig.proto == gone.proto
                     && f.orig.dport == gone.host_port
             });
-            self.shared.ct6.remove_where(|f| {
+            self.flows_gone(&flows, "unpublished");
+            let flows = self.shared.ct6.remove_where(|f| {
                 f.kind != nat::conntrack::NatKind::Snat
                     && f.orig.proto == gone.proto
                     && f.orig.dport == gone.host_port
             });
+            self.flows_gone(&flows, "unpublished");
             self.sync(st);
             Ok(())
         })
@@ -175,8 +178,8 @@ impl Switch {
         let st = self.read();
         let zone = zone_of(&st, network)?;
         let (gone, gone6) = (self.shared.ct.flush(zone), self.shared.ct6.flush(zone));
-        self.flows_gone(&st, &gone, "flushed");
-        self.flows_gone(&st, &gone6, "flushed");
+        self.flows_gone(&gone, "flushed");
+        self.flows_gone(&gone6, "flushed");
         Ok(FlushInfo {
             flushed: gone.len() + gone6.len(),
         })

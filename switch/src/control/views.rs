@@ -170,9 +170,9 @@ impl Switch {
     }
 
     /// Tell the flow log of `flows` gone (`reason`: `timeout`, `flushed`, `detached`, ...).
+    /// Network names come from the datapath's snapshot: no lock is taken.
     pub(super) fn flows_gone<A: nat::Addr>(
         &self,
-        st: &State,
         flows: &[std::sync::Arc<nat::Flow<A>>],
         reason: &str,
     ) {
@@ -180,12 +180,12 @@ impl Switch {
         if flows.is_empty() || !self.shared.bus.listening(Topic::Flows) {
             return;
         }
-        let names = st.net_names();
+        let cfg = self.shared.config.load();
         for f in flows {
-            let net = names.get(&f.zone).copied();
-            self.shared
-                .bus
-                .publish(Topic::Flows, "destroy", || flow_fields(f, net, reason));
+            let net = cfg.networks.get(&f.zone).map(|n| n.name.clone());
+            self.shared.bus.publish(Topic::Flows, "destroy", || {
+                flow_fields(f, net.as_deref(), reason)
+            });
         }
     }
 
@@ -198,6 +198,13 @@ impl Switch {
     pub fn metrics(&self) -> MetricsInfo {
         let stats = self.stats();
         let now = self.shared.now_ms();
+        let mut conntrack = BTreeMap::new();
+        self.shared
+            .ct
+            .for_each(|f| *conntrack.entry(("ipv4", f.state_name())).or_insert(0u64) += 1);
+        self.shared
+            .ct6
+            .for_each(|f| *conntrack.entry(("ipv6", f.state_name())).or_insert(0u64) += 1);
         let st = self.read();
         let networks = st
             .networks()
@@ -211,13 +218,6 @@ impl Switch {
                 neighbours6: n.neigh6.len() as u64,
             })
             .collect();
-        let mut conntrack = BTreeMap::new();
-        for f in self.shared.ct.flows(None) {
-            *conntrack.entry(("ipv4", f.state_name())).or_insert(0u64) += 1;
-        }
-        for f in self.shared.ct6.flows(None) {
-            *conntrack.entry(("ipv6", f.state_name())).or_insert(0u64) += 1;
-        }
         let uplink_neighbours = st.uplink.as_ref().map_or(0, |u| {
             (u.neigh.entries(now).len() + u.neigh6.entries(now).len()) as u64
         });
@@ -237,7 +237,13 @@ impl Switch {
             conntrack_limit: self.opts.ct_max as u64,
             uplink_neighbours,
             capture_sessions: crate::capture::active_sessions() as u64,
-            worker_busy_ns: self.counters.iter().map(|c| c.busy_ns()).collect(),
+            // The datapath workers' (the housekeeping thread's counters come after them).
+            worker_busy_ns: self
+                .counters
+                .iter()
+                .take(self.epolls.len())
+                .map(|c| c.busy_ns())
+                .collect(),
         }
     }
 

@@ -203,13 +203,17 @@ impl Switch {
         let zone = net.id;
         self.unregister(&old);
         let ip = old.ip;
-        self.shared
+        let gone = self
+            .shared
             .ct
             .remove_where(|f| f.zone == zone && (f.orig.src == ip || f.reply.src == ip));
+        self.flows_gone(&gone, "pending");
         if let Some(ip) = old.ip6 {
-            self.shared
+            let gone = self
+                .shared
                 .ct6
                 .remove_where(|f| f.zone == zone && (f.orig.src == ip || f.reply.src == ip));
+            self.flows_gone(&gone, "pending");
         }
         if let Device::Tap(t) = &old.dev {
             let _ = t.set_persist(false);

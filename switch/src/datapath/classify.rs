@@ -59,7 +59,9 @@ impl Ctx<'_> {
         match learned {
             Learn::Refreshed => {}
             Learn::New | Learn::Moved { .. } => {
-                if let Learn::Moved { from } = learned {
+                let notes = &self.shared.packet_notes;
+                let listening = self.shared.bus.listening(crate::events::Topic::Events);
+                if let (Learn::Moved { from }, true) = (learned, listening && notes.allow(now)) {
                     let bus = &self.shared.bus;
                     bus.publish(crate::events::Topic::Events, "fdb_moved", || {
                         let name = |id| cfg.ports.get(&id).map(|p| p.name.clone());

@@ -252,11 +252,17 @@ pub struct Shared {
     pub bus: Arc<crate::events::Bus>,
     /// At most one `conntrack_full` event a second.
     pub ct_full_note: crate::port::FloodLimiter,
+    /// At most [`NOTES_PER_S`] per-packet lines a second (`refused`, `fdb_moved`): a scan or a
+    /// flapping MAC does not turn every packet into a line.
+    pub packet_notes: crate::port::FloodLimiter,
 }
 
 /// ICMPv6 errors the switch sends per second at most (a burst of as many), as Linux's
 /// `net.ipv6.icmp.ratelimit` bounds its own.
 pub const ICMP6_ERRORS_PER_S: u64 = 1000;
+
+/// Per-packet event and flow-log lines (`refused`, `fdb_moved`) per second at most.
+pub const NOTES_PER_S: u64 = 1000;
 
 impl Shared {
     /// Milliseconds since the daemon started.

@@ -290,17 +290,19 @@ impl Ctx<'_> {
                     "packet": t.to_string(), "to": tuple.to_string(), "state": s.name(),
                 })
             }),
-            Verdict::Refused(r) => bus.publish(Topic::Flows, "refused", || {
-                serde_json::json!({
-                    "family": family::<A>(), "proto": t.proto.name(), "network": name(from),
-                    "packet": t.to_string(), "verdict": "dropped",
-                    "reason": match r {
-                        Refusal::NoRoute => "no_route",
-                        Refusal::Policy => "policy",
-                        Refusal::Full => "conntrack_full",
-                    },
+            Verdict::Refused(r) if shared.packet_notes.allow(shared.now_ms()) => {
+                bus.publish(Topic::Flows, "refused", || {
+                    serde_json::json!({
+                        "family": family::<A>(), "proto": t.proto.name(), "network": name(from),
+                        "packet": t.to_string(), "verdict": "dropped",
+                        "reason": match r {
+                            Refusal::NoRoute => "no_route",
+                            Refusal::Policy => "policy",
+                            Refusal::Full => "conntrack_full",
+                        },
+                    })
                 })
-            }),
+            }
             _ => {}
         }
     }
