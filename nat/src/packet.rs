@@ -184,10 +184,62 @@ pub fn classify(p: &Ip4, ip: &[u8]) -> Result<L4Info, ParseError> {
         ttl: p.ttl,
         len: p.total_len,
     };
-    match p.l4 {
-        L4::Fragment => return Err(Fragment),
-        L4::Malformed => return Err(Malformed),
-        L4::Other => return Err(Unsupported),
+    if let Some((msg_type, ident)) = transport(p.l4, &mut info)? {
+        match msg_type {
+            icmp_type::ECHO_REPLY | icmp_type::ECHO_REQUEST => {
+                (info.tuple.sport, info.tuple.dport) = (ident, ident);
+                info.icmp = IcmpKind::Echo;
+            }
+            icmp_type::DEST_UNREACHABLE
+            | icmp_type::TIME_EXCEEDED
+            | icmp_type::PARAMETER_PROBLEM => {
+                let inner = p.header_len + l4::ICMP_HEADER_LEN;
+                let quoted = ip
+                    .get(inner..p.total_len)
+                    .and_then(Ipv4Packet::new_quoted)
+                    .ok_or(Malformed)?;
+                let q4 = quoted.payload();
+                if q4.len() < 8 {
+                    return Err(Malformed);
+                }
+                let ports = (wire_be16(q4, 0), wire_be16(q4, 2));
+                let (proto, sport, dport) = match quoted.protocol() {
+                    ipv4::proto::TCP => (Proto::Tcp, ports.0, ports.1),
+                    ipv4::proto::UDP => (Proto::Udp, ports.0, ports.1),
+                    ipv4::proto::ICMP => match IcmpHeader::new_checked(q4) {
+                        Some(e) if e.is_echo() => (Proto::Icmp, e.echo_ident(), e.echo_ident()),
+                        _ => return Err(Unsupported),
+                    },
+                    _ => return Err(Unsupported),
+                };
+                // The error travels opposite to the packet it quotes.
+                info.tuple = FiveTuple {
+                    proto,
+                    src: quoted.dst(),
+                    sport: dport,
+                    dst: quoted.src(),
+                    dport: sport,
+                };
+                info.icmp = IcmpKind::Error { inner };
+            }
+            _ => return Err(Unsupported),
+        }
+    }
+    Ok(info)
+}
+
+/// Fill `info`'s tuple from the parsed transport header `l4` (either family): TCP and UDP
+/// ports and flags; for ICMP the protocol only, returning the message type and echo
+/// identifier for the caller's family to interpret. Fragments, malformed headers and other
+/// protocols are refused.
+pub(crate) fn transport<A: Addr>(
+    l4: L4,
+    info: &mut L4Info<A>,
+) -> Result<Option<(u8, u16)>, ParseError> {
+    match l4 {
+        L4::Fragment => Err(ParseError::Fragment),
+        L4::Malformed => Err(ParseError::Malformed),
+        L4::Other => Err(ParseError::Unsupported),
         L4::Tcp {
             sport,
             dport,
@@ -197,54 +249,19 @@ pub fn classify(p: &Ip4, ip: &[u8]) -> Result<L4Info, ParseError> {
             info.tuple.proto = Proto::Tcp;
             (info.tuple.sport, info.tuple.dport) = (sport, dport);
             info.tcp_flags = flags;
+            Ok(None)
         }
-        L4::Udp { sport, dport } => (info.tuple.sport, info.tuple.dport) = (sport, dport),
+        L4::Udp { sport, dport } => {
+            (info.tuple.sport, info.tuple.dport) = (sport, dport);
+            Ok(None)
+        }
         L4::Icmp {
             msg_type, ident, ..
         } => {
             info.tuple.proto = Proto::Icmp;
-            match msg_type {
-                icmp_type::ECHO_REPLY | icmp_type::ECHO_REQUEST => {
-                    (info.tuple.sport, info.tuple.dport) = (ident, ident);
-                    info.icmp = IcmpKind::Echo;
-                }
-                icmp_type::DEST_UNREACHABLE
-                | icmp_type::TIME_EXCEEDED
-                | icmp_type::PARAMETER_PROBLEM => {
-                    let inner = p.header_len + l4::ICMP_HEADER_LEN;
-                    let quoted = ip
-                        .get(inner..p.total_len)
-                        .and_then(Ipv4Packet::new_quoted)
-                        .ok_or(Malformed)?;
-                    let q4 = quoted.payload();
-                    if q4.len() < 8 {
-                        return Err(Malformed);
-                    }
-                    let ports = (wire_be16(q4, 0), wire_be16(q4, 2));
-                    let (proto, sport, dport) = match quoted.protocol() {
-                        ipv4::proto::TCP => (Proto::Tcp, ports.0, ports.1),
-                        ipv4::proto::UDP => (Proto::Udp, ports.0, ports.1),
-                        ipv4::proto::ICMP => match IcmpHeader::new_checked(q4) {
-                            Some(e) if e.is_echo() => (Proto::Icmp, e.echo_ident(), e.echo_ident()),
-                            _ => return Err(Unsupported),
-                        },
-                        _ => return Err(Unsupported),
-                    };
-                    // The error travels opposite to the packet it quotes.
-                    info.tuple = FiveTuple {
-                        proto,
-                        src: quoted.dst(),
-                        sport: dport,
-                        dst: quoted.src(),
-                        dport: sport,
-                    };
-                    info.icmp = IcmpKind::Error { inner };
-                }
-                _ => return Err(Unsupported),
-            }
+            Ok(Some((msg_type, ident)))
         }
     }
-    Ok(info)
 }
 
 /// The big-endian word at `at` in `b` (the caller checked the length).

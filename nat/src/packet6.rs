@@ -9,7 +9,7 @@ use std::net::Ipv6Addr;
 use wire::checksum::{checksum_pseudo6, update16, update32};
 use wire::icmpv6::msg_type;
 use wire::ipv6::{self, next_header};
-use wire::{Ip6, L4};
+use wire::Ip6;
 
 use crate::packet::{FiveTuple, IcmpKind, L4Info, ParseError, Proto};
 
@@ -32,63 +32,44 @@ pub fn classify(p: &Ip6, ip: &[u8]) -> Result<L4Info<Ipv6Addr>, ParseError> {
         ttl: p.hop_limit,
         len: p.total_len,
     };
-    match p.l4 {
-        L4::Fragment => return Err(Fragment),
-        L4::Malformed => return Err(Malformed),
-        L4::Other => return Err(Unsupported),
-        L4::Tcp {
-            sport,
-            dport,
-            flags,
-            ..
-        } => {
-            info.tuple.proto = Proto::Tcp;
-            (info.tuple.sport, info.tuple.dport) = (sport, dport);
-            info.tcp_flags = flags;
-        }
-        L4::Udp { sport, dport } => (info.tuple.sport, info.tuple.dport) = (sport, dport),
-        L4::Icmp {
-            msg_type, ident, ..
-        } => {
-            info.tuple.proto = Proto::Icmp;
-            match msg_type {
-                msg_type::ECHO_REQUEST | msg_type::ECHO_REPLY => {
-                    (info.tuple.sport, info.tuple.dport) = (ident, ident);
-                    info.icmp = IcmpKind::Echo;
-                }
-                msg_type::DEST_UNREACH
-                | msg_type::PACKET_TOO_BIG
-                | msg_type::TIME_EXCEEDED
-                | msg_type::PARAM_PROBLEM => {
-                    let inner = p.header_len + 8;
-                    let q = ip.get(inner..p.total_len).ok_or(Malformed)?;
-                    let quoted = Quoted::parse(q).ok_or(Malformed)?;
-                    let (proto, sport, dport) = match quoted.proto {
-                        next_header::TCP => (Proto::Tcp, quoted.ports.0, quoted.ports.1),
-                        next_header::UDP => (Proto::Udp, quoted.ports.0, quoted.ports.1),
-                        next_header::ICMPV6 => match quoted.ports.0 >> 8 {
-                            // An echo's first word is type and code; its identifier follows.
-                            t if t == u16::from(msg_type::ECHO_REQUEST)
-                                || t == u16::from(msg_type::ECHO_REPLY) =>
-                            {
-                                (Proto::Icmp, quoted.ident, quoted.ident)
-                            }
-                            _ => return Err(Unsupported),
-                        },
-                        _ => return Err(Unsupported),
-                    };
-                    // The error travels opposite to the packet it quotes.
-                    info.tuple = FiveTuple {
-                        proto,
-                        src: quoted.dst,
-                        sport: dport,
-                        dst: quoted.src,
-                        dport: sport,
-                    };
-                    info.icmp = IcmpKind::Error { inner };
-                }
-                _ => return Err(Unsupported),
+    if let Some((msg_type, ident)) = crate::packet::transport(p.l4, &mut info)? {
+        match msg_type {
+            msg_type::ECHO_REQUEST | msg_type::ECHO_REPLY => {
+                (info.tuple.sport, info.tuple.dport) = (ident, ident);
+                info.icmp = IcmpKind::Echo;
             }
+            msg_type::DEST_UNREACH
+            | msg_type::PACKET_TOO_BIG
+            | msg_type::TIME_EXCEEDED
+            | msg_type::PARAM_PROBLEM => {
+                let inner = p.header_len + 8;
+                let q = ip.get(inner..p.total_len).ok_or(Malformed)?;
+                let quoted = Quoted::parse(q).ok_or(Malformed)?;
+                let (proto, sport, dport) = match quoted.proto {
+                    next_header::TCP => (Proto::Tcp, quoted.ports.0, quoted.ports.1),
+                    next_header::UDP => (Proto::Udp, quoted.ports.0, quoted.ports.1),
+                    next_header::ICMPV6 => match quoted.ports.0 >> 8 {
+                        // An echo's first word is type and code; its identifier follows.
+                        t if t == u16::from(msg_type::ECHO_REQUEST)
+                            || t == u16::from(msg_type::ECHO_REPLY) =>
+                        {
+                            (Proto::Icmp, quoted.ident, quoted.ident)
+                        }
+                        _ => return Err(Unsupported),
+                    },
+                    _ => return Err(Unsupported),
+                };
+                // The error travels opposite to the packet it quotes.
+                info.tuple = FiveTuple {
+                    proto,
+                    src: quoted.dst,
+                    sport: dport,
+                    dst: quoted.src,
+                    dport: sport,
+                };
+                info.icmp = IcmpKind::Error { inner };
+            }
+            _ => return Err(Unsupported),
         }
     }
     Ok(info)

@@ -116,14 +116,12 @@ pub enum L4 {
     Other,
 }
 
-impl Ip6 {
-    /// The same packet after a translation to `src:sport -> dst:dport` (ports ignored where the
-    /// transport has none; for ICMPv6 echo the identifier becomes `sport` for a request and
-    /// `dport` for a reply, as NAT66 writes it). The hop limit is left as it was.
+impl L4 {
+    /// The ports (TCP, UDP) or the echo identifier (ICMP of either family: `sport` for a
+    /// request, `dport` for a reply, whose type is `echo_reply`) after a translation.
     #[inline]
-    pub fn translated(mut self, src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16) -> Ip6 {
-        (self.src, self.dst) = (src, dst);
-        match &mut self.l4 {
+    fn translate(&mut self, sport: u16, dport: u16, echo_reply: u8) {
+        match self {
             L4::Tcp {
                 sport: s, dport: d, ..
             }
@@ -131,7 +129,7 @@ impl Ip6 {
             L4::Icmp {
                 msg_type, ident, ..
             } => {
-                *ident = if *msg_type == crate::icmpv6::msg_type::ECHO_REPLY {
+                *ident = if *msg_type == echo_reply {
                     dport
                 } else {
                     sport
@@ -139,6 +137,18 @@ impl Ip6 {
             }
             _ => {}
         }
+    }
+}
+
+impl Ip6 {
+    /// The same packet after a translation to `src:sport -> dst:dport` (ports ignored where the
+    /// transport has none; for ICMPv6 echo the identifier becomes `sport` for a request and
+    /// `dport` for a reply, as NAT66 writes it). The hop limit is left as it was.
+    #[inline]
+    pub fn translated(mut self, src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16) -> Ip6 {
+        (self.src, self.dst) = (src, dst);
+        self.l4
+            .translate(sport, dport, crate::icmpv6::msg_type::ECHO_REPLY);
         self
     }
 }
@@ -151,22 +161,8 @@ impl Ip4 {
     pub fn translated(mut self, src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Ip4 {
         (self.src, self.dst) = (src, dst);
         self.ttl = self.ttl.saturating_sub(1);
-        match &mut self.l4 {
-            L4::Tcp {
-                sport: s, dport: d, ..
-            }
-            | L4::Udp { sport: s, dport: d } => (*s, *d) = (sport, dport),
-            L4::Icmp {
-                msg_type, ident, ..
-            } => {
-                *ident = if *msg_type == crate::l4::icmp_type::ECHO_REPLY {
-                    dport
-                } else {
-                    sport
-                }
-            }
-            _ => {}
-        }
+        self.l4
+            .translate(sport, dport, crate::l4::icmp_type::ECHO_REPLY);
         self
     }
 

@@ -357,11 +357,7 @@ impl Ctx<'_> {
             }
             Verdict::Route { zone: Some(z) } => return self.linked6(net, v6, ing, p, ip, z),
             Verdict::Route { zone: None } => {
-                let Some((up, u6)) = cfg
-                    .uplink
-                    .as_deref()
-                    .and_then(|u| Some((u, u.v6.as_ref()?)))
-                else {
+                let Some((up, u6)) = cfg.uplink6() else {
                     return c.drop(Drop::NoRoute);
                 };
                 if !self.out6(up, u6, &ip) {

@@ -219,6 +219,12 @@ impl Config {
             .filter(|p| p.v4 && Some(t.dst) == p.ip.or(up_ip))
     }
 
+    /// The uplink and its IPv6 side, when it has one.
+    pub fn uplink6(&self) -> Option<(&UplinkRt, &UplinkRt6)> {
+        let u = self.uplink.as_deref()?;
+        Some((u, u.v6.as_ref()?))
+    }
+
     /// The published port an IPv6 packet with tuple `t` arriving for the uplink side hits
     /// (addressed to the uplink's IPv6 address), with the endpoint's IPv6 address.
     pub fn published_for6(

@@ -150,11 +150,7 @@ impl Ctx<'_> {
             }
             return;
         }
-        let Some((up, u6)) = cfg
-            .uplink
-            .as_deref()
-            .and_then(|u| Some((u, u.v6.as_ref()?)))
-        else {
+        let Some((up, u6)) = cfg.uplink6() else {
             return c.drop(Drop::NoRoute);
         };
         if !(u6.subnet.contains(new.dst) || u6.gateway.is_some()) {
