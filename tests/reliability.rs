@@ -171,7 +171,16 @@ fn still_talking(x: &Netns, yip: &str) {
 #[test]
 fn hostile_frames_floods_and_a_syn_flood_leave_everyone_else_forwarding() {
     require(&["ping", "socat", "ss", "python3"]);
-    let l = Lab::new(&["--fdb-max", "1000", "--conntrack-max", "2000"]);
+    // --flood-rate 5000: the broadcast storm below must outrun it even when a loaded machine
+    // slows the sender (at the default 20 000/s a CI run's storm stayed under the rate).
+    let l = Lab::new(&[
+        "--fdb-max",
+        "1000",
+        "--conntrack-max",
+        "2000",
+        "--flood-rate",
+        "5000",
+    ]);
     let (m, f, b, c) = (
         Netns::new("m"),
         Netns::new("f"),
