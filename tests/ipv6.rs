@@ -662,28 +662,6 @@ fn linked_dual_stack_overlays_route_ipv6_across_hosts_by_probing_for_remote_endp
     assert!(drops(&d1, "neighbor_unknown") >= 1, "no probe was needed?");
 }
 
-/// A datagram from `ns` to `[addr]:port` (a closed port): "refused" when the port-unreachable
-/// error came back to the sending socket, "timeout" when nothing did.
-fn udp6_to_closed_port(ns: &Netns, addr: &str, port: u16) -> String {
-    let script = format!(
-        r#"
-import socket
-s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-s.settimeout(3)
-s.connect(("{addr}", {port}))
-s.send(b"anyone?")
-try:
-    s.recv(100)
-    print("answer")
-except ConnectionRefusedError:
-    print("refused")
-except socket.timeout:
-    print("timeout")
-"#
-    );
-    ns.exec_ok(&["python3", "-c", &script]).trim().to_string()
-}
-
 /// An HTTP server on `[::]:port` in `ns` (both families) answering every GET with
 /// `peer=<client address>` (IPv4 clients as `::ffff:a.b.c.d`). It reads the request before
 /// answering, as curl expects.
@@ -767,7 +745,7 @@ fn nat66_masquerades_out_and_publishes_ports_over_ipv6_keeping_the_client_addres
     iperf3_6("nat66 out UDP", &a, &l.out, "2001:db8:60::1", true);
     // An ICMPv6 error about a translated flow finds its way back (outer and quoted headers).
     assert_eq!(
-        udp6_to_closed_port(&a, "2001:db8:60::1", 9),
+        udp_to_closed_port(&a, "2001:db8:60::1", 9),
         "refused",
         "port unreachable was not translated back"
     );

@@ -285,23 +285,7 @@ fn icmp_errors_are_translated_back_to_the_endpoint() {
     attach(&l.d, &a, "front");
     // A UDP send to a closed port outside: the outside answers port-unreachable to the uplink
     // address; the switch must translate it (outer and quoted headers) back to the endpoint.
-    let script = format!(
-        r#"
-import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.settimeout(3)
-s.connect(("{OUTSIDE}", 9))
-s.send(b"anyone?")
-try:
-    s.recv(100)
-    print("answer")
-except ConnectionRefusedError:
-    print("refused")
-except socket.timeout:
-    print("timeout")
-"#
-    );
-    let out = a.exec_ok(&["python3", "-c", &script]);
+    let out = udp_to_closed_port(&a, OUTSIDE, 9);
     assert_eq!(
         out.trim(),
         "refused",

@@ -1239,3 +1239,30 @@ impl Drop for EtcdCluster {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A datagram from `ns` to `addr:port` (a closed port; IPv4 or IPv6): "refused" when the
+/// port-unreachable error came back to the sending socket, "timeout" when nothing did.
+pub fn udp_to_closed_port(ns: &Netns, addr: &str, port: u16) -> String {
+    let family = if addr.contains(':') {
+        "AF_INET6"
+    } else {
+        "AF_INET"
+    };
+    let script = format!(
+        r#"
+import socket
+s = socket.socket(socket.{family}, socket.SOCK_DGRAM)
+s.settimeout(3)
+s.connect(("{addr}", {port}))
+s.send(b"anyone?")
+try:
+    s.recv(100)
+    print("answer")
+except ConnectionRefusedError:
+    print("refused")
+except socket.timeout:
+    print("timeout")
+"#
+    );
+    ns.exec_ok(&["python3", "-c", &script]).trim().to_string()
+}
