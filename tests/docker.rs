@@ -381,18 +381,22 @@ fn docker_containers_on_a_vswitch_network_talk_and_leave_nothing_behind() {
     assert_eq!(book["pools"], serde_json::json!({}), "{book}");
 }
 
-/// The uplink cable in vswitchd's (the root) namespace: veth `NAME` to `eth0` (10.210.0.2/24)
-/// in `out`; deleted on drop.
+/// A cable from vswitchd's (the root) namespace: veth `TAGPID` to `eth0` (`addr`) in `out`;
+/// deleted on drop.
 struct RootUplink(String);
 
 impl RootUplink {
     fn new(out: &Netns) -> RootUplink {
-        let name = format!("vsup{}", std::process::id() % 100_000);
+        RootUplink::cable(out, "vsup", "10.210.0.2/24")
+    }
+
+    fn cable(out: &Netns, tag: &str, addr: &str) -> RootUplink {
+        let name = format!("{tag}{}", std::process::id() % 100_000);
         run_ok(&[
             "ip", "link", "add", &name, "type", "veth", "peer", "name", "eth0", "netns", &out.name,
         ]);
         let u = RootUplink(name);
-        out.exec_ok(&["ip", "addr", "add", "10.210.0.2/24", "dev", "eth0"]);
+        out.exec_ok(&["ip", "addr", "add", addr, "dev", "eth0"]);
         out.exec_ok(&["ip", "link", "set", "eth0", "up"]);
         u
     }
@@ -495,4 +499,219 @@ fn docker_run_p_publishes_on_the_uplink() {
         "still answered after docker rm"
     );
     dk.ok(&["network", "rm", "pnet"]);
+}
+
+/// Cluster mode: `-o network=NAME` puts Docker's containers on a cluster network another host
+/// made, with addresses no host holds, and they reach that host's endpoints over the overlay.
+/// Host A is vswitchd with the plugin in the root namespace (where dockerd is); host B is
+/// vswitchd in namespace `hb`, which also runs etcd; a veth between them is the underlay.
+#[test]
+fn docker_containers_join_a_cluster_network_made_on_another_host() {
+    require(&["etcd", "etcdctl", "socat"]);
+    let driver = format!("vscl{}", std::process::id());
+    let plugin = format!("/run/docker/plugins/{driver}.sock");
+    let hb = Netns::new("dkhb");
+    let cable = RootUplink::cable(&hb, "vscl", "10.243.0.2/24");
+    run_ok(&["ip", "addr", "add", "10.243.0.1/24", "dev", &cable.0]);
+    run_ok(&["ip", "link", "set", &cable.0, "up"]);
+    let etcd = EtcdCluster::start(&hb, &["10.243.0.2"]);
+    let url = etcd.url();
+    let node = |name: &'static str, ip: &'static str| {
+        vec![
+            "--cluster",
+            url.as_str(),
+            "--node",
+            name,
+            "--underlay-ip",
+            ip,
+            "--cluster-ttl",
+            "3",
+        ]
+    };
+    let b = Daemon::start_in(&hb, &node("hb", "10.243.0.2"));
+    let mut a_args = node("ha", "10.243.0.1");
+    a_args.extend(["--docker-plugin", plugin.as_str()]);
+    let a = Daemon::start_with(&a_args);
+    // Host B makes the cluster network and an `ip netns` endpoint on it.
+    b.ctl_ok(&[
+        "network",
+        "create",
+        "blue",
+        "--subnet",
+        "10.244.0.0/24",
+        "--overlay",
+    ]);
+    let nb = Netns::new("dkb");
+    let eb = attach(&b, &nb, "blue");
+    let remote_on = |d: &Daemon, ip: &str| -> Option<String> {
+        let n: serde_json::Value = d.ctl_json(&["network", "inspect", "blue"]);
+        n["remote_endpoints"]
+            .as_array()?
+            .iter()
+            .find(|r| r["ip"] == ip)
+            .map(|r| r["node"].as_str().unwrap_or_default().to_string())
+    };
+    let eb_ip = eb.ip.to_string();
+    assert!(
+        wait_until(10, || remote_on(&a, &eb_ip).is_some()),
+        "host A never saw B's endpoint\n{}",
+        a.log()
+    );
+    let dk = Dockerd::start();
+    // Docker's pool must be the network's: a different subnet is refused, naming the right one.
+    let o = dk.docker(&[
+        "network",
+        "create",
+        "-d",
+        &driver,
+        "--subnet",
+        "10.245.0.0/24",
+        "-o",
+        "network=blue",
+        "wrong",
+    ]);
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && said.contains("vswitch network blue is 10.244.0.0/24"),
+        "{said}"
+    );
+    // With Docker's own IPAM, which knows nothing of host B, the first container is given B's
+    // endpoint's address: refused at Join by the cluster's claim, naming the holder.
+    dk.ok(&[
+        "network",
+        "create",
+        "-d",
+        &driver,
+        "--subnet",
+        "10.244.0.0/24",
+        "-o",
+        "network=blue",
+        "plain",
+    ]);
+    let o = dk.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "c0",
+        "--net",
+        "plain",
+        "vsbox",
+        "/bin/sleep",
+        "600",
+    ]);
+    let said = String::from_utf8_lossy(&o.stderr);
+    eprintln!("docker run on Docker's IPAM: {said}");
+    assert!(!o.status.success() && said.contains(&eb_ip), "{said}");
+    dk.ok(&["rm", "-f", "c0"]);
+    dk.ok(&["network", "rm", "plain"]);
+    a.ctl_ok(&["network", "inspect", "blue"]);
+    // With vswitch's IPAM, addresses held on every host are skipped.
+    dk.ok(&[
+        "network",
+        "create",
+        "-d",
+        &driver,
+        "--ipam-driver",
+        &driver,
+        "--subnet",
+        "10.244.0.0/24",
+        "-o",
+        "network=blue",
+        "blue",
+    ]);
+    dk.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "c1",
+        "--net",
+        "blue",
+        "vsbox",
+        "/bin/sleep",
+        "600",
+    ]);
+    let c1 = dk.ok(&[
+        "inspect",
+        "-f",
+        "{{(index .NetworkSettings.Networks \"blue\").IPAddress}}",
+        "c1",
+    ]);
+    let gw = dk.ok(&[
+        "inspect",
+        "-f",
+        "{{(index .NetworkSettings.Networks \"blue\").Gateway}}",
+        "c1",
+    ]);
+    assert_eq!(gw, "10.244.0.1", "the network's gateway");
+    assert!(
+        c1 != eb_ip && c1.starts_with("10.244.0."),
+        "the container got {c1}; host B's endpoint holds {eb_ip}"
+    );
+    // The container is an endpoint of the cluster network on host A, known to host B.
+    assert!(
+        wait_until(10, || remote_on(&b, &c1).as_deref() == Some("ha")),
+        "host B never saw the container {c1}\n{}",
+        b.log()
+    );
+    // Across the overlay both ways: ping, and TCP.
+    assert!(
+        dk.docker(&["exec", "c1", "/bin/ping", "-c", "2", "-W", "2", &eb_ip])
+            .status
+            .success(),
+        "container -> host B's namespace\n{}",
+        a.log()
+    );
+    assert!(nb.ping(&c1, 2), "host B's namespace -> container");
+    dk.ok(&[
+        "exec",
+        "-d",
+        "c1",
+        "/bin/sh",
+        "-c",
+        "echo tcp-from-c1 | /bin/nc -l -p 7000",
+    ]);
+    let got = wait_until(5, || {
+        let o = nb.exec(&[
+            "socat",
+            "-u",
+            &format!("TCP:{c1}:7000,connect-timeout=2"),
+            "-",
+        ]);
+        String::from_utf8_lossy(&o.stdout).contains("tcp-from-c1")
+    });
+    assert!(got, "TCP from host B's namespace to the container");
+    // A second container gets an address no host holds either.
+    dk.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "c2",
+        "--net",
+        "blue",
+        "vsbox",
+        "/bin/sleep",
+        "600",
+    ]);
+    let c2 = dk.ok(&[
+        "inspect",
+        "-f",
+        "{{(index .NetworkSettings.Networks \"blue\").IPAddress}}",
+        "c2",
+    ]);
+    assert!(c2 != c1 && c2 != eb_ip, "{c2}");
+    // Containers gone: host B forgets them. `docker network rm` forgets the mapping and leaves
+    // the cluster network to its other users.
+    dk.ok(&["rm", "-f", "c1", "c2"]);
+    assert!(
+        wait_until(10, || remote_on(&b, &c1).is_none()
+            && remote_on(&b, &c2).is_none()),
+        "host B still lists the containers\n{}",
+        b.log()
+    );
+    dk.ok(&["network", "rm", "blue"]);
+    a.ctl_ok(&["network", "inspect", "blue"]);
+    assert!(nb.ping(&eb_ip, 1));
+    let mapped =
+        std::fs::read_to_string(a.dir.join("state/docker-networks.json")).unwrap_or_default();
+    assert!(!mapped.contains("blue"), "{mapped}");
 }

@@ -6,6 +6,14 @@
 //!   network id) with the pool and gateway Docker's IPAM chose; `-o vni=N` (with `-o
 //!   peer=IP,IP`), `-o mtu=N`, `-o icc=false` and `--internal` as for `vswitchctl network
 //!   create`. `DeleteNetwork` removes it.
+//! - `-o network=NAME` makes the Docker network the vswitch network `NAME` instead: an existing
+//!   one (its subnet and gateway must be Docker's pool and gateway), or one made with that name
+//!   (in cluster mode an overlay, so a cluster network: the same `-o network=NAME` on every
+//!   host's dockerd joins one network). The mapping is saved in `docker-networks.json`;
+//!   `DeleteNetwork` forgets it and leaves the vswitch network, which other hosts or
+//!   `vswitchctl` endpoints may use (`vswitchctl network rm` removes it).
+//! - `GetCapabilities` answers local scope (Docker keeps its network objects per host; a
+//!   global data scope would need swarm) and, in cluster mode, global connectivity scope.
 //! - `CreateEndpoint` remembers the address Docker's IPAM gave and answers the MAC
 //!   (`02:42:` + the address, as Docker's own bridge does).
 //! - `Join` bind-mounts the container's namespace (`SandboxKey`) at `/run/netns/vsd-EP12` and
@@ -19,7 +27,7 @@
 //! Every error is `{"Err": "one line"}` (`{"Error": ...}` for the IPAM calls, as that protocol
 //! names it), as Docker shows plugin errors to its user.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -33,15 +41,30 @@ use switch::model::{AttachRequest, NetworkCreate};
 use switch::Switch;
 
 use crate::docker_ipam::{Elsewhere, Ipam};
+use crate::saved::Saved;
+
+/// The file the `-o network=NAME` mappings are kept in, in vswitchd's state directory.
+pub const NETWORKS_FILE: &str = "docker-networks.json";
 
 /// Where dockerd looks for plugin sockets; the file name (without `.sock`) is the driver name.
 pub const DEFAULT_PLUGIN_SOCKET: &str = "/run/docker/plugins/vswitch.sock";
 
 /// What the plugin keeps between calls: the address Docker gave each endpoint (from
-/// `CreateEndpoint` to `Join`), and the IPAM driver's pools.
+/// `CreateEndpoint` to `Join`), the vswitch networks Docker networks were mapped to with `-o
+/// network=NAME` (by Docker network id), and the IPAM driver's pools.
 pub struct Plugin {
     endpoints: Mutex<HashMap<String, (Ipv4Addr, Option<Ipv6Addr>)>>,
+    named: Saved<BTreeMap<String, String>>,
     ipam: Ipam,
+}
+
+impl Plugin {
+    /// The vswitch network of Docker network `id`: the one named at create, else `d-ID12`.
+    fn network_of(&self, id: &str) -> String {
+        self.named
+            .read(|m| m.get(id).cloned())
+            .unwrap_or_else(|| network_name(id))
+    }
 }
 
 type St = (Arc<Switch>, Arc<Plugin>);
@@ -51,7 +74,8 @@ type St = (Arc<Switch>, Arc<Plugin>);
 pub fn router(sw: Arc<Switch>, state_dir: Option<&Path>) -> Result<Router, String> {
     let plugin = Plugin {
         endpoints: Mutex::default(),
-        ipam: Ipam::load(state_dir)?,
+        named: Saved::load(state_dir, NETWORKS_FILE, "vswitch Docker networks")?,
+        ipam: crate::docker_ipam::load(state_dir)?,
     };
     Ok(Router::new()
         .route("/Plugin.Activate", post(activate))
@@ -138,8 +162,13 @@ async fn activate() -> Json<Value> {
     Json(json!({ "Implements": ["NetworkDriver", "IpamDriver"] }))
 }
 
-async fn capabilities() -> Json<Value> {
-    Json(json!({ "Scope": "local", "ConnectivityScope": "local" }))
+async fn capabilities(State((sw, _)): State<St>) -> Json<Value> {
+    let reach = if sw.cluster().is_some() {
+        "global"
+    } else {
+        "local"
+    };
+    Json(json!({ "Scope": "local", "ConnectivityScope": reach }))
 }
 
 async fn nothing() -> Json<Value> {
@@ -186,7 +215,7 @@ fn short(id: &str, n: usize) -> String {
         .collect()
 }
 
-async fn create_network(State((sw, _)): State<St>, b: axum::body::Bytes) -> Json<Value> {
+async fn create_network(State((sw, p)): State<St>, b: axum::body::Bytes) -> Json<Value> {
     let req: CreateNetworkReq = match body(&b) {
         Ok(r) => r,
         Err(e) => return e,
@@ -236,7 +265,66 @@ async fn create_network(State((sw, _)): State<St>, b: axum::body::Bytes) -> Json
     if let Some(icc) = opt("icc") {
         create.icc = Some(icc != "false");
     }
-    answer(move || sw.create_network(&create), never).await
+    let Some(name) = opt("network") else {
+        return answer(move || sw.create_network(&create), never).await;
+    };
+    let id = req.network_id.clone();
+    answer(
+        move || -> Result<(), String> {
+            let made = match sw.network(&name) {
+                Ok(n) => {
+                    same_network(&n, &create)?;
+                    false
+                }
+                Err(switch::error::Error::NetworkNotFound(_)) => {
+                    create.name.clone_from(&name);
+                    // In cluster mode a named network is a cluster network: an overlay.
+                    create.overlay = sw.cluster().is_some() && create.vni.is_none();
+                    sw.create_network(&create).map_err(|e| e.to_string())?;
+                    true
+                }
+                Err(e) => return Err(e.to_string()),
+            };
+            p.named
+                .change(|m| {
+                    m.insert(id, name.clone());
+                    Ok(())
+                })
+                .inspect_err(|_| {
+                    if made {
+                        let _ = sw.remove_network(&name);
+                    }
+                })
+        },
+        never,
+    )
+    .await
+}
+
+/// `-o network=NAME` of a vswitch network that exists: Docker's pool and gateway must be its.
+fn same_network(n: &switch::model::NetworkInfo, want: &NetworkCreate) -> Result<(), String> {
+    let subnet = |s: &str| s.parse::<switch::ipam::Ipv4Cidr>().ok();
+    let gateway_differs = want
+        .gateway
+        .as_deref()
+        .is_some_and(|g| g != n.gateway.to_string());
+    if subnet(&n.subnet) != subnet(&want.subnet) || gateway_differs {
+        return Err(format!(
+            "vswitch plugin: vswitch network {} is {} with gateway {}, not {}{}: give \
+             --subnet {} --gateway {} (or --ipam-driver vswitch)",
+            n.name,
+            n.subnet,
+            n.gateway,
+            want.subnet,
+            want.gateway
+                .as_deref()
+                .map(|g| format!(" with gateway {g}"))
+                .unwrap_or_default(),
+            n.subnet,
+            n.gateway
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -246,11 +334,25 @@ struct NetworkReq {
     network_id: String,
 }
 
-async fn delete_network(State((sw, _)): State<St>, b: axum::body::Bytes) -> Json<Value> {
+async fn delete_network(State((sw, p)): State<St>, b: axum::body::Bytes) -> Json<Value> {
     let req: NetworkReq = match body(&b) {
         Ok(r) => r,
         Err(e) => return e,
     };
+    if p.named.read(|m| m.contains_key(&req.network_id)) {
+        // A named network stays: only the mapping goes.
+        let id = req.network_id;
+        return answer(
+            move || {
+                p.named.change(|m| {
+                    m.remove(&id);
+                    Ok(())
+                })
+            },
+            never,
+        )
+        .await;
+    }
     let name = network_name(&req.network_id);
     answer(
         move || sw.remove_network(&name),
@@ -359,7 +461,7 @@ async fn join(State((sw, p)): State<St>, b: axum::body::Bytes) -> Json<Value> {
             short(&req.endpoint_id, 12)
         ));
     };
-    let network = network_name(&req.network_id);
+    let network = p.network_of(&req.network_id);
     let netns = netns_of(&req.endpoint_id);
     let dev = handoff_name(&req.endpoint_id);
     answer(
@@ -418,7 +520,7 @@ struct PortBinding {
 
 /// `docker run -p HOST:CTR`: published on the uplink (the bindings go with the endpoint at
 /// Leave, so Revoke has nothing to do).
-async fn program_external(State((sw, _)): State<St>, b: axum::body::Bytes) -> Json<Value> {
+async fn program_external(State((sw, p)): State<St>, b: axum::body::Bytes) -> Json<Value> {
     let req: ExternalReq = match body(&b) {
         Ok(r) => r,
         Err(e) => return e,
@@ -430,7 +532,7 @@ async fn program_external(State((sw, _)): State<St>, b: axum::body::Bytes) -> Js
         },
         None => return Json(json!({})),
     };
-    let network = network_name(&req.network_id);
+    let network = p.network_of(&req.network_id);
     let netns = netns_of(&req.endpoint_id);
     answer(
         move || -> Result<(), String> {
@@ -475,12 +577,12 @@ async fn program_external(State((sw, _)): State<St>, b: axum::body::Bytes) -> Js
     .await
 }
 
-async fn leave(State((sw, _)): State<St>, b: axum::body::Bytes) -> Json<Value> {
+async fn leave(State((sw, p)): State<St>, b: axum::body::Bytes) -> Json<Value> {
     let req: EndpointReq = match body(&b) {
         Ok(r) => r,
         Err(e) => return e,
     };
-    let network = network_name(&req.network_id);
+    let network = p.network_of(&req.network_id);
     let netns = netns_of(&req.endpoint_id);
     // Nothing left to remove is no error.
     answer(
@@ -504,7 +606,7 @@ async fn delete_endpoint(State((sw, p)): State<St>, b: axum::body::Bytes) -> Jso
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .remove(&req.endpoint_id);
-    let network = network_name(&req.network_id);
+    let network = p.network_of(&req.network_id);
     let netns = netns_of(&req.endpoint_id);
     answer(
         move || -> Result<(), String> {
@@ -633,10 +735,30 @@ async fn request_address(State((sw, p)): State<St>, b: axum::body::Bytes) -> Jso
     ipam_answer(
         answer(
             move || {
-                // Held by a vswitch endpoint or gateway (endpoints attached with vswitchctl).
+                // Held by a vswitch endpoint or gateway (endpoints attached with vswitchctl),
+                // here or, on a cluster network, on another host.
+                let networks = sw.networks();
                 let mut held: std::collections::HashSet<Ipv4Addr> =
                     sw.ports().into_iter().map(|p| p.ip).collect();
-                held.extend(sw.networks().into_iter().map(|n| n.gateway));
+                held.extend(networks.iter().map(|n| n.gateway));
+                held.extend(
+                    networks
+                        .iter()
+                        .flat_map(|n| n.remote_endpoints.iter().map(|r| r.ip)),
+                );
+                // A pool that is a vswitch network's subnet has that network's gateway.
+                let pool = p.ipam.read(|b| b.subnet(&req.pool_id));
+                let own = networks
+                    .iter()
+                    .find(|n| pool.is_some() && n.subnet.parse().ok() == pool);
+                if let (true, Some(n), Some(pool)) = (gateway, own, pool) {
+                    if req.address.is_empty()
+                        || req.address.split('/').next() == Some(&n.gateway.to_string())
+                    {
+                        let gw = format!("{}/{}", n.gateway, pool.prefix_len());
+                        return Ok(json!({ "Address": gw, "Data": {} }));
+                    }
+                }
                 let ip = p.ipam.change(|b| {
                     b.request_address(&req.pool_id, &req.address, gateway, |ip| held.contains(&ip))
                 })?;

@@ -4,7 +4,10 @@
 //! - `RequestPool` takes the subnet asked for (`--subnet`, with `--ip-range` as the part
 //!   addresses come from), or picks the first free /24 from 172.18.0.0/24 to 172.31.255.0/24:
 //!   free means overlapping no other pool, no vswitch network and no route of vswitchd's
-//!   namespace (the uplink's subnet, the host's own networks). IPv6 pools are refused.
+//!   namespace (the uplink's subnet, the host's own networks). A subnet asked for that is
+//!   exactly a vswitch network's is that network's pool (`-o network=NAME`: on a cluster
+//!   network, addresses held on every host are skipped, and the gateway is the network's).
+//!   IPv6 pools are refused.
 //! - `RequestAddress` hands out the gateway (the first host address unless `--gateway` names
 //!   one) and then the lowest free address, skipping addresses any vswitch endpoint holds (an
 //!   `ip netns` endpoint attached with `vswitchctl attach` to the same network).
@@ -16,8 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use switch::ipam::Ipv4Cidr;
@@ -88,7 +90,13 @@ impl Book {
             {
                 return Some(format!("pool {} of another Docker network", p.subnet));
             }
-            if let Some((n, s)) = other.networks.iter().find(|(_, s)| s.overlaps(c)) {
+            // A pool that is exactly a vswitch network's subnet is that network's (a Docker
+            // network on a cluster network another host made: `-o network=NAME`).
+            if let Some((n, s)) = other
+                .networks
+                .iter()
+                .find(|(_, s)| s.overlaps(c) && (pool.is_empty() || s != c))
+            {
                 return Some(format!("vswitch network {n} ({s})"));
             }
             None
@@ -138,6 +146,11 @@ impl Book {
             },
         );
         Ok((id, subnet))
+    }
+
+    /// The subnet of pool `id`.
+    pub fn subnet(&self, id: &str) -> Option<Ipv4Cidr> {
+        self.pools.get(id)?.subnet.parse().ok()
     }
 
     /// `ReleasePool` (an unknown pool is already released).
@@ -211,48 +224,11 @@ impl Book {
 }
 
 /// The pools and the file they are kept in.
-#[derive(Debug)]
-pub struct Ipam {
-    path: Option<PathBuf>,
-    book: Mutex<Book>,
-}
+pub type Ipam = crate::saved::Saved<Book>;
 
-impl Ipam {
-    /// The pools kept in `dir` (none yet when the file does not exist); kept in memory only
-    /// without a directory. A file that cannot be read is an error naming it: starting without
-    /// the pools Docker's networks hold would hand their addresses out again.
-    pub fn load(dir: Option<&Path>) -> Result<Ipam, String> {
-        let path = dir.map(|d| d.join(FILE));
-        let book = match &path {
-            Some(p) => match std::fs::read(p) {
-                Ok(data) => serde_json::from_slice(&data)
-                    .map_err(|e| format!("{}: not a vswitch IPAM file: {e}", p.display()))?,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Book::default(),
-                Err(e) => return Err(format!("{}: {e}", p.display())),
-            },
-            None => Book::default(),
-        };
-        Ok(Ipam {
-            path,
-            book: Mutex::new(book),
-        })
-    }
-
-    /// Apply `f` to the pools and write them; when `f` or the write fails, nothing changes.
-    pub fn change<T>(&self, f: impl FnOnce(&mut Book) -> Result<T, String>) -> Result<T, String> {
-        let mut book = self.book.lock().unwrap_or_else(|e| e.into_inner());
-        let mut next = book.clone();
-        let out = f(&mut next)?;
-        if next != *book {
-            if let Some(path) = &self.path {
-                let data = serde_json::to_vec_pretty(&next).map_err(|e| e.to_string())?;
-                switch::control::write_atomic(path, &data)
-                    .map_err(|e| format!("vswitch IPAM: cannot save {}: {e}", path.display()))?;
-            }
-            *book = next;
-        }
-        Ok(out)
-    }
+/// The pools kept in `dir` (none yet when the file does not exist).
+pub fn load(dir: Option<&Path>) -> Result<Ipam, String> {
+    Ipam::load(dir, FILE, "vswitch IPAM")
 }
 
 /// The routes of this namespace (`/proc/net/route`) other than default routes.
@@ -298,6 +274,12 @@ mod test {
             .request_pool("172.18.0.0/16", "", false, &other)
             .unwrap_err();
         assert!(e.contains("overlaps"), "{e}");
+        let (_, same) = b.request_pool("172.18.0.0/24", "", false, &other).unwrap();
+        assert_eq!(
+            same,
+            cidr("172.18.0.0/24"),
+            "a vswitch network's own subnet"
+        );
         let e = b.request_pool("172.18.2.0/23", "", false, &Elsewhere::default());
         assert!(e
             .unwrap_err()
@@ -368,29 +350,29 @@ mod test {
     fn changes_are_saved_or_refused() {
         let dir = std::env::temp_dir().join(format!("vsipam-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let ipam = Ipam::load(Some(&dir)).unwrap();
+        let ipam = load(Some(&dir)).unwrap();
         let (id, _) = ipam
             .change(|b| b.request_pool("10.11.0.0/24", "", false, &Elsewhere::default()))
             .unwrap();
         ipam.change(|b| b.request_address(&id, "", false, |_| false))
             .unwrap();
-        let again = Ipam::load(Some(&dir)).unwrap();
-        assert_eq!(*again.book.lock().unwrap(), *ipam.book.lock().unwrap());
+        let again = load(Some(&dir)).unwrap();
+        assert_eq!(again.read(Book::clone), ipam.read(Book::clone));
         // A refusal changes nothing; a failed write neither.
         assert!(ipam
             .change(|b| b.request_address("x", "", false, |_| false))
             .is_err());
         std::fs::remove_file(dir.join(FILE)).unwrap();
         std::fs::remove_dir(&dir).unwrap();
-        let before = ipam.book.lock().unwrap().clone();
+        let before = ipam.read(Book::clone);
         assert!(ipam
             .change(|b| b.request_address(&id, "", false, |_| false))
             .unwrap_err()
             .contains("cannot save"));
-        assert_eq!(*ipam.book.lock().unwrap(), before, "taken back");
+        assert_eq!(ipam.read(Book::clone), before, "taken back");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(FILE), "{garbage").unwrap();
-        assert!(Ipam::load(Some(&dir)).unwrap_err().contains(FILE));
+        assert!(load(Some(&dir)).unwrap_err().contains(FILE));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -8,6 +8,7 @@ pub mod docker;
 pub mod docker_ipam;
 pub mod metrics;
 pub mod netns_mount;
+pub mod saved;
 pub mod server;
 pub mod table;
 pub mod top;

@@ -72,7 +72,8 @@ struct Args {
     /// Serve Docker's network plugin protocol (a remote network driver and IPAM driver) on this
     /// socket, where dockerd finds it: `docker network create -d vswitch --ipam-driver vswitch
     /// NET`. The drivers' name is the socket's file name without `.sock`; the IPAM driver's
-    /// pools are kept in the state directory (docker-ipam.json).
+    /// pools are kept in the state directory (docker-ipam.json). `-o network=NAME` puts the
+    /// Docker network on vswitch network NAME (in cluster mode, one network across hosts).
     #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = vswitch_cli::docker::DEFAULT_PLUGIN_SOCKET)]
     docker_plugin: Option<PathBuf>,
     /// Cluster mode: join the cluster whose state is in etcd at these client URLs
