@@ -8,6 +8,7 @@ pub mod docker;
 pub mod docker_ipam;
 pub mod metrics;
 pub mod netns_mount;
+pub mod pcap;
 pub mod saved;
 pub mod server;
 pub mod table;
@@ -106,4 +107,6 @@ pub mod routes {
     pub const PEER: &str = "/v1/networks/{name}/peers/{ip}";
     /// `GET` tracked connections, `DELETE` flush; `?network=NAME` to filter.
     pub const CONNTRACK: &str = "/v1/conntrack";
+    /// `POST` a packet trace ([`switch::model::TraceRequest`]): a dry run that changes nothing.
+    pub const TRACE: &str = "/v1/trace";
 }

@@ -429,6 +429,12 @@ async fn peer_rm(
     blocking(move || sw.peer(&name, &ip, false)).await.map(Json)
 }
 
+/// `POST /v1/trace`: a dry run of a packet through the datapath (changes nothing, sends
+/// nothing).
+async fn trace(State(sw): State<Sw>, Json(req): Json<TraceRequest>) -> ApiResult<TraceInfo> {
+    blocking(move || sw.trace(&req)).await.map(Json)
+}
+
 async fn fdb_add(State(sw): State<Sw>, Json(req): Json<FdbAdd>) -> Result<StatusCode, ApiError> {
     blocking(move || sw.fdb_add(&req))
         .await
@@ -665,6 +671,7 @@ fn app(sw: Arc<Switch>, conns: Arc<Connections>, progress: Progress) -> Router {
             axum::routing::post(publish).delete(unpublish),
         )
         .route(routes::CONNTRACK, get(conntrack).delete(conntrack_flush))
+        .route(routes::TRACE, axum::routing::post(trace))
         .layer(Extension(conns))
         .layer(Extension(progress.clone()))
         .layer(middleware::from_fn_with_state(limits, read_body))

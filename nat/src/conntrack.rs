@@ -391,6 +391,44 @@ impl<A: Addr> Conntrack<A> {
         }
     }
 
+    /// A deep copy of the table as it is now (every flow copied, states, times and counts
+    /// included), which changes independently: the packet tracer's dry run creates and
+    /// advances flows in a copy.
+    pub fn duplicate(&self) -> Conntrack<A> {
+        let copy = Conntrack::new(self.max, self.timeouts);
+        let mut done: std::collections::HashMap<*const Flow<A>, Arc<Flow<A>>> =
+            std::collections::HashMap::new();
+        for e in self.map.iter() {
+            let f = e.value();
+            let dup = done.entry(Arc::as_ptr(f)).or_insert_with(|| {
+                let [o, r] = &f.counts;
+                let l = |a: &AtomicU64| AtomicU64::new(a.load(Ordering::Relaxed));
+                Arc::new(Flow {
+                    orig: f.orig,
+                    reply: f.reply,
+                    kind: f.kind,
+                    zone: f.zone,
+                    state: AtomicU8::new(f.state.load(Ordering::Relaxed)),
+                    last_seen: AtomicU64::new(f.last_seen()),
+                    replied: AtomicBool::new(f.replied()),
+                    counts: [
+                        DirCounts {
+                            packets: l(&o.packets),
+                            bytes: l(&o.bytes),
+                        },
+                        DirCounts {
+                            packets: l(&r.packets),
+                            bytes: l(&r.bytes),
+                        },
+                    ],
+                })
+            });
+            copy.map.insert(*e.key(), Arc::clone(dup));
+        }
+        copy.flows.store(done.len(), Ordering::Relaxed);
+        copy
+    }
+
     /// Flows removed to make room for new ones while the table was full.
     pub fn early_drops(&self) -> u64 {
         self.early_drops.load(Ordering::Relaxed)

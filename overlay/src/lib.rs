@@ -58,6 +58,14 @@ impl RemoteFdb {
         }
     }
 
+    /// A copy of the table as it is now, which changes independently (the packet tracer's).
+    pub fn duplicate(&self) -> RemoteFdb {
+        RemoteFdb {
+            table: self.table.duplicate(),
+            vteps: RwLock::new(self.vteps.read().unwrap_or_else(|p| p.into_inner()).clone()),
+        }
+    }
+
     /// The number of `vtep`, numbering it if `add` and it is new (`None`: unknown and not
     /// added, or no number left). // HOT PATH (a short scan under a read lock)
     fn number(&self, vtep: IpAddr, add: bool) -> Option<u32> {

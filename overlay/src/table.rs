@@ -91,6 +91,22 @@ where
         }
     }
 
+    /// A copy of the table as it is now, entries and ages, that changes independently (the
+    /// packet tracer's dry run learns into a copy).
+    pub fn duplicate(&self) -> MacTable<V> {
+        let t = MacTable::new(self.aging_ms, self.limit);
+        for e in self.map.iter() {
+            let (v, seen) = (&e.value, &e.last_seen_ms);
+            t.insert(
+                *e.key(),
+                v.load(Ordering::Relaxed),
+                seen.load(Ordering::Relaxed),
+                e.is_static,
+            );
+        }
+        t
+    }
+
     /// Learn (or refresh) `mac` with `value` at `now_ms`. // HOT PATH
     #[inline]
     pub fn learn(&self, mac: MacAddr, value: V, now_ms: u64) -> Learned<V> {

@@ -305,6 +305,9 @@ pub enum Error {
         /// The network.
         network: String,
     },
+    /// A packet trace that cannot run as asked.
+    #[error("trace: {0}")]
+    Trace(String),
     /// The daemon is shutting down.
     #[error("vswitchd is shutting down")]
     ShuttingDown,

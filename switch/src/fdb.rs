@@ -66,6 +66,14 @@ impl Fdb {
         }
     }
 
+    /// A copy of the table as it is now, which changes independently (the packet tracer's).
+    pub fn duplicate(&self) -> Fdb {
+        Fdb {
+            table: self.table.duplicate(),
+            gen: AtomicU64::new(self.generation()),
+        }
+    }
+
     /// The current generation (see [`FdbCache`]).
     #[inline]
     pub fn generation(&self) -> u64 {

@@ -30,6 +30,7 @@ pub mod ipam;
 pub mod local;
 pub mod model;
 pub mod neigh;
+pub mod packet_spec;
 pub mod port;
 pub mod sys;
 mod txbatch;

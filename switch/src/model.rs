@@ -593,3 +593,73 @@ pub struct ClusterNode {
     /// Whether this is the node answering.
     pub me: bool,
 }
+
+/// `POST /v1/trace`: run a packet through the datapath as a dry run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TraceRequest {
+    /// Where the packet enters: `NETNS`, `NETNS/IFNAME`, a port name (`p3`) or `uplink`.
+    pub from: String,
+    /// The network, when `NETNS` has endpoints on several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// The packet, as `tcp A:P > B:Q flags S` ([`crate::packet_spec`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packet: Option<String>,
+    /// Or a whole Ethernet frame, in hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame: Option<String>,
+    /// The Ethernet destination, instead of the one the switch would resolve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst_mac: Option<String>,
+}
+
+/// One stage of a traced packet's walk.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TraceStep {
+    /// The stage.
+    pub stage: String,
+    /// What it looked up, found and decided.
+    pub detail: String,
+}
+
+/// A frame a traced packet would have left as.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TraceOutput {
+    /// Out of this port (`p3`, `uplink`) or, for VXLAN, to this VTEP.
+    pub port: String,
+    /// The endpoint (`NETNS/IFNAME`), `uplink`, or `vtep ADDRESS`.
+    pub to: String,
+    /// The frame, as tcpdump would print it.
+    pub summary: String,
+    /// VXLAN: the VNI and outer header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vxlan: Option<String>,
+    /// The frame (the inner frame for VXLAN), in hex.
+    pub frame: String,
+}
+
+/// What `POST /v1/trace` found: nothing was changed and nothing sent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TraceInfo {
+    /// The port it entered on.
+    pub port: String,
+    /// Its endpoint (`NETNS/IFNAME`) or `uplink`.
+    pub from: String,
+    /// Its network (empty for the uplink).
+    pub network: String,
+    /// The packet, as tcpdump would print it.
+    pub packet: String,
+    /// The frame run, in hex (send it for real to compare).
+    pub frame: String,
+    /// The stages, in order.
+    pub steps: Vec<TraceStep>,
+    /// Where it would have gone.
+    pub outputs: Vec<TraceOutput>,
+    /// Drop counters it would have bumped.
+    pub drops: BTreeMap<String, u64>,
+    /// Event counters it would have bumped.
+    pub events: BTreeMap<String, u64>,
+    /// The outcome in one line.
+    pub verdict: String,
+}

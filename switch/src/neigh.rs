@@ -62,6 +62,17 @@ impl<A: Copy + Eq + std::hash::Hash + Ord> NeighCache<A> {
         }
     }
 
+    /// A copy of the cache as it is now (without the packets waiting for an answer), which
+    /// changes independently (the packet tracer's).
+    pub fn duplicate(&self) -> NeighCache<A> {
+        NeighCache {
+            map: self.map.clone(),
+            requested: self.requested.clone(),
+            pending: Mutex::new(VecDeque::new()),
+            ttl_ms: self.ttl_ms,
+        }
+    }
+
     /// The MAC of `ip`, unless unknown or stale. // HOT PATH
     pub fn lookup(&self, ip: A, now: u64) -> Option<MacAddr> {
         let e = self.map.get(&ip)?;

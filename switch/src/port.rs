@@ -172,6 +172,17 @@ impl FloodLimiter {
         None
     }
 
+    /// A copy of the bucket as it is now, which changes independently (the packet tracer's).
+    pub fn duplicate(&self) -> FloodLimiter {
+        let l = |a: &AtomicU64| AtomicU64::new(a.load(Ordering::Relaxed));
+        FloodLimiter {
+            tokens: l(&self.tokens),
+            last_ms: l(&self.last_ms),
+            rate_per_s: self.rate_per_s,
+            limited: std::sync::atomic::AtomicBool::new(self.limited.load(Ordering::Relaxed)),
+        }
+    }
+
     /// Take a token at `now_ms`; false when the bucket is empty. // HOT PATH
     pub fn allow(&self, now_ms: u64) -> bool {
         let last = self.last_ms.load(Ordering::Relaxed);
@@ -226,6 +237,26 @@ impl Port {
     pub fn count_rx(&self, len: usize) {
         add_shared(&self.stats.rx_packets, 1);
         add_shared(&self.stats.rx_bytes, len as u64);
+    }
+
+    /// The packet tracer's stand-in for this port: the same identity, addresses and policy,
+    /// no device ([`Device::Sink`] with this device's header length: writes are discarded),
+    /// counters and taps of its own, a copy of the flood bucket.
+    pub fn shadow(&self) -> Port {
+        Port {
+            id: self.id,
+            name: self.name.clone(),
+            network: self.network,
+            dev: Device::Sink(self.dev.hdr_len()),
+            mac: self.mac,
+            ip: self.ip,
+            ip6: self.ip6,
+            worker: self.worker,
+            stats: PortStats::default(),
+            taps: Arc::default(),
+            flood: self.flood.duplicate(),
+            spoof_check: self.spoof_check,
+        }
     }
 
     /// Count a frame sent by other means (VXLAN encapsulation).

@@ -179,6 +179,39 @@ enum Cmd {
         /// [IP:]HOSTPORT[/tcp|/udp]
         spec: String,
     },
+    /// Trace a packet through the switch as a dry run: it is built (or given), run through the
+    /// real datapath code over copies of the tables, and every stage says what it looked up
+    /// and decided: port security, FDB, ARP, flood set, policy, route, conntrack, NAT rewrite,
+    /// VXLAN encapsulation, the output port(s) or the drop counter. No table changes and
+    /// nothing is sent.
+    ///
+    /// Examples:
+    ///   vswitchctl trace ns1 'tcp 10.0.0.2:40000 > 198.51.100.2:80 flags S'
+    ///   vswitchctl trace ns1/eth0 'arp who-has 10.0.0.3'
+    ///   vswitchctl trace uplink 'tcp 203.0.113.9:5000 > 10.210.0.1:8080 flags S'
+    ///   vswitchctl trace ns1 --from-pcap ns1.pcap
+    Trace {
+        /// Where the packet enters: NETNS, NETNS/IFNAME, a port (p3) or `uplink`.
+        from: String,
+        /// The packet: 'tcp A:P > B:Q [flags S]', 'udp A:P > B:Q', 'icmp A > B', 'arp who-has
+        /// B [tell A]', each optionally with 'len N' (payload bytes) and 'ttl N', and after
+        /// 'ether SRC_MAC > DST_MAC'; IPv6 addresses as [ADDR]:PORT. Sent, as the endpoint
+        /// would, to the destination's MAC on its own network, else to the gateway.
+        #[arg(required_unless_present_any = ["hex", "from_pcap"])]
+        packet: Option<String>,
+        /// The network, when the namespace is on several.
+        #[arg(long)]
+        network: Option<String>,
+        /// Send to this Ethernet destination instead (an unknown MAC: see the flood).
+        #[arg(long, value_name = "MAC")]
+        dst_mac: Option<String>,
+        /// A whole Ethernet frame in hex instead of a description.
+        #[arg(long, value_name = "HEX", conflicts_with_all = ["packet", "from_pcap"])]
+        hex: Option<String>,
+        /// Trace every frame of this pcap file (Ethernet), one after the other.
+        #[arg(long, value_name = "FILE", conflicts_with = "packet")]
+        from_pcap: Option<std::path::PathBuf>,
+    },
     /// Tracked connections (NAT): `conntrack [ls]`, `conntrack flush`.
     Conntrack {
         /// `ls` (default) or `flush`.
@@ -397,6 +430,37 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<(), ClientError> {
 const NONE: Option<&()> = None;
 
 /// Print `v` as JSON, or the line `human` makes of it.
+/// A trace as people read it: the packet, each stage, each output, the counters, the verdict.
+fn trace_text(t: &TraceInfo) -> String {
+    let mut out = format!(
+        "trace from {} ({}{}): {}\n",
+        t.from,
+        t.port,
+        if t.network.is_empty() {
+            String::new()
+        } else {
+            format!(", network {}", t.network)
+        },
+        t.packet
+    );
+    for s in &t.steps {
+        out.push_str(&format!("  {:<14} {}\n", s.stage, s.detail));
+    }
+    for o in &t.outputs {
+        let vx = o
+            .vxlan
+            .as_ref()
+            .map(|v| format!(" [{v}]"))
+            .unwrap_or_default();
+        out.push_str(&format!("  {:<14} {}: {}{vx}\n", "output", o.to, o.summary));
+    }
+    for (d, n) in &t.drops {
+        out.push_str(&format!("  {:<14} {d} +{n}\n", "drop"));
+    }
+    out.push_str(&format!("verdict: {}", t.verdict));
+    out
+}
+
 fn show<T: serde::Serialize>(
     json: bool,
     v: &T,
@@ -696,6 +760,42 @@ fn command(c: &Client, json: bool, cmd: Cmd) -> Result<(), ClientError> {
             )?;
             if !json {
                 println!("{spec} of {netns} unpublished");
+            }
+        }
+        Cmd::Trace {
+            from,
+            packet,
+            network,
+            dst_mac,
+            hex,
+            from_pcap,
+        } => {
+            let req = |packet: Option<String>, frame: Option<String>| TraceRequest {
+                from: from.clone(),
+                network: network.clone(),
+                packet,
+                frame,
+                dst_mac: dst_mac.clone(),
+            };
+            let Some(file) = from_pcap else {
+                let t: TraceInfo = c.call("POST", routes::TRACE, Some(&req(packet, hex)))?;
+                return show(json, &t, trace_text);
+            };
+            let data = std::fs::read(&file)
+                .map_err(|e| ClientError::Api(format!("--from-pcap {}: {e}", file.display())))?;
+            let frames = vswitch_cli::pcap::frames(&data)
+                .map_err(|e| ClientError::Api(format!("--from-pcap {}: {e}", file.display())))?;
+            let mut all = Vec::new();
+            for (i, f) in frames.iter().enumerate() {
+                let hex: String = f.iter().map(|b| format!("{b:02x}")).collect();
+                let t: TraceInfo = c.call("POST", routes::TRACE, Some(&req(None, Some(hex))))?;
+                if !json {
+                    println!("packet {}:\n{}\n", i + 1, trace_text(&t));
+                }
+                all.push(t);
+            }
+            if json {
+                print_json(&all)?;
             }
         }
         Cmd::Conntrack { action, network } => {

@@ -49,6 +49,7 @@ mod persist;
 mod resolv;
 mod snapshot;
 mod state;
+mod trace;
 mod uplink;
 mod views;
 mod watch;
@@ -175,8 +176,8 @@ pub struct Switch {
     restored: AtomicUsize,
     to_restore: AtomicUsize,
     next_session: AtomicU64,
-    /// Buffers for `Switch::inject` (feature `harness`).
-    #[cfg(feature = "harness")]
+    /// Buffers for `Switch::inject` (feature `harness`) and the packet tracer: one frame at a
+    /// time.
     scratch: Mutex<Option<crate::datapath::Scratch>>,
 }
 
@@ -237,7 +238,6 @@ impl Switch {
             restored: AtomicUsize::new(0),
             to_restore: AtomicUsize::new(0),
             next_session: AtomicU64::new(1),
-            #[cfg(feature = "harness")]
             scratch: Mutex::new(None),
         });
         let hk = Arc::downgrade(&sw);

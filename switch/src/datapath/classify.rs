@@ -42,20 +42,57 @@ impl Ctx<'_> {
         let Some(net) = cfg.networks.get(&inp.network) else {
             return;
         };
+        self.note("receive", || {
+            format!(
+                "port {} ({}) of network {}: {} bytes",
+                inp.name,
+                inp.ip,
+                net.name,
+                self.buf.len()
+            )
+        });
         if inp.spoof_check {
             let also = (&cfg.own_addrs, &cfg.own_addrs6);
             if let Some(d) = refused(inp, also, &p, self.buf.data(), net.v6.as_ref()) {
+                self.note("port security", || {
+                    format!(
+                        "refused: the port may send from MAC {} and {} (and its other networks' \
+                         addresses) only",
+                        inp.mac, inp.ip
+                    )
+                });
                 c.drop(d);
                 return;
             }
+            self.note("port security", || {
+                "source MAC and address are the port's own: passed".into()
+            });
+        } else {
+            self.note("port security", || "off for this port".into());
         }
         if oversize(&p, self.buf.len(), self.buf.vnet, net.mtu) {
             // Larger than the network's MTU (the endpoint raised its own): no other endpoint
             // is set up to take it.
+            self.note("mtu", || {
+                format!(
+                    "{} bytes exceed the network's MTU {}: dropped",
+                    self.buf.len(),
+                    net.mtu
+                )
+            });
             c.drop(Drop::Oversize);
             return;
         }
         let learned = self.fdbc.learn(&net.fdb, net.id, p.eth.src, inp.id, now);
+        self.note("fdb", || {
+            let what = match learned {
+                Learn::Refreshed => "known on this port: refreshed".to_string(),
+                Learn::New => "learned on this port".to_string(),
+                Learn::Moved { from } => format!("moved here from port p{from}"),
+                Learn::Ignored => "not learned: the table is full".to_string(),
+            };
+            format!("source {} {what}", p.eth.src)
+        });
         match learned {
             Learn::Refreshed => {}
             Learn::New | Learn::Moved { .. } => {

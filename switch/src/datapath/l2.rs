@@ -35,11 +35,23 @@ impl Ctx<'_> {
             c.drop(Drop::Malformed);
             return;
         } else if eth.dst == net.gateway_mac {
+            self.note("l2", || {
+                format!(
+                    "destination {} is the gateway's MAC: to the gateway",
+                    eth.dst
+                )
+            });
             self.for_gateway(net, ing, p);
             return;
         }
         if !net.icc {
             // Endpoints of an icc=false network reach only the gateway.
+            self.note("policy", || {
+                format!(
+                    "network {} has icc=false: endpoints reach only the gateway",
+                    net.name
+                )
+            });
             c.drop(Drop::Policy);
             return;
         }
@@ -50,21 +62,54 @@ impl Ctx<'_> {
                 c.event(Event::MldAbsorbed);
                 return;
             }
+            self.note("l2", || {
+                format!("destination {} is multicast: flood", eth.dst)
+            });
             self.flood(net, ing, p);
             return;
         }
         match self.fdbc.lookup(&net.fdb, net.id, eth.dst, now) {
-            Some(id) if matches!(ing, Ingress::Local(p) if p.id == id) => c.drop(Drop::SamePort),
+            Some(id) if matches!(ing, Ingress::Local(p) if p.id == id) => {
+                self.note("fdb", || {
+                    format!(
+                        "destination {} is on the port it came from: dropped",
+                        eth.dst
+                    )
+                });
+                c.drop(Drop::SamePort)
+            }
             Some(id) => match cfg.ports.get(&id).filter(|p| p.network == net.id) {
-                Some(out) => out.transmit(self.buf.tap_bytes(), c),
+                Some(out) => {
+                    self.note("fdb", || {
+                        let age = net
+                            .fdb
+                            .entries(now)
+                            .into_iter()
+                            .find(|e| e.mac == eth.dst)
+                            .map_or(0, |e| e.age_ms);
+                        format!(
+                            "destination {} is on port {} ({}), seen {} ms ago: unicast",
+                            eth.dst, out.name, out.ip, age
+                        )
+                    });
+                    out.transmit(self.buf.tap_bytes(), c)
+                }
                 None => self.flood(net, ing, p),
             },
             None => match (
                 ing,
                 net.remote.as_ref().and_then(|r| r.lookup(&eth.dst.0, now)),
             ) {
-                (Ingress::Local(_), Some(vtep)) => self.encap(net, &[vtep], p),
-                _ => self.flood(net, ing, p),
+                (Ingress::Local(_), Some(vtep)) => {
+                    self.note("fdb", || {
+                        format!("destination {} is behind VTEP {vtep} (remote FDB)", eth.dst)
+                    });
+                    self.encap(net, &[vtep], p)
+                }
+                _ => {
+                    self.note("fdb", || format!("destination {} unknown: flood", eth.dst));
+                    self.flood(net, ing, p)
+                }
             },
         }
     }
@@ -98,8 +143,15 @@ impl Ctx<'_> {
             c.event(Event::ArpGateway);
             net.gateway_mac
         } else if arp.sender_ip == arp.target_ip {
+            self.note("arp", || "gratuitous ARP: switched as any frame".into());
             return false; // gratuitous ARP: let everybody see it
         } else if !net.icc {
+            self.note("arp", || {
+                format!(
+                    "network {} has icc=false: no answer for other endpoints",
+                    net.name
+                )
+            });
             self.c.drop(Drop::Policy);
             return true;
         } else {
@@ -119,6 +171,12 @@ impl Ctx<'_> {
                 _ => return false,
             }
         };
+        self.note("arp", || {
+            format!(
+                "who-has {}: answered by the switch, {answer}",
+                arp.target_ip
+            )
+        });
         arp::reply_in_place(self.buf.data_mut(), arp, answer);
         self.reply(net, ing);
         true
@@ -140,6 +198,9 @@ impl Ctx<'_> {
             net.gateway_mac,
         ) {
             Ok(len) => {
+                self.note("gateway", || {
+                    "ICMP echo request to the gateway: answered".into()
+                });
                 c.event(Event::IcmpGateway);
                 self.buf.set_len(len);
                 self.reply(net, ing);
@@ -187,10 +248,37 @@ impl Ctx<'_> {
                 );
             }
             if !allowed {
+                self.note("flood", || {
+                    format!("port {} is over its flood rate: dropped", inp.name)
+                });
                 c.drop(Drop::FloodLimited);
                 return;
             }
         }
+        self.note("flood", || {
+            let except = match ing {
+                Ingress::Local(inp) => Some(inp.id),
+                Ingress::Remote(_) => None,
+            };
+            let ports: Vec<&str> = net
+                .ports
+                .iter()
+                .filter(|p| Some(p.id) != except)
+                .map(|p| p.name.as_str())
+                .collect();
+            let peers = match ing {
+                Ingress::Local(_) if !net.peers.is_empty() => format!(
+                    " and peer VTEPs {}",
+                    net.peers
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                _ => String::new(),
+            };
+            format!("to ports [{}]{peers}", ports.join(", "))
+        });
         c.event(Event::Flooded);
         match ing {
             Ingress::Local(inp) => self.replicate(net, Some(inp.id), true, p),

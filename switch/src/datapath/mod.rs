@@ -390,6 +390,7 @@ impl Worker {
                 icmp6_limit: &self.shared.icmp6_errors,
                 shared: &self.shared,
                 now: self.shared.now_ms(),
+                trace: None,
             };
             for &token in &ready {
                 let Some(port) = u32::try_from(token).ok().and_then(|id| cfg.ports.get(&id)) else {
@@ -404,16 +405,14 @@ impl Worker {
     }
 }
 
-#[cfg(feature = "harness")]
-/// A worker's buffers, for running frames through the datapath on another thread
-/// ([`run_frame`]).
+/// A worker's buffers, for running frames through the datapath on another thread: the
+/// harness's entries and the packet tracer.
 pub struct Scratch {
     buf: FrameBuf,
     gso: GsoBufs,
     fdbc: FdbCache,
 }
 
-#[cfg(feature = "harness")]
 impl Default for Scratch {
     fn default() -> Self {
         Scratch {
@@ -424,8 +423,23 @@ impl Default for Scratch {
     }
 }
 
-#[cfg(feature = "harness")]
 impl Scratch {
+    /// Run `wire` from `port` through the datapath of `shadow` (a [`trace::Shadow`]) with
+    /// `trace` collecting the stages' notes, and `counters` what it counts.
+    pub fn run_traced(
+        &mut self,
+        shadow: &trace::Shadow,
+        epoll: &Epoll,
+        counters: &WorkerCounters,
+        port: &Port,
+        wire: &[u8],
+        trace: &trace::Trace,
+    ) {
+        let mut ctx = self.ctx(&shadow.shared, epoll, counters, &shadow.cfg);
+        ctx.trace = Some(trace);
+        ctx.run_frame(port, wire);
+    }
+
     /// The processing context over these buffers, for the harness entries
     /// ([`Ctx::run_frame`], [`Ctx::run_vxlan`]).
     pub(crate) fn ctx<'a>(
@@ -447,6 +461,7 @@ impl Scratch {
             icmp6_limit: &shared.icmp6_errors,
             shared,
             now: shared.now_ms(),
+            trace: None,
         }
     }
 }
@@ -465,6 +480,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) icmp6_limit: &'a crate::port::FloodLimiter,
     pub(crate) shared: &'a Shared,
     pub(crate) now: u64,
+    /// The packet tracer's notes, when this is a traced dry run ([`trace`]).
+    pub(crate) trace: Option<&'a trace::Trace>,
 }
 
 /// Where a frame entered its network: a local port, or a remote VTEP (decapsulated VXLAN).
@@ -482,10 +499,10 @@ mod l2;
 mod nat6;
 mod route;
 mod rx;
+pub mod trace;
 mod tx;
 
 impl Ctx<'_> {
-    #[cfg(feature = "harness")]
     /// Run `wire` (`[virtio-net header | frame]`, the header as long as `port`'s device uses)
     /// through the datapath as a worker does after reading it from `port`: every check, table
     /// update, answer, translation and transmission. (The fuzzing harness's entry, with sink

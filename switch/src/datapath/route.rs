@@ -97,6 +97,9 @@ impl Ctx<'_> {
             Err(ParseError::Unsupported) => return c.drop(Drop::Unsupported),
         };
         if info.ttl <= 1 {
+            self.note("route", || {
+                format!("{}: TTL {} expires here: dropped", info.tuple, info.ttl)
+            });
             return c.drop(Drop::Ttl);
         }
         // `zone`: the network the destination should be in, when known (overlay networks may
@@ -110,6 +113,9 @@ impl Ctx<'_> {
             now,
         );
         Self::flow_log((self.shared, cfg), from.map(|n| n.id), &info, &verdict);
+        super::trace::note(self.trace, "conntrack", || {
+            describe(cfg, from, &info.tuple, &verdict)
+        });
         let (new, zone) = match verdict {
             Verdict::Tracked { tuple, zone, .. } => (Some(tuple), Some(zone)),
             Verdict::Opened { tuple, kind, zone } => {
@@ -136,6 +142,11 @@ impl Ctx<'_> {
         };
         if let Some(new) = &new {
             packet::rewrite(ip, &info, new, partial);
+            if new != &info.tuple {
+                super::trace::note(self.trace, "nat", || {
+                    format!("rewritten {} -> {new}", info.tuple)
+                });
+            }
         }
         let Some(mut pkt) = Ipv4Packet::new_quoted(ip) else {
             return c.drop(Drop::Malformed);
@@ -171,6 +182,13 @@ impl Ctx<'_> {
             .or_else(|| cfg.network_of(dst));
         if let Some(m) = m {
             let Some(mac) = m.neigh.get(&dst).map(|m| *m) else {
+                self.note("route", || {
+                    format!(
+                        "{dst} in network {}: MAC unknown, the gateway asks by ARP and drops \
+                         this packet",
+                        m.name
+                    )
+                });
                 // Unknown (an endpoint on another host that never spoke here): ask, from the
                 // gateway, and drop this packet; the sender's retransmission gets through.
                 if m.probes.should_request(dst, now) {
@@ -184,6 +202,12 @@ impl Ctx<'_> {
                 }
                 return c.drop(Drop::ArpTimeout);
             };
+            self.note("route", || {
+                format!(
+                    "{dst} in network {}: next hop {mac}, from the gateway's MAC",
+                    m.name
+                )
+            });
             ethernet::set_addrs(self.buf.data_mut(), m.gateway_mac, mac);
             let bytes = self.buf.tap_bytes();
             m.taps
@@ -204,6 +228,9 @@ impl Ctx<'_> {
             return;
         }
         let Some(up) = cfg.uplink.as_deref() else {
+            self.note("route", || {
+                format!("{dst} is in no network and there is no uplink")
+            });
             return c.drop(Drop::NoRoute);
         };
         let hop = if up.subnet.contains(dst) {
@@ -211,9 +238,26 @@ impl Ctx<'_> {
         } else {
             match up.gateway {
                 Some(g) => g,
-                None => return c.drop(Drop::NoRoute),
+                None => {
+                    self.note("route", || {
+                        format!("{dst} is off the uplink's subnet and the uplink has no gateway")
+                    });
+                    return c.drop(Drop::NoRoute);
+                }
             }
         };
+        self.note("route", || {
+            let mac = up.neigh.lookup(hop, now).map_or(
+                "unknown (asked by ARP, the packet \
+                 queued for a second)"
+                    .to_string(),
+                |m| m.to_string(),
+            );
+            format!(
+                "out of the uplink {} to next hop {hop}, MAC {mac}",
+                up.port.name
+            )
+        });
         if self.send_to_uplink_hop(up, &up.neigh, hop, Drop::ArpTimeout) {
             send_arp_request(up, hop, c);
         }
@@ -549,5 +593,58 @@ impl Topology for Config {
 
     fn uplink_ip(&self) -> Option<Ipv4Addr> {
         self.uplink.as_ref().map(|u| u.ip)
+    }
+}
+
+/// The conntrack stage's note: what NAT's verdict was for a packet with tuple `t` from `from`.
+fn describe<A: nat::Addr>(
+    cfg: &Config,
+    from: Option<&NetRt>,
+    t: &FiveTuple<A>,
+    v: &Verdict<A>,
+) -> String {
+    let name = |z: NetId| {
+        cfg.networks
+            .get(&z)
+            .map_or_else(|| format!("#{z}"), |n| n.name.to_string())
+    };
+    let src = from.map_or_else(
+        || "the uplink".to_string(),
+        |n| format!("network {}", n.name),
+    );
+    match v {
+        Verdict::Tracked { tuple, zone, state } => format!(
+            "{t} from {src}: an existing flow (network {}){}; sent as {tuple}",
+            name(*zone),
+            state
+                .map(|s| format!(", TCP state now {}", s.name()))
+                .unwrap_or_default()
+        ),
+        Verdict::Opened { tuple, kind, zone } => format!(
+            "{t} from {src}: a new flow, {} ({}); sent as {tuple}, answers come back as {}",
+            match kind {
+                Opened::Snat => "masqueraded to the uplink's address",
+                Opened::Dnat => "to a published port",
+            },
+            zone.map_or_else(
+                || "to the uplink".to_string(),
+                |z| format!("network {}", name(z))
+            ),
+            tuple.reversed()
+        ),
+        Verdict::Route { zone } => format!(
+            "{t} from {src}: routed without translation{}",
+            zone.map(|z| format!(" to network {}", name(z)))
+                .unwrap_or_default()
+        ),
+        Verdict::Gateway => format!("{t} from {src}: for the gateway itself (DNS)"),
+        Verdict::Refused(r) => format!(
+            "{t} from {src}: refused ({})",
+            match r {
+                Refusal::NoRoute => "no route: an internal network, or nothing routes there",
+                Refusal::Policy => "policy: icc=false, or networks not linked",
+                Refusal::Full => "the connection table is full",
+            }
+        ),
     }
 }

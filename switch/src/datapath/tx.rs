@@ -55,6 +55,9 @@ impl Ctx<'_> {
 
     /// Encapsulate the frame in VXLAN for `net` and send one copy to each VTEP in `vteps`.
     pub(crate) fn encap(&mut self, net: &NetRt, vteps: &[IpAddr], p: &Parsed) {
+        if self.traced_encap(net, vteps, p) {
+            return;
+        }
         let c = self.c;
         let (Some(vni), Some(vtep)) = (net.vni, net.vtep.as_ref()) else {
             return;
