@@ -641,8 +641,11 @@ fn describe<A: nat::Addr>(
         Verdict::Refused(r) => format!(
             "{t} from {src}: refused ({})",
             match r {
-                Refusal::NoRoute => "no route: an internal network, or nothing routes there",
-                Refusal::Policy => "policy: icc=false, or networks not linked",
+                Refusal::NoRoute => "no route to the destination",
+                Refusal::Policy => {
+                    "policy: an internal network has no way out, an icc=false network none to \
+                     its own endpoints, networks not linked none to each other"
+                }
                 Refusal::Full => "the connection table is full",
             }
         ),
