@@ -54,15 +54,23 @@ pub const DEFAULT_PLUGIN_SOCKET: &str = "/run/docker/plugins/vswitch.sock";
 /// network=NAME` (by Docker network id), and the IPAM driver's pools.
 pub struct Plugin {
     endpoints: Mutex<HashMap<String, (Ipv4Addr, Option<Ipv6Addr>)>>,
-    named: Saved<BTreeMap<String, String>>,
+    named: Saved<BTreeMap<String, Named>>,
     ipam: Ipam,
+}
+
+/// A Docker network made with `-o network=NAME`: the vswitch network, and whether the plugin
+/// made it (else it existed: another host's cluster network, or one made with vswitchctl).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+struct Named {
+    network: String,
+    made: bool,
 }
 
 impl Plugin {
     /// The vswitch network of Docker network `id`: the one named at create, else `d-ID12`.
     fn network_of(&self, id: &str) -> String {
         self.named
-            .read(|m| m.get(id).cloned())
+            .read(|m| m.get(id).map(|n| n.network.clone()))
             .unwrap_or_else(|| network_name(id))
     }
 }
@@ -287,7 +295,11 @@ async fn create_network(State((sw, p)): State<St>, b: axum::body::Bytes) -> Json
             };
             p.named
                 .change(|m| {
-                    m.insert(id, name.clone());
+                    let named = Named {
+                        network: name.clone(),
+                        made,
+                    };
+                    m.insert(id, named);
                     Ok(())
                 })
                 .inspect_err(|_| {
@@ -301,8 +313,33 @@ async fn create_network(State((sw, p)): State<St>, b: axum::body::Bytes) -> Json
     .await
 }
 
-/// `-o network=NAME` of a vswitch network that exists: Docker's pool and gateway must be its.
+/// `-o network=NAME` of a vswitch network that exists: Docker's pool and gateway must be its,
+/// and what Docker asks of it (`--internal`, `-o icc/mtu/vni`) must be what it is.
 fn same_network(n: &switch::model::NetworkInfo, want: &NetworkCreate) -> Result<(), String> {
+    let differs = |what: &str, is: String, asked: String| {
+        Err(format!(
+            "vswitch plugin: vswitch network {} has {what} {is}, not {asked}: create the Docker \
+             network to match it",
+            n.name
+        ))
+    };
+    if want.internal != n.internal {
+        return differs(
+            "internal",
+            n.internal.to_string(),
+            want.internal.to_string(),
+        );
+    }
+    if let Some(icc) = want.icc.filter(|i| *i != n.icc) {
+        return differs("icc", n.icc.to_string(), icc.to_string());
+    }
+    if let Some(mtu) = want.mtu.filter(|m| *m != n.mtu) {
+        return differs("mtu", n.mtu.to_string(), mtu.to_string());
+    }
+    if let Some(vni) = want.vni.filter(|v| Some(*v) != n.vni) {
+        let is = n.vni.map_or_else(|| "none".to_string(), |v| v.to_string());
+        return differs("vni", is, vni.to_string());
+    }
     let subnet = |s: &str| s.parse::<switch::ipam::Ipv4Cidr>().ok();
     let gateway_differs = want
         .gateway
@@ -339,11 +376,18 @@ async fn delete_network(State((sw, p)): State<St>, b: axum::body::Bytes) -> Json
         Ok(r) => r,
         Err(e) => return e,
     };
-    if p.named.read(|m| m.contains_key(&req.network_id)) {
-        // A named network stays: only the mapping goes.
+    if let Some(named) = p.named.read(|m| m.get(&req.network_id).cloned()) {
+        // A network the plugin made goes with it, unless it is a cluster network (other hosts
+        // may use it); one that existed stays. The mapping goes.
         let id = req.network_id;
         return answer(
-            move || {
+            move || -> Result<(), String> {
+                if named.made && sw.cluster().is_none() {
+                    match sw.remove_network(&named.network) {
+                        Ok(()) | Err(switch::error::Error::NetworkNotFound(_)) => {}
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
                 p.named.change(|m| {
                     m.remove(&id);
                     Ok(())
@@ -649,9 +693,14 @@ async fn request_pool(State((sw, p)): State<St>, b: axum::body::Bytes) -> Json<V
     ipam_answer(
         answer(
             move || {
+                let nets = sw.networks();
                 let other = Elsewhere {
-                    networks: sw
-                        .networks()
+                    joinable: nets
+                        .iter()
+                        .filter(|n| n.vni.is_some())
+                        .filter_map(|n| n.subnet.parse().ok())
+                        .collect(),
+                    networks: nets
                         .into_iter()
                         .filter_map(|n| Some((n.name, n.subnet.parse().ok()?)))
                         .collect(),
@@ -748,10 +797,11 @@ async fn request_address(State((sw, p)): State<St>, b: axum::body::Bytes) -> Jso
                 );
                 // A pool that is a vswitch network's subnet has that network's gateway.
                 let pool = p.ipam.read(|b| b.subnet(&req.pool_id));
-                let own = networks
+                let own: Vec<_> = networks
                     .iter()
-                    .find(|n| pool.is_some() && n.subnet.parse().ok() == pool);
-                if let (true, Some(n), Some(pool)) = (gateway, own, pool) {
+                    .filter(|n| pool.is_some() && n.subnet.parse().ok() == pool)
+                    .collect();
+                if let (true, [n], Some(pool)) = (gateway, own.as_slice(), pool) {
                     if req.address.is_empty()
                         || req.address.split('/').next() == Some(&n.gateway.to_string())
                     {

@@ -5,7 +5,7 @@
 //!   addresses come from), or picks the first free /24 from 172.18.0.0/24 to 172.31.255.0/24:
 //!   free means overlapping no other pool, no vswitch network and no route of vswitchd's
 //!   namespace (the uplink's subnet, the host's own networks). A subnet asked for that is
-//!   exactly a vswitch network's is that network's pool (`-o network=NAME`: on a cluster
+//!   exactly an overlay network's is that network's pool (`-o network=NAME`: on a cluster
 //!   network, addresses held on every host are skipped, and the gateway is the network's).
 //!   IPv6 pools are refused.
 //! - `RequestAddress` hands out the gateway (the first host address unless `--gateway` names
@@ -57,6 +57,9 @@ pub struct Elsewhere {
     pub networks: Vec<(String, Ipv4Cidr)>,
     /// Kernel routes other than the default route.
     pub routes: Vec<(Ipv4Addr, u8)>,
+    /// Subnets of overlay networks, which a Docker network may join (`-o network=NAME`): a
+    /// pool that is exactly one of them is that network's.
+    pub joinable: Vec<Ipv4Cidr>,
 }
 
 /// True when `a/alen` and `b/blen` share an address (any prefix length 0..=32).
@@ -90,13 +93,11 @@ impl Book {
             {
                 return Some(format!("pool {} of another Docker network", p.subnet));
             }
-            // A pool that is exactly a vswitch network's subnet is that network's (a Docker
+            // A pool that is exactly an overlay network's subnet is that network's (a Docker
             // network on a cluster network another host made: `-o network=NAME`).
-            if let Some((n, s)) = other
-                .networks
-                .iter()
-                .find(|(_, s)| s.overlaps(c) && (pool.is_empty() || s != c))
-            {
+            if let Some((n, s)) = other.networks.iter().find(|(_, s)| {
+                s.overlaps(c) && (pool.is_empty() || s != c || !other.joinable.contains(s))
+            }) {
                 return Some(format!("vswitch network {n} ({s})"));
             }
             None
@@ -259,6 +260,7 @@ mod test {
         let mut b = Book::default();
         let other = Elsewhere {
             networks: vec![("front".into(), cidr("172.18.0.0/24"))],
+            joinable: vec![cidr("172.18.0.0/24")],
             routes: vec![
                 (Ipv4Addr::new(172, 18, 1, 0), 24),
                 (Ipv4Addr::new(10, 0, 0, 0), 8),
@@ -280,6 +282,14 @@ mod test {
             cidr("172.18.0.0/24"),
             "a vswitch network's own subnet"
         );
+        let flat = Elsewhere {
+            networks: vec![("flat".into(), cidr("10.50.0.0/24"))],
+            ..Elsewhere::default()
+        };
+        let e = b
+            .request_pool("10.50.0.0/24", "", false, &flat)
+            .unwrap_err();
+        assert!(e.contains("vswitch network flat"), "not joinable: {e}");
         let e = b.request_pool("172.18.2.0/23", "", false, &Elsewhere::default());
         assert!(e
             .unwrap_err()

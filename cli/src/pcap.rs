@@ -31,9 +31,10 @@ pub fn frames(data: &[u8]) -> Result<Vec<Vec<u8>>, String> {
         let rec = data
             .get(at..at + 16)
             .ok_or_else(|| format!("record {} is cut short", out.len() + 1))?;
-        let len = u32_at(rec, 8) as usize;
-        let frame = data
-            .get(at + 16..at + 16 + len)
+        let len = usize::try_from(u32_at(rec, 8)).unwrap_or(usize::MAX);
+        let frame = (at + 16)
+            .checked_add(len)
+            .and_then(|end| data.get(at + 16..end))
             .ok_or_else(|| format!("record {} is cut short", out.len() + 1))?;
         out.push(frame.to_vec());
         at += 16 + len;

@@ -426,6 +426,12 @@ impl<A: Addr> Conntrack<A> {
             copy.map.insert(*e.key(), Arc::clone(dup));
         }
         copy.flows.store(done.len(), Ordering::Relaxed);
+        // Early drop picks from the same young flows, in the same order.
+        let young = self.young.lock().unwrap_or_else(|e| e.into_inner());
+        *copy.young.lock().unwrap_or_else(|e| e.into_inner()) = young
+            .iter()
+            .filter_map(|w| done.get(&w.as_ptr()).map(Arc::downgrade))
+            .collect();
         copy
     }
 

@@ -635,6 +635,9 @@ pub struct TraceOutput {
     /// VXLAN: the VNI and outer header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vxlan: Option<String>,
+    /// A frame the switch made on the way (an ARP request for a next hop), not the packet.
+    #[serde(default)]
+    pub generated: bool,
     /// The frame (the inner frame for VXLAN), in hex.
     pub frame: String,
 }

@@ -116,7 +116,7 @@ impl std::str::FromStr for Spec {
                 ))
             }
         };
-        if src.is_ipv4() != dst.is_ipv4() && !src.ip().is_unspecified() {
+        if src.is_ipv4() != dst.is_ipv4() && (what != What::Arp || !src.ip().is_unspecified()) {
             return Err(format!(
                 "{} and {} are of different families",
                 src.ip(),
@@ -450,6 +450,7 @@ mod test {
         for (bad, says) in [
             ("tcp 10.0.0.2 > 10.0.0.3:80", "ADDRESS:PORT"),
             ("udp 10.0.0.2:1 > [2001:db8::1]:2", "different families"),
+            ("tcp [::]:1 > 10.0.0.1:2", "different families"),
             ("tcp 10.0.0.2:1 > 10.0.0.3:2 flags X", "flag 'X'"),
             ("icmp 10.0.0.2 > 10.0.0.3 len lots", "not a number"),
             ("icmp 10.0.0.2 > 10.0.0.3 ttl 300", "not a number"),

@@ -27,6 +27,26 @@ pub enum Device {
     /// [`crate::Switch::inject`] (the fuzzing harness). Its field is the header length
     /// (12 as on a TAP, 10 as on the uplink's packet socket).
     Sink(usize),
+    /// The packet tracer's stand-in for a port ([`Port::shadow`]): nothing is read, what is
+    /// written is kept for the trace to show.
+    Shadow(ShadowDev),
+}
+
+/// A [`Device::Shadow`]: the header length of the device it stands in for, the frames written
+/// to it, and for a VTEP its outer source address and UDP port.
+#[derive(Debug, Default)]
+pub struct ShadowDev {
+    hdr: usize,
+    sent: std::sync::Mutex<Vec<Vec<u8>>>,
+    /// A VTEP's outer source and UDP port.
+    pub vtep: Option<(std::net::IpAddr, u16)>,
+}
+
+impl ShadowDev {
+    /// The frames written so far (without their device headers).
+    pub fn take_sent(&self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut *self.sent.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 /// The sockets of one VTEP (one UDP port, every VNI).
@@ -51,6 +71,7 @@ impl Device {
             Device::Packet(_) => crate::sys::packet::VNET_HDR_LEN,
             Device::Vxlan(_) => wire::vxlan::HEADER_LEN,
             Device::Sink(n) => *n,
+            Device::Shadow(s) => s.hdr,
         }
     }
 
@@ -78,7 +99,7 @@ impl Device {
             Device::Tap(t) => t.read(q, buf),
             Device::Packet(p) => p.queue(q).read(buf),
             Device::Vxlan(v) => v.udp.recv(buf),
-            Device::Sink(_) => Err(std::io::ErrorKind::WouldBlock.into()),
+            Device::Sink(_) | Device::Shadow(_) => Err(std::io::ErrorKind::WouldBlock.into()),
         }
     }
 
@@ -91,6 +112,11 @@ impl Device {
                 "VXLAN ports send through encapsulation",
             )),
             Device::Sink(_) => Ok(buf.len()),
+            Device::Shadow(s) => {
+                let frame = buf.get(s.hdr..).unwrap_or_default().to_vec();
+                s.sent.lock().unwrap_or_else(|e| e.into_inner()).push(frame);
+                Ok(buf.len())
+            }
         }
     }
 }
@@ -101,7 +127,7 @@ impl std::os::fd::AsRawFd for Device {
             Device::Tap(t) => t.as_raw_fd(),
             Device::Packet(p) => p.queue(0).as_raw_fd(),
             Device::Vxlan(v) => std::os::fd::AsRawFd::as_raw_fd(&v.udp),
-            Device::Sink(_) => -1,
+            Device::Sink(_) | Device::Shadow(_) => -1,
         }
     }
 }
@@ -240,14 +266,21 @@ impl Port {
     }
 
     /// The packet tracer's stand-in for this port: the same identity, addresses and policy,
-    /// no device ([`Device::Sink`] with this device's header length: writes are discarded),
-    /// counters and taps of its own, a copy of the flood bucket.
+    /// no device ([`Device::Shadow`]: what is written is kept), counters and taps of its own, a
+    /// copy of the flood bucket.
     pub fn shadow(&self) -> Port {
         Port {
             id: self.id,
             name: self.name.clone(),
             network: self.network,
-            dev: Device::Sink(self.dev.hdr_len()),
+            dev: Device::Shadow(ShadowDev {
+                hdr: self.dev.hdr_len(),
+                sent: Default::default(),
+                vtep: match &self.dev {
+                    Device::Vxlan(v) => Some((v.src, v.port)),
+                    _ => None,
+                },
+            }),
             mac: self.mac,
             ip: self.ip,
             ip6: self.ip6,

@@ -208,7 +208,9 @@ enum Cmd {
         /// A whole Ethernet frame in hex instead of a description.
         #[arg(long, value_name = "HEX", conflicts_with_all = ["packet", "from_pcap"])]
         hex: Option<String>,
-        /// Trace every frame of this pcap file (Ethernet), one after the other.
+        /// Trace every frame of this pcap file (Ethernet): each over the switch as it is now
+        /// (a trace changes nothing, so frames do not build on each other: a SYN-ACK does not
+        /// find the flow its SYN would have made).
         #[arg(long, value_name = "FILE", conflicts_with = "packet")]
         from_pcap: Option<std::path::PathBuf>,
     },
@@ -452,7 +454,12 @@ fn trace_text(t: &TraceInfo) -> String {
             .as_ref()
             .map(|v| format!(" [{v}]"))
             .unwrap_or_default();
-        out.push_str(&format!("  {:<14} {}: {}{vx}\n", "output", o.to, o.summary));
+        let what = if o.generated {
+            "switch's ARP"
+        } else {
+            "output"
+        };
+        out.push_str(&format!("  {what:<14} {}: {}{vx}\n", o.to, o.summary));
     }
     for (d, n) in &t.drops {
         out.push_str(&format!("  {:<14} {d} +{n}\n", "drop"));

@@ -10,13 +10,12 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use super::Switch;
-use crate::capture::Session;
 use crate::counters::WorkerCounters;
 use crate::datapath::trace::{Shadow, Trace};
 use crate::error::Error;
 use crate::model::{TraceInfo, TraceOutput, TraceRequest, TraceStep};
 use crate::packet_spec::{describe, Spec};
-use crate::port::Port;
+use crate::port::{Device, Port};
 use wire::ethernet::MacAddr;
 
 /// The Ethernet source of a packet traced from the uplink, when the description gives none (a
@@ -45,21 +44,6 @@ impl Switch {
                 entry.from
             )));
         };
-        // Every shadow port's transmissions are caught.
-        let id = self
-            .next_session
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let sessions: Vec<(Arc<Port>, Session)> = shadow
-            .cfg
-            .ports
-            .values()
-            .map(|p| {
-                (
-                    p.clone(),
-                    Session::start(id, vec![(p.taps.clone(), false, true)]),
-                )
-            })
-            .collect();
         let counters = WorkerCounters::default();
         let trace = Trace::default();
         let mut wire = vec![0u8; port.dev.hdr_len()];
@@ -71,20 +55,23 @@ impl Switch {
         }
         let names = self.trace_names();
         let name_of = |p: &Port| names.get(&p.id).cloned().unwrap_or_else(|| p.name.clone());
+        // What the shadow ports were given, in port order.
+        let mut ports: Vec<&Arc<Port>> = shadow.cfg.ports.values().collect();
+        ports.sort_by_key(|p| p.id);
+        let arp_in = is_arp(&frame);
         let mut outputs = Vec::new();
-        let mut ids: Vec<_> = sessions.iter().map(|(p, _)| p.id).collect();
-        ids.sort_unstable();
-        for want in ids {
-            let Some((p, s)) = sessions.iter().find(|(p, _)| p.id == want) else {
+        for p in ports {
+            let Device::Shadow(dev) = &p.dev else {
                 continue;
             };
-            while let Ok(c) = s.try_recv() {
+            for f in dev.take_sent() {
                 outputs.push(TraceOutput {
                     port: p.name.clone(),
                     to: name_of(p),
-                    summary: describe(&c.data),
+                    summary: describe(&f),
                     vxlan: None,
-                    frame: hex(&c.data),
+                    generated: !arp_in && is_arp(&f),
+                    frame: hex(&f),
                 });
             }
         }
@@ -97,6 +84,7 @@ impl Switch {
                     "VNI {}, outer {} > {} UDP {} > {}",
                     v.vni, v.src, v.dst, v.sport, v.dport
                 )),
+                generated: !arp_in && is_arp(&v.inner),
                 frame: hex(&v.inner),
             });
         }
@@ -290,15 +278,36 @@ impl Switch {
     }
 }
 
-/// The outcome in one line.
+/// The outcome in one line, for the traced packet (ARP requests the switch made on the way
+/// are not the packet).
 fn verdict(outputs: &[TraceOutput], drops: &BTreeMap<String, u64>) -> String {
-    let to: Vec<&str> = outputs.iter().map(|o| o.to.as_str()).collect();
+    let to: Vec<&str> = outputs
+        .iter()
+        .filter(|o| !o.generated)
+        .map(|o| o.to.as_str())
+        .collect();
+    let asked = outputs.iter().any(|o| o.generated);
     match (to.as_slice(), drops.keys().next()) {
+        ([], Some(d)) if asked => {
+            format!("dropped ({d}); the switch asks for the next hop's MAC by ARP")
+        }
         ([], Some(d)) => format!("dropped ({d})"),
+        ([], None) if asked => {
+            "held for the next hop's MAC (up to a second); the switch asks for it by ARP".into()
+        }
         ([], None) => "consumed by the switch (nothing sent)".into(),
         ([one], None) => format!("delivered to {one}"),
         (many, None) => format!("sent to {}", many.join(", ")),
         (many, Some(d)) => format!("sent to {}; some copies dropped ({d})", many.join(", ")),
+    }
+}
+
+/// An ARP frame (the ethertype, past one 802.1Q tag).
+fn is_arp(f: &[u8]) -> bool {
+    let et = |at: usize| f.get(at..at + 2).map(|b| [b[0], b[1]]);
+    match et(12) {
+        Some([0x81, 0x00]) => et(16) == Some([0x08, 0x06]),
+        e => e == Some([0x08, 0x06]),
     }
 }
 

@@ -89,7 +89,9 @@ impl Ctx<'_> {
                 Learn::Refreshed => "known on this port: refreshed".to_string(),
                 Learn::New => "learned on this port".to_string(),
                 Learn::Moved { from } => format!("moved here from port p{from}"),
-                Learn::Ignored => "not learned: the table is full".to_string(),
+                Learn::Ignored => {
+                    "not learned: the table is full, or a static entry pins it elsewhere".into()
+                }
             };
             format!("source {} {what}", p.eth.src)
         });

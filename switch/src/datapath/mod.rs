@@ -435,9 +435,13 @@ impl Scratch {
         wire: &[u8],
         trace: &trace::Trace,
     ) {
+        // The FDB cache holds answers from the tables it last saw: none carried into or out
+        // of a trace's copies.
+        self.fdbc = FdbCache::default();
         let mut ctx = self.ctx(&shadow.shared, epoll, counters, &shadow.cfg);
         ctx.trace = Some(trace);
         ctx.run_frame(port, wire);
+        self.fdbc = FdbCache::default();
     }
 
     /// The processing context over these buffers, for the harness entries

@@ -184,8 +184,8 @@ impl Ctx<'_> {
             let Some(mac) = m.neigh.get(&dst).map(|m| *m) else {
                 self.note("route", || {
                     format!(
-                        "{dst} in network {}: MAC unknown, the gateway asks by ARP and drops \
-                         this packet",
+                        "{dst} in network {}: MAC unknown, this packet is dropped and the \
+                         gateway asks by ARP (at most once a second)",
                         m.name
                     )
                 });
@@ -248,8 +248,8 @@ impl Ctx<'_> {
         };
         self.note("route", || {
             let mac = up.neigh.lookup(hop, now).map_or(
-                "unknown (asked by ARP, the packet \
-                 queued for a second)"
+                "unknown: the packet waits up to a second (if the queue has room) while the \
+                 switch asks by ARP (at most once a second)"
                     .to_string(),
                 |m| m.to_string(),
             );
@@ -637,7 +637,10 @@ fn describe<A: nat::Addr>(
             zone.map(|z| format!(" to network {}", name(z)))
                 .unwrap_or_default()
         ),
-        Verdict::Gateway => format!("{t} from {src}: for the gateway itself (DNS)"),
+        Verdict::Gateway => format!(
+            "{t} from {src}: for the gateway itself (its DNS answers on port 53; anything else \
+             is dropped)"
+        ),
         Verdict::Refused(r) => format!(
             "{t} from {src}: refused ({})",
             match r {

@@ -83,6 +83,7 @@ impl Ctx<'_> {
 
     /// Under a trace, encapsulation stops before the sockets: what would be sent is noted.
     /// True when a trace took the frame.
+    #[cold]
     pub(super) fn traced_encap(&mut self, net: &NetRt, vteps: &[IpAddr], p: &wire::Parsed) -> bool {
         let Some(t) = self.trace else {
             return false;
@@ -91,12 +92,13 @@ impl Ctx<'_> {
             return true;
         };
         let (src, dport) = match &vtep.dev {
-            crate::port::Device::Vxlan(d) => (d.src, d.port),
-            _ => (
-                IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-                wire::vxlan::VXLAN_PORT,
-            ),
-        };
+            crate::port::Device::Shadow(s) => s.vtep,
+            _ => None,
+        }
+        .unwrap_or((
+            IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            wire::vxlan::VXLAN_PORT,
+        ));
         if self.buf.vnet.gso_type == 0
             && self.buf.len() > net.mtu as usize + wire::ethernet::EthFrame::HEADER_LEN
         {
@@ -146,7 +148,12 @@ impl Shadow {
             .iter()
             .map(|(id, p)| (*id, Arc::new(p.shadow())))
             .collect();
-        let port = |p: &Arc<Port>| ports.get(&p.id).cloned().unwrap_or_else(|| p.clone());
+        let port = |p: &Arc<Port>| {
+            ports
+                .get(&p.id)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(p.shadow()))
+        };
         let networks = cfg
             .networks
             .iter()
@@ -199,8 +206,7 @@ impl Shadow {
     }
 }
 
-/// A network's shadow: its ports the shadow ports, its tables copies. The VTEP port stays the
-/// live one (encapsulation under a trace stops before its sockets: [`Ctx::traced_encap`]).
+/// A network's shadow: its ports (the VTEP's too) the shadow ports, its tables copies.
 fn shadow_net(n: &NetRt, port: &impl Fn(&Arc<Port>) -> Arc<Port>) -> NetRt {
     NetRt {
         id: n.id,
@@ -220,7 +226,7 @@ fn shadow_net(n: &NetRt, port: &impl Fn(&Arc<Port>) -> Arc<Port>) -> NetRt {
         vni: n.vni,
         peers: n.peers.clone(),
         remote: n.remote.as_ref().map(|r| Arc::new(r.duplicate())),
-        vtep: n.vtep.clone(),
+        vtep: n.vtep.as_ref().map(port),
         probes: Arc::new(n.probes.duplicate()),
         v6: n.v6.as_ref().map(|v| NetRt6 {
             subnet: v.subnet,

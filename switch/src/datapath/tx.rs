@@ -55,7 +55,7 @@ impl Ctx<'_> {
 
     /// Encapsulate the frame in VXLAN for `net` and send one copy to each VTEP in `vteps`.
     pub(crate) fn encap(&mut self, net: &NetRt, vteps: &[IpAddr], p: &Parsed) {
-        if self.traced_encap(net, vteps, p) {
+        if self.trace.is_some() && self.traced_encap(net, vteps, p) {
             return;
         }
         let c = self.c;
