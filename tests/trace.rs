@@ -335,6 +335,35 @@ fn the_tracer_agrees_with_real_traffic_on_one_host() {
     );
     assert_eq!(t.verdict, "dropped (oversize)", "{t:#?}");
 
+    // IPv6 on a dual-stack network: switched by the FDB, the same as real traffic.
+    d.ctl_ok(&[
+        "network",
+        "create",
+        "six",
+        "--subnet",
+        "10.85.0.0/24",
+        "--subnet",
+        "fd00:85::/64",
+    ]);
+    let (s1, s2) = (Netns::new("s1"), Netns::new("s2"));
+    let e1 = attach(d, &s1, "six");
+    let e2 = attach(d, &s2, "six");
+    let (ip1, ip2) = (e1.ip6.unwrap(), e2.ip6.unwrap());
+    assert!(s1
+        .exec(&["ping", "-6", "-c", "1", "-W", "2", &ip2.to_string()])
+        .status
+        .success());
+    let s2e = format!("{}/eth0", s2.name);
+    let t = agree(
+        d,
+        (&s1, "eth0"),
+        &s1.name,
+        &format!("tcp [{ip1}]:1000 > [{ip2}]:80 flags S"),
+        &[],
+        &s2e,
+    );
+    assert_eq!(t.verdict, format!("delivered to {s2e}"), "{t:#?}");
+
     // Bad input: one line, non-zero exit, nothing traced.
     for (args, says) in [
         (

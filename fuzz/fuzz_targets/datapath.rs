@@ -10,6 +10,10 @@
 //! VNI and peer checks, remote learning, coalescing of TCP segments, delivery. The tables
 //! persist across inputs, as in the daemon (limits kept small so the full-table paths run too).
 //!
+//! A selector with its top bit set traces the frame from that port instead
+//! (`Switch::trace`): the answer is a trace or a one-line refusal, and the FDB and conntrack are
+//! as they were.
+//!
 //! Oracles, after every input:
 //! - the tables stay within their limits: each network's FDB and remote FDB hold at most
 //!   `fdb_limit` MACs, conntrack at most `ct_max` flows, and no tuple belongs to two flows (the
@@ -306,12 +310,75 @@ fn check_tables(lab: &Lab) {
     }
 }
 
+/// What a trace must leave as it was: the FDB (network, MAC, port or VTEP) and conntrack
+/// (original, reply, state).
+fn table_keys(sw: &Switch) -> (BTreeMap<String, usize>, Vec<String>) {
+    let mut fdb = BTreeMap::new();
+    for e in sw.fdb(None).expect("fdb") {
+        let k = format!("{} {} {} {:?}", e.network, e.mac, e.port, e.vtep);
+        *fdb.entry(k).or_default() += 1;
+    }
+    let mut ct: Vec<String> = sw
+        .conntrack(None)
+        .expect("conntrack")
+        .into_iter()
+        .map(|e| format!("{} {} {} {}", e.proto, e.orig, e.reply, e.state))
+        .collect();
+    ct.sort();
+    (fdb, ct)
+}
+
+/// The packet tracer on the same frame (`[virtio-net header | frame]` from port `id`): it
+/// answers or refuses in one line, and changes no table.
+fn trace(lab: &Lab, id: u32, wire: &[u8]) {
+    let name = lab
+        .sw
+        .ports()
+        .into_iter()
+        .find(|p| lab.sw.port_id(&p.name) == Some(id))
+        .map(|p| {
+            if p.kind == "uplink" {
+                "uplink".to_string()
+            } else {
+                p.name
+            }
+        });
+    let Some(from) = name else {
+        return;
+    };
+    let hdr = if from == "uplink" { 10 } else { 12 };
+    let frame: String = wire
+        .get(hdr..)
+        .unwrap_or_default()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let before = table_keys(&lab.sw);
+    let r = lab.sw.trace(&TraceRequest {
+        from,
+        frame: Some(frame),
+        ..TraceRequest::default()
+    });
+    if let Err(e) = r {
+        let m = e.to_string();
+        assert!(!m.trim().is_empty() && !m.contains(['\n', '\r']), "{m:?}");
+    }
+    assert_eq!(table_keys(&lab.sw), before, "a trace changed a table");
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, wire)) = data.split_first() else {
         return;
     };
     let lab = lab();
     let mut port = u32::MAX;
+    // The top bit of the selector: trace the frame instead (the tables must not change).
+    if sel & 0x80 != 0 {
+        if let Entry::Port(id) = lab.ports[usize::from(sel & 0x7f) % lab.ports.len()] {
+            trace(lab, id, wire);
+            return;
+        }
+    }
     match lab.ports[usize::from(sel) % lab.ports.len()] {
         Entry::Port(id) => {
             assert!(lab.sw.inject(id, wire));

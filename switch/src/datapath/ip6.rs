@@ -344,6 +344,9 @@ impl Ctx<'_> {
         }
         if let Some(info) = &info {
             Self::flow_log((self.shared, cfg), Some(net.id), info, &verdict);
+            self.note("conntrack", || {
+                super::route::describe(cfg, Some(net), &info.tuple, &verdict)
+            });
         }
         let translated = match verdict {
             Verdict::Gateway => return self.dns6(net, ing, p, &ip),

@@ -214,6 +214,9 @@ impl Ctx<'_> {
         };
         let from = From6::Uplink(inp, up, u6);
         Self::flow_log((self.shared, self.cfg), None, &info, &verdict);
+        self.note("conntrack", || {
+            super::route::describe(self.cfg, None, &info.tuple, &verdict)
+        });
         match verdict {
             Verdict::Tracked { tuple, zone, .. } => {
                 self.inbound6(from, p, ip, &info, (tuple, Some(zone)))

@@ -597,7 +597,7 @@ impl Topology for Config {
 }
 
 /// The conntrack stage's note: what NAT's verdict was for a packet with tuple `t` from `from`.
-fn describe<A: nat::Addr>(
+pub(super) fn describe<A: nat::Addr>(
     cfg: &Config,
     from: Option<&NetRt>,
     t: &FiveTuple<A>,
