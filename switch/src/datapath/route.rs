@@ -144,7 +144,7 @@ impl Ctx<'_> {
             packet::rewrite(ip, &info, new, partial);
             if new != &info.tuple {
                 super::trace::note(self.trace, "nat", || {
-                    format!("rewritten {} -> {new}", info.tuple)
+                    format!("rewritten: {} becomes {new}", info.tuple)
                 });
             }
         }
@@ -253,10 +253,7 @@ impl Ctx<'_> {
                     .to_string(),
                 |m| m.to_string(),
             );
-            format!(
-                "out of the uplink {} to next hop {hop}, MAC {mac}",
-                up.port.name
-            )
+            format!("out of the uplink to next hop {hop}, MAC {mac}")
         });
         if self.send_to_uplink_hop(up, &up.neigh, hop, Drop::ArpTimeout) {
             send_arp_request(up, hop, c);
