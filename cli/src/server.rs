@@ -235,6 +235,117 @@ pub fn metrics_router(sw: Arc<Switch>) -> Router {
         .with_state(sw)
 }
 
+/// Connections the metrics listener serves at once; more wait in the kernel's backlog, so
+/// connections opened and left idle cannot take the daemon's file descriptors.
+pub const METRICS_MAX_CONNECTIONS: usize = 64;
+
+/// How long a metrics connection may stay without a request before it is closed (a scraper
+/// that keeps connections alive comes back every scrape interval: 15 s by default).
+pub const METRICS_IDLE: Duration = Duration::from_secs(120);
+
+/// The metrics listener with a cap on open connections ([`METRICS_MAX_CONNECTIONS`]): `accept`
+/// waits for a free place before it takes the next connection, and each connection gives its
+/// place back when it closes or has been idle for [`METRICS_IDLE`].
+pub struct CappedListener {
+    inner: tokio::net::TcpListener,
+    places: Arc<tokio::sync::Semaphore>,
+}
+
+impl CappedListener {
+    /// Cap `inner` at `max` connections.
+    pub fn new(inner: tokio::net::TcpListener, max: usize) -> CappedListener {
+        CappedListener {
+            inner,
+            places: Arc::new(tokio::sync::Semaphore::new(max)),
+        }
+    }
+}
+
+/// A connection holding its place under the cap.
+pub struct Placed {
+    io: tokio::net::TcpStream,
+    _place: tokio::sync::OwnedSemaphorePermit,
+    idle: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl AsyncRead for Placed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.io).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    let next = tokio::time::Instant::now() + METRICS_IDLE;
+                    self.idle.as_mut().reset(next);
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => match self.idle.as_mut().poll(cx) {
+                // Idle too long: end of stream, and hyper closes the connection.
+                Poll::Ready(()) => Poll::Ready(Ok(())),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl AsyncWrite for Placed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+impl axum::serve::Listener for CappedListener {
+    type Io = Placed;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Placed, std::net::SocketAddr) {
+        loop {
+            let Ok(place) = self.places.clone().acquire_owned().await else {
+                // The semaphore is never closed; should it be, stop taking connections.
+                std::future::pending::<()>().await;
+                continue;
+            };
+            match self.inner.accept().await {
+                Ok((io, addr)) => {
+                    let idle = Box::pin(tokio::time::sleep(METRICS_IDLE));
+                    return (
+                        Placed {
+                            io,
+                            _place: place,
+                            idle,
+                        },
+                        addr,
+                    );
+                }
+                Err(e) => {
+                    log::warn!("metrics listener: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CaptureQuery {

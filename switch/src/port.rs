@@ -198,6 +198,18 @@ impl FloodLimiter {
         None
     }
 
+    /// Limiting (refusing since the last allowed take) and a token back by `now_ms`: limiting
+    /// has ended even if the port floods nothing more (the housekeeping thread's check, so
+    /// `flood_limit_end` is told within a second).
+    pub fn recovered(&self, now_ms: u64) -> bool {
+        if !self.limited.load(Ordering::Relaxed) {
+            return false;
+        }
+        let last = self.last_ms.load(Ordering::Relaxed);
+        let refill = now_ms.saturating_sub(last).saturating_mul(self.rate_per_s) / 1000;
+        self.tokens.load(Ordering::Relaxed).saturating_add(refill) > 0
+    }
+
     /// A copy of the bucket as it is now, which changes independently (the packet tracer's).
     pub fn duplicate(&self) -> FloodLimiter {
         let l = |a: &AtomicU64| AtomicU64::new(a.load(Ordering::Relaxed));

@@ -281,6 +281,7 @@ fn run(args: Args) -> Result<(), String> {
                 .map_err(|e| format!("--metrics-listen {addr}: {e}"))?;
             log::info!("metrics on http://{addr}/metrics");
             let app = server::metrics_router(sw.clone());
+            let l = server::CappedListener::new(l, server::METRICS_MAX_CONNECTIONS);
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(l, app).await {
                     log::error!("metrics listener stopped: {e}");

@@ -256,6 +256,16 @@ impl Switch {
                     if let Some(r) = &net.remote {
                         r.age(now);
                     }
+                    // Flood limiting that ended without a further flood from the port.
+                    for p in &net.ports {
+                        if p.flood.recovered(now) && p.flood.transition(true) == Some(false) {
+                            sw.shared.bus.publish(
+                                crate::events::Topic::Events,
+                                "flood_limit_end",
+                                || serde_json::json!({"port": p.name, "network": &*net.name}),
+                            );
+                        }
+                    }
                 }
                 let gone = sw.shared.ct.expire_flows(now);
                 let gone6 = sw.shared.ct6.expire_flows(now);

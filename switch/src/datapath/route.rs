@@ -315,7 +315,12 @@ impl Ctx<'_> {
                 bus.publish(Topic::Flows, "new", || {
                     serde_json::json!({
                         "family": family::<A>(), "proto": t.proto.name(),
-                        "nat": match kind { Opened::Snat => "snat", Opened::Dnat => "dnat" },
+                        "nat": match kind {
+                            Opened::Snat => "snat",
+                            // From a network to a published port: the conntrack kind.
+                            Opened::Dnat if from.is_some() => "hairpin",
+                            Opened::Dnat => "dnat",
+                        },
                         "network": name(from.or(zone)), "orig": t.to_string(),
                         "reply": tuple.reversed().to_string(), "verdict": "forwarded",
                     })
