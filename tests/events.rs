@@ -212,3 +212,29 @@ fn the_flow_log_follows_connections_from_new_to_destroy_with_counts_and_refusals
     let (_, e) = l.d.ctl_err(&["flows"]);
     assert!(e.contains("--follow") && e.contains("conntrack ls"), "{e}");
 }
+
+#[test]
+fn a_flow_early_drop_evicts_gets_a_destroy_line() {
+    require(&["python3"]);
+    let l = Lab::new(&["--ct-max", "4"]);
+    l.d.ctl_ok(&["network", "create", "ev", "--subnet", "10.87.0.0/24"]);
+    let a = Netns::new("ev");
+    let ea = attach(&l.d, &a, "ev");
+    let mut all = Follower::start_with(&l.d, &["flows", "--follow"]);
+    // Six UDP flows (never answered: none is assured) into a table of four: the two oldest go.
+    a.exec_ok(&[
+        "python3",
+        "-c",
+        "import socket\nfor p in range(9001, 9007):\n    s = socket.socket(socket.AF_INET, \
+         socket.SOCK_DGRAM)\n    s.sendto(b'x', ('10.210.0.2', p))",
+    ]);
+    let me = format!("{}:", ea.ip);
+    let gone = all.wait_for("destroy", |v| {
+        v["reason"] == "evicted" && v["orig"].as_str().is_some_and(|o| o.starts_with(&me))
+    });
+    // An unanswered flow (one answered by a port-unreachable is kept), with its one packet.
+    assert_eq!(gone["proto"], "udp", "{gone}");
+    assert_eq!(gone["state"], "UNREPLIED", "{gone}");
+    assert_eq!(gone["packets"]["orig"], 1, "{gone}");
+    assert_eq!(gone["bytes"]["orig"], 29, "IPv4 + UDP + 1 byte: {gone}");
+}

@@ -266,10 +266,7 @@ impl<A: Addr> Flow<A> {
         if dir == FlowDir::Reply && !self.replied.load(Ordering::Relaxed) {
             self.replied.store(true, Ordering::Relaxed);
         }
-        let c = &self.counts[usize::from(dir == FlowDir::Reply)];
-        let add = |a: &AtomicU64, n: u64| a.store(a.load(Ordering::Relaxed) + n, Ordering::Relaxed);
-        add(&c.packets, 1);
-        add(&c.bytes, len as u64);
+        self.count(dir, len);
         if self.orig.proto == Proto::Tcp {
             let s = self.tcp_state();
             let n = tcp_next(s, dir, flags);
@@ -279,6 +276,15 @@ impl<A: Addr> Flow<A> {
             }
         }
         None
+    }
+
+    /// Count one packet of `len` bytes in direction `dir` (the packet that created the flow:
+    /// its state is where creation put it).
+    pub fn count(&self, dir: FlowDir, len: usize) {
+        let c = &self.counts[usize::from(dir == FlowDir::Reply)];
+        let add = |a: &AtomicU64, n: u64| a.store(a.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+        add(&c.packets, 1);
+        add(&c.bytes, len as u64);
     }
 
     /// True for a connection worth keeping when the table is full: a TCP connection past its
@@ -353,9 +359,16 @@ pub struct Conntrack<A: Addr = Ipv4Addr> {
     /// lock out real connections. Touched once per new flow, never per packet.
     young: Mutex<VecDeque<Weak<Flow<A>>>>,
     early_drops: AtomicU64,
+    /// Flows removed by early drop since the last [`Conntrack::take_evicted`] (at most
+    /// [`EVICTED_KEPT`]), for the flow log's `destroy` lines.
+    evicted: Mutex<Vec<Arc<Flow<A>>>>,
     /// Timeouts in force.
     pub timeouts: Timeouts,
 }
+
+/// Early-dropped flows kept for [`Conntrack::take_evicted`] between two takes; beyond that
+/// they go unreported (the `early_drops` counter still counts them).
+pub const EVICTED_KEPT: usize = 4096;
 
 /// At most this many flows are remembered for early drop.
 const YOUNG_MAX: usize = 65_536;
@@ -387,6 +400,7 @@ impl<A: Addr> Conntrack<A> {
             max,
             young: Mutex::new(VecDeque::new()),
             early_drops: AtomicU64::new(0),
+            evicted: Mutex::new(Vec::new()),
             timeouts,
         }
     }
@@ -433,6 +447,11 @@ impl<A: Addr> Conntrack<A> {
             .filter_map(|w| done.get(&w.as_ptr()).map(Arc::downgrade))
             .collect();
         copy
+    }
+
+    /// The flows early drop removed since the last call (at most [`EVICTED_KEPT`]).
+    pub fn take_evicted(&self) -> Vec<Arc<Flow<A>>> {
+        std::mem::take(&mut *self.evicted.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Flows removed to make room for new ones while the table was full.
@@ -551,6 +570,10 @@ impl<A: Addr> Conntrack<A> {
             if tracked && !f.assured() {
                 self.remove(&f);
                 self.early_drops.fetch_add(1, Ordering::Relaxed);
+                let mut kept = self.evicted.lock().unwrap_or_else(|p| p.into_inner());
+                if kept.len() < EVICTED_KEPT {
+                    kept.push(f);
+                }
                 return Ok(());
             }
         }
@@ -993,6 +1016,10 @@ mod test {
         ct.create_dnat(t(Proto::Tcp, R, 4, U, 80), E, 80, 1, 5)
             .unwrap();
         assert_eq!((ct.len(), ct.early_drops()), (3, 1));
+        let evicted = ct.take_evicted();
+        assert_eq!(evicted.len(), 1, "the evicted flow, for the flow log");
+        assert_eq!(evicted[0].orig, t(Proto::Tcp, R, 2, U, 80));
+        assert!(ct.take_evicted().is_empty(), "taken once");
         assert!(ct.lookup(&t(Proto::Tcp, R, 2, U, 80), 6).is_none());
         assert!(ct.lookup(&t(Proto::Tcp, R, 1, U, 80), 6).is_some());
         assert!(ct.lookup(&t(Proto::Tcp, R, 3, U, 80), 6).is_some());

@@ -152,10 +152,14 @@ fn open<A: Addr>(
             .flatten()
     };
     let reserved = |proto, port| topo.is_published(proto, port);
-    let opened = |f: std::sync::Arc<crate::Flow<A>>, kind, zone| Verdict::Opened {
-        tuple: f.translate(FlowDir::Original),
-        kind,
-        zone,
+    let opened = |f: std::sync::Arc<crate::Flow<A>>, kind, zone| {
+        // The packet that made the flow is its first (the flow log's counts).
+        f.count(FlowDir::Original, info.len);
+        Verdict::Opened {
+            tuple: f.translate(FlowDir::Original),
+            kind,
+            zone,
+        }
     };
     let Some(net) = from else {
         // From the uplink: only published ports open a flow.

@@ -271,6 +271,8 @@ impl Switch {
                 let gone6 = sw.shared.ct6.expire_flows(now);
                 sw.flows_gone(&gone, "timeout");
                 sw.flows_gone(&gone6, "timeout");
+                sw.flows_gone(&sw.shared.ct.take_evicted(), "evicted");
+                sw.flows_gone(&sw.shared.ct6.take_evicted(), "evicted");
                 if let Some(up) = &cfg.uplink {
                     for _ in 0..up.neigh.expire(now) {
                         WorkerCounters::drop(&hk_counters, crate::counters::Drop::ArpTimeout);
