@@ -154,7 +154,7 @@ fn the_event_stream_tells_attach_detach_moves_peers_pending_and_flood_limiting()
 
 #[test]
 fn the_flow_log_follows_connections_from_new_to_destroy_with_counts_and_refusals() {
-    require(&["socat"]);
+    require(&["socat", "dig"]);
     let l = Lab::new(&[]);
     l.d.ctl_ok(&["network", "create", "fl", "--subnet", "10.89.0.0/24"]);
     l.d.ctl_ok(&["network", "create", "other", "--subnet", "10.88.0.0/24"]);
@@ -179,6 +179,24 @@ fn the_flow_log_follows_connections_from_new_to_destroy_with_counts_and_refusals
         "{new}"
     );
     all.wait_for("state", |v| v["state"] == "ESTABLISHED");
+    // A name the gateway does not know: forwarded to the uplink's resolver, a flow of its own.
+    let _ = a.exec(&[
+        "dig",
+        "+time=1",
+        "+tries=1",
+        "@10.89.0.1",
+        "nothing.example",
+    ]);
+    let dns = all.wait_for("new", |v| v["nat"] == "dns");
+    assert_eq!(dns["proto"], "udp", "{dns}");
+    assert!(
+        dns["orig"].as_str().unwrap().starts_with(&me)
+            && dns["reply"]
+                .as_str()
+                .unwrap()
+                .starts_with("10.210.0.2:53 -> 10.210.0.1:"),
+        "{dns}"
+    );
     // A packet NAT refuses: to a network that is not linked.
     let _ = a.exec(&[
         "socat",
@@ -192,7 +210,7 @@ fn the_flow_log_follows_connections_from_new_to_destroy_with_counts_and_refusals
     // Flushed: the flow goes with its packets and bytes each way.
     l.d.ctl_ok(&["conntrack", "flush"]);
     let gone = all.wait_for("destroy", |v| {
-        v["orig"].as_str().is_some_and(|o| o.starts_with(&me))
+        v["proto"] == "tcp" && v["orig"].as_str().is_some_and(|o| o.starts_with(&me))
     });
     assert_eq!(gone["reason"], "flushed");
     assert!(gone["packets"]["orig"].as_u64().unwrap() >= 3, "{gone}");
@@ -221,19 +239,23 @@ fn a_flow_early_drop_evicts_gets_a_destroy_line() {
     let a = Netns::new("ev");
     let ea = attach(&l.d, &a, "ev");
     let mut all = Follower::start_with(&l.d, &["flows", "--follow"]);
-    // Six UDP flows (never answered: none is assured) into a table of four: the two oldest go.
+    // Six UDP flows into a table of four, to an on-link address nobody has (never answered, not
+    // even by a port-unreachable: none is assured): the two oldest go.
     a.exec_ok(&[
         "python3",
         "-c",
         "import socket\nfor p in range(9001, 9007):\n    s = socket.socket(socket.AF_INET, \
-         socket.SOCK_DGRAM)\n    s.sendto(b'x', ('10.210.0.2', p))",
+         socket.SOCK_DGRAM)\n    s.sendto(b'x', ('10.210.0.3', p))",
     ]);
     let me = format!("{}:", ea.ip);
     let gone = all.wait_for("destroy", |v| {
         v["reason"] == "evicted" && v["orig"].as_str().is_some_and(|o| o.starts_with(&me))
     });
-    // An unanswered flow (one answered by a port-unreachable is kept), with its one packet.
     assert_eq!(gone["proto"], "udp", "{gone}");
+    assert!(
+        gone["orig"].as_str().unwrap().ends_with(":9001"),
+        "the oldest first: {gone}"
+    );
     assert_eq!(gone["state"], "UNREPLIED", "{gone}");
     assert_eq!(gone["packets"]["orig"], 1, "{gone}");
     assert_eq!(gone["bytes"]["orig"], 29, "IPv4 + UDP + 1 byte: {gone}");

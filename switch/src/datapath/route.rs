@@ -408,6 +408,7 @@ impl Ctx<'_> {
                 match dns::answer(query, &net.dns, upstream.is_some(), &mut out) {
                     dns::Verdict::Malformed => c.drop(Drop::Malformed),
                     dns::Verdict::Answered(n) => {
+                        self.note("dns", || "answered by the gateway".into());
                         c.event(Event::DnsAnswered);
                         let mut udp = [0u8; DNS_MAX + l4::UDP_HEADER_LEN];
                         let (h, data) = udp.split_at_mut(l4::UDP_HEADER_LEN);
@@ -436,8 +437,24 @@ impl Ctx<'_> {
                             Err(_) => return self.conntrack_full("ipv4"),
                         };
                         c.event(Event::DnsForwarded);
-                        let ip = EthFrame::payload_mut(self.buf.data_mut());
+                        flow.count(FlowDir::Original, info.len);
                         let n = flow.translate(FlowDir::Original);
+                        self.note("dns", || {
+                            format!(
+                                "a name the gateway does not know: forwarded to {resolver} as {n}"
+                            )
+                        });
+                        let bus = &self.shared.bus;
+                        if bus.listening(crate::events::Topic::Flows) {
+                            bus.publish(crate::events::Topic::Flows, "new", || {
+                                serde_json::json!({
+                                    "family": "ipv4", "proto": "udp", "nat": "dns",
+                                    "network": &*net.name, "orig": t.to_string(),
+                                    "reply": n.reversed().to_string(), "verdict": "forwarded",
+                                })
+                            });
+                        }
+                        let ip = EthFrame::payload_mut(self.buf.data_mut());
                         packet::rewrite(ip, info, &n, partial);
                         packet::decrement_ttl(ip);
                         let p = Parsed {
