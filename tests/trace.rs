@@ -39,10 +39,7 @@ fn send_frame(ns: &Netns, ifname: &str, hex: &str) {
 }
 
 fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
+    switch::packet_spec::unhex(s).expect("hex from the tracer")
 }
 
 fn has(hay: &[u8], needle: &[u8]) -> bool {

@@ -347,12 +347,7 @@ fn trace(lab: &Lab, id: u32, wire: &[u8]) {
         return;
     };
     let hdr = if from == "uplink" { 10 } else { 12 };
-    let frame: String = wire
-        .get(hdr..)
-        .unwrap_or_default()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let frame = switch::packet_spec::hex(wire.get(hdr..).unwrap_or_default());
     let before = table_keys(&lab.sw);
     let r = lab.sw.trace(&TraceRequest {
         from,

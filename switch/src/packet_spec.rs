@@ -351,6 +351,26 @@ pub fn describe(f: &[u8]) -> String {
     )
 }
 
+/// Bytes as hex, two digits a byte (the tracer's frames).
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Hex back to bytes (white space and colons ignored); `None` unless two hex digits a byte.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    let s: String = s
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != ':')
+        .collect();
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 #[cfg(test)]
 mod test {
     use super::*;

@@ -794,7 +794,7 @@ fn command(c: &Client, json: bool, cmd: Cmd) -> Result<(), ClientError> {
                 .map_err(|e| ClientError::Api(format!("--from-pcap {}: {e}", file.display())))?;
             let mut all = Vec::new();
             for (i, f) in frames.iter().enumerate() {
-                let hex: String = f.iter().map(|b| format!("{b:02x}")).collect();
+                let hex = switch::packet_spec::hex(f);
                 let t: TraceInfo = c.call("POST", routes::TRACE, Some(&req(None, Some(hex))))?;
                 if !json {
                     println!("packet {}:\n{}\n", i + 1, trace_text(&t));

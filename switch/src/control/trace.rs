@@ -14,7 +14,7 @@ use crate::counters::WorkerCounters;
 use crate::datapath::trace::{Shadow, Trace};
 use crate::error::Error;
 use crate::model::{TraceInfo, TraceOutput, TraceRequest, TraceStep};
-use crate::packet_spec::{describe, Spec};
+use crate::packet_spec::{describe, hex, unhex, Spec};
 use crate::port::{Device, Port};
 use wire::ethernet::MacAddr;
 
@@ -309,22 +309,4 @@ fn is_arp(f: &[u8]) -> bool {
         Some([0x81, 0x00]) => et(16) == Some([0x08, 0x06]),
         e => e == Some([0x08, 0x06]),
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    let s: String = s
-        .chars()
-        .filter(|c| !c.is_whitespace() && *c != ':')
-        .collect();
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
